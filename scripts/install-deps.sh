@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package hvkit builds, tests and benchmarks with. Idempotent.
+set -euo pipefail
+pkgs=(
+  # build
+  cmake ninja-build g++ clang libfuzzer-14-dev libclang-rt-14-dev pkg-config
+  # libraries
+  liburing-dev catch2 libbenchmark-dev libboost-dev liblvm2-dev libdevmapper-dev libfuse3-dev
+  # test oracles and real clients
+  libxen-dev xenstore-utils lvm2 util-linux iproute2 iputils-ping procps psmisc
+  fio iperf3 libnbd-bin netcat-openbsd fuse3 e2fsprogs kmod
+  # peers for hvbench
+  xen-utils-4.17 openvswitch-switch dpdk
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,266 @@
+// libhv: the client side of hv-min, linked by every domain program and backend (style.md §3).
+// Services bundles the hypercall channel, the domain's own memory, Grants and EventChannels.
+// Layer: hv-min (L1). A Services object (and what it hands out) is used by one thread at a
+// time; give each worker thread its own with Services::clone(). Every call returns hv::Result;
+// every asynchronous event is a readable fd.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "hv/expected.hpp"
+#include "hv/mapping.hpp"
+#include "hv/strong.hpp"
+#include "hv/unique_fd.hpp"
+#include "hvmin/errc.hpp"
+#include "hvmin/wire.hpp"
+
+namespace hv::hvmin {
+
+namespace detail {
+struct ExtentMap;  // one mapped memory extent (own or, for trusted backends, a peer's)
+class Session;     // per-domain state shared by all channels of one attach
+}  // namespace detail
+
+/// $HV_RUNDIR, or /run/hvkit.
+std::filesystem::path default_rundir();
+
+/// One hypercall socket. Calls are synchronous request/reply; a mutex makes a shared Channel
+/// safe, but each thread should own one (Services::clone) so calls do not serialise.
+class Channel {
+public:
+    struct Reply {
+        wire::ReplyHeader hdr{};
+        std::vector<std::byte> body;
+        std::vector<UniqueFd> fds;
+    };
+    static constexpr int kDefaultTimeoutMs = 10000;
+
+    explicit Channel(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
+    /// Sends one request and waits (bounded) for its reply. Errors: socket errors,
+    /// Errc::timed_out, Errc::disconnected, Errc::protocol.
+    Result<Reply> call(wire::Op op, std::uint32_t count, std::span<const std::byte> body,
+                       std::span<const int> fds = {}, int timeout_ms = kDefaultTimeoutMs);
+    /// Sends raw bytes as one datagram and waits for one reply (tests of hostile input).
+    Result<Reply> call_raw(std::span<const std::byte> datagram, int timeout_ms = kDefaultTimeoutMs);
+    int fd() const noexcept { return fd_.get(); }
+
+    /// Trusted map mode: peers' extents this connection has received (hv-min sends each once).
+    std::shared_ptr<detail::ExtentMap> extent(std::uint32_t id);
+    void add_extent(std::uint32_t id, std::shared_ptr<detail::ExtentMap> e);
+
+private:
+    Result<Reply> receive(std::uint32_t seq, int timeout_ms);
+    std::mutex mu_;
+    UniqueFd fd_;
+    std::uint32_t seq_ = 0;
+    std::vector<std::pair<std::uint32_t, std::shared_ptr<detail::ExtentMap>>> extents_;
+};
+
+class Grants;
+
+/// A mapped grant. Unmaps (GNTTABOP_unmap_grant_ref) and unmaps memory in its destructor.
+class GrantMapping {
+public:
+    GrantMapping() noexcept = default;
+    GrantMapping(GrantMapping&& o) noexcept;
+    GrantMapping& operator=(GrantMapping&& o) noexcept;
+    GrantMapping(const GrantMapping&) = delete;
+    GrantMapping& operator=(const GrantMapping&) = delete;
+    ~GrantMapping();
+
+    /// The granted 4096-byte page. GUEST: the granter may write it at any time.
+    std::byte* data() const noexcept { return data_; }
+    std::span<std::byte> page() const noexcept { return {data_, rings::XEN_PAGE_SIZE}; }
+    rings::grant_handle_t handle() const noexcept { return handle_; }
+    bool valid() const noexcept { return data_ != nullptr; }
+    /// Unmaps now; the error of the unmap hypercall, if any.
+    Result<void> reset() noexcept;
+
+private:
+    friend class Grants;
+    std::shared_ptr<Channel> ch_;
+    std::shared_ptr<detail::ExtentMap> extent_;  // trusted: the granter's whole extent
+    Mapping own_;                                 // isolated: this page only
+    std::byte* data_ = nullptr;
+    rings::grant_handle_t handle_ = 0;
+};
+
+/// One request of Grants::map_batch.
+struct MapRequest {
+    DomId granter;
+    GrantRef ref;
+    bool readonly = false;
+};
+
+/// Grant tables: this domain's own table (granter side, no hypercall, Xen's flag protocol)
+/// and map/unmap/copy of others' grants (hypercalls).
+class Grants {
+public:
+    /// Grants `to` access to this domain's `frame`. Errors: Errc::grant_table_full, Errc::bad_frame.
+    Result<GrantRef> grant_access(DomId to, std::uint64_t frame, bool readonly);
+    /// Revokes an entry (Linux gnttab_end_foreign_access_ref). Errc::grant_in_use while the
+    /// grantee has it mapped or a copy is running; the entry stays granted then.
+    Result<void> end_access(GrantRef ref);
+    /// The entry's current flags (GTF_*), for inspection.
+    std::uint16_t entry_flags(GrantRef ref) const noexcept;
+    std::uint32_t nr_entries() const noexcept;
+
+    /// Maps one grant. Errors: gntst_error(status) or transport errors.
+    Result<GrantMapping> map(DomId granter, GrantRef ref, bool readonly);
+    /// Maps many grants in one hypercall; each element is its own Result.
+    Result<std::vector<Result<GrantMapping>>> map_batch(std::span<const MapRequest> reqs);
+    /// Batched GNTTABOP_copy: fills each op's status; the Result is the transport's.
+    Result<void> copy(std::span<rings::gnttab_copy> ops);
+    /// Raw batched ops (status fields filled in). Results are transport errors only.
+    Result<void> map_raw(std::span<rings::gnttab_map_grant_ref> ops);
+    Result<void> unmap_raw(std::span<rings::gnttab_unmap_grant_ref> ops);
+
+private:
+    friend class Services;
+    Grants(std::shared_ptr<detail::Session> s, std::shared_ptr<Channel> ch) noexcept
+        : s_(std::move(s)), ch_(std::move(ch)) {}
+    Result<GrantMapping> finish_map(const rings::gnttab_map_grant_ref& op, const wire::MapExtra& x,
+                                    std::vector<UniqueFd>& fds, bool readonly);
+    std::shared_ptr<detail::Session> s_;
+    std::shared_ptr<Channel> ch_;
+};
+
+/// A bound event channel port: notify() is one write() to the peer's eventfd; fd() becomes
+/// readable when the port is pending. Closes the port (EVTCHNOP_close) in its destructor.
+class EventChannelBinding {
+public:
+    EventChannelBinding() noexcept = default;
+    EventChannelBinding(EventChannelBinding&&) noexcept = default;
+    EventChannelBinding& operator=(EventChannelBinding&& o) noexcept;
+    EventChannelBinding(const EventChannelBinding&) = delete;
+    EventChannelBinding& operator=(const EventChannelBinding&) = delete;
+    ~EventChannelBinding();
+
+    EvtchnPort port() const noexcept { return port_; }
+    /// Readable (POLLIN) while the port is pending. Nonblocking eventfd.
+    int fd() const noexcept { return wait_.get(); }
+    /// Sets the remote port pending. No hv-min hop. A port that is not (or no longer) bound
+    /// to a peer drops the event, as Xen does for unbound ports.
+    Result<void> notify() noexcept;
+    /// True if an event is pending (does not consume it).
+    bool pending() const noexcept;
+    /// Consumes the pending event (sends coalesce into one). While masked, returns false and
+    /// leaves the event pending.
+    bool ack() noexcept;
+    void mask() noexcept { masked_ = true; }
+    /// Unmasks and re-checks: true if an event is pending now.
+    bool unmask() noexcept;
+    bool masked() const noexcept { return masked_; }
+    /// Waits (bounded) until the port is pending. Errc::timed_out otherwise.
+    Result<void> wait(std::chrono::milliseconds timeout) const noexcept;
+    /// EVTCHNOP_close now.
+    Result<void> close() noexcept;
+    bool valid() const noexcept { return ch_ != nullptr; }
+
+private:
+    friend class EventChannels;
+    std::shared_ptr<Channel> ch_;
+    EvtchnPort port_{0};
+    UniqueFd wait_;    // this port's pending state
+    UniqueFd notify_;  // the peer port's pending state (interdomain only)
+    bool masked_ = false;
+};
+
+/// Event channel operations (xen-abi §3) with Xen's return codes (as system errors).
+class EventChannels {
+public:
+    /// A port in this domain that `remote` may bind. Errors: ESRCH, ENOSPC, EPERM.
+    Result<EventChannelBinding> alloc_unbound(DomId remote);
+    /// Binds `remote_port` of `remote` (must be unbound and earmarked for us: else EINVAL).
+    /// The new port starts pending.
+    Result<EventChannelBinding> bind_interdomain(DomId remote, EvtchnPort remote_port);
+    /// Binds a VIRQ (VIRQ_DOM_EXC: dom0 learns that a domain died).
+    Result<EventChannelBinding> bind_virq(std::uint32_t virq, std::uint32_t vcpu = 0);
+    Result<rings::evtchn_status> status(DomId dom, EvtchnPort port);
+    /// EVTCHNOP_send through hv-min (slow path; bindings notify directly).
+    Result<void> send(EvtchnPort port);
+    Result<void> close(EvtchnPort port);
+    Result<void> unmask(EvtchnPort port);
+
+private:
+    friend class Services;
+    explicit EventChannels(std::shared_ptr<Channel> ch) noexcept : ch_(std::move(ch)) {}
+    Result<int> call1(wire::Op op, void* op_struct, std::size_t size, std::vector<UniqueFd>* fds);
+    std::shared_ptr<Channel> ch_;
+};
+
+/// This domain's own memory: frames across its extents.
+class Memory {
+public:
+    /// Pointer to one of this domain's frames. Errc::bad_frame if out of range.
+    Result<std::byte*> frame(std::uint64_t frame) const;
+    /// Total frames (initial memory + extents allocated since).
+    std::uint64_t nr_frames() const;
+    /// Frames of the initial memory (extent 0).
+    std::uint64_t initial_frames() const;
+    /// A new extent of `pages` frames (pages == 1: a page alone in its extent, which an
+    /// isolated backend may map: use it for rings and shared pages). Returns its first frame.
+    Result<std::uint64_t> alloc_extent(std::uint32_t pages);
+    /// dom0: registers a sealed memfd of this process as frames (copy-mode buffers).
+    Result<std::uint64_t> register_extent(UniqueFd memfd, std::uint32_t pages);
+
+private:
+    friend class Services;
+    Memory(std::shared_ptr<detail::Session> s, std::shared_ptr<Channel> ch) noexcept
+        : s_(std::move(s)), ch_(std::move(ch)) {}
+    std::shared_ptr<detail::Session> s_;
+    std::shared_ptr<Channel> ch_;
+};
+
+class Store;  // the XenStore client (xenstore/) fills Services::store
+
+/// Everything a domain program or backend needs from hv-min.
+class Services {
+public:
+    /// The program was started by hv-min: attach through $HV_HYPERCALL_FD.
+    static Result<Services> attach();
+    static Result<Services> attach_fd(UniqueFd fd);
+    /// A root process: connect to $rundir/hv-min.sock as a dom0 connection.
+    static Result<Services> connect_dom0(const std::filesystem::path& rundir = default_rundir());
+    /// A new hypercall channel of the same domain, for another thread.
+    Result<Services> clone() const;
+
+    DomId domid() const noexcept;
+    bool trusted() const noexcept;
+    bool privileged() const noexcept;
+    Grants& grants() noexcept { return grants_; }
+    EventChannels& evtchn() noexcept { return evtchn_; }
+    Memory& memory() noexcept { return memory_; }
+    Channel& channel() noexcept { return *ch_; }
+    /// The xenstore connection hv-min made for this domain, if any (taken once).
+    UniqueFd take_xenstore_fd();
+
+    Store* store = nullptr;
+
+private:
+    Services(std::shared_ptr<detail::Session> s, std::shared_ptr<Channel> ch) noexcept
+        : s_(s), ch_(ch), grants_(s, ch), evtchn_(ch), memory_(s, ch) {}
+    static Result<Services> attach_channel(std::shared_ptr<Channel> ch);
+    std::shared_ptr<detail::Session> s_;
+    std::shared_ptr<Channel> ch_;
+    Grants grants_;
+    EventChannels evtchn_;
+    Memory memory_;
+};
+
+inline Result<Services> attach() { return Services::attach(); }
+inline Result<Services> connect_dom0(const std::filesystem::path& rundir = default_rundir()) {
+    return Services::connect_dom0(rundir);
+}
+
+}  // namespace hv::hvmin

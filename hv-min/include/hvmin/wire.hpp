@@ -1,0 +1,266 @@
+// The hypercall transport between hv-min and its clients (design §3): one SOCK_SEQPACKET per
+// connection; a request is a Header + `count` fixed-size elements; the reply is a ReplyHeader +
+// the same elements with their out fields filled in (per-element status), plus fds through
+// SCM_RIGHTS. Shared by hv::hvmin_core (decoder) and hv::hvmin_client (encoder).
+// Layer: hv-min (L1). Header-only, no syscalls.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "hv/rings/xen/event_channel.hpp"
+#include "hv/rings/xen/grant_table.hpp"
+
+namespace hv::hvmin::wire {
+
+inline constexpr std::uint32_t kMagic = 0x314D5648;  // "HVM1" little-endian
+/// Largest request or reply datagram. Larger requests are truncated by the kernel and rejected.
+inline constexpr std::size_t kMaxMessage = 65536;
+/// Largest batch of Xen ops in one message.
+inline constexpr std::uint32_t kMaxBatch = 1024;
+/// Most fds one reply carries (SCM_MAX_FD is 253).
+inline constexpr std::uint32_t kMaxFds = 240;
+
+/// Operation numbers: Xen hypercalls keep their Xen number in the low byte.
+enum class Op : std::uint16_t {
+    // GNTTABOP_* (batched: count × Xen struct).
+    gnttab_map_grant_ref = 0x0100 + rings::GNTTABOP_map_grant_ref,
+    gnttab_unmap_grant_ref = 0x0100 + rings::GNTTABOP_unmap_grant_ref,
+    gnttab_setup_table = 0x0100 + rings::GNTTABOP_setup_table,
+    gnttab_copy = 0x0100 + rings::GNTTABOP_copy,
+    gnttab_query_size = 0x0100 + rings::GNTTABOP_query_size,
+    // EVTCHNOP_* (count must be 1, as the Xen hypercall takes one struct).
+    evtchn_bind_interdomain = 0x0200 + rings::EVTCHNOP_bind_interdomain,
+    evtchn_bind_virq = 0x0200 + rings::EVTCHNOP_bind_virq,
+    evtchn_close = 0x0200 + rings::EVTCHNOP_close,
+    evtchn_send = 0x0200 + rings::EVTCHNOP_send,
+    evtchn_status = 0x0200 + rings::EVTCHNOP_status,
+    evtchn_alloc_unbound = 0x0200 + rings::EVTCHNOP_alloc_unbound,
+    evtchn_unmask = 0x0200 + rings::EVTCHNOP_unmask,
+    // hv-min's own (count 0 or 1 as listed).
+    attach = 0x0300,             ///< count 0 → AttachInfo; fds [grant table, memory extents…, xenstore?]
+    clone_channel = 0x0301,      ///< count 0 → fds [new connection of the same domain]
+    mem_alloc_extent = 0x0302,   ///< 1 × ExtentRequest → ExtentInfo; fds [extent memfd]
+    mem_register_extent = 0x0303,  ///< dom0: 1 × ExtentRequest + fds [sealed memfd] → ExtentInfo
+    // Toolstack (dom0 only).
+    domain_create = 0x0400,      ///< 1 × CreateRequest + strings → 1 × DomainInfo
+    domain_destroy = 0x0401,     ///< 1 × DomainRef → rc
+    domain_list = 0x0402,        ///< count 0 → n × DomainInfo
+    domain_wait = 0x0403,        ///< 1 × DomainRef → 1 × DeathInfo, sent when the domain is gone
+};
+
+struct Header {
+    std::uint32_t magic;
+    std::uint16_t op;     // Op
+    std::uint16_t flags;  // must be 0
+    std::uint32_t count;  // number of elements that follow
+    std::uint32_t seq;    // echoed in the reply
+};
+static_assert(sizeof(Header) == 16);
+
+struct ReplyHeader {
+    std::uint32_t magic;
+    std::uint16_t op;
+    std::uint16_t flags;
+    std::uint32_t count;  // elements that follow
+    std::uint32_t seq;
+    std::int32_t rc;      // 0 or -errno: the hypercall's own return value
+    std::uint32_t nfds;   // fds attached with SCM_RIGHTS
+};
+static_assert(sizeof(ReplyHeader) == 24);
+
+inline constexpr std::uint32_t kAttachTrusted = 1u << 0;     ///< may receive extent fds (map mode)
+inline constexpr std::uint32_t kAttachPrivileged = 1u << 1;  ///< dom0
+inline constexpr std::uint32_t kAttachDriverDomain = 1u << 2;
+inline constexpr std::uint32_t kAttachXenstore = 1u << 3;    ///< last fd is a xenstore connection
+
+struct AttachInfo {
+    std::uint16_t domid;
+    std::uint16_t pad;
+    std::uint32_t flags;          // kAttach*
+    std::uint32_t gnttab_frames;  // grant table = fds[0], gnttab_frames × 4096 bytes
+    std::uint32_t nr_extents;     // memory extents = fds[1 .. nr_extents]
+    std::uint64_t mem_pages;
+};
+static_assert(sizeof(AttachInfo) == 24);
+
+/// Describes one memory extent; AttachInfo is followed by nr_extents of these.
+struct ExtentInfo {
+    std::uint64_t first_frame;
+    std::uint32_t pages;
+    std::uint32_t id;  ///< hv-min-wide extent serial
+};
+static_assert(sizeof(ExtentInfo) == 16);
+
+struct ExtentRequest {
+    std::uint32_t pages;
+    std::uint32_t pad;
+};
+static_assert(sizeof(ExtentRequest) == 8);
+
+/// Follows the array of gnttab_map_grant_ref in a map reply: where the page lives.
+struct MapExtra {
+    std::uint32_t extent_id;
+    std::int32_t fd_index;        ///< index into the reply's fds, or -1 (already sent on this connection)
+    std::uint64_t offset_bytes;   ///< page offset inside the extent
+    std::uint32_t extent_pages;
+    std::uint32_t pad;
+};
+static_assert(sizeof(MapExtra) == 24);
+
+inline constexpr std::uint32_t kCreateTrusted = 1u << 0;
+inline constexpr std::uint32_t kCreateDriverDomain = 1u << 1;
+
+/// Followed by strings_len bytes: name\0, argc × arg\0, envc × "K=V"\0.
+struct CreateRequest {
+    std::uint32_t mem_pages;
+    std::uint32_t flags;  // kCreate*
+    std::uint32_t argc;
+    std::uint32_t envc;
+    std::uint32_t gnttab_frames;  // 0 = default
+    std::uint32_t strings_len;
+};
+static_assert(sizeof(CreateRequest) == 24);
+
+struct DomainRef {
+    std::uint16_t domid;
+    std::uint16_t pad;
+    std::uint32_t pad2;
+};
+static_assert(sizeof(DomainRef) == 8);
+
+enum class DomainState : std::uint16_t { running = 1, dying = 2, dead = 3 };
+
+inline constexpr std::size_t kMaxName = 64;
+
+struct DomainInfo {
+    std::uint16_t domid;
+    std::uint16_t state;  // DomainState
+    std::uint32_t flags;  // kCreate*
+    std::uint64_t mem_pages;
+    std::uint64_t cpu_time_ns;
+    std::int32_t pid;
+    std::uint32_t pad;
+    char name[kMaxName];  // NUL-terminated
+};
+static_assert(sizeof(DomainInfo) == 96);
+
+enum class DeathReason : std::uint16_t { exited = 1, killed = 2, destroyed = 3, disconnected = 4 };
+
+struct DeathInfo {
+    std::uint16_t domid;
+    std::uint16_t reason;   // DeathReason
+    std::int32_t status;    // exit code (exited) or signal number (killed)
+};
+static_assert(sizeof(DeathInfo) == 8);
+
+/// Size of one request element for `op`, or 0 for an unknown op.
+constexpr std::size_t element_size(Op op) noexcept {
+    switch (op) {
+    case Op::gnttab_map_grant_ref: return sizeof(rings::gnttab_map_grant_ref);
+    case Op::gnttab_unmap_grant_ref: return sizeof(rings::gnttab_unmap_grant_ref);
+    case Op::gnttab_setup_table: return sizeof(rings::gnttab_setup_table);
+    case Op::gnttab_copy: return sizeof(rings::gnttab_copy);
+    case Op::gnttab_query_size: return sizeof(rings::gnttab_query_size);
+    case Op::evtchn_bind_interdomain: return sizeof(rings::evtchn_bind_interdomain);
+    case Op::evtchn_bind_virq: return sizeof(rings::evtchn_bind_virq);
+    case Op::evtchn_close: return sizeof(rings::evtchn_close);
+    case Op::evtchn_send: return sizeof(rings::evtchn_send);
+    case Op::evtchn_status: return sizeof(rings::evtchn_status);
+    case Op::evtchn_alloc_unbound: return sizeof(rings::evtchn_alloc_unbound);
+    case Op::evtchn_unmask: return sizeof(rings::evtchn_unmask);
+    case Op::attach: return 1;
+    case Op::clone_channel: return 1;
+    case Op::mem_alloc_extent: return sizeof(ExtentRequest);
+    case Op::mem_register_extent: return sizeof(ExtentRequest);
+    case Op::domain_create: return sizeof(CreateRequest);
+    case Op::domain_destroy: return sizeof(DomainRef);
+    case Op::domain_list: return 1;
+    case Op::domain_wait: return sizeof(DomainRef);
+    }
+    return 0;
+}
+
+/// A request that passed the structural checks: known op, count within the op's limits and
+/// consistent with the datagram length. `body` is the element array (plus trailing strings for
+/// domain_create).
+struct Decoded {
+    Op op;
+    std::uint32_t count;
+    std::uint32_t seq;
+    std::span<const std::byte> body;
+};
+
+/// Why a datagram was rejected before any op ran; the reply carries this as -errno in rc.
+enum class DecodeError { short_message, bad_magic, bad_flags, unknown_op, bad_count, bad_length };
+
+}  // namespace hv::hvmin::wire
+
+namespace hv::hvmin::wire {
+
+/// Structural checks of one request datagram (the first thing hv-min does with it).
+/// GUEST: `msg` is untrusted; nothing past the returned body is read.
+inline bool decode(std::span<const std::byte> msg, Decoded& out, DecodeError& err) noexcept {
+    if (msg.size() < sizeof(Header)) {
+        err = DecodeError::short_message;
+        return false;
+    }
+    Header h;
+    __builtin_memcpy(&h, msg.data(), sizeof h);
+    if (h.magic != kMagic) {
+        err = DecodeError::bad_magic;
+        return false;
+    }
+    if (h.flags != 0) {
+        err = DecodeError::bad_flags;
+        return false;
+    }
+    const auto op = static_cast<Op>(h.op);
+    const std::size_t esize = element_size(op);
+    if (esize == 0) {
+        err = DecodeError::unknown_op;
+        return false;
+    }
+    const std::span<const std::byte> body = msg.subspan(sizeof(Header));
+    std::uint32_t min_count = 1;
+    std::uint32_t max_count = 1;
+    switch (op) {
+    case Op::gnttab_map_grant_ref:
+    case Op::gnttab_unmap_grant_ref:
+    case Op::gnttab_copy:
+        min_count = 0;
+        max_count = kMaxBatch;
+        break;
+    case Op::attach:
+    case Op::clone_channel:
+    case Op::domain_list:
+        min_count = 0;
+        max_count = 0;
+        break;
+    default:
+        break;
+    }
+    if (h.count < min_count || h.count > max_count) {
+        err = DecodeError::bad_count;
+        return false;
+    }
+    std::size_t expect = max_count == 0 ? 0 : static_cast<std::size_t>(h.count) * esize;
+    if (op == Op::domain_create) {
+        if (body.size() < sizeof(CreateRequest)) {
+            err = DecodeError::bad_length;
+            return false;
+        }
+        CreateRequest cr;
+        __builtin_memcpy(&cr, body.data(), sizeof cr);
+        expect += cr.strings_len;  // bounded: compared with the datagram's real size below
+    }
+    if (body.size() != expect) {
+        err = DecodeError::bad_length;
+        return false;
+    }
+    out = Decoded{op, h.count, h.seq, body};
+    return true;
+}
+
+}  // namespace hv::hvmin::wire

@@ -1,0 +1,74 @@
+// hv::xs::Core — the XenStore server without a transport: bytes in, bytes out, per connection.
+// Store, permissions, watches, transactions, quotas and the table-driven dispatcher live behind
+// it. Layer: L1 (xenstore). Not thread-safe: one thread (or one lock) at a time; Server wraps it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hv/expected.hpp"
+#include "hv/strong.hpp"
+#include "xenstore/config.hpp"
+
+namespace hv::xs {
+
+using ConnId = std::uint64_t;
+
+class Core {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    explicit Core(ServerConfig cfg = {});
+    ~Core();
+    Core(const Core&) = delete;
+    Core& operator=(const Core&) = delete;
+
+    /// A new connection for domain `domid` (0 = privileged). Never fails.
+    ConnId connect(DomId domid);
+    /// Forgets the connection: drops its watches, aborts its transactions, discards its queues.
+    void disconnect(ConnId id) noexcept;
+
+    /// Takes bytes the peer sent and handles every complete message in them, queueing replies
+    /// and watch events. An error means the peer broke the protocol (payload over 4096 bytes);
+    /// the reason is logged and the caller must disconnect. Unknown ids are ignored.
+    Result<void> feed(ConnId id, std::string_view bytes);
+
+    /// Bytes queued for the peer (replies and watch events, whole messages, in order).
+    std::string_view output(ConnId id) const noexcept;
+    /// Marks the first `n` bytes of output() as sent.
+    void consume_output(ConnId id, std::size_t n) noexcept;
+
+    /// When the connection's unfinished message started, if it has one.
+    std::optional<Clock::time_point> partial_since(ConnId id) const noexcept;
+
+    /// Connections the core wants closed (slow readers, released domains); clears the list.
+    /// The caller must still call disconnect() for each.
+    std::vector<ConnId> take_doomed();
+    /// Connections whose output grew since the last call; clears the list.
+    std::vector<ConnId> take_dirty();
+
+    /// See Server::introduce_domain / release_domain / is_introduced.
+    Result<void> introduce_domain(DomId domid);
+    Result<void> release_domain(DomId domid);
+    bool is_introduced(DomId domid) const noexcept;
+
+    std::size_t connection_count() const noexcept;
+    /// Connections doomed because their output queue overflowed.
+    std::uint64_t slow_reader_disconnects() const noexcept;
+    /// Verifies the store's invariants (parents exist, child lists agree, usage counters match).
+    /// Errors: EIO with the first inconsistency logged.
+    Result<void> check() const;
+
+    struct Impl;
+
+private:
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hv::xs

@@ -1,0 +1,450 @@
+// XenStore client: request/reply matching by req_id, a reader thread, a watch-event queue
+// signalled through an eventfd. Layer: L1 (xenstore). Threads: callers (any number) and the
+// reader thread; `mu` guards the pending table, the event queue and the connection state.
+#include "xenstore/client.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "hv/log.hpp"
+
+namespace hv::xs {
+
+Result<Permission> parse_permission(std::string_view s) {
+    if (s.size() < 2) {
+        return fail_errno(EINVAL);
+    }
+    Permission p;
+    switch (s[0]) {
+        case 'n':
+            p.access = Access::none;
+            break;
+        case 'r':
+            p.access = Access::read;
+            break;
+        case 'w':
+            p.access = Access::write;
+            break;
+        case 'b':
+            p.access = Access::both;
+            break;
+        default:
+            return fail_errno(EINVAL);
+    }
+    unsigned id = 0;
+    auto [ptr, ec] = std::from_chars(s.data() + 1, s.data() + s.size(), id);
+    if (ec != std::errc() || ptr != s.data() + s.size() || id > 0xffff) {
+        return fail_errno(EINVAL);
+    }
+    p.domid = DomId{static_cast<std::uint16_t>(id)};
+    return p;
+}
+
+std::string to_string(Permission p) {
+    static constexpr char letters[4] = {'n', 'r', 'w', 'b'};
+    return letters[static_cast<unsigned>(p.access) & 3] + std::to_string(p.domid.get());
+}
+
+namespace {
+
+std::vector<std::string> split_nul(std::string_view s) {
+    std::vector<std::string> out;
+    while (!s.empty()) {
+        const auto nul = s.find('\0');
+        if (nul == std::string_view::npos) {
+            out.emplace_back(s);
+            break;
+        }
+        out.emplace_back(s.substr(0, nul));
+        s.remove_prefix(nul + 1);
+    }
+    return out;
+}
+
+std::string with_nul(std::string_view s) {
+    std::string p(s);
+    p += '\0';
+    return p;
+}
+
+}  // namespace
+
+struct Client::Impl {
+    struct Pending {
+        bool done = false;
+        Result<std::string> result{std::string()};
+    };
+
+    ClientOptions opts;
+    UniqueFd fd;
+    UniqueFd stop_fd;   // eventfd: tells the reader to exit
+    UniqueFd event_fd;  // eventfd: readable while events are queued
+    mutable std::mutex mu;
+    std::condition_variable cv;
+    std::unordered_map<std::uint32_t, Pending*> pending;
+    std::deque<WatchEvent> events;
+    std::uint32_t next_req = 1;
+    bool alive = true;
+    std::mutex write_mu;
+    std::thread reader;
+
+    void fail_all() {
+        std::lock_guard lk(mu);
+        alive = false;
+        for (auto& [id, p] : pending) {
+            p->result = fail_errno(ECONNRESET);
+            p->done = true;
+        }
+        pending.clear();
+        cv.notify_all();
+    }
+
+    void deliver(const xsd_sockmsg& h, std::string payload) {
+        std::lock_guard lk(mu);
+        if (h.type == static_cast<std::uint32_t>(MsgType::XS_WATCH_EVENT)) {
+            auto parts = split_nul(payload);
+            if (parts.size() < 2) {
+                HV_LOG_RL(warn, "xenstore client: malformed watch event ignored");
+                return;
+            }
+            events.push_back(WatchEvent{std::move(parts[0]), std::move(parts[1])});
+            const std::uint64_t one = 1;
+            (void)!::write(event_fd.get(), &one, sizeof one);
+            cv.notify_all();
+            return;
+        }
+        auto it = pending.find(h.req_id);
+        if (it == pending.end()) {
+            HV_LOG_RL(warn, "xenstore client: reply to unknown req_id %u ignored", h.req_id);
+            return;
+        }
+        Pending* p = it->second;
+        pending.erase(it);
+        if (h.type == static_cast<std::uint32_t>(MsgType::XS_ERROR)) {
+            std::string_view name(payload);
+            if (!name.empty() && name.back() == '\0') {
+                name.remove_suffix(1);
+            }
+            p->result = fail_errno(xsd_error_errno(name));
+        } else {
+            p->result = std::move(payload);
+        }
+        p->done = true;
+        cv.notify_all();
+    }
+
+    void read_loop() {
+        std::string buf;
+        char chunk[8192];
+        for (;;) {
+            pollfd pfd[2] = {{fd.get(), POLLIN, 0}, {stop_fd.get(), POLLIN, 0}};
+            if (::poll(pfd, 2, -1) < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                break;
+            }
+            if (pfd[1].revents != 0) {
+                break;
+            }
+            const ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+                continue;
+            }
+            if (n <= 0) {
+                break;
+            }
+            buf.append(chunk, static_cast<std::size_t>(n));
+            std::size_t off = 0;
+            bool bad = false;
+            while (buf.size() - off >= sizeof(xsd_sockmsg)) {
+                xsd_sockmsg h;
+                std::memcpy(&h, buf.data() + off, sizeof h);
+                if (h.len > XENSTORE_PAYLOAD_MAX) {
+                    HV_LOG_RL(warn, "xenstore client: server sent %u-byte payload", h.len);
+                    bad = true;
+                    break;
+                }
+                if (buf.size() - off < sizeof h + h.len) {
+                    break;
+                }
+                deliver(h, buf.substr(off + sizeof h, h.len));
+                off += sizeof h + h.len;
+            }
+            if (bad) {
+                break;
+            }
+            buf.erase(0, off);
+        }
+        fail_all();
+    }
+
+    Result<void> send_all(std::string_view bytes) {
+        while (!bytes.empty()) {
+            const ssize_t n = ::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == ENOTSOCK) {
+                    const ssize_t w = ::write(fd.get(), bytes.data(), bytes.size());
+                    if (w > 0) {
+                        bytes.remove_prefix(static_cast<std::size_t>(w));
+                        continue;
+                    }
+                }
+                return fail_errno(ECONNRESET);
+            }
+            bytes.remove_prefix(static_cast<std::size_t>(n));
+        }
+        return {};
+    }
+
+    Result<std::string> request(MsgType type, std::string_view payload, std::uint32_t tx) {
+        if (payload.size() > XENSTORE_PAYLOAD_MAX) {
+            return fail_errno(EMSGSIZE);
+        }
+        Pending p;
+        std::uint32_t id = 0;
+        {
+            std::lock_guard lk(mu);
+            if (!alive) {
+                return fail_errno(ECONNRESET);
+            }
+            do {
+                id = next_req++;
+            } while (id == 0 || pending.count(id) != 0);
+            pending.emplace(id, &p);
+        }
+        std::string msg;
+        msg.resize(sizeof(xsd_sockmsg));
+        xsd_sockmsg h{static_cast<std::uint32_t>(type), id, tx,
+                      static_cast<std::uint32_t>(payload.size())};
+        std::memcpy(msg.data(), &h, sizeof h);
+        msg.append(payload);
+        Result<void> sent;
+        {
+            std::lock_guard wl(write_mu);
+            sent = send_all(msg);
+        }
+        std::unique_lock lk(mu);
+        if (!sent) {
+            pending.erase(id);
+            return fail(sent.error());
+        }
+        if (!cv.wait_for(lk, opts.timeout, [&] { return p.done; })) {
+            pending.erase(id);
+            return fail_errno(ETIMEDOUT);
+        }
+        return std::move(p.result);
+    }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+
+Client::~Client() {
+    const std::uint64_t one = 1;
+    (void)!::write(impl_->stop_fd.get(), &one, sizeof one);
+    if (impl_->reader.joinable()) {
+        impl_->reader.join();
+    }
+}
+
+Result<std::unique_ptr<Client>> Client::connect(const std::string& path, ClientOptions o) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof addr.sun_path) {
+        return fail_errno(ENAMETOOLONG);
+    }
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) {
+        return fail_errno();
+    }
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
+        return fail_errno();
+    }
+    return from_fd(std::move(fd), o);
+}
+
+Result<std::unique_ptr<Client>> Client::from_fd(UniqueFd fd, ClientOptions o) {
+    if (!fd.valid()) {
+        return fail_errno(EINVAL);
+    }
+    auto impl = std::make_unique<Impl>();
+    impl->opts = o;
+    impl->fd = std::move(fd);
+    impl->stop_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    impl->event_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!impl->stop_fd.valid() || !impl->event_fd.valid()) {
+        return fail_errno();
+    }
+    Impl* raw = impl.get();
+    impl->reader = std::thread([raw] { raw->read_loop(); });
+    return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+Result<std::string> Client::request(MsgType type, std::string_view payload, TxId tx) {
+    return impl_->request(type, payload, tx.get());
+}
+
+Result<std::string> Client::read(std::string_view path, TxId tx) {
+    return request(MsgType::XS_READ, with_nul(path), tx);
+}
+
+Result<void> Client::write(std::string_view path, std::string_view value, TxId tx) {
+    std::string p = with_nul(path);
+    p.append(value);
+    HV_TRY(request(MsgType::XS_WRITE, p, tx));
+    return {};
+}
+
+Result<void> Client::mkdir(std::string_view path, TxId tx) {
+    HV_TRY(request(MsgType::XS_MKDIR, with_nul(path), tx));
+    return {};
+}
+
+Result<void> Client::rm(std::string_view path, TxId tx) {
+    HV_TRY(request(MsgType::XS_RM, with_nul(path), tx));
+    return {};
+}
+
+Result<std::vector<std::string>> Client::directory(std::string_view path, TxId tx) {
+    auto r = request(MsgType::XS_DIRECTORY, with_nul(path), tx);
+    if (!r) {
+        return fail(r.error());
+    }
+    return split_nul(*r);
+}
+
+Result<std::vector<Permission>> Client::get_perms(std::string_view path, TxId tx) {
+    auto r = request(MsgType::XS_GET_PERMS, with_nul(path), tx);
+    if (!r) {
+        return fail(r.error());
+    }
+    std::vector<Permission> out;
+    for (const auto& s : split_nul(*r)) {
+        auto p = parse_permission(s);
+        if (!p) {
+            return fail_errno(EIO);
+        }
+        out.push_back(*p);
+    }
+    return out;
+}
+
+Result<void> Client::set_perms(std::string_view path, const std::vector<Permission>& perms,
+                               TxId tx) {
+    std::string p = with_nul(path);
+    for (const auto& e : perms) {
+        p += to_string(e);
+        p += '\0';
+    }
+    HV_TRY(request(MsgType::XS_SET_PERMS, p, tx));
+    return {};
+}
+
+Result<void> Client::watch(std::string_view path, std::string_view token,
+                           std::optional<unsigned> depth) {
+    std::string p = with_nul(path);
+    p += token;
+    p += '\0';
+    if (depth) {
+        p += std::to_string(*depth);
+        p += '\0';
+    }
+    HV_TRY(request(MsgType::XS_WATCH, p, {}));
+    return {};
+}
+
+Result<void> Client::unwatch(std::string_view path, std::string_view token) {
+    std::string p = with_nul(path);
+    p += token;
+    p += '\0';
+    HV_TRY(request(MsgType::XS_UNWATCH, p, {}));
+    return {};
+}
+
+Result<TxId> Client::transaction_start() {
+    auto r = request(MsgType::XS_TRANSACTION_START, std::string_view("", 1), {});
+    if (!r) {
+        return fail(r.error());
+    }
+    std::uint32_t id = 0;
+    const char* b = r->data();
+    const char* e = b + r->size();
+    if (!r->empty() && r->back() == '\0') {
+        --e;
+    }
+    auto [ptr, ec] = std::from_chars(b, e, id);
+    if (ec != std::errc() || ptr != e || id == 0) {
+        return fail_errno(EIO);
+    }
+    return TxId{id};
+}
+
+Result<void> Client::transaction_end(TxId tx, bool commit) {
+    HV_TRY(request(MsgType::XS_TRANSACTION_END, std::string_view(commit ? "T" : "F", 2), tx));
+    return {};
+}
+
+Result<std::string> Client::get_domain_path(DomId domid) {
+    auto r = request(MsgType::XS_GET_DOMAIN_PATH, with_nul(std::to_string(domid.get())), {});
+    if (r && !r->empty() && r->back() == '\0') {
+        r->pop_back();
+    }
+    return r;
+}
+
+int Client::watch_fd() const noexcept { return impl_->event_fd.get(); }
+
+std::optional<WatchEvent> Client::next_event() {
+    std::lock_guard lk(impl_->mu);
+    if (impl_->events.empty()) {
+        return std::nullopt;
+    }
+    WatchEvent e = std::move(impl_->events.front());
+    impl_->events.pop_front();
+    if (impl_->events.empty()) {
+        std::uint64_t v = 0;
+        (void)!::read(impl_->event_fd.get(), &v, sizeof v);
+    }
+    return e;
+}
+
+Result<WatchEvent> Client::wait_event(std::chrono::milliseconds timeout) {
+    {
+        std::unique_lock lk(impl_->mu);
+        if (!impl_->cv.wait_for(lk, timeout,
+                                [&] { return !impl_->events.empty() || !impl_->alive; })) {
+            return fail_errno(ETIMEDOUT);
+        }
+        if (impl_->events.empty()) {
+            return fail_errno(ECONNRESET);
+        }
+    }
+    auto e = next_event();
+    if (!e) {
+        return fail_errno(ETIMEDOUT);  // another thread took it
+    }
+    return std::move(*e);
+}
+
+bool Client::connected() const noexcept {
+    std::lock_guard lk(impl_->mu);
+    return impl_->alive;
+}
+
+}  // namespace hv::xs

@@ -1,0 +1,394 @@
+// Socket transport for the XenStore core: epoll over a Unix listening socket, domain-bound fds,
+// an eventfd (stop/wake) and a timerfd (partial-message deadlines). Layer: L1 (xenstore).
+// Threads: any thread may call the public members; `mu` serialises them with process().
+#include "xenstore/server.hpp"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "hv/log.hpp"
+#include "xenstore/core.hpp"
+#include "xenstore/wire.hpp"
+
+namespace hv::xs {
+
+namespace {
+
+// epoll data: kind in the top byte, value below.
+constexpr std::uint64_t kKindShift = 56;
+enum Kind : std::uint64_t { kConn = 0, kListen = 1, kWake = 2, kTimer = 3 };
+constexpr std::uint64_t tag(Kind k, std::uint64_t v) { return (std::uint64_t{k} << kKindShift) | v; }
+
+constexpr std::size_t kReadChunk = 16384;
+constexpr std::size_t kReadBudget = 256 * 1024;  // per connection per round: fairness
+
+}  // namespace
+
+struct Server::Impl {
+    struct Sock {
+        UniqueFd fd;
+        bool want_out = false;
+    };
+
+    ServerConfig cfg;
+    mutable std::mutex mu;
+    Core core;
+    UniqueFd ep;
+    UniqueFd wake;
+    UniqueFd timer;
+    std::vector<UniqueFd> listeners;
+    std::vector<std::string> listen_paths;
+    std::unordered_map<ConnId, Sock> socks;
+    std::atomic<bool> stopping{false};
+    std::uint64_t protocol_disconnects = 0;
+    char buf[kReadChunk];
+
+    explicit Impl(ServerConfig c) : cfg(c), core(std::move(c)) {}
+
+    ~Impl() {
+        for (const auto& p : listen_paths) {
+            ::unlink(p.c_str());
+        }
+    }
+
+    Result<void> watch_fd(int fd, std::uint32_t events, std::uint64_t data, int op = EPOLL_CTL_ADD) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.u64 = data;
+        if (::epoll_ctl(ep.get(), op, fd, &ev) != 0) {
+            return fail_errno();
+        }
+        return {};
+    }
+
+    Result<void> add(UniqueFd fd, DomId domid) {
+        const int fl = ::fcntl(fd.get(), F_GETFL);
+        if (fl < 0 || ::fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK) != 0) {
+            return fail_errno(EINVAL);
+        }
+        const ConnId id = core.connect(domid);
+        if (auto r = watch_fd(fd.get(), EPOLLIN, tag(kConn, id)); !r) {
+            core.disconnect(id);
+            return r;
+        }
+        socks.emplace(id, Sock{std::move(fd), false});
+        return {};
+    }
+
+    void close_conn(ConnId id) {
+        auto it = socks.find(id);
+        if (it != socks.end()) {
+            ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
+            socks.erase(it);
+        }
+        core.disconnect(id);
+    }
+
+    void accept_all(int lfd) {
+        for (;;) {
+            UniqueFd fd(::accept4(lfd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+            if (!fd.valid()) {
+                if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) {
+                    HV_LOG_RL(warn, "xenstore: accept: %s", std::strerror(errno));
+                }
+                if (errno == EINTR || errno == ECONNABORTED) {
+                    continue;
+                }
+                return;
+            }
+            if (socks.size() >= cfg.max_connections) {
+                HV_LOG_RL(warn, "xenstore: %zu connections; refusing another", socks.size());
+                continue;  // fd closes here
+            }
+            if (auto r = add(std::move(fd), DomId{0}); !r) {
+                HV_LOG_RL(warn, "xenstore: cannot serve accepted connection: %s",
+                          r.error().message().c_str());
+            }
+        }
+    }
+
+    /// Reads what the peer sent. False: close the connection.
+    bool read_conn(ConnId id, int fd) {
+        std::size_t total = 0;
+        while (total < kReadBudget) {
+            const ssize_t n = ::read(fd, buf, sizeof buf);
+            if (n == 0) {
+                return false;
+            }
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                return errno == EAGAIN || errno == EWOULDBLOCK;
+            }
+            total += static_cast<std::size_t>(n);
+            if (auto r = core.feed(id, std::string_view(buf, static_cast<std::size_t>(n))); !r) {
+                ++protocol_disconnects;
+                return false;
+            }
+        }
+        return true;
+    }
+
+    /// Writes queued output. False: close the connection.
+    bool flush(ConnId id, Sock& s) {
+        for (;;) {
+            const std::string_view out = core.output(id);
+            if (out.empty()) {
+                break;
+            }
+            const ssize_t n = ::send(s.fd.get(), out.data(), out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == ENOTSOCK) {
+                    const ssize_t w = ::write(s.fd.get(), out.data(), out.size());
+                    if (w > 0) {
+                        core.consume_output(id, static_cast<std::size_t>(w));
+                        continue;
+                    }
+                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    break;
+                }
+                return false;
+            }
+            core.consume_output(id, static_cast<std::size_t>(n));
+        }
+        const bool want = !core.output(id).empty();
+        if (want != s.want_out) {
+            s.want_out = want;
+            (void)watch_fd(s.fd.get(), EPOLLIN | (want ? EPOLLOUT : 0u), tag(kConn, id),
+                           EPOLL_CTL_MOD);
+        }
+        return true;
+    }
+
+    /// Closes doomed connections, sends queued output, re-arms the partial-message timer.
+    void settle() {
+        for (ConnId id : core.take_doomed()) {
+            close_conn(id);
+        }
+        for (ConnId id : core.take_dirty()) {
+            auto it = socks.find(id);
+            if (it != socks.end() && !flush(id, it->second)) {
+                close_conn(id);
+            }
+        }
+        for (ConnId id : core.take_doomed()) {  // a flush cannot doom, but stay safe
+            close_conn(id);
+        }
+        arm_timer();
+    }
+
+    void arm_timer() {
+        std::optional<Core::Clock::time_point> earliest;
+        for (const auto& [id, s] : socks) {
+            if (auto t = core.partial_since(id); t && (!earliest || *t < *earliest)) {
+                earliest = t;
+            }
+        }
+        itimerspec its{};
+        if (earliest) {
+            const auto deadline = *earliest + cfg.partial_message_timeout;
+            auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                deadline - Core::Clock::now());
+            if (left.count() <= 0) {
+                left = std::chrono::nanoseconds(1);
+            }
+            its.it_value.tv_sec = static_cast<time_t>(left.count() / 1000000000);
+            its.it_value.tv_nsec = static_cast<long>(left.count() % 1000000000);
+        }
+        ::timerfd_settime(timer.get(), 0, &its, nullptr);
+    }
+
+    void expire_partials() {
+        std::uint64_t ticks = 0;
+        (void)!::read(timer.get(), &ticks, sizeof ticks);
+        const auto now = Core::Clock::now();
+        std::vector<ConnId> stale;
+        for (const auto& [id, s] : socks) {
+            if (auto t = core.partial_since(id); t && now - *t >= cfg.partial_message_timeout) {
+                stale.push_back(id);
+            }
+        }
+        for (ConnId id : stale) {
+            HV_LOG_RL(warn, "xenstore: conn %llu left a message unfinished for %lld ms;"
+                            " disconnecting", static_cast<unsigned long long>(id),
+                      static_cast<long long>(cfg.partial_message_timeout.count()));
+            ++protocol_disconnects;
+            close_conn(id);
+        }
+    }
+};
+
+Server::Server(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Server::~Server() = default;
+
+Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg) {
+    auto impl = std::make_unique<Impl>(std::move(cfg));
+    impl->ep = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!impl->ep.valid()) {
+        return fail_errno();
+    }
+    impl->wake = UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!impl->wake.valid()) {
+        return fail_errno();
+    }
+    impl->timer = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+    if (!impl->timer.valid()) {
+        return fail_errno();
+    }
+    HV_TRY(impl->watch_fd(impl->wake.get(), EPOLLIN, tag(kWake, 0)));
+    HV_TRY(impl->watch_fd(impl->timer.get(), EPOLLIN, tag(kTimer, 0)));
+    return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+Result<void> Server::listen_unix(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof addr.sun_path) {
+        return fail_errno(ENAMETOOLONG);
+    }
+    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) {
+        return fail_errno();
+    }
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+        ::unlink(path.c_str());
+    }
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd.get(), 128) != 0) {
+        return fail_errno();
+    }
+    std::lock_guard lk(impl_->mu);
+    const auto idx = impl_->listeners.size();
+    HV_TRY(impl_->watch_fd(fd.get(), EPOLLIN, tag(kListen, idx)));
+    impl_->listeners.push_back(std::move(fd));
+    impl_->listen_paths.push_back(path);
+    return {};
+}
+
+Result<void> Server::add_connection(UniqueFd fd, DomId domid) {
+    if (!fd.valid() || domid.get() >= DOMID_FIRST_RESERVED) {
+        return fail_errno(EINVAL);
+    }
+    std::lock_guard lk(impl_->mu);
+    return impl_->add(std::move(fd), domid);
+}
+
+Result<void> Server::introduce_domain(DomId domid) {
+    std::lock_guard lk(impl_->mu);
+    auto r = impl_->core.introduce_domain(domid);
+    impl_->settle();
+    return r;
+}
+
+Result<void> Server::release_domain(DomId domid) {
+    std::lock_guard lk(impl_->mu);
+    auto r = impl_->core.release_domain(domid);
+    impl_->settle();
+    return r;
+}
+
+bool Server::is_introduced(DomId domid) const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->core.is_introduced(domid);
+}
+
+int Server::fd() const noexcept { return impl_->ep.get(); }
+
+Result<void> Server::process(int timeout_ms) {
+    epoll_event evs[64];
+    const int n = ::epoll_wait(impl_->ep.get(), evs, 64, timeout_ms);
+    if (n < 0) {
+        if (errno == EINTR) {
+            return {};
+        }
+        return fail_errno();
+    }
+    std::lock_guard lk(impl_->mu);
+    Impl& s = *impl_;
+    for (int i = 0; i < n; ++i) {
+        const std::uint64_t data = evs[i].data.u64;
+        const auto kind = static_cast<Kind>(data >> kKindShift);
+        const std::uint64_t val = data & ((std::uint64_t{1} << kKindShift) - 1);
+        switch (kind) {
+            case kListen:
+                if (val < s.listeners.size()) {
+                    s.accept_all(s.listeners[val].get());
+                }
+                break;
+            case kWake: {
+                std::uint64_t v = 0;
+                (void)!::read(s.wake.get(), &v, sizeof v);
+                break;
+            }
+            case kTimer:
+                s.expire_partials();
+                break;
+            case kConn: {
+                auto it = s.socks.find(val);
+                if (it == s.socks.end()) {
+                    break;  // closed earlier in this round
+                }
+                bool keep = true;
+                if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                    keep = s.read_conn(val, it->second.fd.get());
+                }
+                if (keep && (evs[i].events & EPOLLOUT)) {
+                    it = s.socks.find(val);
+                    keep = it != s.socks.end() && s.flush(val, it->second);
+                }
+                if (!keep) {
+                    s.close_conn(val);
+                }
+                break;
+            }
+        }
+    }
+    s.settle();
+    return {};
+}
+
+Result<void> Server::run() {
+    while (!impl_->stopping.load(std::memory_order_acquire)) {
+        HV_TRY(process(-1));
+    }
+    return {};
+}
+
+void Server::stop() noexcept {
+    // ORDER: release pairs with the acquire load in run(); the eventfd write wakes epoll_wait.
+    impl_->stopping.store(true, std::memory_order_release);
+    const std::uint64_t one = 1;
+    (void)!::write(impl_->wake.get(), &one, sizeof one);
+}
+
+std::size_t Server::connection_count() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->socks.size();
+}
+
+std::uint64_t Server::protocol_disconnects() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->protocol_disconnects + impl_->core.slow_reader_disconnects();
+}
+
+}  // namespace hv::xs

@@ -54,10 +54,10 @@ private:
     std::unique_ptr<std::byte, Free> p_;
 };
 
-/// Reaps until `want` completions arrived or 5 s passed, waiting on notify_fd() in between.
-inline std::vector<IoCompletion> reap_n(BlockEngine& e, std::size_t want) {
+/// Reaps until `want` completions arrived or `timeout_ms` passed, waiting on notify_fd().
+inline std::vector<IoCompletion> reap_n(BlockEngine& e, std::size_t want, int timeout_ms = 5000) {
     std::vector<IoCompletion> got;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
     IoCompletion buf[16];
     while (got.size() < want && std::chrono::steady_clock::now() < deadline) {
         const unsigned n = e.reap(buf);

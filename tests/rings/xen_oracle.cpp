@@ -5,10 +5,13 @@
 #include <cerrno>
 #include <cstring>
 
+// The newest interface version (as the tools see it), so every op number is declared.
+#define __XEN_TOOLS__ 1
 // Xen's ring.h expects the OS to supply barriers; a full barrier is correct for all three.
-#define mb() __sync_synchronize()
+#define xen_mb() __sync_synchronize()
+#define xen_rmb() __sync_synchronize()
+#define xen_wmb() __sync_synchronize()
 #define rmb() __sync_synchronize()
-#define wmb() __sync_synchronize()
 #include <xen/event_channel.h>
 #include <xen/grant_table.h>
 #include <xen/io/blkif.h>

@@ -18,14 +18,13 @@
 #include "hv/assert.hpp"
 #include "hv/expected.hpp"
 #include "hv/rings/errc.hpp"
+#include "hv/rings/xen/xen.hpp"  // XEN_PAGE_SIZE
 
 namespace hv::rings {
 
 /// Free-running ring index; all arithmetic is modulo 2^32 (io/ring.h RING_IDX).
 using RING_IDX = std::uint32_t;
 
-/// Xen pages are 4096 bytes whatever the host page size (XEN_PAGE_SHIFT 12).
-inline constexpr std::size_t XEN_PAGE_SIZE = 4096;
 /// Largest multi-page ring we accept (blkback's max-ring-page-order 4).
 inline constexpr unsigned max_ring_pages = 16;
 

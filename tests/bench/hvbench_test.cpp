@@ -1,0 +1,273 @@
+// hvbench smoke: `hvbench --quick ring` runs, every stdout line is a flat JSON object with the
+// schema of bench/README.md, --json writes the same lines, --plot writes an SVG.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "temp_dir.hpp"
+
+namespace {
+
+/// A JSON value of a flat object: string, number, bool or null (kept as its text).
+struct Value {
+    enum Kind { string, number, boolean, null } kind;
+    std::string text;
+    double num = 0;
+};
+
+/// Parses one flat JSON object {"k": v, ...}; nullopt on any syntax error.
+std::optional<std::map<std::string, Value>> parse_flat_object(const std::string& s) {
+    std::size_t i = 0;
+    auto ws = [&] {
+        while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) {
+            ++i;
+        }
+    };
+    auto str = [&]() -> std::optional<std::string> {
+        if (i >= s.size() || s[i] != '"') {
+            return std::nullopt;
+        }
+        ++i;
+        std::string out;
+        while (i < s.size() && s[i] != '"') {
+            if (s[i] == '\\') {
+                if (++i >= s.size()) {
+                    return std::nullopt;
+                }
+                const char e = s[i];
+                if (e == 'u') {
+                    if (i + 4 >= s.size()) {
+                        return std::nullopt;
+                    }
+                    out += '?';
+                    i += 4;
+                } else if (e == 'n') {
+                    out += '\n';
+                } else if (e == 't') {
+                    out += '\t';
+                } else if (e == '"' || e == '\\' || e == '/') {
+                    out += e;
+                } else {
+                    return std::nullopt;
+                }
+                ++i;
+            } else if (static_cast<unsigned char>(s[i]) < 0x20) {
+                return std::nullopt;
+            } else {
+                out += s[i++];
+            }
+        }
+        if (i >= s.size()) {
+            return std::nullopt;
+        }
+        ++i;
+        return out;
+    };
+    std::map<std::string, Value> obj;
+    ws();
+    if (i >= s.size() || s[i++] != '{') {
+        return std::nullopt;
+    }
+    ws();
+    if (i < s.size() && s[i] == '}') {
+        ++i;
+    } else {
+        for (;;) {
+            ws();
+            auto key = str();
+            if (!key) {
+                return std::nullopt;
+            }
+            ws();
+            if (i >= s.size() || s[i++] != ':') {
+                return std::nullopt;
+            }
+            ws();
+            Value v{};
+            if (i < s.size() && s[i] == '"') {
+                auto t = str();
+                if (!t) {
+                    return std::nullopt;
+                }
+                v = {Value::string, *t};
+            } else if (s.compare(i, 4, "null") == 0) {
+                v = {Value::null, "null"};
+                i += 4;
+            } else if (s.compare(i, 4, "true") == 0 || s.compare(i, 5, "false") == 0) {
+                const bool t = s[i] == 't';
+                v = {Value::boolean, t ? "true" : "false"};
+                i += t ? 4 : 5;
+            } else {
+                const char* begin = s.c_str() + i;
+                char* end = nullptr;
+                const double d = std::strtod(begin, &end);
+                if (end == begin) {
+                    return std::nullopt;
+                }
+                v = {Value::number, std::string(begin, static_cast<const char*>(end)), d};
+                i += static_cast<std::size_t>(end - begin);
+            }
+            if (!obj.emplace(*key, v).second) {
+                return std::nullopt;  // duplicate key
+            }
+            ws();
+            if (i < s.size() && s[i] == ',') {
+                ++i;
+                continue;
+            }
+            if (i < s.size() && s[i] == '}') {
+                ++i;
+                break;
+            }
+            return std::nullopt;
+        }
+    }
+    ws();
+    if (i != s.size()) {
+        return std::nullopt;
+    }
+    return obj;
+}
+
+struct Run {
+    int exit_code;
+    std::vector<std::string> lines;
+};
+
+Run run_hvbench(const std::string& args) {
+    const std::string cmd = std::string(HVBENCH_PATH) + " " + args + " 2>/dev/null";
+    FILE* p = ::popen(cmd.c_str(), "r");
+    REQUIRE(p != nullptr);
+    std::string out;
+    char buf[4096];
+    std::size_t n;
+    while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) {
+        out.append(buf, n);
+    }
+    const int status = ::pclose(p);
+    Run r{WIFEXITED(status) ? WEXITSTATUS(status) : -1, {}};
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line)) {
+        r.lines.push_back(line);
+    }
+    return r;
+}
+
+std::string slurp(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+}  // namespace
+
+TEST_CASE("the flat JSON checker rejects what is not a flat JSON object", "[bench]") {
+    CHECK(parse_flat_object(R"({"a":1,"b":"x","c":null,"d":true})"));
+    CHECK_FALSE(parse_flat_object(R"({"a":1,})"));
+    CHECK_FALSE(parse_flat_object(R"({"a":1} x)"));
+    CHECK_FALSE(parse_flat_object(R"({"a":1,"a":2})"));
+    CHECK_FALSE(parse_flat_object(R"({"a":})"));
+    CHECK_FALSE(parse_flat_object(R"({"a":"unterminated})"));
+    CHECK_FALSE(parse_flat_object("not json"));
+}
+
+TEST_CASE("hvbench --quick ring prints one well-formed JSON line per case", "[bench]") {
+    hv::test::TempDir dir("hvbench-test");
+    const std::string json = (dir / "out.json").string();
+    const std::string svg = (dir / "out.svg").string();
+    const Run r = run_hvbench("--quick --json " + json + " --plot " + svg + " ring");
+    REQUIRE(r.exit_code == 0);
+    REQUIRE(r.lines.size() >= 4);
+    std::map<std::string, int> cases;
+    for (const auto& line : r.lines) {
+        INFO(line);
+        auto obj = parse_flat_object(line);
+        REQUIRE(obj);
+        auto& o = *obj;
+        for (const char* k : {"suite", "case", "unit", "peer", "git_sha", "host", "better"}) {
+            INFO(k);
+            REQUIRE(o.count(k) == 1);
+            CHECK(o[k].kind == Value::string);
+            CHECK_FALSE(o[k].text.empty());
+        }
+        for (const char* k : {"value", "peer_value", "ratio", "runs"}) {
+            INFO(k);
+            REQUIRE(o.count(k) == 1);
+            REQUIRE(o[k].kind == Value::number);
+            CHECK(o[k].num > 0);
+        }
+        CHECK(o["suite"].text == "ring");
+        CHECK(o["runs"].num == 1);
+        CHECK(o["quick"].text == "true");
+        const bool higher = o["better"].text == "higher";
+        CHECK((higher || o["better"].text == "lower"));
+        const double expect_ratio =
+            higher ? o["value"].num / o["peer_value"].num : o["peer_value"].num / o["value"].num;
+        CHECK(o["ratio"].num == Approx(expect_ratio).epsilon(1e-4));
+        if (o["unit"].text == "ns") {
+            for (const char* k : {"p50_ns", "p99_ns", "peer_p50_ns", "peer_p99_ns"}) {
+                INFO(k);
+                REQUIRE(o.count(k) == 1);
+                REQUIRE(o[k].kind == Value::number);
+                CHECK(o[k].num > 0);
+            }
+            CHECK(o["p99_ns"].num >= o["p50_ns"].num);
+        }
+        ++cases[o["case"].text];
+    }
+    CHECK(cases.count("blkif_2threads") == 1);
+    CHECK(cases.count("netif_tx_2threads") == 1);
+    CHECK(cases.count("blkif_rtt") == 1);
+    for (const auto& [name, count] : cases) {
+        INFO(name);
+        CHECK(count == 1);
+    }
+
+    std::string file_lines;
+    for (const auto& l : r.lines) {
+        file_lines += l + "\n";
+    }
+    CHECK(slurp(json) == file_lines);
+
+    const std::string chart = slurp(svg);
+    CHECK(chart.rfind("<?xml", 0) == 0);
+    CHECK(chart.find("<svg") != std::string::npos);
+    CHECK(chart.find("</svg>") != std::string::npos);
+    std::size_t bars = 0;
+    for (std::size_t pos = 0; (pos = chart.find("<rect", pos)) != std::string::npos; ++pos) {
+        ++bars;
+    }
+    CHECK(bars == r.lines.size() + 1);  // one per case plus the background
+}
+
+TEST_CASE("hvbench --case keeps only the matching cases", "[bench]") {
+    const Run r = run_hvbench("--quick --case rtt ring");
+    REQUIRE(r.exit_code == 0);
+    REQUIRE_FALSE(r.lines.empty());
+    for (const auto& line : r.lines) {
+        auto obj = parse_flat_object(line);
+        REQUIRE(obj);
+        CHECK((*obj)["case"].text.find("rtt") != std::string::npos);
+    }
+}
+
+TEST_CASE("hvbench rejects unknown suites and bad options", "[bench]") {
+    CHECK(run_hvbench("nosuchsuite").exit_code == 2);
+    CHECK(run_hvbench("--runs 0 ring").exit_code == 2);
+    CHECK(run_hvbench("--runs x ring").exit_code == 2);
+    CHECK(run_hvbench("--bogus ring").exit_code == 2);
+    CHECK(run_hvbench("").exit_code == 2);
+    CHECK(run_hvbench("--json").exit_code == 2);
+    const Run help = run_hvbench("--help");
+    CHECK(help.exit_code == 0);
+}

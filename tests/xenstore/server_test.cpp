@@ -1,0 +1,91 @@
+// Server driven from someone else's loop (fd() + process()), stop() semantics, listen errors.
+#include <poll.h>
+
+#include "harness.hpp"
+
+using namespace hv::xs;
+using namespace hv::xs::test;
+
+namespace {
+/// Polls the server's fd and processes until `done` or 5 s pass.
+template <class Done>
+bool pump(Server& s, Done done) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!done()) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return false;
+        }
+        pollfd p{s.fd(), POLLIN, 0};
+        if (::poll(&p, 1, 100) > 0) {
+            REQUIRE(s.process(0).has_value());
+        }
+    }
+    return true;
+}
+}  // namespace
+
+TEST_CASE("a server integrated through fd() and process() serves a domain connection",
+          "[xenstore][server]") {
+    auto s = Server::create();
+    REQUIRE(s.has_value());
+    Server& srv = **s;
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    REQUIRE(srv.add_connection(hv::UniqueFd(sv[0]), hv::DomId{0}).has_value());
+    RawConn c{hv::UniqueFd(sv[1])};
+    REQUIRE(c.send(MsgType::XS_WRITE, nul_join({"/x"}) + "1"));
+    std::optional<Msg> reply;
+    REQUIRE(pump(srv, [&] { return (reply = c.recv(0)).has_value(); }));
+    CHECK(reply->payload == "OK"s + '\0');
+    CHECK(srv.connection_count() == 1);
+    c = RawConn(hv::UniqueFd());  // hang up
+    REQUIRE(pump(srv, [&] { return srv.connection_count() == 0; }));
+}
+
+TEST_CASE("partial-message deadlines fire through fd() without other traffic",
+          "[xenstore][server]") {
+    ServerConfig cfg;
+    cfg.partial_message_timeout = std::chrono::milliseconds(50);
+    auto s = Server::create(cfg);
+    REQUIRE(s.has_value());
+    Server& srv = **s;
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+    REQUIRE(srv.add_connection(hv::UniqueFd(sv[0]), hv::DomId{5}).has_value());
+    RawConn c{hv::UniqueFd(sv[1])};
+    REQUIRE(c.send_bytes("abc"));
+    REQUIRE(pump(srv, [&] { return srv.connection_count() == 0; }));
+    CHECK(srv.protocol_disconnects() == 1);
+}
+
+TEST_CASE("stop before run makes run return at once", "[xenstore][server]") {
+    auto s = Server::create();
+    REQUIRE(s.has_value());
+    (*s)->stop();
+    CHECK((*s)->run().has_value());
+}
+
+TEST_CASE("listen_unix reports unusable paths", "[xenstore][server]") {
+    auto s = Server::create();
+    REQUIRE(s.has_value());
+    CHECK((*s)->listen_unix("/nonexistent-dir/sock").error() ==
+          std::error_code(ENOENT, std::system_category()));
+    CHECK((*s)->listen_unix(std::string(200, 'x')).error() ==
+          std::error_code(ENAMETOOLONG, std::system_category()));
+    CHECK_FALSE((*s)->introduce_domain(hv::DomId{0x7ff0}).has_value());
+    CHECK_FALSE((*s)->release_domain(hv::DomId{0}).has_value());
+}
+
+TEST_CASE("a stale socket file is replaced and removed at shutdown", "[xenstore][server]") {
+    hv::test::TempDir dir("hvkit-xs");
+    const std::string path = dir.str() + "/sock";
+    {
+        auto s1 = Server::create();
+        REQUIRE(s1.has_value());
+        REQUIRE((*s1)->listen_unix(path).has_value());
+        auto s2 = Server::create();
+        REQUIRE(s2.has_value());
+        REQUIRE((*s2)->listen_unix(path).has_value());  // replaces the first one's file
+    }
+    CHECK_FALSE(std::filesystem::exists(path));
+}

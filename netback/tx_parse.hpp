@@ -1,0 +1,163 @@
+// netif tx/rx parsing (xen-abi.md §6.3–6.5): untrusted tx request slots -> a validated TxPacket
+// with its verdict (forward / drop / disable the vif), the one mapping to NETIF_RSP_*, the tx
+// responses for the consumed slots, and the rx side: slots a packet needs and its responses.
+// Layer: L2 (netback). Pure functions on copies of ring slots: no syscalls, no logging; any thread.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "hv/expected.hpp"
+#include "hv/rings/protocols/netif.hpp"
+
+namespace hv::net {
+
+namespace wire = hv::rings;
+
+/// Linux netback: follow-on slots (after the first, extras excluded) a packet may use before
+/// it is dropped (XEN_NETBK_LEGACY_SLOTS_MAX = XEN_NETIF_NR_SLOTS_MIN) and before the frontend is
+/// considered malicious (module parameter fatal_skb_slots, default 20).
+inline constexpr unsigned XEN_NETBK_LEGACY_SLOTS_MAX = wire::XEN_NETIF_NR_SLOTS_MIN;
+inline constexpr unsigned default_fatal_skb_slots = 20;
+inline constexpr std::uint16_t ETH_HLEN = 14;
+
+/// What the worker does with the slots parse_tx() looked at.
+enum class TxVerdict : std::uint8_t {
+    none,        // no slot to parse (not a guest fault)
+    forward,     // a packet: copy its fragments, hand it to the engine, respond OKAY
+    multicast,   // a dummy request carrying MCAST_ADD/DEL: update the filter, respond, no data
+    drop,        // consume slots_consumed slots, respond NETIF_RSP_ERROR to each request
+    fatal,       // the frontend is malicious or broken: disable the vif, consume nothing
+};
+
+/// Why (for counters, rate-limited logs and tests). Each value is one rejection branch.
+enum class TxError : std::uint8_t {
+    none,
+    empty,                  // no slot available (not a guest fault; nothing to do)
+    missing_extra,          // NETTXF_extra_info / EXTRA_FLAG_MORE but the ring has no more slots (fatal)
+    extra_type_invalid,     // extra type 0 or >= XEN_NETIF_EXTRA_TYPE_MAX (fatal)
+    missing_fragment,       // NETTXF_more_data but the ring has no more slots (fatal)
+    too_many_slots,         // more than XEN_NETBK_LEGACY_SLOTS_MAX follow-on slots (drop)
+    too_many_slots_fatal,   // more than fatal_skb_slots follow-on slots (fatal)
+    fragment_exceeds_total, // a fragment bigger than what is left of slot 0's size (drop)
+    crosses_page,           // offset + size > 4096 in any slot (fatal)
+    packet_too_small,       // first fragment shorter than ETH_HLEN (drop)
+    gso_size_zero,          // GSO extra with size 0 (fatal)
+    gso_type_unknown,       // GSO extra of a type netif does not define (fatal)
+    gso_type_not_offered,   // a defined GSO type the backend did not offer (drop)
+    host_dropped,           // not a parse result: the worker dropped a good packet (engine, credit)
+};
+std::string_view to_string(TxError e) noexcept;
+
+/// Backend choices the parser enforces.
+struct TxConfig {
+    bool gso_tcpv4 = true;   // feature-gso-tcpv4 offered
+    bool gso_tcpv6 = true;   // feature-gso-tcpv6 offered
+    unsigned max_slots = XEN_NETBK_LEGACY_SLOTS_MAX;  // follow-on slots accepted
+    /// Follow-on slots beyond this: fatal. Clamped to [max_slots, default_fatal_skb_slots].
+    unsigned fatal_slots = default_fatal_skb_slots;
+};
+
+/// One data fragment, or (index 0) the first fragment with its own length.
+struct TxFragment {
+    std::uint32_t gref = 0;
+    std::uint16_t offset = 0;
+    std::uint16_t size = 0;
+    std::uint16_t id = 0;  // echoed in the response
+};
+
+struct TxPacket {
+    TxVerdict verdict = TxVerdict::fatal;
+    TxError error = TxError::none;
+    /// Ring slots to advance req_cons by (requests + extras). 0 on fatal.
+    unsigned slots_consumed = 0;
+    /// Extra-info slots among them (they follow slot 0 and get NETIF_RSP_NULL).
+    unsigned extra_count = 0;
+    /// slot 0's size: the whole packet length as the frontend declared it.
+    std::uint16_t total_size = 0;
+    std::uint16_t flags = 0;  // slot 0's NETTXF_*
+    /// frags[0] = first fragment (size = its own length), then the follow-on slots in order.
+    /// On drop every consumed request is listed (up to fatal_slots + 1), so each gets a response.
+    unsigned nr_frags = 0;
+    std::array<TxFragment, 1 + default_fatal_skb_slots> frags{};
+
+    bool csum_blank() const noexcept { return (flags & wire::NETTXF_csum_blank) != 0; }
+    bool data_validated() const noexcept { return (flags & wire::NETTXF_data_validated) != 0; }
+
+    std::uint8_t gso_type = wire::XEN_NETIF_GSO_TYPE_NONE;  // validated
+    std::uint16_t gso_size = 0;                              // MSS, > 0 when gso_type != NONE
+    bool has_hash = false;
+    std::uint8_t hash_type = 0;       // _XEN_NETIF_CTRL_HASH_TYPE_* bit number, as sent
+    std::uint32_t hash_value = 0;
+    bool mcast_add = false;
+    bool mcast_del = false;
+    std::array<std::uint8_t, 6> mcast_addr{};
+};
+
+/// Parses the packet starting at slots[0] (the slot at req_cons); `slots` are *copies* of all
+/// unconsumed requests (the caller copied them out of shared memory once). Follows Linux
+/// netback's xenvif_tx_build_gops / xenvif_get_extras / xenvif_count_requests, in that order.
+TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg) noexcept;
+
+/// The single mapping from an outcome to the status of the packet's request responses.
+/// forward -> OKAY; multicast -> OKAY or ERROR (filter_ok); drop and host_dropped -> ERROR
+/// (host_dropped: DROPPED); fatal -> no response at all (returns NETIF_RSP_ERROR, unused).
+std::int16_t to_netif_status(TxVerdict v, TxError e, bool filter_ok = true) noexcept;
+
+/// Writes the responses for a forwarded/multicast/dropped packet: slot 0's id and `status`,
+/// NETIF_RSP_NULL for each extra slot, then each follow-on request's id and `status`.
+/// out.size() must be >= p.slots_consumed; returns the number written.
+unsigned build_tx_responses(const TxPacket& p, std::int16_t status,
+                            std::span<wire::netif_tx_response> out) noexcept;
+
+// ---- RX (backend -> frontend) ----------------------------------------------------------------
+
+/// What the frontend negotiated (frontend xenstore keys).
+struct RxFrontend {
+    bool sg = true;          // feature-sg: multi-slot packets
+    bool gso_tcpv4 = false;  // feature-gso-tcpv4
+    bool gso_tcpv6 = false;  // feature-gso-tcpv6
+    unsigned max_slots = wire::XEN_NETIF_NR_SLOTS_MIN;  // what netfront accepts per packet
+};
+
+struct RxPacketInfo {
+    std::size_t len = 0;              // frame bytes
+    bool csum_blank = false;          // partial checksum (NETRXF_csum_blank|data_validated)
+    bool data_validated = false;      // checksum verified (NETRXF_data_validated)
+    std::uint8_t gso_type = wire::XEN_NETIF_GSO_TYPE_NONE;
+    std::uint16_t gso_size = 0;
+    bool has_hash = false;
+    std::uint8_t hash_type = 0;
+    std::uint32_t hash_value = 0;
+};
+
+/// Rx ring slots (= rx requests) the packet needs: one per started 4 KiB of data, +1 for a GSO
+/// extra, +1 for a hash extra. Errors: Errc::frame_too_big if it exceeds what the frontend
+/// accepts (no sg and more than one data slot, more than max_slots data slots, a GSO type the
+/// frontend did not advertise, or len 0 / len > 64 KiB + Ethernet header).
+hv::Result<unsigned> rx_slots_needed(const RxPacketInfo& p, const RxFrontend& fe) noexcept;
+
+/// One rx slot to fill: copy `copy_len` bytes from packet offset `src_offset` into `gref` at
+/// rsp.offset (0), then write `rsp` into the ring at the index of the request it consumed.
+/// Extra slots have copy_len 0 and `rsp` holds a netif_extra_info.
+struct RxSlot {
+    std::uint32_t gref = 0;
+    std::uint32_t src_offset = 0;
+    std::uint16_t copy_len = 0;
+    bool extra = false;
+    wire::netif_rx_response rsp{};
+};
+
+/// Plans the rx responses for one packet over the frontend's requests `reqs` (copies, in ring
+/// order): data slot 0 (csum flags, NETRXF_extra_info), the extras (GSO then HASH, MORE on all
+/// but the last), then the other data slots; NETRXF_more_data on every data slot but the last.
+/// Returns the slots used (= rx_slots_needed); Errc::busy when reqs is too short (wait for
+/// more rx requests), and rx_slots_needed's errors.
+hv::Result<unsigned> build_rx_slots(const RxPacketInfo& p, const RxFrontend& fe,
+                                    std::span<const wire::netif_rx_request> reqs,
+                                    std::span<RxSlot> out) noexcept;
+
+}  // namespace hv::net

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "hv/expected.hpp"
@@ -63,7 +64,7 @@ private:
     std::mutex mu_;
     UniqueFd fd_;
     std::uint32_t seq_ = 0;
-    std::vector<std::pair<std::uint32_t, std::shared_ptr<detail::ExtentMap>>> extents_;
+    std::unordered_map<std::uint32_t, std::shared_ptr<detail::ExtentMap>> extents_;
 };
 
 class Grants;
@@ -114,6 +115,8 @@ public:
     /// The entry's current flags (GTF_*), for inspection.
     std::uint16_t entry_flags(GrantRef ref) const noexcept;
     std::uint32_t nr_entries() const noexcept;
+    /// The raw shared entry (tests that play a hostile granter). GUEST-shared memory.
+    rings::grant_entry_v1* entry_for_test(rings::grant_ref_t ref) const noexcept;
 
     /// Maps one grant. Errors: gntst_error(status) or transport errors.
     Result<GrantMapping> map(DomId granter, GrantRef ref, bool readonly);

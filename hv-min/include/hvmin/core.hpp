@@ -1,0 +1,54 @@
+// hv::hvmin::Core — the hypervisor: domains, memory, grant tables, event channels and the
+// hypercall transport (design §2–5), one epoll loop thread. The daemon (main.cpp) runs it in
+// its main thread; tests and benches run the same core in-process with start()/stop().
+// Layer: hv-min (L1). Public members may be called from any thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+
+#include "hv/expected.hpp"
+
+namespace hv::hvmin {
+
+struct CoreConfig {
+    std::filesystem::path rundir;          ///< hv-min.sock (and xenstored.sock) live here
+    std::uint32_t default_gnttab_frames = 16;
+    std::size_t max_queued_replies = 1024;  ///< a connection with more unread replies is dropped
+    uid_t dom0_uid = 0;                     ///< peers with this uid (SO_PEERCRED) are dom0
+    bool host_xenstore = true;              ///< run the XenStore server (if built with it)
+};
+
+class Core {
+public:
+    /// Creates the listening socket and the epoll set. Errors: socket/bind/epoll errno.
+    static Result<std::unique_ptr<Core>> create(CoreConfig cfg);
+    ~Core();  ///< stops the loop, kills every domain's process group and reaps it
+    Core(const Core&) = delete;
+    Core& operator=(const Core&) = delete;
+
+    /// Runs the loop in the calling thread until stop(). Errors: epoll_wait errno.
+    Result<void> run();
+    /// Runs the loop in an internal thread.
+    Result<void> start();
+    /// Makes run() return; joins the internal thread. Idempotent.
+    void stop() noexcept;
+
+    std::filesystem::path socket_path() const;
+    /// Live domains other than dom0 (for tests and metrics).
+    std::size_t domain_count() const;
+    /// Connections hv-min dropped for misbehaviour (unread replies, truncated datagrams).
+    std::uint64_t dropped_connections() const;
+    /// Requests served since start.
+    std::uint64_t requests_served() const;
+
+private:
+    struct Impl;
+    explicit Core(std::unique_ptr<Impl> impl) noexcept;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hv::hvmin

@@ -1,0 +1,867 @@
+// libhv implementation: channels, the domain's own memory and grant table, grant mapping and
+// copy, event channels. Layer: hv-min (L1).
+#include "hvmin/client.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "hv/log.hpp"
+#include "transport.hpp"
+
+namespace hv::hvmin {
+
+using namespace hv::rings;
+
+// ---- error categories -------------------------------------------------------------------------
+
+namespace {
+class HvminCategory final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "hvmin"; }
+    std::string message(int v) const override {
+        switch (static_cast<Errc>(v)) {
+        case Errc::protocol: return "hv-min protocol error";
+        case Errc::timed_out: return "timed out";
+        case Errc::grant_in_use: return "grant still in use";
+        case Errc::grant_table_full: return "grant table full";
+        case Errc::bad_frame: return "frame outside the domain's memory";
+        case Errc::not_attached: return "not started by hv-min (HV_HYPERCALL_FD)";
+        case Errc::disconnected: return "hv-min closed the connection";
+        }
+        return "unknown hvmin error";
+    }
+};
+class GntstCategory final : public std::error_category {
+public:
+    const char* name() const noexcept override { return "gntst"; }
+    std::string message(int v) const override {
+        static const char* const names[] = {
+            "okay",           "general_error",   "bad_domain",      "bad_gntref",
+            "bad_handle",     "bad_virt_addr",   "bad_dev_addr",    "no_device_space",
+            "permission_denied", "bad_page",     "bad_copy_arg",    "address_too_big",
+            "eagain",         "no_space"};
+        if (v >= 0 && v < static_cast<int>(std::size(names))) {
+            return std::string("GNTST_") + names[v];
+        }
+        return "GNTST_" + std::to_string(-v);
+    }
+};
+}  // namespace
+
+const std::error_category& category() noexcept {
+    static const HvminCategory c;
+    return c;
+}
+const std::error_category& gntst_category() noexcept {
+    static const GntstCategory c;
+    return c;
+}
+
+std::filesystem::path default_rundir() {
+    const char* e = std::getenv("HV_RUNDIR");
+    return (e != nullptr && *e != '\0') ? std::filesystem::path(e) : std::filesystem::path("/run/hvkit");
+}
+
+namespace detail {
+
+struct ExtentMap {
+    Mapping map;
+    std::uint64_t first_frame = 0;
+    std::uint32_t pages = 0;
+    std::uint32_t id = 0;
+};
+
+/// What all channels of one attached domain share: identity, memory, grant table.
+class Session {
+public:
+    std::uint16_t domid = 0;
+    std::uint32_t flags = 0;
+    std::uint32_t gnt_frames = 0;
+    std::uint64_t mem_pages = 0;
+    Mapping gnttab;
+    UniqueFd xs_fd;
+
+    mutable std::mutex mu;
+    std::vector<std::shared_ptr<ExtentMap>> extents;  // sorted by first_frame
+    std::vector<std::uint32_t> free_refs;
+    std::vector<bool> granted;
+
+    std::uint32_t nr_entries() const { return gnt_frames * GRANT_ENTRIES_PER_FRAME; }
+    grant_entry_v1* entry(std::uint32_t ref) const { return gnttab.as<grant_entry_v1>() + ref; }
+
+    void add_extent(std::shared_ptr<ExtentMap> e) {
+        std::lock_guard lk(mu);
+        auto pos = std::upper_bound(extents.begin(), extents.end(), e->first_frame,
+                                    [](std::uint64_t f, const std::shared_ptr<ExtentMap>& x) {
+                                        return f < x->first_frame;
+                                    });
+        extents.insert(pos, std::move(e));
+    }
+    std::byte* frame(std::uint64_t f) const {
+        std::lock_guard lk(mu);
+        auto it = std::upper_bound(extents.begin(), extents.end(), f,
+                                   [](std::uint64_t v, const std::shared_ptr<ExtentMap>& x) {
+                                       return v < x->first_frame;
+                                   });
+        if (it == extents.begin()) {
+            return nullptr;
+        }
+        const auto& e = *std::prev(it);
+        if (f >= e->first_frame + e->pages) {
+            return nullptr;
+        }
+        return e->map.data() + (f - e->first_frame) * XEN_PAGE_SIZE;
+    }
+    std::uint64_t nr_frames() const {
+        std::lock_guard lk(mu);
+        std::uint64_t n = 0;
+        for (const auto& e : extents) {
+            n = std::max<std::uint64_t>(n, e->first_frame + e->pages);
+        }
+        return n;
+    }
+};
+
+}  // namespace detail
+
+namespace {
+
+Result<std::shared_ptr<detail::ExtentMap>> map_extent(int fd, const wire::ExtentInfo& info) {
+    auto m = Mapping::map_shared(fd, static_cast<std::size_t>(info.pages) * XEN_PAGE_SIZE);
+    if (!m) {
+        return fail(m.error());
+    }
+    auto e = std::make_shared<detail::ExtentMap>();
+    e->map = std::move(*m);
+    e->first_frame = info.first_frame;
+    e->pages = info.pages;
+    e->id = info.id;
+    return e;
+}
+
+Result<UniqueFd> connect_socket(const std::filesystem::path& rundir) {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        return fail_errno();
+    }
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    const std::string p = (rundir / "hv-min.sock").string();
+    if (p.size() >= sizeof sa.sun_path) {
+        return fail_errno(ENAMETOOLONG);
+    }
+    std::memcpy(sa.sun_path, p.c_str(), p.size() + 1);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        return fail_errno();
+    }
+    return fd;
+}
+
+template <class T>
+std::span<const std::byte> as_bytes_of(const T& v) {
+    return {reinterpret_cast<const std::byte*>(&v), sizeof v};
+}
+
+}  // namespace
+
+// ---- Channel ----------------------------------------------------------------------------------
+
+Result<Channel::Reply> Channel::receive(std::uint32_t seq, int timeout_ms) {
+    for (;;) {
+        pollfd p{fd_.get(), POLLIN, 0};
+        const int n = ::poll(&p, 1, timeout_ms);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return fail_errno();
+        }
+        if (n == 0) {
+            return fail(make_error_code(Errc::timed_out));
+        }
+        auto msg = transport::receive(fd_.get());
+        if (!msg) {
+            if (msg.error() == std::errc::resource_unavailable_try_again) {
+                continue;
+            }
+            return fail(msg.error());
+        }
+        if (msg->eof) {
+            return fail(make_error_code(Errc::disconnected));
+        }
+        if (msg->truncated || msg->bytes.size() < sizeof(wire::ReplyHeader)) {
+            return fail(make_error_code(Errc::protocol));
+        }
+        Reply r;
+        std::memcpy(&r.hdr, msg->bytes.data(), sizeof r.hdr);
+        if (r.hdr.magic != wire::kMagic || r.hdr.nfds != msg->fds.size()) {
+            return fail(make_error_code(Errc::protocol));
+        }
+        if (r.hdr.seq != seq) {
+            continue;  // the late reply of a call that timed out
+        }
+        r.body.assign(msg->bytes.begin() + sizeof r.hdr, msg->bytes.end());
+        r.fds = std::move(msg->fds);
+        return r;
+    }
+}
+
+Result<Channel::Reply> Channel::call(wire::Op op, std::uint32_t count,
+                                     std::span<const std::byte> body, std::span<const int> fds,
+                                     int timeout_ms) {
+    std::lock_guard lk(mu_);
+    wire::Header h{wire::kMagic, static_cast<std::uint16_t>(op), 0, count, ++seq_};
+    std::vector<std::byte> msg(sizeof h + body.size());
+    std::memcpy(msg.data(), &h, sizeof h);
+    if (!body.empty()) {
+        std::memcpy(msg.data() + sizeof h, body.data(), body.size());
+    }
+    for (;;) {
+        auto s = transport::send_raw_fds(fd_.get(), msg, fds);
+        if (s) {
+            break;
+        }
+        if (s.error() != std::errc::resource_unavailable_try_again) {
+            if (s.error() == std::errc::broken_pipe || s.error() == std::errc::connection_reset) {
+                return fail(make_error_code(Errc::disconnected));
+            }
+            return fail(s.error());
+        }
+        pollfd p{fd_.get(), POLLOUT, 0};
+        if (::poll(&p, 1, timeout_ms) == 0) {
+            return fail(make_error_code(Errc::timed_out));
+        }
+    }
+    auto r = receive(h.seq, timeout_ms);
+    if (r && r->hdr.op != h.op) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    return r;
+}
+
+Result<Channel::Reply> Channel::call_raw(std::span<const std::byte> datagram, int timeout_ms) {
+    std::lock_guard lk(mu_);
+    HV_TRY(transport::send_raw_fds(fd_.get(), datagram, {}));
+    std::uint32_t seq = 0;
+    if (datagram.size() >= sizeof(wire::Header)) {
+        std::memcpy(&seq, datagram.data() + offsetof(wire::Header, seq), sizeof seq);
+    }
+    return receive(seq, timeout_ms);
+}
+
+std::shared_ptr<detail::ExtentMap> Channel::extent(std::uint32_t id) {
+    std::lock_guard lk(mu_);
+    auto it = extents_.find(id);
+    return it == extents_.end() ? nullptr : it->second;
+}
+
+void Channel::add_extent(std::uint32_t id, std::shared_ptr<detail::ExtentMap> e) {
+    std::lock_guard lk(mu_);
+    extents_[id] = std::move(e);
+}
+
+// ---- GrantMapping -----------------------------------------------------------------------------
+
+GrantMapping::GrantMapping(GrantMapping&& o) noexcept
+    : ch_(std::move(o.ch_)),
+      extent_(std::move(o.extent_)),
+      own_(std::move(o.own_)),
+      data_(std::exchange(o.data_, nullptr)),
+      handle_(o.handle_) {}
+
+GrantMapping& GrantMapping::operator=(GrantMapping&& o) noexcept {
+    if (this != &o) {
+        (void)reset();
+        ch_ = std::move(o.ch_);
+        extent_ = std::move(o.extent_);
+        own_ = std::move(o.own_);
+        data_ = std::exchange(o.data_, nullptr);
+        handle_ = o.handle_;
+    }
+    return *this;
+}
+
+GrantMapping::~GrantMapping() {
+    auto r = reset();
+    if (!r) {
+        HV_WARN("libhv: unmap of grant handle %u failed: %s", handle_, r.error().message().c_str());
+    }
+}
+
+Result<void> GrantMapping::reset() noexcept {
+    if (!ch_) {
+        return {};
+    }
+    // Drop our view first: after the unmap the granter may reuse the page.
+    own_.reset();
+    extent_.reset();
+    data_ = nullptr;
+    auto ch = std::move(ch_);
+    gnttab_unmap_grant_ref op{};
+    op.handle = handle_;
+    auto r = ch->call(wire::Op::gnttab_unmap_grant_ref, 1, as_bytes_of(op));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->body.size() != sizeof op) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    std::memcpy(&op, r->body.data(), sizeof op);
+    if (op.status != GNTST_okay) {
+        return fail(gntst_error(op.status));
+    }
+    return {};
+}
+
+// ---- Grants -----------------------------------------------------------------------------------
+
+std::uint32_t Grants::nr_entries() const noexcept { return s_->nr_entries(); }
+grant_entry_v1* Grants::entry_for_test(grant_ref_t ref) const noexcept {
+    return ref < s_->nr_entries() ? s_->entry(ref) : nullptr;
+}
+
+Result<GrantRef> Grants::grant_access(DomId to, std::uint64_t frame, bool readonly) {
+    if (frame > 0xFFFFFFFFull || s_->frame(frame) == nullptr) {
+        return fail(make_error_code(Errc::bad_frame));
+    }
+    std::uint32_t ref = 0;
+    {
+        std::lock_guard lk(s_->mu);
+        if (s_->free_refs.empty()) {
+            return fail(make_error_code(Errc::grant_table_full));
+        }
+        ref = s_->free_refs.back();
+        s_->free_refs.pop_back();
+        s_->granted[ref] = true;
+    }
+    grant_entry_v1* e = s_->entry(ref);
+    // SPEC: grant_table.h: write domid and frame, wmb, then flags.
+    std::atomic_ref<std::uint16_t>(e->domid).store(to.get(), std::memory_order_relaxed);
+    std::atomic_ref<std::uint32_t>(e->frame).store(static_cast<std::uint32_t>(frame),
+                                                   std::memory_order_relaxed);
+    // ORDER: release pairs with hv-min's acquire load of the flags word in set_status.
+    std::atomic_ref<std::uint16_t>(e->flags).store(
+        static_cast<std::uint16_t>(GTF_permit_access | (readonly ? GTF_readonly : 0)),
+        std::memory_order_release);
+    return GrantRef(ref);
+}
+
+Result<void> Grants::end_access(GrantRef ref) {
+    const std::uint32_t r = ref.get();
+    {
+        std::lock_guard lk(s_->mu);
+        if (r >= s_->nr_entries() || !s_->granted[r]) {
+            return fail_errno(EINVAL);
+        }
+    }
+    std::atomic_ref<std::uint16_t> flags(s_->entry(r)->flags);
+    // ORDER: seq_cst cmpxchg pairs with hv-min's cmpxchg that sets GTF_reading/writing.
+    std::uint16_t cur = flags.load(std::memory_order_seq_cst);
+    do {
+        if (cur & (GTF_reading | GTF_writing)) {
+            return fail(make_error_code(Errc::grant_in_use));
+        }
+    } while (!flags.compare_exchange_weak(cur, 0, std::memory_order_seq_cst));
+    std::lock_guard lk(s_->mu);
+    s_->granted[r] = false;
+    s_->free_refs.push_back(r);
+    return {};
+}
+
+std::uint16_t Grants::entry_flags(GrantRef ref) const noexcept {
+    if (ref.get() >= s_->nr_entries()) {
+        return 0;
+    }
+    return std::atomic_ref<std::uint16_t>(s_->entry(ref.get())->flags).load(std::memory_order_acquire);
+}
+
+Result<void> Grants::map_raw(std::span<gnttab_map_grant_ref> ops) {
+    auto r = ch_->call(wire::Op::gnttab_map_grant_ref, static_cast<std::uint32_t>(ops.size()),
+                       std::as_bytes(ops));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    const std::size_t need = ops.size() * (sizeof(gnttab_map_grant_ref) + sizeof(wire::MapExtra));
+    if (r->body.size() != need) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    std::memcpy(ops.data(), r->body.data(), ops.size_bytes());
+    // The raw caller cannot use the pages: it only learns the statuses and handles. Extents sent
+    // along are cached so that later map() calls on this channel find them.
+    const auto* x = reinterpret_cast<const wire::MapExtra*>(r->body.data() + ops.size_bytes());
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        wire::MapExtra e;
+        std::memcpy(&e, x + i, sizeof e);
+        if (ops[i].status == GNTST_okay && e.fd_index >= 0 && (s_->flags & wire::kAttachTrusted) &&
+            static_cast<std::size_t>(e.fd_index) < r->fds.size()) {
+            auto m = map_extent(r->fds[e.fd_index].get(),
+                                wire::ExtentInfo{0, e.extent_pages, e.extent_id});
+            if (m) {
+                ch_->add_extent(e.extent_id, *m);
+            }
+        }
+    }
+    return {};
+}
+
+Result<void> Grants::unmap_raw(std::span<gnttab_unmap_grant_ref> ops) {
+    auto r = ch_->call(wire::Op::gnttab_unmap_grant_ref, static_cast<std::uint32_t>(ops.size()),
+                       std::as_bytes(ops));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->body.size() != ops.size_bytes()) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    std::memcpy(ops.data(), r->body.data(), ops.size_bytes());
+    return {};
+}
+
+Result<GrantMapping> Grants::finish_map(const gnttab_map_grant_ref& op, const wire::MapExtra& x,
+                                        std::vector<UniqueFd>& fds, bool readonly) {
+    if (op.status != GNTST_okay) {
+        return fail(gntst_error(op.status));
+    }
+    GrantMapping gm;
+    gm.ch_ = ch_;  // from here on the destructor unmaps, whatever fails below
+    gm.handle_ = op.handle;
+    const bool have_fd = x.fd_index >= 0 && static_cast<std::size_t>(x.fd_index) < fds.size();
+    if (s_->flags & wire::kAttachTrusted) {
+        std::shared_ptr<detail::ExtentMap> e;
+        if (have_fd) {
+            auto m = map_extent(fds[x.fd_index].get(), wire::ExtentInfo{0, x.extent_pages, x.extent_id});
+            if (!m) {
+                return fail(m.error());
+            }
+            e = *m;
+            ch_->add_extent(x.extent_id, e);
+        } else {
+            e = ch_->extent(x.extent_id);
+        }
+        if (!e || x.offset_bytes + XEN_PAGE_SIZE > static_cast<std::uint64_t>(e->pages) * XEN_PAGE_SIZE) {
+            return fail(make_error_code(Errc::protocol));
+        }
+        gm.data_ = e->map.data() + x.offset_bytes;
+        gm.extent_ = std::move(e);
+        return gm;
+    }
+    if (!have_fd) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    // Isolated: the fd reaches only this page (a one-page extent); map it and close the fd.
+    UniqueFd fd = std::move(fds[x.fd_index]);
+    auto m = Mapping::map_shared(fd.get(), XEN_PAGE_SIZE, x.offset_bytes,
+                                 readonly ? PROT_READ : PROT_READ | PROT_WRITE);
+    if (!m) {
+        return fail(m.error());
+    }
+    gm.data_ = m->data();
+    gm.own_ = std::move(*m);
+    return gm;
+}
+
+Result<GrantMapping> Grants::map(DomId granter, GrantRef ref, bool readonly) {
+    MapRequest req{granter, ref, readonly};
+    auto v = map_batch(std::span<const MapRequest>(&req, 1));
+    if (!v) {
+        return fail(v.error());
+    }
+    return std::move((*v)[0]);
+}
+
+Result<std::vector<Result<GrantMapping>>> Grants::map_batch(std::span<const MapRequest> reqs) {
+    std::vector<gnttab_map_grant_ref> ops(reqs.size());
+    for (std::size_t i = 0; i < reqs.size(); ++i) {
+        ops[i] = gnttab_map_grant_ref{};
+        ops[i].flags = GNTMAP_host_map | (reqs[i].readonly ? GNTMAP_readonly : 0);
+        ops[i].ref = reqs[i].ref.get();
+        ops[i].dom = reqs[i].granter.get();
+    }
+    auto r = ch_->call(wire::Op::gnttab_map_grant_ref, static_cast<std::uint32_t>(ops.size()),
+                       std::as_bytes(std::span(ops)));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    const std::size_t opsz = ops.size() * sizeof(gnttab_map_grant_ref);
+    if (r->body.size() != opsz + ops.size() * sizeof(wire::MapExtra)) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    std::memcpy(ops.data(), r->body.data(), opsz);
+    std::vector<Result<GrantMapping>> out;
+    out.reserve(ops.size());
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        wire::MapExtra x;
+        std::memcpy(&x, r->body.data() + opsz + i * sizeof x, sizeof x);
+        out.push_back(finish_map(ops[i], x, r->fds, reqs[i].readonly));
+    }
+    return out;
+}
+
+Result<void> Grants::copy(std::span<gnttab_copy> ops) {
+    auto r = ch_->call(wire::Op::gnttab_copy, static_cast<std::uint32_t>(ops.size()),
+                       std::as_bytes(ops));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->body.size() != ops.size_bytes()) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    std::memcpy(ops.data(), r->body.data(), ops.size_bytes());
+    return {};
+}
+
+// ---- event channels ---------------------------------------------------------------------------
+
+EventChannelBinding& EventChannelBinding::operator=(EventChannelBinding&& o) noexcept {
+    if (this != &o) {
+        (void)close();
+        ch_ = std::move(o.ch_);
+        port_ = o.port_;
+        wait_ = std::move(o.wait_);
+        notify_ = std::move(o.notify_);
+        masked_ = o.masked_;
+    }
+    return *this;
+}
+
+EventChannelBinding::~EventChannelBinding() { (void)close(); }
+
+Result<void> EventChannelBinding::notify() noexcept {
+    if (!notify_.valid()) {
+        return {};
+    }
+    const std::uint64_t one = 1;
+    if (::write(notify_.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
+        return fail_errno();  // EAGAIN: the counter is saturated, the port is pending anyway
+    }
+    return {};
+}
+
+bool EventChannelBinding::pending() const noexcept {
+    pollfd p{wait_.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+bool EventChannelBinding::ack() noexcept {
+    if (masked_ || !wait_.valid()) {
+        return false;
+    }
+    std::uint64_t v = 0;
+    return ::read(wait_.get(), &v, sizeof v) == static_cast<ssize_t>(sizeof v) && v != 0;
+}
+
+bool EventChannelBinding::unmask() noexcept {
+    masked_ = false;
+    return pending();
+}
+
+Result<void> EventChannelBinding::wait(std::chrono::milliseconds timeout) const noexcept {
+    pollfd p{wait_.get(), POLLIN, 0};
+    for (;;) {
+        const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0) {
+            return fail_errno();
+        }
+        if (n == 0) {
+            return fail(make_error_code(Errc::timed_out));
+        }
+        return {};
+    }
+}
+
+Result<void> EventChannelBinding::close() noexcept {
+    if (!ch_) {
+        return {};
+    }
+    auto ch = std::move(ch_);
+    wait_.reset();
+    notify_.reset();
+    evtchn_close c{port_.get()};
+    auto r = ch->call(wire::Op::evtchn_close, 1, as_bytes_of(c));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    return {};
+}
+
+Result<int> EventChannels::call1(wire::Op op, void* s, std::size_t size, std::vector<UniqueFd>* fds) {
+    auto r = ch_->call(op, 1, std::span<const std::byte>(static_cast<const std::byte*>(s), size));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->body.size() != size) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    std::memcpy(s, r->body.data(), size);
+    if (fds != nullptr) {
+        *fds = std::move(r->fds);
+    }
+    return 0;
+}
+
+Result<EventChannelBinding> EventChannels::alloc_unbound(DomId remote) {
+    evtchn_alloc_unbound a{DOMID_SELF, remote.get(), 0};
+    std::vector<UniqueFd> fds;
+    HV_TRY(call1(wire::Op::evtchn_alloc_unbound, &a, sizeof a, &fds));
+    if (fds.size() != 2) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    EventChannelBinding b;
+    b.ch_ = ch_;
+    b.port_ = EvtchnPort(a.port);
+    b.wait_ = std::move(fds[0]);
+    b.notify_ = std::move(fds[1]);
+    return b;
+}
+
+Result<EventChannelBinding> EventChannels::bind_interdomain(DomId remote, EvtchnPort remote_port) {
+    evtchn_bind_interdomain bi{remote.get(), remote_port.get(), 0};
+    std::vector<UniqueFd> fds;
+    HV_TRY(call1(wire::Op::evtchn_bind_interdomain, &bi, sizeof bi, &fds));
+    if (fds.size() != 2) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    EventChannelBinding b;
+    b.ch_ = ch_;
+    b.port_ = EvtchnPort(bi.local_port);
+    b.wait_ = std::move(fds[0]);
+    b.notify_ = std::move(fds[1]);
+    return b;
+}
+
+Result<EventChannelBinding> EventChannels::bind_virq(std::uint32_t virq, std::uint32_t vcpu) {
+    evtchn_bind_virq bv{virq, vcpu, 0};
+    std::vector<UniqueFd> fds;
+    HV_TRY(call1(wire::Op::evtchn_bind_virq, &bv, sizeof bv, &fds));
+    if (fds.size() != 1) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    EventChannelBinding b;
+    b.ch_ = ch_;
+    b.port_ = EvtchnPort(bv.port);
+    b.wait_ = std::move(fds[0]);
+    return b;
+}
+
+Result<evtchn_status> EventChannels::status(DomId dom, EvtchnPort port) {
+    evtchn_status s{};
+    s.dom = dom.get();
+    s.port = port.get();
+    HV_TRY(call1(wire::Op::evtchn_status, &s, sizeof s, nullptr));
+    return s;
+}
+
+Result<void> EventChannels::send(EvtchnPort port) {
+    evtchn_send s{port.get()};
+    HV_TRY(call1(wire::Op::evtchn_send, &s, sizeof s, nullptr));
+    return {};
+}
+
+Result<void> EventChannels::close(EvtchnPort port) {
+    evtchn_close c{port.get()};
+    HV_TRY(call1(wire::Op::evtchn_close, &c, sizeof c, nullptr));
+    return {};
+}
+
+Result<void> EventChannels::unmask(EvtchnPort port) {
+    evtchn_unmask u{port.get()};
+    HV_TRY(call1(wire::Op::evtchn_unmask, &u, sizeof u, nullptr));
+    return {};
+}
+
+// ---- Memory -----------------------------------------------------------------------------------
+
+Result<std::byte*> Memory::frame(std::uint64_t f) const {
+    std::byte* p = s_->frame(f);
+    if (p == nullptr) {
+        return fail(make_error_code(Errc::bad_frame));
+    }
+    return p;
+}
+
+std::uint64_t Memory::nr_frames() const { return s_->nr_frames(); }
+std::uint64_t Memory::initial_frames() const { return s_->mem_pages; }
+
+Result<std::uint64_t> Memory::alloc_extent(std::uint32_t pages) {
+    wire::ExtentRequest req{pages, 0};
+    auto r = ch_->call(wire::Op::mem_alloc_extent, 1, as_bytes_of(req));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->body.size() != sizeof(wire::ExtentInfo) || r->fds.size() != 1) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    wire::ExtentInfo info;
+    std::memcpy(&info, r->body.data(), sizeof info);
+    auto e = map_extent(r->fds[0].get(), info);
+    if (!e) {
+        return fail(e.error());
+    }
+    s_->add_extent(*e);
+    return info.first_frame;
+}
+
+Result<std::uint64_t> Memory::register_extent(UniqueFd memfd, std::uint32_t pages) {
+    wire::ExtentRequest req{pages, 0};
+    const int fd = memfd.get();
+    auto r = ch_->call(wire::Op::mem_register_extent, 1, as_bytes_of(req), std::span<const int>(&fd, 1));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->body.size() != sizeof(wire::ExtentInfo)) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    wire::ExtentInfo info;
+    std::memcpy(&info, r->body.data(), sizeof info);
+    auto e = map_extent(memfd.get(), info);
+    if (!e) {
+        return fail(e.error());
+    }
+    s_->add_extent(*e);
+    return info.first_frame;
+}
+
+// ---- Services ---------------------------------------------------------------------------------
+
+Result<Services> Services::attach_channel(std::shared_ptr<Channel> ch) {
+    auto r = ch->call(wire::Op::attach, 0, {});
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->body.size() < sizeof(wire::AttachInfo)) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    wire::AttachInfo info;
+    std::memcpy(&info, r->body.data(), sizeof info);
+    const bool has_xs = (info.flags & wire::kAttachXenstore) != 0;
+    if (r->body.size() != sizeof info + info.nr_extents * sizeof(wire::ExtentInfo) ||
+        r->fds.size() != 1 + info.nr_extents + (has_xs ? 1 : 0)) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    auto s = std::make_shared<detail::Session>();
+    s->domid = info.domid;
+    s->flags = info.flags;
+    s->gnt_frames = info.gnttab_frames;
+    s->mem_pages = info.mem_pages;
+    auto g = Mapping::map_shared(r->fds[0].get(), static_cast<std::size_t>(info.gnttab_frames) * XEN_PAGE_SIZE);
+    if (!g) {
+        return fail(g.error());
+    }
+    s->gnttab = std::move(*g);
+    for (std::uint32_t i = 0; i < info.nr_extents; ++i) {
+        wire::ExtentInfo ei;
+        std::memcpy(&ei, r->body.data() + sizeof info + i * sizeof ei, sizeof ei);
+        auto e = map_extent(r->fds[1 + i].get(), ei);
+        if (!e) {
+            return fail(e.error());
+        }
+        s->add_extent(*e);
+    }
+    if (has_xs) {
+        s->xs_fd = std::move(r->fds.back());
+    }
+    s->granted.assign(s->nr_entries(), false);
+    for (std::uint32_t ref = s->nr_entries(); ref > GNTTAB_NR_RESERVED_ENTRIES; --ref) {
+        s->free_refs.push_back(ref - 1);  // lowest ref handed out first
+    }
+    return Services(std::move(s), std::move(ch));
+}
+
+Result<Services> Services::attach_fd(UniqueFd fd) {
+    if (!fd) {
+        return fail(make_error_code(Errc::not_attached));
+    }
+    (void)::fcntl(fd.get(), F_SETFD, FD_CLOEXEC);  // the domain's own children do not inherit it
+    return attach_channel(std::make_shared<Channel>(std::move(fd)));
+}
+
+Result<Services> Services::attach() {
+    const char* e = std::getenv("HV_HYPERCALL_FD");
+    if (e == nullptr || *e == '\0') {
+        return fail(make_error_code(Errc::not_attached));
+    }
+    char* end = nullptr;
+    const long v = std::strtol(e, &end, 10);
+    if (*end != '\0' || v < 0 || v > 65535 || ::fcntl(static_cast<int>(v), F_GETFD) < 0) {
+        return fail(make_error_code(Errc::not_attached));
+    }
+    return attach_fd(UniqueFd(static_cast<int>(v)));
+}
+
+Result<Services> Services::connect_dom0(const std::filesystem::path& rundir) {
+    auto fd = connect_socket(rundir);
+    if (!fd) {
+        return fail(fd.error());
+    }
+    return attach_channel(std::make_shared<Channel>(std::move(*fd)));
+}
+
+Result<Services> Services::clone() const {
+    auto r = ch_->call(wire::Op::clone_channel, 0, {});
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (r->fds.size() != 1) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    Services s(s_, std::make_shared<Channel>(std::move(r->fds[0])));
+    s.store = store;
+    return s;
+}
+
+DomId Services::domid() const noexcept { return DomId(s_->domid); }
+bool Services::trusted() const noexcept { return (s_->flags & wire::kAttachTrusted) != 0; }
+bool Services::privileged() const noexcept { return (s_->flags & wire::kAttachPrivileged) != 0; }
+
+UniqueFd Services::take_xenstore_fd() {
+    std::lock_guard lk(s_->mu);
+    return std::move(s_->xs_fd);
+}
+
+}  // namespace hv::hvmin

@@ -1,0 +1,1813 @@
+// hv-min's core: the epoll loop, domains, memory extents, grant tables (v1) and event channels.
+// Layer: hv-min (L1). Everything below runs on the loop thread only, except the atomics read
+// by Core's accessors. A guest never makes this loop block: sockets are nonblocking, replies
+// are queued, a connection that does not read its replies is dropped.
+#include "hvmin/core.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "hv/log.hpp"
+#include "hv/mapping.hpp"
+#include "hv/unique_fd.hpp"
+#include "hvmin/wire.hpp"
+#include "transport.hpp"
+
+#ifdef HVMIN_WITH_XENSTORE
+#include "xenstore/server.hpp"
+#endif
+
+extern char** environ;
+
+namespace hv::hvmin {
+
+using namespace hv::rings;
+using wire::Op;
+
+namespace {
+
+constexpr std::uint32_t kPage = XEN_PAGE_SIZE;
+constexpr std::uint32_t kMaxGnttabFrames = 64;
+constexpr std::uint64_t kMaxDomainPages = 1ull << 20;  // 4 GiB
+constexpr std::uint32_t kMaxExtentPages = 1u << 18;    // 1 GiB
+constexpr std::size_t kMaxExtents = 4096;
+constexpr std::size_t kMaxMaptrack = 1u << 16;
+constexpr int kMessagesPerWakeup = 64;  // fairness: then serve the other connections
+constexpr std::uint32_t kMaxPins = 0xFFFF;
+
+enum class Tag : std::uint64_t { stop = 1, listener = 2, conn = 3, pidfd = 4, xenstore = 5 };
+constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
+    return (static_cast<std::uint64_t>(t) << 56) | id;
+}
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+Result<UniqueFd> make_memfd(const char* name, std::uint64_t bytes) {
+    UniqueFd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!fd) {
+        return fail_errno();
+    }
+    if (::ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
+        return fail_errno();
+    }
+    // The size can never change again: hv-min maps it and must never take SIGBUS.
+    if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        return fail_errno();
+    }
+    return fd;
+}
+
+struct Extent {
+    std::uint32_t id = 0;
+    std::uint64_t first_frame = 0;
+    std::uint32_t pages = 0;
+    UniqueFd fd;
+    Mapping map;
+    std::uint64_t owner_conn = 0;  // 0: the domain's; else the dom0 connection that registered it
+};
+
+struct Pin {
+    std::uint32_t pins = 0;   // all pins (maps and copies in progress)
+    std::uint32_t wpins = 0;  // writable pins
+    std::uint16_t mapper = 0;
+    std::uint32_t frame = 0;  // read from the entry when the first pin was taken
+};
+
+struct MapTrack {
+    bool used = false;
+    bool writable = false;
+    std::uint16_t granter = 0;
+    std::uint64_t granter_serial = 0;
+    std::uint32_t ref = 0;
+    std::uint64_t conn = 0;
+    std::uint64_t dev_bus_addr = 0;
+};
+
+enum class PortState { free, unbound, interdomain, virq };
+
+struct Port {
+    PortState state = PortState::free;
+    std::uint16_t remote_dom = 0;   // unbound: who may bind; interdomain: peer
+    std::uint32_t remote_port = 0;  // interdomain
+    std::uint32_t virq = 0;
+    std::uint64_t conn = 0;  // connection that holds it (released with it)
+    std::shared_ptr<UniqueFd> wait;    // this port's pending eventfd
+    std::shared_ptr<UniqueFd> notify;  // the peer's pending eventfd
+};
+
+void raise(const std::shared_ptr<UniqueFd>& efd) {
+    if (efd && efd->valid()) {
+        const std::uint64_t one = 1;
+        // A full counter (2^64-2 events) just stays pending: coalescing.
+        (void)!::write(efd->get(), &one, sizeof one);
+    }
+}
+
+Result<std::shared_ptr<UniqueFd>> new_eventfd() {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!fd) {
+        return fail_errno();
+    }
+    return std::make_shared<UniqueFd>(std::move(fd));
+}
+
+struct Domain {
+    std::uint16_t domid = 0;
+    std::uint64_t serial = 0;
+    std::string name;
+    std::uint32_t flags = 0;  // wire::kCreate*
+    bool privileged = false;
+    wire::DomainState state = wire::DomainState::running;
+    std::uint64_t mem_pages = 0;
+    std::uint64_t next_frame = 0;
+    std::vector<std::unique_ptr<Extent>> extents;  // sorted by first_frame
+    UniqueFd gnt_fd;
+    Mapping gnt_map;
+    std::uint32_t gnt_frames = 0;
+    std::unordered_map<std::uint32_t, Pin> pins;  // pins on this domain's grant entries
+    std::vector<MapTrack> maptrack;                // this domain's mappings of others' grants
+    std::vector<std::uint32_t> maptrack_free;
+    std::size_t maptrack_used = 0;
+    std::vector<Port> ports;
+    pid_t pid = -1;
+    UniqueFd pidfd;
+    std::uint64_t primary_conn = 0;
+    UniqueFd xs_fd;  // the domain's xenstore end, handed over at its first attach
+    std::vector<std::pair<std::uint64_t, std::uint32_t>> waiters;  // (conn, seq)
+    wire::DeathInfo death{};
+
+    std::uint32_t nr_entries() const { return gnt_frames * GRANT_ENTRIES_PER_FRAME; }
+    grant_entry_v1* entry(std::uint32_t ref) const {
+        return gnt_map.as<grant_entry_v1>() + ref;
+    }
+    const Extent* find_extent(std::uint64_t frame) const {
+        auto it = std::upper_bound(extents.begin(), extents.end(), frame,
+                                   [](std::uint64_t f, const std::unique_ptr<Extent>& e) {
+                                       return f < e->first_frame;
+                                   });
+        if (it == extents.begin()) {
+            return nullptr;
+        }
+        const Extent* e = std::prev(it)->get();
+        return frame < e->first_frame + e->pages ? e : nullptr;
+    }
+    std::byte* frame_ptr(const Extent& e, std::uint64_t frame) const {
+        return e.map.data() + (frame - e.first_frame) * kPage;
+    }
+};
+
+struct OutMsg {
+    std::vector<std::byte> bytes;
+    std::vector<UniqueFd> fds;
+};
+
+struct Conn {
+    std::uint64_t id = 0;
+    UniqueFd fd;
+    std::uint16_t domid = 0;
+    bool privileged = false;
+    std::deque<OutMsg> outq;
+    bool want_out = false;
+    std::unordered_set<std::uint32_t> sent_extents;
+    std::uint32_t virq_bound[NR_VIRQS] = {};
+    bool xs_given = false;
+};
+
+/// Builds one reply datagram.
+struct Reply {
+    wire::ReplyHeader hdr{};
+    std::vector<std::byte> body;
+    std::vector<UniqueFd> fds;
+    template <class T>
+    void add(const T& v) {
+        const auto* p = reinterpret_cast<const std::byte*>(&v);
+        body.insert(body.end(), p, p + sizeof(T));
+    }
+    void add_bytes(std::span<const std::byte> b) { body.insert(body.end(), b.begin(), b.end()); }
+};
+
+}  // namespace
+
+struct Core::Impl {
+    CoreConfig cfg;
+    UniqueFd epfd;
+    UniqueFd stopfd;
+    UniqueFd listener;
+    std::filesystem::path sock_path;
+    std::map<std::uint16_t, std::unique_ptr<Domain>> domains;  // includes dom0
+    std::unordered_map<std::uint64_t, std::unique_ptr<Conn>> conns;
+    std::uint64_t next_conn = 1;
+    std::uint64_t next_serial = 1;
+    std::uint32_t next_extent_id = 1;
+    std::uint16_t next_domid = 1;
+    std::jthread thread;
+    std::atomic<std::size_t> n_domains{0};
+    std::atomic<std::uint64_t> dropped{0};
+    std::atomic<std::uint64_t> served{0};
+    std::atomic<bool> stopping{false};
+#ifdef HVMIN_WITH_XENSTORE
+    std::unique_ptr<xs::Server> xs;
+#endif
+
+    // ---- set-up ------------------------------------------------------------------------------
+
+    Result<void> init() {
+        epfd = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+        if (!epfd) {
+            return fail_errno();
+        }
+        stopfd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!stopfd) {
+            return fail_errno();
+        }
+        HV_TRY(watch(stopfd.get(), EPOLLIN, ev_key(Tag::stop, 0)));
+        std::error_code ec;
+        std::filesystem::create_directories(cfg.rundir, ec);
+        sock_path = cfg.rundir / "hv-min.sock";
+        listener = UniqueFd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+        if (!listener) {
+            return fail_errno();
+        }
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        const std::string p = sock_path.string();
+        if (p.size() >= sizeof sa.sun_path) {
+            return fail_errno(ENAMETOOLONG);
+        }
+        std::memcpy(sa.sun_path, p.c_str(), p.size() + 1);
+        ::unlink(p.c_str());
+        if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+            ::chmod(p.c_str(), 0600) != 0 || ::listen(listener.get(), 64) != 0) {
+            return fail_errno();
+        }
+        HV_TRY(watch(listener.get(), EPOLLIN, ev_key(Tag::listener, 0)));
+        // Domain 0: the toolstack's domain. Its memory is what its connections register.
+        auto d0 = std::make_unique<Domain>();
+        d0->domid = 0;
+        d0->serial = next_serial++;
+        d0->name = "Domain-0";
+        d0->privileged = true;
+        d0->flags = wire::kCreateTrusted;
+        d0->pid = ::getpid();
+        HV_TRY(make_gnttab(*d0, cfg.default_gnttab_frames));
+        domains.emplace(0, std::move(d0));
+#ifdef HVMIN_WITH_XENSTORE
+        if (cfg.host_xenstore) {
+            auto srv = xs::Server::create();
+            if (!srv) {
+                return fail(srv.error());
+            }
+            xs = std::move(*srv);
+            HV_TRY(xs->listen_unix((cfg.rundir / "xenstored.sock").string()));
+            HV_TRY(watch(xs->fd(), EPOLLIN, ev_key(Tag::xenstore, 0)));
+        }
+#endif
+        return {};
+    }
+
+    Result<void> watch(int fd, std::uint32_t events, std::uint64_t key) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.u64 = key;
+        if (::epoll_ctl(epfd.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
+            return fail_errno();
+        }
+        return {};
+    }
+
+    Result<void> make_gnttab(Domain& d, std::uint32_t frames) {
+        auto fd = make_memfd("hvmin-gnttab", static_cast<std::uint64_t>(frames) * kPage);
+        if (!fd) {
+            return fail(fd.error());
+        }
+        auto m = Mapping::map_shared(fd->get(), static_cast<std::size_t>(frames) * kPage);
+        if (!m) {
+            return fail(m.error());
+        }
+        d.gnt_fd = std::move(*fd);
+        d.gnt_map = std::move(*m);
+        d.gnt_frames = frames;
+        return {};
+    }
+
+    Result<Extent*> add_extent(Domain& d, UniqueFd fd, std::uint32_t pages, std::uint64_t owner) {
+        if (d.extents.size() >= kMaxExtents) {
+            return fail_errno(ENOSPC);
+        }
+        auto m = Mapping::map_shared(fd.get(), static_cast<std::size_t>(pages) * kPage);
+        if (!m) {
+            return fail(m.error());
+        }
+        auto e = std::make_unique<Extent>();
+        e->id = next_extent_id++;
+        e->first_frame = d.next_frame;
+        e->pages = pages;
+        e->fd = std::move(fd);
+        e->map = std::move(*m);
+        e->owner_conn = owner;
+        d.next_frame += pages;  // frame numbers are never reused within a domain
+        d.extents.push_back(std::move(e));
+        return d.extents.back().get();
+    }
+
+    Domain* find_domain(std::uint16_t domid) {
+        auto it = domains.find(domid);
+        if (it == domains.end() || it->second->state != wire::DomainState::running) {
+            return nullptr;
+        }
+        return it->second.get();
+    }
+
+    // ---- the loop ----------------------------------------------------------------------------
+
+    Result<void> run() {
+        epoll_event evs[64];
+        while (!stopping.load(std::memory_order_acquire)) {
+            const int n = ::epoll_wait(epfd.get(), evs, 64, -1);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                return fail_errno();
+            }
+            for (int i = 0; i < n; ++i) {
+                const std::uint64_t key = evs[i].data.u64;
+                const auto tag = static_cast<Tag>(key >> 56);
+                const std::uint64_t id = key & ((1ull << 56) - 1);
+                switch (tag) {
+                case Tag::stop:
+                    break;
+                case Tag::listener:
+                    accept_all();
+                    break;
+                case Tag::conn:
+                    on_conn(id, evs[i].events);
+                    break;
+                case Tag::pidfd:
+                    on_pidfd(static_cast<std::uint16_t>(id));
+                    break;
+                case Tag::xenstore:
+#ifdef HVMIN_WITH_XENSTORE
+                    if (xs) {
+                        (void)xs->process(0);
+                    }
+#endif
+                    break;
+                }
+            }
+        }
+        return {};
+    }
+
+    void accept_all() {
+        for (;;) {
+            UniqueFd fd(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+            if (!fd) {
+                return;  // EAGAIN, or a transient error: the listener stays registered
+            }
+            ucred cred{};
+            socklen_t len = sizeof cred;
+            if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 ||
+                cred.uid != cfg.dom0_uid) {
+                HV_LOG_RL(warn, "hv-min: refused a control connection from uid %u (pid %d)",
+                          cred.uid, cred.pid);
+                continue;
+            }
+            (void)add_conn(std::move(fd), 0, true);
+        }
+    }
+
+    Result<Conn*> add_conn(UniqueFd fd, std::uint16_t domid, bool privileged) {
+        auto c = std::make_unique<Conn>();
+        c->id = next_conn++;
+        c->fd = std::move(fd);
+        c->domid = domid;
+        c->privileged = privileged;
+        HV_TRY(watch(c->fd.get(), EPOLLIN, ev_key(Tag::conn, c->id)));
+        Conn* raw = c.get();
+        conns.emplace(raw->id, std::move(c));
+        return raw;
+    }
+
+    void on_conn(std::uint64_t id, std::uint32_t events) {
+        auto it = conns.find(id);
+        if (it == conns.end()) {
+            return;
+        }
+        Conn* c = it->second.get();
+        if (events & EPOLLOUT) {
+            flush(*c);
+            if (!conns.count(id)) {
+                return;
+            }
+        }
+        if (events & EPOLLIN) {
+            for (int i = 0; i < kMessagesPerWakeup; ++i) {
+                auto msg = transport::receive(c->fd.get());
+                if (!msg) {
+                    if (msg.error() == std::errc::resource_unavailable_try_again) {
+                        break;
+                    }
+                    conn_gone(id, "receive failed");
+                    return;
+                }
+                if (msg->eof) {
+                    conn_gone(id, nullptr);
+                    return;
+                }
+                if (msg->truncated) {
+                    dropped.fetch_add(1);
+                    conn_gone(id, "sent a truncated datagram or too many fds");
+                    return;
+                }
+                handle(*c, *msg);
+                served.fetch_add(1, std::memory_order_relaxed);
+                if (!conns.count(id)) {
+                    return;
+                }
+            }
+        } else if (events & (EPOLLHUP | EPOLLERR)) {
+            conn_gone(id, nullptr);
+        }
+    }
+
+    void send_reply(Conn& c, Reply&& r) {
+        r.hdr.magic = wire::kMagic;
+        r.hdr.nfds = static_cast<std::uint32_t>(r.fds.size());
+        OutMsg m;
+        m.bytes.resize(sizeof r.hdr + r.body.size());
+        std::memcpy(m.bytes.data(), &r.hdr, sizeof r.hdr);
+        if (!r.body.empty()) {
+            std::memcpy(m.bytes.data() + sizeof r.hdr, r.body.data(), r.body.size());
+        }
+        m.fds = std::move(r.fds);
+        c.outq.push_back(std::move(m));
+        if (c.outq.size() > cfg.max_queued_replies) {
+            dropped.fetch_add(1);
+            conn_gone(c.id, "does not read its replies");
+            return;
+        }
+        flush(c);
+    }
+
+    void flush(Conn& c) {
+        while (!c.outq.empty()) {
+            OutMsg& m = c.outq.front();
+            auto r = transport::send(c.fd.get(), m.bytes, m.fds);
+            if (!r) {
+                if (r.error() == std::errc::resource_unavailable_try_again) {
+                    break;
+                }
+                conn_gone(c.id, nullptr);  // peer gone (EPIPE/ECONNRESET)
+                return;
+            }
+            c.outq.pop_front();
+        }
+        const bool want = !c.outq.empty();
+        if (want != c.want_out) {
+            epoll_event ev{};
+            ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
+            ev.data.u64 = ev_key(Tag::conn, c.id);
+            (void)::epoll_ctl(epfd.get(), EPOLL_CTL_MOD, c.fd.get(), &ev);
+            c.want_out = want;
+        }
+    }
+
+    // ---- dispatch ----------------------------------------------------------------------------
+
+    void handle(Conn& c, transport::Received& msg) {
+        const std::uint64_t cid = c.id;
+        wire::Decoded d{};
+        wire::DecodeError derr{};
+        Reply r;
+        if (!wire::decode(msg.bytes, d, derr)) {
+            HV_LOG_RL(warn, "hv-min: dom%u sent a malformed request (%d)", c.domid,
+                      static_cast<int>(derr));
+            if (msg.bytes.size() >= sizeof(wire::Header)) {
+                wire::Header h;
+                std::memcpy(&h, msg.bytes.data(), sizeof h);
+                r.hdr.op = h.op;
+                r.hdr.seq = h.seq;
+            }
+            r.hdr.rc = derr == wire::DecodeError::unknown_op ? -ENOSYS : -EINVAL;
+            send_reply(c, std::move(r));
+            return;
+        }
+        r.hdr.op = static_cast<std::uint16_t>(d.op);
+        r.hdr.seq = d.seq;
+        if (d.op != Op::mem_register_extent) {
+            msg.fds.clear();  // nothing else takes fds: close what came
+        }
+        Domain* self = find_domain(c.domid);
+        if (self == nullptr) {
+            r.hdr.rc = -ESRCH;
+            send_reply(c, std::move(r));
+            return;
+        }
+        const bool is_toolstack_op = static_cast<std::uint16_t>(d.op) >= 0x0400;
+        if (is_toolstack_op && !c.privileged) {
+            r.hdr.rc = -EPERM;
+            send_reply(c, std::move(r));
+            return;
+        }
+        switch (d.op) {
+        case Op::gnttab_map_grant_ref:
+            op_map(c, *self, d, r);
+            break;
+        case Op::gnttab_unmap_grant_ref:
+            op_unmap(*self, d, r);
+            break;
+        case Op::gnttab_copy:
+            op_copy(*self, d, r);
+            break;
+        case Op::gnttab_setup_table:
+        case Op::gnttab_query_size:
+            op_gnttab_size(c, *self, d, r);
+            break;
+        case Op::evtchn_alloc_unbound:
+        case Op::evtchn_bind_interdomain:
+        case Op::evtchn_bind_virq:
+        case Op::evtchn_close:
+        case Op::evtchn_send:
+        case Op::evtchn_status:
+        case Op::evtchn_unmask:
+            op_evtchn(c, *self, d, r);
+            break;
+        case Op::attach:
+            op_attach(c, *self, r);
+            break;
+        case Op::clone_channel:
+            op_clone(c, r);
+            break;
+        case Op::mem_alloc_extent:
+        case Op::mem_register_extent:
+            op_extent(c, *self, d, msg.fds, r);
+            break;
+        case Op::domain_create:
+            op_create(d, r);
+            break;
+        case Op::domain_destroy:
+            op_destroy(d, r);
+            break;
+        case Op::domain_list:
+            op_list(r);
+            break;
+        case Op::domain_wait:
+            if (!op_wait(c, d, r)) {
+                return;  // the reply comes when the domain is gone
+            }
+            break;
+        }
+        if (conns.count(cid)) {
+            send_reply(c, std::move(r));
+        }
+    }
+
+    template <class T>
+    static std::vector<T> elements(const wire::Decoded& d) {
+        std::vector<T> v(d.count);
+        if (d.count != 0) {
+            // GUEST: copied once out of the datagram; only the copy is used.
+            std::memcpy(v.data(), d.body.data(), sizeof(T) * d.count);
+        }
+        return v;
+    }
+    template <class T>
+    static void put_elements(Reply& r, const std::vector<T>& v) {
+        r.hdr.count = static_cast<std::uint32_t>(v.size());
+        for (const T& e : v) {
+            r.add(e);
+        }
+    }
+
+    // ---- grant tables ------------------------------------------------------------------------
+
+    /// Resolves the granting side of a map/copy: DOMID_SELF is the caller.
+    Domain* granter_of(Domain& self, domid_t dom) {
+        if (dom == DOMID_SELF) {
+            return &self;
+        }
+        if (dom >= DOMID_FIRST_RESERVED) {
+            return nullptr;
+        }
+        return find_domain(dom);
+    }
+
+    /// Xen's _set_status_v1: the entry must permit access to `mapper`; sets GTF_reading and,
+    /// unless read-only, GTF_writing, racing the granter with cmpxchg (at most 5 tries).
+    static std::int16_t set_status(Domain& g, std::uint32_t ref, std::uint16_t mapper,
+                                   bool readonly) {
+        auto* word = reinterpret_cast<std::uint32_t*>(g.entry(ref));
+        std::atomic_ref<std::uint32_t> w(*word);
+        const std::uint32_t set = GTF_reading | (readonly ? 0u : GTF_writing);
+        for (int tries = 0; tries < 5; ++tries) {
+            // GUEST: flags|domid read as one word; the granter may change it at any time.
+            // ORDER: acquire pairs with the granter's release store of flags (after domid/frame).
+            std::uint32_t cur = w.load(std::memory_order_acquire);
+            const auto flags = static_cast<std::uint16_t>(cur & 0xFFFF);
+            const auto domid = static_cast<std::uint16_t>(cur >> 16);
+            if ((flags & (GTF_type_mask | GTF_sub_page)) != GTF_permit_access || domid != mapper) {
+                return GNTST_general_error;
+            }
+            if (!readonly && (flags & GTF_readonly)) {
+                return GNTST_general_error;
+            }
+            // ORDER: seq_cst cmpxchg pairs with the granter's cmpxchg in end_access.
+            if (w.compare_exchange_strong(cur, cur | set, std::memory_order_seq_cst)) {
+                return GNTST_okay;
+            }
+        }
+        return GNTST_general_error;
+    }
+
+    static void clear_flags(Domain& g, std::uint32_t ref, std::uint16_t bits) {
+        std::atomic_ref<std::uint16_t> f(g.entry(ref)->flags);
+        // ORDER: seq_cst pairs with the granter's cmpxchg in end_access.
+        f.fetch_and(static_cast<std::uint16_t>(~bits), std::memory_order_seq_cst);
+    }
+
+    /// Takes a pin on g's entry `ref` for `mapper` (maps and copies). Fills *frame.
+    std::int16_t pin(Domain& g, std::uint32_t ref, std::uint16_t mapper, bool writable,
+                     std::uint32_t* frame) {
+        auto it = g.pins.find(ref);
+        const bool pinned = it != g.pins.end() && it->second.pins > 0;
+        if (pinned) {
+            Pin& p = it->second;
+            if (p.mapper != mapper || p.pins >= kMaxPins || p.wpins >= kMaxPins) {
+                return GNTST_general_error;
+            }
+            if (writable && p.wpins == 0) {
+                const std::int16_t st = set_status(g, ref, mapper, false);
+                if (st != GNTST_okay) {
+                    return st;
+                }
+            }
+            p.pins++;
+            p.wpins += writable ? 1 : 0;
+            *frame = p.frame;
+            return GNTST_okay;
+        }
+        const std::int16_t st = set_status(g, ref, mapper, !writable);
+        if (st != GNTST_okay) {
+            return st;
+        }
+        Pin& p = g.pins[ref];
+        p.pins = 1;
+        p.wpins = writable ? 1 : 0;
+        p.mapper = mapper;
+        // GUEST: the frame is read once, after the pin; later pins reuse this value.
+        p.frame = std::atomic_ref<std::uint32_t>(g.entry(ref)->frame).load(std::memory_order_acquire);
+        *frame = p.frame;
+        return GNTST_okay;
+    }
+
+    static void unpin(Domain& g, std::uint32_t ref, bool writable) {
+        auto it = g.pins.find(ref);
+        if (it == g.pins.end() || it->second.pins == 0) {
+            return;
+        }
+        Pin& p = it->second;
+        p.pins--;
+        if (writable && p.wpins > 0) {
+            p.wpins--;
+        }
+        std::uint16_t clear = 0;
+        if (p.wpins == 0) {
+            clear |= GTF_writing;
+        }
+        if (p.pins == 0) {
+            clear |= GTF_reading;
+        }
+        if (clear != 0) {
+            clear_flags(g, ref, clear);
+        }
+        if (p.pins == 0) {
+            g.pins.erase(it);
+        }
+    }
+
+    std::uint32_t alloc_maptrack(Domain& d) {
+        if (!d.maptrack_free.empty()) {
+            const std::uint32_t h = d.maptrack_free.back();
+            d.maptrack_free.pop_back();
+            return h;
+        }
+        d.maptrack.emplace_back();
+        return static_cast<std::uint32_t>(d.maptrack.size() - 1);
+    }
+
+    void release_maptrack(Domain& d, std::uint32_t handle) {
+        MapTrack& m = d.maptrack[handle];
+        auto it = domains.find(m.granter);
+        if (it != domains.end() && it->second->serial == m.granter_serial &&
+            it->second->state == wire::DomainState::running) {
+            unpin(*it->second, m.ref, m.writable);
+        }
+        m = MapTrack{};
+        d.maptrack_free.push_back(handle);
+        d.maptrack_used--;
+    }
+
+    bool conn_trusted(const Conn& c, const Domain& self) const {
+        return c.privileged || (self.flags & wire::kCreateTrusted) != 0;
+    }
+
+    void op_map(Conn& c, Domain& self, const wire::Decoded& d, Reply& r) {
+        auto ops = elements<gnttab_map_grant_ref>(d);
+        std::vector<wire::MapExtra> extra(ops.size());
+        const bool trusted = conn_trusted(c, self);
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+            extra[i] = wire::MapExtra{0, -1, 0, 0, 0};
+            ops[i].status = map_one(c, self, ops[i], extra[i], r.fds, trusted);
+        }
+        put_elements(r, ops);
+        for (const auto& x : extra) {
+            r.add(x);
+        }
+    }
+
+    std::int16_t map_one(Conn& c, Domain& self, gnttab_map_grant_ref& op, wire::MapExtra& x,
+                         std::vector<UniqueFd>& fds, bool trusted) {
+        op.handle = 0;
+        op.dev_bus_addr = 0;
+        // SPEC: xen/common/grant_table.c map_grant_ref, checks in Xen's order.
+        if ((op.flags & (GNTMAP_device_map | GNTMAP_host_map)) == 0) {
+            return GNTST_bad_gntref;
+        }
+        Domain* g = granter_of(self, op.dom);
+        if (g == nullptr) {
+            return GNTST_bad_domain;
+        }
+        if (self.maptrack_used >= kMaxMaptrack) {
+            return GNTST_no_space;
+        }
+        if (op.ref >= g->nr_entries()) {
+            return GNTST_bad_gntref;
+        }
+        const bool writable = (op.flags & GNTMAP_readonly) == 0;
+        std::uint32_t frame = 0;
+        const std::int16_t st = pin(*g, op.ref, self.domid, writable, &frame);
+        if (st != GNTST_okay) {
+            return st;
+        }
+        const Extent* e = g->find_extent(frame);
+        if (e == nullptr) {
+            unpin(*g, op.ref, writable);
+            return GNTST_bad_page;
+        }
+        // Isolation: a backend that is not trusted only ever receives an fd of a one-page extent.
+        if (!trusted && e->pages != 1) {
+            unpin(*g, op.ref, writable);
+            return GNTST_permission_denied;
+        }
+        int fd_index = -1;
+        if (trusted) {
+            if (!c.sent_extents.count(e->id)) {
+                if (fds.size() >= wire::kMaxFds) {
+                    unpin(*g, op.ref, writable);
+                    return GNTST_eagain;
+                }
+                UniqueFd dup(::fcntl(e->fd.get(), F_DUPFD_CLOEXEC, 0));
+                if (!dup) {
+                    unpin(*g, op.ref, writable);
+                    return GNTST_general_error;
+                }
+                fd_index = static_cast<int>(fds.size());
+                fds.push_back(std::move(dup));
+                c.sent_extents.insert(e->id);
+            }
+        } else {
+            if (fds.size() >= wire::kMaxFds) {
+                unpin(*g, op.ref, writable);
+                return GNTST_eagain;
+            }
+            // A read-only grant reaches an isolated mapper as a read-only file: it cannot
+            // mmap it writable.
+            const std::string path = "/proc/self/fd/" + std::to_string(e->fd.get());
+            UniqueFd reopened(::open(path.c_str(), (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC));
+            if (!reopened) {
+                unpin(*g, op.ref, writable);
+                return GNTST_general_error;
+            }
+            fd_index = static_cast<int>(fds.size());
+            fds.push_back(std::move(reopened));
+        }
+        const std::uint32_t h = alloc_maptrack(self);
+        MapTrack& m = self.maptrack[h];
+        m.used = true;
+        m.writable = writable;
+        m.granter = g->domid;
+        m.granter_serial = g->serial;
+        m.ref = op.ref;
+        m.conn = c.id;
+        m.dev_bus_addr = (op.flags & GNTMAP_device_map) ? (static_cast<std::uint64_t>(frame) << 12) : 0;
+        self.maptrack_used++;
+        op.handle = h;
+        op.dev_bus_addr = m.dev_bus_addr;
+        x.extent_id = e->id;
+        x.fd_index = fd_index;
+        x.offset_bytes = (frame - e->first_frame) * kPage;
+        x.extent_pages = e->pages;
+        return GNTST_okay;
+    }
+
+    void op_unmap(Domain& self, const wire::Decoded& d, Reply& r) {
+        auto ops = elements<gnttab_unmap_grant_ref>(d);
+        for (auto& op : ops) {
+            // SPEC: grant_table.c unmap_common.
+            if (op.handle >= self.maptrack.size() || !self.maptrack[op.handle].used) {
+                op.status = GNTST_bad_handle;
+                continue;
+            }
+            const MapTrack& m = self.maptrack[op.handle];
+            if (op.dev_bus_addr != 0 && op.dev_bus_addr != m.dev_bus_addr) {
+                op.status = GNTST_bad_dev_addr;
+                continue;
+            }
+            release_maptrack(self, op.handle);
+            op.status = GNTST_okay;
+        }
+        put_elements(r, ops);
+    }
+
+    struct CopySide {
+        Domain* dom = nullptr;
+        bool gref = false;
+        bool pinned = false;
+        std::uint32_t ref = 0;
+        std::byte* page = nullptr;
+    };
+
+    std::int16_t lock_side(Domain& self, const gnttab_copy_ptr& p, bool gref, CopySide& s) {
+        if (!gref && p.domid != DOMID_SELF) {
+            return GNTST_permission_denied;
+        }
+        s.dom = granter_of(self, p.domid);
+        s.gref = gref;
+        return s.dom == nullptr ? GNTST_bad_domain : GNTST_okay;
+    }
+
+    std::int16_t claim_side(Domain& self, const gnttab_copy_ptr& p, bool writable, CopySide& s) {
+        std::uint64_t frame = 0;
+        if (s.gref) {
+            if (p.u.ref >= s.dom->nr_entries()) {
+                return GNTST_bad_gntref;
+            }
+            std::uint32_t f = 0;
+            const std::int16_t st = pin(*s.dom, p.u.ref, self.domid, writable, &f);
+            if (st != GNTST_okay) {
+                return st;
+            }
+            s.pinned = true;
+            s.ref = p.u.ref;
+            frame = f;
+        } else {
+            frame = p.u.gmfn;
+        }
+        const Extent* e = s.dom->find_extent(frame);
+        if (e == nullptr) {
+            return GNTST_bad_page;
+        }
+        s.page = s.dom->frame_ptr(*e, frame);
+        return GNTST_okay;
+    }
+
+    void op_copy(Domain& self, const wire::Decoded& d, Reply& r) {
+        auto ops = elements<gnttab_copy>(d);
+        for (auto& op : ops) {
+            op.status = copy_one(self, op);
+        }
+        put_elements(r, ops);
+    }
+
+    std::int16_t copy_one(Domain& self, const gnttab_copy& op) {
+        // SPEC: grant_table.c gnttab_copy_one: lock domains, claim source, claim dest, bounds.
+        if (op.len == 0) {
+            return GNTST_okay;
+        }
+        CopySide src;
+        CopySide dst;
+        std::int16_t st = lock_side(self, op.source, (op.flags & GNTCOPY_source_gref) != 0, src);
+        if (st == GNTST_okay) {
+            st = lock_side(self, op.dest, (op.flags & GNTCOPY_dest_gref) != 0, dst);
+        }
+        if (st == GNTST_okay) {
+            st = claim_side(self, op.source, false, src);
+        }
+        if (st == GNTST_okay) {
+            st = claim_side(self, op.dest, true, dst);
+        }
+        if (st == GNTST_okay) {
+            if (op.source.offset + op.len > kPage || op.dest.offset + op.len > kPage) {
+                st = GNTST_bad_copy_arg;
+            } else {
+                // GUEST: both pages stay writable by their owners during the copy.
+                std::memmove(dst.page + op.dest.offset, src.page + op.source.offset, op.len);
+            }
+        }
+        if (src.pinned) {
+            unpin(*src.dom, src.ref, false);
+        }
+        if (dst.pinned) {
+            unpin(*dst.dom, dst.ref, true);
+        }
+        return st;
+    }
+
+    void op_gnttab_size(Conn& c, Domain& self, const wire::Decoded& d, Reply& r) {
+        if (d.op == Op::gnttab_query_size) {
+            auto ops = elements<gnttab_query_size>(d);
+            auto& q = ops[0];
+            Domain* t = (q.dom == DOMID_SELF || q.dom == self.domid) ? &self
+                        : c.privileged && q.dom < DOMID_FIRST_RESERVED ? find_domain(q.dom)
+                                                                        : nullptr;
+            if (t == nullptr) {
+                q.status = c.privileged || q.dom == DOMID_SELF ? GNTST_bad_domain
+                                                               : GNTST_permission_denied;
+            } else {
+                q.nr_frames = t->gnt_frames;
+                q.max_nr_frames = t->gnt_frames;
+                q.status = GNTST_okay;
+            }
+            put_elements(r, ops);
+            return;
+        }
+        auto ops = elements<gnttab_setup_table>(d);
+        auto& s = ops[0];
+        // The frames themselves reach the domain as the grant-table fd at attach.
+        if (s.dom != DOMID_SELF && s.dom != self.domid) {
+            s.status = GNTST_permission_denied;
+        } else if (s.nr_frames > self.gnt_frames) {
+            s.status = GNTST_general_error;
+        } else {
+            s.status = GNTST_okay;
+        }
+        put_elements(r, ops);
+    }
+
+    // ---- event channels ----------------------------------------------------------------------
+
+    static bool virq_is_global(std::uint32_t virq) {
+        return virq != VIRQ_TIMER && virq != VIRQ_DEBUG && virq != VIRQ_XENOPROF &&
+               virq != VIRQ_XENPMU;
+    }
+
+    static Port* port_of(Domain& d, std::uint32_t port) {
+        if (port == 0 || port >= d.ports.size() || d.ports[port].state == PortState::free) {
+            return nullptr;
+        }
+        return &d.ports[port];
+    }
+
+    static Result<std::uint32_t> alloc_port(Domain& d) {
+        for (std::uint32_t p = 1; p < d.ports.size(); ++p) {
+            if (d.ports[p].state == PortState::free) {
+                return p;
+            }
+        }
+        if (d.ports.size() >= EVTCHN_2L_NR_CHANNELS) {
+            return fail_errno(ENOSPC);
+        }
+        if (d.ports.empty()) {
+            d.ports.resize(1);  // port 0 is reserved and never handed out
+        }
+        d.ports.emplace_back();
+        return static_cast<std::uint32_t>(d.ports.size() - 1);
+    }
+
+    /// Frees `port` of `d`; an interdomain peer reverts to unbound (earmarked for d) and is woken.
+    void close_port(Domain& d, std::uint32_t port) {
+        Port& p = d.ports[port];
+        if (p.state == PortState::interdomain) {
+            Domain* peer = find_domain(p.remote_dom);
+            if (peer != nullptr) {
+                Port* pp = port_of(*peer, p.remote_port);
+                if (pp != nullptr && pp->state == PortState::interdomain &&
+                    pp->remote_dom == d.domid && pp->remote_port == port) {
+                    pp->state = PortState::unbound;
+                    pp->remote_dom = d.domid;
+                    pp->remote_port = 0;
+                    raise(pp->wait);
+                }
+            }
+        }
+        if (p.state == PortState::virq) {
+            auto it = conns.find(p.conn);
+            if (it != conns.end() && p.virq < NR_VIRQS) {
+                it->second->virq_bound[p.virq] = 0;
+            }
+        }
+        p = Port{};
+    }
+
+    void op_evtchn(Conn& c, Domain& self, const wire::Decoded& d, Reply& r) {
+        std::vector<std::byte> buf(d.body.begin(), d.body.end());  // GUEST: one copy
+        int rc = 0;
+        switch (d.op) {
+        case Op::evtchn_alloc_unbound: {
+            evtchn_alloc_unbound a;
+            std::memcpy(&a, buf.data(), sizeof a);
+            rc = ev_alloc_unbound(c, self, a, r.fds);
+            std::memcpy(buf.data(), &a, sizeof a);
+            break;
+        }
+        case Op::evtchn_bind_interdomain: {
+            evtchn_bind_interdomain b;
+            std::memcpy(&b, buf.data(), sizeof b);
+            rc = ev_bind_interdomain(c, self, b, r.fds);
+            std::memcpy(buf.data(), &b, sizeof b);
+            break;
+        }
+        case Op::evtchn_bind_virq: {
+            evtchn_bind_virq b;
+            std::memcpy(&b, buf.data(), sizeof b);
+            rc = ev_bind_virq(c, self, b, r.fds);
+            std::memcpy(buf.data(), &b, sizeof b);
+            break;
+        }
+        case Op::evtchn_close: {
+            evtchn_close cl;
+            std::memcpy(&cl, buf.data(), sizeof cl);
+            if (port_of(self, cl.port) == nullptr) {
+                rc = -EINVAL;
+            } else {
+                close_port(self, cl.port);
+            }
+            break;
+        }
+        case Op::evtchn_send: {
+            evtchn_send s;
+            std::memcpy(&s, buf.data(), sizeof s);
+            Port* p = port_of(self, s.port);
+            if (p == nullptr || p->state == PortState::virq) {
+                rc = -EINVAL;
+            } else if (p->state == PortState::interdomain) {
+                raise(p->notify);
+            }  // unbound: silently dropped
+            break;
+        }
+        case Op::evtchn_status: {
+            evtchn_status s;
+            std::memcpy(&s, buf.data(), sizeof s);
+            rc = ev_status(c, self, s);
+            std::memcpy(buf.data(), &s, sizeof s);
+            break;
+        }
+        case Op::evtchn_unmask: {
+            evtchn_unmask u;
+            std::memcpy(&u, buf.data(), sizeof u);
+            // Pending state lives in the port's eventfd; the mask is the client's, so unmask
+            // only validates the port (Xen: -EINVAL beyond the port space).
+            rc = u.port >= EVTCHN_2L_NR_CHANNELS ? -EINVAL : 0;
+            break;
+        }
+        default:
+            rc = -ENOSYS;
+            break;
+        }
+        r.hdr.rc = rc;
+        r.hdr.count = 1;
+        r.add_bytes(buf);
+    }
+
+    int ev_alloc_unbound(Conn& c, Domain& self, evtchn_alloc_unbound& a,
+                         std::vector<UniqueFd>& fds) {
+        Domain* t = &self;
+        if (a.dom != DOMID_SELF && a.dom != self.domid) {
+            if (!c.privileged) {
+                return -EPERM;
+            }
+            t = a.dom < DOMID_FIRST_RESERVED ? find_domain(a.dom) : nullptr;
+            if (t == nullptr) {
+                return -ESRCH;
+            }
+        }
+        const std::uint16_t rdom = a.remote_dom == DOMID_SELF ? self.domid : a.remote_dom;
+        auto port = alloc_port(*t);
+        if (!port) {
+            return -port.error().value();
+        }
+        auto w = new_eventfd();
+        auto n = new_eventfd();
+        if (!w || !n) {
+            return -ENOMEM;
+        }
+        Port& p = t->ports[*port];
+        p.state = PortState::unbound;
+        p.remote_dom = rdom;
+        p.conn = t == &self ? c.id : 0;
+        p.wait = *w;
+        p.notify = *n;
+        a.port = *port;
+        if (t == &self) {
+            fds.emplace_back(::fcntl(p.wait->get(), F_DUPFD_CLOEXEC, 0));
+            fds.emplace_back(::fcntl(p.notify->get(), F_DUPFD_CLOEXEC, 0));
+        }
+        return 0;
+    }
+
+    int ev_bind_interdomain(Conn& c, Domain& self, evtchn_bind_interdomain& b,
+                            std::vector<UniqueFd>& fds) {
+        const std::uint16_t rd = b.remote_dom == DOMID_SELF ? self.domid : b.remote_dom;
+        Domain* remote = rd < DOMID_FIRST_RESERVED ? find_domain(rd) : nullptr;
+        if (remote == nullptr) {
+            return -ESRCH;
+        }
+        Port* rp = port_of(*remote, b.remote_port);
+        if (rp == nullptr || rp->state != PortState::unbound || rp->remote_dom != self.domid) {
+            return -EINVAL;
+        }
+        auto lport = alloc_port(self);
+        if (!lport) {
+            return -lport.error().value();
+        }
+        rp = &remote->ports[b.remote_port];  // alloc_port may have grown self.ports (== remote)
+        Port& lp = self.ports[*lport];
+        lp.state = PortState::interdomain;
+        lp.remote_dom = remote->domid;
+        lp.remote_port = b.remote_port;
+        lp.conn = c.id;
+        lp.wait = rp->notify;
+        lp.notify = rp->wait;
+        rp->state = PortState::interdomain;
+        rp->remote_dom = self.domid;
+        rp->remote_port = *lport;
+        b.local_port = *lport;
+        fds.emplace_back(::fcntl(lp.wait->get(), F_DUPFD_CLOEXEC, 0));
+        fds.emplace_back(::fcntl(lp.notify->get(), F_DUPFD_CLOEXEC, 0));
+        raise(lp.wait);  // covers sends made while the remote port was unbound
+        return 0;
+    }
+
+    int ev_bind_virq(Conn& c, Domain& self, evtchn_bind_virq& b, std::vector<UniqueFd>& fds) {
+        // SPEC: event_channel.c evtchn_bind_virq, checks in Xen's order.
+        if (b.virq >= NR_VIRQS) {
+            return -EINVAL;
+        }
+        if (virq_is_global(b.virq) && b.vcpu != 0) {
+            return -EINVAL;
+        }
+        if (b.vcpu != 0) {
+            return -ENOENT;  // one vCPU per connection
+        }
+        if (virq_is_global(b.virq) && self.domid != 0) {
+            return -EBUSY;  // global VIRQs are handled by dom0
+        }
+        if (c.virq_bound[b.virq] != 0) {
+            return -EEXIST;
+        }
+        auto port = alloc_port(self);
+        if (!port) {
+            return -port.error().value();
+        }
+        auto w = new_eventfd();
+        if (!w) {
+            return -ENOMEM;
+        }
+        Port& p = self.ports[*port];
+        p.state = PortState::virq;
+        p.virq = b.virq;
+        p.conn = c.id;
+        p.wait = *w;
+        c.virq_bound[b.virq] = *port;
+        b.port = *port;
+        fds.emplace_back(::fcntl(p.wait->get(), F_DUPFD_CLOEXEC, 0));
+        return 0;
+    }
+
+    int ev_status(Conn& c, Domain& self, evtchn_status& s) {
+        Domain* t = &self;
+        if (s.dom != DOMID_SELF && s.dom != self.domid) {
+            if (!c.privileged) {
+                return -EPERM;
+            }
+            t = s.dom < DOMID_FIRST_RESERVED ? find_domain(s.dom) : nullptr;
+            if (t == nullptr) {
+                return -ESRCH;
+            }
+        }
+        if (s.port >= EVTCHN_2L_NR_CHANNELS) {
+            return -EINVAL;
+        }
+        std::memset(&s.u, 0, sizeof s.u);
+        s.vcpu = 0;
+        const Port* p = s.port < t->ports.size() ? &t->ports[s.port] : nullptr;
+        if (p == nullptr || s.port == 0 || p->state == PortState::free) {
+            s.status = EVTCHNSTAT_closed;
+        } else if (p->state == PortState::unbound) {
+            s.status = EVTCHNSTAT_unbound;
+            s.u.unbound.dom = p->remote_dom;
+        } else if (p->state == PortState::interdomain) {
+            s.status = EVTCHNSTAT_interdomain;
+            s.u.interdomain.dom = p->remote_dom;
+            s.u.interdomain.port = p->remote_port;
+        } else {
+            s.status = EVTCHNSTAT_virq;
+            s.u.virq = p->virq;
+        }
+        return 0;
+    }
+
+    void raise_virq(std::uint32_t virq) {
+        Domain* d0 = find_domain(0);
+        if (d0 == nullptr) {
+            return;
+        }
+        for (Port& p : d0->ports) {
+            if (p.state == PortState::virq && p.virq == virq) {
+                raise(p.wait);
+            }
+        }
+    }
+
+    // ---- attach, clone, memory ---------------------------------------------------------------
+
+    void op_attach(Conn& c, Domain& self, Reply& r) {
+        wire::AttachInfo info{};
+        info.domid = self.domid;
+        info.flags = (conn_trusted(c, self) ? wire::kAttachTrusted : 0) |
+                     (c.privileged ? wire::kAttachPrivileged : 0) |
+                     ((self.flags & wire::kCreateDriverDomain) ? wire::kAttachDriverDomain : 0);
+        info.gnttab_frames = self.gnt_frames;
+        info.mem_pages = self.mem_pages;
+        std::vector<const Extent*> mine;
+        for (const auto& e : self.extents) {
+            if (e->owner_conn == 0 || e->owner_conn == c.id) {
+                mine.push_back(e.get());
+            }
+        }
+        info.nr_extents = static_cast<std::uint32_t>(mine.size());
+        if (mine.size() + 2 > wire::kMaxFds) {
+            r.hdr.rc = -E2BIG;
+            return;
+        }
+        r.fds.emplace_back(::fcntl(self.gnt_fd.get(), F_DUPFD_CLOEXEC, 0));
+        for (const Extent* e : mine) {
+            r.fds.emplace_back(::fcntl(e->fd.get(), F_DUPFD_CLOEXEC, 0));
+        }
+        if (self.xs_fd.valid() && self.primary_conn == c.id) {
+            info.flags |= wire::kAttachXenstore;
+            r.fds.push_back(std::move(self.xs_fd));
+        }
+        for (const auto& f : r.fds) {
+            if (!f.valid()) {
+                r.fds.clear();
+                r.hdr.rc = -EMFILE;
+                return;
+            }
+        }
+        r.hdr.count = 1;
+        r.add(info);
+        for (const Extent* e : mine) {
+            r.add(wire::ExtentInfo{e->first_frame, e->pages, e->id});
+        }
+    }
+
+    void op_clone(Conn& c, Reply& r) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) {
+            r.hdr.rc = -errno;
+            return;
+        }
+        UniqueFd mine(sv[0]);
+        UniqueFd theirs(sv[1]);
+        const int fl = ::fcntl(theirs.get(), F_GETFL);
+        (void)::fcntl(theirs.get(), F_SETFL, fl & ~O_NONBLOCK);
+        auto added = add_conn(std::move(mine), c.domid, c.privileged);
+        if (!added) {
+            r.hdr.rc = -added.error().value();
+            return;
+        }
+        r.fds.push_back(std::move(theirs));
+    }
+
+    void op_extent(Conn& c, Domain& self, const wire::Decoded& d, std::vector<UniqueFd>& in_fds,
+                   Reply& r) {
+        const auto req = elements<wire::ExtentRequest>(d)[0];
+        if (req.pages == 0 || req.pages > kMaxExtentPages || req.pad != 0) {
+            r.hdr.rc = -EINVAL;
+            return;
+        }
+        UniqueFd fd;
+        if (d.op == Op::mem_register_extent) {
+            if (!c.privileged) {
+                r.hdr.rc = -EPERM;
+                return;
+            }
+            if (in_fds.size() != 1) {
+                r.hdr.rc = -EINVAL;
+                return;
+            }
+            fd = std::move(in_fds[0]);
+            struct stat st {};
+            if (::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+                static_cast<std::uint64_t>(st.st_size) != static_cast<std::uint64_t>(req.pages) * kPage) {
+                r.hdr.rc = -EINVAL;
+                return;
+            }
+            // The size must be sealed: hv-min maps it and must never fault on a shrink.
+            const int seals = ::fcntl(fd.get(), F_GET_SEALS);
+            if (seals < 0 || (seals & F_SEAL_SHRINK) == 0) {
+                r.hdr.rc = -EINVAL;
+                return;
+            }
+        } else {
+            if (!c.privileged && self.mem_pages + req.pages > kMaxDomainPages) {
+                r.hdr.rc = -ENOMEM;
+                return;
+            }
+            auto m = make_memfd("hvmin-extent", static_cast<std::uint64_t>(req.pages) * kPage);
+            if (!m) {
+                r.hdr.rc = -m.error().value();
+                return;
+            }
+            fd = std::move(*m);
+        }
+        auto e = add_extent(self, std::move(fd), req.pages, c.privileged ? c.id : 0);
+        if (!e) {
+            r.hdr.rc = -e.error().value();
+            return;
+        }
+        if (!c.privileged) {
+            self.mem_pages += req.pages;
+        }
+        if (d.op == Op::mem_alloc_extent) {
+            r.fds.emplace_back(::fcntl((*e)->fd.get(), F_DUPFD_CLOEXEC, 0));
+        }
+        r.hdr.count = 1;
+        r.add(wire::ExtentInfo{(*e)->first_frame, (*e)->pages, (*e)->id});
+    }
+
+    // ---- domains -----------------------------------------------------------------------------
+
+    void op_create(const wire::Decoded& d, Reply& r) {
+        wire::CreateRequest cr;
+        std::memcpy(&cr, d.body.data(), sizeof cr);
+        const auto strings = d.body.subspan(sizeof cr);
+        std::vector<std::string> parts;
+        std::size_t start = 0;
+        for (std::size_t i = 0; i < strings.size(); ++i) {
+            if (strings[i] == std::byte{0}) {
+                parts.emplace_back(reinterpret_cast<const char*>(strings.data()) + start, i - start);
+                start = i + 1;
+            }
+        }
+        const std::uint64_t want = 1ull + cr.argc + cr.envc;
+        if (start != strings.size() || parts.size() != want || cr.argc == 0 || cr.mem_pages == 0 ||
+            cr.mem_pages > kMaxDomainPages || cr.gnttab_frames > kMaxGnttabFrames ||
+            (cr.flags & ~(wire::kCreateTrusted | wire::kCreateDriverDomain)) != 0 ||
+            parts[0].empty() || parts[0].size() >= wire::kMaxName) {
+            r.hdr.rc = -EINVAL;
+            return;
+        }
+        for (const auto& [id, dom] : domains) {
+            if (dom->name == parts[0] && dom->state == wire::DomainState::running) {
+                r.hdr.rc = -EEXIST;
+                return;
+            }
+        }
+        std::uint16_t domid = 0;
+        for (int tries = 0; tries < DOMID_FIRST_RESERVED; ++tries) {
+            const std::uint16_t cand = next_domid;
+            next_domid = static_cast<std::uint16_t>(next_domid + 1 >= DOMID_FIRST_RESERVED ? 1 : next_domid + 1);
+            if (!domains.count(cand)) {
+                domid = cand;
+                break;
+            }
+        }
+        if (domid == 0) {
+            r.hdr.rc = -ENOSPC;
+            return;
+        }
+        auto dom = std::make_unique<Domain>();
+        dom->domid = domid;
+        dom->serial = next_serial++;
+        dom->name = parts[0];
+        dom->flags = cr.flags;
+        dom->mem_pages = cr.mem_pages;
+        auto rc = build_domain(*dom, cr, parts);
+        if (!rc) {
+            r.hdr.rc = -rc.error().value();
+            return;
+        }
+        wire::DomainInfo info = info_of(*dom);
+        domains.emplace(domid, std::move(dom));
+        n_domains.store(domains.size() - 1);
+        HV_INFO("hv-min: created domain %u (%s, %u pages, pid %d)", domid, info.name,
+                cr.mem_pages, info.pid);
+        r.hdr.count = 1;
+        r.add(info);
+    }
+
+    Result<void> build_domain(Domain& dom, const wire::CreateRequest& cr,
+                              const std::vector<std::string>& parts) {
+        HV_TRY(make_gnttab(dom, cr.gnttab_frames == 0 ? cfg.default_gnttab_frames : cr.gnttab_frames));
+        auto mem = make_memfd("hvmin-mem", static_cast<std::uint64_t>(cr.mem_pages) * kPage);
+        if (!mem) {
+            return fail(mem.error());
+        }
+        auto ext = add_extent(dom, std::move(*mem), cr.mem_pages, 0);
+        if (!ext) {
+            return fail(ext.error());
+        }
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+            return fail_errno();
+        }
+        UniqueFd mine(sv[0]);
+        UniqueFd child(sv[1]);
+        const int fl = ::fcntl(mine.get(), F_GETFL);
+        (void)::fcntl(mine.get(), F_SETFL, fl | O_NONBLOCK);
+#ifdef HVMIN_WITH_XENSTORE
+        if (xs) {
+            int xv[2];
+            if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, xv) != 0) {
+                return fail_errno();
+            }
+            UniqueFd xs_mine(xv[0]);
+            dom.xs_fd = UniqueFd(xv[1]);
+            HV_TRY(xs->add_connection(std::move(xs_mine), DomId(dom.domid)));
+            (void)xs->introduce_domain(DomId(dom.domid));
+        }
+#endif
+        // argv/envp for the program: only the configured environment + the hypercall fd.
+        std::vector<std::string> env(parts.begin() + 1 + cr.argc, parts.end());
+        env.push_back("HV_HYPERCALL_FD=" + std::to_string(child.get()));
+        std::vector<char*> argv;
+        for (std::uint32_t i = 0; i < cr.argc; ++i) {
+            argv.push_back(const_cast<char*>(parts[1 + i].c_str()));
+        }
+        argv.push_back(nullptr);
+        std::vector<char*> envp;
+        for (auto& e : env) {
+            envp.push_back(e.data());
+        }
+        envp.push_back(nullptr);
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
+        // dup2 onto itself clears FD_CLOEXEC in the child only (glibc >= 2.29).
+        posix_spawn_file_actions_adddup2(&fa, child.get(), child.get());
+        sigset_t none;
+        sigset_t all;
+        sigemptyset(&none);
+        sigfillset(&all);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawnattr_setsigdefault(&attr, &all);
+        // A new session: destroy kills the whole process group.
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
+                                            POSIX_SPAWN_SETSIGDEF);
+        pid_t pid = -1;
+        const int err = ::posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+        if (err != 0) {
+            release_xenstore(dom.domid);
+            return fail_errno(err);
+        }
+        dom.pid = pid;
+        dom.pidfd = UniqueFd(pidfd_open(pid));
+        if (!dom.pidfd) {
+            const auto ec = errno_code();
+            ::kill(-pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+            release_xenstore(dom.domid);
+            return fail(ec);
+        }
+        HV_TRY(watch(dom.pidfd.get(), EPOLLIN, ev_key(Tag::pidfd, dom.domid)));
+        auto c = add_conn(std::move(mine), dom.domid, false);
+        if (!c) {
+            return fail(c.error());  // the pidfd fires and reaps it
+        }
+        dom.primary_conn = (*c)->id;
+        return {};
+    }
+
+    void release_xenstore([[maybe_unused]] std::uint16_t domid) {
+#ifdef HVMIN_WITH_XENSTORE
+        if (xs) {
+            (void)xs->release_domain(DomId(domid));
+        }
+#endif
+    }
+
+    static std::uint64_t cpu_time_ns(pid_t pid) {
+        std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+        std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        const auto rp = s.rfind(')');
+        if (rp == std::string::npos) {
+            return 0;
+        }
+        // Fields after "(comm)": state is field 3; utime and stime are 14 and 15.
+        std::vector<std::string> fields;
+        std::size_t i = rp + 2;
+        while (i < s.size() && fields.size() < 13) {
+            const auto sp = s.find(' ', i);
+            fields.push_back(s.substr(i, sp - i));
+            if (sp == std::string::npos) {
+                break;
+            }
+            i = sp + 1;
+        }
+        if (fields.size() < 13) {
+            return 0;
+        }
+        const long hz = ::sysconf(_SC_CLK_TCK);
+        const std::uint64_t ticks = std::stoull(fields[11]) + std::stoull(fields[12]);
+        return hz > 0 ? ticks * (1000000000ull / static_cast<std::uint64_t>(hz)) : 0;
+    }
+
+    static wire::DomainInfo info_of(const Domain& d) {
+        wire::DomainInfo i{};
+        i.domid = d.domid;
+        i.state = static_cast<std::uint16_t>(d.state);
+        i.flags = d.flags;
+        i.mem_pages = d.mem_pages;
+        i.pid = d.pid;
+        i.cpu_time_ns = d.domid == 0 || d.state != wire::DomainState::running ? 0 : cpu_time_ns(d.pid);
+        std::snprintf(i.name, sizeof i.name, "%s", d.name.c_str());
+        return i;
+    }
+
+    void op_list(Reply& r) {
+        for (const auto& [id, d] : domains) {
+            r.add(info_of(*d));
+            r.hdr.count++;
+        }
+    }
+
+    void op_destroy(const wire::Decoded& d, Reply& r) {
+        const auto ref = elements<wire::DomainRef>(d)[0];
+        if (ref.domid == 0) {
+            r.hdr.rc = -EPERM;
+            return;
+        }
+        Domain* dom = ref.domid < DOMID_FIRST_RESERVED ? find_domain(ref.domid) : nullptr;
+        if (dom == nullptr) {
+            r.hdr.rc = -ESRCH;
+            return;
+        }
+        kill_domain(*dom, wire::DeathReason::destroyed, SIGKILL, "destroyed");
+    }
+
+    bool op_wait(Conn& c, const wire::Decoded& d, Reply& r) {
+        const auto ref = elements<wire::DomainRef>(d)[0];
+        auto it = ref.domid == 0 ? domains.end() : domains.find(ref.domid);
+        if (it == domains.end()) {
+            r.hdr.rc = -ESRCH;
+            return true;
+        }
+        it->second->waiters.emplace_back(c.id, d.seq);
+        return false;
+    }
+
+    /// A domain dies: everything it held is released now; the process is reaped when its
+    /// pidfd fires (then waiters are answered and the domid is free again).
+    void kill_domain(Domain& d, wire::DeathReason reason, int status, const char* why) {
+        if (d.state != wire::DomainState::running) {
+            return;
+        }
+        HV_INFO("hv-min: domain %u (%s) dies: %s", d.domid, d.name.c_str(), why);
+        d.state = wire::DomainState::dying;
+        d.death = wire::DeathInfo{d.domid, static_cast<std::uint16_t>(reason), status};
+        if (d.pid > 0 && d.pidfd.valid()) {
+            ::kill(-d.pid, SIGKILL);  // the whole process group; reaped through the pidfd
+        }
+        // Its connections (primary and clones).
+        std::vector<std::uint64_t> ids;
+        for (const auto& [id, c] : conns) {
+            if (c->domid == d.domid) {
+                ids.push_back(id);
+            }
+        }
+        for (auto id : ids) {
+            drop_conn(id);
+        }
+        // Its mappings of others' grants: unpinned (GTF_reading/writing cleared).
+        for (std::uint32_t h = 0; h < d.maptrack.size(); ++h) {
+            if (d.maptrack[h].used) {
+                release_maptrack(d, h);
+            }
+        }
+        // Its event channels: peers revert to unbound and are woken.
+        for (std::uint32_t p = 1; p < d.ports.size(); ++p) {
+            if (d.ports[p].state != PortState::free) {
+                close_port(d, p);
+            }
+        }
+        // Pins others hold on its grants: the mappers keep their (memfd-backed) pages; their
+        // maptrack entries find the granter gone and just drop on unmap.
+        d.pins.clear();
+        d.extents.clear();
+        d.gnt_map.reset();
+        d.gnt_fd.reset();
+        release_xenstore(d.domid);
+        raise_virq(VIRQ_DOM_EXC);
+        if (!d.pidfd.valid()) {
+            finish_domain(d.domid);
+        }
+    }
+
+    void on_pidfd(std::uint16_t domid) {
+        auto it = domains.find(domid);
+        if (it == domains.end()) {
+            return;
+        }
+        Domain& d = *it->second;
+        int st = 0;
+        const pid_t r = ::waitpid(d.pid, &st, WNOHANG);
+        if (r == 0) {
+            return;  // spurious
+        }
+        if (d.state == wire::DomainState::running) {
+            if (WIFSIGNALED(st)) {
+                kill_domain(d, wire::DeathReason::killed, WTERMSIG(st), "killed by a signal");
+            } else {
+                kill_domain(d, wire::DeathReason::exited, WEXITSTATUS(st), "program exited");
+            }
+        } else {
+            ::kill(-d.pid, SIGKILL);  // stragglers of its process group
+            // A program that exits closes its socket a moment before it becomes reapable:
+            // if it was not our SIGKILL that ended it, report what really happened.
+            if (d.death.reason == static_cast<std::uint16_t>(wire::DeathReason::disconnected)) {
+                if (WIFEXITED(st)) {
+                    d.death.reason = static_cast<std::uint16_t>(wire::DeathReason::exited);
+                    d.death.status = WEXITSTATUS(st);
+                } else if (WIFSIGNALED(st) && WTERMSIG(st) != SIGKILL) {
+                    d.death.reason = static_cast<std::uint16_t>(wire::DeathReason::killed);
+                    d.death.status = WTERMSIG(st);
+                }
+            }
+        }
+        (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, d.pidfd.get(), nullptr);
+        d.pidfd.reset();
+        finish_domain(domid);
+    }
+
+    void finish_domain(std::uint16_t domid) {
+        auto it = domains.find(domid);
+        if (it == domains.end()) {
+            return;
+        }
+        auto dom = std::move(it->second);
+        domains.erase(it);
+        n_domains.store(domains.size() - 1);
+        for (const auto& [cid, seq] : dom->waiters) {
+            auto c = conns.find(cid);
+            if (c == conns.end()) {
+                continue;
+            }
+            Reply r;
+            r.hdr.op = static_cast<std::uint16_t>(Op::domain_wait);
+            r.hdr.seq = seq;
+            r.hdr.count = 1;
+            r.add(dom->death);
+            send_reply(*c->second, std::move(r));
+        }
+    }
+
+    // ---- connections going away --------------------------------------------------------------
+
+    /// A connection closed or was dropped. The primary connection of a domain is the domain:
+    /// losing it kills the domain.
+    void conn_gone(std::uint64_t id, const char* why) {
+        auto it = conns.find(id);
+        if (it == conns.end()) {
+            return;
+        }
+        const std::uint16_t domid = it->second->domid;
+        if (why != nullptr) {
+            HV_LOG_RL(warn, "hv-min: dropping a connection of dom%u: %s", domid, why);
+        }
+        Domain* d = find_domain(domid);
+        if (d != nullptr && domid != 0 && d->primary_conn == id) {
+            kill_domain(*d, wire::DeathReason::disconnected, 0,
+                        why != nullptr ? why : "hypercall socket closed");
+            return;
+        }
+        drop_conn(id);
+    }
+
+    /// Releases what one connection held (mappings, ports, dom0 extents) and closes it.
+    void drop_conn(std::uint64_t id) {
+        auto it = conns.find(id);
+        if (it == conns.end()) {
+            return;
+        }
+        std::unique_ptr<Conn> c = std::move(it->second);
+        conns.erase(it);
+        (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+        auto dit = domains.find(c->domid);
+        if (dit == domains.end()) {
+            return;
+        }
+        Domain& d = *dit->second;
+        for (std::uint32_t h = 0; h < d.maptrack.size(); ++h) {
+            if (d.maptrack[h].used && d.maptrack[h].conn == id) {
+                release_maptrack(d, h);
+            }
+        }
+        for (std::uint32_t p = 1; p < d.ports.size(); ++p) {
+            if (d.ports[p].state != PortState::free && d.ports[p].conn == id) {
+                close_port(d, p);
+            }
+        }
+        std::erase_if(d.extents, [id](const std::unique_ptr<Extent>& e) { return e->owner_conn == id; });
+    }
+
+    void shutdown() {
+        std::vector<std::uint16_t> ids;
+        for (const auto& [id, d] : domains) {
+            if (id != 0) {
+                ids.push_back(id);
+            }
+        }
+        for (auto id : ids) {
+            auto it = domains.find(id);
+            if (it == domains.end()) {
+                continue;
+            }
+            Domain& d = *it->second;
+            const pid_t pid = d.pid;
+            kill_domain(d, wire::DeathReason::destroyed, SIGKILL, "hv-min stops");
+            if (pid > 0) {
+                ::waitpid(pid, nullptr, 0);  // SIGKILLed: bounded
+            }
+            finish_domain(id);
+        }
+        conns.clear();
+    }
+};
+
+Core::Core(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+
+Core::~Core() {
+    stop();
+    impl_->shutdown();
+}
+
+Result<std::unique_ptr<Core>> Core::create(CoreConfig cfg) {
+    auto impl = std::make_unique<Impl>();
+    impl->cfg = std::move(cfg);
+    if (impl->cfg.default_gnttab_frames == 0 || impl->cfg.default_gnttab_frames > kMaxGnttabFrames) {
+        return fail_errno(EINVAL);
+    }
+    HV_TRY(impl->init());
+    return std::unique_ptr<Core>(new Core(std::move(impl)));
+}
+
+Result<void> Core::run() { return impl_->run(); }
+
+Result<void> Core::start() {
+    if (impl_->thread.joinable()) {
+        return fail_errno(EBUSY);
+    }
+    impl_->thread = std::jthread([this] {
+        auto r = impl_->run();
+        if (!r) {
+            HV_ERROR("hv-min: loop failed: %s", r.error().message().c_str());
+        }
+    });
+    return {};
+}
+
+void Core::stop() noexcept {
+    impl_->stopping.store(true, std::memory_order_release);
+    const std::uint64_t one = 1;
+    (void)!::write(impl_->stopfd.get(), &one, sizeof one);
+    if (impl_->thread.joinable()) {
+        impl_->thread.join();
+    }
+}
+
+std::filesystem::path Core::socket_path() const { return impl_->sock_path; }
+std::size_t Core::domain_count() const { return impl_->n_domains.load(); }
+std::uint64_t Core::dropped_connections() const { return impl_->dropped.load(); }
+std::uint64_t Core::requests_served() const { return impl_->served.load(); }
+
+}  // namespace hv::hvmin

@@ -1,0 +1,201 @@
+// Domains: create, list, destroy, death detection and what is released with it.
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+
+#include "harness.hpp"
+
+using namespace hv;
+using namespace hv::hvmin;
+using namespace hv::hvmin::test;
+using namespace std::chrono_literals;
+
+namespace {
+bool listed(Toolstack& ts, DomId d) {
+    auto l = ts.list();
+    REQUIRE(l);
+    for (const auto& s : *l) {
+        if (s.domid == d) {
+            return true;
+        }
+    }
+    return false;
+}
+}  // namespace
+
+TEST_CASE("a created domain runs its program attached as its domid and is listed", "[hvmin][domain]") {
+    Harness h;
+    Puppet p(h, "guest1", {.pages = 40});
+    const auto w = words(p.cmd("info"));
+    REQUIRE(w.size() == 5);
+    CHECK(w[1] == std::to_string(p.domid.get()));
+    CHECK(w[2] == "0");   // not trusted
+    CHECK(w[3] == "40");  // its frames
+    auto l = h.ts->list();
+    REQUIRE(l);
+    REQUIRE(l->size() == 2);
+    CHECK((*l)[0].domid == DomId(0));
+    CHECK((*l)[0].name == "Domain-0");
+    CHECK((*l)[1].domid == p.domid);
+    CHECK((*l)[1].name == "guest1");
+    CHECK((*l)[1].memory_pages == 40);
+    CHECK((*l)[1].pid > 0);
+    CHECK((*l)[1].state == wire::DomainState::running);
+    CHECK(h.core->domain_count() == 1);
+}
+
+TEST_CASE("destroy kills the domain's process group and the domain leaves the list", "[hvmin][domain]") {
+    Harness h;
+    Puppet p(h, "victim");
+    auto l = h.ts->list();
+    REQUIRE(l);
+    const pid_t pid = (*l)[1].pid;
+    REQUIRE(h.ts->destroy(p.domid));
+    auto d = h.ts->wait_for_death(p.domid, 5000ms);
+    // Either the death is reported, or the domain was already reaped (ESRCH).
+    if (d) {
+        CHECK(d->reason == wire::DeathReason::destroyed);
+    } else {
+        CHECK(d.error() == std::errc::no_such_process);
+    }
+    CHECK(::kill(pid, 0) != 0);
+    CHECK(p.cmd("info").empty());
+    CHECK_FALSE(listed(*h.ts, p.domid));
+    CHECK(h.ts->destroy(p.domid).error() == std::errc::no_such_process);
+    CHECK(h.ts->destroy(DomId(0)).error() == std::errc::operation_not_permitted);
+}
+
+TEST_CASE("a crashing domain program is detected at once and reported as killed", "[hvmin][domain]") {
+    Harness h;
+    Puppet p(h, "crasher");
+    CHECK(p.cmd("crash").empty());
+    auto d = h.ts->wait_for_death(p.domid, 5000ms);
+    if (d) {
+        CHECK(d->reason == wire::DeathReason::killed);
+        CHECK(d->status == SIGABRT);
+    } else {
+        CHECK(d.error() == std::errc::no_such_process);  // already gone
+    }
+    CHECK_FALSE(listed(*h.ts, p.domid));
+}
+
+TEST_CASE("a domain that exits reports its exit code to a waiter", "[hvmin][domain]") {
+    Harness h;
+    Puppet p(h, "exiter");
+    // A raw dom0 connection: the wait request, then a list request on the same connection.
+    // hv-min serves one connection in order, so once the list is answered the waiter is
+    // registered and the exit code must reach it.
+    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", h.core->socket_path().c_str());
+    REQUIRE(::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    struct {
+        wire::Header h;
+        wire::DomainRef r;
+    } wait_req{{wire::kMagic, static_cast<std::uint16_t>(wire::Op::domain_wait), 0, 1, 1},
+               {p.domid.get(), 0, 0}};
+    wire::Header list_req{wire::kMagic, static_cast<std::uint16_t>(wire::Op::domain_list), 0, 0, 2};
+    REQUIRE(::send(fd.get(), &wait_req, sizeof wait_req, 0) == sizeof wait_req);
+    REQUIRE(::send(fd.get(), &list_req, sizeof list_req, 0) == sizeof list_req);
+    std::byte buf[65536];
+    pollfd pf{fd.get(), POLLIN, 0};
+    REQUIRE(::poll(&pf, 1, 5000) == 1);
+    REQUIRE(::recv(fd.get(), buf, sizeof buf, 0) > 0);
+    wire::ReplyHeader rh;
+    std::memcpy(&rh, buf, sizeof rh);
+    REQUIRE(rh.seq == 2);
+    p.cmd("exit 7");
+    REQUIRE(::poll(&pf, 1, 5000) == 1);
+    REQUIRE(::recv(fd.get(), buf, sizeof buf, 0) == sizeof rh + sizeof(wire::DeathInfo));
+    std::memcpy(&rh, buf, sizeof rh);
+    wire::DeathInfo di;
+    std::memcpy(&di, buf + sizeof rh, sizeof di);
+    CHECK(rh.seq == 1);
+    CHECK(rh.rc == 0);
+    CHECK(di.domid == p.domid.get());
+    CHECK(di.reason == static_cast<std::uint16_t>(wire::DeathReason::exited));
+    CHECK(di.status == 7);
+}
+
+TEST_CASE("waiting for a domain that never dies times out", "[hvmin][domain]") {
+    Harness h;
+    Puppet p(h, "stayer");
+    auto d = h.ts->wait_for_death(p.domid, 50ms);
+    REQUIRE_FALSE(d);
+    CHECK(d.error() == make_error_code(Errc::timed_out));
+    CHECK(h.ts->wait_for_death(DomId(999), 50ms).error() == std::errc::no_such_process);
+}
+
+TEST_CASE("create rejects bad configurations with errors", "[hvmin][domain][hostile]") {
+    Harness h;
+    DomainConfig c;
+    c.name = "x";
+    c.argv = {};
+    CHECK(h.ts->create(c).error() == std::errc::invalid_argument);
+    c.argv = {"/nonexistent/program"};
+    CHECK(h.ts->create(c).error() == std::errc::no_such_file_or_directory);
+    c.argv = {"/bin/true"};
+    c.memory_pages = 0;
+    CHECK(h.ts->create(c).error() == std::errc::invalid_argument);
+    c.memory_pages = 1;
+    c.name = std::string(80, 'n');
+    CHECK(h.ts->create(c).error() == std::errc::invalid_argument);
+    c.name = "";
+    CHECK(h.ts->create(c).error() == std::errc::invalid_argument);
+    c.name = "dup";
+    c.gnttab_frames = 65;
+    CHECK(h.ts->create(c).error() == std::errc::invalid_argument);
+    c.gnttab_frames = 0;
+    Puppet p(h, "dup");
+    c.name = "dup";
+    CHECK(h.ts->create(c).error() == std::errc::file_exists);
+    CHECK(h.core->domain_count() == 1);
+}
+
+TEST_CASE("a domain cannot use the toolstack operations", "[hvmin][domain][hostile]") {
+    Harness h;
+    Puppet p(h, "unpriv");
+    CHECK(p.cmd("toolop") == "ok " + std::to_string(-EPERM));
+}
+
+TEST_CASE("VIRQ_DOM_EXC wakes dom0 when a domain dies", "[hvmin][domain][evtchn]") {
+    Harness h;
+    auto w = h.ts->watch_deaths();
+    REQUIRE(w);
+    Puppet p(h, "dying");
+    CHECK_FALSE(w->pending());
+    p.cmd("exit 0");
+    REQUIRE(w->wait(5000ms));
+    CHECK(w->ack());
+}
+
+TEST_CASE("each created domain gets its own xenstore connection at attach", "[hvmin][domain]") {
+    Harness h;
+    Puppet p(h, "xsguest");
+    const auto w = words(p.cmd("info"));
+    REQUIRE(w.size() == 5);
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+    CHECK(w[4] == "xs");
+#else
+    CHECK((w[4] == "xs" || w[4] == "noxs"));
+#endif
+}
+
+TEST_CASE("a cloned channel serves the same domain", "[hvmin][domain]") {
+    Harness h;
+    auto c = h.dom0().clone();
+    REQUIRE(c);
+    CHECK(c->domid() == DomId(0));
+    CHECK(c->privileged());
+    auto b = c->evtchn().alloc_unbound(DomId(0));
+    REQUIRE(b);
+    auto s = h.dom0().evtchn().status(DomId(rings::DOMID_SELF), b->port());
+    REQUIRE(s);
+    CHECK(s->status == rings::EVTCHNSTAT_unbound);
+}

@@ -1,0 +1,359 @@
+// Grant tables: map/unmap/copy with Xen's statuses, the flag protocol, pins and isolation.
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace hv;
+using namespace hv::hvmin;
+using namespace hv::hvmin::test;
+using namespace hv::rings;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::int16_t map_status(Services& s, domid_t dom, grant_ref_t ref, std::uint32_t flags,
+                        grant_handle_t* handle = nullptr) {
+    gnttab_map_grant_ref op{};
+    op.flags = flags;
+    op.ref = ref;
+    op.dom = dom;
+    REQUIRE(s.grants().map_raw(std::span(&op, 1)));
+    if (handle != nullptr) {
+        *handle = op.handle;
+    }
+    return op.status;
+}
+
+std::int16_t unmap_status(Services& s, grant_handle_t h, std::uint64_t dev_bus_addr = 0) {
+    gnttab_unmap_grant_ref op{};
+    op.handle = h;
+    op.dev_bus_addr = dev_bus_addr;
+    REQUIRE(s.grants().unmap_raw(std::span(&op, 1)));
+    return op.status;
+}
+
+std::string gntst(std::int16_t st) { return "err gntst " + std::to_string(st); }
+
+}  // namespace
+
+TEST_CASE("a mapped grant shares the page and pins it with GTF_reading/GTF_writing", "[hvmin][grant]") {
+    Harness h;
+    Puppet g(h, "granter");
+    REQUIRE(g.cmd("write 3 100 hello") == "ok");
+    const long ref = g.num("grant 0 3 0");
+    CHECK(ref >= GNTTAB_NR_RESERVED_ENTRIES);
+    auto m = h.dom0().grants().map(g.domid, GrantRef(static_cast<std::uint32_t>(ref)), false);
+    REQUIRE(m);
+    CHECK(std::memcmp(m->data() + 100, "hello", 5) == 0);
+    std::memcpy(m->data() + 200, "world", 5);
+    CHECK(g.cmd("read 3 200 5") == "ok world");
+    CHECK(g.num("flags " + std::to_string(ref)) == (GTF_permit_access | GTF_reading | GTF_writing));
+    REQUIRE(m->reset());
+    CHECK(g.num("flags " + std::to_string(ref)) == GTF_permit_access);
+    CHECK(g.cmd("end " + std::to_string(ref)) == "ok");
+    CHECK(g.num("flags " + std::to_string(ref)) == 0);
+}
+
+TEST_CASE("revoking a mapped grant fails until it is unmapped", "[hvmin][grant]") {
+    Harness h;
+    Puppet g(h, "granter");
+    const long ref = g.num("grant 0 1 1");
+    auto m = h.dom0().grants().map(g.domid, GrantRef(static_cast<std::uint32_t>(ref)), true);
+    REQUIRE(m);
+    CHECK(g.num("flags " + std::to_string(ref)) == (GTF_permit_access | GTF_readonly | GTF_reading));
+    CHECK(g.cmd("end " + std::to_string(ref)) ==
+          "err hvmin " + std::to_string(static_cast<int>(Errc::grant_in_use)));
+    m = GrantMapping{};  // destructor-style unmap
+    CHECK(g.cmd("end " + std::to_string(ref)) == "ok");
+}
+
+TEST_CASE("map reports Xen's status for every failed check", "[hvmin][grant][hostile]") {
+    Harness h;
+    Puppet g(h, "granter", {.pages = 8});
+    auto& s = h.dom0();
+    const auto dom = g.domid.get();
+    const long rw = g.num("grant 0 2 0");
+    const long ro = g.num("grant 0 2 1");
+    const long other = g.num("grant 7 2 0");
+    const auto ref = [](long r) { return static_cast<grant_ref_t>(r); };
+    SECTION("neither host_map nor device_map") {
+        CHECK(map_status(s, dom, ref(rw), 0) == GNTST_bad_gntref);
+        CHECK(map_status(s, dom, ref(rw), GNTMAP_readonly) == GNTST_bad_gntref);
+    }
+    SECTION("unknown and reserved domains") {
+        CHECK(map_status(s, 999, ref(rw), GNTMAP_host_map) == GNTST_bad_domain);
+        CHECK(map_status(s, DOMID_IO, ref(rw), GNTMAP_host_map) == GNTST_bad_domain);
+        CHECK(map_status(s, DOMID_INVALID, ref(rw), GNTMAP_host_map) == GNTST_bad_domain);
+        CHECK(map_status(s, DOMID_IDLE, ref(rw), GNTMAP_host_map) == GNTST_bad_domain);
+    }
+    SECTION("refs beyond the table") {
+        const std::uint32_t n = 16 * GRANT_ENTRIES_PER_FRAME;
+        CHECK(map_status(s, dom, n, GNTMAP_host_map) == GNTST_bad_gntref);
+        CHECK(map_status(s, dom, 0xFFFFFFFFu, GNTMAP_host_map) == GNTST_bad_gntref);
+        CHECK(map_status(s, dom, n - 1, GNTMAP_host_map) == GNTST_general_error);  // in range, invalid
+    }
+    SECTION("a grant for another domain") {
+        CHECK(map_status(s, dom, ref(other), GNTMAP_host_map) == GNTST_general_error);
+    }
+    SECTION("a writable map of a read-only grant is general_error, a read-only map works") {
+        CHECK(map_status(s, dom, ref(ro), GNTMAP_host_map) == GNTST_general_error);
+        grant_handle_t hd = 0;
+        CHECK(map_status(s, dom, ref(ro), GNTMAP_host_map | GNTMAP_readonly, &hd) == GNTST_okay);
+        CHECK(unmap_status(s, hd) == GNTST_okay);
+    }
+    SECTION("entries of other types and sub-page grants") {
+        REQUIRE(g.cmd("rawentry 20 " + std::to_string(GTF_accept_transfer) + " 0 2") == "ok");
+        REQUIRE(g.cmd("rawentry 21 " + std::to_string(GTF_permit_access | GTF_sub_page) + " 0 2") == "ok");
+        REQUIRE(g.cmd("rawentry 22 " + std::to_string(GTF_transitive) + " 0 2") == "ok");
+        CHECK(map_status(s, dom, 20, GNTMAP_host_map) == GNTST_general_error);
+        CHECK(map_status(s, dom, 21, GNTMAP_host_map) == GNTST_general_error);
+        CHECK(map_status(s, dom, 22, GNTMAP_host_map) == GNTST_general_error);
+    }
+    SECTION("a frame outside the granter's memory is bad_page and leaves no pin") {
+        REQUIRE(g.cmd("rawentry 23 " + std::to_string(GTF_permit_access) + " 0 4000000") == "ok");
+        CHECK(map_status(s, dom, 23, GNTMAP_host_map) == GNTST_bad_page);
+        CHECK(g.num("flags 23") == GTF_permit_access);
+    }
+    SECTION("device_map returns the frame's bus address; unmap checks it") {
+        grant_handle_t hd = 0;
+        gnttab_map_grant_ref op{};
+        op.flags = GNTMAP_host_map | GNTMAP_device_map;
+        op.ref = ref(rw);
+        op.dom = dom;
+        REQUIRE(s.grants().map_raw(std::span(&op, 1)));
+        REQUIRE(op.status == GNTST_okay);
+        hd = op.handle;
+        CHECK(op.dev_bus_addr == 2u << 12);
+        CHECK(unmap_status(s, hd, 5u << 12) == GNTST_bad_dev_addr);
+        CHECK(unmap_status(s, hd, 2u << 12) == GNTST_okay);
+    }
+    SECTION("unmap of a bad or unused handle") {
+        CHECK(unmap_status(s, 12345) == GNTST_bad_handle);
+        grant_handle_t hd = 0;
+        REQUIRE(map_status(s, dom, ref(rw), GNTMAP_host_map, &hd) == GNTST_okay);
+        CHECK(unmap_status(s, hd) == GNTST_okay);
+        CHECK(unmap_status(s, hd) == GNTST_bad_handle);
+    }
+}
+
+TEST_CASE("pins stack and the flags drop only with the last pin", "[hvmin][grant]") {
+    Harness h;
+    Puppet g(h, "granter");
+    const long r = g.num("grant 0 4 0");
+    const auto ref = static_cast<grant_ref_t>(r);
+    grant_handle_t h1 = 0;
+    grant_handle_t h2 = 0;
+    REQUIRE(map_status(h.dom0(), g.domid.get(), ref, GNTMAP_host_map | GNTMAP_readonly, &h1) == GNTST_okay);
+    CHECK(g.num("flags " + std::to_string(r)) == (GTF_permit_access | GTF_reading));
+    REQUIRE(map_status(h.dom0(), g.domid.get(), ref, GNTMAP_host_map, &h2) == GNTST_okay);
+    CHECK(g.num("flags " + std::to_string(r)) == (GTF_permit_access | GTF_reading | GTF_writing));
+    CHECK(unmap_status(h.dom0(), h2) == GNTST_okay);
+    CHECK(g.num("flags " + std::to_string(r)) == (GTF_permit_access | GTF_reading));
+    CHECK(unmap_status(h.dom0(), h1) == GNTST_okay);
+    CHECK(g.num("flags " + std::to_string(r)) == GTF_permit_access);
+}
+
+TEST_CASE("a mapper's pins are released when it dies", "[hvmin][grant]") {
+    Harness h;
+    Puppet fe(h, "front");
+    Puppet be(h, "back", {.trusted = true});
+    const long r = fe.num("grant " + std::to_string(be.domid.get()) + " 5 0");
+    REQUIRE(be.num("map " + std::to_string(fe.domid.get()) + " " + std::to_string(r) + " 0") == 1);
+    CHECK(fe.num("flags " + std::to_string(r)) == (GTF_permit_access | GTF_reading | GTF_writing));
+    CHECK(fe.cmd("end " + std::to_string(r)).rfind("err", 0) == 0);
+    be.cmd("crash");
+    // The death is reported (or the domain is already gone) only after its pins were released.
+    (void)h.ts->wait_for_death(be.domid, 5000ms);
+    CHECK(fe.num("flags " + std::to_string(r)) == GTF_permit_access);
+    CHECK(fe.cmd("end " + std::to_string(r)) == "ok");
+}
+
+TEST_CASE("a dom0 connection's pins are released when that connection closes", "[hvmin][grant]") {
+    Harness h;
+    Puppet g(h, "granter");
+    const long r = g.num("grant 0 6 0");
+    {
+        auto c = Services::connect_dom0(h.dir.path());
+        REQUIRE(c);
+        grant_handle_t hd = 0;
+        REQUIRE(map_status(*c, g.domid.get(), static_cast<grant_ref_t>(r), GNTMAP_host_map, &hd) == GNTST_okay);
+        CHECK(g.num("flags " + std::to_string(r)) == (GTF_permit_access | GTF_reading | GTF_writing));
+    }
+    // A request on another connection is served after the close was processed only if the
+    // close came first; poll the flags (guest-visible) with a bound.
+    for (int i = 0; i < 500 && g.num("flags " + std::to_string(r)) != GTF_permit_access; ++i) {
+        std::this_thread::sleep_for(2ms);
+    }
+    CHECK(g.num("flags " + std::to_string(r)) == GTF_permit_access);
+}
+
+TEST_CASE("a granter's death leaves mapped pages valid for the mapper", "[hvmin][grant]") {
+    Harness h;
+    Puppet g(h, "granter");
+    REQUIRE(g.cmd("write 2 0 persist") == "ok");
+    const long r = g.num("grant 0 2 0");
+    auto m = h.dom0().grants().map(g.domid, GrantRef(static_cast<std::uint32_t>(r)), false);
+    REQUIRE(m);
+    REQUIRE(h.ts->destroy(g.domid));
+    (void)h.ts->wait_for_death(g.domid, 5000ms);
+    CHECK(std::memcmp(m->data(), "persist", 7) == 0);
+    std::memcpy(m->data(), "stillok", 7);  // no fault: the memfd lives while mapped
+    CHECK(m->reset());
+}
+
+TEST_CASE("an isolated backend maps only one-page extents and holds no fd of the frontend",
+          "[hvmin][grant]") {
+    Harness h;
+    Puppet fe(h, "front", {.pages = 48});
+    Puppet be(h, "back", {.pages = 32});  // not trusted
+    const std::string bed = std::to_string(be.domid.get());
+    const long ring_frame = fe.num("extent 1");
+    CHECK(ring_frame == 48);
+    REQUIRE(fe.cmd("write " + std::to_string(ring_frame) + " 0 ringpage") == "ok");
+    const long ring_ref = fe.num("grant " + bed + " " + std::to_string(ring_frame) + " 0");
+    const long mem_ref = fe.num("grant " + bed + " 7 0");
+    const std::string fed = std::to_string(fe.domid.get());
+    CHECK(be.cmd("map " + fed + " " + std::to_string(mem_ref) + " 0") == gntst(GNTST_permission_denied));
+    CHECK(fe.num("flags " + std::to_string(mem_ref)) == GTF_permit_access);  // pin undone
+    const long id = be.num("map " + fed + " " + std::to_string(ring_ref) + " 0");
+    CHECK(be.cmd("mapread " + std::to_string(id) + " 0 8") == "ok ringpage");
+    REQUIRE(be.cmd("mapwrite " + std::to_string(id) + " 8 fromback") == "ok");
+    CHECK(fe.cmd("read " + std::to_string(ring_frame) + " 8 8") == "ok fromback");
+    // No memfd fd at all; the only memfd mappings are its own and the one granted page.
+    CHECK(be.cmd("fds") == "ok");
+    const auto maps = be.cmd("maps");
+    CHECK(maps.find("hvmin-mem:" + std::to_string(48 * 4096)) == std::string::npos);
+    CHECK(maps.find("hvmin-mem:" + std::to_string(32 * 4096)) != std::string::npos);
+    CHECK(maps.find("hvmin-extent:4096") != std::string::npos);
+}
+
+TEST_CASE("a trusted backend maps any granted frame and follows the pin protocol", "[hvmin][grant]") {
+    Harness h;
+    Puppet fe(h, "front", {.pages = 48});
+    Puppet be(h, "back", {.trusted = true});
+    REQUIRE(fe.cmd("write 9 0 mainmem") == "ok");
+    const long r = fe.num("grant " + std::to_string(be.domid.get()) + " 9 1");
+    const long id = be.num("map " + std::to_string(fe.domid.get()) + " " + std::to_string(r) + " 1");
+    CHECK(be.cmd("mapread " + std::to_string(id) + " 0 7") == "ok mainmem");
+    CHECK(fe.num("flags " + std::to_string(r)) == (GTF_permit_access | GTF_readonly | GTF_reading));
+    CHECK(be.cmd("unmap " + std::to_string(id)) == "ok");
+    CHECK(fe.num("flags " + std::to_string(r)) == (GTF_permit_access | GTF_readonly));
+}
+
+TEST_CASE("grant copy moves bytes and reports Xen's status for every failed check", "[hvmin][grant][hostile]") {
+    Harness h;
+    Puppet g(h, "granter");
+    auto& s = h.dom0();
+    auto local = s.memory().alloc_extent(2);
+    REQUIRE(local);
+    const std::uint64_t lf = *local;
+    std::memcpy(*s.memory().frame(lf), "dom0data", 8);
+    REQUIRE(g.cmd("write 3 0 guestdat") == "ok");
+    const auto rw = static_cast<grant_ref_t>(g.num("grant 0 3 0"));
+    const auto ro = static_cast<grant_ref_t>(g.num("grant 0 3 1"));
+    const auto dom = g.domid.get();
+    auto op = [&](bool src_gref, std::uint64_t src, domid_t sdom, std::uint16_t soff, bool dst_gref,
+                  std::uint64_t dst, domid_t ddom, std::uint16_t doff, std::uint16_t len) {
+        gnttab_copy c{};
+        if (src_gref) {
+            c.source.u.ref = static_cast<grant_ref_t>(src);
+        } else {
+            c.source.u.gmfn = src;
+        }
+        c.source.domid = sdom;
+        c.source.offset = soff;
+        if (dst_gref) {
+            c.dest.u.ref = static_cast<grant_ref_t>(dst);
+        } else {
+            c.dest.u.gmfn = dst;
+        }
+        c.dest.domid = ddom;
+        c.dest.offset = doff;
+        c.len = len;
+        c.flags = static_cast<std::uint16_t>((src_gref ? GNTCOPY_source_gref : 0) |
+                                             (dst_gref ? GNTCOPY_dest_gref : 0));
+        return c;
+    };
+    std::vector<gnttab_copy> ops = {
+        op(true, rw, dom, 0, false, lf, DOMID_SELF, 100, 8),          // 0 guest → dom0: okay
+        op(false, lf, DOMID_SELF, 0, true, rw, dom, 200, 8),          // 1 dom0 → guest: okay
+        op(true, ro, dom, 0, false, lf, DOMID_SELF, 300, 8),          // 2 read-only source: okay
+        op(false, lf, DOMID_SELF, 0, true, ro, dom, 0, 8),            // 3 read-only dest
+        op(false, lf, dom, 0, true, rw, dom, 0, 8),                   // 4 frame side not SELF
+        op(true, rw, 999, 0, false, lf, DOMID_SELF, 0, 8),            // 5 unknown domain
+        op(true, rw, dom, 4090, false, lf, DOMID_SELF, 0, 8),         // 6 crosses the page
+        op(true, rw, dom, 0, false, lf, DOMID_SELF, 4095, 2),         // 7 dest crosses the page
+        op(true, 100000, dom, 0, false, lf, DOMID_SELF, 0, 8),        // 8 ref out of range
+        op(true, rw, dom, 0, false, 1u << 30, DOMID_SELF, 0, 8),      // 9 no such frame
+        op(true, 30, dom, 0, false, lf, DOMID_SELF, 0, 8),            // 10 ungranted entry
+        op(true, rw, dom, 0, false, lf, DOMID_SELF, 0, 0),            // 11 len 0
+        op(true, rw, DOMID_IO, 0, false, lf, DOMID_SELF, 0, 8),       // 12 reserved domain
+        op(false, lf, DOMID_SELF, 0, false, lf + 1, DOMID_SELF, 0, 8),  // 13 local → local
+    };
+    REQUIRE(s.grants().copy(ops));
+    CHECK(ops[0].status == GNTST_okay);
+    CHECK(ops[1].status == GNTST_okay);
+    CHECK(ops[2].status == GNTST_okay);
+    CHECK(ops[3].status == GNTST_general_error);
+    CHECK(ops[4].status == GNTST_permission_denied);
+    CHECK(ops[5].status == GNTST_bad_domain);
+    CHECK(ops[6].status == GNTST_bad_copy_arg);
+    CHECK(ops[7].status == GNTST_bad_copy_arg);
+    CHECK(ops[8].status == GNTST_bad_gntref);
+    CHECK(ops[9].status == GNTST_bad_page);
+    CHECK(ops[10].status == GNTST_general_error);
+    CHECK(ops[11].status == GNTST_okay);
+    CHECK(ops[12].status == GNTST_bad_domain);
+    CHECK(ops[13].status == GNTST_okay);
+    auto* p = *s.memory().frame(lf);
+    CHECK(std::memcmp(p + 100, "guestdat", 8) == 0);
+    CHECK(std::memcmp(p + 300, "guestdat", 8) == 0);
+    CHECK(std::memcmp(*s.memory().frame(lf + 1), "dom0data", 8) == 0);
+    CHECK(g.cmd("read 3 200 8") == "ok dom0data");
+    // Copies hold no pin once done.
+    CHECK(g.num("flags " + std::to_string(rw)) == GTF_permit_access);
+    CHECK(g.num("flags " + std::to_string(ro)) == (GTF_permit_access | GTF_readonly));
+}
+
+TEST_CASE("batched maps report per-element status and map what succeeded", "[hvmin][grant]") {
+    Harness h;
+    Puppet g(h, "granter");
+    const auto a = static_cast<std::uint32_t>(g.num("grant 0 1 0"));
+    const auto b = static_cast<std::uint32_t>(g.num("grant 0 2 0"));
+    std::vector<MapRequest> reqs = {{g.domid, GrantRef(a), false},
+                                    {g.domid, GrantRef(99999), false},
+                                    {g.domid, GrantRef(b), true}};
+    auto v = h.dom0().grants().map_batch(reqs);
+    REQUIRE(v);
+    REQUIRE(v->size() == 3);
+    CHECK((*v)[0]);
+    CHECK((*v)[1].error() == gntst_error(GNTST_bad_gntref));
+    CHECK((*v)[2]);
+    CHECK(g.num("flags " + std::to_string(b)) == (GTF_permit_access | GTF_reading));
+    v->clear();
+    CHECK(g.num("flags " + std::to_string(a)) == GTF_permit_access);
+    CHECK(g.num("flags " + std::to_string(b)) == GTF_permit_access);
+}
+
+TEST_CASE("dom0 registers sealed memfd extents as its own frames", "[hvmin][grant][hostile]") {
+    Harness h;
+    auto& mem = h.dom0().memory();
+    UniqueFd fd(::memfd_create("buf", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    REQUIRE(::ftruncate(fd.get(), 4 * 4096) == 0);
+    UniqueFd unsealed(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+    CHECK(mem.register_extent(std::move(unsealed), 4).error() == std::errc::invalid_argument);
+    REQUIRE(::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) == 0);
+    UniqueFd wrong(::fcntl(fd.get(), F_DUPFD_CLOEXEC, 0));
+    CHECK(mem.register_extent(std::move(wrong), 3).error() == std::errc::invalid_argument);
+    auto f = mem.register_extent(std::move(fd), 4);
+    REQUIRE(f);
+    REQUIRE(mem.frame(*f + 3));
+    CHECK_FALSE(mem.frame(*f + 4));
+    Puppet g(h, "guest");
+    CHECK(g.cmd("extent 0").rfind("err system " + std::to_string(EINVAL), 0) == 0);
+}

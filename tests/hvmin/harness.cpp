@@ -1,0 +1,97 @@
+// hv-min test harness implementation.
+#include "harness.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstring>
+#include <sstream>
+
+namespace hv::hvmin::test {
+
+Harness::Harness(CoreConfig cfg) {
+    cfg.rundir = dir.path();
+    auto c = Core::create(cfg);
+    REQUIRE(c);
+    core = std::move(*c);
+    REQUIRE(core->start());
+    auto t = Toolstack::connect(dir.path());
+    REQUIRE(t);
+    ts.emplace(std::move(*t));
+}
+
+Harness::~Harness() {
+    ts.reset();
+    core.reset();
+}
+
+Puppet::Puppet(Harness& h, const std::string& name, PuppetOptions o) {
+    const std::string path = (h.dir / (name + ".ctl")).string();
+    listen_ = UniqueFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+    REQUIRE(::bind(listen_.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    REQUIRE(::listen(listen_.get(), 1) == 0);
+    DomainConfig cfg;
+    cfg.name = name;
+    cfg.memory_pages = o.pages;
+    cfg.argv = {HVMIN_TEST_GUEST, path};
+    cfg.trusted = o.trusted;
+    auto d = h.ts->create(cfg);
+    REQUIRE(d);
+    domid = *d;
+    pollfd p{listen_.get(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10000) == 1);
+    conn_ = UniqueFd(::accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    REQUIRE(conn_.valid());
+}
+
+std::string Puppet::cmd(const std::string& line) {
+    const std::string l = line + "\n";
+    if (::send(conn_.get(), l.data(), l.size(), MSG_NOSIGNAL) < 0) {
+        return "";
+    }
+    for (;;) {
+        const auto nl = buf_.find('\n');
+        if (nl != std::string::npos) {
+            std::string r = buf_.substr(0, nl);
+            buf_.erase(0, nl + 1);
+            return r;
+        }
+        pollfd p{conn_.get(), POLLIN, 0};
+        if (::poll(&p, 1, 10000) != 1) {
+            return "";
+        }
+        char tmp[4096];
+        const ssize_t n = ::read(conn_.get(), tmp, sizeof tmp);
+        if (n <= 0) {
+            return "";
+        }
+        buf_.append(tmp, static_cast<std::size_t>(n));
+    }
+}
+
+long Puppet::num(const std::string& line) {
+    const auto r = cmd(line);
+    INFO(line << " -> " << r);
+    const auto w = words(r);
+    REQUIRE(w.size() >= 2);
+    REQUIRE(w[0] == "ok");
+    return std::stol(w[1]);
+}
+
+std::vector<std::string> words(const std::string& s) {
+    std::istringstream is(s);
+    std::vector<std::string> v;
+    std::string w;
+    while (is >> w) {
+        v.push_back(w);
+    }
+    return v;
+}
+
+}  // namespace hv::hvmin::test

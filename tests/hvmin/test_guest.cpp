@@ -1,0 +1,296 @@
+// hvmin_test_guest: a domain program driven line by line by a test (hv-min tests only).
+// argv[1] = path of the test's control socket. Each command line gets one reply line,
+// "ok ..." or "err ...". It is a real domain: started by hv-min, attached through libhv.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+
+#include "hvmin/client.hpp"
+#include "hvmin/wire.hpp"
+
+using namespace hv;
+using namespace hv::hvmin;
+
+namespace {
+
+int connect_ctl(const char* path) {
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        std::perror("connect");
+        std::exit(3);
+    }
+    return fd;
+}
+
+std::string err(const std::error_code& ec) {
+    if (ec.category() == gntst_category()) {
+        return "err gntst " + std::to_string(-ec.value());
+    }
+    return "err " + std::string(ec.category().name()) + " " + std::to_string(ec.value());
+}
+
+/// "fds": memfd-backed fds held; "maps": sizes of memfd mappings (for isolation checks).
+std::string describe_fds() {
+    std::string out;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+        std::error_code ec;
+        auto t = std::filesystem::read_symlink(e.path(), ec);
+        if (!ec && t.string().rfind("/memfd:", 0) == 0) {
+            out += " " + t.string().substr(7);
+        }
+    }
+    return out;
+}
+
+std::string describe_maps() {
+    std::ifstream f("/proc/self/maps");
+    std::string line;
+    std::string out;
+    while (std::getline(f, line)) {
+        const auto m = line.find("/memfd:");
+        if (m == std::string::npos) {
+            continue;
+        }
+        unsigned long lo = 0;
+        unsigned long hi = 0;
+        std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi);
+        std::string name = line.substr(m + 7);
+        name = name.substr(0, name.find(' '));
+        out += " " + name + ":" + std::to_string(hi - lo);
+    }
+    return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2) {
+        return 2;
+    }
+    auto svc = attach();
+    if (!svc) {
+        std::fprintf(stderr, "attach: %s\n", svc.error().message().c_str());
+        return 4;
+    }
+    const int ctl = connect_ctl(argv[1]);
+    FILE* in = ::fdopen(ctl, "r");
+    std::map<int, GrantMapping> maps;
+    std::map<std::uint32_t, EventChannelBinding> ports;
+    int next_map = 1;
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, in) != nullptr) {
+        std::istringstream is(buf);
+        std::string cmd;
+        is >> cmd;
+        std::string reply = "err usage";
+        if (cmd == "info") {
+            reply = "ok " + std::to_string(svc->domid().get()) + " " + (svc->trusted() ? "1" : "0") +
+                    " " + std::to_string(svc->memory().nr_frames()) + " " +
+                    (svc->take_xenstore_fd().valid() ? "xs" : "noxs");
+        } else if (cmd == "grant") {
+            unsigned dom = 0;
+            unsigned long long frame = 0;
+            int ro = 0;
+            is >> dom >> frame >> ro;
+            auto r = svc->grants().grant_access(DomId(static_cast<std::uint16_t>(dom)), frame, ro != 0);
+            reply = r ? "ok " + std::to_string(r->get()) : err(r.error());
+        } else if (cmd == "end") {
+            unsigned ref = 0;
+            is >> ref;
+            auto r = svc->grants().end_access(GrantRef(ref));
+            reply = r ? "ok" : err(r.error());
+        } else if (cmd == "flags") {
+            unsigned ref = 0;
+            is >> ref;
+            reply = "ok " + std::to_string(svc->grants().entry_flags(GrantRef(ref)));
+        } else if (cmd == "write" || cmd == "read") {
+            unsigned long long frame = 0;
+            unsigned off = 0;
+            is >> frame >> off;
+            auto p = svc->memory().frame(frame);
+            if (!p || off >= 4096) {
+                reply = "err frame";
+            } else if (cmd == "write") {
+                std::string s;
+                is >> s;
+                std::memcpy(*p + off, s.data(), std::min<std::size_t>(s.size(), 4096 - off));
+                reply = "ok";
+            } else {
+                unsigned len = 0;
+                is >> len;
+                reply = "ok " + std::string(reinterpret_cast<const char*>(*p + off),
+                                            std::min<std::size_t>(len, 4096 - off));
+            }
+        } else if (cmd == "extent") {
+            unsigned pages = 0;
+            is >> pages;
+            auto r = svc->memory().alloc_extent(pages);
+            reply = r ? "ok " + std::to_string(*r) : err(r.error());
+        } else if (cmd == "map") {
+            unsigned dom = 0;
+            unsigned ref = 0;
+            int ro = 0;
+            is >> dom >> ref >> ro;
+            auto r = svc->grants().map(DomId(static_cast<std::uint16_t>(dom)), GrantRef(ref), ro != 0);
+            if (r) {
+                maps.emplace(next_map, std::move(*r));
+                reply = "ok " + std::to_string(next_map++);
+            } else {
+                reply = err(r.error());
+            }
+        } else if (cmd == "mapread" || cmd == "mapwrite") {
+            int id = 0;
+            unsigned off = 0;
+            is >> id >> off;
+            auto it = maps.find(id);
+            if (it == maps.end() || off >= 4096) {
+                reply = "err nomap";
+            } else if (cmd == "mapwrite") {
+                std::string s;
+                is >> s;
+                std::memcpy(it->second.data() + off, s.data(), std::min<std::size_t>(s.size(), 4096 - off));
+                reply = "ok";
+            } else {
+                unsigned len = 0;
+                is >> len;
+                reply = "ok " + std::string(reinterpret_cast<const char*>(it->second.data() + off),
+                                            std::min<std::size_t>(len, 4096 - off));
+            }
+        } else if (cmd == "unmap") {
+            int id = 0;
+            is >> id;
+            auto it = maps.find(id);
+            if (it == maps.end()) {
+                reply = "err nomap";
+            } else {
+                auto r = it->second.reset();
+                maps.erase(it);
+                reply = r ? "ok" : err(r.error());
+            }
+        } else if (cmd == "fds") {
+            reply = "ok" + describe_fds();
+        } else if (cmd == "maps") {
+            reply = "ok" + describe_maps();
+        } else if (cmd == "unbound") {
+            unsigned dom = 0;
+            is >> dom;
+            auto r = svc->evtchn().alloc_unbound(DomId(static_cast<std::uint16_t>(dom)));
+            if (r) {
+                const auto port = r->port().get();
+                ports[port] = std::move(*r);
+                reply = "ok " + std::to_string(port);
+            } else {
+                reply = err(r.error());
+            }
+        } else if (cmd == "bind") {
+            unsigned dom = 0;
+            unsigned port = 0;
+            is >> dom >> port;
+            auto r = svc->evtchn().bind_interdomain(DomId(static_cast<std::uint16_t>(dom)), EvtchnPort(port));
+            if (r) {
+                const auto lp = r->port().get();
+                ports[lp] = std::move(*r);
+                reply = "ok " + std::to_string(lp);
+            } else {
+                reply = err(r.error());
+            }
+        } else if (cmd == "notify" || cmd == "wait" || cmd == "ack" || cmd == "close") {
+            unsigned port = 0;
+            is >> port;
+            auto it = ports.find(port);
+            if (it == ports.end()) {
+                reply = "err noport";
+            } else if (cmd == "notify") {
+                auto r = it->second.notify();
+                reply = r ? "ok" : err(r.error());
+            } else if (cmd == "wait") {
+                int ms = 0;
+                is >> ms;
+                auto r = it->second.wait(std::chrono::milliseconds(ms));
+                reply = r ? "ok" : err(r.error());
+            } else if (cmd == "ack") {
+                reply = it->second.ack() ? "ok 1" : "ok 0";
+            } else {
+                auto r = it->second.close();
+                ports.erase(it);
+                reply = r ? "ok" : err(r.error());
+            }
+        } else if (cmd == "status") {
+            unsigned port = 0;
+            is >> port;
+            auto r = svc->evtchn().status(DomId(rings::DOMID_SELF), EvtchnPort(port));
+            reply = r ? "ok " + std::to_string(r->status) + " " +
+                            std::to_string(r->u.interdomain.dom) + " " +
+                            std::to_string(r->u.interdomain.port)
+                      : err(r.error());
+        } else if (cmd == "virq") {
+            unsigned virq = 0;
+            is >> virq;
+            auto r = svc->evtchn().bind_virq(virq);
+            reply = r ? "ok " + std::to_string(r->port().get()) : err(r.error());
+        } else if (cmd == "burst") {
+            // Hostile: n hypercalls without ever reading a reply.
+            unsigned long n = 0;
+            is >> n;
+            wire::Header h{wire::kMagic, static_cast<std::uint16_t>(wire::Op::gnttab_query_size), 0, 1, 0};
+            rings::gnttab_query_size q{};
+            q.dom = rings::DOMID_SELF;
+            char msg[sizeof h + sizeof q];
+            std::memcpy(msg + sizeof h, &q, sizeof q);
+            unsigned long sent = 0;
+            for (; sent < n; ++sent) {
+                h.seq = static_cast<std::uint32_t>(sent);
+                std::memcpy(msg, &h, sizeof h);
+                if (::send(svc->channel().fd(), msg, sizeof msg, MSG_NOSIGNAL) < 0) {
+                    break;  // hv-min dropped us
+                }
+            }
+            reply = "ok " + std::to_string(sent);
+        } else if (cmd == "rawentry") {
+            // Writes a grant entry directly, bypassing libhv's checks (hostile granter).
+            unsigned ref = 0;
+            unsigned flags = 0;
+            unsigned dom = 0;
+            unsigned long frame = 0;
+            is >> ref >> flags >> dom >> frame;
+            reply = "err range";
+            if (ref < svc->grants().nr_entries()) {
+                // Reaches the table through libhv's own mapping: frame 0 of the table is the
+                // grant-table fd; entries are plain shared memory.
+                auto* e = svc->grants().entry_for_test(rings::grant_ref_t(ref));
+                e->domid = static_cast<std::uint16_t>(dom);
+                e->frame = static_cast<std::uint32_t>(frame);
+                std::atomic_thread_fence(std::memory_order_release);
+                e->flags = static_cast<std::uint16_t>(flags);
+                reply = "ok";
+            }
+        } else if (cmd == "toolop") {
+            auto r = svc->channel().call(wire::Op::domain_list, 0, {});
+            reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());
+        } else if (cmd == "crash") {
+            std::abort();
+        } else if (cmd == "exit") {
+            int code = 0;
+            is >> code;
+            std::_Exit(code);
+        }
+        reply += "\n";
+        if (::write(ctl, reply.data(), reply.size()) < 0) {
+            return 5;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,251 @@
+// hvctl's command line in-process: dispatch, help on every verb, usage errors (exit 2),
+// failures (exit 1), dry-run create, list formatting and domain resolution. Talking to a
+// real hv-min is covered by tests/system/tools_lifecycle_test.cpp.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "cli.hpp"
+#include "temp_dir.hpp"
+
+using namespace hv::tools;
+
+namespace {
+
+struct Run {
+    int rc;
+    std::string out;
+    std::string err;
+    bool connected;
+};
+
+/// Runs hvctl with a Control factory that reports hv-min unreachable (ECONNREFUSED), and
+/// records whether a verb tried to connect.
+Run hvctl(std::vector<std::string> args) {
+    std::ostringstream out;
+    std::ostringstream err;
+    bool connected = false;
+    Cli cli(out, err,
+            [&connected]() -> hv::Result<std::unique_ptr<Control>> {
+                connected = true;
+                return hv::fail_errno(ECONNREFUSED);
+            },
+            "/nonexistent/rundir");
+    const int rc = run_hvctl(cli, args);
+    return {rc, out.str(), err.str(), connected};
+}
+
+bool starts_with(const std::string& s, std::string_view p) { return s.rfind(p, 0) == 0; }
+
+}  // namespace
+
+TEST_CASE("hvctl without a verb prints usage and exits 2", "[tools][hvctl]") {
+    const Run r = hvctl({});
+    CHECK(r.rc == kExitUsage);
+    CHECK(starts_with(r.err, "usage: hvctl [--rundir DIR] VERB [ARGS...]"));
+    CHECK_FALSE(r.connected);
+}
+
+TEST_CASE("unknown verbs and global options are usage errors", "[tools][hvctl]") {
+    const Run r = hvctl({"frobnicate"});
+    CHECK(r.rc == kExitUsage);
+    CHECK(starts_with(r.err, "hvctl: unknown verb 'frobnicate'\n"));
+    const Run o = hvctl({"--bogus", "list"});
+    CHECK(o.rc == kExitUsage);
+    CHECK(starts_with(o.err, "hvctl: unknown option '--bogus'\n"));
+    CHECK_FALSE(r.connected);
+    CHECK_FALSE(o.connected);
+}
+
+TEST_CASE("help lists every verb and marks the ones not available yet", "[tools][hvctl]") {
+    const Run r = hvctl({"help"});
+    CHECK(r.rc == kExitOk);
+    for (const Verb& v : verbs()) {
+        CHECK(r.out.find("  " + std::string(v.name) + " ") != std::string::npos);
+    }
+    CHECK(r.out.find("block-attach          Attach a virtual block device (not available yet)") !=
+          std::string::npos);
+    CHECK(r.out.find("Exit status: 0 success, 1 failure") != std::string::npos);
+    CHECK(hvctl({"--help"}).out == r.out);
+    CHECK(hvctl({"--version"}).out == "hvctl (hvkit) 0.1\n");
+}
+
+TEST_CASE("every verb answers --help, -h and help VERB with its usage", "[tools][hvctl]") {
+    for (const Verb& v : verbs()) {
+        INFO(v.name);
+        const std::string usage = "usage: hvctl " + std::string(v.name);
+        const Run a = hvctl({std::string(v.name), "--help"});
+        CHECK(a.rc == kExitOk);
+        CHECK(starts_with(a.out, usage));
+        CHECK(a.out.find("Exit status:") != std::string::npos);
+        const Run b = hvctl({"help", std::string(v.name)});
+        CHECK(b.rc == kExitOk);
+        CHECK(b.out == a.out);
+        if (v.name != "help") {
+            CHECK(hvctl({std::string(v.name), "-h"}).out == a.out);
+        }
+        CHECK_FALSE(a.connected);
+    }
+    const Run bad = hvctl({"help", "nope"});
+    CHECK(bad.rc == kExitUsage);
+    CHECK(starts_with(bad.err, "hvctl: help: unknown verb 'nope'"));
+}
+
+TEST_CASE("verbs not available yet say so and exit 1 without connecting", "[tools][hvctl]") {
+    for (const char* v : {"console", "mem-set", "block-attach", "block-detach", "block-list",
+                          "network-attach", "network-detach", "network-list",
+                          "pci-assignable-add", "pci-assignable-remove", "pci-assignable-list",
+                          "pci-attach", "pci-detach", "pci-list"}) {
+        INFO(v);
+        const Run r = hvctl({v, "x"});
+        CHECK(r.rc == kExitFailure);
+        CHECK(r.err == "hvctl: '" + std::string(v) + "' is not available yet in this version of hvkit\n");
+        CHECK_FALSE(r.connected);
+    }
+}
+
+TEST_CASE("verb argument errors exit 2 with the verb's usage line", "[tools][hvctl]") {
+    struct Case {
+        std::vector<std::string> args;
+        std::string err;
+    };
+    const Case cases[] = {
+        {{"create"}, "hvctl create: no domain file given\nusage: hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]\n"},
+        {{"create", "-x", "f.cfg"}, "hvctl create: unknown option '-x'\nusage: hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]\n"},
+        {{"create", "f.cfg", "memory"}, "hvctl create: 'memory' is not KEY=VALUE\nusage: hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]\n"},
+        {{"destroy"}, "hvctl destroy: which domain?\nusage: hvctl destroy NAME|ID\n"},
+        {{"destroy", "a", "b"}, "hvctl destroy: too many arguments\nusage: hvctl destroy NAME|ID\n"},
+        {{"destroy", "-f"}, "hvctl destroy: unknown option '-f'\nusage: hvctl destroy NAME|ID\n"},
+        {{"list", "-x"}, "hvctl list: unknown option '-x'\nusage: hvctl list [-l] [NAME|ID...]\n"},
+        {{"info", "x"}, "hvctl info: takes no arguments\nusage: hvctl info\n"},
+    };
+    for (const Case& c : cases) {
+        INFO(c.args[0]);
+        const Run r = hvctl(c.args);
+        CHECK(r.rc == kExitUsage);
+        CHECK(r.err == c.err);
+        CHECK_FALSE(r.connected);
+    }
+}
+
+TEST_CASE("an unreachable hv-min is a failure (exit 1) naming the rundir", "[tools][hvctl]") {
+    for (const char* v : {"list", "info"}) {
+        INFO(v);
+        const Run r = hvctl({v});
+        CHECK(r.rc == kExitFailure);
+        CHECK(r.connected);
+        CHECK(r.err.find("hvctl: cannot reach hv-min in /nonexistent/rundir: Connection refused") !=
+              std::string::npos);
+    }
+    const Run d = hvctl({"--rundir", "/elsewhere", "destroy", "g"});
+    CHECK(d.rc == kExitFailure);
+    CHECK(d.err.find("cannot reach hv-min in /elsewhere") != std::string::npos);
+    const Run e = hvctl({"--rundir=/x2", "list"});
+    CHECK(e.err.find("cannot reach hv-min in /x2") != std::string::npos);
+}
+
+TEST_CASE("create -n parses the file and overrides without touching hv-min", "[tools][hvctl]") {
+    hv::test::TempDir dir;
+    const std::string cfg = (dir / "g.cfg").string();
+    {
+        std::ofstream f(cfg);
+        f << "name = 'g1'\nmemory = 64\nkernel = '/usr/bin/env'\n"
+             "cmdline = \"prog 'two words' a\\\\\\\\b\"\n"
+             "disk = [ 'phy:/dev/vg/lv,xvda,w' ]\nvif = [ 'bridge=br0,rate=10Mb/s@20ms' ]\n";
+    }
+    const Run r = hvctl({"create", "-n", cfg, "memory=128"});
+    CHECK(r.rc == kExitOk);
+    CHECK_FALSE(r.connected);
+    CHECK(r.err == "Parsing config from " + cfg + "\n");
+    CHECK(r.out ==
+          "name: g1\nmemory: 128 MiB (32768 pages)\nmaxmem: 128 MiB\nvcpus: 1\n"
+          "kernel: /usr/bin/env\nargv: [/usr/bin/env] [prog] [two words] [a\\b]\ntrusted: 0\n"
+          "driver_domain: 0\non_poweroff: destroy\non_reboot: restart\non_crash: destroy\n"
+          "disk xvda (51712): target=/dev/vg/lv format=raw mode=w device-type=disk "
+          "backend=Domain-0\n"
+          "vif 0: bridge=br0 rate=25000,20000 backend=Domain-0\n");
+}
+
+TEST_CASE("create reports file errors as FILE:LINE and exits 1", "[tools][hvctl]") {
+    hv::test::TempDir dir;
+    const std::string cfg = (dir / "bad.cfg").string();
+    {
+        std::ofstream f(cfg);
+        f << "name = 'g1'\nmemory = 64\nkernel = '/bin/true'\nvif = [ 'mac=nope' ]\n";
+    }
+    const Run r = hvctl({"create", "-q", cfg});
+    CHECK(r.rc == kExitFailure);
+    CHECK(r.err == cfg + ":4: vif 'mac=nope': invalid mac 'nope' (use xx:xx:xx:xx:xx:xx)\n");
+    CHECK_FALSE(r.connected);
+    const Run missing = hvctl({"create", (dir / "none.cfg").string()});
+    CHECK(missing.rc == kExitFailure);
+    CHECK(missing.err.find("none.cfg: No such file or directory") != std::string::npos);
+}
+
+TEST_CASE("create refuses what it cannot do yet before connecting", "[tools][hvctl]") {
+    hv::test::TempDir dir;
+    const std::string cfg = (dir / "d.cfg").string();
+    {
+        std::ofstream f(cfg);
+        f << "name = 'g1'\nmemory = 64\nkernel = '/bin/true'\ndisk = [ 'phy:/dev/a,xvda,w' ]\n";
+    }
+    const Run dev = hvctl({"create", cfg});
+    CHECK(dev.rc == kExitFailure);
+    CHECK(dev.err.find("attaching disk/vif/pci devices at create is not available yet") !=
+          std::string::npos);
+    CHECK_FALSE(dev.connected);
+    const Run con = hvctl({"create", "-c", cfg, "disk=[]"});
+    CHECK(con.rc == kExitFailure);
+    CHECK(con.err.find("-c: the console is not available yet") != std::string::npos);
+    CHECK_FALSE(con.connected);
+    const Run quote = hvctl({"create", cfg, "disk=[]", "cmdline='a \"b'"});
+    CHECK(quote.rc == kExitFailure);
+    CHECK(quote.err.find(cfg + ": unterminated \" in cmdline") != std::string::npos);
+    // With the devices removed, create gets as far as connecting.
+    const Run ok = hvctl({"create", cfg, "disk=[]"});
+    CHECK(ok.rc == kExitFailure);
+    CHECK(ok.connected);
+}
+
+TEST_CASE("the list table has xl's columns, Domain-0 first", "[tools][hvctl]") {
+    const std::vector<DomainRow> rows = {
+        {0, "Domain-0", 0, 'r', 1500000000, 1, 100, true, false},
+        {7, "guest-with-a-name", 256 * 512, 'd', 42, 3, 200, false, true},
+    };
+    CHECK(format_list(rows) ==
+          "Name                                        ID   Mem VCPUs     State    Time(s)\n"
+          "Domain-0                                     0     0     1     r-----       1.5\n"
+          "guest-with-a-name                            7   512     3     -----d       0.0\n");
+    const std::string json = format_list_long(rows);
+    CHECK(json.find("\"name\": \"guest-with-a-name\"") != std::string::npos);
+    CHECK(json.find("\"memory_mib\": 512") != std::string::npos);
+    CHECK(json.find("\"driver_domain\": true") != std::string::npos);
+    CHECK(json.find("\"state\": \"-----d\"") != std::string::npos);
+    const std::vector<DomainRow> odd = {{1, "q\"\\\x01", 0, 'r', 0, 1, 1, false, false}};
+    CHECK(format_list_long(odd).find("\"name\": \"q\\\"\\\\\\u0001\"") != std::string::npos);
+    CHECK(format_list_long({}) == "[\n]\n");
+}
+
+TEST_CASE("domains resolve by name or by numeric id", "[tools][hvctl]") {
+    const std::vector<DomainRow> rows = {{0, "Domain-0"}, {3, "web"}, {12, "db"}};
+    CHECK(resolve_domain(rows, "web")->domid == 3);
+    CHECK(resolve_domain(rows, "12")->name == "db");
+    CHECK(resolve_domain(rows, "0")->name == "Domain-0");
+    CHECK(resolve_domain(rows, "4").error() == "no domain with id '4'");
+    CHECK(resolve_domain(rows, "mail").error() == "no domain named 'mail'");
+    CHECK_FALSE(resolve_domain(rows, "012"));
+    CHECK_FALSE(resolve_domain(rows, "99999999999999999999"));
+    CHECK_FALSE(resolve_domain(rows, ""));
+}
+
+TEST_CASE("cmdline splits like a shell word list", "[tools][hvctl]") {
+    using V = std::vector<std::string>;
+    CHECK(*split_cmdline("") == V{});
+    CHECK(*split_cmdline("  a  b\tc\n") == V{"a", "b", "c"});
+    CHECK(*split_cmdline("'x y' \"p \\\"q\\\" \\\\\" r\\ s") == V{"x y", "p \"q\" \\", "r s"});
+    CHECK(*split_cmdline("a''b \"\"") == V{"ab", ""});
+    CHECK(split_cmdline("'open").error() == "unterminated ' in cmdline");
+    CHECK(split_cmdline("\"open").error() == "unterminated \" in cmdline");
+    CHECK(split_cmdline("end\\").error() == "cmdline ends with a backslash");
+}

@@ -1,0 +1,263 @@
+// hvctl dispatch: global options, the verb table with each verb's help, usage errors.
+// Layer: tools. One thread.
+#include "cli.hpp"
+
+#include <algorithm>
+#include <ostream>
+
+namespace hv::tools {
+
+namespace {
+
+int not_available(Cli& cli, const Verb& v) {
+    cli.err << "hvctl: '" << v.name << "' is not available yet in this version of hvkit\n";
+    return kExitFailure;
+}
+
+constexpr std::string_view general_help =
+    "Exit status: 0 success, 1 failure (hv-min unreachable, bad domain file, operation\n"
+    "failed), 2 usage error. Global options: --rundir DIR (default $HV_RUNDIR, else\n"
+    "/run/hvkit: where hv-min's control socket is), -h/--help, --version.\n";
+
+const Verb verb_table[] = {
+    {"create", "[-n] [-q] [-c] CFG [KEY=VALUE...]", "Create a domain from an xl.cfg-style file",
+     "Starts the domain described by CFG: hv-min gives it a domid, `memory` MiB of memory,\n"
+     "a grant table, event channels and a XenStore connection, then runs `kernel` with\n"
+     "`cmdline` split into arguments. KEY=VALUE arguments replace keys of the file, as\n"
+     "with xl (e.g. memory=128 'name=\"other\"').\n"
+     "  -n  dry run: parse and print the configuration, create nothing\n"
+     "  -q  quiet: print nothing on success\n"
+     "  -c  attach to the console (not available yet)\n"
+     "Keys: name, memory, maxmem, vcpus, type=\"pv\", kernel, cmdline, root, extra,\n"
+     "disk, vif, pci (device lists are parsed and checked; attaching them at create is\n"
+     "not available yet), driver_domain, trusted, on_poweroff, on_reboot, on_crash.\n"
+     "Errors in the file are reported as FILE:LINE: message.\n",
+     verb_create},
+    {"list", "[-l] [NAME|ID...]", "List domains",
+     "Prints xl's table: Name ID Mem VCPUs State Time(s), Domain-0 first. Mem is MiB;\n"
+     "VCPUs counts the threads of the domain's process; State is xl's rbpscd flags (r =\n"
+     "running, d = dying); Time(s) is CPU time.\n"
+     "  -l  long form: JSON with every field (pid, memory pages, trusted, driver_domain)\n",
+     verb_list},
+    {"destroy", "NAME|ID", "Terminate a domain immediately",
+     "Kills the domain's program and releases everything it held (grants, mappings,\n"
+     "event channels, XenStore watches); returns once the domain is gone.\n"
+     "Domain-0 cannot be destroyed.\n",
+     verb_destroy},
+    {"info", "", "Print information about the host and hv-min",
+     "Host name, kernel release, CPUs and memory, then hv-min's rundir and how many\n"
+     "domains are running. Exits 1 if hv-min cannot be reached.\n",
+     verb_info},
+    {"console", "NAME|ID", "Attach to a domain's console", "", nullptr},
+    {"mem-set", "NAME|ID MEM", "Set a domain's current memory", "", nullptr},
+    {"block-attach", "NAME|ID DISKSPEC", "Attach a virtual block device", "", nullptr},
+    {"block-detach", "NAME|ID VDEV", "Detach a virtual block device", "", nullptr},
+    {"block-list", "NAME|ID", "List a domain's virtual block devices", "", nullptr},
+    {"network-attach", "NAME|ID VIFSPEC", "Attach a network interface", "", nullptr},
+    {"network-detach", "NAME|ID DEVID|MAC", "Detach a network interface", "", nullptr},
+    {"network-list", "NAME|ID", "List a domain's network interfaces", "", nullptr},
+    {"pci-assignable-add", "BDF", "Make a host PCI device assignable", "", nullptr},
+    {"pci-assignable-remove", "BDF", "Return an assignable PCI device to the host", "", nullptr},
+    {"pci-assignable-list", "", "List assignable PCI devices", "", nullptr},
+    {"pci-attach", "NAME|ID BDF", "Hot-plug a PCI device into a domain", "", nullptr},
+    {"pci-detach", "NAME|ID BDF", "Hot-unplug a PCI device from a domain", "", nullptr},
+    {"pci-list", "NAME|ID", "List a domain's PCI devices", "", nullptr},
+    {"help", "[VERB]", "Print help for hvctl or one verb", "", nullptr},
+};
+
+void print_usage(std::ostream& o) {
+    o << "usage: hvctl [--rundir DIR] VERB [ARGS...]\n\nVerbs:\n";
+    for (const Verb& v : verb_table) {
+        std::string name(v.name);
+        name.resize(std::max<std::size_t>(name.size(), 22), ' ');
+        o << "  " << name << v.summary;
+        if (v.run == nullptr && v.name != "help") {
+            o << " (not available yet)";
+        }
+        o << '\n';
+    }
+    o << "\n'hvctl help VERB' or 'hvctl VERB --help' describes a verb.\n" << general_help;
+}
+
+void print_verb_help(std::ostream& o, const Verb& v) {
+    o << "usage: hvctl " << v.name;
+    if (!v.args.empty()) {
+        o << ' ' << v.args;
+    }
+    o << "\n\n" << v.summary << (v.run == nullptr && v.name != "help" ? " (not available yet)" : "")
+      << ".\n";
+    if (!v.help.empty()) {
+        o << '\n' << v.help;
+    }
+    o << '\n' << general_help;
+}
+
+}  // namespace
+
+Control* Cli::control() {
+    if (control_) {
+        return control_.get();
+    }
+    auto c = connect();
+    if (!c) {
+        err << "hvctl: cannot reach hv-min in " << rundir << ": " << c.error().message()
+            << " (is hv-min running? see --rundir)\n";
+        return nullptr;
+    }
+    control_ = std::move(*c);
+    return control_.get();
+}
+
+std::span<const Verb> verbs() noexcept { return verb_table; }
+
+const Verb* find_verb(std::string_view name) noexcept {
+    for (const Verb& v : verb_table) {
+        if (v.name == name) {
+            return &v;
+        }
+    }
+    return nullptr;
+}
+
+int run_hvctl(Cli& cli, std::span<const std::string> args) {
+    std::size_t i = 0;
+    while (i < args.size() && !args[i].empty() && args[i][0] == '-') {
+        const std::string& a = args[i];
+        if (a == "-h" || a == "--help") {
+            print_usage(cli.out);
+            return kExitOk;
+        }
+        if (a == "--version") {
+            cli.out << "hvctl (hvkit) 0.1\n";
+            return kExitOk;
+        }
+        if (a == "--rundir" && i + 1 < args.size()) {
+            cli.rundir = args[i + 1];
+            i += 2;
+            continue;
+        }
+        if (a.rfind("--rundir=", 0) == 0) {
+            cli.rundir = a.substr(9);
+            ++i;
+            continue;
+        }
+        cli.err << "hvctl: unknown option '" << a << "'\n";
+        print_usage(cli.err);
+        return kExitUsage;
+    }
+    if (i >= args.size()) {
+        print_usage(cli.err);
+        return kExitUsage;
+    }
+    const std::string& name = args[i];
+    const std::span<const std::string> rest = args.subspan(i + 1);
+    const Verb* v = find_verb(name);
+    if (v == nullptr) {
+        cli.err << "hvctl: unknown verb '" << name << "'\n";
+        print_usage(cli.err);
+        return kExitUsage;
+    }
+    for (const std::string& a : rest) {
+        if (a == "-h" || a == "--help") {
+            print_verb_help(cli.out, *v);
+            return kExitOk;
+        }
+    }
+    if (name == "help") {
+        if (rest.empty()) {
+            print_usage(cli.out);
+            return kExitOk;
+        }
+        const Verb* w = find_verb(rest[0]);
+        if (w == nullptr || rest.size() > 1) {
+            cli.err << "hvctl: help: unknown verb '" << rest[0] << "'\n";
+            print_usage(cli.err);
+            return kExitUsage;
+        }
+        print_verb_help(cli.out, *w);
+        return kExitOk;
+    }
+    if (v->run == nullptr) {
+        return not_available(cli, *v);
+    }
+    return v->run(cli, rest);
+}
+
+/// Prints "usage: hvctl VERB ARGS" for a verb's own argument errors.
+int verb_usage(Cli& cli, std::string_view verb, std::string_view why) {
+    const Verb* v = find_verb(verb);
+    cli.err << "hvctl " << verb << ": " << why << "\nusage: hvctl " << verb;
+    if (v != nullptr && !v->args.empty()) {
+        cli.err << ' ' << v->args;
+    }
+    cli.err << "\n";
+    return kExitUsage;
+}
+
+hv::expected<std::vector<std::string>, std::string> split_cmdline(std::string_view s) {
+    std::vector<std::string> out;
+    std::string cur;
+    bool in_word = false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        if (c == ' ' || c == '\t' || c == '\n') {
+            if (in_word) {
+                out.push_back(std::move(cur));
+                cur.clear();
+                in_word = false;
+            }
+            continue;
+        }
+        in_word = true;
+        if (c == '\'') {
+            const auto end = s.find('\'', i + 1);
+            if (end == std::string_view::npos) {
+                return hv::unexpected(std::string("unterminated ' in cmdline"));
+            }
+            cur.append(s.substr(i + 1, end - i - 1));
+            i = end;
+        } else if (c == '"') {
+            ++i;
+            for (;; ++i) {
+                if (i >= s.size()) {
+                    return hv::unexpected(std::string("unterminated \" in cmdline"));
+                }
+                if (s[i] == '"') {
+                    break;
+                }
+                if (s[i] == '\\' && i + 1 < s.size() && (s[i + 1] == '"' || s[i + 1] == '\\')) {
+                    ++i;
+                }
+                cur.push_back(s[i]);
+            }
+        } else if (c == '\\') {
+            if (i + 1 >= s.size()) {
+                return hv::unexpected(std::string("cmdline ends with a backslash"));
+            }
+            cur.push_back(s[++i]);
+        } else {
+            cur.push_back(c);
+        }
+    }
+    if (in_word) {
+        out.push_back(std::move(cur));
+    }
+    return out;
+}
+
+hv::expected<DomainRow, std::string> resolve_domain(std::span<const DomainRow> rows,
+                                                    std::string_view name_or_id) {
+    const bool numeric = !name_or_id.empty() &&
+                         std::all_of(name_or_id.begin(), name_or_id.end(),
+                                     [](char c) { return c >= '0' && c <= '9'; });
+    for (const DomainRow& r : rows) {
+        if (numeric ? (name_or_id.size() <= 5 && std::to_string(r.domid) == name_or_id)
+                    : r.name == name_or_id) {
+            return r;
+        }
+    }
+    return hv::unexpected("no domain " + std::string(numeric ? "with id " : "named ") + "'" +
+                          std::string(name_or_id) + "'");
+}
+
+}  // namespace hv::tools

@@ -1,0 +1,71 @@
+// hvctl's command line: global options, the verb table, help and dispatch.
+// Layer: tools. One thread. Exit codes: 0 ok, 1 failure, 2 usage error.
+#pragma once
+
+#include <iosfwd>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "control.hpp"
+#include "hv/expected.hpp"
+
+namespace hv::tools {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitUsage = 2;
+
+struct Cli {
+    Cli(std::ostream& o, std::ostream& e, ControlFactory f, std::string dir)
+        : out(o), err(e), connect(std::move(f)), rundir(std::move(dir)) {}
+    std::ostream& out;
+    std::ostream& err;
+    ControlFactory connect;  // reads `rundir`
+    std::string rundir;      // --rundir, else $HV_RUNDIR, else /run/hvkit
+    /// Connects once; prints "hvctl: cannot reach hv-min ..." on failure.
+    Control* control();
+
+private:
+    std::unique_ptr<Control> control_;
+};
+
+struct Verb {
+    std::string_view name;
+    std::string_view args;     // usage after the verb name
+    std::string_view summary;  // one line for `hvctl help`
+    std::string_view help;     // the rest of `hvctl help VERB`
+    int (*run)(Cli& cli, std::span<const std::string> args);  // nullptr: not available yet
+};
+
+/// Every verb, in help order.
+std::span<const Verb> verbs() noexcept;
+const Verb* find_verb(std::string_view name) noexcept;
+
+/// `hvctl ARGS...` (without argv[0]).
+int run_hvctl(Cli& cli, std::span<const std::string> args);
+
+/// A verb's own argument error: prints the reason and the verb's usage line; returns 2.
+int verb_usage(Cli& cli, std::string_view verb, std::string_view why);
+
+// Verb bodies (verb_*.cpp).
+int verb_create(Cli& cli, std::span<const std::string> args);
+int verb_list(Cli& cli, std::span<const std::string> args);
+int verb_destroy(Cli& cli, std::span<const std::string> args);
+int verb_info(Cli& cli, std::span<const std::string> args);
+
+/// Splits a domain's `cmdline` into arguments: whitespace separates, '...' is literal,
+/// "..." allows \" and \\, a backslash outside quotes escapes the next character.
+hv::expected<std::vector<std::string>, std::string> split_cmdline(std::string_view s);
+
+/// xl's `list` table: header then one row per domain.
+std::string format_list(std::span<const DomainRow> rows);
+/// `list -l`: a JSON array with every field of each row.
+std::string format_list_long(std::span<const DomainRow> rows);
+
+/// Resolves NAME or numeric ID against the live domains.
+hv::expected<DomainRow, std::string> resolve_domain(std::span<const DomainRow> rows,
+                                                    std::string_view name_or_id);
+
+}  // namespace hv::tools

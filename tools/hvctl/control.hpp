@@ -1,0 +1,57 @@
+// The toolstack operations hvctl's verbs need, as an interface so the CLI (parsing, help,
+// formatting) builds and tests apart from hv-min; control_hvmin.cpp implements it with
+// hvmin::Toolstack. Layer: tools. One thread.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "hv/expected.hpp"
+
+namespace hv::tools {
+
+/// One row of `hvctl list`.
+struct DomainRow {
+    std::uint16_t domid = 0;
+    std::string name;
+    std::uint64_t memory_pages = 0;  // 4096-byte pages
+    char state = 'r';                // xl's flag letter: r running, d dying, s shut down
+    std::uint64_t cpu_time_ns = 0;
+    std::uint32_t vcpus = 1;         // threads of the domain's process
+    pid_t pid = -1;
+    bool trusted = false;
+    bool driver_domain = false;
+};
+
+/// What `create` asks for, already resolved from the domain file.
+struct CreateSpec {
+    std::string name;
+    std::uint64_t memory_pages = 0;
+    std::vector<std::string> argv;  // argv[0] = absolute path of the program
+    std::vector<std::string> env;
+    bool trusted = false;
+    bool driver_domain = false;
+};
+
+class Control {
+public:
+    virtual ~Control() = default;
+    /// Live domains, dom0 first.
+    virtual Result<std::vector<DomainRow>> list() = 0;
+    virtual Result<std::uint16_t> create(const CreateSpec& spec) = 0;
+    /// Destroys the domain and returns once it is gone (bounded by `timeout`).
+    virtual Result<void> destroy(std::uint16_t domid, std::chrono::milliseconds timeout) = 0;
+    /// Where the hv-min control socket lives (for messages and `info`).
+    virtual std::string rundir() const = 0;
+};
+
+/// Connects on first use, so verbs that fail on their arguments never touch hv-min.
+using ControlFactory = std::function<Result<std::unique_ptr<Control>>()>;
+
+}  // namespace hv::tools

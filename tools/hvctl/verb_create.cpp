@@ -1,0 +1,146 @@
+// hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]. Layer: tools.
+#include <filesystem>
+#include <ostream>
+
+#include "cli.hpp"
+#include "xlcfg.hpp"
+
+namespace hv::tools {
+
+namespace {
+
+/// The program's environment: a fixed PATH and nothing of hvctl's own (hv-min adds
+/// HV_HYPERCALL_FD), so a domain's behaviour does not depend on who ran hvctl.
+const std::vector<std::string> domain_env = {
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"};
+
+void print_config(std::ostream& o, const DomainConfig& c, const CreateSpec& s) {
+    o << "name: " << c.name << "\n";
+    o << "memory: " << c.memory_mib << " MiB (" << s.memory_pages << " pages)\n";
+    o << "maxmem: " << c.maxmem_mib << " MiB\n";
+    o << "vcpus: " << c.vcpus << "\n";
+    o << "kernel: " << s.argv[0] << "\n";
+    o << "argv:";
+    for (const std::string& a : s.argv) {
+        o << " [" << a << "]";
+    }
+    o << "\n";
+    o << "trusted: " << (c.trusted ? 1 : 0) << "\n";
+    o << "driver_domain: " << (c.driver_domain ? 1 : 0) << "\n";
+    o << "on_poweroff: " << to_string(c.on_poweroff) << "\n";
+    o << "on_reboot: " << to_string(c.on_reboot) << "\n";
+    o << "on_crash: " << to_string(c.on_crash) << "\n";
+    for (const DiskSpec& d : c.disks) {
+        o << "disk " << d.vdev << " (" << d.virtual_device << "): target=" << d.target
+          << " format=" << to_string(d.format) << " mode=" << d.mode()
+          << " device-type=" << d.device_type()
+          << " backend=" << (d.backend.empty() ? "Domain-0" : d.backend) << "\n";
+    }
+    for (const VifSpec& v : c.vifs) {
+        o << "vif " << v.devid.value_or(0) << ":";
+        if (v.mac) {
+            o << " mac=" << v.mac_string();
+        }
+        if (!v.bridge.empty()) {
+            o << " bridge=" << v.bridge;
+        }
+        if (v.rate) {
+            o << " rate=" << v.rate->bytes_per_interval << "," << v.rate->interval_usecs;
+        }
+        o << " backend=" << (v.backend.empty() ? "Domain-0" : v.backend) << "\n";
+    }
+    for (const PciSpec& p : c.pcis) {
+        o << "pci " << p.bdf() << ": permissive=" << (p.permissive ? 1 : 0) << "\n";
+    }
+}
+
+}  // namespace
+
+int verb_create(Cli& cli, std::span<const std::string> args) {
+    bool dry_run = false;
+    bool quiet = false;
+    bool console = false;
+    std::string cfg_path;
+    std::vector<std::string> overrides;
+    for (const std::string& a : args) {
+        if (cfg_path.empty() && a.size() > 1 && a[0] == '-') {
+            for (std::size_t k = 1; k < a.size(); ++k) {
+                switch (a[k]) {
+                case 'n': dry_run = true; break;
+                case 'q': quiet = true; break;
+                case 'c': console = true; break;
+                default: return verb_usage(cli, "create", "unknown option '" + a + "'");
+                }
+            }
+        } else if (cfg_path.empty()) {
+            cfg_path = a;
+        } else if (a.find('=') == std::string::npos) {
+            return verb_usage(cli, "create", "'" + a + "' is not KEY=VALUE");
+        } else {
+            overrides.push_back(a);
+        }
+    }
+    if (cfg_path.empty()) {
+        return verb_usage(cli, "create", "no domain file given");
+    }
+    if (!quiet) {
+        cli.err << "Parsing config from " << cfg_path << "\n";
+    }
+    auto cfg = parse_domain_file(cfg_path, overrides);
+    if (!cfg) {
+        cli.err << cfg.error().message() << "\n";
+        return kExitFailure;
+    }
+    for (const std::string& w : cfg->warnings) {
+        cli.err << "warning: " << w << "\n";
+    }
+    auto argv = split_cmdline(cfg->cmdline);
+    if (!argv) {
+        cli.err << cfg_path << ": " << argv.error() << "\n";
+        return kExitFailure;
+    }
+    std::error_code ec;
+    const std::filesystem::path kernel = std::filesystem::absolute(cfg->kernel, ec);
+    if (ec) {
+        cli.err << cfg_path << ": kernel '" << cfg->kernel << "': " << ec.message() << "\n";
+        return kExitFailure;
+    }
+    CreateSpec spec;
+    spec.name = cfg->name;
+    spec.memory_pages = cfg->memory_mib * 256;  // MiB of 4096-byte pages
+    spec.argv.push_back(kernel.lexically_normal().string());
+    spec.argv.insert(spec.argv.end(), argv->begin(), argv->end());
+    spec.env = domain_env;
+    spec.trusted = cfg->trusted;
+    spec.driver_domain = cfg->driver_domain;
+
+    if (dry_run) {
+        print_config(cli.out, *cfg, spec);
+        return kExitOk;
+    }
+    if (console) {
+        cli.err << "hvctl create: -c: the console is not available yet\n";
+        return kExitFailure;
+    }
+    if (!cfg->disks.empty() || !cfg->vifs.empty() || !cfg->pcis.empty()) {
+        cli.err << "hvctl create: " << cfg_path
+                << ": attaching disk/vif/pci devices at create is not available yet; remove "
+                   "them (check the file with 'hvctl create -n')\n";
+        return kExitFailure;
+    }
+    Control* c = cli.control();
+    if (c == nullptr) {
+        return kExitFailure;
+    }
+    auto domid = c->create(spec);
+    if (!domid) {
+        cli.err << "hvctl create: " << spec.name << ": " << domid.error().message() << "\n";
+        return kExitFailure;
+    }
+    if (!quiet) {
+        cli.out << "Created domain " << spec.name << " (id " << *domid << ")\n";
+    }
+    return kExitOk;
+}
+
+}  // namespace hv::tools

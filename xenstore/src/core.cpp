@@ -581,6 +581,8 @@ struct Core::Impl {
         if (!(access(&c, n->perms) & PERM_READ)) {
             return fail_errno(EACCES);
         }
+        // SPEC: C xenstored — the children as one NUL-separated string, sent from byte `off`
+        // as far as whole names fit; an extra NUL marks the end of the list.
         reply = std::to_string(n->gen);
         reply += '\0';
         std::size_t pos = 0;
@@ -591,19 +593,14 @@ struct Core::Impl {
                 pos += len;
                 continue;
             }
-            if (pos < *off) {  // offset inside a name: not a boundary the client was given
-                return fail_errno(EINVAL);
-            }
-            if (reply.size() + len + 1 > XENSTORE_PAYLOAD_MAX) {
+            const std::size_t skip = pos < *off ? *off - pos : 0;  // offset inside this name
+            if (reply.size() + (len - skip) + 1 > XENSTORE_PAYLOAD_MAX) {
                 all = false;
                 break;
             }
-            reply += ch;
+            reply.append(ch, skip);
             reply += '\0';
             pos += len;
-        }
-        if (pos < *off) {
-            return fail_errno(EINVAL);
         }
         if (all) {
             reply += '\0';
@@ -837,8 +834,8 @@ struct Core::Impl {
     }
 
     Result<void> do_transaction_start(Conn& c, const Request& r) {
-        if (r.tx_id != 0) {
-            return fail_errno(EBUSY);
+        if (r.tx_id != 0) {  // nesting is unsupported; an unknown id is just unknown
+            return fail_errno(c.txs.count(r.tx_id) != 0 ? EBUSY : ENOENT);
         }
         if (!c.privileged && domain_count(c.domid, false) >= quotas_for(c.domid).transactions) {
             return fail_errno(ENOSPC);
@@ -857,14 +854,14 @@ struct Core::Impl {
     }
 
     Result<void> do_transaction_end(Conn& c, const Request& r) {
-        auto it = c.txs.find(r.tx_id);
-        if (r.tx_id == 0 || it == c.txs.end()) {
-            return fail_errno(ENOENT);
-        }
-        auto a = exact_args(r.payload, 1);
+        auto a = exact_args(r.payload, 1);  // checked first, as C xenstored does
         HV_TRY(a);
         if (a->v[0] != "T" && a->v[0] != "F") {
             return fail_errno(EINVAL);
+        }
+        auto it = c.txs.find(r.tx_id);
+        if (r.tx_id == 0 || it == c.txs.end()) {
+            return fail_errno(ENOENT);
         }
         std::unique_ptr<Transaction> tx = std::move(it->second);
         c.txs.erase(it);

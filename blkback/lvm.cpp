@@ -26,16 +26,16 @@ namespace {
 struct Json {
     enum class Kind { null, string, number, boolean, array, object } kind = Kind::null;
     std::string text;  // string value, or the number's spelling
-    std::vector<Json> items;
-    std::vector<std::pair<std::string, Json>> members;
+    std::vector<Json> items;           // array elements, or object member values
+    std::vector<std::string> keys;     // object member names, parallel to items
 
     const Json* get(std::string_view key) const noexcept {
         if (kind != Kind::object) {
             return nullptr;
         }
-        for (const auto& [k, v] : members) {
-            if (k == key) {
-                return &v;
+        for (std::size_t i = 0; i < keys.size(); ++i) {
+            if (keys[i] == key) {
+                return &items[i];
             }
         }
         return nullptr;
@@ -138,7 +138,8 @@ private:
                 if (!string(key) || !eat(':') || !value(member, depth + 1)) {
                     return false;
                 }
-                v.members.emplace_back(std::move(key), std::move(member));
+                v.keys.push_back(std::move(key));
+                v.items.push_back(std::move(member));
             } while (eat(','));
             return eat('}');
         }

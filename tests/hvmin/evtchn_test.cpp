@@ -1,5 +1,6 @@
 // Event channels: Xen's operations and return codes, eventfd-backed pending/mask semantics.
 #include <catch2/catch.hpp>
+#include <cstring>
 
 #include "harness.hpp"
 
@@ -161,11 +162,28 @@ TEST_CASE("event channel operations return Xen's error codes", "[hvmin][evtchn][
         CHECK(st->status == EVTCHNSTAT_closed);
         CHECK(ev.status(DomId(999), EvtchnPort(1)).error() == std::errc::no_such_process);
     }
-    SECTION("a domain cannot allocate in or inspect another domain") {
-        auto c = h.dom0().channel().call(wire::Op::evtchn_status, 1, {});
-        REQUIRE(c);
-        CHECK(c->hdr.rc == -EINVAL);  // length mismatch
+    SECTION("a domain cannot allocate in or inspect another domain; dom0 can") {
+        CHECK(g.cmd("allocin 0 0") == "ok " + std::to_string(-EPERM));
+        CHECK(g.cmd("status 1 0") == sys_err(EPERM));
         CHECK(g.cmd("status 0") == "ok 0 0 0");
+        CHECK(g.cmd("allocin " + std::to_string(DOMID_SELF) + " 0") == "ok 0");
+        auto st = ev.status(g.domid, EvtchnPort(1));
+        REQUIRE(st);
+        CHECK(st->status == EVTCHNSTAT_unbound);
+        // dom0 allocates a port in the guest, earmarked for dom0, and binds it.
+        evtchn_alloc_unbound a{g.domid.get(), 0, 0};
+        auto r = h.dom0().channel().call(wire::Op::evtchn_alloc_unbound, 1, std::as_bytes(std::span(&a, 1)));
+        REQUIRE(r);
+        CHECK(r->hdr.rc == 0);
+        CHECK(r->fds.empty());
+        std::memcpy(&a, r->body.data(), sizeof a);
+        auto b = ev.bind_interdomain(g.domid, EvtchnPort(a.port));
+        REQUIRE(b);
+        CHECK(g.cmd("status " + std::to_string(a.port)) == "ok 2 0 " + std::to_string(b->port().get()));
+        evtchn_alloc_unbound bad{999, 0, 0};
+        r = h.dom0().channel().call(wire::Op::evtchn_alloc_unbound, 1, std::as_bytes(std::span(&bad, 1)));
+        REQUIRE(r);
+        CHECK(r->hdr.rc == -ESRCH);
     }
     SECTION("sends on the slow path reach the peer") {
         auto p = ev.alloc_unbound(g.domid);

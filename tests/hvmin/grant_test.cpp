@@ -229,7 +229,17 @@ TEST_CASE("an isolated backend maps only one-page extents and holds no fd of the
     const auto maps = be.cmd("maps");
     CHECK(maps.find("hvmin-mem:" + std::to_string(48 * 4096)) == std::string::npos);
     CHECK(maps.find("hvmin-mem:" + std::to_string(32 * 4096)) != std::string::npos);
-    CHECK(maps.find("hvmin-extent:4096") != std::string::npos);
+    CHECK(maps.find("hvmin-extent:4096:rw-s") != std::string::npos);
+    // A read-only grant reaches it as a read-only mapping of a read-only fd.
+    const long ro_frame = fe.num("extent 1");
+    const long ro_ref = fe.num("grant " + bed + " " + std::to_string(ro_frame) + " 1");
+    CHECK(be.cmd("map " + fed + " " + std::to_string(ro_ref) + " 0") == gntst(GNTST_general_error));
+    be.num("map " + fed + " " + std::to_string(ro_ref) + " 1");
+    CHECK(be.cmd("maps").find("hvmin-extent:4096:r--s") != std::string::npos);
+    CHECK(be.cmd("fds") == "ok");
+    // After unmap the page is gone from the backend.
+    CHECK(be.cmd("unmap " + std::to_string(id)) == "ok");
+    CHECK(be.cmd("maps").find("hvmin-extent:4096:rw-s") == std::string::npos);
 }
 
 TEST_CASE("a trusted backend maps any granted frame and follows the pin protocol", "[hvmin][grant]") {

@@ -67,9 +67,11 @@ std::string describe_maps() {
         unsigned long lo = 0;
         unsigned long hi = 0;
         std::sscanf(line.c_str(), "%lx-%lx", &lo, &hi);
+        char perms[8] = {};
+        std::sscanf(line.c_str(), "%*x-%*x %4s", perms);
         std::string name = line.substr(m + 7);
         name = name.substr(0, name.find(' '));
-        out += " " + name + ":" + std::to_string(hi - lo);
+        out += " " + name + ":" + std::to_string(hi - lo) + ":" + perms;
     }
     return out;
 }
@@ -230,8 +232,9 @@ int main(int argc, char** argv) {
             }
         } else if (cmd == "status") {
             unsigned port = 0;
-            is >> port;
-            auto r = svc->evtchn().status(DomId(rings::DOMID_SELF), EvtchnPort(port));
+            unsigned dom = rings::DOMID_SELF;
+            is >> port >> dom;
+            auto r = svc->evtchn().status(DomId(static_cast<std::uint16_t>(dom)), EvtchnPort(port));
             reply = r ? "ok " + std::to_string(r->status) + " " +
                             std::to_string(r->u.interdomain.dom) + " " +
                             std::to_string(r->u.interdomain.port)
@@ -277,6 +280,15 @@ int main(int argc, char** argv) {
                 e->flags = static_cast<std::uint16_t>(flags);
                 reply = "ok";
             }
+        } else if (cmd == "allocin") {
+            // EVTCHNOP_alloc_unbound with an explicit dom (only dom0 may name another domain).
+            unsigned dom = 0;
+            unsigned remote = 0;
+            is >> dom >> remote;
+            rings::evtchn_alloc_unbound a{static_cast<std::uint16_t>(dom), static_cast<std::uint16_t>(remote), 0};
+            auto r = svc->channel().call(wire::Op::evtchn_alloc_unbound, 1,
+                                         std::as_bytes(std::span(&a, 1)));
+            reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());
         } else if (cmd == "toolop") {
             auto r = svc->channel().call(wire::Op::domain_list, 0, {});
             reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());

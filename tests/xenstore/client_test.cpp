@@ -154,3 +154,19 @@ TEST_CASE("permission strings parse and print", "[xenstore][client]") {
     CHECK_FALSE(parse_permission("r1x").has_value());
     CHECK_FALSE(parse_permission("r65536").has_value());
 }
+
+TEST_CASE("a scoped watch unwatches when it goes out of scope", "[xenstore][client]") {
+    Harness h;
+    auto c = connect(h);
+    {
+        auto w = c->watch_scoped("/sc", "t");
+        REQUIRE(w.has_value());
+        REQUIRE(c->wait_event(std::chrono::milliseconds(5000)).has_value());
+        ScopedWatch moved = std::move(*w);
+        CHECK(moved.path() == "/sc");
+    }
+    CHECK(c->unwatch("/sc", "t").error() == kENOENT);  // already gone
+    REQUIRE(c->write("/sc", "1").has_value());
+    CHECK(c->wait_event(std::chrono::milliseconds(50)).error() ==
+          std::error_code(ETIMEDOUT, std::system_category()));
+}

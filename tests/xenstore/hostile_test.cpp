@@ -258,3 +258,15 @@ TEST_CASE("random garbage never crashes the server", "[xenstore][hostile]") {
     RawConn c = h.dom0();
     CHECK(ok(c.call(MsgType::XS_CONTROL, nul_join({"check"}))));
 }
+
+TEST_CASE("connections beyond the limit are refused at accept", "[xenstore][hostile]") {
+    ServerConfig cfg;
+    cfg.max_connections = 2;
+    Harness h(cfg);
+    RawConn a = h.dom0(), b = h.dom0();
+    REQUIRE(ok(a.write("/a", "1")));
+    REQUIRE(ok(b.write("/b", "1")));
+    RawConn third = h.dom0();
+    CHECK(third.closed_by_server());
+    CHECK(a.read("/b").payload == "1");
+}

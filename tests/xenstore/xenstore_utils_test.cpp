@@ -151,6 +151,32 @@ TEST_CASE("the daemon keeps its quota option and answers through its socket", "[
     CHECK(d.stop() == 0);
 }
 
+TEST_CASE("without --socket the daemon listens on $XENSTORED_PATH", "[xenstore][utils]") {
+    hv::test::TempDir dir("hvkit-xsd");
+    const std::string sock = dir.str() + "/env-socket";
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        ::setenv("XENSTORED_PATH", sock.c_str(), 1);
+        ::execl(HV_XENSTORED_BIN, "xenstored", static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    for (int i = 0; i < 500 && !std::filesystem::exists(sock); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    CHECK(std::filesystem::exists(sock));
+    if (std::filesystem::exists(sock)) {
+        RawConn c = RawConn::connect_unix(sock);
+        CHECK(ok(c.write("/env", "1")));
+    }
+    ::kill(pid, SIGTERM);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 0);
+    CHECK_FALSE(std::filesystem::exists(sock));  // removed at shutdown
+}
+
 TEST_CASE("the daemon rejects bad arguments", "[xenstore][utils]") {
     const std::string bin = HV_XENSTORED_BIN;
     auto rc = [&](const std::string& args) {

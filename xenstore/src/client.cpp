@@ -377,6 +377,19 @@ Result<void> Client::unwatch(std::string_view path, std::string_view token) {
     return {};
 }
 
+Result<ScopedWatch> Client::watch_scoped(std::string_view path, std::string_view token,
+                                         std::optional<unsigned> depth) {
+    HV_TRY(watch(path, token, depth));
+    return ScopedWatch(this, std::string(path), std::string(token));
+}
+
+void ScopedWatch::reset() noexcept {
+    if (client_ != nullptr) {
+        (void)client_->unwatch(path_, token_);
+        client_ = nullptr;
+    }
+}
+
 Result<TxId> Client::transaction_start() {
     auto r = request(MsgType::XS_TRANSACTION_START, std::string_view("", 1), {});
     if (!r) {

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <system_error>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "hv/expected.hpp"
@@ -46,6 +47,39 @@ struct ClientOptions {
     std::chrono::milliseconds timeout{30000};
 };
 
+class Client;
+
+/// A registered watch that is removed (UNWATCH) when this object dies. Move-only; must not
+/// outlive its Client.
+class ScopedWatch {
+public:
+    ScopedWatch() noexcept = default;
+    ScopedWatch(Client* c, std::string path, std::string token) noexcept
+        : client_(c), path_(std::move(path)), token_(std::move(token)) {}
+    ScopedWatch(ScopedWatch&& o) noexcept
+        : client_(std::exchange(o.client_, nullptr)), path_(std::move(o.path_)),
+          token_(std::move(o.token_)) {}
+    ScopedWatch& operator=(ScopedWatch&& o) noexcept {
+        if (this != &o) {
+            reset();
+            client_ = std::exchange(o.client_, nullptr);
+            path_ = std::move(o.path_);
+            token_ = std::move(o.token_);
+        }
+        return *this;
+    }
+    ~ScopedWatch() { reset(); }
+    /// Unwatches now (errors ignored: the connection may be gone).
+    void reset() noexcept;
+    const std::string& path() const noexcept { return path_; }
+    const std::string& token() const noexcept { return token_; }
+
+private:
+    Client* client_ = nullptr;
+    std::string path_;
+    std::string token_;
+};
+
 class Client {
 public:
     /// Connects to a Unix socket path (e.g. the value of XENSTORED_PATH).
@@ -73,6 +107,9 @@ public:
     Result<void> watch(std::string_view path, std::string_view token,
                        std::optional<unsigned> depth = std::nullopt);
     Result<void> unwatch(std::string_view path, std::string_view token);
+    /// watch() whose result unwatches when destroyed.
+    Result<ScopedWatch> watch_scoped(std::string_view path, std::string_view token,
+                                     std::optional<unsigned> depth = std::nullopt);
     Result<TxId> transaction_start();
     /// commit=false aborts. Errors: EAGAIN (conflict: run the whole transaction again).
     Result<void> transaction_end(TxId tx, bool commit);

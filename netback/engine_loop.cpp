@@ -31,8 +31,10 @@ public:
         Slot& s = slots_[(head_ + count_) % slots_.size()];
         std::size_t at = 0;
         for (const auto& v : frame) {
-            std::memcpy(s.data.data() + at, v.iov_base, v.iov_len);
-            at += v.iov_len;
+            if (v.iov_len != 0) {
+                std::memcpy(s.data.data() + at, v.iov_base, v.iov_len);
+                at += v.iov_len;
+            }
         }
         s.hdr = hdr;
         s.len = static_cast<std::uint32_t>(len);

@@ -149,7 +149,9 @@ Bytes tcp_frame(const TcpSpec& t, std::span<const std::uint8_t> payload, bool pa
         b[at + 21] = 4;
         put16(b, at + 22, t.mss_option);
     }
-    std::memcpy(b.data() + at + thl, payload.data(), payload.size());
+    if (!payload.empty()) {
+        std::memcpy(b.data() + at + thl, payload.data(), payload.size());
+    }
     const std::size_t l4 = thl + payload.size();
     const std::uint32_t ps = pseudo_sum(t.s, t.d, IPPROTO_TCP, l4);
     if (partial_csum) {

@@ -190,7 +190,7 @@ TEST_CASE("attach with a non-zero start index continues an existing ring", "[rin
     CHECK(f2->free_requests() == 256);
 }
 
-TEST_CASE("push notifies exactly when the event index lies in (old, new]", "[rings]") {
+TEST_CASE("push notifies exactly when the event index lies after old and at or before new", "[rings]") {
     Pair<NetifTxProtocol> r(1, 100);
     auto push_n = [&](unsigned n, RING_IDX event) {
         r.front.shared().req_event = event;

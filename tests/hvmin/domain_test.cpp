@@ -9,6 +9,9 @@
 #include <cstring>
 
 #include "harness.hpp"
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+#include "xenstore/client.hpp"
+#endif
 
 using namespace hv;
 using namespace hv::hvmin;
@@ -175,17 +178,33 @@ TEST_CASE("VIRQ_DOM_EXC wakes dom0 when a domain dies", "[hvmin][domain][evtchn]
     CHECK(w->ack());
 }
 
-TEST_CASE("each created domain gets its own xenstore connection at attach", "[hvmin][domain]") {
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+TEST_CASE("each created domain gets a xenstore connection bound to its domid", "[hvmin][domain][xenstore]") {
     Harness h;
+    auto x0 = xs::Client::connect((h.dir / "xenstored.sock").string(), {5000ms});
+    REQUIRE(x0);
+    auto& dom0 = **x0;
     Puppet p(h, "xsguest");
     const auto w = words(p.cmd("info"));
     REQUIRE(w.size() == 5);
-#ifdef HVMIN_TEST_HAVE_XENSTORE
     CHECK(w[4] == "xs");
-#else
-    CHECK((w[4] == "xs" || w[4] == "noxs"));
-#endif
+    const std::string home = "/local/domain/" + std::to_string(p.domid.get());
+    REQUIRE(dom0.mkdir(home));
+    REQUIRE(dom0.set_perms(home, {xs::Permission{p.domid, xs::Access::none}}));
+    CHECK(p.cmd("xswrite data hello") == "ok");  // relative: under its own home
+    auto v = dom0.read(home + "/data");
+    REQUIRE(v);
+    CHECK(*v == "hello");
+    CHECK(p.cmd("xswrite /local/domain/0/stolen x") == "err system " + std::to_string(EACCES));
+    REQUIRE(dom0.watch("@releaseDomain", "rel"));
+    auto first = dom0.wait_event(5000ms);  // the initial event
+    REQUIRE(first);
+    p.cmd("exit 0");
+    auto ev = dom0.wait_event(5000ms);
+    REQUIRE(ev);
+    CHECK(ev->path == "@releaseDomain");
 }
+#endif
 
 TEST_CASE("a cloned channel serves the same domain", "[hvmin][domain]") {
     Harness h;

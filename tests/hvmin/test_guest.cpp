@@ -17,6 +17,9 @@
 
 #include "hvmin/client.hpp"
 #include "hvmin/wire.hpp"
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+#include "xenstore/client.hpp"
+#endif
 
 using namespace hv;
 using namespace hv::hvmin;
@@ -92,6 +95,12 @@ int main(int argc, char** argv) {
     std::map<int, GrantMapping> maps;
     std::map<std::uint32_t, EventChannelBinding> ports;
     int next_map = 1;
+    UniqueFd xsfd = svc->take_xenstore_fd();
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+    std::unique_ptr<xs::Client> xs;
+#else
+    bool xs = false;
+#endif
     char buf[4096];
     while (std::fgets(buf, sizeof buf, in) != nullptr) {
         std::istringstream is(buf);
@@ -101,7 +110,7 @@ int main(int argc, char** argv) {
         if (cmd == "info") {
             reply = "ok " + std::to_string(svc->domid().get()) + " " + (svc->trusted() ? "1" : "0") +
                     " " + std::to_string(svc->memory().nr_frames()) + " " +
-                    (svc->take_xenstore_fd().valid() ? "xs" : "noxs");
+                    (xsfd.valid() || xs ? "xs" : "noxs");
         } else if (cmd == "grant") {
             unsigned dom = 0;
             unsigned long long frame = 0;
@@ -289,6 +298,27 @@ int main(int argc, char** argv) {
             auto r = svc->channel().call(wire::Op::evtchn_alloc_unbound, 1,
                                          std::as_bytes(std::span(&a, 1)));
             reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+        } else if (cmd == "xswrite" || cmd == "xsread") {
+            if (!xs && xsfd.valid()) {
+                auto c = xs::Client::from_fd(std::move(xsfd), {std::chrono::milliseconds(5000)});
+                if (c) {
+                    xs = std::move(*c);
+                }
+            }
+            std::string path;
+            std::string value;
+            is >> path >> value;
+            if (!xs) {
+                reply = "err noxs";
+            } else if (cmd == "xswrite") {
+                auto r = xs->write(path, value);
+                reply = r ? "ok" : err(r.error());
+            } else {
+                auto r = xs->read(path);
+                reply = r ? "ok " + *r : err(r.error());
+            }
+#endif
         } else if (cmd == "toolop") {
             auto r = svc->channel().call(wire::Op::domain_list, 0, {});
             reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -18,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -118,12 +120,29 @@ public:
             return fail_errno();
         }
         const pid_t parent = ::getpid();
+        // Block every signal across fork so that the child cannot run one of the parent's
+        // handlers (a test framework's, say) before it has reset them (as posix_spawn does).
+        sigset_t all;
+        sigset_t old;
+        ::sigfillset(&all);
+        ::pthread_sigmask(SIG_SETMASK, &all, &old);
         const pid_t pid = ::fork();
+        if (pid != 0) {
+            ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+        }
         if (pid < 0) {
             return fail_errno();
         }
         if (pid == 0) {
             // Child: only async-signal-safe calls from here to execve.
+            struct sigaction dfl {};
+            dfl.sa_handler = SIG_DFL;
+            for (int sig = 1; sig < NSIG; ++sig) {
+                if (sig != SIGKILL && sig != SIGSTOP) {
+                    ::sigaction(sig, &dfl, nullptr);
+                }
+            }
+            ::sigprocmask(SIG_SETMASK, &old, nullptr);
             ::prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (::getppid() != parent) {
                 ::_exit(127);
@@ -169,20 +188,29 @@ public:
             if (left.count() <= 0) {
                 return fail(std::make_error_code(std::errc::timed_out));
             }
-            pollfd fds[2] = {{pidfd_.get(), POLLIN, 0}, {out_.get(), POLLIN, 0}};
-            const nfds_t n = out_ ? 2 : 1;
-            const int r = ::poll(fds, n, static_cast<int>(left.count()));
-            if (r < 0 && errno != EINTR) {
-                return fail_errno();
-            }
-            if (n == 2 && (fds[1].revents & (POLLIN | POLLHUP)) != 0) {
-                drain();
-            }
-            if ((fds[0].revents & POLLIN) != 0) {
-                reap();
-                drain();
+            if (poll_once(static_cast<int>(left.count()))) {
                 return exit_;
             }
+        }
+    }
+
+    /// Waits up to timeout_ms until the captured output contains `needle` (a readiness line).
+    /// Errors: timed_out; ECHILD if the child exited without printing it.
+    Result<void> wait_for_output(std::string_view needle, int timeout_ms) noexcept {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        for (;;) {
+            if (output_.find(needle) != std::string::npos) {
+                return {};
+            }
+            if (pid_ <= 0) {
+                return fail_errno(ECHILD);
+            }
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            if (left.count() <= 0) {
+                return fail(std::make_error_code(std::errc::timed_out));
+            }
+            poll_once(static_cast<int>(left.count()));
         }
     }
 
@@ -206,6 +234,22 @@ public:
     }
 
 private:
+    /// One poll on {pidfd, output pipe}: collects output; reaps and returns true on exit.
+    bool poll_once(int timeout_ms) noexcept {
+        pollfd fds[2] = {{pidfd_.get(), POLLIN, 0}, {out_.get(), POLLIN, 0}};
+        const nfds_t n = out_ ? 2 : 1;
+        ::poll(fds, n, timeout_ms);  // EINTR: the caller's loop re-polls
+        if (n == 2 && (fds[1].revents & (POLLIN | POLLHUP)) != 0) {
+            drain();
+        }
+        if ((fds[0].revents & POLLIN) != 0) {
+            reap();
+            drain();
+            return true;
+        }
+        return false;
+    }
+
     void reap() noexcept {
         int status = 0;
         while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {

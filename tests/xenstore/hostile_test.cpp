@@ -270,3 +270,22 @@ TEST_CASE("connections beyond the limit are refused at accept", "[xenstore][host
     CHECK(third.closed_by_server());
     CHECK(a.read("/b").payload == "1");
 }
+
+TEST_CASE("transactions left open do not block anyone else", "[xenstore][hostile]") {
+    Harness h;
+    RawConn d = h.domain(3);
+    RawConn c = h.dom0();
+    REQUIRE(ok(c.write("/shared", "0")));
+    REQUIRE(ok(c.set_perms("/shared", {"b0"})));
+    for (int i = 0; i < 10; ++i) {
+        const std::uint32_t t = d.tx_start();
+        REQUIRE(d.read("/shared", t).payload == "0");
+        REQUIRE(ok(d.write("/shared", "d", t)));
+    }
+    for (int i = 0; i < 5; ++i) {
+        const std::uint32_t t = c.tx_start();
+        REQUIRE(ok(c.write("/shared", std::to_string(i), t)));
+        CHECK(ok(c.tx_end(t, true)));
+    }
+    CHECK(c.read("/shared").payload == "4");
+}

@@ -151,3 +151,19 @@ TEST_CASE("a domain's identity is fixed by its connection", "[xenstore][perms]")
     ::close(sv[1]);
     CHECK_FALSE(h.server().add_connection(hv::UniqueFd(sv[0]), hv::DomId{0x7ff0}).has_value());
 }
+
+TEST_CASE("an unprivileged domain watching a denied node learns nothing after the initial event",
+          "[xenstore][perms]") {
+    Harness h;
+    RawConn c = h.dom0();
+    REQUIRE(ok(c.write("/private/k", "0")));
+    RawConn d = h.domain(3);
+    REQUIRE(ok(d.watch("/private", "spy")));
+    REQUIRE(d.event());  // the registration event names only the watched path
+    for (int i = 0; i < 5; ++i) {
+        REQUIRE(ok(c.write("/private/k", std::to_string(i))));
+    }
+    REQUIRE(ok(c.rm("/private/k")));
+    CHECK(d.no_event());
+    CHECK(d.read("/private/k").is_error("EACCES"));
+}

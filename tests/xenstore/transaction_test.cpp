@@ -109,3 +109,19 @@ TEST_CASE("watch and unwatch ignore tx_id", "[xenstore][transaction]") {
     REQUIRE(a.event());
     CHECK(ok(a.call(MsgType::XS_UNWATCH, nul_join({"/w", "t"}), 999)));
 }
+
+TEST_CASE("a transaction that loses its conflict fires none of its events",
+          "[xenstore][transaction]") {
+    Harness h;
+    RawConn a = h.dom0(), b = h.dom0(), w = h.dom0();
+    REQUIRE(ok(a.write("/lost/n", "0")));
+    REQUIRE(ok(w.watch("/lost/mine", "t")));
+    REQUIRE(w.event());
+    const std::uint32_t t = a.tx_start();
+    REQUIRE(a.read("/lost/n", t).payload == "0");
+    REQUIRE(ok(a.write("/lost/mine", "1", t)));
+    REQUIRE(ok(b.write("/lost/n", "1")));
+    CHECK(a.tx_end(t, true).is_error("EAGAIN"));
+    CHECK(w.no_event());
+    CHECK(a.read("/lost/mine").is_error("ENOENT"));
+}

@@ -8,7 +8,9 @@
 #include <memory>
 
 #include "hv/rings/protocols/blkif.hpp"
+#include "hv/rings/protocols/console.hpp"
 #include "hv/rings/protocols/netif.hpp"
+#include "hv/rings/protocols/xs_wire.hpp"
 
 using namespace hv::rings;
 
@@ -190,7 +192,8 @@ TEST_CASE("attach with a non-zero start index continues an existing ring", "[rin
     CHECK(f2->free_requests() == 256);
 }
 
-TEST_CASE("push notifies exactly when the event index lies after old and at or before new", "[rings]") {
+TEST_CASE("push notifies exactly when the event index lies after old and at or before new",
+          "[rings]") {
     Pair<NetifTxProtocol> r(1, 100);
     auto push_n = [&](unsigned n, RING_IDX event) {
         r.front.shared().req_event = event;
@@ -468,4 +471,48 @@ TEST_CASE("publish without a notify check still makes requests visible", "[rings
     auto n = r.front.unconsumed_responses();
     REQUIRE(n);
     CHECK(*n == 1);
+}
+
+TEST_CASE("an x86_32 blkif ring carries 108-byte requests with id at offset 4", "[rings]") {
+    Pair<BlkifX86_32Protocol> r(16);
+    CHECK(r.front.size() == 512);
+    for (std::uint64_t i = 0; i < 600; ++i) {  // wraps the 512-slot ring
+        blkif_x86_32_request req{};
+        req.operation = BLKIF_OP_WRITE;
+        req.id = 0x1122334455667700ULL + i;
+        req.sector_number = i;
+        r.front.put_request(req);
+        (void)r.front.push_requests();
+        REQUIRE(r.back.unconsumed());
+        auto got = r.back.take_request();
+        REQUIRE(got);
+        CHECK(got->id == req.id);
+        CHECK(got->sector_number == i);
+        // The raw slot bytes hold the id at offset 4 (x86_32), not 8 (x86_64).
+        const std::byte* slot =
+            r.mem.p + sizeof(SringHeader) + (i % 512) * sizeof(blkif_x86_32_request);
+        std::uint64_t raw_id;
+        std::memcpy(&raw_id, slot + 4, sizeof raw_id);
+        CHECK(raw_id == req.id);
+        blkif_x86_32_response rsp{};
+        rsp.id = got->id;
+        rsp.operation = got->operation;
+        rsp.status = BLKIF_RSP_OKAY;
+        r.back.put_response(rsp);
+        (void)r.back.push_responses();
+        REQUIRE(r.front.unconsumed_responses());
+        auto back_rsp = r.front.take_response();
+        REQUIRE(back_rsp);
+        CHECK(back_rsp->id == req.id);
+    }
+}
+
+TEST_CASE("byte-ring index masks stay inside their buffers", "[rings]") {
+    xencons_interface cons{};
+    CHECK(MASK_XENCONS_IDX(1024, cons.in) == 0);
+    CHECK(MASK_XENCONS_IDX(1023, cons.in) == 1023);
+    CHECK(MASK_XENCONS_IDX(0xFFFFFFFFu, cons.out) == 2047);
+    CHECK(MASK_XENCONS_IDX(2048, cons.out) == 0);
+    CHECK(MASK_XENSTORE_IDX(0xFFFFFFFFu) == 1023);
+    CHECK(MASK_XENSTORE_IDX(1024) == 0);
 }

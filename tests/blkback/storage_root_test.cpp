@@ -2,6 +2,7 @@
 // device-mapper) served by mapping their segments onto the PVs. Every byte written through the
 // engine is found on the PVs where LVM's metadata puts it.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -226,6 +227,38 @@ TEST_CASE("a striped LV over two PVs is served without device-mapper, every byte
         INFO("LV offset " << off);
         CHECK(zero == (off >= lo && off < lo + len));
     }
+}
+
+/// /dev/<vg>/<lv> made by hand (what device-mapper would make), removed on destruction.
+class FakeDmNode {
+public:
+    FakeDmNode(const std::string& vg, const std::string& lv, const std::string& target)
+        : dir_("/dev/" + vg), node_(dir_ + "/" + lv) {
+        REQUIRE(::mkdir(dir_.c_str(), 0755) == 0);
+        REQUIRE(::symlink(target.c_str(), node_.c_str()) == 0);
+    }
+    FakeDmNode(const FakeDmNode&) = delete;
+    FakeDmNode& operator=(const FakeDmNode&) = delete;
+    ~FakeDmNode() {
+        ::unlink(node_.c_str());
+        ::rmdir(dir_.c_str());
+    }
+
+private:
+    std::string dir_;
+    std::string node_;
+};
+
+TEST_CASE("when /dev/VG/LV is a block device the LV is opened there", "[blkback][root][lvm]") {
+    require_root_storage();
+    TestVg vg(1, 16 << 20);
+    vg.lvcreate("-L 4M -n lin", vg.pv(0));
+    hv::test::TempDir dir("hvkit-blk-dm");
+    LoopDevice stand_in((dir / "dm.img").string(), 2 << 20);  // a different size on purpose
+    FakeDmNode node(vg.name(), "lin", stand_in.path());
+    auto made = open_lvm_volume(vg.name(), "lin", LvmScan{vg.devices()});
+    REQUIRE(made.has_value());
+    CHECK((*made)->properties().capacity_bytes == 2 << 20);
 }
 
 }  // namespace

@@ -486,14 +486,18 @@ TEST_CASE("an x86_32 blkif ring carries 108-byte requests with id at offset 4", 
         REQUIRE(r.back.unconsumed());
         auto got = r.back.take_request();
         REQUIRE(got);
-        CHECK(got->id == req.id);
-        CHECK(got->sector_number == i);
+        // Packed (4-aligned) 64-bit fields: read by value, never bind a reference to them.
+        const std::uint64_t got_id = got->id;
+        const std::uint64_t got_sector = got->sector_number;
+        const std::uint64_t want_id = req.id;
+        CHECK(got_id == want_id);
+        CHECK(got_sector == i);
         // The raw slot bytes hold the id at offset 4 (x86_32), not 8 (x86_64).
         const std::byte* slot =
             r.mem.p + sizeof(SringHeader) + (i % 512) * sizeof(blkif_x86_32_request);
         std::uint64_t raw_id;
         std::memcpy(&raw_id, slot + 4, sizeof raw_id);
-        CHECK(raw_id == req.id);
+        CHECK(raw_id == want_id);
         blkif_x86_32_response rsp{};
         rsp.id = got->id;
         rsp.operation = got->operation;
@@ -503,7 +507,8 @@ TEST_CASE("an x86_32 blkif ring carries 108-byte requests with id at offset 4", 
         REQUIRE(r.front.unconsumed_responses());
         auto back_rsp = r.front.take_response();
         REQUIRE(back_rsp);
-        CHECK(back_rsp->id == req.id);
+        const std::uint64_t rsp_id = back_rsp->id;
+        CHECK(rsp_id == want_id);
     }
 }
 

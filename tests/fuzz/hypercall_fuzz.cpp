@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <unistd.h>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <span>
@@ -29,6 +31,11 @@ World& world() {
         auto* x = new World;
         char tmpl[] = "/tmp/hvmin-fuzz.XXXXXX";
         x->dir = ::mkdtemp(tmpl);
+        static std::string dir_to_remove = x->dir;
+        std::atexit([] {
+            std::error_code ec;
+            std::filesystem::remove_all(dir_to_remove, ec);
+        });
         hv::hvmin::CoreConfig cfg;
         cfg.rundir = x->dir;
         cfg.host_xenstore = false;

@@ -367,3 +367,37 @@ TEST_CASE("dom0 registers sealed memfd extents as its own frames", "[hvmin][gran
     Puppet g(h, "guest");
     CHECK(g.cmd("extent 0").rfind("err system " + std::to_string(EINVAL), 0) == 0);
 }
+
+TEST_CASE("query_size and setup_table report the table and reject other domains", "[hvmin][grant][hostile]") {
+    Harness h;
+    Puppet g(h, "guest");
+    auto q = [&](domid_t dom) {
+        gnttab_query_size op{};
+        op.dom = dom;
+        auto r = h.dom0().channel().call(wire::Op::gnttab_query_size, 1, std::as_bytes(std::span(&op, 1)));
+        REQUIRE(r);
+        REQUIRE(r->body.size() == sizeof op);
+        std::memcpy(&op, r->body.data(), sizeof op);
+        return op;
+    };
+    auto self = q(DOMID_SELF);
+    CHECK(self.status == GNTST_okay);
+    CHECK(self.nr_frames == 16);
+    auto other = q(g.domid.get());
+    CHECK(other.status == GNTST_okay);
+    CHECK(other.nr_frames == 16);
+    CHECK(q(999).status == GNTST_bad_domain);
+    CHECK(q(DOMID_IO).status == GNTST_bad_domain);
+    auto setup = [&](domid_t dom, std::uint32_t frames) {
+        gnttab_setup_table op{};
+        op.dom = dom;
+        op.nr_frames = frames;
+        auto r = h.dom0().channel().call(wire::Op::gnttab_setup_table, 1, std::as_bytes(std::span(&op, 1)));
+        REQUIRE(r);
+        std::memcpy(&op, r->body.data(), sizeof op);
+        return op.status;
+    };
+    CHECK(setup(DOMID_SELF, 16) == GNTST_okay);
+    CHECK(setup(DOMID_SELF, 17) == GNTST_general_error);
+    CHECK(setup(g.domid.get(), 1) == GNTST_permission_denied);
+}

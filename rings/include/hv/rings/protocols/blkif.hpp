@@ -114,6 +114,8 @@ static_assert(offsetof(blkif_response, operation) == 8);
 static_assert(offsetof(blkif_response, status) == 10);
 
 // ---- x86_32 layout (64-bit fields 4-byte aligned) ----------------------------------------
+// These are packed to 4: read their 64-bit members by value (`std::uint64_t id = req.id;`);
+// never bind a reference or pointer to them (misaligned: UB, and UBSan says so).
 
 #pragma pack(push, 4)
 struct blkif_x86_32_request {

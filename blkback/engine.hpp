@@ -126,7 +126,9 @@ public:
     virtual std::uint32_t in_flight() const noexcept = 0;
 
     /// Registers memory (e.g. the frontend's mapped extent) for the *_fixed calls; replaces a
-    /// previous registration. Errc::in_use while requests are in flight. At most 1024 buffers.
+    /// previous registration. Errc::in_use while requests are in flight. At most 1024 buffers,
+    /// each at most 1 GiB (io_uring's limit: split a larger extent). The memory is pinned
+    /// (io_uring) until unregistered or the engine dies, and must stay mapped that long.
     virtual hv::Result<void> register_buffers(std::span<const iovec> buffers) noexcept = 0;
     virtual hv::Result<void> unregister_buffers() noexcept = 0;
 };

@@ -190,9 +190,16 @@ public:
     }
     hv::Result<void> init(unsigned sq_entries, unsigned cq_entries) noexcept {
         io_uring_params p{};
+        // SUBMIT_ALL (5.18): one bad SQE does not stop the rest of the batch.
         p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
         p.cq_entries = cq_entries;
-        const int r = ::io_uring_queue_init_params(sq_entries, &ring_, &p);
+        int r = ::io_uring_queue_init_params(sq_entries, &ring_, &p);
+        if (r == -EINVAL) {
+            p = io_uring_params{};
+            p.flags = IORING_SETUP_CQSIZE;
+            p.cq_entries = cq_entries;
+            r = ::io_uring_queue_init_params(sq_entries, &ring_, &p);
+        }
         if (r < 0) {
             return hv::fail_errno(-r);
         }
@@ -643,10 +650,14 @@ hv::Result<void> UringEngine::unregister_buffers() noexcept {
 }
 
 void UringEngine::drain() noexcept {
-    // I/O in flight may target guest pages that die after us: wait for every part.
+    // I/O in flight may target guest pages that die after us: wait for every part the kernel
+    // has. Parts still in the SQ after a last submit attempt never reach it (the ring is torn
+    // down next), so they are not waited for.
     io_uring* ring = ring_.get();
     if (parts_in_flight_ > 0 && ::io_uring_sq_ready(ring) > 0) {
         (void)::io_uring_submit(ring);
+        const unsigned stuck = ::io_uring_sq_ready(ring);
+        parts_in_flight_ -= std::min(stuck, parts_in_flight_);
     }
     while (parts_in_flight_ > 0) {
         io_uring_cqe* cqe = nullptr;

@@ -496,6 +496,10 @@ hv::Result<LvmVolume> lvm_resolve(std::string_view vg, std::string_view lv,
         return hv::fail(Errc::invalid_argument);
     }
     std::string devices;
+    if (scan.devices.empty()) {
+        HV_INFO("blkback: resolving %.*s/%.*s with LVM scanning every device",
+                static_cast<int>(vg.size()), vg.data(), static_cast<int>(lv.size()), lv.data());
+    }
     for (const std::string& d : scan.devices) {
         if (!valid_device_path(d)) {
             return hv::fail(Errc::invalid_argument);

@@ -320,9 +320,11 @@ TEST_CASE("destroying an engine waits for its I/O in flight", "[blkback][uring]"
         for (std::uint64_t i = 0; i < 16; ++i) {
             REQUIRE((*e)->queue_writev(i * 65536, std::vector<iovec>{src.iov(i * 65536, 65536)}, i)
                         .has_value());
+            if (i == 7) {
+                REQUIRE((*e)->submit().has_value());
+            }
         }
-        // Half submitted, half only queued: the destructor must finish both.
-        REQUIRE((*e)->submit().has_value());
+        // Half submitted, half only queued, nothing reaped: the destructor finishes both.
     }
     const auto data = read_file(path);
     CHECK(std::memcmp(data.data(), src.data(), 1 << 20) == 0);

@@ -147,6 +147,7 @@ TEST_CASE("an LV missing from its VG is not found", "[blkback][root][lvm]") {
     CHECK(v.error() == Errc::lvm_not_found);
     auto no_vg = lvm_resolve(vg.name() + "nope", "here", LvmScan{vg.devices()});
     REQUIRE_FALSE(no_vg.has_value());
+    CHECK(no_vg.error() == Errc::lvm_not_found);
 }
 
 TEST_CASE("a scan limited to one PV of a striped LV does not serve it", "[blkback][root][lvm]") {

@@ -123,6 +123,38 @@ TEST_CASE("uring on a loop device round-trips data, flushes and discards",
     }
 }
 
+TEST_CASE("a loop device with 4096-byte sectors is served with that block size",
+          "[blkback][root][uring]") {
+    require_root_storage();
+    hv::test::TempDir dir("hvkit-blk-loop");
+    const std::string file = (dir / "disk4k.img").string();
+    {
+        const int fd = ::open(file.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+        REQUIRE(fd >= 0);
+        REQUIRE(::ftruncate(fd, 4 << 20) == 0);
+        ::close(fd);
+    }
+    const CmdResult r = sh("losetup --find --show --sector-size 4096 " + file);
+    REQUIRE(r.status == 0);
+    const std::string dev = r.output.substr(0, r.output.find('\n'));
+    struct Detach {
+        std::string d;
+        ~Detach() { (void)sh("losetup -d " + d); }
+    } detach{dev};
+    auto made = make_uring_engine(dev, {});
+    REQUIRE(made.has_value());
+    auto& e = **made;
+    CHECK(e.properties().logical_block_size == 4096);
+    AlignedBuf buf(8192);
+    buf.fill(9);
+    CHECK(e.queue_writev(512, std::vector<iovec>{buf.iov(0, 4096)}, 1).error() == Errc::misaligned);
+    CHECK(e.queue_writev(0, std::vector<iovec>{buf.iov(0, 512)}, 1).error() == Errc::misaligned);
+    REQUIRE(e.queue_writev(4096, std::vector<iovec>{buf.iov(0, 8192)}, 2).has_value());
+    CHECK(run_one(e, 2) == 8192);
+    const auto raw = read_dev(dev, 4096, 8192);
+    CHECK(std::memcmp(raw.data(), buf.data(), 8192) == 0);
+}
+
 TEST_CASE("lvm_resolve reads a linear LV's geometry from LVM", "[blkback][root][lvm]") {
     require_root_storage();
     TestVg vg(1, 32 << 20);

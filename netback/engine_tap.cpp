@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine.hpp"
+#include "hv/log.hpp"
 
 namespace hv::net {
 namespace {
@@ -47,7 +48,7 @@ public:
 
     hv::Result<unsigned> receive(std::span<RxBuffer> out) noexcept override {
         unsigned n = 0;
-        for (; n < out.size(); ++n) {
+        while (n < out.size()) {
             RxBuffer& b = out[n];
             if (b.data.size() < max_frame_) {
                 if (n == 0) {
@@ -55,8 +56,10 @@ public:
                 }
                 break;
             }
-            iovec iov[2] = {{&b.hdr, sizeof b.hdr}, {b.data.data(), b.data.size()}};
-            const ssize_t r = ::readv(fd_.get(), iov, 2);
+            // Exactly max_frame_ bytes of buffer, then one spill byte: tun truncates a longer
+            // frame silently, and landing in the spill byte is how we notice.
+            iovec iov[3] = {{&b.hdr, sizeof b.hdr}, {b.data.data(), max_frame_}, {&spill_, 1}};
+            const ssize_t r = ::readv(fd_.get(), iov, 3);
             if (r < 0) {
                 if (errno == EAGAIN || errno == EINTR) {
                     break;
@@ -66,10 +69,19 @@ public:
                 }
                 return hv::fail_errno();
             }
-            if (static_cast<std::size_t>(r) < sizeof b.hdr) {
+            const auto got = static_cast<std::size_t>(r);
+            if (got < sizeof b.hdr) {
                 return hv::fail(Errc::protocol);
             }
-            b.len = static_cast<std::uint32_t>(static_cast<std::size_t>(r) - sizeof b.hdr);
+            if (got - sizeof b.hdr > max_frame_) {
+                // Longer than this engine was built for (the device's MTU was raised behind
+                // it): consumed and truncated by tun; drop it rather than report a torn frame.
+                ++oversize_dropped_;
+                HV_LOG_RL(warn, "tap: dropped a frame over %zu bytes", max_frame_);
+                continue;
+            }
+            b.len = static_cast<std::uint32_t>(got - sizeof b.hdr);
+            ++n;
         }
         return n;
     }
@@ -82,6 +94,8 @@ private:
     hv::UniqueFd fd_;
     Features features_;
     std::size_t max_frame_ = 0;
+    std::uint64_t oversize_dropped_ = 0;
+    std::uint8_t spill_ = 0;
 };
 
 }  // namespace

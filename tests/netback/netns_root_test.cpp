@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <stdexcept>
 
 #include "netback/netlink.hpp"
 #include "netns.hpp"
@@ -123,4 +124,38 @@ TEST_CASE("a command in a namespace that overstays its timeout is killed", "[net
     auto missing = ns->exec({"/nonexistent/hvkit-tool"}, 1000);
     REQUIRE(missing.has_value());
     CHECK(missing->exit_code == 127);
+}
+
+TEST_CASE("an exception inside a namespace thread reaches the caller", "[netns][root]") {
+    hv::test::require_root();
+    auto ns = hv::test::NetNs::create();
+    REQUIRE(ns.has_value());
+    CHECK_THROWS_AS(ns->run([]() -> int { throw std::runtime_error("inside"); }),
+                    std::runtime_error);
+    CHECK_THROWS_AS(ns->run([] { throw std::logic_error("inside"); }), std::logic_error);
+    CHECK(ns->run([] { return 5; }) == 5);
+}
+
+TEST_CASE("a namespace left behind by a crashed test process is swept on the next create",
+          "[netns][root]") {
+    hv::test::require_root();
+    // A pid that is certainly dead: a child we started and reaped.
+    auto child = hv::Subprocess::spawn({"true"});
+    REQUIRE(child.has_value());
+    const pid_t pid = child->pid();
+    REQUIRE(child->wait(5000).has_value());
+    const std::string stale = "hvtsweep-" + std::to_string(pid) + "-0";
+    auto added = hv::run({"ip", "netns", "add", stale}, 10000);
+    REQUIRE(added.has_value());
+    REQUIRE(added->exit_code == 0);
+    REQUIRE(std::filesystem::exists("/run/netns/" + stale));
+    const std::string alive = "hvtsweep-" + std::to_string(::getpid()) + "-99";
+    REQUIRE(hv::run({"ip", "netns", "add", alive}, 10000)->exit_code == 0);
+    {
+        auto ns = hv::test::NetNs::create("hvtsweep");
+        REQUIRE(ns.has_value());
+        CHECK_FALSE(std::filesystem::exists("/run/netns/" + stale));
+        CHECK(std::filesystem::exists("/run/netns/" + alive));  // our own pid: not stale
+    }
+    REQUIRE(hv::run({"ip", "netns", "del", alive}, 10000)->exit_code == 0);
 }

@@ -4,7 +4,12 @@
 
 #include <linux/if_tun.h>
 #include <net/if.h>
+#include <linux/if_packet.h>
+#include <poll.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
+
+#include <cstring>
 
 #include "frames.hpp"
 #include "netback/netlink.hpp"
@@ -108,4 +113,59 @@ TEST_CASE("a tap engine exchanges ARP and ping with its namespace's stack",
     std::vector<std::byte> small(100);
     RxBuffer rx{small};
     CHECK((*eng)->receive({&rx, 1}).error() == Errc::buffer_too_small);
+}
+
+TEST_CASE("a frame longer than the engine was built for is dropped, not reported truncated",
+          "[netback][tap][engine][hostile][root]") {
+    hv::test::require_root();
+    auto ns = hv::test::NetNs::create();
+    REQUIRE(ns.has_value());
+    auto nl = Netlink::open(ns->fd());
+    REQUIRE(nl.has_value());
+    TapConfig c;
+    c.name = "vif5.0";
+    c.netns_fd = ns->fd();
+    c.offloads = Features{};  // no TSO: buffers sized for the MTU
+    auto tap = Tap::open(c);
+    REQUIRE(tap.has_value());
+    REQUIRE(nl->set_mtu("vif5.0", 9000).has_value());  // raised behind the engine's back
+    REQUIRE(nl->set_up("vif5.0", true).has_value());
+    auto eng = tap->make_engine(0, 1500);
+    REQUIRE(eng.has_value());
+    REQUIRE((*eng)->max_frame_bytes() == 1500 + 18);
+    hv::UniqueFd pkt = ns->run([] {
+        hv::UniqueFd s(::socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, 0));
+        sockaddr_ll ll{};
+        ll.sll_family = AF_PACKET;
+        ll.sll_ifindex = static_cast<int>(::if_nametoindex("vif5.0"));
+        if (!s || ::bind(s.get(), reinterpret_cast<sockaddr*>(&ll), sizeof ll) != 0) {
+            return hv::UniqueFd{};
+        }
+        return s;
+    });
+    REQUIRE(pkt.valid());
+    auto frame = [](std::size_t len, std::uint8_t tag) {
+        Bytes f(len, tag);
+        const Mac m{0x02, 0, 0, 0, 5, 0};
+        std::memcpy(f.data(), m.data(), 6);
+        f[12] = 0x88;
+        f[13] = 0xb5;
+        return f;
+    };
+    const Bytes big = frame(4000, 1);
+    const Bytes small = frame(200, 2);
+    REQUIRE(::send(pkt.get(), big.data(), big.size(), 0) == 4000);
+    REQUIRE(::send(pkt.get(), small.data(), small.size(), 0) == 200);
+
+    std::vector<std::byte> b1((*eng)->max_frame_bytes());
+    std::vector<std::byte> b2((*eng)->max_frame_bytes());
+    RxBuffer rx[2] = {RxBuffer{b1}, RxBuffer{b2}};
+    pollfd p{(*eng)->notify_fd(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 2000) == 1);
+    auto n = (*eng)->receive(rx);
+    REQUIRE(n.has_value());
+    INFO("lens " << rx[0].len << " " << rx[1].len);
+    REQUIRE(*n == 1);  // the 4000-byte frame was consumed and dropped
+    CHECK(rx[0].len == 200);
+    CHECK(std::memcmp(b1.data(), small.data(), small.size()) == 0);
 }

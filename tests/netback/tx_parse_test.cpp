@@ -391,3 +391,51 @@ TEST_CASE("random slot sequences never break the parser's invariants", "[netback
                 p.slots_consumed);
     }
 }
+
+TEST_CASE("extra_info on a follow-on slot is ignored, as Linux does", "[netback][tx][hostile]") {
+    auto slots = chain(2);
+    slots[1].flags |= w::NETTXF_extra_info;  // only slot 0's flag means "extras follow"
+    slots.push_back(typed_extra(0));         // would be fatal if parsed as an extra
+    const TxPacket p = parse_tx(slots, cfg);
+    CHECK(p.verdict == TxVerdict::forward);
+    CHECK(p.slots_consumed == 3);
+    CHECK(p.extra_count == 0);
+}
+
+TEST_CASE("undefined flag bits are ignored and the checksum flags pass through",
+          "[netback][tx][hostile]") {
+    const std::vector slots{req(60, 0xfff0 | w::NETTXF_data_validated)};
+    const TxPacket p = parse_tx(slots, cfg);
+    CHECK(p.verdict == TxVerdict::forward);
+    CHECK(p.data_validated());
+    CHECK_FALSE(p.csum_blank());
+    CHECK(p.slots_consumed == 1);
+}
+
+TEST_CASE("extra slots do not count towards the follow-on slot limits", "[netback][tx]") {
+    auto slots = chain(XEN_NETBK_LEGACY_SLOTS_MAX);
+    slots[0].flags |= w::NETTXF_extra_info;
+    w::netif_extra_info h{};
+    h.type = w::XEN_NETIF_EXTRA_TYPE_HASH;
+    h.flags = w::XEN_NETIF_EXTRA_FLAG_MORE;
+    slots.insert(slots.begin() + 1, as_slot(h));
+    slots.insert(slots.begin() + 2, typed_extra(w::XEN_NETIF_EXTRA_TYPE_XDP));
+    const TxPacket p = parse_tx(slots, cfg);
+    CHECK(p.verdict == TxVerdict::forward);
+    CHECK(p.extra_count == 2);
+    CHECK(p.slots_consumed == 1 + 2 + XEN_NETBK_LEGACY_SLOTS_MAX);
+}
+
+TEST_CASE("a multicast-delete request carries its address", "[netback][tx]") {
+    w::netif_extra_info m{};
+    m.type = w::XEN_NETIF_EXTRA_TYPE_MCAST_DEL;
+    m.u.mcast.addr[0] = 0x33;
+    m.u.mcast.addr[5] = 0x01;
+    const std::vector slots{req(0, w::NETTXF_extra_info, 0, 8), as_slot(m)};
+    const TxPacket p = parse_tx(slots, cfg);
+    REQUIRE(p.verdict == TxVerdict::multicast);
+    CHECK(p.mcast_del);
+    CHECK_FALSE(p.mcast_add);
+    CHECK(p.mcast_addr[0] == 0x33);
+    CHECK(p.mcast_addr[5] == 0x01);
+}

@@ -6,6 +6,7 @@
 
 #include <sched.h>
 
+#include <exception>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -39,24 +40,40 @@ public:
     int fd() const noexcept { return fd_.get(); }
 
     /// Runs fn() on a short-lived thread that joined this namespace and returns its result;
-    /// the calling thread's namespace is never changed.
+    /// the calling thread's namespace is never changed. An exception fn throws (a failed
+    /// REQUIRE, say) is rethrown in the caller.
     template <class F>
     auto run(F&& fn) const -> std::invoke_result_t<F&> {
         using R = std::invoke_result_t<F&>;
         const int nsfd = fd_.get();
+        std::exception_ptr error;
         if constexpr (std::is_void_v<R>) {
             std::thread t([&] {
                 enter_or_abort(nsfd);
-                fn();
+                try {
+                    fn();
+                } catch (...) {
+                    error = std::current_exception();
+                }
             });
             t.join();
+            if (error) {
+                std::rethrow_exception(error);
+            }
         } else {
             std::optional<R> out;
             std::thread t([&] {
                 enter_or_abort(nsfd);
-                out.emplace(fn());
+                try {
+                    out.emplace(fn());
+                } catch (...) {
+                    error = std::current_exception();
+                }
             });
             t.join();
+            if (error) {
+                std::rethrow_exception(error);
+            }
             return std::move(*out);
         }
     }

@@ -7,9 +7,9 @@
 
 namespace hv::detail {
 
-void assert_fail(const char* expr, std::source_location where) noexcept {
-    HV_ERROR("assertion failed: %s at %s:%u (%s)", expr, where.file_name(),
-             static_cast<unsigned>(where.line()), where.function_name());
+void assert_fail(const char* expr, const char* file, unsigned line,
+                 const char* function) noexcept {
+    HV_ERROR("assertion failed: %s at %s:%u (%s)", expr, file, line, function);
     std::abort();
 }
 

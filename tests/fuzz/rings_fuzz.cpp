@@ -17,14 +17,6 @@
 
 using namespace hv::rings;
 
-#ifdef HV_RINGS_FUZZ_STANDALONE
-// The fuzzer does not link hv::common: an HV_ASSERT failure is a finding, so just trap.
-namespace hv::detail {
-[[noreturn]] void assert_fail(const char*, std::source_location) noexcept {
-    __builtin_trap();
-}
-}  // namespace hv::detail
-#endif
 
 namespace {
 

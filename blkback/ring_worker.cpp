@@ -101,14 +101,16 @@ struct RingWorker::Impl {
     std::vector<rings::gnttab_copy> copy_ops;
 
     // persistent grants (map mode): LRU list of unused-or-used entries, bounded by capacity
-    std::vector<PGrant> pgrant_store;
+    std::unique_ptr<PGrant[]> pgrant_store;
+    std::size_t pgrant_cap = 0;
     std::vector<bi::unordered_set<PGrant>::bucket_type> pgrant_buckets;
     std::optional<bi::unordered_set<PGrant>> pgrant_set;
     bi::list<PGrant> pgrant_lru;   // cached, most recently used at the back
     bi::list<PGrant> pgrant_free;  // unused storage
     std::atomic<std::size_t> pgrant_count{0};
 
-    std::vector<Slot> slots;
+    std::unique_ptr<Slot[]> slots;
+    std::size_t nslots = 0;
     bi::list<Slot> free_slots;
     unsigned busy = 0;                 // slots not free
     Slot* ordered = nullptr;           // a flush/barrier waiting for the drain
@@ -647,7 +649,7 @@ struct RingWorker::Impl {
             const unsigned n = engine->reap(completions);
             for (unsigned i = 0; i < n; ++i) {
                 const auto idx = completions[i].cookie;
-                HV_ASSERT(idx < slots.size() && slots[idx].stage != Stage::free);
+                HV_ASSERT(idx < nslots && slots[idx].stage != Stage::free);
                 complete(slots[idx], completions[i].result);
             }
             total += n;
@@ -725,8 +727,8 @@ RingWorker::~RingWorker() {
         // Teardown order: engine (its I/O already drained by run()), then data mappings, then
         // persistent grants, the ring and the channel (members destroyed in reverse order).
         impl_->engine.reset();
-        for (auto& s : impl_->slots) {
-            impl_->release_data(s);
+        for (std::size_t i = 0; i < impl_->nslots; ++i) {
+            impl_->release_data(impl_->slots[i]);
         }
         impl_->pgrant_lru.clear();
         impl_->pgrant_free.clear();
@@ -807,7 +809,8 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
 
     const unsigned max_segs = std::max<unsigned>(rings::BLKIF_MAX_SEGMENTS_PER_REQUEST,
                                                  w.cfg.limits.max_indirect_segments);
-    w.slots.resize(w.size);
+    w.slots = std::make_unique<Slot[]>(w.size);
+    w.nslots = w.size;
     for (std::uint32_t i = 0; i < w.size; ++i) {
         Slot& s = w.slots[i];
         s.index = i;
@@ -843,12 +846,13 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
     if (w.cfg.persistent) {
         // Bounded by the ring: as many grants as the ring's requests can name directly.
         const std::size_t cap = std::size_t{w.size} * rings::BLKIF_MAX_SEGMENTS_PER_REQUEST;
-        w.pgrant_store = std::vector<PGrant>(cap);
+        w.pgrant_store = std::make_unique<PGrant[]>(cap);
+        w.pgrant_cap = cap;
         w.pgrant_buckets.resize(std::bit_ceil(cap));
         w.pgrant_set.emplace(bi::unordered_set<PGrant>::bucket_traits(w.pgrant_buckets.data(),
                                                                       w.pgrant_buckets.size()));
-        for (auto& g : w.pgrant_store) {
-            w.pgrant_free.push_back(g);
+        for (std::size_t i = 0; i < cap; ++i) {
+            w.pgrant_free.push_back(w.pgrant_store[i]);
         }
     }
 

@@ -1,11 +1,16 @@
 // hvbench suite `ring`: requests/s and round-trip latency through Xen-ABI rings (blkif, netif
-// tx) between two threads on different CPUs, with real eventfd notifications and the ring's
+// tx) between two threads on different CPUs (`*_2threads`, `*_rtt`) and between two processes
+// sharing the ring through a memfd (`*_2proc`), with real eventfd notifications and the ring's
 // notification hold-off, beside the same messages through a SOCK_SEQPACKET socketpair and a
-// pipe pair measured in the same run.
+// pipe pair (between the same two threads or processes) measured in the same run.
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,9 +18,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "harness.hpp"
@@ -153,9 +160,21 @@ struct RingSetup {
     hv::UniqueFd to_back;
     hv::UniqueFd to_front;
 
-    static hv::Result<RingSetup> create(unsigned pages) {
+    /// `shared`: the ring lives in a memfd mapped MAP_SHARED, so a forked child shares it
+    /// (the two-process cases); otherwise private anonymous memory (the two-thread cases).
+    static hv::Result<RingSetup> create(unsigned pages, bool shared = false) {
         RingSetup s;
-        auto m = hv::Mapping::anonymous(std::size_t{pages} * rings::XEN_PAGE_SIZE);
+        const std::size_t len = std::size_t{pages} * rings::XEN_PAGE_SIZE;
+        hv::Result<hv::Mapping> m = hv::fail(std::make_error_code(std::errc::invalid_argument));
+        if (shared) {
+            hv::UniqueFd memfd(::memfd_create("hvbench-ring", MFD_CLOEXEC));
+            if (!memfd.valid() || ::ftruncate(memfd.get(), static_cast<off_t>(len)) != 0) {
+                return hv::fail_errno();
+            }
+            m = hv::Mapping::map_shared(memfd.get(), len);
+        } else {
+            m = hv::Mapping::anonymous(len);
+        }
         if (!m) {
             return hv::fail(m.error());
         }
@@ -202,128 +221,198 @@ hv::Result<void> ring_back(BackRing<typename M::P>& back, int to_back, int to_fr
     return {};
 }
 
-/// Throughput: the front keeps the ring full; both sides sleep only when they must.
-template <class M>
-hv::Result<Sample> ring_throughput(unsigned pages, std::uint64_t n) {
-    auto setup = RingSetup::create(pages);
-    if (!setup) {
-        return hv::fail(setup.error());
-    }
-    auto front = FrontRing<typename M::P>::init(setup->mem.bytes());
-    auto back = BackRing<typename M::P>::attach(setup->mem.bytes());
-    if (!front || !back) {
-        return hv::fail(!front ? front.error() : back.error());
-    }
-    hv::Result<void> back_rc;
-    std::thread back_thread([&] {
-        pin_to_cpu(1);
-        back_rc = ring_back<M>(*back, setup->to_back.get(), setup->to_front.get(), n);
-    });
-    hv::Result<void> front_rc;
-    double secs = 0;
-    std::thread front_thread([&] {
-        pin_to_cpu(0);
-        const auto t0 = Clock::now();
-        front_rc = [&]() -> hv::Result<void> {
-            std::uint64_t sent = 0;
-            std::uint64_t answered = 0;
-            while (answered < n) {
-                while (!front->full() && sent < n) {
-                    M::make(front->next_request(), sent++);
-                    front->commit_request();
-                }
-                if (front->push_requests()) {
-                    HV_TRY(kick(setup->to_back.get()));
-                }
-                auto ready = front->unconsumed_responses();
-                if (!ready) {
-                    return hv::fail(ready.error());
-                }
-                while (auto rsp = front->take_response()) {
-                    if (!M::matches(*rsp, answered)) {
-                        return hv::fail(bad_data());
-                    }
-                    ++answered;
-                }
-                if (answered < n && (front->full() || sent == n)) {
-                    auto more = front->final_check_for_responses();
-                    if (!more) {
-                        return hv::fail(more.error());
-                    }
-                    if (!*more) {
-                        HV_TRY(wait_kick(setup->to_front.get()));
-                    }
-                }
+/// A forked child process running one side of a case. The child is pinned to the second CPU,
+/// dies with its parent (PR_SET_PDEATHSIG) and exits 0 if its side succeeded. The destructor
+/// SIGKILLs (by pid) and reaps a child that was not waited for.
+class Child {
+public:
+    /// Forks; the child runs `body` and _exits. Call only while this process has one thread.
+    template <class F>
+    static hv::Result<Child> fork(F&& body) {
+        const pid_t parent = ::getpid();
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            return hv::fail_errno();
+        }
+        if (pid == 0) {
+            (void)::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (::getppid() != parent) {
+                ::_exit(3);
             }
-            return {};
-        }();
-        secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    });
-    front_thread.join();
-    back_thread.join();
-    HV_TRY(front_rc);
-    HV_TRY(back_rc);
-    return Sample{static_cast<double>(n) / secs};
+            pin_to_cpu(1);
+            const hv::Result<void> rc = body();
+            ::_exit(rc ? 0 : 1);
+        }
+        return Child(pid);
+    }
+    Child(Child&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
+    Child& operator=(Child&&) = delete;
+    Child(const Child&) = delete;
+    Child& operator=(const Child&) = delete;
+    ~Child() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            (void)wait();
+        }
+    }
+    /// Reaps the child (its own waits are bounded, so this is too). Errors: bad_message if it
+    /// failed, the waitpid errno.
+    hv::Result<void> wait() noexcept {
+        int status = 0;
+        pid_t r;
+        do {
+            r = ::waitpid(pid_, &status, 0);
+        } while (r < 0 && errno == EINTR);
+        pid_ = -1;
+        if (r < 0) {
+            return hv::fail_errno();
+        }
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            return hv::fail(bad_data());
+        }
+        return {};
+    }
+
+private:
+    explicit Child(pid_t pid) noexcept : pid_(pid) {}
+    pid_t pid_;
+};
+
+/// The front end of the throughput cases: keeps the ring full, sleeps only when it must.
+template <class M>
+hv::Result<void> ring_front(FrontRing<typename M::P>& front, int to_back, int to_front,
+                            std::uint64_t n) {
+    std::uint64_t sent = 0;
+    std::uint64_t answered = 0;
+    while (answered < n) {
+        while (!front.full() && sent < n) {
+            M::make(front.next_request(), sent++);
+            front.commit_request();
+        }
+        if (front.push_requests()) {
+            HV_TRY(kick(to_back));
+        }
+        auto ready = front.unconsumed_responses();
+        if (!ready) {
+            return hv::fail(ready.error());
+        }
+        while (auto rsp = front.take_response()) {
+            if (!M::matches(*rsp, answered)) {
+                return hv::fail(bad_data());
+            }
+            ++answered;
+        }
+        if (answered < n && (front.full() || sent == n)) {
+            auto more = front.final_check_for_responses();
+            if (!more) {
+                return hv::fail(more.error());
+            }
+            if (!*more) {
+                HV_TRY(wait_kick(to_front));
+            }
+        }
+    }
+    return {};
 }
 
-/// Round trip: one request at a time, each side asleep on its eventfd in between.
+/// The front end of the round-trip cases: one request at a time, asleep until its answer.
 template <class M>
-hv::Result<Sample> ring_rtt(std::uint64_t n) {
-    auto setup = RingSetup::create(1);
-    if (!setup) {
-        return hv::fail(setup.error());
-    }
-    auto front = FrontRing<typename M::P>::init(setup->mem.bytes());
-    auto back = BackRing<typename M::P>::attach(setup->mem.bytes());
-    if (!front || !back) {
-        return hv::fail(!front ? front.error() : back.error());
-    }
-    hv::Result<void> back_rc;
-    std::thread back_thread([&] {
-        pin_to_cpu(1);
-        back_rc = ring_back<M>(*back, setup->to_back.get(), setup->to_front.get(), n);
-    });
-    std::vector<double> ns;
-    ns.reserve(n);
-    hv::Result<void> front_rc;
-    std::thread front_thread([&] {
-        pin_to_cpu(0);
-        front_rc = [&]() -> hv::Result<void> {
-            for (std::uint64_t i = 0; i < n; ++i) {
-                const auto t0 = Clock::now();
-                M::make(front->next_request(), i);
-                front->commit_request();
-                if (front->push_requests()) {
-                    HV_TRY(kick(setup->to_back.get()));
-                }
-                for (;;) {
-                    auto more = front->final_check_for_responses();
-                    if (!more) {
-                        return hv::fail(more.error());
-                    }
-                    if (*more) {
-                        break;
-                    }
-                    HV_TRY(wait_kick(setup->to_front.get()));
-                }
-                auto rsp = front->take_response();
-                if (!rsp || !M::matches(*rsp, i)) {
-                    return hv::fail(bad_data());
-                }
-                ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
+hv::Result<void> ring_front_rtt(FrontRing<typename M::P>& front, int to_back, int to_front,
+                                std::uint64_t n, std::vector<double>& ns) {
+    for (std::uint64_t i = 0; i < n; ++i) {
+        const auto t0 = Clock::now();
+        M::make(front.next_request(), i);
+        front.commit_request();
+        if (front.push_requests()) {
+            HV_TRY(kick(to_back));
+        }
+        for (;;) {
+            auto more = front.final_check_for_responses();
+            if (!more) {
+                return hv::fail(more.error());
             }
-            return {};
-        }();
-    });
-    front_thread.join();
-    back_thread.join();
-    HV_TRY(front_rc);
-    HV_TRY(back_rc);
+            if (*more) {
+                break;
+            }
+            HV_TRY(wait_kick(to_front));
+        }
+        auto rsp = front.take_response();
+        if (!rsp || !M::matches(*rsp, i)) {
+            return hv::fail(bad_data());
+        }
+        ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
+    }
+    return {};
+}
+
+Sample latency_sample(const std::vector<double>& ns) {
     Sample s;
     s.p50 = percentile(ns, 50);
     s.p99 = percentile(ns, 99);
     s.value = s.p50;
     return s;
+}
+
+/// Where the two sides run: two threads of this process, or this process and a forked child
+/// (the back end), the ring in a memfd both map.
+enum class Sides { threads, processes };
+
+template <class M>
+hv::Result<Sample> ring_case(Sides sides, unsigned pages, std::uint64_t n, bool rtt) {
+    auto setup = RingSetup::create(pages, sides == Sides::processes);
+    if (!setup) {
+        return hv::fail(setup.error());
+    }
+    auto front = FrontRing<typename M::P>::init(setup->mem.bytes());
+    if (!front) {
+        return hv::fail(front.error());
+    }
+    auto back_side = [&]() -> hv::Result<void> {
+        auto back = BackRing<typename M::P>::attach(setup->mem.bytes());
+        if (!back) {
+            return hv::fail(back.error());
+        }
+        return ring_back<M>(*back, setup->to_back.get(), setup->to_front.get(), n);
+    };
+    std::optional<Child> child;
+    hv::Result<void> back_rc;
+    std::thread back_thread;
+    if (sides == Sides::processes) {
+        auto c = Child::fork(back_side);
+        if (!c) {
+            return hv::fail(c.error());
+        }
+        child.emplace(std::move(*c));
+    } else {
+        back_thread = std::thread([&] {
+            pin_to_cpu(1);
+            back_rc = back_side();
+        });
+    }
+    std::vector<double> ns;
+    ns.reserve(rtt ? n : 0);
+    hv::Result<void> front_rc;
+    double secs = 0;
+    std::thread front_thread([&] {
+        pin_to_cpu(0);
+        const auto t0 = Clock::now();
+        front_rc = rtt ? ring_front_rtt<M>(*front, setup->to_back.get(), setup->to_front.get(),
+                                           n, ns)
+                       : ring_front<M>(*front, setup->to_back.get(), setup->to_front.get(), n);
+        secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    });
+    front_thread.join();
+    if (child) {
+        if (!front_rc) {
+            return hv::fail(front_rc.error());  // ~Child kills the back end
+        }
+        back_rc = child->wait();
+    } else {
+        back_thread.join();
+    }
+    HV_TRY(front_rc);
+    HV_TRY(back_rc);
+    return rtt ? latency_sample(ns) : Sample{static_cast<double>(n) / secs};
 }
 
 /// A bidirectional byte channel for the peers: a SOCK_SEQPACKET socketpair, or two pipes.
@@ -380,107 +469,105 @@ hv::Result<void> channel_back(Channel& c, std::uint64_t n) {
     return {};
 }
 
-/// Peer throughput: the same messages, `window` outstanding, one syscall per message.
+/// Peer throughput front: the same messages, `window` outstanding, one syscall per message.
 template <class M>
-hv::Result<Sample> channel_throughput(hv::Result<Channel> (*make)(), std::uint64_t n,
-                                      unsigned window) {
+hv::Result<void> channel_front(Channel& ch, std::uint64_t n, unsigned window) {
+    std::uint64_t sent = 0;
+    std::uint64_t answered = 0;
+    while (answered < n) {
+        while (sent < n && sent - answered < window) {
+            typename M::P::request req;
+            M::make(req, sent++);
+            HV_TRY(write_all(ch.front_tx.get(), &req, sizeof req));
+        }
+        typename M::P::response rsp;
+        HV_TRY(read_exact(ch.front_rx.get(), &rsp, sizeof rsp));
+        if (!M::matches(rsp, answered)) {
+            return hv::fail(bad_data());
+        }
+        ++answered;
+    }
+    return {};
+}
+
+template <class M>
+hv::Result<void> channel_front_rtt(Channel& ch, std::uint64_t n, std::vector<double>& ns) {
+    for (std::uint64_t i = 0; i < n; ++i) {
+        const auto t0 = Clock::now();
+        typename M::P::request req;
+        M::make(req, i);
+        HV_TRY(write_all(ch.front_tx.get(), &req, sizeof req));
+        typename M::P::response rsp;
+        HV_TRY(read_exact(ch.front_rx.get(), &rsp, sizeof rsp));
+        if (!M::matches(rsp, i)) {
+            return hv::fail(bad_data());
+        }
+        ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
+    }
+    return {};
+}
+
+/// A peer case: throughput with `window` outstanding (rtt == false) or ping-pong latency.
+template <class M>
+hv::Result<Sample> channel_case(Sides sides, hv::Result<Channel> (*make)(), std::uint64_t n,
+                                bool rtt) {
     auto ch = make();
     if (!ch) {
         return hv::fail(ch.error());
     }
+    std::optional<Child> child;
     hv::Result<void> back_rc;
-    std::thread back_thread([&] {
-        pin_to_cpu(1);
-        back_rc = channel_back<M>(*ch, n);
-    });
+    std::thread back_thread;
+    if (sides == Sides::processes) {
+        auto c = Child::fork([&] { return channel_back<M>(*ch, n); });
+        if (!c) {
+            return hv::fail(c.error());
+        }
+        child.emplace(std::move(*c));
+        // The parent keeps only its own ends, so a dead child is an EOF, not a hang.
+        ch->back_rx.reset();
+        ch->back_tx.reset();
+    } else {
+        back_thread = std::thread([&] {
+            pin_to_cpu(1);
+            back_rc = channel_back<M>(*ch, n);
+        });
+    }
+    std::vector<double> ns;
+    ns.reserve(rtt ? n : 0);
     hv::Result<void> front_rc;
     double secs = 0;
     std::thread front_thread([&] {
         pin_to_cpu(0);
         const auto t0 = Clock::now();
-        front_rc = [&]() -> hv::Result<void> {
-            std::uint64_t sent = 0;
-            std::uint64_t answered = 0;
-            while (answered < n) {
-                while (sent < n && sent - answered < window) {
-                    typename M::P::request req;
-                    M::make(req, sent++);
-                    HV_TRY(write_all(ch->front_tx.get(), &req, sizeof req));
-                }
-                typename M::P::response rsp;
-                HV_TRY(read_exact(ch->front_rx.get(), &rsp, sizeof rsp));
-                if (!M::matches(rsp, answered)) {
-                    return hv::fail(bad_data());
-                }
-                ++answered;
-            }
-            return {};
-        }();
+        front_rc = rtt ? channel_front_rtt<M>(*ch, n, ns) : channel_front<M>(*ch, n, peer_window);
         secs = std::chrono::duration<double>(Clock::now() - t0).count();
     });
     front_thread.join();
     if (!front_rc) {
         ch->front_tx.reset();  // unblock the back end
     }
-    back_thread.join();
+    if (child) {
+        if (!front_rc) {
+            return hv::fail(front_rc.error());
+        }
+        back_rc = child->wait();
+    } else {
+        back_thread.join();
+    }
     HV_TRY(front_rc);
     HV_TRY(back_rc);
-    return Sample{static_cast<double>(n) / secs};
+    return rtt ? latency_sample(ns) : Sample{static_cast<double>(n) / secs};
 }
 
 template <class M>
-hv::Result<Sample> channel_rtt(hv::Result<Channel> (*make)(), std::uint64_t n) {
-    auto ch = make();
-    if (!ch) {
-        return hv::fail(ch.error());
-    }
-    hv::Result<void> back_rc;
-    std::thread back_thread([&] {
-        pin_to_cpu(1);
-        back_rc = channel_back<M>(*ch, n);
-    });
-    std::vector<double> ns;
-    ns.reserve(n);
-    hv::Result<void> front_rc;
-    std::thread front_thread([&] {
-        pin_to_cpu(0);
-        front_rc = [&]() -> hv::Result<void> {
-            for (std::uint64_t i = 0; i < n; ++i) {
-                const auto t0 = Clock::now();
-                typename M::P::request req;
-                M::make(req, i);
-                HV_TRY(write_all(ch->front_tx.get(), &req, sizeof req));
-                typename M::P::response rsp;
-                HV_TRY(read_exact(ch->front_rx.get(), &rsp, sizeof rsp));
-                if (!M::matches(rsp, i)) {
-                    return hv::fail(bad_data());
-                }
-                ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
-            }
-            return {};
-        }();
-    });
-    front_thread.join();
-    if (!front_rc) {
-        ch->front_tx.reset();
-    }
-    back_thread.join();
-    HV_TRY(front_rc);
-    HV_TRY(back_rc);
-    Sample s;
-    s.p50 = percentile(ns, 50);
-    s.p99 = percentile(ns, 99);
-    s.value = s.p50;
-    return s;
-}
-
-template <class M>
-std::vector<std::pair<std::string, std::string>> config(unsigned pages) {
+std::vector<std::pair<std::string, std::string>> config(unsigned pages, Sides sides) {
     return {{"ring_pages", std::to_string(pages)},
             {"ring_slots", std::to_string(rings::ring_entries_for_pages<typename M::P>(pages))},
             {"request_bytes", std::to_string(sizeof(typename M::P::request))},
             {"response_bytes", std::to_string(sizeof(typename M::P::response))},
-            {"peer_window", std::to_string(peer_window)}};
+            {"peer_window", std::to_string(peer_window)},
+            {"sides", sides == Sides::threads ? "threads" : "processes"}};
 }
 
 }  // namespace
@@ -495,40 +582,53 @@ int run_ring_suite(Context& ctx) {
             ++failures;
         }
     };
+    using B = BlkifMessages;
+    using N = NetifTxMessages;
+    constexpr auto T = Sides::threads;
+    constexpr auto P = Sides::processes;
+    const auto sock = &Channel::socketpair_seqpacket;
+    const auto pipe = &Channel::pipes;
 
+    // Two threads of one process (the original cases; names kept).
+    check(ctx.run_case({"blkif_2threads", "req/s", "socketpair_seqpacket", true, config<B>(1, T)},
+                       [&] { return ring_case<B>(T, 1, ring_n, false); },
+                       [&] { return channel_case<B>(T, sock, peer_n, false); }));
     check(ctx.run_case(
-        {"blkif_2threads", "req/s", "socketpair_seqpacket", true, config<BlkifMessages>(1)},
-        [&] { return ring_throughput<BlkifMessages>(1, ring_n); },
-        [&] {
-            return channel_throughput<BlkifMessages>(&Channel::socketpair_seqpacket, peer_n,
-                                                     peer_window);
-        }));
+        {"blkif_2threads_4pages", "req/s", "socketpair_seqpacket", true, config<B>(4, T)},
+        [&] { return ring_case<B>(T, 4, ring_n, false); },
+        [&] { return channel_case<B>(T, sock, peer_n, false); }));
     check(ctx.run_case(
-        {"blkif_2threads_4pages", "req/s", "socketpair_seqpacket", true, config<BlkifMessages>(4)},
-        [&] { return ring_throughput<BlkifMessages>(4, ring_n); },
-        [&] {
-            return channel_throughput<BlkifMessages>(&Channel::socketpair_seqpacket, peer_n,
-                                                     peer_window);
-        }));
+        {"netif_tx_2threads", "req/s", "socketpair_seqpacket", true, config<N>(1, T)},
+        [&] { return ring_case<N>(T, 1, ring_n, false); },
+        [&] { return channel_case<N>(T, sock, peer_n, false); }));
+    check(ctx.run_case({"netif_tx_2threads_vs_pipe", "req/s", "pipe_pair", true, config<N>(1, T)},
+                       [&] { return ring_case<N>(T, 1, ring_n, false); },
+                       [&] { return channel_case<N>(T, pipe, peer_n, false); }));
+    check(ctx.run_case({"blkif_rtt", "ns", "socketpair_seqpacket", false, config<B>(1, T)},
+                       [&] { return ring_case<B>(T, 1, rtt_n, true); },
+                       [&] { return channel_case<B>(T, sock, rtt_n, true); }));
+    check(ctx.run_case({"blkif_rtt_vs_pipe", "ns", "pipe_pair", false, config<B>(1, T)},
+                       [&] { return ring_case<B>(T, 1, rtt_n, true); },
+                       [&] { return channel_case<B>(T, pipe, rtt_n, true); }));
+
+    // Two processes: this one (front) and a forked child (back), the ring in a shared memfd;
+    // the peer is the same two processes over a SOCK_SEQPACKET socketpair / pipe pair.
+    check(ctx.run_case({"blkif_2proc", "req/s", "socketpair_seqpacket", true, config<B>(1, P)},
+                       [&] { return ring_case<B>(P, 1, ring_n, false); },
+                       [&] { return channel_case<B>(P, sock, peer_n, false); }));
     check(ctx.run_case(
-        {"netif_tx_2threads", "req/s", "socketpair_seqpacket", true, config<NetifTxMessages>(1)},
-        [&] { return ring_throughput<NetifTxMessages>(1, ring_n); },
-        [&] {
-            return channel_throughput<NetifTxMessages>(&Channel::socketpair_seqpacket, peer_n,
-                                                       peer_window);
-        }));
-    check(ctx.run_case(
-        {"netif_tx_2threads_vs_pipe", "req/s", "pipe_pair", true, config<NetifTxMessages>(1)},
-        [&] { return ring_throughput<NetifTxMessages>(1, ring_n); },
-        [&] { return channel_throughput<NetifTxMessages>(&Channel::pipes, peer_n, peer_window); }));
-    check(ctx.run_case(
-        {"blkif_rtt", "ns", "socketpair_seqpacket", false, config<BlkifMessages>(1)},
-        [&] { return ring_rtt<BlkifMessages>(rtt_n); },
-        [&] { return channel_rtt<BlkifMessages>(&Channel::socketpair_seqpacket, rtt_n); }));
-    check(ctx.run_case(
-        {"blkif_rtt_vs_pipe", "ns", "pipe_pair", false, config<BlkifMessages>(1)},
-        [&] { return ring_rtt<BlkifMessages>(rtt_n); },
-        [&] { return channel_rtt<BlkifMessages>(&Channel::pipes, rtt_n); }));
+        {"blkif_2proc_4pages", "req/s", "socketpair_seqpacket", true, config<B>(4, P)},
+        [&] { return ring_case<B>(P, 4, ring_n, false); },
+        [&] { return channel_case<B>(P, sock, peer_n, false); }));
+    check(ctx.run_case({"netif_tx_2proc", "req/s", "socketpair_seqpacket", true, config<N>(1, P)},
+                       [&] { return ring_case<N>(P, 1, ring_n, false); },
+                       [&] { return channel_case<N>(P, sock, peer_n, false); }));
+    check(ctx.run_case({"netif_tx_2proc_vs_pipe", "req/s", "pipe_pair", true, config<N>(1, P)},
+                       [&] { return ring_case<N>(P, 1, ring_n, false); },
+                       [&] { return channel_case<N>(P, pipe, peer_n, false); }));
+    check(ctx.run_case({"blkif_rtt_2proc", "ns", "socketpair_seqpacket", false, config<B>(1, P)},
+                       [&] { return ring_case<B>(P, 1, rtt_n, true); },
+                       [&] { return channel_case<B>(P, sock, rtt_n, true); }));
     return failures == 0 ? 0 : 1;
 }
 

@@ -243,11 +243,13 @@ int run_peer(Services& svc, Reporter& rep, const Args& a, int rv_fd) {
             return rep.fail("unmap: " + u.error().message());
         }
     }
+    // Report before notifying: the granter's report follows the event, so this keeps the
+    // status lines in causal order.
+    rep.line("ok mapped gref " + std::to_string(gref) + ", wrote " + std::to_string(kHalf) +
+             " bytes, unmapped; notifying port " + std::to_string(bound->port().get()));
     if (auto n = bound->notify(); !n) {
         return rep.fail("notify: " + n.error().message());
     }
-    rep.line("ok mapped gref " + std::to_string(gref) + ", wrote " + std::to_string(kHalf) +
-             " bytes, unmapped, notified port " + std::to_string(bound->port().get()));
     wait_to_be_destroyed();
 }
 

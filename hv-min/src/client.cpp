@@ -91,6 +91,8 @@ public:
     Mapping gnttab;
     UniqueFd xs_fd;
 
+    std::shared_ptr<Channel> primary;  // the attached connection; never used for calls here
+
     mutable std::mutex mu;
     std::vector<std::shared_ptr<ExtentMap>> extents;  // sorted by first_frame
     std::vector<std::uint32_t> free_refs;
@@ -804,9 +806,15 @@ Result<Services> Services::attach_channel(std::shared_ptr<Channel> ch) {
         s->xs_fd = std::move(r->fds.back());
     }
     s->granted.assign(s->nr_entries(), false);
-    for (std::uint32_t ref = s->nr_entries(); ref > GNTTAB_NR_RESERVED_ENTRIES; --ref) {
-        s->free_refs.push_back(ref - 1);  // lowest ref handed out first
+    if (static_cast<std::uint64_t>(info.gref_first) + info.gref_count > s->nr_entries()) {
+        return fail(make_error_code(Errc::protocol));
     }
+    for (std::uint32_t ref = info.gref_first + info.gref_count; ref > info.gref_first; --ref) {
+        if (ref - 1 >= GNTTAB_NR_RESERVED_ENTRIES) {
+            s->free_refs.push_back(ref - 1);  // lowest ref handed out first
+        }
+    }
+    s->primary = ch;  // keeps this connection (and its grant slice) alive while clones live
     return Services(std::move(s), std::move(ch));
 }
 

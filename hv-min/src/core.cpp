@@ -58,6 +58,10 @@ constexpr std::size_t kMaxExtents = 4096;
 constexpr std::size_t kMaxMaptrack = 1u << 16;
 constexpr int kMessagesPerWakeup = 64;  // fairness: then serve the other connections
 constexpr std::uint32_t kMaxPins = 0xFFFF;
+// Dom0's grant table is shared by all dom0 processes: each attached connection grants from its
+// own slice of one frame (512 refs).
+constexpr std::uint32_t kDom0GnttabFrames = 64;
+constexpr std::uint32_t kDom0SliceRefs = GRANT_ENTRIES_PER_FRAME;
 
 enum class Tag : std::uint64_t { stop = 1, listener = 2, conn = 3, pidfd = 4, xenstore = 5 };
 constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
@@ -158,6 +162,7 @@ struct Domain {
     std::uint64_t primary_conn = 0;
     UniqueFd xs_fd;  // the domain's xenstore end, handed over at its first attach
     std::vector<std::pair<std::uint64_t, std::uint32_t>> waiters;  // (conn, seq)
+    std::vector<bool> gref_slices;  // dom0: slices in use
     wire::DeathInfo death{};
 
     std::uint32_t nr_entries() const { return gnt_frames * GRANT_ENTRIES_PER_FRAME; }
@@ -194,6 +199,7 @@ struct Conn {
     bool want_out = false;
     std::unordered_set<std::uint32_t> sent_extents;
     std::uint32_t virq_bound[NR_VIRQS] = {};
+    int gref_slice = -1;  // dom0: which slice of dom0's grant table this connection grants from
     bool xs_given = false;
 };
 
@@ -273,7 +279,9 @@ struct Core::Impl {
         d0->privileged = true;
         d0->flags = wire::kCreateTrusted;
         d0->pid = ::getpid();
-        HV_TRY(make_gnttab(*d0, cfg.default_gnttab_frames));
+        HV_TRY(make_gnttab(*d0, kDom0GnttabFrames));
+        d0->gref_slices.assign(kDom0GnttabFrames, false);
+        d0->gref_slices[0] = true;  // holds the reserved refs 0..7: never handed out
         domains.emplace(0, std::move(d0));
 #ifdef HVMIN_WITH_XENSTORE
         if (cfg.host_xenstore) {
@@ -1254,6 +1262,24 @@ struct Core::Impl {
                      ((self.flags & wire::kCreateDriverDomain) ? wire::kAttachDriverDomain : 0);
         info.gnttab_frames = self.gnt_frames;
         info.mem_pages = self.mem_pages;
+        if (c.privileged) {
+            if (c.gref_slice < 0) {
+                for (std::size_t i = 0; i < self.gref_slices.size(); ++i) {
+                    if (!self.gref_slices[i]) {
+                        self.gref_slices[i] = true;
+                        c.gref_slice = static_cast<int>(i);
+                        break;
+                    }
+                }
+            }
+            if (c.gref_slice >= 0) {
+                info.gref_first = static_cast<std::uint32_t>(c.gref_slice) * kDom0SliceRefs;
+                info.gref_count = kDom0SliceRefs;
+            }  // else: dom0's table is exhausted; this connection cannot grant
+        } else {
+            info.gref_first = GNTTAB_NR_RESERVED_ENTRIES;
+            info.gref_count = self.nr_entries() - GNTTAB_NR_RESERVED_ENTRIES;
+        }
         std::vector<const Extent*> mine;
         for (const auto& e : self.extents) {
             if (e->owner_conn == 0 || e->owner_conn == c.id) {
@@ -1738,6 +1764,16 @@ struct Core::Impl {
             }
         }
         std::erase_if(d.extents, [id](const std::unique_ptr<Extent>& e) { return e->owner_conn == id; });
+        if (c->gref_slice >= 0 && d.gnt_map.valid()) {
+            // Its grants end with it: the entries are cleared and the slice is free again.
+            // Pages others still map stay valid for them (memfd-backed).
+            const std::uint32_t first = static_cast<std::uint32_t>(c->gref_slice) * kDom0SliceRefs;
+            for (std::uint32_t r = first; r < first + kDom0SliceRefs; ++r) {
+                std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(d.entry(r)))
+                    .store(0, std::memory_order_seq_cst);
+            }
+            d.gref_slices[static_cast<std::size_t>(c->gref_slice)] = false;
+        }
     }
 
     void shutdown() {

@@ -82,8 +82,12 @@ struct AttachInfo {
     std::uint32_t gnttab_frames;  // grant table = fds[0], gnttab_frames × 4096 bytes
     std::uint32_t nr_extents;     // memory extents = fds[1 .. nr_extents]
     std::uint64_t mem_pages;
+    /// The grant refs this connection may hand out: a domain owns its whole table (from
+    /// GNTTAB_NR_RESERVED_ENTRIES); each dom0 connection gets its own slice of dom0's table.
+    std::uint32_t gref_first;
+    std::uint32_t gref_count;
 };
-static_assert(sizeof(AttachInfo) == 24);
+static_assert(sizeof(AttachInfo) == 32);
 
 /// Describes one memory extent; AttachInfo is followed by nr_extents of these.
 struct ExtentInfo {

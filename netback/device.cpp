@@ -1,0 +1,606 @@
+// netback control plane: Backend (watches backend/vif) and VifDevice (one vif's xenbus state
+// machine, keys of xen-abi.md §6.6, host side, Queues). Layer: L2. Runs on the control thread.
+#include "netback/device.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+
+#include "hv/log.hpp"
+#include "netback/netlink.hpp"
+#include "netback/ovs.hpp"
+#include "netback/tap.hpp"
+
+namespace hv::net {
+
+using xenbus::XenbusState;
+
+namespace {
+
+constexpr std::string_view kType = "vif";
+constexpr std::string_view kRootToken = "netback-root";
+constexpr std::string_view kFrontToken = "netback-fe";
+
+bool is_errno(const std::error_code& ec, int e) {
+    return ec == std::error_code(e, std::system_category());
+}
+int errno_of(const std::error_code& ec) {
+    return ec.category() == std::system_category() ? ec.value() : EIO;
+}
+
+/// Writes keys into `dir` in one transaction, only while `dir/state` exists (never resurrects
+/// a removed device directory). Returns false if the directory was gone.
+Result<bool> write_keys(xs::Client& xs, const std::string& dir,
+                        const std::vector<std::pair<std::string, std::string>>& kv) {
+    return xs.transaction([&](xs::TxId tx) -> Result<bool> {
+        auto st = xenbus::read_optional(xs, dir + "/state", tx);
+        if (!st) {
+            return fail(st.error());
+        }
+        if (!*st) {
+            return false;
+        }
+        for (const auto& [k, v] : kv) {
+            HV_TRY(xs.write(dir + "/" + k, v, tx));
+        }
+        return true;
+    });
+}
+
+/// A 0/1 feature flag of the frontend: absent or unparseable reads as `dflt` (Linux
+/// xenbus_read_unsigned).
+bool read_flag(xs::Client& xs, const std::string& path, bool dflt) {
+    auto v = xenbus::read_uint(xs, path, UINT32_MAX);
+    return v ? *v != 0 : dflt;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// VifDevice
+
+VifDevice::VifDevice(hvmin::Services& hv, xs::Client& xs, xenbus::DeviceRef ref,
+                     const BackendOptions& opt, int halt_fd)
+    : hv_(hv), xs_(xs), ref_(ref), opt_(opt), halt_fd_(halt_fd) {}
+
+VifDevice::~VifDevice() { disconnect(); }
+
+Result<std::unique_ptr<VifDevice>> VifDevice::create(hvmin::Services& hv, xs::Client& xs,
+                                                     xenbus::DeviceRef ref,
+                                                     const BackendOptions& opt, int halt_fd) {
+    std::unique_ptr<VifDevice> d(new VifDevice(hv, xs, ref, opt, halt_fd));
+    d->bdir_ = xenbus::backend_dir(hv.domid(), kType, ref.frontend, ref.devid);
+    auto fe = xs.read(d->bdir_ + "/frontend");
+    if (!fe) {
+        return fail(fe.error());
+    }
+    d->fdir_ = *fe;
+    d->fe_state_path_ = d->fdir_ + "/state";
+    auto w = xs.watch_scoped(d->fe_state_path_, kFrontToken);
+    if (!w) {
+        return fail(w.error());
+    }
+    d->fe_watch_.emplace(std::move(*w));
+    return d;
+}
+
+unsigned VifDevice::max_queues() const noexcept {
+    if (opt_.max_queues != 0) {
+        return opt_.max_queues;
+    }
+    return std::clamp(std::thread::hardware_concurrency(), 1U, 8U);
+}
+
+Result<void> VifDevice::probe() {
+    // SPEC: netback_probe(): the features this backend offers, before InitWait.
+    std::vector<std::pair<std::string, std::string>> kv = {
+        {"feature-sg", "1"},
+        {"feature-gso-tcpv4", "1"},
+        {"feature-gso-tcpv6", "1"},
+        {"feature-ipv6-csum-offload", "1"},
+        {"feature-rx-copy", "1"},
+        {"feature-rx-flip", "0"},
+        {"feature-rx-notify", "1"},
+        {"feature-multicast-control", "0"},
+        {"feature-dynamic-multicast-control", "0"},
+        {"feature-split-event-channels", opt_.split_event_channels ? "1" : "0"},
+        {"multi-queue-max-queues", std::to_string(max_queues())},
+        {"feature-ctrl-ring", "0"},
+    };
+    auto w = write_keys(xs_, bdir_, kv);
+    if (!w) {
+        return fail(w.error());
+    }
+    probed_ = true;
+    return {};
+}
+
+VifStatsSnapshot VifDevice::stats() const noexcept {
+    VifStatsSnapshot s = retired_stats_;
+    for (const auto& q : queues_) {
+        s += q->stats();
+    }
+    return s;
+}
+
+void VifDevice::disconnect() noexcept {
+    for (auto& q : queues_) {
+        q->stop();
+    }
+    for (auto& q : queues_) {
+        retired_stats_ += q->stats();
+    }
+    queues_.clear();  // engines (tap queue fds) close with their queues
+    if (!ovs_bridge_.empty() && tap_) {
+        (void)ovs_del_port(opt_.ovs_db, ovs_bridge_, tap_->name());
+    }
+    ovs_bridge_.clear();
+    tap_.reset();  // the tap disappears with its last queue fd
+}
+
+void VifDevice::fail_device(int err, const std::string& msg) noexcept {
+    HV_LOG_RL(warn, "netback %s: %s", bdir_.c_str(), msg.c_str());
+    disconnect();
+    failed_ = true;
+    xenbus::report_error(xs_, hv_.domid(), bdir_, err, msg);
+    (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateClosing);
+}
+
+Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_host_side(unsigned queues,
+                                                                          const Features& rx_off) {
+    std::vector<std::unique_ptr<NetEngine>> engines;
+    if (opt_.host == HostMode::loop) {
+        for (unsigned i = 0; i < queues; ++i) {
+            auto e = make_loop_engine(256, Features{true, true, true});
+            if (!e) {
+                return fail(e.error());
+            }
+            engines.push_back(std::move(*e));
+        }
+        return engines;
+    }
+    auto rd = [&](const char* key) {
+        auto v = xenbus::read_optional(xs_, bdir_ + "/" + key);
+        return v && *v ? **v : std::string();
+    };
+    std::string name = rd("vifname");
+    if (name.empty()) {
+        name = vif_name(ref_.frontend, ref_.devid);
+    }
+    unsigned mtu = 1500;
+    if (auto m = xenbus::parse_uint(rd("mtu"), 65535); m && *m >= 68) {
+        mtu = static_cast<unsigned>(*m);
+    }
+    TapConfig tc;
+    tc.name = name;
+    tc.queues = queues;
+    tc.offloads = rx_off;
+    tc.netns_fd = opt_.netns_fd;
+    auto tap = Tap::open(tc);
+    if (!tap) {
+        return fail(tap.error());
+    }
+    tap_ = std::make_unique<Tap>(std::move(*tap));
+    for (unsigned i = 0; i < queues; ++i) {
+        // Frames from the frontend may carry any offload we offered (csum, TSO4/6), whatever
+        // the frontend takes on rx (the tap's TUNSETOFFLOAD).
+        auto e = make_tap_engine(tap_->take_queue(i), Features{true, true, true}, mtu);
+        if (!e) {
+            return fail(e.error());
+        }
+        engines.push_back(std::move(*e));
+    }
+    // Hotplug (what vif-bridge / vif-openvswitch do): MAC fe:ff:ff:ff:ff:ff, MTU, bridge, up.
+    const std::string bridge = rd("bridge");
+    const std::string type = rd("type");
+    const std::string script = rd("script");
+    const bool ovs = type == "ovs" || type == "openvswitch" ||
+                     script.find("openvswitch") != std::string::npos ||
+                     script.find("ovs") != std::string::npos;
+    auto nl = Netlink::open(opt_.netns_fd);
+    if (!nl) {
+        return fail(nl.error());
+    }
+    HV_TRY(nl->set_mac(name, Mac{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}));
+    HV_TRY(nl->set_mtu(name, mtu));
+    if (!bridge.empty()) {
+        if (ovs) {
+            if (opt_.ovs_db.empty()) {
+                return fail(std::make_error_code(std::errc::operation_not_supported));
+            }
+            HV_TRY(ovs_add_port(opt_.ovs_db, bridge, name));
+            ovs_bridge_ = bridge;
+        } else {
+            HV_TRY(nl->set_master(name, bridge));
+        }
+    }
+    HV_TRY(nl->set_up(name, true));
+    return engines;
+}
+
+Result<void> VifDevice::connect() {
+    auto fail_with = [](int e) { return fail(std::error_code(e, std::system_category())); };
+    // SPEC: netback connect() / read_xenbus_vif_flags().
+    if (!read_flag(xs_, fdir_ + "/request-rx-copy", false)) {
+        HV_WARN("netback %s: frontend does not request rx-copy", bdir_.c_str());
+        return fail_with(EOPNOTSUPP);
+    }
+    const bool rx_notify = read_flag(xs_, fdir_ + "/feature-rx-notify", false);
+    const bool sg = read_flag(xs_, fdir_ + "/feature-sg", false);
+    const bool gso4 = read_flag(xs_, fdir_ + "/feature-gso-tcpv4", false);
+    const bool gso6 = read_flag(xs_, fdir_ + "/feature-gso-tcpv6", false);
+    const bool csum4 = !read_flag(xs_, fdir_ + "/feature-no-csum-offload", false);
+    const bool csum6 = read_flag(xs_, fdir_ + "/feature-ipv6-csum-offload", false);
+    unsigned queues = 1;
+    if (auto q = xenbus::read_uint(xs_, fdir_ + "/multi-queue-num-queues", UINT32_MAX)) {
+        if (*q == 0 || *q > max_queues()) {
+            HV_WARN("netback %s: multi-queue-num-queues %llu outside 1..%u", bdir_.c_str(),
+                    static_cast<unsigned long long>(*q), max_queues());
+            return fail_with(EINVAL);
+        }
+        queues = static_cast<unsigned>(*q);
+    } else if (!is_errno(q.error(), ENOENT)) {
+        return fail(q.error());
+    }
+    rate_ = {};
+    if (auto r = xenbus::read_optional(xs_, bdir_ + "/rate"); r && *r) {
+        auto p = parse_rate(**r);
+        if (p) {
+            rate_ = *p;
+        } else {
+            HV_WARN("netback %s: ignoring unparseable rate '%s'", bdir_.c_str(), (*r)->c_str());
+        }
+    }
+    std::vector<QueueConfig> cfgs;
+    for (unsigned q = 0; q < queues; ++q) {
+        const std::string dir = queues == 1 ? fdir_ : fdir_ + "/queue-" + std::to_string(q);
+        QueueConfig c;
+        c.frontend = ref_.frontend;
+        c.index = q;
+        c.name = std::to_string(ref_.frontend.get()) + "/" + std::to_string(ref_.devid) + "/q" +
+                 std::to_string(q);
+        auto txr = xenbus::read_uint(xs_, dir + "/tx-ring-ref", UINT32_MAX);
+        auto rxr = xenbus::read_uint(xs_, dir + "/rx-ring-ref", UINT32_MAX);
+        if (!txr || !rxr) {
+            HV_WARN("netback %s: %s: missing or bad tx-ring-ref/rx-ring-ref", bdir_.c_str(),
+                    dir.c_str());
+            return fail(!txr ? txr.error() : rxr.error());
+        }
+        c.tx_ring_ref = GrantRef(static_cast<std::uint32_t>(*txr));
+        c.rx_ring_ref = GrantRef(static_cast<std::uint32_t>(*rxr));
+        // Split channels first, then the shared one (Linux connect_data_rings()).
+        auto etx = xenbus::read_uint(xs_, dir + "/event-channel-tx", UINT32_MAX);
+        auto erx = xenbus::read_uint(xs_, dir + "/event-channel-rx", UINT32_MAX);
+        if (etx && erx && opt_.split_event_channels) {
+            c.split = true;
+            c.tx_port = EvtchnPort(static_cast<std::uint32_t>(*etx));
+            c.rx_port = EvtchnPort(static_cast<std::uint32_t>(*erx));
+        } else {
+            auto e = xenbus::read_uint(xs_, dir + "/event-channel", UINT32_MAX);
+            if (!e) {
+                HV_WARN("netback %s: %s: no event channel", bdir_.c_str(), dir.c_str());
+                return fail(e.error());
+            }
+            c.tx_port = c.rx_port = EvtchnPort(static_cast<std::uint32_t>(*e));
+        }
+        c.rx_notify = rx_notify;
+        c.tx = TxConfig{};  // we offer TCPv4 and TCPv6 GSO
+        c.rx.sg = sg;
+        c.rx.gso_tcpv4 = gso4;
+        c.rx.gso_tcpv6 = gso6;
+        c.rate = rate_;
+        c.rx_drain_timeout = opt_.rx_drain_timeout;
+        cfgs.push_back(std::move(c));
+    }
+    // What the kernel may hand us for this frontend: partial checksums only if the frontend
+    // takes csum_blank, TSO only with sg and the matching GSO feature.
+    Features rx_off;
+    rx_off.csum = csum4 && csum6;
+    rx_off.tso4 = rx_off.csum && sg && gso4;
+    rx_off.tso6 = rx_off.csum && sg && gso6;
+    auto engines = make_host_side(queues, rx_off);
+    if (!engines) {
+        return fail(engines.error());
+    }
+    std::vector<std::unique_ptr<Queue>> made;
+    for (unsigned q = 0; q < queues; ++q) {
+        auto svc = hv_.clone();
+        if (!svc) {
+            return fail(svc.error());
+        }
+        auto w = Queue::create(std::move(*svc), std::move((*engines)[q]), std::move(cfgs[q]),
+                               halt_fd_);
+        if (!w) {
+            HV_WARN("netback %s: queue %u: %s", bdir_.c_str(), q, w.error().message().c_str());
+            return fail(w.error());
+        }
+        made.push_back(std::move(*w));
+    }
+    queues_ = std::move(made);
+    // The host side is ready: what a hotplug script would report. Connected follows.
+    HV_TRY(write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}));
+    HV_INFO("netback %s: connected: %u queue(s), %s%s", bdir_.c_str(), queues,
+            tap_ ? "tap " : "loop engine", tap_ ? tap_->name().c_str() : "");
+    return {};
+}
+
+bool VifDevice::reevaluate() noexcept {
+    auto bst = xenbus::read_optional(xs_, bdir_ + "/state");
+    if (!bst) {
+        return true;
+    }
+    if (!*bst) {
+        disconnect();
+        return false;
+    }
+    auto bstate = xenbus::read_state(xs_, bdir_);
+    auto fstate = xenbus::read_state(xs_, fdir_);
+    if (!bstate || !fstate) {
+        return true;
+    }
+    auto online_s = xenbus::read_optional(xs_, bdir_ + "/online");
+    const bool online = online_s && *online_s && **online_s == "1";
+
+    if (!probed_ && !failed_ && *bstate != XenbusState::XenbusStateClosing &&
+        *bstate != XenbusState::XenbusStateClosed) {
+        if (auto p = probe(); !p) {
+            fail_device(errno_of(p.error()), "probe: " + p.error().message());
+            return true;
+        }
+        (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateInitWait);
+        bstate = XenbusState::XenbusStateInitWait;
+    }
+    if (connected()) {
+        // `rate` is watched live (our root watch covers the directory).
+        RateLimit r{};
+        if (auto v = xenbus::read_optional(xs_, bdir_ + "/rate"); v && *v) {
+            if (auto p = parse_rate(**v)) {
+                r = *p;
+            }
+        }
+        if (!(r == rate_)) {
+            rate_ = r;
+            for (auto& q : queues_) {
+                q->set_rate(r);
+            }
+        }
+    }
+
+    switch (*fstate) {
+        case XenbusState::XenbusStateInitialising:
+            if (*bstate == XenbusState::XenbusStateClosed ||
+                (online && *bstate == XenbusState::XenbusStateConnected)) {
+                // Reconnect: the frontend starts over.
+                disconnect();
+                failed_ = false;
+                (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateInitWait);
+            }
+            break;
+        case XenbusState::XenbusStateConnected:
+            // netfront skips Initialised: connect only on Connected (sharp edge 16).
+            if (failed_ || !probed_ || *bstate == XenbusState::XenbusStateClosing ||
+                *bstate == XenbusState::XenbusStateClosed) {
+                break;
+            }
+            if (*bstate == XenbusState::XenbusStateConnected && connected()) {
+                break;
+            }
+            disconnect();
+            if (auto c = connect(); !c) {
+                fail_device(errno_of(c.error()), "connecting: " + c.error().message());
+                break;
+            }
+            xenbus::clear_error(xs_, hv_.domid(), bdir_);
+            if (auto hp = xenbus::read_optional(xs_, bdir_ + "/hotplug-status");
+                hp && *hp && **hp == "connected") {
+                (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateConnected);
+            }
+            break;
+        case XenbusState::XenbusStateClosing:
+            disconnect();
+            (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateClosing);
+            break;
+        case XenbusState::XenbusStateClosed:
+        case XenbusState::XenbusStateUnknown:
+            disconnect();
+            (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateClosed);
+            if (!online) {
+                return false;
+            }
+            break;
+        default:  // Initialised, InitWait, Reconfiguring, Reconfigured: wait for Connected
+            break;
+    }
+    return true;
+}
+
+void VifDevice::check_queues() noexcept {
+    for (std::size_t q = 0; q < queues_.size(); ++q) {
+        if (queues_[q]->halted()) {
+            fail_device(EPROTO, "queue " + std::to_string(q) + ": " + queues_[q]->halt_reason());
+            return;
+        }
+    }
+}
+
+void VifDevice::write_statistics() noexcept {
+    const VifStatsSnapshot s = stats();
+    if (s == last_stats_) {
+        return;
+    }
+    const std::string d = "statistics/";
+    auto w = write_keys(xs_, bdir_,
+                        {{d + "tx_packets", std::to_string(s.tx_packets)},
+                         {d + "tx_bytes", std::to_string(s.tx_bytes)},
+                         {d + "rx_packets", std::to_string(s.rx_packets)},
+                         {d + "rx_bytes", std::to_string(s.rx_bytes)},
+                         {d + "tx_dropped", std::to_string(s.tx_dropped)},
+                         {d + "rx_dropped", std::to_string(s.rx_dropped)},
+                         {d + "tx_errors", std::to_string(s.tx_errors)}});
+    if (w) {
+        last_stats_ = s;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend
+
+Backend::Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept
+    : hv_(hv), xs_(xs), opt_(std::move(opt)) {}
+
+Backend::~Backend() { stop(); }
+
+Result<std::unique_ptr<Backend>> Backend::create(hvmin::Services& hv, xs::Client& xs,
+                                                 BackendOptions opt) {
+    std::unique_ptr<Backend> b(new Backend(hv, xs, std::move(opt)));
+    b->root_ = xenbus::domain_path(hv.domid()) + "/backend/" + std::string(kType);
+    b->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    b->halt_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (b->stop_fd_.get() < 0 || b->halt_fd_.get() < 0) {
+        return fail_errno();
+    }
+    auto w = xs.watch_scoped(b->root_, kRootToken);
+    if (!w) {
+        return fail(w.error());
+    }
+    b->root_watch_.emplace(std::move(*w));
+    return b;
+}
+
+void Backend::rescan() noexcept {
+    auto list = xenbus::list_backend_devices(xs_, hv_.domid(), kType);
+    if (!list) {
+        return;
+    }
+    for (auto it = devices_.begin(); it != devices_.end();) {
+        if (std::find(list->begin(), list->end(), it->first) == list->end()) {
+            it = devices_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& ref : *list) {
+        on_event(xenbus::backend_dir(hv_.domid(), kType, ref.frontend, ref.devid) + "/state");
+    }
+    device_count_.store(devices_.size());
+}
+
+void Backend::on_event(const std::string& path) noexcept {
+    if (path.find("/statistics") != std::string::npos || path.ends_with("/hotplug-status")) {
+        return;  // our own writes
+    }
+    std::vector<xenbus::DeviceRef> touched;
+    if (path.starts_with(root_)) {
+        auto ref = xenbus::device_of_backend_path(path, hv_.domid(), kType);
+        if (!ref) {
+            rescan();
+            return;
+        }
+        if (devices_.find(*ref) == devices_.end()) {
+            auto st = xenbus::read_optional(
+                xs_, xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid) + "/state");
+            if (!st || !*st) {
+                return;
+            }
+            auto d = VifDevice::create(hv_, xs_, *ref, opt_, halt_fd_.get());
+            if (!d) {
+                HV_LOG_RL(warn, "netback: vif %u/%u: %s", ref->frontend.get(), ref->devid,
+                          d.error().message().c_str());
+                return;
+            }
+            devices_.emplace(*ref, std::move(*d));
+        }
+        touched.push_back(*ref);
+    } else {
+        for (const auto& [ref, dev] : devices_) {
+            if (path == dev->frontend_state_path()) {
+                touched.push_back(ref);
+            }
+        }
+    }
+    for (const auto& ref : touched) {
+        auto it = devices_.find(ref);
+        if (it != devices_.end() && !it->second->reevaluate()) {
+            HV_INFO("netback %s: removed", it->second->backend_dir().c_str());
+            devices_.erase(it);
+        }
+    }
+    device_count_.store(devices_.size());
+}
+
+void Backend::drop_devices() noexcept {
+    for (auto& [ref, dev] : devices_) {
+        dev->disconnect();
+        auto st = xenbus::read_state(xs_, dev->backend_dir());
+        if (st && *st == XenbusState::XenbusStateClosing) {
+            (void)xenbus::switch_state(xs_, dev->backend_dir(), XenbusState::XenbusStateClosed);
+        }
+    }
+    devices_.clear();
+    device_count_.store(0);
+}
+
+Result<void> Backend::run() noexcept {
+    std::array<pollfd, 3> fds{};
+    fds[0] = {xs_.watch_fd(), POLLIN, 0};
+    fds[1] = {stop_fd_.get(), POLLIN, 0};
+    fds[2] = {halt_fd_.get(), POLLIN, 0};
+    auto next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
+    Result<void> result;
+    while (!stopping_.load(std::memory_order_acquire)) {
+        const auto now = std::chrono::steady_clock::now();
+        const auto wait_ms = std::max<long long>(
+            0, std::chrono::duration_cast<std::chrono::milliseconds>(next_stats - now).count());
+        if (::poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(wait_ms, 1000))) <
+                0 &&
+            errno != EINTR) {
+            result = fail_errno();
+            break;
+        }
+        while (auto ev = xs_.next_event()) {
+            on_event(ev->path);
+        }
+        std::uint64_t v = 0;
+        if (::read(halt_fd_.get(), &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
+            for (auto& [ref, dev] : devices_) {
+                dev->check_queues();
+            }
+        }
+        if (std::chrono::steady_clock::now() >= next_stats) {
+            for (auto& [ref, dev] : devices_) {
+                dev->write_statistics();
+            }
+            next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
+        }
+        if (!xs_.connected()) {
+            HV_ERROR("netback: XenStore connection lost");
+            result = fail_errno(ECONNRESET);
+            break;
+        }
+    }
+    drop_devices();
+    return result;
+}
+
+void Backend::start() {
+    thread_ = std::jthread([this] {
+        if (auto r = run(); !r) {
+            HV_ERROR("netback: %s", r.error().message().c_str());
+        }
+    });
+}
+
+void Backend::stop() noexcept {
+    stopping_.store(true, std::memory_order_release);
+    const std::uint64_t one = 1;
+    (void)!::write(stop_fd_.get(), &one, sizeof one);
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+}  // namespace hv::net

@@ -1,0 +1,141 @@
+// netback's control plane (style.md §3, §12; xen-abi.md §4.10–4.11, §6.6): Backend watches this
+// domain's backend/vif tree and keeps one VifDevice per vif; a VifDevice runs the xenbus state
+// machine (netfront skips Initialised; we connect on frontend Connected and publish Connected
+// only after hotplug-status=connected, which we write once the host side is ready), creates the
+// host side (tap `vif<fe>.<devid>` on a Linux or OVS bridge, or a loop engine) and one Queue per
+// queue. Layer: L2. Threads: everything runs on the Backend's control thread (run()); start()/
+// stop() and the read-only accessors may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hv/expected.hpp"
+#include "hv/unique_fd.hpp"
+#include "hvmin/client.hpp"
+#include "netback/metrics.hpp"
+#include "netback/queue.hpp"
+#include "xenbus/xenbus.hpp"
+#include "xenstore/client.hpp"
+
+namespace hv::net {
+
+class Tap;
+
+/// Where a vif's frames go on the host.
+enum class HostMode : std::uint8_t {
+    tap,   ///< a tap per vif (IFF_VNET_HDR), attached to the `bridge` key's bridge
+    loop,  ///< every frame the frontend sends comes back to it (tests, benchmarks)
+};
+
+struct BackendOptions {
+    HostMode host = HostMode::tap;
+    unsigned max_queues = 0;  ///< multi-queue-max-queues; 0 = min(8, number of CPUs)
+    bool split_event_channels = true;  ///< offer feature-split-event-channels
+    /// The network namespace taps and bridges live in (-1: the one netback runs in). Not owned.
+    int netns_fd = -1;
+    /// OVS database socket for `type=ovs` vifs ("unix:/path/db.sock"); empty: OVS not available.
+    std::string ovs_db;
+    std::chrono::milliseconds stats_interval{1000};
+    std::chrono::milliseconds rx_drain_timeout{10000};
+};
+
+/// One vif. Acts on the state reached, not on the edge; disconnect() is idempotent and runs
+/// before every connect().
+class VifDevice {
+public:
+    static Result<std::unique_ptr<VifDevice>> create(hvmin::Services& hv, xs::Client& xs,
+                                                     xenbus::DeviceRef ref,
+                                                     const BackendOptions& opt, int halt_fd);
+    ~VifDevice();
+    VifDevice(const VifDevice&) = delete;
+    VifDevice& operator=(const VifDevice&) = delete;
+
+    /// Re-reads both states (and `rate`) and acts on them. False: the device is gone.
+    bool reevaluate() noexcept;
+    /// A halted queue disables this vif (only): Closing with an error node.
+    void check_queues() noexcept;
+    /// Writes statistics/ if they changed (never recreates a removed directory).
+    void write_statistics() noexcept;
+    /// Stops the queues, then removes the host side. Idempotent.
+    void disconnect() noexcept;
+
+    const std::string& backend_dir() const noexcept { return bdir_; }
+    const std::string& frontend_state_path() const noexcept { return fe_state_path_; }
+    xenbus::DeviceRef ref() const noexcept { return ref_; }
+    bool connected() const noexcept { return !queues_.empty(); }
+    VifStatsSnapshot stats() const noexcept;
+
+private:
+    VifDevice(hvmin::Services& hv, xs::Client& xs, xenbus::DeviceRef ref,
+              const BackendOptions& opt, int halt_fd);
+    Result<void> probe();
+    Result<void> connect();
+    Result<std::vector<std::unique_ptr<NetEngine>>> make_host_side(unsigned queues,
+                                                                   const Features& f);
+    void fail_device(int err, const std::string& msg) noexcept;
+    unsigned max_queues() const noexcept;
+
+    hvmin::Services& hv_;
+    xs::Client& xs_;
+    xenbus::DeviceRef ref_;
+    const BackendOptions& opt_;
+    int halt_fd_;
+    std::string bdir_;
+    std::string fdir_;
+    std::string fe_state_path_;
+    bool probed_ = false;
+    bool failed_ = false;
+    RateLimit rate_{};
+    VifStatsSnapshot last_stats_{};
+    VifStatsSnapshot retired_stats_{};
+    std::optional<xs::ScopedWatch> fe_watch_;
+    std::unique_ptr<Tap> tap_;                  // host side; removed after the queues stop
+    std::string ovs_bridge_;                    // non-empty: port added to this OVS bridge
+    std::vector<std::unique_ptr<Queue>> queues_;  // last member: queues stop first
+};
+
+/// All vifs this domain serves: watches /local/domain/<self>/backend/vif.
+class Backend {
+public:
+    /// `hv` and `xs` must outlive the Backend.
+    static Result<std::unique_ptr<Backend>> create(hvmin::Services& hv, xs::Client& xs,
+                                                   BackendOptions opt);
+    ~Backend();
+    Backend(const Backend&) = delete;
+    Backend& operator=(const Backend&) = delete;
+
+    /// Serves on the calling thread until stop(). Errors: the XenStore connection was lost.
+    Result<void> run() noexcept;
+    void start();
+    /// Makes run() return; joins; disconnects every vif. Idempotent.
+    void stop() noexcept;
+    std::size_t device_count() const noexcept { return device_count_.load(); }
+
+private:
+    Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept;
+    void on_event(const std::string& path) noexcept;
+    void rescan() noexcept;
+    void drop_devices() noexcept;
+
+    hvmin::Services& hv_;
+    xs::Client& xs_;
+    BackendOptions opt_;
+    std::string root_;
+    UniqueFd stop_fd_;
+    UniqueFd halt_fd_;
+    std::atomic<bool> stopping_{false};
+    std::atomic<std::size_t> device_count_{0};
+    std::optional<xs::ScopedWatch> root_watch_;
+    std::map<xenbus::DeviceRef, std::unique_ptr<VifDevice>> devices_;
+    std::jthread thread_;
+};
+
+}  // namespace hv::net

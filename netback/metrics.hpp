@@ -1,0 +1,61 @@
+// Per-vif counters (the `statistics/` nodes netback writes, xen-abi.md §6.6 plus Linux's
+// ethtool names). Layer: L2. Each Queue thread writes its own VifStats with relaxed atomics;
+// the Device's control thread sums snapshots for XenStore and tests.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace hv::net {
+
+/// A plain snapshot, summed over queues by the device.
+struct VifStatsSnapshot {
+    std::uint64_t tx_packets = 0;  ///< frontend → host packets handed to the engine
+    std::uint64_t tx_bytes = 0;
+    std::uint64_t rx_packets = 0;  ///< host → frontend packets delivered into rx buffers
+    std::uint64_t rx_bytes = 0;
+    std::uint64_t tx_dropped = 0;  ///< good tx packets the host dropped (engine full/refused)
+    std::uint64_t rx_dropped = 0;  ///< host frames not delivered (no buffers, too big, bad grant)
+    std::uint64_t tx_errors = 0;   ///< tx packets refused for a guest fault (parse drop, bad grant)
+    friend bool operator==(const VifStatsSnapshot&, const VifStatsSnapshot&) = default;
+    VifStatsSnapshot& operator+=(const VifStatsSnapshot& o) noexcept {
+        tx_packets += o.tx_packets;
+        tx_bytes += o.tx_bytes;
+        rx_packets += o.rx_packets;
+        rx_bytes += o.rx_bytes;
+        tx_dropped += o.tx_dropped;
+        rx_dropped += o.rx_dropped;
+        tx_errors += o.tx_errors;
+        return *this;
+    }
+};
+
+/// Counters of one queue. Single writer (the queue's thread); readers take snapshot().
+class VifStats {
+public:
+    // ORDER: relaxed everywhere: independent counters, read only for reporting.
+    static void add(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+        c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    }
+    VifStatsSnapshot snapshot() const noexcept {
+        VifStatsSnapshot s;
+        s.tx_packets = tx_packets.load(std::memory_order_relaxed);
+        s.tx_bytes = tx_bytes.load(std::memory_order_relaxed);
+        s.rx_packets = rx_packets.load(std::memory_order_relaxed);
+        s.rx_bytes = rx_bytes.load(std::memory_order_relaxed);
+        s.tx_dropped = tx_dropped.load(std::memory_order_relaxed);
+        s.rx_dropped = rx_dropped.load(std::memory_order_relaxed);
+        s.tx_errors = tx_errors.load(std::memory_order_relaxed);
+        return s;
+    }
+
+    std::atomic<std::uint64_t> tx_packets{0};
+    std::atomic<std::uint64_t> tx_bytes{0};
+    std::atomic<std::uint64_t> rx_packets{0};
+    std::atomic<std::uint64_t> rx_bytes{0};
+    std::atomic<std::uint64_t> tx_dropped{0};
+    std::atomic<std::uint64_t> rx_dropped{0};
+    std::atomic<std::uint64_t> tx_errors{0};
+};
+
+}  // namespace hv::net

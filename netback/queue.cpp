@@ -1,0 +1,269 @@
+// Queue: one vif queue's worker thread (see queue.hpp). Layer: L2.
+// Threads: create()/stop()/set_rate()/stats() on the control thread; run() and the Tx/RxPath
+// on the worker thread only.
+#include "netback/queue.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include "hv/log.hpp"
+#include "hv/rings/protocols/netif.hpp"
+#include "hv/unique_fd.hpp"
+#include "netback/rx.hpp"
+
+namespace hv::net {
+
+using rings::XEN_PAGE_SIZE;
+
+namespace {
+/// Upper bound of one sleep: a lost wakeup costs at most this much.
+constexpr int kWaitMs = 500;
+/// Without feature-rx-notify the frontend never kicks for new rx buffers: poll this often.
+constexpr int kRxPollMs = 5;
+}  // namespace
+
+struct Queue::Impl {
+    Impl(hvmin::Services s, QueueConfig c) : svc(std::move(s)), cfg(std::move(c)) {}
+    ~Impl() { stop(); }
+
+    // Members in dependency order, destroyed in reverse: the thread stops first (stop() in the
+    // destructor), then the paths, the engine, the channels and last the ring mappings.
+    hvmin::Services svc;
+    QueueConfig cfg;
+    int halt_fd = -1;
+    hvmin::GrantMapping tx_map;
+    hvmin::GrantMapping rx_map;
+    TxRing tx_ring;
+    RxRing rx_ring;
+    hvmin::EventChannelBinding ev_tx;
+    hvmin::EventChannelBinding ev_rx;  // split only
+    LocalPages tx_pages;
+    LocalPages rx_pages;
+    std::unique_ptr<NetEngine> engine;
+    VifStats stats;
+    std::optional<TxPath> tx;
+    std::optional<RxPath> rx;
+
+    std::atomic<bool> halted{false};
+    mutable std::mutex mu;  // guards reason, new_rate
+    std::string reason;
+    RateLimit new_rate;
+    std::atomic<bool> rate_changed{false};
+
+    UniqueFd wake_fd;
+    std::atomic<bool> stopping{false};
+    std::jthread thread;
+
+    void stop() noexcept {
+        stopping.store(true, std::memory_order_release);
+        wake();
+        if (thread.joinable()) {
+            thread.join();
+        }
+    }
+    void wake() const noexcept {
+        const std::uint64_t one = 1;
+        (void)!::write(wake_fd.get(), &one, sizeof one);
+    }
+    void halt(const std::string& why) {
+        if (halted.exchange(true)) {
+            return;
+        }
+        {
+            std::lock_guard lk(mu);
+            reason = why;
+        }
+        HV_ERROR("netback %s: queue disabled: %s", cfg.name.c_str(), why.c_str());
+        const std::uint64_t one = 1;
+        (void)!::write(halt_fd, &one, sizeof one);
+    }
+    void notify(bool tx_side, bool rx_side) noexcept {
+        if (cfg.split) {
+            if (tx_side) {
+                (void)ev_tx.notify();
+            }
+            if (rx_side) {
+                (void)ev_rx.notify();
+            }
+        } else if (tx_side || rx_side) {
+            (void)ev_tx.notify();
+        }
+    }
+    void run() noexcept;
+};
+
+void Queue::Impl::run() noexcept {
+    while (!stopping.load(std::memory_order_acquire)) {
+        auto now = Clock::now();
+        if (rate_changed.exchange(false)) {
+            std::lock_guard lk(mu);
+            tx->set_rate(new_rate, now);
+        }
+        std::optional<Clock::time_point> throttled;
+        bool holding = false;
+        if (!halted.load(std::memory_order_relaxed)) {
+            const RxRun rr = rx->run(rx_ring, now);
+            const TxRun tr = rr.fatal ? TxRun{} : tx->run(tx_ring, now);
+            if (rr.fatal || tr.fatal) {
+                notify(tr.notify, rr.notify);
+                halt(rr.fatal ? rr.reason : tr.reason);
+                continue;
+            }
+            notify(tr.notify, rr.notify);
+            throttled = tr.throttled_until;
+            holding = rx->holding();
+            bool again = false;
+            if (!throttled) {
+                auto f = tx_ring.final_check_for_requests(1);
+                if (!f) {
+                    halt("tx ring: " + f.error().message());
+                    continue;
+                }
+                again = again || *f;
+            }
+            if (rr.waiting_for > 0) {
+                auto f = rx_ring.final_check_for_requests(rr.waiting_for);
+                if (!f) {
+                    halt("rx ring: " + f.error().message());
+                    continue;
+                }
+                again = again || *f;
+            }
+            if (again) {
+                continue;
+            }
+        }
+        std::array<pollfd, 4> fds{};
+        nfds_t n = 0;
+        fds[n++] = {wake_fd.get(), POLLIN, 0};
+        if (!halted.load(std::memory_order_relaxed)) {
+            fds[n++] = {ev_tx.fd(), POLLIN, 0};
+            if (cfg.split) {
+                fds[n++] = {ev_rx.fd(), POLLIN, 0};
+            }
+            if (!holding) {
+                fds[n++] = {engine->notify_fd(), POLLIN, 0};
+            }
+        }
+        long long wait_ms = kWaitMs;
+        now = Clock::now();
+        auto until = [&](Clock::time_point t) {
+            const auto ms = std::chrono::ceil<std::chrono::milliseconds>(t - now).count();
+            wait_ms = std::clamp<long long>(ms, 0, wait_ms);
+        };
+        if (throttled) {
+            until(*throttled);
+        }
+        if (holding) {
+            until(rx->hold_deadline());
+            if (!cfg.rx_notify) {
+                wait_ms = std::min<long long>(wait_ms, kRxPollMs);
+            }
+        }
+        (void)::poll(fds.data(), n, static_cast<int>(wait_ms));
+        std::uint64_t v = 0;
+        (void)!::read(wake_fd.get(), &v, sizeof v);
+        if (ev_tx.valid()) {
+            (void)ev_tx.ack();
+        }
+        if (ev_rx.valid()) {
+            (void)ev_rx.ack();
+        }
+    }
+}
+
+Queue::Queue(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+Queue::~Queue() { stop(); }
+void Queue::stop() noexcept { impl_->stop(); }
+bool Queue::halted() const noexcept { return impl_->halted.load(); }
+std::string Queue::halt_reason() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->reason;
+}
+VifStatsSnapshot Queue::stats() const noexcept { return impl_->stats.snapshot(); }
+void Queue::set_rate(RateLimit r) noexcept {
+    {
+        std::lock_guard lk(impl_->mu);
+        impl_->new_rate = r;
+    }
+    impl_->rate_changed.store(true);
+    impl_->wake();
+}
+
+Result<std::unique_ptr<Queue>> Queue::create(hvmin::Services svc, std::unique_ptr<NetEngine> engine,
+                                             QueueConfig cfg, int halt_fd) {
+    auto impl = std::make_unique<Impl>(std::move(svc), std::move(cfg));
+    Impl& q = *impl;
+    q.halt_fd = halt_fd;
+    q.engine = std::move(engine);
+    const DomId fe = q.cfg.frontend;
+    auto tx_map = q.svc.grants().map(fe, q.cfg.tx_ring_ref, false);
+    if (!tx_map) {
+        return fail(tx_map.error());
+    }
+    q.tx_map = std::move(*tx_map);
+    auto rx_map = q.svc.grants().map(fe, q.cfg.rx_ring_ref, false);
+    if (!rx_map) {
+        return fail(rx_map.error());
+    }
+    q.rx_map = std::move(*rx_map);
+    auto txr = TxRing::attach(q.tx_map.page());
+    auto rxr = RxRing::attach(q.rx_map.page());
+    if (!txr || !rxr) {
+        return fail(!txr ? txr.error() : rxr.error());
+    }
+    q.tx_ring = *txr;
+    q.rx_ring = *rxr;
+    auto ev = q.svc.evtchn().bind_interdomain(fe, q.cfg.tx_port);
+    if (!ev) {
+        return fail(ev.error());
+    }
+    q.ev_tx = std::move(*ev);
+    if (q.cfg.split) {
+        auto evr = q.svc.evtchn().bind_interdomain(fe, q.cfg.rx_port);
+        if (!evr) {
+            return fail(evr.error());
+        }
+        q.ev_rx = std::move(*evr);
+    }
+    // Copy pages: this connection's own frames (the DOMID_SELF side of every grant copy), one
+    // extent so a packet's linear buffer is contiguous.
+    const std::uint32_t pages = TxPath::kPages + RxPath::kPages;
+    auto first = q.svc.memory().alloc_extent(pages);
+    if (!first) {
+        return fail(first.error());
+    }
+    auto base = q.svc.memory().frame(*first);
+    if (!base) {
+        return fail(base.error());
+    }
+    for (std::uint32_t i = 1; i < pages; ++i) {
+        auto p = q.svc.memory().frame(*first + i);
+        if (!p || *p != *base + std::size_t{i} * XEN_PAGE_SIZE) {
+            return fail(std::make_error_code(std::errc::bad_address));  // not one mapping
+        }
+    }
+    q.tx_pages = {*first, *base, TxPath::kPages};
+    q.rx_pages = {*first + TxPath::kPages, *base + std::size_t{TxPath::kPages} * XEN_PAGE_SIZE,
+                  RxPath::kPages};
+    q.tx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.tx, q.tx_pages, q.cfg.name);
+    q.rx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.rx, q.rx_pages,
+                 q.cfg.rx_drain_timeout, q.cfg.name);
+    q.tx->set_rate(q.cfg.rate, Clock::now());
+    q.wake_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (q.wake_fd.get() < 0) {
+        return fail_errno();
+    }
+    q.thread = std::jthread([&q] { q.run(); });
+    return std::unique_ptr<Queue>(new Queue(std::move(impl)));
+}
+
+}  // namespace hv::net

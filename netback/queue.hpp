@@ -1,0 +1,68 @@
+// Queue: netback's data plane for one queue of one vif (style.md §9): a tx ring and an rx
+// ring, one or two event channels (feature-split-event-channels), one engine, on its own
+// thread. Layer: L2. create()/stop()/destructor run on the device's control thread; the rings,
+// channels, engine and copy pages are used only by the worker thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "hv/expected.hpp"
+#include "hv/strong.hpp"
+#include "hvmin/client.hpp"
+#include "netback/engine.hpp"
+#include "netback/metrics.hpp"
+#include "netback/tx.hpp"
+#include "netback/tx_parse.hpp"
+
+namespace hv::net {
+
+struct QueueConfig {
+    DomId frontend{0};
+    unsigned index = 0;
+    GrantRef tx_ring_ref{0};
+    GrantRef rx_ring_ref{0};
+    EvtchnPort tx_port{0};  ///< the frontend's port; == rx_port when not split
+    EvtchnPort rx_port{0};
+    bool split = false;     ///< two channels (event-channel-tx / -rx)
+    bool rx_notify = true;  ///< feature-rx-notify: otherwise the rx ring is polled while waiting
+    TxConfig tx;
+    RxFrontend rx;
+    RateLimit rate;
+    std::chrono::milliseconds rx_drain_timeout{10000};  ///< Linux rx_drain_timeout_msecs
+    std::string name;       ///< "<fe>/<devid>/q<n>" for logs
+};
+
+/// One queue. A hostile frontend (bad producer index, a fatal tx parse result) halts it:
+/// halted() turns true, `halt_fd` gets one write, the reason is logged; nothing more is read
+/// from or written to its rings.
+class Queue {
+public:
+    /// Maps both rings, binds the channel(s), allocates copy pages (through `svc`, which the
+    /// queue owns: pass a Services::clone()), then starts the thread. `halt_fd` is an eventfd
+    /// owned by the caller that outlives the queue. Errors: grant map / bind / memory failures.
+    static Result<std::unique_ptr<Queue>> create(hvmin::Services svc,
+                                                 std::unique_ptr<NetEngine> engine,
+                                                 QueueConfig cfg, int halt_fd);
+    ~Queue();
+    Queue(const Queue&) = delete;
+    Queue& operator=(const Queue&) = delete;
+
+    /// Stops and joins the thread (idempotent).
+    void stop() noexcept;
+    bool halted() const noexcept;
+    std::string halt_reason() const;
+    VifStatsSnapshot stats() const noexcept;
+    /// A new `rate` (applied by the worker at its next wakeup).
+    void set_rate(RateLimit r) noexcept;
+
+    struct Impl;
+
+private:
+    explicit Queue(std::unique_ptr<Impl> impl) noexcept;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hv::net

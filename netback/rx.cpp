@@ -1,0 +1,205 @@
+// Guest-RX path (see rx.hpp). Layer: L2. Runs on one Queue's worker thread.
+#include "netback/rx.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "hv/log.hpp"
+#include "hv/rings/xen/xen.hpp"
+#include "hvmin/client.hpp"
+
+namespace hv::net {
+
+using rings::XEN_PAGE_SIZE;
+
+RxPacketInfo rx_info_from_vnet(const VnetHdr& h, std::size_t len) noexcept {
+    RxPacketInfo i;
+    i.len = len;
+    i.csum_blank = (h.flags & VnetHdr::F_NEEDS_CSUM) != 0;
+    i.data_validated = i.csum_blank || (h.flags & VnetHdr::F_DATA_VALID) != 0;
+    switch (h.gso_type & ~VnetHdr::GSO_ECN) {
+        case VnetHdr::GSO_TCPV4:
+            i.gso_type = rings::XEN_NETIF_GSO_TYPE_TCPV4;
+            i.gso_size = h.gso_size;
+            break;
+        case VnetHdr::GSO_TCPV6:
+            i.gso_type = rings::XEN_NETIF_GSO_TYPE_TCPV6;
+            i.gso_size = h.gso_size;
+            break;
+        default:
+            break;
+    }
+    return i;
+}
+
+RxPath::RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
+               RxFrontend fe, LocalPages pages, std::chrono::milliseconds drain_timeout,
+               std::string name)
+    : grants_(grants),
+      engine_(engine),
+      stats_(stats),
+      frontend_(frontend),
+      fe_(fe),
+      pages_(pages),
+      drain_timeout_(drain_timeout),
+      name_(std::move(name)) {
+    for (unsigned i = 0; i < kFrames; ++i) {
+        bufs_[i].data = {pages_.base + std::size_t{i} * kPagesPerFrame * XEN_PAGE_SIZE,
+                         std::size_t{kPagesPerFrame} * XEN_PAGE_SIZE};
+    }
+    reqs_.resize(64);
+    slots_.resize(64);
+    rsps_.reserve(kFrames * 24);
+    ops_.reserve(kFrames * 2 * 24);
+    pend_.reserve(kFrames);
+}
+
+void RxPath::drop_held(const char* why) noexcept {
+    const unsigned n = count_ - pos_;
+    VifStats::add(stats_.rx_dropped, n);
+    HV_LOG_RL(warn, "netback %s: %u rx frame(s) dropped: %s", name_.c_str(), n, why);
+    pos_ = count_ = 0;
+    held_ = false;
+}
+
+RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
+    RxRun out;
+    for (;;) {
+        if (pos_ == count_) {
+            pos_ = count_ = 0;
+            held_ = false;
+            auto n = engine_.receive(bufs_);
+            if (!n || *n == 0) {
+                break;
+            }
+            count_ = *n;
+        }
+        while (pos_ < count_) {
+            const RxBuffer& b = bufs_[pos_];
+            const RxPacketInfo info = rx_info_from_vnet(b.hdr, b.len);
+            auto need = rx_slots_needed(info, fe_);
+            if (!need) {
+                // A frame the frontend cannot take (too big without sg, an unadvertised GSO
+                // type): dropped, as Linux does for what it cannot segment.
+                VifStats::add(stats_.rx_dropped);
+                HV_LOG_RL(warn, "netback %s: rx frame of %u bytes dropped: %s", name_.c_str(),
+                          b.len, need.error().message().c_str());
+                ++pos_;
+                continue;
+            }
+            auto avail = ring.unconsumed();
+            if (!avail) {
+                out.fatal = true;
+                out.reason = "rx ring: " + avail.error().message();
+                flush(ring, out);
+                return out;
+            }
+            if (*avail < *need) {
+                flush(ring, out);
+                if (!held_) {
+                    held_ = true;
+                    held_since_ = now;
+                }
+                if (now - held_since_ >= drain_timeout_) {
+                    drop_held("the frontend posts no rx buffers");
+                    break;
+                }
+                out.waiting_for = *need;
+                return out;
+            }
+            held_ = false;
+            if (ops_.size() + 2 * *need > 64 || pend_.size() == kFrames) {
+                flush(ring, out);
+            }
+            for (unsigned i = 0; i < *need; ++i) {
+                auto r = ring.take_request();  // GUEST: copied once by the ring
+                HV_ASSERT(r.has_value());
+                reqs_[i] = *r;
+            }
+            auto used = build_rx_slots(info, fe_, {reqs_.data(), *need}, slots_);
+            HV_ASSERT(used && *used == *need);
+            Pending p;
+            p.first_rsp = static_cast<unsigned>(rsps_.size());
+            p.nr_rsp = *need;
+            p.op_first = static_cast<unsigned>(ops_.size());
+            p.len = b.len;
+            const std::byte* base = b.data.data();
+            const std::size_t base_off =
+                static_cast<std::size_t>(base - pages_.base);  // offset in the local pages
+            for (unsigned i = 0; i < *need; ++i) {
+                const RxSlot& s = slots_[i];
+                rsps_.push_back(s.rsp);
+                if (s.extra || s.copy_len == 0) {
+                    continue;
+                }
+                std::size_t done = 0;
+                while (done < s.copy_len) {
+                    const std::size_t src = base_off + s.src_offset + done;
+                    const std::size_t in_page = src % XEN_PAGE_SIZE;
+                    const std::size_t n =
+                        std::min<std::size_t>(s.copy_len - done, XEN_PAGE_SIZE - in_page);
+                    rings::gnttab_copy op{};
+                    op.source.u.gmfn = pages_.first_frame + src / XEN_PAGE_SIZE;
+                    op.source.domid = rings::DOMID_SELF;
+                    op.source.offset = static_cast<std::uint16_t>(in_page);
+                    op.dest.u.ref = s.gref;
+                    op.dest.domid = frontend_.get();
+                    op.dest.offset = static_cast<std::uint16_t>(s.rsp.offset + done);
+                    op.len = static_cast<std::uint16_t>(n);
+                    op.flags = rings::GNTCOPY_dest_gref;
+                    ops_.push_back(op);
+                    done += n;
+                }
+            }
+            p.op_count = static_cast<unsigned>(ops_.size()) - p.op_first;
+            pend_.push_back(p);
+            ++pos_;
+        }
+    }
+    flush(ring, out);
+    return out;
+}
+
+void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
+    if (pend_.empty()) {
+        return;
+    }
+    bool copy_ok = true;
+    if (!ops_.empty()) {
+        if (auto r = grants_.copy(ops_); !r) {
+            HV_LOG_RL(error, "netback %s: rx grant copy: %s", name_.c_str(),
+                      r.error().message().c_str());
+            copy_ok = false;
+        }
+    }
+    for (const Pending& p : pend_) {
+        bool ok = copy_ok;
+        for (unsigned i = 0; ok && i < p.op_count; ++i) {
+            ok = ops_[p.op_first + i].status == rings::GNTST_okay;
+        }
+        if (ok) {
+            VifStats::add(stats_.rx_packets);
+            VifStats::add(stats_.rx_bytes, p.len);
+        } else {
+            // GUEST: a bad rx grant. The frontend sees an error status in the packet's first
+            // slot (Linux writes the GNTST code into the failed slot) and drops it.
+            VifStats::add(stats_.rx_dropped);
+            HV_LOG_RL(warn, "netback %s: rx grant copy failed", name_.c_str());
+            rsps_[p.first_rsp].status = rings::NETIF_RSP_ERROR;
+        }
+    }
+    // Responses land in the ring index of the request each consumed: requests were taken in
+    // order and rsp_prod_pvt == req_cons before each packet, so put_response's slot is the
+    // request's slot (sharp edge 12). Extras overlay a response with a netif_extra_info.
+    for (const auto& r : rsps_) {
+        ring.put_response(r);
+    }
+    if (ring.push_responses()) {
+        out.notify = true;
+    }
+    rsps_.clear();
+    ops_.clear();
+    pend_.clear();
+}
+
+}  // namespace hv::net

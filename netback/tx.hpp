@@ -1,0 +1,121 @@
+// netback's guest-TX path (frontend → host) for one queue (xen-abi.md §6.3, §6.5, §6.8): take the
+// tx requests, parse them (tx_parse.hpp), batch-copy the fragments out of the frontend's
+// grants into this queue's own pages, build the virtio-net header and hand frames to the engine,
+// then answer every consumed slot. Also the `rate` token bucket. Layer: L2.
+// Threads: a TxPath belongs to its Queue's worker thread.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "hv/expected.hpp"
+#include "hv/rings/ring.hpp"
+#include "hv/rings/xen/grant_table.hpp"
+#include "hv/strong.hpp"
+#include "netback/engine.hpp"
+#include "netback/metrics.hpp"
+#include "netback/tx_parse.hpp"
+
+namespace hv::hvmin {
+class Grants;
+}
+
+namespace hv::net {
+
+using Clock = std::chrono::steady_clock;
+using TxRing = rings::BackRing<rings::NetifTxProtocol>;
+
+/// `rate = "<bytes>,<usec>"` (xen-abi §6.6): credit per window. bytes == 0: unlimited.
+struct RateLimit {
+    std::uint64_t credit_bytes = 0;
+    std::uint64_t credit_usec = 0;
+    bool unlimited() const noexcept { return credit_bytes == 0; }
+    friend bool operator==(const RateLimit&, const RateLimit&) = default;
+};
+/// Parses the `rate` key. GUEST-proof (the toolstack writes it, but it is still text):
+/// EINVAL for anything but two unsigned decimals separated by one comma, usec > 0.
+Result<RateLimit> parse_rate(std::string_view text) noexcept;
+
+/// Linux netback's token bucket (xen-abi §6.8 "Rate limiting").
+class CreditBucket {
+public:
+    void configure(RateLimit r, Clock::time_point now) noexcept;
+    /// True and the credit is taken if `bytes` may go now; false: wait until retry_at().
+    bool take(std::uint64_t bytes, Clock::time_point now) noexcept;
+    Clock::time_point retry_at() const noexcept { return window_end_; }
+    const RateLimit& limit() const noexcept { return rate_; }
+
+private:
+    RateLimit rate_{};
+    std::uint64_t remaining_ = 0;
+    Clock::time_point window_end_{};
+};
+
+/// Local pages (this backend's own frames, contiguous in one extent) used as the DOMID_SELF side
+/// of grant copies.
+struct LocalPages {
+    std::uint64_t first_frame = 0;
+    std::byte* base = nullptr;
+    std::size_t pages = 0;
+};
+
+/// Fills `hdr` for a frame from the frontend's flags and GSO extra: finds the L4 header behind
+/// Ethernet (+VLAN) / IPv4 / IPv6 for NETTXF_csum_blank (csum_start/offset) and GSO (hdr_len).
+/// Errors: Errc::bad_offload when the headers cannot carry what the flags ask for.
+Result<VnetHdr> tx_vnet_header(std::span<const std::byte> frame, const TxPacket& p) noexcept;
+
+/// What one TxPath::run() did.
+struct TxRun {
+    bool notify = false;                       ///< responses pushed and the frontend asked for an event
+    bool fatal = false;                        ///< disable the vif (reason says why)
+    std::string reason;
+    std::optional<Clock::time_point> throttled_until;  ///< out of credit: resume then
+};
+
+class TxPath {
+public:
+    static constexpr unsigned kBatchPackets = 16;   ///< packets copied per GNTTABOP_copy batch
+    static constexpr unsigned kPagesPerPacket = 16; ///< 64 KiB linear buffer per packet
+    static constexpr unsigned kPages = kBatchPackets * kPagesPerPacket;
+
+    TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
+           TxConfig cfg, LocalPages pages, std::string name);
+
+    /// Drains the tx ring as far as credit allows. Never blocks.
+    TxRun run(TxRing& ring, Clock::time_point now) noexcept;
+    void set_rate(RateLimit r, Clock::time_point now) noexcept { bucket_.configure(r, now); }
+    /// Requests copied out of the ring but not answered (waiting for credit).
+    unsigned pending() const noexcept { return static_cast<unsigned>(pend_.size() - pend_head_); }
+
+private:
+    struct Entry {
+        TxPacket pkt;
+        std::int16_t status = rings::NETIF_RSP_ERROR;
+        int buf = -1;             ///< batch buffer index, forward only
+        unsigned op_first = 0, op_count = 0;
+    };
+    void flush(TxRing& ring, TxRun& out) noexcept;
+
+    hvmin::Grants& grants_;
+    NetEngine& engine_;
+    VifStats& stats_;
+    DomId frontend_;
+    TxConfig cfg_;
+    LocalPages pages_;
+    std::string name_;
+    CreditBucket bucket_;
+    std::vector<rings::netif_tx_request> pend_;  ///< private copies of taken requests
+    std::size_t pend_head_ = 0;
+    std::vector<Entry> batch_;
+    std::vector<rings::gnttab_copy> ops_;
+    std::vector<rings::netif_tx_response> rsp_;
+    unsigned bufs_used_ = 0;
+};
+
+}  // namespace hv::net

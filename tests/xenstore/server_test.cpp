@@ -79,13 +79,15 @@ TEST_CASE("listen_unix reports unusable paths", "[xenstore][server]") {
 TEST_CASE("a stale socket file is replaced and removed at shutdown", "[xenstore][server]") {
     hv::test::TempDir dir("hvkit-xs");
     const std::string path = dir.str() + "/sock";
-    {
-        auto s1 = Server::create();
-        REQUIRE(s1.has_value());
-        REQUIRE((*s1)->listen_unix(path).has_value());
-        auto s2 = Server::create();
-        REQUIRE(s2.has_value());
-        REQUIRE((*s2)->listen_unix(path).has_value());  // replaces the first one's file
-    }
+    auto s1 = Server::create();
+    REQUIRE(s1.has_value());
+    REQUIRE((*s1)->listen_unix(path).has_value());
+    auto s2 = Server::create();
+    REQUIRE(s2.has_value());
+    REQUIRE((*s2)->listen_unix(path).has_value());  // replaces the first one's file
+    s1->reset();
+    CHECK(std::filesystem::exists(path));  // the old server leaves its successor's socket alone
+    RawConn c = RawConn::connect_unix(path);
+    s2->reset();
     CHECK_FALSE(std::filesystem::exists(path));
 }

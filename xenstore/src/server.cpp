@@ -50,7 +50,7 @@ struct Server::Impl {
     UniqueFd wake;
     UniqueFd timer;
     std::vector<UniqueFd> listeners;
-    std::vector<std::string> listen_paths;
+    std::vector<std::pair<std::string, ino_t>> listen_paths;  // removed at exit if still ours
     std::unordered_map<ConnId, Sock> socks;
     std::atomic<bool> stopping{false};
     std::uint64_t protocol_disconnects = 0;
@@ -59,8 +59,11 @@ struct Server::Impl {
     explicit Impl(ServerConfig c) : cfg(c), core(std::move(c)) {}
 
     ~Impl() {
-        for (const auto& p : listen_paths) {
-            ::unlink(p.c_str());
+        for (const auto& [p, ino] : listen_paths) {
+            struct stat st {};
+            if (::lstat(p.c_str(), &st) == 0 && st.st_ino == ino) {  // not a successor's socket
+                ::unlink(p.c_str());
+            }
         }
     }
 
@@ -277,11 +280,15 @@ Result<void> Server::listen_unix(const std::string& path) {
         ::listen(fd.get(), 128) != 0) {
         return fail_errno();
     }
+    struct stat bound {};
+    if (::lstat(path.c_str(), &bound) != 0) {
+        return fail_errno();
+    }
     std::lock_guard lk(impl_->mu);
     const auto idx = impl_->listeners.size();
     HV_TRY(impl_->watch_fd(fd.get(), EPOLLIN, tag(kListen, idx)));
     impl_->listeners.push_back(std::move(fd));
-    impl_->listen_paths.push_back(path);
+    impl_->listen_paths.emplace_back(path, bound.st_ino);
     return {};
 }
 

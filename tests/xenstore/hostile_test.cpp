@@ -289,3 +289,29 @@ TEST_CASE("transactions left open do not block anyone else", "[xenstore][hostile
     }
     CHECK(c.read("/shared").payload == "4");
 }
+
+TEST_CASE("every remaining rejection branch answers with its error", "[xenstore][hostile]") {
+    Harness h;
+    RawConn c = h.dom0();
+    RawConn d = h.domain(3);
+    REQUIRE(ok(c.write("/hidden/child", "x")));  // n0
+    // Numbers: empty, sign, overflow, junk.
+    CHECK(c.call(MsgType::XS_GET_DOMAIN_PATH, nul_join({""})).is_error("EINVAL"));
+    CHECK(c.call(MsgType::XS_INTRODUCE, nul_join({"4", "1", "-1"})).is_error("EINVAL"));
+    CHECK(c.call(MsgType::XS_INTRODUCE, nul_join({"4", "1", "99999999999"})).is_error("EINVAL"));
+    CHECK(c.call(MsgType::XS_GET_FEATURE, nul_join({"x"})).is_error("EINVAL"));
+    CHECK(c.call(MsgType::XS_GET_FEATURE, nul_join({"1", "2"})).is_error("EINVAL"));
+    CHECK(c.call(MsgType::XS_SET_QUOTA, nul_join({"bogus", "1"})).is_error("EINVAL"));
+    CHECK(c.call(MsgType::XS_SET_QUOTA, nul_join({"x", "nodes", "1"})).is_error("EINVAL"));
+    CHECK(c.call(MsgType::XS_GET_QUOTA, nul_join({"x", "nodes"})).is_error("EINVAL"));
+    // Special paths: too long, unknown for SET_PERMS.
+    CHECK(c.watch("@" + std::string(3100, 'a'), "t").is_error("EINVAL"));
+    CHECK(c.set_perms("@nonsense", {"n0"}).is_error("ENOENT"));
+    // Permission denials not covered elsewhere.
+    CHECK(d.call(MsgType::XS_DIRECTORY_PART, nul_join({"/hidden", "0"})).is_error("EACCES"));
+    CHECK(d.rm("/hidden/ghost").is_error("EACCES"));  // missing node, unreadable parent
+    CHECK(d.mkdir("/hidden").is_error("EACCES"));     // existing node without write access
+    CHECK(d.rm("/nothing/here").is_error("EACCES"));  // "/" itself is unreadable to dom3
+    CHECK(c.rm("/nothing/here").is_error("ENOENT"));
+    CHECK(ok(c.call(MsgType::XS_CONTROL, nul_join({"check"}))));
+}

@@ -1,0 +1,152 @@
+// libnetfront: the guest side of the netif protocol (xen-abi.md §4.11, §6; design §9).
+// One Device per vif: the xenbus handshake (netfront goes 1 → 4, skipping Initialised) and
+// 1..N queues, each a tx ring and an rx ring with one or two event channels and a pool of
+// granted pages (tx pages read-only, rx pages writable, granted once at connect).
+// Layer: frontends (links hv::rings, hv::hvmin_client, hv::xenbus). Threads: a Device is driven
+// by ONE thread: every member, control and data path, from that thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "hv/expected.hpp"
+#include "hv/rings/protocols/netif.hpp"
+#include "hv/strong.hpp"
+
+namespace hv::hvmin {
+class Services;
+}
+namespace hv::xs {
+class Client;
+}
+
+namespace hv::netfront {
+
+/// Errors of libnetfront (category "hv.netfront").
+enum class Errc {
+    not_connected = 1,  ///< send() before Connected, or after the device died
+    busy,               ///< no free tx slots/pages now: poll() and retry (backpressure)
+    bad_packet,         ///< shorter than 14 bytes, longer than 65535, too many slots, bad GSO
+    backend_protocol,   ///< the backend broke the protocol (missing rx-copy, bad response)
+    device_gone,        ///< the device was removed
+    timed_out,          ///< the handshake did not finish in time
+};
+const std::error_category& category() noexcept;
+std::error_code make_error_code(Errc e) noexcept;
+
+/// What this frontend offers at most.
+struct Options {
+    unsigned max_queues = 1;   ///< used: min(own, backend's multi-queue-max-queues)
+    bool split = true;         ///< split event channels when the backend offers them
+    bool sg = true;            ///< feature-sg
+    bool gso_tcpv4 = true;     ///< feature-gso-tcpv4 (rx GSO extras accepted)
+    bool gso_tcpv6 = true;     ///< feature-gso-tcpv6
+    bool csum = true;          ///< partial checksums accepted (else feature-no-csum-offload=1)
+    bool rx_notify = true;     ///< feature-rx-notify: kick the backend when posting rx buffers
+};
+
+/// Offload metadata of a packet (tx: what to ask for; rx: what the backend said).
+struct Offload {
+    bool csum_blank = false;      ///< L4 checksum not computed (pseudo-header sum in place)
+    bool data_validated = false;  ///< checksum known good
+    std::uint8_t gso_type = rings::XEN_NETIF_GSO_TYPE_NONE;
+    std::uint16_t gso_size = 0;   ///< MSS
+};
+
+struct Packet {
+    std::vector<std::byte> data;
+    Offload offload;
+    unsigned queue = 0;
+};
+
+enum class Phase : std::uint8_t {
+    waiting,    ///< handshake in progress
+    connected,  ///< packets flow
+    closed,     ///< the backend closed the device; may reconnect when it returns to InitWait
+    dead,       ///< removed or broken
+};
+
+/// Counters of this device.
+struct Counters {
+    std::uint64_t tx_packets = 0, tx_errors = 0;  ///< tx responses OKAY / not OKAY
+    std::uint64_t rx_packets = 0, rx_errors = 0;  ///< rx packets delivered / refused
+};
+
+class Device {
+public:
+    /// Prepares vif `devid` (frontend dir device/vif/<devid>): reads its backend, watches both
+    /// `state` nodes with token watch_token(). `xs` and `hv` must outlive the Device.
+    static Result<std::unique_ptr<Device>> create(hvmin::Services& hv, xs::Client& xs,
+                                                  std::uint32_t devid, Options o = {});
+    ~Device();  ///< Closed; grants revoked; ports closed.
+    Device(const Device&) = delete;
+    Device& operator=(const Device&) = delete;
+
+    /// Re-reads both sides' state and acts on the state reached (call on every watch event
+    /// with watch_token(), and after create()).
+    Result<void> on_state_change();
+    /// Runs on_state_change() on this device's watch events until connected (or dead).
+    /// Other events go to `other`. Errors: Errc::timed_out, device errors.
+    Result<void> wait_connected(std::chrono::milliseconds timeout,
+                                const std::function<void(const std::string& path,
+                                                         const std::string& token)>& other = {});
+
+    /// Queues one Ethernet frame on `queue` (sg fragments, GSO extra, csum flags from `off`).
+    /// Errors: not_connected, busy (ring or pages full: poll() first), bad_packet.
+    Result<void> send(unsigned queue, std::span<const std::byte> frame, const Offload& off = {});
+    /// Handles tx responses and received packets on every queue; appends packets to `out`.
+    /// Never blocks. Returns the number of packets appended.
+    std::size_t poll(std::vector<Packet>& out);
+    /// Waits (≤ timeout) until at least `n` packets were received (appended to `out`).
+    /// Returns how many arrived.
+    std::size_t receive(std::vector<Packet>& out, std::size_t n,
+                        std::chrono::milliseconds timeout);
+    /// Event-channel fds of the connected queues (readable: work for poll()).
+    std::vector<int> pollable_fds() const;
+
+    Phase phase() const noexcept;
+    unsigned queues() const noexcept;
+    bool split() const noexcept;
+    std::uint32_t devid() const noexcept;
+    std::string mac() const;  ///< the `mac` key of the frontend dir ("" if absent)
+    std::string frontend_dir() const;
+    std::string backend_dir() const;
+    std::string watch_token() const;
+    Counters counters() const noexcept;
+    /// Tx slots sent and not answered yet, over all queues.
+    unsigned tx_outstanding() const noexcept;
+
+    // ---- test hooks (hostile-frontend tests drive the tx ring by hand) ----
+    struct RawPage {
+        std::uint16_t id;  ///< the tx id to use for a request naming this page
+        GrantRef gref;     ///< granted read-only to the backend
+        std::byte* data;
+    };
+    /// Takes a free tx page of `queue` (freed by the response carrying its id).
+    Result<RawPage> raw_tx_page(unsigned queue);
+    /// Writes raw request slots (extras as netif_extra_info in the first 8 bytes), pushes and
+    /// kicks. Errors: busy if the ring lacks room.
+    Result<void> raw_tx(unsigned queue, std::span<const rings::netif_tx_request> slots);
+    /// Overwrites the shared tx req_prod with `value` and kicks (a hostile producer index).
+    void raw_tx_req_prod(unsigned queue, std::uint32_t value);
+    /// Every tx response (id, status) seen since the last call, NULL ones included.
+    std::vector<rings::netif_tx_response> take_tx_responses();
+
+    struct Impl;
+
+private:
+    explicit Device(std::unique_ptr<Impl> impl) noexcept;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hv::netfront
+
+template <>
+struct std::is_error_code_enum<hv::netfront::Errc> : std::true_type {};

@@ -1,0 +1,671 @@
+// libnetfront (see include/frontends/netfront.hpp). Layer: frontends. One thread per Device.
+#include "frontends/netfront.hpp"
+
+#include <poll.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "hv/log.hpp"
+#include "hv/rings/ring.hpp"
+#include "hvmin/client.hpp"
+#include "xenbus/xenbus.hpp"
+#include "xenstore/client.hpp"
+
+namespace hv::netfront {
+
+namespace {
+
+using rings::XEN_PAGE_SIZE;
+using xenbus::XenbusState;
+using TxFront = rings::FrontRing<rings::NetifTxProtocol>;
+using RxFront = rings::FrontRing<rings::NetifRxProtocol>;
+
+constexpr unsigned kRingSize = rings::ring_entries_for_pages<rings::NetifTxProtocol>(1);
+static_assert(kRingSize == rings::ring_entries_for_pages<rings::NetifRxProtocol>(1));
+/// Slots a received packet may use (netfront: XEN_NETIF_NR_SLOTS_MIN data slots + extras).
+constexpr unsigned kMaxRxSlots = rings::XEN_NETIF_NR_SLOTS_MIN + 4;
+
+class Category : public std::error_category {
+public:
+    const char* name() const noexcept override { return "hv.netfront"; }
+    std::string message(int c) const override {
+        switch (static_cast<Errc>(c)) {
+            case Errc::not_connected: return "vif not connected";
+            case Errc::busy: return "tx ring full";
+            case Errc::bad_packet: return "packet cannot be sent";
+            case Errc::backend_protocol: return "backend protocol error";
+            case Errc::device_gone: return "vif removed";
+            case Errc::timed_out: return "handshake timed out";
+        }
+        return "unknown netfront error";
+    }
+};
+
+bool flag(xs::Client& xs, const std::string& path) {
+    auto v = xenbus::read_uint(xs, path, UINT32_MAX);
+    return v && *v != 0;
+}
+
+}  // namespace
+
+const std::error_category& category() noexcept {
+    static const Category c;
+    return c;
+}
+std::error_code make_error_code(Errc e) noexcept { return {static_cast<int>(e), category()}; }
+
+struct Queue {
+    std::byte* tx_mem = nullptr;
+    std::byte* rx_mem = nullptr;
+    GrantRef tx_ref{0}, rx_ref{0};
+    TxFront tx;
+    RxFront rx;
+    hvmin::EventChannelBinding ev_tx;
+    hvmin::EventChannelBinding ev_rx;  // split only
+    std::byte* tx_pages = nullptr;      // kRingSize pages, granted read-only
+    std::byte* rx_pages = nullptr;      // kRingSize pages, granted writable
+    std::vector<GrantRef> tx_grefs, rx_grefs;
+    std::vector<std::uint16_t> tx_free;  // free tx page ids
+    std::vector<bool> tx_busy;
+    std::vector<rings::netif_rx_response> rx_pending;  // copies, a packet may be incomplete
+};
+
+struct Device::Impl {
+    Impl(hvmin::Services& h, xs::Client& x) : hv(h), xs(x) {}
+    hvmin::Services& hv;
+    xs::Client& xs;
+    Options opt;
+    std::uint32_t devid = 0;
+    std::string fdir, bdir, token;
+    DomId backend{0};
+    Phase phase = Phase::waiting;
+    bool split = false;
+    bool set_up = false;
+    Counters counters;
+    std::vector<rings::netif_tx_response> tx_log;
+    std::vector<xs::ScopedWatch> watches;
+    std::vector<Queue> queues;
+
+    Result<void> setup();
+    void teardown() noexcept;
+    void die(const char* why) {
+        HV_LOG_RL(warn, "netfront %s: %s", fdir.c_str(), why);
+        teardown();
+        phase = Phase::dead;
+        (void)xenbus::switch_state(xs, fdir, XenbusState::XenbusStateClosing);
+    }
+    Result<void> on_state_change();
+    Result<void> send(unsigned q, std::span<const std::byte> frame, const Offload& off);
+    std::size_t poll(std::vector<Packet>& out);
+    bool tx_responses(Queue& q);
+    std::size_t rx_packets(Queue& q, unsigned qi, std::vector<Packet>& out);
+    void kick_tx(Queue& q) { (void)q.ev_tx.notify(); }
+    void kick_rx(Queue& q) { (void)(split ? q.ev_rx.notify() : q.ev_tx.notify()); }
+};
+
+Result<void> Device::Impl::setup() {
+    if (!flag(xs, bdir + "/feature-rx-copy")) {
+        return fail(make_error_code(Errc::backend_protocol));
+    }
+    split = opt.split && flag(xs, bdir + "/feature-split-event-channels");
+    unsigned nq = 1;
+    if (auto m = xenbus::read_uint(xs, bdir + "/multi-queue-max-queues", 1024); m && *m > 0) {
+        nq = std::min<unsigned>(std::max(1U, opt.max_queues), static_cast<unsigned>(*m));
+    }
+    queues.clear();
+    queues.resize(nq);
+    auto& mem = hv.memory();
+    auto& gnt = hv.grants();
+    for (auto& q : queues) {
+        // Rings alone in their extents (an isolated backend may map only those).
+        auto txf = mem.alloc_extent(1);
+        auto rxf = mem.alloc_extent(1);
+        auto data = mem.alloc_extent(2 * kRingSize);
+        if (!txf || !rxf || !data) {
+            return fail(!txf ? txf.error() : (!rxf ? rxf.error() : data.error()));
+        }
+        q.tx_mem = *mem.frame(*txf);
+        q.rx_mem = *mem.frame(*rxf);
+        auto tx = TxFront::init({q.tx_mem, XEN_PAGE_SIZE});
+        auto rx = RxFront::init({q.rx_mem, XEN_PAGE_SIZE});
+        if (!tx || !rx) {
+            return fail(!tx ? tx.error() : rx.error());
+        }
+        q.tx = *tx;
+        q.rx = *rx;
+        auto tref = gnt.grant_access(backend, *txf, false);
+        auto rref = gnt.grant_access(backend, *rxf, false);
+        if (!tref || !rref) {
+            return fail(!tref ? tref.error() : rref.error());
+        }
+        q.tx_ref = *tref;
+        q.rx_ref = *rref;
+        auto base = mem.frame(*data);
+        if (!base) {
+            return fail(base.error());
+        }
+        q.tx_pages = *base;
+        q.rx_pages = *base + std::size_t{kRingSize} * XEN_PAGE_SIZE;
+        for (unsigned i = 0; i < 2 * kRingSize; ++i) {
+            auto p = mem.frame(*data + i);
+            if (!p || *p != *base + std::size_t{i} * XEN_PAGE_SIZE) {
+                return fail(std::make_error_code(std::errc::bad_address));
+            }
+            auto g = gnt.grant_access(backend, *data + i, i < kRingSize);
+            if (!g) {
+                return fail(g.error());
+            }
+            (i < kRingSize ? q.tx_grefs : q.rx_grefs).push_back(*g);
+        }
+        q.tx_busy.assign(kRingSize, false);
+        q.tx_free.clear();
+        for (unsigned i = kRingSize; i > 0; --i) {
+            q.tx_free.push_back(static_cast<std::uint16_t>(i - 1));
+        }
+        auto e1 = hv.evtchn().alloc_unbound(backend);
+        if (!e1) {
+            return fail(e1.error());
+        }
+        q.ev_tx = std::move(*e1);
+        if (split) {
+            auto e2 = hv.evtchn().alloc_unbound(backend);
+            if (!e2) {
+                return fail(e2.error());
+            }
+            q.ev_rx = std::move(*e2);
+        }
+        // Post every rx buffer: request at ring index i names page i & (size-1), so the
+        // response in that index (sharp edge 12) is found in that page.
+        for (unsigned i = 0; i < kRingSize; ++i) {
+            auto& r = q.rx.next_request();
+            r.id = static_cast<std::uint16_t>(i);
+            r.gref = q.rx_grefs[i].get();
+            q.rx.commit_request();
+        }
+        q.rx.publish_requests();
+    }
+    auto w = xs.transaction([&](xs::TxId tx) -> Result<void> {
+        for (unsigned i = 0; i < queues.size(); ++i) {
+            const Queue& q = queues[i];
+            const std::string d = queues.size() == 1 ? fdir : fdir + "/queue-" + std::to_string(i);
+            HV_TRY(xs.write(d + "/tx-ring-ref", std::to_string(q.tx_ref.get()), tx));
+            HV_TRY(xs.write(d + "/rx-ring-ref", std::to_string(q.rx_ref.get()), tx));
+            if (split) {
+                HV_TRY(xs.write(d + "/event-channel-tx", std::to_string(q.ev_tx.port().get()), tx));
+                HV_TRY(xs.write(d + "/event-channel-rx", std::to_string(q.ev_rx.port().get()), tx));
+            } else {
+                HV_TRY(xs.write(d + "/event-channel", std::to_string(q.ev_tx.port().get()), tx));
+            }
+        }
+        if (queues.size() > 1) {
+            HV_TRY(xs.write(fdir + "/multi-queue-num-queues", std::to_string(queues.size()), tx));
+        }
+        HV_TRY(xs.write(fdir + "/request-rx-copy", "1", tx));
+        HV_TRY(xs.write(fdir + "/feature-rx-notify", opt.rx_notify ? "1" : "0", tx));
+        HV_TRY(xs.write(fdir + "/feature-sg", opt.sg ? "1" : "0", tx));
+        HV_TRY(xs.write(fdir + "/feature-gso-tcpv4", opt.gso_tcpv4 ? "1" : "0", tx));
+        HV_TRY(xs.write(fdir + "/feature-gso-tcpv6", opt.gso_tcpv6 ? "1" : "0", tx));
+        HV_TRY(xs.write(fdir + "/feature-no-csum-offload", opt.csum ? "0" : "1", tx));
+        HV_TRY(xs.write(fdir + "/feature-ipv6-csum-offload", opt.csum ? "1" : "0", tx));
+        return {};
+    });
+    if (!w) {
+        return fail(w.error());
+    }
+    set_up = true;
+    // SPEC: netfront skips Initialised and goes straight to Connected (sharp edge 16).
+    HV_TRY(xenbus::switch_state(xs, fdir, XenbusState::XenbusStateConnected));
+    return {};
+}
+
+void Device::Impl::teardown() noexcept {
+    auto& gnt = hv.grants();
+    for (auto& q : queues) {
+        q.ev_tx = {};
+        q.ev_rx = {};
+        for (auto g : q.tx_grefs) {
+            (void)gnt.end_access(g);
+        }
+        for (auto g : q.rx_grefs) {
+            (void)gnt.end_access(g);
+        }
+        if (q.tx_mem != nullptr) {
+            (void)gnt.end_access(q.tx_ref);
+            (void)gnt.end_access(q.rx_ref);
+        }
+    }
+    queues.clear();
+    set_up = false;
+}
+
+Result<void> Device::Impl::on_state_change() {
+    if (phase == Phase::dead) {
+        return fail(make_error_code(Errc::device_gone));
+    }
+    auto own = xenbus::read_optional(xs, fdir + "/state");
+    if (!own) {
+        return fail(own.error());
+    }
+    if (!*own) {
+        teardown();
+        phase = Phase::dead;
+        return fail(make_error_code(Errc::device_gone));
+    }
+    auto bs = xenbus::read_state(xs, bdir);
+    if (!bs) {
+        return fail(bs.error());
+    }
+    switch (*bs) {
+        case XenbusState::XenbusStateInitWait:
+            if (!set_up) {
+                if (auto r = setup(); !r) {
+                    HV_WARN("netfront %s: connect: %s", fdir.c_str(), r.error().message().c_str());
+                    die("connect failed");
+                    return fail(r.error());
+                }
+            }
+            break;
+        case XenbusState::XenbusStateConnected:
+            if (set_up) {
+                phase = Phase::connected;
+            }
+            break;
+        case XenbusState::XenbusStateClosing:
+        case XenbusState::XenbusStateClosed:
+        case XenbusState::XenbusStateUnknown:
+            if (set_up || phase == Phase::connected) {
+                teardown();
+            }
+            phase = *bs == XenbusState::XenbusStateUnknown ? Phase::dead : Phase::closed;
+            (void)xenbus::switch_state(xs, fdir, *bs == XenbusState::XenbusStateClosing
+                                                      ? XenbusState::XenbusStateClosed
+                                                      : XenbusState::XenbusStateInitialising);
+            break;
+        default:
+            break;
+    }
+    return {};
+}
+
+Result<void> Device::Impl::send(unsigned qi, std::span<const std::byte> frame, const Offload& off) {
+    if (phase != Phase::connected || qi >= queues.size()) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    Queue& q = queues[qi];
+    const std::size_t len = frame.size();
+    const bool gso = off.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE;
+    if (len < 14 || len > rings::XEN_NETIF_MAX_TX_SIZE || (!opt.sg && len > XEN_PAGE_SIZE) ||
+        (gso && (off.gso_size == 0 || off.gso_type > rings::XEN_NETIF_GSO_TYPE_TCPV6))) {
+        return fail(make_error_code(Errc::bad_packet));
+    }
+    const unsigned frags = static_cast<unsigned>((len + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
+    const unsigned slots = frags + (gso ? 1U : 0U);
+    if (q.tx.free_requests() < slots || q.tx_free.size() < frags) {
+        (void)tx_responses(q);
+        if (q.tx.free_requests() < slots || q.tx_free.size() < frags) {
+            return fail(make_error_code(Errc::busy));
+        }
+    }
+    for (unsigned f = 0; f < frags; ++f) {
+        const std::uint16_t id = q.tx_free.back();
+        q.tx_free.pop_back();
+        q.tx_busy[id] = true;
+        const std::size_t at = std::size_t{f} * XEN_PAGE_SIZE;
+        const std::size_t n = std::min<std::size_t>(XEN_PAGE_SIZE, len - at);
+        std::memcpy(q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE, frame.data() + at, n);
+        rings::netif_tx_request r{};
+        r.gref = q.tx_grefs[id].get();
+        r.offset = 0;
+        r.id = id;
+        r.size = static_cast<std::uint16_t>(f == 0 ? len : n);
+        if (f == 0) {
+            r.flags = static_cast<std::uint16_t>(
+                (off.csum_blank ? rings::NETTXF_csum_blank : 0) |
+                (off.data_validated || off.csum_blank ? rings::NETTXF_data_validated : 0) |
+                (gso ? rings::NETTXF_extra_info : 0));
+        }
+        if (f + 1 < frags) {
+            r.flags = static_cast<std::uint16_t>(r.flags | rings::NETTXF_more_data);
+        }
+        q.tx.put_request(r);
+        if (f == 0 && gso) {
+            rings::netif_extra_info x{};
+            x.type = rings::XEN_NETIF_EXTRA_TYPE_GSO;
+            x.u.gso.size = off.gso_size;
+            x.u.gso.type = off.gso_type;
+            std::memcpy(static_cast<void*>(&q.tx.next_request()), &x, sizeof x);
+            q.tx.commit_request();
+        }
+    }
+    if (q.tx.push_requests()) {
+        kick_tx(q);
+    }
+    return {};
+}
+
+bool Device::Impl::tx_responses(Queue& q) {
+    auto n = q.tx.unconsumed_responses();
+    if (!n) {
+        die("tx ring: impossible rsp_prod");
+        return false;
+    }
+    while (auto r = q.tx.take_response()) {
+        tx_log.push_back(*r);
+        if (r->status == rings::NETIF_RSP_NULL) {
+            continue;  // an extra-info slot
+        }
+        // GUEST-like: the backend is not trusted with our ids either.
+        if (r->id >= kRingSize || !q.tx_busy[r->id]) {
+            die("tx response for an id not outstanding");
+            return false;
+        }
+        q.tx_busy[r->id] = false;
+        q.tx_free.push_back(r->id);
+        if (r->status == rings::NETIF_RSP_OKAY) {
+            ++counters.tx_packets;
+        } else {
+            ++counters.tx_errors;
+        }
+    }
+    return true;
+}
+
+std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>& out) {
+    auto n = q.rx.unconsumed_responses();
+    if (!n) {
+        die("rx ring: impossible rsp_prod");
+        return 0;
+    }
+    // The response at index i belongs to page i & (size-1); remember indices with the copies.
+    const std::uint32_t first_idx = q.rx.rsp_cons() - static_cast<std::uint32_t>(q.rx_pending.size());
+    while (auto r = q.rx.take_response()) {
+        q.rx_pending.push_back(*r);
+    }
+    std::size_t got = 0;
+    std::size_t pos = 0;
+    while (pos < q.rx_pending.size()) {
+        // Find the packet's extent: slot 0, its extras, its data slots.
+        std::size_t i = pos;
+        const auto r0 = q.rx_pending[i++];
+        Packet p;
+        p.queue = qi;
+        bool bad = false;
+        bool complete = true;
+        if ((r0.flags & rings::NETRXF_extra_info) != 0) {
+            bool more = true;
+            while (more) {
+                if (i >= q.rx_pending.size()) {
+                    complete = false;
+                    break;
+                }
+                rings::netif_extra_info x{};
+                std::memcpy(&x, &q.rx_pending[i++], sizeof x);
+                more = (x.flags & rings::XEN_NETIF_EXTRA_FLAG_MORE) != 0;
+                if (x.type == rings::XEN_NETIF_EXTRA_TYPE_GSO) {
+                    p.offload.gso_type = x.u.gso.type;
+                    p.offload.gso_size = x.u.gso.size;
+                } else if (x.type == rings::XEN_NETIF_EXTRA_TYPE_NONE ||
+                           x.type >= rings::XEN_NETIF_EXTRA_TYPE_MAX) {
+                    bad = true;
+                }
+                if (i - pos > kMaxRxSlots) {
+                    bad = true;
+                    more = false;
+                }
+            }
+        }
+        // Data slots: slot 0 then, while the previous data slot had more_data, the next ones.
+        std::vector<std::size_t> data_slots{pos};
+        bool more = (r0.flags & rings::NETRXF_more_data) != 0;
+        while (complete && more) {
+            if (i >= q.rx_pending.size()) {
+                complete = false;
+                break;
+            }
+            data_slots.push_back(i);
+            more = (q.rx_pending[i++].flags & rings::NETRXF_more_data) != 0;
+            if (i - pos > kMaxRxSlots) {
+                bad = true;
+                break;
+            }
+        }
+        if (!complete) {
+            if (q.rx_pending.size() - pos >= kMaxRxSlots) {
+                die("rx packet longer than the slot limit");
+                return got;
+            }
+            break;  // wait for the rest
+        }
+        for (std::size_t s : data_slots) {
+            const auto& r = q.rx_pending[s];
+            if (bad || r.status < 0 || std::size_t{r.offset} + static_cast<std::size_t>(r.status) >
+                                           XEN_PAGE_SIZE) {
+                bad = true;
+                break;
+            }
+            const std::uint32_t idx = first_idx + static_cast<std::uint32_t>(s);
+            const std::byte* page = q.rx_pages + std::size_t{idx & (kRingSize - 1)} * XEN_PAGE_SIZE;
+            p.data.insert(p.data.end(), page + r.offset, page + r.offset + r.status);
+        }
+        p.offload.csum_blank = (r0.flags & rings::NETRXF_csum_blank) != 0;
+        p.offload.data_validated = (r0.flags & rings::NETRXF_data_validated) != 0;
+        if (bad) {
+            ++counters.rx_errors;
+        } else {
+            ++counters.rx_packets;
+            out.push_back(std::move(p));
+            ++got;
+        }
+        pos = i;
+    }
+    q.rx_pending.erase(q.rx_pending.begin(), q.rx_pending.begin() + static_cast<std::ptrdiff_t>(pos));
+    // Only slots whose packet is complete are re-posted (pending ones still hold data).
+    const unsigned pending = static_cast<unsigned>(q.rx_pending.size());
+    bool any = false;
+    while (q.rx.free_requests() > pending) {
+        const unsigned k = q.rx.req_prod_pvt() & (kRingSize - 1);
+        auto& r = q.rx.next_request();
+        r.id = static_cast<std::uint16_t>(k);
+        r.gref = q.rx_grefs[k].get();
+        q.rx.commit_request();
+        any = true;
+    }
+    if (any && q.rx.push_requests() && opt.rx_notify) {
+        kick_rx(q);
+    }
+    return got;
+}
+
+std::size_t Device::Impl::poll(std::vector<Packet>& out) {
+    std::size_t got = 0;
+    for (unsigned qi = 0; qi < queues.size() && phase == Phase::connected; ++qi) {
+        Queue& q = queues[qi];
+        for (int round = 0; round < 64; ++round) {
+            (void)q.ev_tx.ack();
+            if (split) {
+                (void)q.ev_rx.ack();
+            }
+            if (!tx_responses(q)) {
+                return got;
+            }
+            got += rx_packets(q, qi, out);
+            if (phase != Phase::connected) {
+                return got;
+            }
+            auto a = q.tx.final_check_for_responses();
+            auto b = q.rx.final_check_for_responses();
+            if (!a || !b) {
+                die("impossible rsp_prod");
+                return got;
+            }
+            if (!*a && !*b) {
+                break;
+            }
+        }
+    }
+    return got;
+}
+
+// ---- Device ----------------------------------------------------------------------------------
+
+Device::Device(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
+
+Device::~Device() {
+    if (impl_->phase != Phase::dead) {
+        impl_->teardown();
+        (void)xenbus::switch_state(impl_->xs, impl_->fdir, XenbusState::XenbusStateClosed);
+    }
+}
+
+Result<std::unique_ptr<Device>> Device::create(hvmin::Services& hv, xs::Client& xs,
+                                               std::uint32_t devid, Options o) {
+    auto impl = std::make_unique<Impl>(hv, xs);
+    impl->opt = o;
+    impl->devid = devid;
+    impl->fdir = xenbus::frontend_dir(hv.domid(), "vif", devid);
+    impl->token = "netfront/" + std::to_string(devid);
+    auto b = xs.read(impl->fdir + "/backend");
+    auto bid = xenbus::read_uint(xs, impl->fdir + "/backend-id", 0x7FEF);
+    if (!b || !bid) {
+        return fail(!b ? b.error() : bid.error());
+    }
+    impl->bdir = *b;
+    impl->backend = DomId(static_cast<std::uint16_t>(*bid));
+    for (const std::string& p : {impl->fdir + "/state", impl->bdir + "/state"}) {
+        auto w = xs.watch_scoped(p, impl->token);
+        if (!w) {
+            return fail(w.error());
+        }
+        impl->watches.push_back(std::move(*w));
+    }
+    return std::unique_ptr<Device>(new Device(std::move(impl)));
+}
+
+Result<void> Device::on_state_change() { return impl_->on_state_change(); }
+
+Result<void> Device::wait_connected(
+    std::chrono::milliseconds timeout,
+    const std::function<void(const std::string&, const std::string&)>& other) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    HV_TRY(impl_->on_state_change());
+    while (impl_->phase != Phase::connected) {
+        if (impl_->phase == Phase::dead) {
+            return fail(make_error_code(Errc::device_gone));
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) {
+            return fail(make_error_code(Errc::timed_out));
+        }
+        auto ev = impl_->xs.wait_event(
+            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+        if (!ev) {
+            if (ev.error() == std::error_code(ETIMEDOUT, std::system_category())) {
+                return fail(make_error_code(Errc::timed_out));
+            }
+            return fail(ev.error());
+        }
+        if (ev->token == impl_->token) {
+            HV_TRY(impl_->on_state_change());
+        } else if (other) {
+            other(ev->path, ev->token);
+        }
+    }
+    return {};
+}
+
+Result<void> Device::send(unsigned queue, std::span<const std::byte> frame, const Offload& off) {
+    return impl_->send(queue, frame, off);
+}
+
+std::size_t Device::poll(std::vector<Packet>& out) { return impl_->poll(out); }
+
+std::size_t Device::receive(std::vector<Packet>& out, std::size_t n,
+                            std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::size_t got = impl_->poll(out);
+    while (got < n && impl_->phase == Phase::connected) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            break;
+        }
+        std::vector<pollfd> fds;
+        for (int fd : pollable_fds()) {
+            fds.push_back({fd, POLLIN, 0});
+        }
+        (void)::poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(left.count(), 50)));
+        got += impl_->poll(out);
+    }
+    return got;
+}
+
+std::vector<int> Device::pollable_fds() const {
+    std::vector<int> fds;
+    for (const auto& q : impl_->queues) {
+        fds.push_back(q.ev_tx.fd());
+        if (impl_->split) {
+            fds.push_back(q.ev_rx.fd());
+        }
+    }
+    return fds;
+}
+
+Phase Device::phase() const noexcept { return impl_->phase; }
+unsigned Device::queues() const noexcept { return static_cast<unsigned>(impl_->queues.size()); }
+bool Device::split() const noexcept { return impl_->split; }
+std::uint32_t Device::devid() const noexcept { return impl_->devid; }
+std::string Device::mac() const {
+    auto m = impl_->xs.read(impl_->fdir + "/mac");
+    return m ? *m : std::string();
+}
+std::string Device::frontend_dir() const { return impl_->fdir; }
+std::string Device::backend_dir() const { return impl_->bdir; }
+std::string Device::watch_token() const { return impl_->token; }
+Counters Device::counters() const noexcept { return impl_->counters; }
+unsigned Device::tx_outstanding() const noexcept {
+    unsigned n = 0;
+    for (const auto& q : impl_->queues) {
+        n += static_cast<unsigned>(kRingSize - q.tx_free.size());
+    }
+    return n;
+}
+
+Result<Device::RawPage> Device::raw_tx_page(unsigned qi) {
+    if (qi >= impl_->queues.size() || impl_->queues[qi].tx_free.empty()) {
+        return fail(make_error_code(Errc::busy));
+    }
+    Queue& q = impl_->queues[qi];
+    const std::uint16_t id = q.tx_free.back();
+    q.tx_free.pop_back();
+    q.tx_busy[id] = true;
+    return RawPage{id, q.tx_grefs[id], q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE};
+}
+
+Result<void> Device::raw_tx(unsigned qi, std::span<const rings::netif_tx_request> slots) {
+    if (qi >= impl_->queues.size()) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    Queue& q = impl_->queues[qi];
+    if (q.tx.free_requests() < slots.size()) {
+        return fail(make_error_code(Errc::busy));
+    }
+    for (const auto& s : slots) {
+        q.tx.put_request(s);
+    }
+    q.tx.publish_requests();
+    impl_->kick_tx(q);
+    return {};
+}
+
+void Device::raw_tx_req_prod(unsigned qi, std::uint32_t value) {
+    Queue& q = impl_->queues.at(qi);
+    std::atomic_ref<std::uint32_t>(q.tx.shared().req_prod).store(value, std::memory_order_release);
+    impl_->kick_tx(q);
+}
+
+std::vector<rings::netif_tx_response> Device::take_tx_responses() {
+    return std::exchange(impl_->tx_log, {});
+}
+
+}  // namespace hv::netfront

@@ -247,6 +247,11 @@ void BlkDevice::disconnect() noexcept {
 }
 
 void BlkDevice::fail_device(int err, const std::string& msg) noexcept {
+    auto st = xenbus::read_optional(xs_, bdir_ + "/state");
+    if (st && !*st) {
+        disconnect();  // the directory is being removed: nothing to report to
+        return;
+    }
     xenbus::report_error(xs_, hv_.domid(), bdir_, err, msg);
     disconnect();
     failed_ = true;

@@ -514,12 +514,15 @@ struct Device::Impl {
         }
         switch (*bs) {
             case XenbusStateInitWait:
-                // Fresh start, or a restarted backend that re-probed: (re)connect from scratch.
                 if (*fs == XenbusStateInitialised && rings_ready) {
                     return {};  // our keys are out; wait for Connected
                 }
-                if (rings_ready || phase == Phase::connected) {
-                    phase = Phase::reconnecting;
+                if (*fs == XenbusStateConnected || rings_ready) {
+                    // A restarted backend re-probed while we were connected to its
+                    // predecessor: start over through Initialising (xen-abi §4.11 reconnect),
+                    // so a backend that bound our old ring lets go of it first.
+                    backend_gone();
+                    return {};
                 }
                 return talk_to_backend();
             case XenbusStateConnected:
@@ -583,10 +586,7 @@ struct Device::Impl {
             case XenbusStateReconfiguring:
             case XenbusStateReconfigured:
                 if (phase == Phase::connected) {
-                    // The backend lost its connection (restarted) without a clean Closing.
-                    teardown_rings();
-                    phase = Phase::reconnecting;
-                    (void)xenbus::switch_state(xs, fe_dir, XenbusStateInitialising);
+                    backend_gone();  // the backend restarted without a clean Closing
                 }
                 return {};
         }
@@ -832,12 +832,33 @@ struct Device::Impl {
             return;
         }
         for (unsigned qi = 0; qi < queues.size(); ++qi) {
-            queues[qi].evt.ack();
+            const bool event = queues[qi].evt.ack();
+            const RING_IDX before = queues[qi].ring.rsp_cons();
             if (!drain(qi)) {
                 return;  // device died
             }
+            if (event && queues[qi].ring.rsp_cons() == before && !peer_bound(queues[qi])) {
+                // The wake-up was the backend's port closing (its process died): hv-min
+                // reverted our port to unbound. Re-issue everything after a reconnect.
+                HV_WARN("blkfront %u: backend closed queue %u's event channel; reconnecting", devid, qi);
+                backend_gone();
+                return;
+            }
         }
         issue();
+    }
+
+    bool peer_bound(Queue& q) {
+        auto st = hv.evtchn().status(hv.domid(), q.evt.port());
+        return !st || st->status == EVTCHNSTAT_interdomain;
+    }
+
+    /// The backend went away while we were connected: drop the rings (in-flight parts go back
+    /// to the backlog) and ask for a fresh handshake from Initialising.
+    void backend_gone() {
+        teardown_rings();
+        phase = Phase::reconnecting;
+        (void)xenbus::switch_state(xs, fe_dir, XenbusStateInitialising);
     }
 
     /// Takes every response of one queue. False if the backend broke the protocol.

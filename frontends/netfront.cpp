@@ -82,6 +82,7 @@ struct Device::Impl {
     Phase phase = Phase::waiting;
     bool split = false;
     bool set_up = false;
+    bool rx_hold = false;
     Counters counters;
     std::vector<rings::netif_tx_response> tx_log;
     std::vector<xs::ScopedWatch> watches;
@@ -463,7 +464,7 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
     // Only slots whose packet is complete are re-posted (pending ones still hold data).
     const unsigned pending = static_cast<unsigned>(q.rx_pending.size());
     bool any = false;
-    while (q.rx.free_requests() > pending) {
+    while (!rx_hold && q.rx.free_requests() > pending) {
         const unsigned k = q.rx.req_prod_pvt() & (kRingSize - 1);
         auto& r = q.rx.next_request();
         r.id = static_cast<std::uint16_t>(k);
@@ -662,6 +663,10 @@ void Device::raw_tx_req_prod(unsigned qi, std::uint32_t value) {
     Queue& q = impl_->queues.at(qi);
     std::atomic_ref<std::uint32_t>(q.tx.shared().req_prod).store(value, std::memory_order_release);
     impl_->kick_tx(q);
+}
+
+void Device::raw_rx_hold(bool hold) {
+    impl_->rx_hold = hold;  // the next poll() re-posts what was held back
 }
 
 std::vector<rings::netif_tx_response> Device::take_tx_responses() {

@@ -194,6 +194,16 @@ public:
 
     bool on_watch(const xs::WatchEvent& ev) override {
         if (ev.token == kListToken) {
+            // The event names the node: a vbd we cannot list (device/vbd not readable by
+            // this domain) is still found through its own nodes.
+            const std::string prefix = ctx_.home + "/device/vbd/";
+            if (ev.path.rfind(prefix, 0) == 0) {
+                const std::string rest = ev.path.substr(prefix.size());
+                auto id = xenbus::parse_uint(rest.substr(0, rest.find('/')), UINT32_MAX);
+                if (id && vbds_.count(static_cast<std::uint32_t>(*id)) == 0) {
+                    add(static_cast<std::uint32_t>(*id));
+                }
+            }
             rescan();
             return true;
         }
@@ -237,6 +247,13 @@ public:
     }
 
     bool ready() const override {
+        unsigned connected = 0;
+        for (const auto& [id, v] : vbds_) {
+            connected += v.exported ? 1U : 0U;
+        }
+        if (connected < ctx_.wait_disks) {
+            return false;
+        }
         for (auto id : initial_) {
             auto it = vbds_.find(id);
             if (it != vbds_.end() && it->second.dev &&
@@ -267,7 +284,10 @@ private:
     void rescan() {
         auto list = ctx_.xs.directory(ctx_.home + "/device/vbd");
         std::vector<std::uint32_t> present;
-        if (list) {
+        if (!list) {
+            return;  // unreadable or absent: devices are found through watch events instead
+        }
+        {
             for (const auto& e : *list) {
                 auto id = xenbus::parse_uint(e, UINT32_MAX);
                 if (id) {

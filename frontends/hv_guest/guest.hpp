@@ -29,6 +29,7 @@ struct Context {
     DomId domid;
     std::string home;                 ///< /local/domain/<domid>
     std::filesystem::path socket_dir; ///< where exports live (NBD sockets)
+    unsigned wait_disks = 0;          ///< --wait-disks: disks that must be connected before the command
 };
 
 /// One kind of device (`device/<type>/*`): one file pair per kind (disk.cpp, nic.cpp...).

@@ -33,13 +33,13 @@ namespace {
 void usage(std::FILE* f) {
     std::fprintf(
         f,
-        "usage: hv-guest [--nbd-dir DIR] [--connect-timeout MS] [-- COMMAND ARGS...]\n"
+        "usage: hv-guest [--nbd-dir DIR] [--wait-disks N] [--connect-timeout MS] [-- COMMAND ARGS...]\n"
         "  The standard domain program: run by hv-min as a domain (needs HV_HYPERCALL_FD).\n"
         "  Each disk (device/vbd/*) is exported over NBD on DIR/<dev>.nbd (dev = the backend's\n"
         "  `dev` key, e.g. xvda, or the devid); DIR defaults to $HV_RUNDIR/guest/<domid>.\n"
         "  Disks attached later are exported when they connect; removed ones are unexported.\n"
-        "  COMMAND starts once the disks present at start are connected (or after MS ms,\n"
-        "  default 30000) with HV_NBD_DIR, HV_NBD_<DEV>=<socket> and\n"
+        "  COMMAND starts once the disks present at start, and at least N disks, are connected\n"
+        "  (or after MS ms, default 30000) with HV_NBD_DIR, HV_NBD_<DEV>=<socket> and\n"
         "  HV_NBD_URI_<DEV>=nbd+unix:///?socket=<socket> in its environment; hv-guest exits\n"
         "  with its status. Without COMMAND it serves until SIGTERM/SIGINT.\n");
 }
@@ -96,6 +96,7 @@ int run(int argc, char** argv) {
     hv::log::set_program("hv-guest");
     std::string nbd_dir;
     int connect_timeout_ms = 30000;
+    unsigned wait_disks = 0;
     std::vector<std::string> command;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
@@ -107,6 +108,8 @@ int run(int argc, char** argv) {
         }
         if (a == "--nbd-dir" && i + 1 < argc) {
             nbd_dir = argv[++i];
+        } else if (a == "--wait-disks" && i + 1 < argc) {
+            wait_disks = static_cast<unsigned>(std::atoi(argv[++i]));
         } else if (a == "--connect-timeout" && i + 1 < argc) {
             connect_timeout_ms = std::atoi(argv[++i]);
         } else if (a == "-h" || a == "--help") {
@@ -151,7 +154,8 @@ int run(int argc, char** argv) {
         std::fprintf(stderr, "hv-guest: %s: %s\n", dir.c_str(), ec.message().c_str());
         return 1;
     }
-    hv::guest::Context ctx{*svc, **xs, domid, hv::xenbus::domain_path(domid), dir};
+    hv::guest::Context ctx{*svc, **xs, domid, hv::xenbus::domain_path(domid), dir,
+                              wait_disks};
     std::vector<std::unique_ptr<hv::guest::DeviceKind>> kinds;
     kinds.push_back(hv::guest::make_disks(ctx));
     for (auto& k : kinds) {

@@ -617,6 +617,13 @@ Result<void> EventChannelBinding::close() noexcept {
     return {};
 }
 
+EvtchnPort EventChannelBinding::release() noexcept {
+    ch_.reset();
+    wait_.reset();
+    notify_.reset();
+    return port_;
+}
+
 Result<int> EventChannels::call1(wire::Op op, void* s, std::size_t size, std::vector<UniqueFd>* fds) {
     auto r = ch_->call(op, 1, std::span<const std::byte>(static_cast<const std::byte*>(s), size));
     if (!r) {

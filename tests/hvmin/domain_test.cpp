@@ -2,6 +2,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 
@@ -217,4 +218,81 @@ TEST_CASE("a cloned channel serves the same domain", "[hvmin][domain]") {
     auto s = h.dom0().evtchn().status(DomId(rings::DOMID_SELF), b->port());
     REQUIRE(s);
     CHECK(s->status == rings::EVTCHNSTAT_unbound);
+}
+
+TEST_CASE("a domain's program gets only its configured environment and the hypercall fd",
+          "[hvmin][domain]") {
+    Harness h;
+    ::setenv("HVMIN_TEST_LEAK", "1", 1);
+    const std::string path = (h.dir / "envguest.ctl").string();
+    // Puppet builds its own config; here the env matters, so create it by hand.
+    UniqueFd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
+    REQUIRE(::bind(l.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
+    REQUIRE(::listen(l.get(), 1) == 0);
+    DomainConfig c;
+    c.name = "envguest";
+    c.memory_pages = 4;
+    c.argv = {HVMIN_TEST_GUEST, path};
+    c.env = {"GREETING=hello"};
+    auto d = h.ts->create(c);
+    REQUIRE(d);
+    pollfd p{l.get(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10000) == 1);
+    UniqueFd conn(::accept4(l.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    REQUIRE(conn.valid());
+    auto ask = [&](const std::string& line) {
+        const std::string msg = line + "\n";
+        REQUIRE(::send(conn.get(), msg.data(), msg.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(msg.size()));
+        std::string out;
+        char ch = 0;
+        while (::poll(&p, 1, 5000) >= 0 && ::read(conn.get(), &ch, 1) == 1 && ch != '\n') {
+            out.push_back(ch);
+        }
+        return out;
+    };
+    p = pollfd{conn.get(), POLLIN, 0};
+    CHECK(ask("getenv GREETING") == "ok hello");
+    CHECK(ask("getenv HVMIN_TEST_LEAK") == "err unset");
+    CHECK(ask("getenv HV_HYPERCALL_FD").rfind("ok ", 0) == 0);
+    ::unsetenv("HVMIN_TEST_LEAK");
+}
+
+TEST_CASE("a non-root process is refused on the control socket", "[hvmin][domain][hostile]") {
+    Harness h;
+    const std::string sock = h.core->socket_path().string();
+    // Open the file mode so that SO_PEERCRED, not the mode, is what refuses the peer.
+    REQUIRE(::chmod(sock.c_str(), 0666) == 0);
+    REQUIRE(::chmod(h.dir.str().c_str(), 0711) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        // The child only makes syscalls, then _exits: safe after fork in a threaded process.
+        if (::setgid(65534) != 0 || ::setuid(65534) != 0) {
+            ::_exit(10);
+        }
+        const int fd = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::snprintf(a.sun_path, sizeof a.sun_path, "%s", sock.c_str());
+        if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            ::_exit(13);
+        }
+        wire::Header hd{wire::kMagic, static_cast<std::uint16_t>(wire::Op::domain_list), 0, 0, 1};
+        (void)::send(fd, &hd, sizeof hd, MSG_NOSIGNAL);
+        pollfd pf{fd, POLLIN, 0};
+        if (::poll(&pf, 1, 5000) != 1) {
+            ::_exit(11);
+        }
+        char b[64];
+        const ssize_t n = ::recv(fd, b, sizeof b, 0);
+        ::_exit(n <= 0 ? 0 : 12);  // EOF or reset: refused; a reply would be a hole
+    }
+    int st = 0;
+    REQUIRE(::waitpid(child, &st, 0) == child);
+    REQUIRE(WIFEXITED(st));
+    CHECK(WEXITSTATUS(st) == 0);
+    CHECK(h.ts->list());
 }

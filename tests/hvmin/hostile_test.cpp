@@ -219,3 +219,63 @@ TEST_CASE("fds sent with requests that take none are closed, not kept", "[hvmin]
     char c;
     CHECK(::read(rd.get(), &c, 1) == 0);
 }
+
+TEST_CASE("replies queued for a slow reader are all delivered in order once it reads", "[hvmin][hostile]") {
+    Harness h;
+    auto c = h.dom0().clone();
+    REQUIRE(c);
+    const int fd = c->channel().fd();
+    constexpr int kRequests = 1100;  // more than the socket buffer holds, fewer than the queue limit
+    wire::Header hd{wire::kMagic, op_of(wire::Op::evtchn_unmask), 0, 1, 0};
+    std::byte msg[sizeof hd + sizeof(evtchn_unmask)]{};
+    for (int i = 0; i < kRequests; ++i) {
+        hd.seq = static_cast<std::uint32_t>(i);
+        std::memcpy(msg, &hd, sizeof hd);
+        pollfd p{fd, POLLOUT, 0};
+        REQUIRE(::poll(&p, 1, 5000) == 1);
+        REQUIRE(::send(fd, msg, sizeof msg, MSG_NOSIGNAL) == sizeof msg);
+    }
+    std::byte rbuf[256];
+    for (int i = 0; i < kRequests; ++i) {
+        pollfd p{fd, POLLIN, 0};
+        REQUIRE(::poll(&p, 1, 5000) == 1);
+        REQUIRE(::recv(fd, rbuf, sizeof rbuf, 0) > 0);
+        wire::ReplyHeader rh;
+        std::memcpy(&rh, rbuf, sizeof rh);
+        REQUIRE(rh.seq == static_cast<std::uint32_t>(i));
+    }
+    CHECK(h.core->dropped_connections() == 0);
+}
+
+TEST_CASE("an oversized datagram gets its connection dropped, not read past", "[hvmin][hostile]") {
+    Harness h;
+    auto c = h.dom0().clone();
+    REQUIRE(c);
+    std::vector<std::byte> big(wire::kMaxMessage + 4096);
+    wire::Header hd{wire::kMagic, op_of(wire::Op::gnttab_copy), 0, 1, 1};
+    std::memcpy(big.data(), &hd, sizeof hd);
+    REQUIRE(::send(c->channel().fd(), big.data(), big.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(big.size()));
+    pollfd p{c->channel().fd(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 5000) == 1);
+    std::byte b[64];
+    CHECK(::recv(c->channel().fd(), b, sizeof b, 0) == 0);  // EOF
+    CHECK(h.core->dropped_connections() == 1);
+    CHECK(h.ts->list());  // the rest is served
+}
+
+TEST_CASE("a dom0 connection that closes releases its ports and wakes their peers", "[hvmin][evtchn]") {
+    Harness h;
+    Puppet g(h, "guest");
+    const long gp = g.num("unbound 0");
+    {
+        auto c = Services::connect_dom0(h.dir.path());
+        REQUIRE(c);
+        auto b = c->evtchn().bind_interdomain(g.domid, EvtchnPort(static_cast<std::uint32_t>(gp)));
+        REQUIRE(b);
+        CHECK(g.cmd("ack " + std::to_string(gp)) == "ok 0");
+        (void)b->release();
+    }  // the connection closes with the port still bound
+    CHECK(g.cmd("wait " + std::to_string(gp) + " 5000") == "ok");
+    CHECK(g.cmd("status " + std::to_string(gp)) == "ok 1 0 0");
+}

@@ -319,6 +319,11 @@ int main(int argc, char** argv) {
                 reply = r ? "ok " + *r : err(r.error());
             }
 #endif
+        } else if (cmd == "getenv") {
+            std::string name;
+            is >> name;
+            const char* v = std::getenv(name.c_str());
+            reply = v != nullptr ? std::string("ok ") + v : "err unset";
         } else if (cmd == "toolop") {
             auto r = svc->channel().call(wire::Op::domain_list, 0, {});
             reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());

@@ -168,6 +168,9 @@ public:
     Result<void> wait(std::chrono::milliseconds timeout) const noexcept;
     /// EVTCHNOP_close now.
     Result<void> close() noexcept;
+    /// Gives up the binding without closing the port (its fds are closed); the port stays
+    /// bound until closed by number or until this connection closes.
+    EvtchnPort release() noexcept;
     bool valid() const noexcept { return ch_ != nullptr; }
 
 private:

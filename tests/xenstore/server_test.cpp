@@ -72,6 +72,14 @@ TEST_CASE("listen_unix reports unusable paths", "[xenstore][server]") {
           std::error_code(ENOENT, std::system_category()));
     CHECK((*s)->listen_unix(std::string(200, 'x')).error() ==
           std::error_code(ENAMETOOLONG, std::system_category()));
+    hv::test::TempDir dir("hvkit-xs");
+    const std::string file = dir.str() + "/regular";
+    std::FILE* f = std::fopen(file.c_str(), "w");
+    REQUIRE(f != nullptr);
+    std::fclose(f);
+    CHECK((*s)->listen_unix(file).error() == std::error_code(EEXIST, std::system_category()));
+    CHECK(std::filesystem::is_regular_file(file));  // left alone
+    CHECK_FALSE(std::filesystem::exists(file + ".new"));
     CHECK_FALSE((*s)->introduce_domain(hv::DomId{0x7ff0}).has_value());
     CHECK_FALSE((*s)->release_domain(hv::DomId{0}).has_value());
 }

@@ -262,27 +262,40 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg) {
 }
 
 Result<void> Server::listen_unix(const std::string& path) {
+    // Bind under a temporary name and rename once listening, so the path only ever names a
+    // socket that accepts connections (clients polling for the file never see ECONNREFUSED).
+    const std::string tmp = path + ".new";
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    if (path.empty() || path.size() >= sizeof addr.sun_path) {
+    if (path.empty() || tmp.size() >= sizeof addr.sun_path) {
         return fail_errno(ENAMETOOLONG);
     }
-    std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+    std::memcpy(addr.sun_path, tmp.c_str(), tmp.size() + 1);
     UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (!fd.valid()) {
         return fail_errno();
     }
     struct stat st {};
-    if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
-        ::unlink(path.c_str());
+    if (::lstat(tmp.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+        ::unlink(tmp.c_str());
     }
-    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0 ||
-        ::listen(fd.get(), 128) != 0) {
+    if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) {
         return fail_errno();
     }
     struct stat bound {};
-    if (::lstat(path.c_str(), &bound) != 0) {
-        return fail_errno();
+    if (::listen(fd.get(), 128) != 0 || ::lstat(tmp.c_str(), &bound) != 0) {
+        const auto ec = errno_code();
+        ::unlink(tmp.c_str());
+        return fail(ec);
+    }
+    if (::lstat(path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+        ::unlink(tmp.c_str());
+        return fail_errno(EEXIST);  // never replace something that is not a socket
+    }
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        const auto ec = errno_code();
+        ::unlink(tmp.c_str());
+        return fail(ec);
     }
     std::lock_guard lk(impl_->mu);
     const auto idx = impl_->listeners.size();

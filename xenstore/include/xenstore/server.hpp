@@ -34,8 +34,12 @@ public:
     Server& operator=(const Server&) = delete;
 
     /// Listens on a SOCK_STREAM Unix socket at `path` (a stale socket file is replaced).
-    /// Every connection accepted there is dom0 (privileged). May be called more than once.
-    /// Errors: socket/bind/listen errno; ENAMETOOLONG for a path over sun_path.
+    /// The path appears only once the socket accepts connections (it is bound as `path`.new
+    /// and renamed), so a client may wait for the file. Every connection accepted there is
+    /// dom0 (privileged). May be called more than once. At destruction the file is removed
+    /// unless another server has replaced it since.
+    /// Errors: socket/bind/listen/rename errno; EEXIST (`path` exists and is not a socket);
+    /// ENAMETOOLONG (`path`.new does not fit sun_path).
     Result<void> listen_unix(const std::string& path);
 
     /// Serves an already-connected stream socket (e.g. one end of a socketpair) as domain

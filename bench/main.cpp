@@ -19,9 +19,27 @@ struct SuiteEntry {
     int (*run)(hv::bench::Context&);
 };
 
-// The suite table: one row per bench/suite_<name>.cpp. Later: evtchn, grant, xs, blk, net.
+// The suite table: one row per bench/suite_<name>.cpp. Later: blk, net.
 constexpr SuiteEntry suites[] = {
-    {"ring", "blkif/netif rings between two threads vs socketpair/pipe", hv::bench::run_ring_suite},
+    {"ring", "blkif/netif rings between two threads/processes vs socketpair/pipe",
+     hv::bench::run_ring_suite},
+    {"evtchn", "event-channel notify round trip between two domains vs eventfd",
+     hv::bench::run_evtchn_suite},
+    {"grant", "batched grant copy vs memcpy, hypercall round trip, grant map/unmap",
+     hv::bench::run_grant_suite},
+    {"xs", "XenStore read/write/watch vs Debian's C xenstored and oxenstored",
+     hv::bench::run_xs_suite},
+};
+
+struct HelperEntry {
+    std::string_view name;
+    hv::bench::HelperHandler handler;
+};
+
+// Helper modes: the programs of the domains a suite creates (`hvbench --helper NAME CTLPATH`).
+constexpr HelperEntry helpers[] = {
+    {"evtchn", hv::bench::evtchn_helper},
+    {"grant", hv::bench::grant_helper},
 };
 
 void usage(FILE* f) {
@@ -43,6 +61,15 @@ void usage(FILE* f) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc == 4 && std::string_view(argv[1]) == "--helper") {
+        for (const auto& h : helpers) {
+            if (h.name == argv[2]) {
+                return hv::bench::run_helper_domain(argv[3], h.handler);
+            }
+        }
+        std::fprintf(stderr, "hvbench: no helper named %s\n", argv[2]);
+        return 2;
+    }
     hv::bench::Options opts;
     std::vector<std::string> wanted;
     for (int i = 1; i < argc; ++i) {

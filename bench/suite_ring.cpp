@@ -5,12 +5,9 @@
 // pipe pair (between the same two threads or processes) measured in the same run.
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,6 +28,7 @@
 #include "hv/rings/protocols/netif.hpp"
 #include "hv/rings/ring.hpp"
 #include "hv/unique_fd.hpp"
+#include "procs.hpp"
 #include "suites.hpp"
 
 namespace hv::bench {
@@ -221,63 +219,6 @@ hv::Result<void> ring_back(BackRing<typename M::P>& back, int to_back, int to_fr
     return {};
 }
 
-/// A forked child process running one side of a case. The child is pinned to the second CPU,
-/// dies with its parent (PR_SET_PDEATHSIG) and exits 0 if its side succeeded. The destructor
-/// SIGKILLs (by pid) and reaps a child that was not waited for.
-class Child {
-public:
-    /// Forks; the child runs `body` and _exits. Call only while this process has one thread.
-    template <class F>
-    static hv::Result<Child> fork(F&& body) {
-        const pid_t parent = ::getpid();
-        const pid_t pid = ::fork();
-        if (pid < 0) {
-            return hv::fail_errno();
-        }
-        if (pid == 0) {
-            (void)::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            if (::getppid() != parent) {
-                ::_exit(3);
-            }
-            pin_to_cpu(1);
-            const hv::Result<void> rc = body();
-            ::_exit(rc ? 0 : 1);
-        }
-        return Child(pid);
-    }
-    Child(Child&& o) noexcept : pid_(std::exchange(o.pid_, -1)) {}
-    Child& operator=(Child&&) = delete;
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-    ~Child() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            (void)wait();
-        }
-    }
-    /// Reaps the child (its own waits are bounded, so this is too). Errors: bad_message if it
-    /// failed, the waitpid errno.
-    hv::Result<void> wait() noexcept {
-        int status = 0;
-        pid_t r;
-        do {
-            r = ::waitpid(pid_, &status, 0);
-        } while (r < 0 && errno == EINTR);
-        pid_ = -1;
-        if (r < 0) {
-            return hv::fail_errno();
-        }
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            return hv::fail(bad_data());
-        }
-        return {};
-    }
-
-private:
-    explicit Child(pid_t pid) noexcept : pid_(pid) {}
-    pid_t pid_;
-};
-
 /// The front end of the throughput cases: keeps the ring full, sleeps only when it must.
 template <class M>
 hv::Result<void> ring_front(FrontRing<typename M::P>& front, int to_back, int to_front,
@@ -343,14 +284,6 @@ hv::Result<void> ring_front_rtt(FrontRing<typename M::P>& front, int to_back, in
         ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
     }
     return {};
-}
-
-Sample latency_sample(const std::vector<double>& ns) {
-    Sample s;
-    s.p50 = percentile(ns, 50);
-    s.p99 = percentile(ns, 99);
-    s.value = s.p50;
-    return s;
 }
 
 /// Where the two sides run: two threads of this process, or this process and a forked child

@@ -1,0 +1,357 @@
+// hvbench suite `grant`: batched GNTTABOP_copy from a granting domain's pages into a dom0
+// connection's own extent (GB/s, batches of 1/16/64 pages) beside memcpy of the same bytes in
+// one process; the hypercall round trip (EVTCHNOP_status) beside a SOCK_SEQPACKET echo; and a
+// trusted grant map + unmap beside mmap + munmap of one memfd page. hv-min runs in-process;
+// the granter is a real domain (an hvbench helper process).
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness.hpp"
+#include "hv/mapping.hpp"
+#include "hv/rings/xen/event_channel.hpp"
+#include "hv/rings/xen/grant_table.hpp"
+#include "hv/rings/xen/xen.hpp"
+#include "hv/unique_fd.hpp"
+#include "hvmin/client.hpp"
+#include "procs.hpp"
+#include "suites.hpp"
+
+namespace hv::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kPage = 4096;
+constexpr std::uint32_t kPages = 64;  // granted pages = dest extent pages = largest batch
+
+/// The byte at `i` of the granter's frame `f` (the granter writes it, the bench checks copies).
+std::uint8_t pattern(std::uint64_t f, std::size_t i) {
+    return static_cast<std::uint8_t>((f * 37 + i * 11 + 1) & 0xff);
+}
+
+}  // namespace
+
+/// Commands: "grant DOMID COUNT" → fills frames 0..COUNT-1 with pattern() and grants them
+/// read-only to DOMID: "ok REF...".
+Result<std::string> grant_helper(hvmin::Services& svc, const std::vector<std::string>& w,
+                                 ControlLine& /*ctl*/) {
+    if (w[0] == "grant" && w.size() == 3) {
+        auto dom = parse_u64(w[1]);
+        auto count = parse_u64(w[2]);
+        if (!dom || !count || *count > svc.memory().nr_frames()) {
+            return fail_errno(EINVAL);
+        }
+        std::string reply = "ok";
+        for (std::uint64_t f = 0; f < *count; ++f) {
+            auto page = svc.memory().frame(f);
+            if (!page) {
+                return fail(page.error());
+            }
+            for (std::size_t i = 0; i < kPage; ++i) {
+                (*page)[i] = std::byte{pattern(f, i)};
+            }
+            auto ref = svc.grants().grant_access(DomId(static_cast<std::uint16_t>(*dom)), f, true);
+            if (!ref) {
+                return fail(ref.error());
+            }
+            reply += " " + std::to_string(ref->get());
+        }
+        return reply;
+    }
+    return fail_errno(EINVAL);
+}
+
+namespace {
+
+struct GrantSetup {
+    std::unique_ptr<BenchHost> host;
+    std::optional<BenchHost::Domain> granter;
+    std::vector<rings::grant_ref_t> refs;
+    std::uint64_t dest_frame = 0;  // first frame of dom0's own extent (kPages frames)
+    std::optional<hvmin::EventChannelBinding> port;  // a real port for EVTCHNOP_status
+    bool verified = false;
+
+    static Result<GrantSetup> create() {
+        GrantSetup g;
+        auto h = BenchHost::create();
+        if (!h) {
+            return fail(h.error());
+        }
+        g.host = std::move(*h);
+        auto d = g.host->spawn("bench-granter", "grant", kPages * 2, false);
+        if (!d) {
+            return fail(d.error());
+        }
+        g.granter.emplace(std::move(*d));
+        auto refs = g.granter->ctl.call("grant 0 " + std::to_string(kPages));
+        if (!refs) {
+            return fail(refs.error());
+        }
+        if (refs->size() != kPages + 1) {
+            return fail(bad_data_error());
+        }
+        for (std::size_t i = 1; i < refs->size(); ++i) {
+            auto r = parse_u64((*refs)[i]);
+            if (!r) {
+                return fail(r.error());
+            }
+            g.refs.push_back(static_cast<rings::grant_ref_t>(*r));
+        }
+        auto f = g.host->dom0().memory().alloc_extent(kPages);
+        if (!f) {
+            return fail(f.error());
+        }
+        g.dest_frame = *f;
+        auto p = g.host->dom0().evtchn().alloc_unbound(g.granter->domid);
+        if (!p) {
+            return fail(p.error());
+        }
+        g.port.emplace(std::move(*p));
+        return g;
+    }
+
+    /// Copies `total` pages in hypercalls of `batch` ops; GB/s (1e9 bytes/s).
+    Result<Sample> copy(std::uint32_t batch, std::uint64_t total) {
+        std::vector<rings::gnttab_copy> ops(batch);
+        auto& grants = host->dom0().grants();
+        const auto t0 = Clock::now();
+        std::uint64_t next = 0;
+        for (std::uint64_t done = 0; done < total; done += batch) {
+            for (auto& op : ops) {
+                const std::uint64_t i = next++ % kPages;
+                op = rings::gnttab_copy{};
+                op.source.u.ref = refs[i];
+                op.source.domid = granter->domid.get();
+                op.dest.u.gmfn = dest_frame + i;
+                op.dest.domid = rings::DOMID_SELF;
+                op.len = kPage;
+                op.flags = rings::GNTCOPY_source_gref;
+            }
+            HV_TRY(grants.copy(ops));
+            for (const auto& op : ops) {
+                if (op.status != rings::GNTST_okay) {
+                    std::fprintf(stderr, "hvbench grant: copy status %d\n", op.status);
+                    return fail(bad_data_error());
+                }
+            }
+        }
+        const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (!verified) {  // the copies really moved the granter's bytes
+            for (std::uint64_t i = 0; i < std::min<std::uint64_t>(total, kPages); ++i) {
+                auto page = host->dom0().memory().frame(dest_frame + i);
+                if (!page) {
+                    return fail(page.error());
+                }
+                for (std::size_t b = 0; b < kPage; ++b) {
+                    if ((*page)[b] != std::byte{pattern(i, b)}) {
+                        return fail(bad_data_error());
+                    }
+                }
+            }
+            verified = true;
+        }
+        return Sample{static_cast<double>(total * kPage) / secs / 1e9};
+    }
+
+    /// EVTCHNOP_status round trips through hv-min's transport.
+    Result<Sample> hypercall_rtt(std::uint64_t n) {
+        auto& ev = host->dom0().evtchn();
+        std::vector<double> ns;
+        ns.reserve(n);
+        for (std::uint64_t i = 0; i < n; ++i) {
+            const auto t0 = Clock::now();
+            auto st = ev.status(DomId(rings::DOMID_SELF), port->port());
+            if (!st) {
+                return fail(st.error());
+            }
+            ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
+            if (st->status != rings::EVTCHNSTAT_unbound) {
+                return fail(bad_data_error());
+            }
+        }
+        return latency_sample(ns);
+    }
+
+    /// Trusted map + unmap of one granted page (two hypercalls); pairs per second.
+    Result<Sample> map_unmap(std::uint64_t n) {
+        auto& grants = host->dom0().grants();
+        const auto t0 = Clock::now();
+        for (std::uint64_t i = 0; i < n; ++i) {
+            const std::uint64_t f = i % kPages;
+            auto m = grants.map(granter->domid, GrantRef(refs[f]), true);
+            if (!m) {
+                return fail(m.error());
+            }
+            if (m->data()[5] != std::byte{pattern(f, 5)}) {
+                return fail(bad_data_error());
+            }
+            HV_TRY(m->reset());
+        }
+        const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        return Sample{static_cast<double>(n) / secs};
+    }
+};
+
+/// The copy peer: memcpy of the same pages between two 64-page buffers in one process.
+struct MemcpyPeer {
+    Mapping src, dst;
+    static Result<MemcpyPeer> create() {
+        auto s = Mapping::anonymous(kPages * kPage);
+        auto d = Mapping::anonymous(kPages * kPage);
+        if (!s || !d) {
+            return fail(!s ? s.error() : d.error());
+        }
+        for (std::size_t i = 0; i < kPages * kPage; ++i) {
+            s->data()[i] = std::byte{pattern(i / kPage, i % kPage)};
+        }
+        std::memset(d->data(), 0, kPages * kPage);
+        return MemcpyPeer{std::move(*s), std::move(*d)};
+    }
+    Result<Sample> copy(std::uint32_t batch, std::uint64_t total) {
+        const auto t0 = Clock::now();
+        std::uint64_t next = 0;
+        for (std::uint64_t done = 0; done < total; done += batch) {
+            for (std::uint32_t j = 0; j < batch; ++j) {
+                const std::uint64_t i = next++ % kPages;
+                std::memcpy(dst.data() + i * kPage, src.data() + i * kPage, kPage);
+            }
+        }
+        const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+        if (std::memcmp(dst.data(), src.data(), kPage) != 0) {
+            return fail(bad_data_error());
+        }
+        return Sample{static_cast<double>(total * kPage) / secs / 1e9};
+    }
+};
+
+/// The hypercall peer: a request of the same size through a SOCK_SEQPACKET socketpair to an
+/// echo thread that answers with a reply of the same size (blocking recv/send).
+Result<Sample> seqpacket_echo_rtt(std::uint64_t n) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+        return fail_errno();
+    }
+    UniqueFd mine(sv[0]);
+    UniqueFd theirs(sv[1]);
+    constexpr std::size_t req_bytes = 16 + sizeof(rings::evtchn_status);  // header + op
+    constexpr std::size_t rsp_bytes = 24 + sizeof(rings::evtchn_status);  // reply header + op
+    std::thread echo([&] {
+        char buf[256];
+        for (;;) {
+            const ssize_t r = ::recv(theirs.get(), buf, sizeof buf, 0);
+            if (r <= 0 || ::send(theirs.get(), buf, rsp_bytes, MSG_NOSIGNAL) < 0) {
+                return;
+            }
+        }
+    });
+    std::vector<double> ns;
+    ns.reserve(n);
+    Result<void> rc;
+    char req[req_bytes] = {};
+    char rsp[256];
+    for (std::uint64_t i = 0; i < n && rc; ++i) {
+        const auto t0 = Clock::now();
+        if (::send(mine.get(), req, sizeof req, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof req)) {
+            rc = fail_errno();
+            break;
+        }
+        pollfd p{mine.get(), POLLIN, 0};
+        if (::poll(&p, 1, kWaitTimeoutMs) != 1) {
+            rc = fail(timed_out_error());
+            break;
+        }
+        if (::recv(mine.get(), rsp, sizeof rsp, 0) != static_cast<ssize_t>(rsp_bytes)) {
+            rc = fail(bad_data_error());
+            break;
+        }
+        ns.push_back(std::chrono::duration<double, std::nano>(Clock::now() - t0).count());
+    }
+    ::shutdown(mine.get(), SHUT_RDWR);
+    echo.join();
+    HV_TRY(rc);
+    return latency_sample(ns);
+}
+
+/// The map peer: mmap + munmap of one page of a memfd (what a native page mapping costs).
+Result<Sample> mmap_munmap(std::uint64_t n) {
+    UniqueFd fd(::memfd_create("hvbench-map", MFD_CLOEXEC));
+    if (!fd.valid() || ::ftruncate(fd.get(), kPages * kPage) != 0) {
+        return fail_errno();
+    }
+    const auto t0 = Clock::now();
+    for (std::uint64_t i = 0; i < n; ++i) {
+        auto m = Mapping::map_shared(fd.get(), kPage, (i % kPages) * kPage, PROT_READ);
+        if (!m) {
+            return fail(m.error());
+        }
+        if (m->data()[5] != std::byte{0}) {
+            return fail(bad_data_error());
+        }
+    }
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    return Sample{static_cast<double>(n) / secs};
+}
+
+bool selected(const Context& ctx, const std::string& name) {
+    return ctx.options().filter.empty() || name.find(ctx.options().filter) != std::string::npos;
+}
+
+}  // namespace
+
+int run_grant_suite(Context& ctx) {
+    const std::uint64_t copy_pages = ctx.scale(16'384, 128);  // 64 MiB per run (quick: 512 KiB)
+    const std::uint64_t rtt_n = ctx.scale(20'000, 200);
+    const std::uint64_t map_n = ctx.scale(20'000, 200);
+    auto setup = GrantSetup::create();
+    if (!setup) {
+        std::fprintf(stderr, "hvbench grant: cannot set up a granting domain: %s\n",
+                     setup.error().message().c_str());
+        return 1;
+    }
+    auto peer = MemcpyPeer::create();
+    if (!peer) {
+        std::fprintf(stderr, "hvbench grant: %s\n", peer.error().message().c_str());
+        return 1;
+    }
+    int failures = 0;
+    for (const std::uint32_t batch : {1u, 16u, 64u}) {
+        const std::string name = "copy_batch" + std::to_string(batch);
+        if (!selected(ctx, name)) {
+            continue;
+        }
+        auto rc = ctx.run_case({name, "GB/s", "memcpy", true,
+                                {{"batch_ops", std::to_string(batch)},
+                                 {"bytes_per_op", std::to_string(kPage)},
+                                 {"pages_per_run", std::to_string(copy_pages)},
+                                 {"working_set_pages", std::to_string(kPages)}}},
+                               [&] { return setup->copy(batch, copy_pages); },
+                               [&] { return peer->copy(batch, copy_pages); });
+        failures += rc ? 0 : 1;
+    }
+    auto rc = ctx.run_case({"hypercall_rtt", "ns", "seqpacket_echo_thread", false,
+                            {{"op", "EVTCHNOP_status"}, {"calls_per_run", std::to_string(rtt_n)}}},
+                           [&] { return setup->hypercall_rtt(rtt_n); },
+                           [&] { return seqpacket_echo_rtt(rtt_n); });
+    failures += rc ? 0 : 1;
+    rc = ctx.run_case({"map_unmap_trusted", "op/s", "mmap_munmap_memfd_page", true,
+                       {{"op", "GNTTABOP_map_grant_ref + unmap_grant_ref, read-only"},
+                        {"ops_per_run", std::to_string(map_n)}}},
+                      [&] { return setup->map_unmap(map_n); },
+                      [&] { return mmap_munmap(map_n); });
+    failures += rc ? 0 : 1;
+    return failures == 0 ? 0 : 1;
+}
+
+}  // namespace hv::bench

@@ -2,6 +2,23 @@
 // Layer: hv-min (L1). Everything below runs on the loop thread only, except the atomics read
 // by Core's accessors. A guest never makes this loop block: sockets are nonblocking, replies
 // are queued, a connection that does not read its replies is dropped.
+//
+// Races reasoned about:
+// * Granter vs hv-min on a grant entry: the granter writes domid/frame then (release) flags;
+//   hv-min reads flags|domid as one 32-bit word (acquire) and sets GTF_reading/writing with a
+//   cmpxchg on that word, so a concurrent end_access (cmpxchg flags → 0) either sees the pin
+//   bits and fails, or wins and hv-min's cmpxchg fails and re-checks (at most 5 times, as Xen).
+//   The frame is read once, after the pin; later pins reuse the cached value.
+// * A program that exits closes its socket before its pidfd is readable: the EOF kills the
+//   domain at once ("disconnected"), and the reap corrects the reported reason/status.
+// * Epoll events of one batch may name a connection or domain released earlier in the same
+//   batch: ids are looked up each time, connection ids are never reused, and a stale pidfd
+//   event for a recycled domid finds waitpid(WNOHANG) == 0 and is ignored.
+// * Peers keep eventfds after the other end closes: a late notify() lands in a port that is
+//   unbound (dropped for the receiver's purposes) or, after a re-bind, is spurious — legal.
+// * Mappers keep mmaps of a dead granter's memfd: the memory lives until they unmap it, so no
+//   access faults; their maptrack entries name the granter by (domid, serial) and never touch a
+//   new domain that reuses the domid.
 #include "hvmin/core.hpp"
 
 #include <fcntl.h>
@@ -1525,10 +1542,19 @@ struct Core::Impl {
             release_xenstore(dom.domid);
             return fail(ec);
         }
-        HV_TRY(watch(dom.pidfd.get(), EPOLLIN, ev_key(Tag::pidfd, dom.domid)));
+        auto undo = [&](std::error_code ec) -> Result<void> {
+            ::kill(-pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);  // SIGKILLed: bounded
+            release_xenstore(dom.domid);
+            return fail(ec);
+        };
+        auto w = watch(dom.pidfd.get(), EPOLLIN, ev_key(Tag::pidfd, dom.domid));
+        if (!w) {
+            return undo(w.error());
+        }
         auto c = add_conn(std::move(mine), dom.domid, false);
         if (!c) {
-            return fail(c.error());  // the pidfd fires and reaps it
+            return undo(c.error());
         }
         dom.primary_conn = (*c)->id;
         return {};

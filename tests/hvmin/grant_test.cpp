@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -440,4 +441,77 @@ TEST_CASE("dom0 connections grant from disjoint slices and their grants end with
     }
     CHECK(r == "err gntst " + std::to_string(GNTST_general_error));
     CHECK(g.cmd("mapread " + std::to_string(mb) + " 0 6") == "ok from-b");
+}
+
+TEST_CASE("pin counts and the maptrack are bounded", "[hvmin][grant][hostile]") {
+    Harness h;
+    Puppet g(h, "granter");
+    auto& s = h.dom0();
+    const auto a = static_cast<grant_ref_t>(g.num("grant 0 1 1"));
+    const auto b = static_cast<grant_ref_t>(g.num("grant 0 2 1"));
+    const auto c = static_cast<grant_ref_t>(g.num("grant 0 3 1"));
+    std::vector<grant_handle_t> handles;
+    auto map_n = [&](grant_ref_t ref, std::size_t n) {
+        std::vector<gnttab_map_grant_ref> ops(n);
+        for (auto& op : ops) {
+            op = gnttab_map_grant_ref{};
+            op.flags = GNTMAP_host_map | GNTMAP_readonly;
+            op.ref = ref;
+            op.dom = g.domid.get();
+        }
+        REQUIRE(s.grants().map_raw(ops));
+        std::vector<std::int16_t> st;
+        for (const auto& op : ops) {
+            st.push_back(op.status);
+            if (op.status == GNTST_okay) {
+                handles.push_back(op.handle);
+            }
+        }
+        return st;
+    };
+    // 65535 pins on one entry: the next one overflows the pin count.
+    for (int i = 0; i < 63; ++i) {
+        const auto st = map_n(a, 1024);
+        REQUIRE(std::count(st.begin(), st.end(), GNTST_okay) == 1024);
+    }
+    auto st = map_n(a, 1024);
+    CHECK(std::count(st.begin(), st.end(), GNTST_okay) == 1023);
+    CHECK(st.back() == GNTST_general_error);
+    // The maptrack holds 65536 mappings: one more fits, then no_space.
+    CHECK(map_n(b, 1)[0] == GNTST_okay);
+    CHECK(map_n(c, 1)[0] == GNTST_no_space);
+    std::vector<gnttab_unmap_grant_ref> un(handles.size());
+    for (std::size_t i = 0; i < handles.size(); ++i) {
+        un[i] = gnttab_unmap_grant_ref{};
+        un[i].handle = handles[i];
+    }
+    for (std::size_t off = 0; off < un.size(); off += 1024) {
+        const auto n = std::min<std::size_t>(1024, un.size() - off);
+        REQUIRE(s.grants().unmap_raw(std::span(un).subspan(off, n)));
+    }
+    CHECK(std::all_of(un.begin(), un.end(), [](const auto& u) { return u.status == GNTST_okay; }));
+    CHECK(g.num("flags " + std::to_string(a)) == (GTF_permit_access | GTF_readonly));
+    CHECK(map_n(c, 1)[0] == GNTST_okay);
+}
+
+TEST_CASE("an isolated backend's batch beyond the fd limit gets eagain for the rest", "[hvmin][grant][hostile]") {
+    Harness h;
+    Puppet fe(h, "front");
+    Puppet be(h, "back");
+    const std::string bed = std::to_string(be.domid.get());
+    long first_ref = -1;
+    for (unsigned i = 0; i < wire::kMaxFds + 2; ++i) {
+        const long f = fe.num("extent 1");
+        const long r = fe.num("grant " + bed + " " + std::to_string(f) + " 0");
+        if (first_ref < 0) {
+            first_ref = r;
+        }
+        REQUIRE(r == first_ref + static_cast<long>(i));
+    }
+    const auto w = words(be.cmd("mapmany " + std::to_string(fe.domid.get()) + " " +
+                                std::to_string(first_ref) + " " + std::to_string(wire::kMaxFds + 2)));
+    REQUIRE(w.size() >= 2);
+    CHECK(w[1] == std::to_string(wire::kMaxFds));
+    CHECK(be.cmd("fds") == "ok");
+    CHECK(fe.num("flags " + std::to_string(first_ref + wire::kMaxFds)) == GTF_permit_access);
 }

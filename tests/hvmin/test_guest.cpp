@@ -319,6 +319,32 @@ int main(int argc, char** argv) {
                 reply = r ? "ok " + *r : err(r.error());
             }
 #endif
+        } else if (cmd == "mapmany") {
+            // One batched map of refs first..first+n-1: "ok <okay count> <status of the last>".
+            unsigned dom = 0;
+            unsigned first = 0;
+            unsigned n = 0;
+            is >> dom >> first >> n;
+            std::vector<MapRequest> reqs;
+            for (unsigned i = 0; i < n; ++i) {
+                reqs.push_back({DomId(static_cast<std::uint16_t>(dom)), GrantRef(first + i), false});
+            }
+            auto r = svc->grants().map_batch(reqs);
+            if (!r) {
+                reply = err(r.error());
+            } else {
+                int okay = 0;
+                std::string last = "ok";
+                for (auto& m : *r) {
+                    if (m) {
+                        okay++;
+                        maps.emplace(next_map++, std::move(*m));
+                    } else {
+                        last = err(m.error());
+                    }
+                }
+                reply = "ok " + std::to_string(okay) + " " + last;
+            }
         } else if (cmd == "getenv") {
             std::string name;
             is >> name;

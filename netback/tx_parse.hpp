@@ -12,6 +12,7 @@
 
 #include "hv/expected.hpp"
 #include "hv/rings/protocols/netif.hpp"
+#include "netback/engine.hpp"
 
 namespace hv::net {
 
@@ -22,7 +23,7 @@ namespace wire = hv::rings;
 /// considered malicious (module parameter fatal_skb_slots, default 20).
 inline constexpr unsigned XEN_NETBK_LEGACY_SLOTS_MAX = wire::XEN_NETIF_NR_SLOTS_MIN;
 inline constexpr unsigned default_fatal_skb_slots = 20;
-inline constexpr std::uint16_t ETH_HLEN = 14;
+inline constexpr std::uint16_t eth_header_bytes = 14;
 
 /// What the worker does with the slots parse_tx() looked at.
 enum class TxVerdict : std::uint8_t {
@@ -44,10 +45,12 @@ enum class TxError : std::uint8_t {
     too_many_slots_fatal,   // more than fatal_skb_slots follow-on slots (fatal)
     fragment_exceeds_total, // a fragment bigger than what is left of slot 0's size (drop)
     crosses_page,           // offset + size > 4096 in any slot (fatal)
-    packet_too_small,       // first fragment shorter than ETH_HLEN (drop)
+    packet_too_small,       // first fragment shorter than eth_header_bytes (drop)
     gso_size_zero,          // GSO extra with size 0 (fatal)
     gso_type_unknown,       // GSO extra of a type netif does not define (fatal)
     gso_type_not_offered,   // a defined GSO type the backend did not offer (drop)
+    csum_setup_failed,      // csum_blank/GSO but no IPv4/IPv6 TCP/UDP header to offload on (drop)
+    gso_not_tcp,            // GSO extra on a packet that is not TCP of that IP version (drop)
     host_dropped,           // not a parse result: the worker dropped a good packet (engine, credit)
 };
 std::string_view to_string(TxError e) noexcept;
@@ -112,6 +115,18 @@ std::int16_t to_netif_status(TxVerdict v, TxError e, bool filter_ok = true) noex
 /// out.size() must be >= p.slots_consumed; returns the number written.
 unsigned build_tx_responses(const TxPacket& p, std::int16_t status,
                             std::span<wire::netif_tx_response> out) noexcept;
+
+/// The virtio-net header for a forwarded packet, from its flags/GSO extra and its headers, as
+/// Linux netback's checksum_setup/skb_checksum_setup does. `frame` is the backend's private copy
+/// of the packet (at least its headers; `frame_len` the whole length). NETTXF_csum_blank (or a
+/// GSO extra: Linux "gso checksum fixup") needs Ethernet + IPv4 (not a fragment) or IPv6 (hop,
+/// dest, routing, auth and unfragmented fragment headers walked) + a complete TCP or UDP
+/// header: csum_start/csum_offset point at its checksum. For a GSO packet without csum_blank
+/// the pseudo-header sum is written into `frame`'s checksum field (the fixup). GSO needs TCP of
+/// the matching IP version; hdr_len covers the TCP header. NETTXF_data_validated alone gives
+/// F_DATA_VALID. Errors are drop reasons: TxError::csum_setup_failed / gso_not_tcp.
+hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<std::uint8_t> frame,
+                                                 std::size_t frame_len) noexcept;
 
 // ---- RX (backend -> frontend) ----------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 // worker would; plus rx planning from the same bytes. Any invariant break aborts.
 #include <cstdint>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -53,8 +54,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 sum += p.frags[i].size;
             }
             check(sum == p.total_size);
-            check(p.frags[0].size >= ETH_HLEN);
+            check(p.frags[0].size >= eth_header_bytes);
             check(p.gso_type == w::XEN_NETIF_GSO_TYPE_NONE || p.gso_size > 0);
+        }
+        if (p.verdict == TxVerdict::forward) {
+            // The same bytes as the packet's headers: the offload mapping must stay in bounds.
+            std::vector<std::uint8_t> head(data, data + std::min<std::size_t>(size, 256));
+            auto h = tx_offload_header(p, head, p.total_size);
+            if (h && (h->flags & VnetHdr::F_NEEDS_CSUM) != 0) {
+                check(std::size_t{h->csum_start} + h->csum_offset + 2 <= head.size());
+                check(h->gso_type == VnetHdr::GSO_NONE || h->hdr_len <= head.size());
+            }
         }
         rsp.assign(p.slots_consumed, {});
         check(build_tx_responses(p, to_netif_status(p.verdict, p.error), rsp) ==

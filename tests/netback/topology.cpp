@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include "netback/netlink.hpp"
+#include "netback/tx_parse.hpp"
 
 namespace hv::test::net {
 
@@ -75,7 +76,9 @@ std::unique_ptr<Topology> Topology::make(SwitchKind kind, bool software_segmenta
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 
 namespace hv::test::net {
 namespace {
@@ -173,15 +176,43 @@ void check_tso(Topology& t) {
         payload[i] = static_cast<std::uint8_t>(i * 131 + (i >> 8));
     }
     ts.flags = tcpf::ACK | tcpf::PSH;
-    const Bytes frame = tcp_frame(ts, payload, true);
-    hv::net::VnetHdr h;
-    h.flags = hv::net::VnetHdr::F_NEEDS_CSUM;
-    h.gso_type = hv::net::VnetHdr::GSO_TCPV4;
-    h.gso_size = mss;
-    h.hdr_len = 54;
-    h.csum_start = 34;
-    h.csum_offset = 16;
-    g.send(frame, h);
+    Bytes frame = tcp_frame(ts, payload, true);
+
+    // The frame as a netfront would put it on the tx ring: slot 0 (whole size, csum_blank,
+    // extra_info, more_data), a GSO extra, then one slot per further 4 KiB page. The parser and
+    // the offload mapping turn that into the virtio-net header the tap gets.
+    namespace w = hv::rings;
+    std::vector<w::netif_tx_request> slots;
+    w::netif_tx_request first{};
+    first.size = static_cast<std::uint16_t>(frame.size());
+    first.flags = w::NETTXF_csum_blank | w::NETTXF_extra_info | w::NETTXF_more_data;
+    slots.push_back(first);
+    w::netif_extra_info gso{};
+    gso.type = w::XEN_NETIF_EXTRA_TYPE_GSO;
+    gso.u.gso.size = mss;
+    gso.u.gso.type = w::XEN_NETIF_GSO_TYPE_TCPV4;
+    w::netif_tx_request gso_slot{};
+    std::memcpy(&gso_slot, &gso, sizeof gso);
+    slots.push_back(gso_slot);
+    for (std::size_t at = 4096; at < frame.size(); at += 4096) {
+        w::netif_tx_request r{};
+        r.id = static_cast<std::uint16_t>(slots.size());
+        r.size = static_cast<std::uint16_t>(std::min<std::size_t>(4096, frame.size() - at));
+        r.flags = at + 4096 < frame.size() ? w::NETTXF_more_data : 0;
+        slots.push_back(r);
+    }
+    const hv::net::TxPacket pkt = hv::net::parse_tx(slots, hv::net::TxConfig{});
+    REQUIRE(pkt.verdict == hv::net::TxVerdict::forward);
+    CHECK(pkt.frags[0].size == 4096);
+    auto h = hv::net::tx_offload_header(pkt, frame, frame.size());
+    REQUIRE(h.has_value());
+    CHECK(h->flags == hv::net::VnetHdr::F_NEEDS_CSUM);
+    CHECK(h->gso_type == hv::net::VnetHdr::GSO_TCPV4);
+    CHECK(h->gso_size == mss);
+    CHECK(h->hdr_len == 54);
+    CHECK(h->csum_start == 34);
+    CHECK(h->csum_offset == 16);
+    g.send(frame, *h);
 
     std::vector<std::uint8_t> got;
     got.reserve(len);

@@ -226,7 +226,7 @@ TEST_CASE("a first fragment crossing its page disables the vif", "[netback][tx][
 }
 
 TEST_CASE("a packet shorter than an Ethernet header is dropped", "[netback][tx][hostile]") {
-    const std::vector slots{req(ETH_HLEN - 1, 0, 0, 9)};
+    const std::vector slots{req(eth_header_bytes - 1, 0, 0, 9)};
     const TxPacket p = parse_tx(slots, cfg);
     CHECK(p.verdict == TxVerdict::drop);
     CHECK(p.error == TxError::packet_too_small);
@@ -382,7 +382,7 @@ TEST_CASE("random slot sequences never break the parser's invariants", "[netback
                 sum += p.frags[i].size;
             }
             REQUIRE(sum == p.total_size);
-            REQUIRE(p.frags[0].size >= ETH_HLEN);
+            REQUIRE(p.frags[0].size >= eth_header_bytes);
             REQUIRE(p.nr_frags <= 1 + XEN_NETBK_LEGACY_SLOTS_MAX);
             REQUIRE(p.slots_consumed == p.nr_frags + p.extra_count);
         }

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstring>
 #include <map>
+#include <unordered_set>
 
 #include "hv/assert.hpp"
 #include "hv/log.hpp"
@@ -179,7 +180,8 @@ struct Conn {
     std::optional<Core::Clock::time_point> partial_since;
     std::string out;  // queued output; out_off bytes of it already sent
     std::size_t out_off = 0;
-    std::vector<Watch> watches;
+    std::vector<Watch> watches;               // registration order
+    std::unordered_set<std::string> watch_keys;  // abs + NUL + token: duplicate check in O(1)
     std::map<std::uint32_t, std::unique_ptr<Transaction>> txs;
     std::map<std::uint32_t, std::vector<Event>> tx_events;
     std::uint32_t next_tx = 1;
@@ -804,14 +806,16 @@ struct Core::Impl {
             HV_TRY(d);
             w.depth = static_cast<unsigned>(*d);
         }
-        for (const Watch& x : c.watches) {
-            if (x.abs == w.abs && x.token == w.token) {
-                return fail_errno(EEXIST);
-            }
+        std::string key = w.abs;
+        key += '\0';
+        key += w.token;
+        if (c.watch_keys.count(key) != 0) {
+            return fail_errno(EEXIST);
         }
         if (!c.privileged && domain_count(c.domid, true) >= quotas_for(c.domid).watches) {
             return fail_errno(ENOSPC);
         }
+        c.watch_keys.insert(std::move(key));
         c.watches.push_back(w);
         initial_watch = std::move(w);
         ok();
@@ -823,6 +827,12 @@ struct Core::Impl {
         HV_TRY(a);
         auto path = canonical(c, a->v[0], true);
         HV_TRY(path);
+        std::string key = *path;
+        key += '\0';
+        key += a->v[1];
+        if (c.watch_keys.erase(key) == 0) {
+            return fail_errno(ENOENT);
+        }
         for (auto it = c.watches.begin(); it != c.watches.end(); ++it) {
             if (it->abs == *path && it->token == a->v[1]) {
                 c.watches.erase(it);
@@ -950,6 +960,7 @@ struct Core::Impl {
 
     Result<void> do_reset_watches(Conn& c, const Request&) {
         c.watches.clear();
+        c.watch_keys.clear();
         c.txs.clear();
         c.tx_events.clear();
         ok();
@@ -1102,6 +1113,7 @@ struct Core::Impl {
         for (auto& [id, c] : conns) {
             if (c->domid == domid) {
                 c->watches.clear();
+                c->watch_keys.clear();
                 c->txs.clear();
                 c->tx_events.clear();
                 doom(*c);

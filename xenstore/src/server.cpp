@@ -123,7 +123,7 @@ struct Server::Impl {
         }
     }
 
-    /// Reads what the peer sent. False: close the connection.
+    /// Reads what the peer sent, sending replies as they are produced. False: close it.
     bool read_conn(ConnId id, int fd) {
         std::size_t total = 0;
         while (total < kReadBudget) {
@@ -140,6 +140,11 @@ struct Server::Impl {
             total += static_cast<std::size_t>(n);
             if (auto r = core.feed(id, std::string_view(buf, static_cast<std::size_t>(n))); !r) {
                 ++protocol_disconnects;
+                return false;
+            }
+            // Keep replies flowing during a long burst rather than only at the end of the round.
+            auto it = socks.find(id);
+            if (it != socks.end() && !core.output(id).empty() && !flush(id, it->second)) {
                 return false;
             }
         }

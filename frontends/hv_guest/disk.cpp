@@ -359,6 +359,7 @@ private:
 
     /// Drops dead devices: their export and socket go away.
     void reap() {
+        server_.flush_all();  // error replies of a dying device go out before its sockets close
         for (auto it = vbds_.begin(); it != vbds_.end();) {
             Vbd& v = it->second;
             if (v.dev && v.dev->phase() == blkfront::Phase::dead) {

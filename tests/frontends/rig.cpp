@@ -12,7 +12,8 @@
 
 namespace hv::test {
 
-Rig::Rig(std::vector<std::string> blkback_args) : blkback_args_(std::move(blkback_args)) {
+Rig::Rig(std::vector<std::string> blkback_args, bool with_blkback)
+    : blkback_args_(std::move(blkback_args)) {
     require_root();  // hv-min takes dom0 connections from uid 0 only
     std::filesystem::create_directories(dir.path() / "nbd");
     hvmin::CoreConfig cfg;
@@ -27,7 +28,9 @@ Rig::Rig(std::vector<std::string> blkback_args) : blkback_args_(std::move(blkbac
     auto x = xs::Client::connect((dir.path() / "xenstored.sock").string());
     REQUIRE(x);
     xs = std::move(*x);
-    start_blkback();
+    if (with_blkback) {
+        start_blkback();
+    }
 }
 
 Rig::~Rig() {

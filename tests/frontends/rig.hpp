@@ -19,7 +19,7 @@
 namespace hv::test {
 
 struct Rig {
-    explicit Rig(std::vector<std::string> blkback_args = {});
+    explicit Rig(std::vector<std::string> blkback_args = {}, bool with_blkback = true);
     ~Rig();
 
     /// Starts (or restarts) blkback; its log goes to <dir>/blkback.log.

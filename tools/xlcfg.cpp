@@ -21,15 +21,24 @@ public:
     const char* name() const noexcept override { return "xlcfg"; }
     std::string message(int ev) const override {
         switch (static_cast<Errc>(ev)) {
-        case Errc::syntax: return "syntax error";
-        case Errc::unknown_key: return "unknown key";
-        case Errc::duplicate_key: return "duplicate key";
-        case Errc::bad_value: return "bad value";
-        case Errc::missing_key: return "missing key";
-        case Errc::bad_disk: return "bad disk spec";
-        case Errc::bad_vif: return "bad vif spec";
-        case Errc::bad_pci: return "bad pci spec";
-        case Errc::io: return "cannot read file";
+            case Errc::syntax:
+                return "syntax error";
+            case Errc::unknown_key:
+                return "unknown key";
+            case Errc::duplicate_key:
+                return "duplicate key";
+            case Errc::bad_value:
+                return "bad value";
+            case Errc::missing_key:
+                return "missing key";
+            case Errc::bad_disk:
+                return "bad disk spec";
+            case Errc::bad_vif:
+                return "bad vif spec";
+            case Errc::bad_pci:
+                return "bad pci spec";
+            case Errc::io:
+                return "cannot read file";
         }
         return "unknown xlcfg error";
     }
@@ -50,8 +59,19 @@ std::string printable(char c) {
 
 // ------------------------------------------------------------------ lexer
 
-enum class Tok { ident, string, number, assign, append, lbracket, rbracket, comma, semicolon,
-                 newline, end };
+enum class Tok {
+    ident,
+    string,
+    number,
+    assign,
+    append,
+    lbracket,
+    rbracket,
+    comma,
+    semicolon,
+    newline,
+    end
+};
 
 struct Token {
     Tok kind = Tok::end;
@@ -61,17 +81,28 @@ struct Token {
 
 const char* describe(Tok t) {
     switch (t) {
-    case Tok::ident: return "a key";
-    case Tok::string: return "a string";
-    case Tok::number: return "a number";
-    case Tok::assign: return "'='";
-    case Tok::append: return "'+='";
-    case Tok::lbracket: return "'['";
-    case Tok::rbracket: return "']'";
-    case Tok::comma: return "','";
-    case Tok::semicolon: return "';'";
-    case Tok::newline: return "end of line";
-    case Tok::end: return "end of file";
+        case Tok::ident:
+            return "a key";
+        case Tok::string:
+            return "a string";
+        case Tok::number:
+            return "a number";
+        case Tok::assign:
+            return "'='";
+        case Tok::append:
+            return "'+='";
+        case Tok::lbracket:
+            return "'['";
+        case Tok::rbracket:
+            return "']'";
+        case Tok::comma:
+            return "','";
+        case Tok::semicolon:
+            return "';'";
+        case Tok::newline:
+            return "end of line";
+        case Tok::end:
+            return "end of file";
     }
     return "?";
 }
@@ -79,8 +110,12 @@ const char* describe(Tok t) {
 bool is_ident_start(char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
 }
-bool is_ident_char(char c) { return is_ident_start(c) || (c >= '0' && c <= '9') || c == '.'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
+bool is_ident_char(char c) {
+    return is_ident_start(c) || (c >= '0' && c <= '9') || c == '.';
+}
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
 int hex_value(char c) {
     if (c >= '0' && c <= '9') {
         return c - '0';
@@ -117,26 +152,36 @@ public:
         const char c = s_[i_];
         const unsigned line = line_;
         switch (c) {
-        case '\n':
-            ++i_;
-            ++line_;
-            return Token{Tok::newline, {}, line};
-        case '=': ++i_; return Token{Tok::assign, {}, line};
-        case '[': ++i_; return Token{Tok::lbracket, {}, line};
-        case ']': ++i_; return Token{Tok::rbracket, {}, line};
-        case ',': ++i_; return Token{Tok::comma, {}, line};
-        case ';': ++i_; return Token{Tok::semicolon, {}, line};
-        case '+':
-            if (i_ + 1 < s_.size() && s_[i_ + 1] == '=') {
-                i_ += 2;
-                return Token{Tok::append, {}, line};
-            }
-            return error(line, "unexpected '+' (did you mean '+='?)");
-        case '"':
-        case '\'':
-            return string_literal();
-        default:
-            break;
+            case '\n':
+                ++i_;
+                ++line_;
+                return Token{Tok::newline, {}, line};
+            case '=':
+                ++i_;
+                return Token{Tok::assign, {}, line};
+            case '[':
+                ++i_;
+                return Token{Tok::lbracket, {}, line};
+            case ']':
+                ++i_;
+                return Token{Tok::rbracket, {}, line};
+            case ',':
+                ++i_;
+                return Token{Tok::comma, {}, line};
+            case ';':
+                ++i_;
+                return Token{Tok::semicolon, {}, line};
+            case '+':
+                if (i_ + 1 < s_.size() && s_[i_ + 1] == '=') {
+                    i_ += 2;
+                    return Token{Tok::append, {}, line};
+                }
+                return error(line, "unexpected '+' (did you mean '+='?)");
+            case '"':
+            case '\'':
+                return string_literal();
+            default:
+                break;
         }
         if (is_digit(c)) {
             const std::size_t start = i_;
@@ -170,8 +215,8 @@ private:
         std::string out;
         for (;;) {
             if (i_ >= s_.size() || s_[i_] == '\n') {
-                return error(line, "unterminated string (missing closing " +
-                                       std::string(1, quote) + ")");
+                return error(line,
+                             "unterminated string (missing closing " + std::string(1, quote) + ")");
             }
             const char c = s_[i_++];
             if (c == quote) {
@@ -189,41 +234,59 @@ private:
             }
             const char e = s_[i_++];
             switch (e) {
-            case '"': case '\'': case '\\': out.push_back(e); break;
-            case 'a': out.push_back('\a'); break;
-            case 'b': out.push_back('\b'); break;
-            case 'f': out.push_back('\f'); break;
-            case 'n': out.push_back('\n'); break;
-            case 'r': out.push_back('\r'); break;
-            case 't': out.push_back('\t'); break;
-            case 'v': out.push_back('\v'); break;
-            case 'x': {
-                const int hi = i_ < s_.size() ? hex_value(s_[i_]) : -1;
-                const int lo = i_ + 1 < s_.size() ? hex_value(s_[i_ + 1]) : -1;
-                if (hi < 0 || lo < 0) {
-                    return error(line, "\\x in a string needs two hex digits");
-                }
-                i_ += 2;
-                if (hi == 0 && lo == 0) {
-                    return error(line, "\\x00 (NUL) is not allowed in a string");
-                }
-                out.push_back(static_cast<char>(hi * 16 + lo));
-                break;
-            }
-            default:
-                if (e >= '0' && e <= '7') {
-                    unsigned v = static_cast<unsigned>(e - '0');
-                    for (int k = 0; k < 2 && i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '7';
-                         ++k) {
-                        v = v * 8 + static_cast<unsigned>(s_[i_++] - '0');
+                case '"':
+                case '\'':
+                case '\\':
+                    out.push_back(e);
+                    break;
+                case 'a':
+                    out.push_back('\a');
+                    break;
+                case 'b':
+                    out.push_back('\b');
+                    break;
+                case 'f':
+                    out.push_back('\f');
+                    break;
+                case 'n':
+                    out.push_back('\n');
+                    break;
+                case 'r':
+                    out.push_back('\r');
+                    break;
+                case 't':
+                    out.push_back('\t');
+                    break;
+                case 'v':
+                    out.push_back('\v');
+                    break;
+                case 'x': {
+                    const int hi = i_ < s_.size() ? hex_value(s_[i_]) : -1;
+                    const int lo = i_ + 1 < s_.size() ? hex_value(s_[i_ + 1]) : -1;
+                    if (hi < 0 || lo < 0) {
+                        return error(line, "\\x in a string needs two hex digits");
                     }
-                    if (v == 0 || v > 0xff) {
-                        return error(line, "octal escape in a string must be \\001..\\377");
+                    i_ += 2;
+                    if (hi == 0 && lo == 0) {
+                        return error(line, "\\x00 (NUL) is not allowed in a string");
                     }
-                    out.push_back(static_cast<char>(v));
+                    out.push_back(static_cast<char>(hi * 16 + lo));
                     break;
                 }
-                return error(line, "unknown escape \\" + std::string(1, e) + " in a string");
+                default:
+                    if (e >= '0' && e <= '7') {
+                        unsigned v = static_cast<unsigned>(e - '0');
+                        for (int k = 0; k < 2 && i_ < s_.size() && s_[i_] >= '0' && s_[i_] <= '7';
+                             ++k) {
+                            v = v * 8 + static_cast<unsigned>(s_[i_++] - '0');
+                        }
+                        if (v == 0 || v > 0xff) {
+                            return error(line, "octal escape in a string must be \\001..\\377");
+                        }
+                        out.push_back(static_cast<char>(v));
+                        break;
+                    }
+                    return error(line, "unknown escape \\" + std::string(1, e) + " in a string");
             }
         }
     }
@@ -250,10 +313,10 @@ public:
         CfgSetting& old = settings_[it->second];
         if (!append) {
             if (!may_replace) {
-                return unexpected(ConfigError{
-                    make_error_code(Errc::duplicate_key), s.source, s.line,
-                    "duplicate key '" + s.key + "' (first set on line " +
-                        std::to_string(old.line) + "; use += to extend it)"});
+                return unexpected(
+                    ConfigError{make_error_code(Errc::duplicate_key), s.source, s.line,
+                                "duplicate key '" + s.key + "' (first set on line " +
+                                    std::to_string(old.line) + "; use += to extend it)"});
             }
             old = std::move(s);
             return {};
@@ -261,11 +324,10 @@ public:
         const bool old_list = old.value.kind == CfgValue::Kind::list;
         const bool new_list = s.value.kind == CfgValue::Kind::list;
         if (old_list != new_list) {
-            return unexpected(ConfigError{make_error_code(Errc::syntax), s.source, s.line,
-                                          "cannot add a " +
-                                              std::string(new_list ? "list" : "string") +
-                                              " to the " + (old_list ? "list" : "string") +
-                                              " '" + s.key + "'"});
+            return unexpected(
+                ConfigError{make_error_code(Errc::syntax), s.source, s.line,
+                            "cannot add a " + std::string(new_list ? "list" : "string") +
+                                " to the " + (old_list ? "list" : "string") + " '" + s.key + "'"});
         }
         if (old_list) {
             for (auto& item : s.value.items) {
@@ -316,8 +378,8 @@ CfgResult<void> parse_into(SettingStore& store, std::string_view text, std::stri
             return unexpected(op.error());
         }
         if (op->kind != Tok::assign && op->kind != Tok::append) {
-            return lex.error(op->line, "expected '=' after '" + setting.key + "', found " +
-                                           describe(op->kind));
+            return lex.error(
+                op->line, "expected '=' after '" + setting.key + "', found " + describe(op->kind));
         }
         const bool append = op->kind == Tok::append;
 
@@ -346,8 +408,8 @@ CfgResult<void> parse_into(SettingStore& store, std::string_view text, std::stri
                     break;  // `[]`, `[a]` and `[a,]` (trailing comma) all end here
                 }
                 if (it->kind == Tok::end) {
-                    return lex.error(open_line, "unterminated list for '" + setting.key +
-                                                    "' (missing ']')");
+                    return lex.error(open_line,
+                                     "unterminated list for '" + setting.key + "' (missing ']')");
                 }
                 if (need_item) {
                     if (it->kind == Tok::string || it->kind == Tok::number) {
@@ -359,8 +421,8 @@ CfgResult<void> parse_into(SettingStore& store, std::string_view text, std::stri
                     if (it->kind == Tok::lbracket) {
                         return lex.error(it->line, "nested lists are not supported");
                     }
-                    return lex.error(it->line, std::string("expected a list item, found ") +
-                                                   describe(it->kind));
+                    return lex.error(
+                        it->line, std::string("expected a list item, found ") + describe(it->kind));
                 }
                 if (it->kind == Tok::comma) {
                     need_item = true;
@@ -396,8 +458,8 @@ ConfigError err(Errc code, const CfgSetting& s, unsigned line, std::string text)
 
 CfgResult<std::string> get_string(const CfgSetting& s) {
     if (s.value.kind == CfgValue::Kind::list) {
-        return unexpected(err(Errc::bad_value, s, s.line, "'" + s.key +
-                                                              "' must be a string, not a list"));
+        return unexpected(
+            err(Errc::bad_value, s, s.line, "'" + s.key + "' must be a string, not a list"));
     }
     return s.value.text;
 }
@@ -438,14 +500,14 @@ bool parse_number(std::string_view t, std::uint64_t& out) {
 
 CfgResult<std::uint64_t> get_uint(const CfgSetting& s, std::uint64_t min, std::uint64_t max) {
     if (s.value.kind == CfgValue::Kind::list) {
-        return unexpected(err(Errc::bad_value, s, s.line,
-                              "'" + s.key + "' must be an integer, not a list"));
+        return unexpected(
+            err(Errc::bad_value, s, s.line, "'" + s.key + "' must be an integer, not a list"));
     }
     std::uint64_t v = 0;
     if (!parse_number(s.value.text, v)) {
-        return unexpected(err(Errc::bad_value, s, s.value.line,
-                              "'" + s.key + "' must be a decimal or 0x-hex integer, not '" +
-                                  s.value.text + "'"));
+        return unexpected(
+            err(Errc::bad_value, s, s.value.line,
+                "'" + s.key + "' must be a decimal or 0x-hex integer, not '" + s.value.text + "'"));
     }
     if (v < min || v > max) {
         return unexpected(err(Errc::bad_value, s, s.value.line,
@@ -490,7 +552,9 @@ bool parse_action(std::string_view t, ActionOnShutdown& out) {
     return false;
 }
 
-std::string quoted_item(const std::string& t) { return "'" + t + "'"; }
+std::string quoted_item(const std::string& t) {
+    return "'" + t + "'";
+}
 
 /// Error text may quote hostile bytes; show control characters as \xNN.
 std::string escape_controls(const std::string& t) {
@@ -528,13 +592,20 @@ std::string ConfigError::message() const {
 
 const char* to_string(ActionOnShutdown a) noexcept {
     switch (a) {
-    case ActionOnShutdown::destroy: return "destroy";
-    case ActionOnShutdown::restart: return "restart";
-    case ActionOnShutdown::rename_restart: return "rename-restart";
-    case ActionOnShutdown::preserve: return "preserve";
-    case ActionOnShutdown::coredump_destroy: return "coredump-destroy";
-    case ActionOnShutdown::coredump_restart: return "coredump-restart";
-    case ActionOnShutdown::soft_reset: return "soft-reset";
+        case ActionOnShutdown::destroy:
+            return "destroy";
+        case ActionOnShutdown::restart:
+            return "restart";
+        case ActionOnShutdown::rename_restart:
+            return "rename-restart";
+        case ActionOnShutdown::preserve:
+            return "preserve";
+        case ActionOnShutdown::coredump_destroy:
+            return "coredump-destroy";
+        case ActionOnShutdown::coredump_restart:
+            return "coredump-restart";
+        case ActionOnShutdown::soft_reset:
+            return "soft-reset";
     }
     return "?";
 }
@@ -629,8 +700,9 @@ CfgResult<DomainConfig> parse_domain_config(std::string_view text, std::string_v
             }
             if (*v != "pv") {
                 return unexpected(err(Errc::bad_value, s, s.value.line,
-                                      "type '" + *v + "' is not supported: domains here are "
-                                                      "processes, type = \"pv\""));
+                                      "type '" + *v +
+                                          "' is not supported: domains here are "
+                                          "processes, type = \"pv\""));
             }
         } else if (k == "memory") {
             memory = &s;
@@ -676,9 +748,9 @@ CfgResult<DomainConfig> parse_domain_config(std::string_view text, std::string_v
             for (const auto& item : *items) {
                 auto d = parse_disk_spec(item.text);
                 if (!d) {
-                    return unexpected(err(Errc::bad_disk, s, item.line,
-                                          "disk " + quoted_item(item.text) + ": " +
-                                              d.error().text));
+                    return unexpected(
+                        err(Errc::bad_disk, s, item.line,
+                            "disk " + quoted_item(item.text) + ": " + d.error().text));
                 }
                 for (const DiskSpec& other : cfg.disks) {
                     if (other.virtual_device == d->virtual_device) {
@@ -699,8 +771,7 @@ CfgResult<DomainConfig> parse_domain_config(std::string_view text, std::string_v
                 auto v = parse_vif_spec(item.text);
                 if (!v) {
                     return unexpected(err(Errc::bad_vif, s, item.line,
-                                          "vif " + quoted_item(item.text) + ": " +
-                                              v.error().text));
+                                          "vif " + quoted_item(item.text) + ": " + v.error().text));
                 }
                 if (!v->devid) {
                     v->devid = static_cast<std::uint32_t>(cfg.vifs.size());
@@ -709,8 +780,7 @@ CfgResult<DomainConfig> parse_domain_config(std::string_view text, std::string_v
                     if (other.devid == v->devid) {
                         return unexpected(err(Errc::bad_vif, s, item.line,
                                               "vif " + quoted_item(item.text) + ": devid " +
-                                                  std::to_string(*v->devid) +
-                                                  " is already used"));
+                                                  std::to_string(*v->devid) + " is already used"));
                     }
                 }
                 cfg.vifs.push_back(std::move(*v));
@@ -724,8 +794,7 @@ CfgResult<DomainConfig> parse_domain_config(std::string_view text, std::string_v
                 auto p = parse_pci_spec(item.text);
                 if (!p) {
                     return unexpected(err(Errc::bad_pci, s, item.line,
-                                          "pci " + quoted_item(item.text) + ": " +
-                                              p.error().text));
+                                          "pci " + quoted_item(item.text) + ": " + p.error().text));
                 }
                 for (const PciSpec& other : cfg.pcis) {
                     if (other.bdf() == p->bdf()) {
@@ -761,7 +830,8 @@ CfgResult<DomainConfig> parse_domain_config(std::string_view text, std::string_v
                                           "coredump-destroy, coredump-restart or soft-reset"));
             }
             (k == "on_poweroff" ? cfg.on_poweroff
-                                : k == "on_reboot" ? cfg.on_reboot : cfg.on_crash) = a;
+             : k == "on_reboot" ? cfg.on_reboot
+                                : cfg.on_crash) = a;
         } else {
             return unexpected(err(Errc::unknown_key, s, s.line, "unknown key '" + k + "'"));
         }

@@ -78,8 +78,7 @@ struct CfgSetting {
 
 /// The settings of one file in order of appearance, after `+=` concatenation.
 /// Duplicate `=` assignments are an error (xl silently keeps the last; we refuse).
-CfgResult<std::vector<CfgSetting>> parse_cfg_syntax(std::string_view text,
-                                                    std::string_view source);
+CfgResult<std::vector<CfgSetting>> parse_cfg_syntax(std::string_view text, std::string_view source);
 
 // ---------------------------------------------------------------- disks
 
@@ -90,18 +89,18 @@ const char* to_string(DiskBackendType b) noexcept;
 
 /// One `disk = [ '...' ]` entry (xl-disk-configuration(5)).
 struct DiskSpec {
-    std::string target;                  // pdev path; empty for an empty cdrom
+    std::string target;  // pdev path; empty for an empty cdrom
     DiskFormat format = DiskFormat::raw;
-    std::string vdev;                    // as written: xvda, hdc, sdb3, d0p1, 51712
-    std::uint32_t virtual_device = 0;    // SPEC: xen-vbd-interface encoding (also the devid)
-    bool readwrite = true;               // access=rw / positional w
+    std::string vdev;                  // as written: xvda, hdc, sdb3, d0p1, 51712
+    std::uint32_t virtual_device = 0;  // SPEC: xen-vbd-interface encoding (also the devid)
+    bool readwrite = true;             // access=rw / positional w
     bool is_cdrom = false;
-    std::string backend;                 // backend domain name ("" = dom0)
+    std::string backend;  // backend domain name ("" = dom0)
     DiskBackendType backendtype = DiskBackendType::unknown;
     std::string script;
-    std::string prefix;                  // deprecated `phy:`/`file:`/... prefix, if any
-    std::optional<bool> discard;         // discard / no-discard
-    std::optional<bool> trusted;         // trusted / untrusted
+    std::string prefix;           // deprecated `phy:`/`file:`/... prefix, if any
+    std::optional<bool> discard;  // discard / no-discard
+    std::optional<bool> trusted;  // trusted / untrusted
     bool direct_io_safe = false;
     /// xenstore `mode`: "w" or "r".
     const char* mode() const noexcept { return readwrite ? "w" : "r"; }
@@ -130,11 +129,11 @@ struct VifRate {
 struct VifSpec {
     std::optional<std::array<std::uint8_t, 6>> mac;
     std::string bridge;
-    std::string type;      // "vif" or "ioemu" ("" = default)
+    std::string type;  // "vif" or "ioemu" ("" = default)
     std::string model;
     std::string script;
     std::string ip;
-    std::string backend;   // backend domain name ("" = dom0)
+    std::string backend;  // backend domain name ("" = dom0)
     std::string vifname;
     std::string gatewaydev;
     std::optional<VifRate> rate;
@@ -158,13 +157,13 @@ struct PciSpec {
     std::uint8_t bus = 0;
     std::uint8_t dev = 0;
     std::uint8_t func = 0;
-    bool all_functions = false;           // F written as `*`
+    bool all_functions = false;  // F written as `*`
     std::optional<std::uint8_t> vslot;
     bool permissive = false;
     bool msitranslate = false;
     bool power_mgmt = false;
     bool seize = false;
-    std::string rdm_policy;               // "", "strict" or "relaxed"
+    std::string rdm_policy;  // "", "strict" or "relaxed"
     /// "%04x:%02x:%02x.%01x", the xenstore `dev-N` spelling.
     std::string bdf() const;
 };
@@ -173,8 +172,15 @@ SpecResult<PciSpec> parse_pci_spec(std::string_view spec);
 
 // ---------------------------------------------------------------- domains
 
-enum class ActionOnShutdown { destroy, restart, rename_restart, preserve, coredump_destroy,
-                              coredump_restart, soft_reset };
+enum class ActionOnShutdown {
+    destroy,
+    restart,
+    rename_restart,
+    preserve,
+    coredump_destroy,
+    coredump_restart,
+    soft_reset
+};
 const char* to_string(ActionOnShutdown a) noexcept;
 
 struct DomainConfig {
@@ -182,13 +188,13 @@ struct DomainConfig {
     std::uint64_t memory_mib = 0;
     std::uint64_t maxmem_mib = 0;  // = memory_mib when not given
     std::uint32_t vcpus = 1;
-    std::string kernel;            // the domain's program
-    std::string cmdline;           // `cmdline`, else `root=... extra`
+    std::string kernel;   // the domain's program
+    std::string cmdline;  // `cmdline`, else `root=... extra`
     std::vector<DiskSpec> disks;
     std::vector<VifSpec> vifs;
     std::vector<PciSpec> pcis;
     bool driver_domain = false;
-    bool trusted = false;          // our key: may map other domains' grants directly
+    bool trusted = false;  // our key: may map other domains' grants directly
     ActionOnShutdown on_poweroff = ActionOnShutdown::destroy;
     ActionOnShutdown on_reboot = ActionOnShutdown::restart;
     ActionOnShutdown on_crash = ActionOnShutdown::destroy;

@@ -13,9 +13,15 @@ SpecResult<void> fail(Errc code, std::string text) {
     return unexpected(SpecError{code, std::move(text)});
 }
 
-bool is_lower(char c) { return c >= 'a' && c <= 'z'; }
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n'; }
+bool is_lower(char c) {
+    return c >= 'a' && c <= 'z';
+}
+bool is_digit(char c) {
+    return c >= '0' && c <= '9';
+}
+bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n';
+}
 
 int hex_digit(char c) {
     if (is_digit(c)) {
@@ -94,12 +100,11 @@ struct DiskParse {
     bool had_prefix = false;
     bool access_set = false;
 
-    SpecResult<void> save(std::string& field, bool& set, const char* what,
-                          std::string_view value) {
+    SpecResult<void> save(std::string& field, bool& set, const char* what, std::string_view value) {
         // As xl: respecifying a non-empty value is an error; overwriting "" is not.
         if (set && !field.empty()) {
-            return fail(Errc::bad_disk, std::string(what) + " respecified (near '" +
-                                            std::string(value) + "')");
+            return fail(Errc::bad_disk,
+                        std::string(what) + " respecified (near '" + std::string(value) + "')");
         }
         field = std::string(value);
         set = true;
@@ -142,12 +147,10 @@ struct DiskParse {
         } else if (v == "standalone") {
             b = DiskBackendType::standalone;
         } else {
-            return fail(Errc::bad_disk,
-                        "unknown value for backendtype: '" + std::string(v) + "'");
+            return fail(Errc::bad_disk, "unknown value for backendtype: '" + std::string(v) + "'");
         }
         if (backendtype_set && d.backendtype != b) {
-            return fail(Errc::bad_disk,
-                        "backendtype respecified (near '" + std::string(v) + "')");
+            return fail(Errc::bad_disk, "backendtype respecified (near '" + std::string(v) + "')");
         }
         d.backendtype = b;
         backendtype_set = true;
@@ -160,8 +163,8 @@ struct DiskParse {
         } else if (v == "w" || v == "rw" || v.empty()) {
             d.readwrite = true;
         } else {
-            return fail(Errc::bad_disk, "unknown value for access: '" + std::string(v) +
-                                            "' (use r, ro, w or rw)");
+            return fail(Errc::bad_disk,
+                        "unknown value for access: '" + std::string(v) + "' (use r, ro, w or rw)");
         }
         return {};
     }
@@ -179,8 +182,8 @@ struct DiskParse {
         } else if (type == "disk") {
             d.is_cdrom = false;
         } else {
-            return unexpected(SpecError{Errc::bad_disk,
-                                        "unknown deprecated type '" + std::string(type) + "'"});
+            return unexpected(
+                SpecError{Errc::bad_disk, "unknown deprecated type '" + std::string(type) + "'"});
         }
         return true;
     }
@@ -217,8 +220,8 @@ struct DiskParse {
             access_set = true;
             return set_access(t);
         }
-        return fail(Errc::bad_disk, "too many positional parameters (near '" + std::string(t) +
-                                        "')");
+        return fail(Errc::bad_disk,
+                    "too many positional parameters (near '" + std::string(t) + "')");
     }
 
     /// Handles `prefix:` at the start of the remaining text; returns its length, or 0.
@@ -248,8 +251,8 @@ struct DiskParse {
             if (followed_by_alnum) {
                 return std::size_t{0};  // e.g. `hdc:cdrom`: a positional vdev:devtype
             }
-            return unexpected(SpecError{Errc::bad_disk, "unknown deprecated disk prefix '" +
-                                                            std::string(p) + ":'"});
+            return unexpected(SpecError{
+                Errc::bad_disk, "unknown deprecated disk prefix '" + std::string(p) + ":'"});
         }
         had_prefix = true;
         if (d.prefix.empty()) {
@@ -297,8 +300,8 @@ struct DiskParse {
             if (v == "xen") {
                 return {};
             }
-            return fail(Errc::bad_disk, "specification '" + std::string(v) +
-                                            "' is not supported (only xen)");
+            return fail(Errc::bad_disk,
+                        "specification '" + std::string(v) + "' is not supported (only xen)");
         }
         return fail(Errc::bad_disk, "unknown parameter '" + std::string(key) + "'");
     }
@@ -340,31 +343,42 @@ bool valid_ifname(std::string_view n) {
 
 const char* to_string(DiskFormat f) noexcept {
     switch (f) {
-    case DiskFormat::raw: return "raw";
-    case DiskFormat::qcow: return "qcow";
-    case DiskFormat::qcow2: return "qcow2";
-    case DiskFormat::vhd: return "vhd";
-    case DiskFormat::qed: return "qed";
-    case DiskFormat::empty: return "empty";
+        case DiskFormat::raw:
+            return "raw";
+        case DiskFormat::qcow:
+            return "qcow";
+        case DiskFormat::qcow2:
+            return "qcow2";
+        case DiskFormat::vhd:
+            return "vhd";
+        case DiskFormat::qed:
+            return "qed";
+        case DiskFormat::empty:
+            return "empty";
     }
     return "?";
 }
 
 const char* to_string(DiskBackendType b) noexcept {
     switch (b) {
-    case DiskBackendType::unknown: return "unknown";
-    case DiskBackendType::phy: return "phy";
-    case DiskBackendType::tap: return "tap";
-    case DiskBackendType::qdisk: return "qdisk";
-    case DiskBackendType::standalone: return "standalone";
+        case DiskBackendType::unknown:
+            return "unknown";
+        case DiskBackendType::phy:
+            return "phy";
+        case DiskBackendType::tap:
+            return "tap";
+        case DiskBackendType::qdisk:
+            return "qdisk";
+        case DiskBackendType::standalone:
+            return "standalone";
     }
     return "?";
 }
 
 SpecResult<std::uint32_t> vdev_to_number(std::string_view v) {
     auto bad = [&](const std::string& why) {
-        return unexpected(SpecError{Errc::bad_disk, "invalid vdev '" + std::string(v) + "': " +
-                                                        why});
+        return unexpected(
+            SpecError{Errc::bad_disk, "invalid vdev '" + std::string(v) + "': " + why});
     };
     // d<disk>[p<partition>]
     if (v.size() >= 2 && v[0] == 'd' && is_digit(v[1])) {
@@ -496,15 +510,15 @@ SpecResult<DiskSpec> parse_disk_spec(std::string_view spec) {
                 key_ok = key_ok && (is_lower(c) || is_digit(c) || c == '-' || c == '_');
             }
             if (!key_ok) {
-                return unexpected(SpecError{Errc::bad_disk, "bad disk syntax near '" +
-                                                                std::string(tok) + "'"});
+                return unexpected(
+                    SpecError{Errc::bad_disk, "bad disk syntax near '" + std::string(tok) + "'"});
             }
             HV_TRY(p.keyword(key, tok.substr(eq + 1)));
             continue;
         }
         if (tok == "colo" || tok == "no-colo") {
-            return unexpected(SpecError{Errc::bad_disk, "'" + std::string(tok) +
-                                                            "' is not supported"});
+            return unexpected(
+                SpecError{Errc::bad_disk, "'" + std::string(tok) + "' is not supported"});
         }
         if (p.flag(tok)) {
             continue;
@@ -523,8 +537,8 @@ SpecResult<DiskSpec> parse_disk_spec(std::string_view spec) {
         return unexpected(SpecError{Errc::bad_disk, "no vdev specified"});
     }
     if (!p.target_set && !d.is_cdrom) {
-        return unexpected(SpecError{Errc::bad_disk,
-                                    "no target specified (and device not removable)"});
+        return unexpected(
+            SpecError{Errc::bad_disk, "no target specified (and device not removable)"});
     }
     if (d.target.empty() && !d.is_cdrom) {
         return unexpected(SpecError{Errc::bad_disk, "empty target is only allowed for a cdrom"});
@@ -630,8 +644,8 @@ std::string VifSpec::mac_string() const {
         return {};
     }
     char buf[18];
-    std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", (*mac)[0], (*mac)[1],
-                  (*mac)[2], (*mac)[3], (*mac)[4], (*mac)[5]);
+    std::snprintf(buf, sizeof buf, "%02x:%02x:%02x:%02x:%02x:%02x", (*mac)[0], (*mac)[1], (*mac)[2],
+                  (*mac)[3], (*mac)[4], (*mac)[5]);
     return buf;
 }
 
@@ -705,8 +719,10 @@ SpecResult<VifSpec> parse_vif_spec(std::string_view spec) {
             if (val.empty()) {
                 return bad("empty value for '" + key + "'");
             }
-            (key == "model" ? v.model : key == "script" ? v.script : key == "ip" ? v.ip
-                                                                                 : v.backend) = val;
+            (key == "model"    ? v.model
+             : key == "script" ? v.script
+             : key == "ip"     ? v.ip
+                               : v.backend) = val;
         } else if (key == "rate") {
             auto r = parse_vif_rate(val);
             if (!r) {
@@ -742,9 +758,7 @@ std::string PciSpec::bdf() const {
 
 SpecResult<PciSpec> parse_pci_spec(std::string_view spec) {
     PciSpec p;
-    auto bad = [&](const std::string& why) {
-        return unexpected(SpecError{Errc::bad_pci, why});
-    };
+    auto bad = [&](const std::string& why) { return unexpected(SpecError{Errc::bad_pci, why}); };
     const auto comma = spec.find(',');
     std::string_view addr = spec.substr(0, comma);
     const std::string_view opts =
@@ -813,14 +827,14 @@ SpecResult<PciSpec> parse_pci_spec(std::string_view spec) {
             }
         }
         seen.push_back(key);
-        if (key == "permissive" || key == "msitranslate" || key == "power_mgmt" ||
-            key == "seize") {
+        if (key == "permissive" || key == "msitranslate" || key == "power_mgmt" || key == "seize") {
             if (val != "0" && val != "1") {
                 return bad("option '" + key + "' must be 0 or 1");
             }
-            (key == "permissive" ? p.permissive
+            (key == "permissive"     ? p.permissive
              : key == "msitranslate" ? p.msitranslate
-             : key == "power_mgmt" ? p.power_mgmt : p.seize) = val == "1";
+             : key == "power_mgmt"   ? p.power_mgmt
+                                     : p.seize) = val == "1";
         } else if (key == "rdm_policy") {
             if (val != "strict" && val != "relaxed") {
                 return bad("rdm_policy must be strict or relaxed");

@@ -1,7 +1,6 @@
 // hvctl against the real hv-min: create / list / destroy of domains running hvdemo-domain,
 // crashes (SIGKILL, abort) leave nothing behind, and README command 1 (run-demo.sh --quick).
 #include <catch2/catch.hpp>
-
 #include <regex>
 
 #include "hvmin/toolstack.hpp"
@@ -14,9 +13,9 @@ namespace {
 
 std::string idle_cfg(const Daemon& d, const std::string& name, const char* role = "idle",
                      unsigned memory_mib = 16) {
-    return "name = \"" + name + "\"\nmemory = " + std::to_string(memory_mib) +
-           "\nkernel = \"" + bin_dir + "/hvdemo-domain\"\ncmdline = \"" + role +
-           " --status " + d.status_fifo() + "\"\n";
+    return "name = \"" + name + "\"\nmemory = " + std::to_string(memory_mib) + "\nkernel = \"" +
+           bin_dir + "/hvdemo-domain\"\ncmdline = \"" + role + " --status " + d.status_fifo() +
+           "\"\n";
 }
 
 /// The domid in "Created domain NAME (id N)".
@@ -76,9 +75,10 @@ TEST_CASE("hvctl create, list and destroy run a real domain and leave nothing be
 
     const ProcResult l = d.hvctl({"list"});
     REQUIRE(l.rc == 0);
-    CHECK(l.out.rfind("Name                                        ID   Mem VCPUs     State    Time(s)\n"
-                      "Domain-0                                     0 ",
-                      0) == 0);
+    CHECK(l.out.rfind(
+              "Name                                        ID   Mem VCPUs     State    Time(s)\n"
+              "Domain-0                                     0 ",
+              0) == 0);
     CHECK(std::regex_search(l.out, std::regex("\nidle1 +" + std::to_string(domid) +
                                               " +24 +[0-9]+ +r----- +[0-9.]+\n")));
     const pid_t pid = domain_pid(d, "idle1");
@@ -121,8 +121,8 @@ TEST_CASE("a domain killed with SIGKILL is released completely", "[system][tools
                                         std::chrono::seconds(10));
         if (death) {
             // hv-min may see the hypercall socket hang up before it reaps the process.
-            const bool killed = death->reason == hv::hvmin::wire::DeathReason::killed &&
-                                death->status == SIGKILL;
+            const bool killed =
+                death->reason == hv::hvmin::wire::DeathReason::killed && death->status == SIGKILL;
             CHECK((killed || death->reason == hv::hvmin::wire::DeathReason::disconnected));
         } else {
             CHECK(death.error() == std::errc::no_such_process);  // already reaped
@@ -153,8 +153,8 @@ TEST_CASE("a domain whose program aborts is released completely", "[system][tool
                                         std::chrono::seconds(10));
         if (death) {
             // hv-min may see the hypercall socket hang up before it reaps the process.
-            const bool killed = death->reason == hv::hvmin::wire::DeathReason::killed &&
-                                death->status == SIGABRT;
+            const bool killed =
+                death->reason == hv::hvmin::wire::DeathReason::killed && death->status == SIGABRT;
             CHECK((killed || death->reason == hv::hvmin::wire::DeathReason::disconnected));
         } else {
             CHECK(death.error() == std::errc::no_such_process);

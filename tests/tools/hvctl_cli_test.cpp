@@ -2,7 +2,6 @@
 // failures (exit 1), dry-run create, list formatting and domain resolution. Talking to a
 // real hv-min is covered by tests/system/tools_lifecycle_test.cpp.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 #include <sstream>
 
@@ -26,17 +25,20 @@ Run hvctl(std::vector<std::string> args) {
     std::ostringstream out;
     std::ostringstream err;
     bool connected = false;
-    Cli cli(out, err,
-            [&connected]() -> hv::Result<std::unique_ptr<Control>> {
-                connected = true;
-                return hv::fail_errno(ECONNREFUSED);
-            },
-            "/nonexistent/rundir");
+    Cli cli(
+        out, err,
+        [&connected]() -> hv::Result<std::unique_ptr<Control>> {
+            connected = true;
+            return hv::fail_errno(ECONNREFUSED);
+        },
+        "/nonexistent/rundir");
     const int rc = run_hvctl(cli, args);
     return {rc, out.str(), err.str(), connected};
 }
 
-bool starts_with(const std::string& s, std::string_view p) { return s.rfind(p, 0) == 0; }
+bool starts_with(const std::string& s, std::string_view p) {
+    return s.rfind(p, 0) == 0;
+}
 
 }  // namespace
 
@@ -93,14 +95,15 @@ TEST_CASE("every verb answers --help, -h and help VERB with its usage", "[tools]
 }
 
 TEST_CASE("verbs not available yet say so and exit 1 without connecting", "[tools][hvctl]") {
-    for (const char* v : {"console", "mem-set", "block-attach", "block-detach", "block-list",
-                          "network-attach", "network-detach", "network-list",
-                          "pci-assignable-add", "pci-assignable-remove", "pci-assignable-list",
-                          "pci-attach", "pci-detach", "pci-list"}) {
+    for (const char* v :
+         {"console", "mem-set", "block-attach", "block-detach", "block-list", "network-attach",
+          "network-detach", "network-list", "pci-assignable-add", "pci-assignable-remove",
+          "pci-assignable-list", "pci-attach", "pci-detach", "pci-list"}) {
         INFO(v);
         const Run r = hvctl({v, "x"});
         CHECK(r.rc == kExitFailure);
-        CHECK(r.err == "hvctl: '" + std::string(v) + "' is not available yet in this version of hvkit\n");
+        CHECK(r.err ==
+              "hvctl: '" + std::string(v) + "' is not available yet in this version of hvkit\n");
         CHECK_FALSE(r.connected);
     }
 }
@@ -111,11 +114,18 @@ TEST_CASE("verb argument errors exit 2 with the verb's usage line", "[tools][hvc
         std::string err;
     };
     const Case cases[] = {
-        {{"create"}, "hvctl create: no domain file given\nusage: hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]\n"},
-        {{"create", "-x", "f.cfg"}, "hvctl create: unknown option '-x'\nusage: hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]\n"},
-        {{"create", "f.cfg", "memory"}, "hvctl create: 'memory' is not KEY=VALUE\nusage: hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]\n"},
+        {{"create"},
+         "hvctl create: no domain file given\nusage: hvctl create [-n] [-q] [-c] CFG "
+         "[KEY=VALUE...]\n"},
+        {{"create", "-x", "f.cfg"},
+         "hvctl create: unknown option '-x'\nusage: hvctl create [-n] [-q] [-c] CFG "
+         "[KEY=VALUE...]\n"},
+        {{"create", "f.cfg", "memory"},
+         "hvctl create: 'memory' is not KEY=VALUE\nusage: hvctl create [-n] [-q] [-c] CFG "
+         "[KEY=VALUE...]\n"},
         {{"destroy"}, "hvctl destroy: which domain?\nusage: hvctl destroy NAME|ID\n"},
-        {{"destroy", "a", "b"}, "hvctl destroy: too many arguments\nusage: hvctl destroy NAME|ID\n"},
+        {{"destroy", "a", "b"},
+         "hvctl destroy: too many arguments\nusage: hvctl destroy NAME|ID\n"},
         {{"destroy", "-f"}, "hvctl destroy: unknown option '-f'\nusage: hvctl destroy NAME|ID\n"},
         {{"list", "-x"}, "hvctl list: unknown option '-x'\nusage: hvctl list [-l] [NAME|ID...]\n"},
         {{"info", "x"}, "hvctl info: takes no arguments\nusage: hvctl info\n"},

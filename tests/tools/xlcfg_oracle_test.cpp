@@ -2,7 +2,6 @@
 // linked from Debian's libxen-dev. Where we are deliberately stricter, the case is listed
 // as such and only our rejection is checked.
 #include <catch2/catch.hpp>
-
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -36,7 +35,9 @@ private:
     XLU_Config* cfg_;
 };
 
-std::string str(const char* s) { return s == nullptr ? std::string() : std::string(s); }
+std::string str(const char* s) {
+    return s == nullptr ? std::string() : std::string(s);
+}
 
 }  // namespace
 
@@ -80,10 +81,10 @@ TEST_CASE("config files xl accepts parse to the same keys and values", "[tools][
 
 TEST_CASE("config files xl rejects are rejected by us too", "[tools][xlcfg][oracle][hostile]") {
     const char* const texts[] = {
-        "a = \"abc\n",       "a = 'abc",           "a = [1, 2\n",   "a = [ , ]\n",
-        "a = 'x' 'y'\n",    "a\n",                "= 1\n",         "a = -1\n",
-        "a = 1.5\n",        "a = \"\\q\"\n",       "a =\n1\n",      "a='x'\na+=['y']\n",
-        "a = [1 2]\n",      "a-b = 1\n",          "a = 'x' b = 2\n", "a = '\\0'\n",
+        "a = \"abc\n",   "a = 'abc",      "a = [1, 2\n",     "a = [ , ]\n",
+        "a = 'x' 'y'\n", "a\n",           "= 1\n",           "a = -1\n",
+        "a = 1.5\n",     "a = \"\\q\"\n", "a =\n1\n",        "a='x'\na+=['y']\n",
+        "a = [1 2]\n",   "a-b = 1\n",     "a = 'x' b = 2\n", "a = '\\0'\n",
     };
     for (const char* t : texts) {
         INFO(t);
@@ -110,22 +111,33 @@ namespace {
 
 DiskFormat from_libxl(libxl_disk_format f) {
     switch (f) {
-    case LIBXL_DISK_FORMAT_QCOW: return DiskFormat::qcow;
-    case LIBXL_DISK_FORMAT_QCOW2: return DiskFormat::qcow2;
-    case LIBXL_DISK_FORMAT_VHD: return DiskFormat::vhd;
-    case LIBXL_DISK_FORMAT_EMPTY: return DiskFormat::empty;
-    case LIBXL_DISK_FORMAT_QED: return DiskFormat::qed;
-    default: return DiskFormat::raw;
+        case LIBXL_DISK_FORMAT_QCOW:
+            return DiskFormat::qcow;
+        case LIBXL_DISK_FORMAT_QCOW2:
+            return DiskFormat::qcow2;
+        case LIBXL_DISK_FORMAT_VHD:
+            return DiskFormat::vhd;
+        case LIBXL_DISK_FORMAT_EMPTY:
+            return DiskFormat::empty;
+        case LIBXL_DISK_FORMAT_QED:
+            return DiskFormat::qed;
+        default:
+            return DiskFormat::raw;
     }
 }
 
 DiskBackendType from_libxl(libxl_disk_backend b) {
     switch (b) {
-    case LIBXL_DISK_BACKEND_PHY: return DiskBackendType::phy;
-    case LIBXL_DISK_BACKEND_TAP: return DiskBackendType::tap;
-    case LIBXL_DISK_BACKEND_QDISK: return DiskBackendType::qdisk;
-    case LIBXL_DISK_BACKEND_STANDALONE: return DiskBackendType::standalone;
-    default: return DiskBackendType::unknown;
+        case LIBXL_DISK_BACKEND_PHY:
+            return DiskBackendType::phy;
+        case LIBXL_DISK_BACKEND_TAP:
+            return DiskBackendType::tap;
+        case LIBXL_DISK_BACKEND_QDISK:
+            return DiskBackendType::qdisk;
+        case LIBXL_DISK_BACKEND_STANDALONE:
+            return DiskBackendType::standalone;
+        default:
+            return DiskBackendType::unknown;
     }
 }
 
@@ -221,15 +233,19 @@ TEST_CASE("random vif rates convert exactly as xlu_vif_parse_rate", "[tools][vif
     INFO("seed " << seed);
     std::printf("vif rate oracle seed %u\n", seed);
     std::mt19937 rng(seed);
-    const char* const units[] = {"B/s", "b/s", "KB/s", "Kb/s", "MB/s", "Mb/s", "GB/s",
-                                 "Gb/s", "kB/s", "B", "/s", "MB/S"};
+    const char* const units[] = {"B/s",  "b/s",  "KB/s", "Kb/s", "MB/s", "Mb/s",
+                                 "GB/s", "Gb/s", "kB/s", "B",    "/s",   "MB/S"};
     const char* const iunits[] = {"", "s", "ms", "us", "m", "u", "ns", "sec", "S"};
     auto number = [&]() -> std::string {
         switch (rng() % 4) {
-        case 0: return std::to_string(rng() % 10);
-        case 1: return std::to_string(1 + rng() % 100000);
-        case 2: return std::to_string(static_cast<std::uint64_t>(rng()) * 3);  // may overflow
-        default: return std::to_string(1 + rng() % 5000);
+            case 0:
+                return std::to_string(rng() % 10);
+            case 1:
+                return std::to_string(1 + rng() % 100000);
+            case 2:
+                return std::to_string(static_cast<std::uint64_t>(rng()) * 3);  // may overflow
+            default:
+                return std::to_string(1 + rng() % 5000);
         }
     };
     int compared = 0;
@@ -255,10 +271,15 @@ TEST_CASE("random vif rates convert exactly as xlu_vif_parse_rate", "[tools][vif
     CHECK(compared > 500);
 }
 
-TEST_CASE("pci specs parse to the same device as xlu_pci_parse_spec_string", "[tools][pci][oracle]") {
+TEST_CASE("pci specs parse to the same device as xlu_pci_parse_spec_string",
+          "[tools][pci][oracle]") {
     const char* const specs[] = {
-        "03:00.0", "0000:03:1f.7", "abcd:ff:00.0@1f", "0:2:3.1,permissive=1",
-        "01:00.0,msitranslate=1,power_mgmt=1,seize=1", "02:00.0,rdm_policy=strict",
+        "03:00.0",
+        "0000:03:1f.7",
+        "abcd:ff:00.0@1f",
+        "0:2:3.1,permissive=1",
+        "01:00.0,msitranslate=1,power_mgmt=1,seize=1",
+        "02:00.0,rdm_policy=strict",
         "04:01.2@3,permissive=0",
     };
     for (const char* spec : specs) {

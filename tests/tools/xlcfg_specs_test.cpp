@@ -58,10 +58,10 @@ TEST_CASE("vdev names encode as docs/misc/vbd-interface.txt says", "[tools][vdev
     CHECK(vdev("xvdb") == 51728);
     CHECK(vdev("xvda1") == 51713);
     CHECK(vdev("xvdp15") == ((202u << 8) | (15u << 4) | 15u));
-    CHECK(vdev("xvdq") == ((1u << 28) | (16u << 8)));       // disk 16: the extended format
-    CHECK(vdev("xvda16") == ((1u << 28) | 16u));           // partition 16 too
+    CHECK(vdev("xvdq") == ((1u << 28) | (16u << 8)));  // disk 16: the extended format
+    CHECK(vdev("xvda16") == ((1u << 28) | 16u));       // partition 16 too
     CHECK(vdev("xvdz") == ((1u << 28) | (25u << 8)));
-    CHECK(vdev("xvdaa") == ((1u << 28) | (26u << 8)));     // bijective base 26
+    CHECK(vdev("xvdaa") == ((1u << 28) | (26u << 8)));           // bijective base 26
     CHECK(vdev("xvdtq37") == ((1u << 28) | (536u << 8) | 37u));  // the doc's own example
     CHECK(vdev("d0") == 51712);
     CHECK(vdev("d0p0") == 51712);
@@ -69,20 +69,21 @@ TEST_CASE("vdev names encode as docs/misc/vbd-interface.txt says", "[tools][vdev
     CHECK(vdev("d536p37") == ((1u << 28) | (536u << 8) | 37u));
     CHECK(vdev("hda") == 768);
     CHECK(vdev("hdb1") == ((3u << 8) | (1u << 6) | 1u));
-    CHECK(vdev("hdc2") == ((22u << 8) | 2u));              // the doc's "IDE disk 2 partition 2"
+    CHECK(vdev("hdc2") == ((22u << 8) | 2u));  // the doc's "IDE disk 2 partition 2"
     CHECK(vdev("hdd63") == ((22u << 8) | (1u << 6) | 63u));
     CHECK(vdev("sda") == 2048);
-    CHECK(vdev("sdb3") == ((8u << 8) | (1u << 4) | 3u));   // the doc's "SCSI disk 1 partition 3"
+    CHECK(vdev("sdb3") == ((8u << 8) | (1u << 4) | 3u));  // the doc's "SCSI disk 1 partition 3"
     CHECK(vdev("sdp15") == ((8u << 8) | (15u << 4) | 15u));
     CHECK(vdev("51712") == 51712);
     CHECK(vdev("0xca00") == 51712);
-    CHECK(vdev("0145000") == 51712);                       // octal, as the doc allows
+    CHECK(vdev("0145000") == 51712);  // octal, as the doc allows
 }
 
 TEST_CASE("vdev names out of each format's range are refused", "[tools][vdev][hostile]") {
-    for (const char* v : {"", "xvd", "xvd1", "xvda0", "xvda01", "xvda256", "hde", "hda64", "sdq",
-                          "sda16", "d1048576", "d0p256", "dp1", "d0p", "xvdA", "vda", "0x",
-                          "0xg", "09", "2147483648", "xvda 1", "xvdaaaaaaa", "-1"}) {
+    for (const char* v :
+         {"",    "xvd",   "xvd1",     "xvda0",      "xvda01", "xvda256",    "hde",  "hda64",
+          "sdq", "sda16", "d1048576", "d0p256",     "dp1",    "d0p",        "xvdA", "vda",
+          "0x",  "0xg",   "09",       "2147483648", "xvda 1", "xvdaaaaaaa", "-1"}) {
         INFO(v);
         auto r = vdev_to_number(v);
         CHECK_FALSE(r);
@@ -92,8 +93,7 @@ TEST_CASE("vdev names out of each format's range are refused", "[tools][vdev][ho
     }
     CHECK(vdev_to_number("xvda256").error().text ==
           "invalid vdev 'xvda256': partition must be 1..255 without leading zeros");
-    CHECK(vdev_to_number("hde").error().text ==
-          "invalid vdev 'hde': disk index too large for hd");
+    CHECK(vdev_to_number("hde").error().text == "invalid vdev 'hde': disk index too large for hd");
 }
 
 TEST_CASE("keyword disk specs fill every field", "[tools][disk]") {
@@ -108,9 +108,10 @@ TEST_CASE("keyword disk specs fill every field", "[tools][disk]") {
     CHECK(d.backend.empty());
     CHECK(d.backendtype == DiskBackendType::unknown);
 
-    const DiskSpec e = disk_ok("vdev=xvdc,access=ro,backend=drv1,backendtype=phy,script=block-x,"
-                               "discard,direct-io-safe,untrusted,devtype=disk,specification=xen,"
-                               "target=/a,b:c,");
+    const DiskSpec e = disk_ok(
+        "vdev=xvdc,access=ro,backend=drv1,backendtype=phy,script=block-x,"
+        "discard,direct-io-safe,untrusted,devtype=disk,specification=xen,"
+        "target=/a,b:c,");
     CHECK(e.target == "/a,b:c");  // target= eats commas and colons; one trailing comma dropped
     CHECK_FALSE(e.readwrite);
     CHECK(e.backend == "drv1");
@@ -185,8 +186,7 @@ TEST_CASE("every disk spec rejection has its reason", "[tools][disk][hostile]") 
     CHECK(disk_err("vdev=xvda,=1,target=/x") == "bad disk syntax near '=1'");
     CHECK(disk_err("weird:/dev/a,xvda") == "unknown deprecated disk prefix 'weird:'");
     CHECK(disk_err("phy:/a,xvda:floppy") == "unknown deprecated type 'floppy'");
-    CHECK(disk_err("phy:/a,xvdA") ==
-          "invalid vdev 'xvdA': no disk letter after xvd");
+    CHECK(disk_err("phy:/a,xvdA") == "invalid vdev 'xvdA': no disk letter after xvd");
     CHECK(disk_err("vdev=xvda,backend=a,backend=b,target=/x") == "backend respecified (near 'b')");
     CHECK(disk_err("vdev=xvda,script=a,script=b,target=/x") == "script respecified (near 'b')");
     CHECK(disk_err("nbd:iscsi:/x,xvda") == "script respecified (near 'block-iscsi')");
@@ -195,9 +195,10 @@ TEST_CASE("every disk spec rejection has its reason", "[tools][disk][hostile]") 
 }
 
 TEST_CASE("vif specs fill every field and normalise the mac", "[tools][vif]") {
-    auto r = parse_vif_spec(" bridge=xenbr0, mac=00:16:3E:aa:bb:cc ,type=vif,model=e1000,"
-                            "script=vif-bridge,ip=10.0.0.2 10.0.0.3,backend=netdrv,vifname=v1,"
-                            "gatewaydev=eth0,rate=1GB/s,devid=7,mtu=9000,trusted");
+    auto r = parse_vif_spec(
+        " bridge=xenbr0, mac=00:16:3E:aa:bb:cc ,type=vif,model=e1000,"
+        "script=vif-bridge,ip=10.0.0.2 10.0.0.3,backend=netdrv,vifname=v1,"
+        "gatewaydev=eth0,rate=1GB/s,devid=7,mtu=9000,trusted");
     REQUIRE(r);
     CHECK(r->bridge == "xenbr0");
     CHECK(r->mac_string() == "00:16:3e:aa:bb:cc");
@@ -228,10 +229,14 @@ TEST_CASE("vif rates convert exactly as libxl does", "[tools][vif]") {
         std::uint32_t usecs;
     };
     const Case cases[] = {
-        {"10Mb/s@20ms", 25000, 20000},    {"10Mb/s", 62500, 50000},
-        {"100MB/s@1s", 100000000, 1000000}, {"5KB/s@250us", 1, 250},
-        {"1B/s@1ms", 0, 1000},            {"8b/s@2", 2, 2000000},
-        {"3Gb/s@10m", 3750000, 10000},    {"4294967295B/s@4294967295us", 18446744065119u, 4294967295u},
+        {"10Mb/s@20ms", 25000, 20000},
+        {"10Mb/s", 62500, 50000},
+        {"100MB/s@1s", 100000000, 1000000},
+        {"5KB/s@250us", 1, 250},
+        {"1B/s@1ms", 0, 1000},
+        {"8b/s@2", 2, 2000000},
+        {"3Gb/s@10m", 3750000, 10000},
+        {"4294967295B/s@4294967295us", 18446744065119u, 4294967295u},
     };
     for (const Case& c : cases) {
         INFO(c.rate);
@@ -286,8 +291,9 @@ TEST_CASE("pci specs take short and long BDFs, vslots and options", "[tools][pci
     REQUIRE(a);
     CHECK(a->bdf() == "0000:03:1f.7");
     CHECK_FALSE(a->vslot);
-    auto b = parse_pci_spec("abcd:ff:00.0@1f,permissive=1,msitranslate=1,power_mgmt=0,seize=1,"
-                            "rdm_policy=relaxed");
+    auto b = parse_pci_spec(
+        "abcd:ff:00.0@1f,permissive=1,msitranslate=1,power_mgmt=0,seize=1,"
+        "rdm_policy=relaxed");
     REQUIRE(b);
     CHECK(b->domain == 0xabcd);
     CHECK(b->bus == 0xff);

@@ -1,11 +1,11 @@
 // xl.cfg syntax and DomainConfig interpretation: good files, and every error class with
 // its exact `source:line:` position.
-#include <catch2/catch.hpp>
+#include "xlcfg.hpp"
 
+#include <catch2/catch.hpp>
 #include <fstream>
 
 #include "temp_dir.hpp"
-#include "xlcfg.hpp"
 
 using namespace hv::tools;
 
@@ -178,12 +178,14 @@ TEST_CASE("syntax errors name the exact line", "[tools][xlcfg][hostile]") {
         {base + "disk = [ ['a'] ]\n", "t.cfg:4: nested lists are not supported"},
         {base + "cmdline =\n'x'\n", "t.cfg:4: missing value for 'cmdline'"},
         {base + "cmdline 'x'\n", "t.cfg:4: expected '=' after 'cmdline', found a string"},
-        {base + "cmdline = 'x' 'y'\n", "t.cfg:4: expected end of line after the value of 'cmdline', found a string"},
+        {base + "cmdline = 'x' 'y'\n",
+         "t.cfg:4: expected end of line after the value of 'cmdline', found a string"},
         {base + "= 'x'\n", "t.cfg:4: expected a key, found '='"},
         {base + "vcpus = -1\n", "t.cfg:4: unexpected '-'"},
         {base + "vcpus + 1\n", "t.cfg:4: unexpected '+' (did you mean '+='?)"},
         {base + "\x01 = 1\n", "t.cfg:4: unexpected byte 0x01"},
-        {base + "cmdline='x'\ncmdline+=['y']\n", "t.cfg:5: cannot add a list to the string 'cmdline'"},
+        {base + "cmdline='x'\ncmdline+=['y']\n",
+         "t.cfg:5: cannot add a list to the string 'cmdline'"},
     };
     for (const Case& c : cases) {
         INFO(c.text);
@@ -193,10 +195,12 @@ TEST_CASE("syntax errors name the exact line", "[tools][xlcfg][hostile]") {
     }
 }
 
-TEST_CASE("a key set twice is a duplicate, reported at the second line", "[tools][xlcfg][hostile]") {
+TEST_CASE("a key set twice is a duplicate, reported at the second line",
+          "[tools][xlcfg][hostile]") {
     auto e = parse_err(base + "\nmemory = 128\n");
     CHECK(e.code == Errc::duplicate_key);
-    CHECK(e.message() == "t.cfg:5: duplicate key 'memory' (first set on line 2; use += to extend it)");
+    CHECK(e.message() ==
+          "t.cfg:5: duplicate key 'memory' (first set on line 2; use += to extend it)");
 }
 
 TEST_CASE("unknown keys are refused with their line", "[tools][xlcfg][hostile]") {
@@ -218,7 +222,8 @@ TEST_CASE("missing required keys are reported against the file", "[tools][xlcfg]
     CHECK(parse_err("").code == Errc::missing_key);
 }
 
-TEST_CASE("values of the wrong type or range are refused with their line", "[tools][xlcfg][hostile]") {
+TEST_CASE("values of the wrong type or range are refused with their line",
+          "[tools][xlcfg][hostile]") {
     struct Case {
         std::string text;
         std::string message;
@@ -273,8 +278,9 @@ TEST_CASE("a bad disk spec is reported at the line of its list item", "[tools][x
     CHECK(dup.message() ==
           "t.cfg:4: disk 'phy:/dev/b,51712,w': vdev 51712 is already used by disk vdev xvda");
     auto ctl = parse_err(base + "disk = [ \"vdev=\\x01,target=/x\" ]\n");
-    CHECK(ctl.message() == "t.cfg:4: disk 'vdev=\\x01,target=/x': invalid vdev '\\x01': use "
-                           "xvdX, hdX, sdX, dNpM or a number");
+    CHECK(ctl.message() ==
+          "t.cfg:4: disk 'vdev=\\x01,target=/x': invalid vdev '\\x01': use "
+          "xvdX, hdX, sdX, dNpM or a number");
 }
 
 TEST_CASE("a bad vif spec is reported at the line of its list item", "[tools][xlcfg][hostile]") {
@@ -291,7 +297,8 @@ TEST_CASE("a bad pci spec is reported at the line of its list item", "[tools][xl
     CHECK(e.code == Errc::bad_pci);
     CHECK(e.message() == "t.cfg:4: pci '03:00.8': invalid function '8' (0..7 or *)");
     auto dup = parse_err(base + "pci = [ '03:00.1', '0000:03:00.1,seize=1' ]\n");
-    CHECK(dup.message() == "t.cfg:4: pci '0000:03:00.1,seize=1': device 0000:03:00.1 is listed twice");
+    CHECK(dup.message() ==
+          "t.cfg:4: pci '0000:03:00.1,seize=1': device 0000:03:00.1 is listed twice");
 }
 
 TEST_CASE("files are read from disk and unreadable ones are an io error", "[tools][xlcfg]") {
@@ -314,7 +321,8 @@ TEST_CASE("files are read from disk and unreadable ones are an io error", "[tool
     }
     auto dup = parse_domain_file(path);
     REQUIRE_FALSE(dup);
-    CHECK(dup.error().message() == path + ":4: duplicate key 'memory' (first set on line 2; use += to extend it)");
+    CHECK(dup.error().message() ==
+          path + ":4: duplicate key 'memory' (first set on line 2; use += to extend it)");
 }
 
 TEST_CASE("oversized input is refused rather than parsed", "[tools][xlcfg][hostile]") {

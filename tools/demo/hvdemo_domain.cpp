@@ -28,9 +28,9 @@
 #include <span>
 #include <string>
 
-#include "hv/unique_fd.hpp"
 #include "hv/rings/xen/grant_table.hpp"
 #include "hv/rings/xen/xen.hpp"
+#include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
 
 namespace {
@@ -68,7 +68,7 @@ bool matches(std::span<const std::byte> got, std::uint64_t seed, std::uint64_t s
 }
 
 constexpr std::uint64_t kGranterSalt = 0x6772616e746572ull;  // "granter"
-constexpr std::uint64_t kPeerSalt = 0x70656572ull;            // "peer"
+constexpr std::uint64_t kPeerSalt = 0x70656572ull;           // "peer"
 
 class Reporter {
 public:
@@ -131,9 +131,8 @@ int run_granter(Services& svc, Reporter& rep, const Args& a) {
     if (!rv) {
         return rep.fail("open rendezvous: " + std::string(std::strerror(errno)));
     }
-    const std::string msg = std::to_string(svc.domid().get()) + " " +
-                            std::to_string(gref->get()) + " " +
-                            std::to_string(port->port().get()) + "\n";
+    const std::string msg = std::to_string(svc.domid().get()) + " " + std::to_string(gref->get()) +
+                            " " + std::to_string(port->port().get()) + "\n";
     if (::write(rv.get(), msg.data(), msg.size()) != static_cast<ssize_t>(msg.size())) {
         return rep.fail("write rendezvous: " + std::string(std::strerror(errno)));
     }
@@ -156,8 +155,8 @@ int run_granter(Services& svc, Reporter& rep, const Args& a) {
 
 hv::Result<std::string> read_rendezvous(int fd) {
     std::string got;
-    const auto deadline = std::chrono::steady_clock::now() +
-                          std::chrono::milliseconds(kRendezvousTimeoutMs);
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(kRendezvousTimeoutMs);
     while (got.find('\n') == std::string::npos) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
@@ -224,8 +223,8 @@ int run_peer(Services& svc, Reporter& rep, const Args& a, int rv_fd) {
     if (!matches(std::span<const std::byte>(*own, kHalf), a.seed, kGranterSalt)) {
         return rep.fail("copied bytes differ from the granter's pattern");
     }
-    rep.line("ok grant-copied " + std::to_string(kHalf) + " bytes of gref " +
-             std::to_string(gref) + " from domain " + std::to_string(granter) + ", verified");
+    rep.line("ok grant-copied " + std::to_string(kHalf) + " bytes of gref " + std::to_string(gref) +
+             " from domain " + std::to_string(granter) + ", verified");
 
     // 2. Map it, check again, answer in the second half, unmap.
     {
@@ -254,9 +253,10 @@ int run_peer(Services& svc, Reporter& rep, const Args& a, int rv_fd) {
 }
 
 int usage() {
-    std::fputs("usage: hvdemo-domain idle|crash|peer|granter --status FIFO "
-               "[--rendezvous FIFO] [--seed N] [--peer DOMID]\n",
-               stderr);
+    std::fputs(
+        "usage: hvdemo-domain idle|crash|peer|granter --status FIFO "
+        "[--rendezvous FIFO] [--seed N] [--peer DOMID]\n",
+        stderr);
     return 2;
 }
 

@@ -84,8 +84,8 @@ void print_verb_help(std::ostream& o, const Verb& v) {
     if (!v.args.empty()) {
         o << ' ' << v.args;
     }
-    o << "\n\n" << v.summary << (v.run == nullptr && v.name != "help" ? " (not available yet)" : "")
-      << ".\n";
+    o << "\n\n"
+      << v.summary << (v.run == nullptr && v.name != "help" ? " (not available yet)" : "") << ".\n";
     if (!v.help.empty()) {
         o << '\n' << v.help;
     }
@@ -108,7 +108,9 @@ Control* Cli::control() {
     return control_.get();
 }
 
-std::span<const Verb> verbs() noexcept { return verb_table; }
+std::span<const Verb> verbs() noexcept {
+    return verb_table;
+}
 
 const Verb* find_verb(std::string_view name) noexcept {
     for (const Verb& v : verb_table) {
@@ -247,9 +249,9 @@ hv::expected<std::vector<std::string>, std::string> split_cmdline(std::string_vi
 
 hv::expected<DomainRow, std::string> resolve_domain(std::span<const DomainRow> rows,
                                                     std::string_view name_or_id) {
-    const bool numeric = !name_or_id.empty() &&
-                         std::all_of(name_or_id.begin(), name_or_id.end(),
-                                     [](char c) { return c >= '0' && c <= '9'; });
+    const bool numeric =
+        !name_or_id.empty() && std::all_of(name_or_id.begin(), name_or_id.end(),
+                                           [](char c) { return c >= '0' && c <= '9'; });
     for (const DomainRow& r : rows) {
         if (numeric ? (name_or_id.size() <= 5 && std::to_string(r.domid) == name_or_id)
                     : r.name == name_or_id) {

@@ -33,9 +33,9 @@ private:
 
 struct Verb {
     std::string_view name;
-    std::string_view args;     // usage after the verb name
-    std::string_view summary;  // one line for `hvctl help`
-    std::string_view help;     // the rest of `hvctl help VERB`
+    std::string_view args;                                    // usage after the verb name
+    std::string_view summary;                                 // one line for `hvctl help`
+    std::string_view help;                                    // the rest of `hvctl help VERB`
     int (*run)(Cli& cli, std::span<const std::string> args);  // nullptr: not available yet
 };
 

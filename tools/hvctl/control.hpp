@@ -23,7 +23,7 @@ struct DomainRow {
     std::uint64_t memory_pages = 0;  // 4096-byte pages
     char state = 'r';                // xl's flag letter: r running, d dying, s shut down
     std::uint64_t cpu_time_ns = 0;
-    std::uint32_t vcpus = 1;         // threads of the domain's process
+    std::uint32_t vcpus = 1;  // threads of the domain's process
     pid_t pid = -1;
     bool trusted = false;
     bool driver_domain = false;

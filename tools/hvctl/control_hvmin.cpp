@@ -48,9 +48,12 @@ std::uint32_t thread_count(pid_t pid) {
 
 char state_letter(hvmin::wire::DomainState s) {
     switch (s) {
-    case hvmin::wire::DomainState::running: return 'r';
-    case hvmin::wire::DomainState::dying: return 'd';
-    case hvmin::wire::DomainState::dead: return 's';
+        case hvmin::wire::DomainState::running:
+            return 'r';
+        case hvmin::wire::DomainState::dying:
+            return 'd';
+        case hvmin::wire::DomainState::dead:
+            return 's';
     }
     return '-';
 }
@@ -124,6 +127,8 @@ Result<std::unique_ptr<Control>> connect_hvmin(const std::string& rundir) {
     return std::unique_ptr<Control>(std::make_unique<HvminControl>(std::move(*ts), rundir));
 }
 
-std::string default_hvmin_rundir() { return hvmin::default_rundir().string(); }
+std::string default_hvmin_rundir() {
+    return hvmin::default_rundir().string();
+}
 
 }  // namespace hv::tools

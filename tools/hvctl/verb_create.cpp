@@ -66,10 +66,17 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
         if (cfg_path.empty() && a.size() > 1 && a[0] == '-') {
             for (std::size_t k = 1; k < a.size(); ++k) {
                 switch (a[k]) {
-                case 'n': dry_run = true; break;
-                case 'q': quiet = true; break;
-                case 'c': console = true; break;
-                default: return verb_usage(cli, "create", "unknown option '" + a + "'");
+                    case 'n':
+                        dry_run = true;
+                        break;
+                    case 'q':
+                        quiet = true;
+                        break;
+                    case 'c':
+                        console = true;
+                        break;
+                    default:
+                        return verb_usage(cli, "create", "unknown option '" + a + "'");
                 }
             }
         } else if (cfg_path.empty()) {

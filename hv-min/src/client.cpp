@@ -843,6 +843,8 @@ Result<Services> Services::attach() {
     if (*end != '\0' || v < 0 || v > 65535 || ::fcntl(static_cast<int>(v), F_GETFD) < 0) {
         return fail(make_error_code(Errc::not_attached));
     }
+    // The fd is close-on-exec from here on; its number must not mislead the program's children.
+    ::unsetenv("HV_HYPERCALL_FD");
     return attach_fd(UniqueFd(static_cast<int>(v)));
 }
 

@@ -233,7 +233,8 @@ class Store;  // the XenStore client (xenstore/) fills Services::store
 /// Everything a domain program or backend needs from hv-min.
 class Services {
 public:
-    /// The program was started by hv-min: attach through $HV_HYPERCALL_FD.
+    /// The program was started by hv-min: attach through $HV_HYPERCALL_FD (then unset, and the
+    /// fd made close-on-exec, so the program's own children do not inherit the domain).
     static Result<Services> attach();
     static Result<Services> attach_fd(UniqueFd fd);
     /// A root process: connect to $rundir/hv-min.sock as a dom0 connection.

@@ -28,6 +28,8 @@ namespace {
 constexpr int kWaitMs = 500;
 /// Without feature-rx-notify the frontend never kicks for new rx buffers: poll this often.
 constexpr int kRxPollMs = 5;
+/// The engine refused a frame (full): retry tx this soon (the engine has no "writable" fd).
+constexpr int kBusyRetryMs = 1;
 }  // namespace
 
 struct Queue::Impl {
@@ -109,6 +111,7 @@ void Queue::Impl::run() noexcept {
         }
         std::optional<Clock::time_point> throttled;
         bool holding = false;
+        bool engine_busy = false;
         if (!halted.load(std::memory_order_relaxed)) {
             const RxRun rr = rx->run(rx_ring, now);
             const TxRun tr = rr.fatal ? TxRun{} : tx->run(tx_ring, now);
@@ -119,9 +122,10 @@ void Queue::Impl::run() noexcept {
             }
             notify(tr.notify, rr.notify);
             throttled = tr.throttled_until;
+            engine_busy = tr.engine_busy;
             holding = rx->holding();
             bool again = false;
-            if (!throttled) {
+            if (!throttled && !engine_busy) {
                 auto f = tx_ring.final_check_for_requests(1);
                 if (!f) {
                     halt("tx ring: " + f.error().message());
@@ -161,6 +165,9 @@ void Queue::Impl::run() noexcept {
         };
         if (throttled) {
             until(*throttled);
+        }
+        if (engine_busy) {
+            wait_ms = std::min<long long>(wait_ms, kBusyRetryMs);
         }
         if (holding) {
             until(rx->hold_deadline());

@@ -66,6 +66,7 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
     RxRun out;
     for (;;) {
         if (pos_ == count_) {
+            flush(ring, out);  // the buffers are about to be refilled: copy them out first
             pos_ = count_ = 0;
             held_ = false;
             auto n = engine_.receive(bufs_);

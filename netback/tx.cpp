@@ -57,91 +57,6 @@ bool CreditBucket::take(std::uint64_t bytes, Clock::time_point now) noexcept {
     return true;
 }
 
-// ---- offload header --------------------------------------------------------------------------
-
-Result<VnetHdr> tx_vnet_header(std::span<const std::byte> f, const TxPacket& p) noexcept {
-    VnetHdr h;
-    const bool gso = p.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE;
-    if (!p.csum_blank() && !gso) {
-        if (p.data_validated()) {
-            h.flags = VnetHdr::F_DATA_VALID;
-        }
-        return h;
-    }
-    const auto bad = [] { return fail(make_error_code(Errc::bad_offload)); };
-    auto u8 = [&](std::size_t off) { return std::to_integer<unsigned>(f[off]); };
-    auto be16 = [&](std::size_t off) { return (u8(off) << 8) | u8(off + 1); };
-    std::size_t off = 12;
-    if (f.size() < 14) {
-        return bad();
-    }
-    unsigned type = be16(off);
-    off += 2;
-    if (type == 0x8100 || type == 0x88A8) {  // one VLAN tag
-        if (f.size() < off + 4) {
-            return bad();
-        }
-        type = be16(off + 2);
-        off += 4;
-    }
-    unsigned proto = 0;
-    bool v6 = false;
-    if (type == 0x0800) {
-        if (f.size() < off + 20 || (u8(off) >> 4) != 4) {
-            return bad();
-        }
-        const std::size_t ihl = (u8(off) & 0xF) * 4U;
-        if (ihl < 20 || f.size() < off + ihl) {
-            return bad();
-        }
-        if ((be16(off + 6) & 0x3FFF) != 0) {  // a fragment: no L4 header to offload
-            return bad();
-        }
-        proto = u8(off + 9);
-        off += ihl;
-    } else if (type == 0x86DD) {
-        if (f.size() < off + 40 || (u8(off) >> 4) != 6) {
-            return bad();
-        }
-        proto = u8(off + 6);
-        v6 = true;
-        off += 40;
-    } else {
-        return bad();
-    }
-    std::size_t l4_len = 0;
-    if (proto == 6) {
-        if (f.size() < off + 20) {
-            return bad();
-        }
-        h.csum_offset = 16;
-        l4_len = (u8(off + 12) >> 4) * 4U;
-        if (l4_len < 20 || f.size() < off + l4_len) {
-            return bad();
-        }
-    } else if (proto == 17 && !gso) {
-        if (f.size() < off + 8) {
-            return bad();
-        }
-        h.csum_offset = 6;
-        l4_len = 8;
-    } else {
-        return bad();
-    }
-    if (gso) {
-        // GSO frames carry a partial checksum (netfront always sets csum_blank with them).
-        if (!p.csum_blank() || (p.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV4) == v6) {
-            return bad();
-        }
-        h.gso_type = v6 ? VnetHdr::GSO_TCPV6 : VnetHdr::GSO_TCPV4;
-        h.gso_size = p.gso_size;
-        h.hdr_len = static_cast<std::uint16_t>(off + l4_len);
-    }
-    h.flags = VnetHdr::F_NEEDS_CSUM;
-    h.csum_start = static_cast<std::uint16_t>(off);
-    return h;
-}
-
 // ---- TxPath ----------------------------------------------------------------------------------
 
 TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
@@ -161,6 +76,9 @@ TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
 
 TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
     TxRun out;
+    if (!flush(ring, out)) {
+        return out;  // the engine is still full
+    }
     for (;;) {
         // Copy every unconsumed request once into private memory (GUEST: the slots stay
         // frontend-writable; only the copies are parsed).
@@ -202,8 +120,9 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                     stop = true;
                     break;
                 }
-                if (bufs_used_ == kBatchPackets) {
-                    flush(ring, out);
+                if (bufs_used_ == kBatchPackets && !flush(ring, out)) {
+                    stop = true;
+                    break;
                 }
                 Entry e;
                 e.pkt = p;
@@ -248,7 +167,9 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
             pend_head_ += p.slots_consumed;
             view = view.subspan(p.slots_consumed);
         }
-        flush(ring, out);
+        if (!flush(ring, out)) {
+            break;
+        }
         if (stop || !took) {
             break;
         }
@@ -256,64 +177,85 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
     return out;
 }
 
-void TxPath::flush(TxRing& ring, TxRun& out) noexcept {
+bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
     if (batch_.empty()) {
-        return;
+        return true;
     }
-    bool copy_ok = true;
     if (!ops_.empty()) {
+        bool copy_ok = true;
         if (auto r = grants_.copy(ops_); !r) {
             HV_LOG_RL(error, "netback %s: grant copy: %s", name_.c_str(), r.error().message().c_str());
             copy_ok = false;
         }
+        for (Entry& e : batch_) {
+            if (e.buf < 0 || e.copied) {
+                continue;
+            }
+            e.copied = true;
+            bool ok = copy_ok;
+            for (unsigned i = 0; ok && i < e.op_count; ++i) {
+                ok = ops_[e.op_first + i].status == rings::GNTST_okay;
+            }
+            if (!ok) {
+                // GUEST: a bad or foreign grant: the packet is refused, the vif keeps running.
+                VifStats::add(stats_.tx_errors);
+                HV_LOG_RL(warn, "netback %s: tx grant copy failed", name_.c_str());
+                e.status = rings::NETIF_RSP_ERROR;
+                e.done = true;
+            }
+        }
+        ops_.clear();
     }
-    for (Entry& e : batch_) {
-        if (e.buf < 0) {
+    std::size_t k = 0;
+    for (; k < batch_.size(); ++k) {
+        Entry& e = batch_[k];
+        if (e.buf < 0 || e.done) {
             continue;
         }
-        bool ok = copy_ok;
-        for (unsigned i = 0; ok && i < e.op_count; ++i) {
-            ok = ops_[e.op_first + i].status == rings::GNTST_okay;
-        }
-        if (!ok) {
-            // GUEST: a bad or foreign grant: the packet is refused, the vif keeps running.
-            VifStats::add(stats_.tx_errors);
-            HV_LOG_RL(warn, "netback %s: tx grant copy failed", name_.c_str());
-            e.status = rings::NETIF_RSP_ERROR;
-            continue;
-        }
-        std::byte* data = pages_.base + static_cast<std::size_t>(e.buf) * kPagesPerPacket * XEN_PAGE_SIZE;
+        std::byte* data =
+            pages_.base + static_cast<std::size_t>(e.buf) * kPagesPerPacket * XEN_PAGE_SIZE;
         const std::size_t len = e.pkt.total_size;
-        auto hdr = tx_vnet_header({data, len}, e.pkt);
+        // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len and fixup.
+        auto hdr = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), len}, len);
         if (!hdr) {
             VifStats::add(stats_.tx_errors);
-            HV_LOG_RL(warn, "netback %s: tx offload flags do not fit the packet's headers",
-                      name_.c_str());
+            HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
+                      std::string(to_string(hdr.error())).c_str());
             e.status = rings::NETIF_RSP_ERROR;
+            e.done = true;
             continue;
         }
         const iovec iov{data, len};
         if (auto s = engine_.send(*hdr, {&iov, 1}); !s) {
+            if (s.error() == make_error_code(Errc::busy)) {
+                out.engine_busy = true;  // keep this and the later entries; retry
+                break;
+            }
             VifStats::add(stats_.tx_dropped);
             e.status = to_netif_status(TxVerdict::forward, TxError::host_dropped);
+            e.done = true;
             continue;
         }
         VifStats::add(stats_.tx_packets);
         VifStats::add(stats_.tx_bytes, len);
         e.status = rings::NETIF_RSP_OKAY;
+        e.done = true;
     }
-    for (const Entry& e : batch_) {
-        const unsigned n = build_tx_responses(e.pkt, e.status, rsp_);
-        for (unsigned i = 0; i < n; ++i) {
-            ring.put_response(rsp_[i]);
+    for (std::size_t i = 0; i < k; ++i) {
+        const unsigned n = build_tx_responses(batch_[i].pkt, batch_[i].status, rsp_);
+        for (unsigned j = 0; j < n; ++j) {
+            ring.put_response(rsp_[j]);
         }
     }
-    if (ring.push_responses()) {
+    if (k > 0 && ring.push_responses()) {
         out.notify = true;
     }
-    batch_.clear();
-    ops_.clear();
-    bufs_used_ = 0;
+    batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(k));
+    if (batch_.empty()) {
+        bufs_used_ = 0;
+        return true;
+    }
+    return false;
 }
 
 }  // namespace hv::net

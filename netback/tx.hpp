@@ -65,17 +65,13 @@ struct LocalPages {
     std::size_t pages = 0;
 };
 
-/// Fills `hdr` for a frame from the frontend's flags and GSO extra: finds the L4 header behind
-/// Ethernet (+VLAN) / IPv4 / IPv6 for NETTXF_csum_blank (csum_start/offset) and GSO (hdr_len).
-/// Errors: Errc::bad_offload when the headers cannot carry what the flags ask for.
-Result<VnetHdr> tx_vnet_header(std::span<const std::byte> frame, const TxPacket& p) noexcept;
-
 /// What one TxPath::run() did.
 struct TxRun {
     bool notify = false;                       ///< responses pushed and the frontend asked for an event
     bool fatal = false;                        ///< disable the vif (reason says why)
     std::string reason;
     std::optional<Clock::time_point> throttled_until;  ///< out of credit: resume then
+    bool engine_busy = false;  ///< the engine refused a frame (backpressure): retry shortly
 };
 
 class TxPath {
@@ -99,8 +95,12 @@ private:
         std::int16_t status = rings::NETIF_RSP_ERROR;
         int buf = -1;             ///< batch buffer index, forward only
         unsigned op_first = 0, op_count = 0;
+        bool copied = false;      ///< grant copy done (status known)
+        bool done = false;        ///< status final (sent, or refused)
     };
-    void flush(TxRing& ring, TxRun& out) noexcept;
+    /// Copies, sends and answers the batch in ring order. False: the engine is busy and the
+    /// entries from the refused one on stay (their data already copied) for the next call.
+    bool flush(TxRing& ring, TxRun& out) noexcept;
 
     hvmin::Grants& grants_;
     NetEngine& engine_;

@@ -1,0 +1,92 @@
+// netback end-to-end harness: the real hv-min core in-process (with its XenStore), the real
+// netback Backend (dom0: its own hv-min and XenStore connections), and frontend domains that are
+// real hv-min domains whose hypercall channel the test attaches in-process (e2e_donor), each
+// driving libnetfront.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "frontends/netfront.hpp"
+#include "hv/unique_fd.hpp"
+#include "hvmin/client.hpp"
+#include "hvmin/core.hpp"
+#include "hvmin/toolstack.hpp"
+#include "netback/device.hpp"
+#include "temp_dir.hpp"
+#include "xenbus/xenbus.hpp"
+#include "xenstore/client.hpp"
+
+namespace hv::net::test {
+
+using namespace std::chrono_literals;
+using xenbus::XenbusState;
+
+struct Env {
+    explicit Env(std::optional<BackendOptions> backend = loop_options());
+    ~Env();
+    static BackendOptions loop_options();
+    void start_backend(BackendOptions opt);
+    void stop_backend();
+
+    hv::test::TempDir dir{"netback-e2e"};
+    std::unique_ptr<hvmin::Core> core;
+    std::optional<hvmin::Toolstack> ts;
+    std::unique_ptr<xs::Client> xs;  // the toolstack's (dom0) connection
+    std::optional<hvmin::Services> be_svc;
+    std::unique_ptr<xs::Client> be_xs;
+    std::unique_ptr<Backend> backend;
+};
+
+/// A frontend domain attached in this process.
+class Guest {
+public:
+    Guest(Env& env, const std::string& name);
+    ~Guest();
+    void kill();
+    Env& env;
+    DomId domid{0};
+    std::optional<hvmin::Services> svc;
+    std::unique_ptr<xs::Client> xs;
+
+private:
+    UniqueFd donor_;
+};
+
+/// One vif: toolstack keys, then libnetfront connected to the backend.
+class Vif {
+public:
+    Vif(Env& env, Guest& g, std::uint32_t devid, netfront::Options o = {},
+        std::map<std::string, std::string> backend_keys = {}, bool connect = true);
+    ~Vif();
+    std::string bdir() const;
+    std::string fdir() const;
+    /// Waits (bounded) until the backend's `state` is `s`.
+    bool wait_backend(XenbusState s, std::chrono::milliseconds timeout = 10s);
+    /// Waits until `key` in the backend dir reads `value`.
+    bool wait_backend_key(const std::string& key, const std::string& value,
+                          std::chrono::milliseconds timeout = 10s);
+    std::string backend_key(const std::string& key);
+    void connect();
+
+    Env& env;
+    Guest& guest;
+    std::uint32_t devid;
+    netfront::Options opt;
+    std::unique_ptr<netfront::Device> nf;
+};
+
+/// An Ethernet + IPv4 + TCP frame of `len` bytes (payload pattern from `seed`); checksum field
+/// holds what a partial-checksum sender leaves there.
+std::vector<std::byte> tcp4_frame(std::size_t len, std::uint32_t seed);
+/// Same with IPv6.
+std::vector<std::byte> tcp6_frame(std::size_t len, std::uint32_t seed);
+/// A plain frame (ethertype 0x88B5, local experimental) of `len` bytes.
+std::vector<std::byte> raw_frame(std::size_t len, std::uint32_t seed);
+
+}  // namespace hv::net::test

@@ -1,0 +1,285 @@
+// netback against a hostile frontend (xen-abi.md §6.3–6.5, tx_parse.hpp's table): one case per
+// rejection, each checking the verdict the guest sees (error responses / the vif disabled with
+// an error node) and that the other vifs keep working.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "e2e_harness.hpp"
+
+namespace hv::net::test {
+namespace {
+
+namespace wire = hv::rings;
+using netfront::Packet;
+
+/// Collects at least n tx responses (≤ 5 s).
+std::vector<wire::netif_tx_response> tx_responses(Vif& v, std::size_t n) {
+    std::vector<wire::netif_tx_response> all;
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    std::vector<Packet> ignored;
+    while (all.size() < n && std::chrono::steady_clock::now() < deadline) {
+        v.nf->receive(ignored, 1, 20ms);
+        auto r = v.nf->take_tx_responses();
+        all.insert(all.end(), r.begin(), r.end());
+    }
+    return all;
+}
+
+/// The vif still echoes a frame (loop engine).
+bool echoes(Vif& v) {
+    const auto f = raw_frame(200, 77);
+    if (!v.nf->send(0, f)) {
+        return false;
+    }
+    std::vector<Packet> got;
+    return v.nf->receive(got, 1, 5s) == 1 && got[0].data == f;
+}
+
+wire::netif_tx_request req(const netfront::Device::RawPage& p, std::uint16_t offset,
+                           std::uint16_t size, std::uint16_t flags) {
+    return {p.gref.get(), offset, flags, p.id, size};
+}
+
+wire::netif_tx_request extra_slot(std::uint8_t type, std::uint8_t gso_type = 0,
+                                  std::uint16_t gso_size = 0) {
+    wire::netif_extra_info x{};
+    x.type = type;
+    x.u.gso.type = gso_type;
+    x.u.gso.size = gso_size;
+    wire::netif_tx_request r{};
+    std::memcpy(static_cast<void*>(&r), &x, sizeof x);
+    return r;
+}
+
+/// A fatal rejection: the vif goes Closing with an error node; no response comes.
+void check_disabled(Vif& v) {
+    CHECK(v.wait_backend(XenbusState::XenbusStateClosing));
+    auto e = v.env.xs->read("/local/domain/0/error/backend/vif/" + std::to_string(v.guest.domid.get()) +
+                            "/" + std::to_string(v.devid) + "/error");
+    REQUIRE(e);
+    CHECK(e->starts_with(std::to_string(EPROTO) + " "));
+}
+
+struct Two {
+    Env env;
+    Guest g1{env, "g1"};
+    Guest g2{env, "g2"};
+    Vif bad{env, g1, 0};
+    Vif good{env, g2, 0};
+};
+
+}  // namespace
+
+TEST_CASE("a packet shorter than an Ethernet header gets an error response", "[netback][hostile]") {
+    Two t;
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 13, 0)}));
+    auto r = tx_responses(t.bad, 1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].id == p->id);
+    CHECK(r[0].status == wire::NETIF_RSP_ERROR);
+    CHECK(echoes(t.bad));
+    CHECK(t.bad.wait_backend_key("statistics/tx_errors", "1"));
+}
+
+TEST_CASE("a fragment larger than the declared total (a wrapped >64 KiB size) is dropped",
+          "[netback][hostile]") {
+    Two t;
+    auto a = t.bad.nf->raw_tx_page(0);
+    auto b = t.bad.nf->raw_tx_page(0);
+    auto c = t.bad.nf->raw_tx_page(0);
+    REQUIRE((a && b && c));
+    // 70000 bytes wrap to 4464 in the 16-bit size; the second fragment then exceeds what is left.
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*a, 0, static_cast<std::uint16_t>(70000 & 0xFFFF),
+                                                 wire::NETTXF_more_data),
+                                             req(*b, 0, 4096, wire::NETTXF_more_data),
+                                             req(*c, 0, 4096, 0)}));
+    auto r = tx_responses(t.bad, 3);
+    REQUIRE(r.size() == 3);
+    for (const auto& x : r) {
+        CHECK(x.status == wire::NETIF_RSP_ERROR);
+    }
+    CHECK(echoes(t.bad));
+}
+
+TEST_CASE("a fragment crossing its page disables only that vif", "[netback][hostile]") {
+    Two t;
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 4000, 200, 0)}));
+    check_disabled(t.bad);
+    CHECK(tx_responses(t.bad, 1).empty());
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("19 follow-on slots drop the packet; 21 disable the vif", "[netback][hostile]") {
+    Two t;
+    auto build = [&](unsigned follow) {
+        std::vector<wire::netif_tx_request> s;
+        for (unsigned i = 0; i <= follow; ++i) {
+            auto p = t.bad.nf->raw_tx_page(0);
+            REQUIRE(p);
+            s.push_back(req(*p, 0, i == 0 ? static_cast<std::uint16_t>(100 * (follow + 1)) : 100,
+                            i < follow ? wire::NETTXF_more_data : 0));
+        }
+        return s;
+    };
+    REQUIRE(t.bad.nf->raw_tx(0, build(19)));
+    auto r = tx_responses(t.bad, 20);
+    REQUIRE(r.size() == 20);
+    for (const auto& x : r) {
+        CHECK(x.status == wire::NETIF_RSP_ERROR);
+    }
+    CHECK(echoes(t.bad));
+    REQUIRE(t.bad.nf->raw_tx(0, build(21)));
+    check_disabled(t.bad);
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("a grant that does not exist or is granted to another domain gets an error response",
+          "[netback][hostile]") {
+    Two t;
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    SECTION("a ref beyond the grant table") {
+        auto r0 = req(*p, 0, 100, 0);
+        r0.gref = 1U << 30;
+        REQUIRE(t.bad.nf->raw_tx(0, std::vector{r0}));
+    }
+    SECTION("a ref granted to another domain") {
+        auto frame = t.g1.svc->memory().alloc_extent(1);
+        REQUIRE(frame);
+        auto g = t.g1.svc->grants().grant_access(t.g2.domid, *frame, true);
+        REQUIRE(g);
+        auto r0 = req(*p, 0, 100, 0);
+        r0.gref = g->get();
+        REQUIRE(t.bad.nf->raw_tx(0, std::vector{r0}));
+    }
+    auto r = tx_responses(t.bad, 1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == wire::NETIF_RSP_ERROR);
+    CHECK(echoes(t.bad));
+    CHECK(t.bad.wait_backend_key("statistics/tx_errors", "1"));
+}
+
+TEST_CASE("an unknown extra type disables the vif", "[netback][hostile]") {
+    Two t;
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 100, wire::NETTXF_extra_info),
+                                             extra_slot(9)}));
+    check_disabled(t.bad);
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("a GSO extra of an undefined type or with MSS 0 disables the vif", "[netback][hostile]") {
+    Two t;
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    SECTION("type 3") {
+        REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 100, wire::NETTXF_extra_info),
+                                                 extra_slot(wire::XEN_NETIF_EXTRA_TYPE_GSO, 3, 1400)}));
+    }
+    SECTION("size 0") {
+        REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 100, wire::NETTXF_extra_info),
+                                                 extra_slot(wire::XEN_NETIF_EXTRA_TYPE_GSO,
+                                                            wire::XEN_NETIF_GSO_TYPE_TCPV4, 0)}));
+    }
+    check_disabled(t.bad);
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("offload flags the packet's headers cannot carry get an error response",
+          "[netback][hostile]") {
+    Two t;
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    // csum_blank on a frame that is not IP: no L4 header to put a checksum in.
+    const auto f = raw_frame(100, 1);
+    std::memcpy(p->data, f.data(), f.size());
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 100, wire::NETTXF_csum_blank)}));
+    auto r = tx_responses(t.bad, 1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == wire::NETIF_RSP_ERROR);
+    CHECK(echoes(t.bad));
+}
+
+TEST_CASE("a tx producer index past the ring disables the vif", "[netback][hostile]") {
+    Two t;
+    t.bad.nf->raw_tx_req_prod(0, 1000);
+    check_disabled(t.bad);
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("an extra-info slot is answered with NETIF_RSP_NULL after the first slot's response",
+          "[netback][hostile]") {
+    Two t;
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    const auto f = tcp4_frame(3000, 1);
+    std::memcpy(p->data, f.data(), f.size());
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 3000,
+                                                 wire::NETTXF_extra_info | wire::NETTXF_csum_blank),
+                                             extra_slot(wire::XEN_NETIF_EXTRA_TYPE_GSO,
+                                                        wire::XEN_NETIF_GSO_TYPE_TCPV4, 1448)}));
+    auto r = tx_responses(t.bad, 2);
+    REQUIRE(r.size() == 2);
+    CHECK(r[0].id == p->id);
+    CHECK(r[0].status == wire::NETIF_RSP_OKAY);
+    CHECK(r[1].status == wire::NETIF_RSP_NULL);
+}
+
+TEST_CASE("an rx ring without buffers holds frames, then drops them; traffic resumes after",
+          "[netback][hostile]") {
+    Two t;
+    t.bad.nf->raw_rx_hold(true);
+    std::vector<Packet> got;
+    // 256 rx buffers are posted; the 257th frame finds none.
+    unsigned sent = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (sent < 300 && std::chrono::steady_clock::now() < deadline) {
+        if (t.bad.nf->send(0, raw_frame(60, sent))) {
+            ++sent;
+        } else {
+            t.bad.nf->receive(got, got.size() + 1, 10ms);
+        }
+    }
+    REQUIRE(sent == 300);
+    // Drain timeout 200 ms in these tests: the held frames are dropped and counted.
+    CHECK(t.bad.wait_backend_key("statistics/rx_dropped", "44"));
+    t.bad.nf->raw_rx_hold(false);
+    t.bad.nf->receive(got, 256, 2s);
+    CHECK(got.size() == 256);
+    CHECK(echoes(t.bad));
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("a frontend without request-rx-copy or with too many queues is refused",
+          "[netback][hostile][state]") {
+    Env env;
+    Guest g(env, "g1");
+    Vif v(env, g, 0, {}, {}, false);
+    REQUIRE(v.wait_backend(XenbusState::XenbusStateInitWait));
+    SECTION("no request-rx-copy") {
+        REQUIRE(g.xs->write(v.fdir() + "/tx-ring-ref", "8"));
+        REQUIRE(g.xs->write(v.fdir() + "/rx-ring-ref", "9"));
+        REQUIRE(g.xs->write(v.fdir() + "/event-channel", "1"));
+    }
+    SECTION("multi-queue-num-queues above the maximum") {
+        REQUIRE(g.xs->write(v.fdir() + "/request-rx-copy", "1"));
+        REQUIRE(g.xs->write(v.fdir() + "/multi-queue-num-queues", "5"));
+    }
+    SECTION("ring refs that are not granted") {
+        REQUIRE(g.xs->write(v.fdir() + "/request-rx-copy", "1"));
+        REQUIRE(g.xs->write(v.fdir() + "/tx-ring-ref", "4000"));
+        REQUIRE(g.xs->write(v.fdir() + "/rx-ring-ref", "4001"));
+        REQUIRE(g.xs->write(v.fdir() + "/event-channel", "1"));
+    }
+    REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateConnected));
+    CHECK(v.wait_backend(XenbusState::XenbusStateClosing));
+    CHECK(v.backend_key("hotplug-status") == "<absent>");
+}
+
+}  // namespace hv::net::test

@@ -165,9 +165,10 @@ struct Watch {
 };
 
 struct Event {
-    std::string path;  // absolute
-    Perms perms;       // of the node, for read-permission filtering
+    std::string path;    // absolute
+    Perms perms;         // of the node, for read-permission filtering
     bool exact = false;
+    Perms parent_perms;  // of its parent (empty for /): readable parent also lets it through
 };
 
 struct Conn {
@@ -390,7 +391,10 @@ struct Core::Impl {
                     continue;
                 }
                 if (!readable_known) {
-                    readable = (access(&c, e.perms) & PERM_READ) != 0;
+                    // SPEC: xenstored watch.c — the node or its parent must be readable.
+                    readable = (access(&c, e.perms) & PERM_READ) != 0 ||
+                               (!e.parent_perms.empty() &&
+                                (access(&c, e.parent_perms) & PERM_READ) != 0);
                     readable_known = true;
                 }
                 if (!readable) {
@@ -422,6 +426,17 @@ struct Core::Impl {
                 }
             }
         }
+    }
+
+    /// An event for `path` whose node now has `perms`, with its parent's permissions.
+    Event make_event(View& v, const std::string& path, const Perms& perms, bool exact = false) {
+        Event e{path, perms, exact, {}};
+        if (path != "/") {
+            if (const Node* p = v.peek(parent_of(path))) {
+                e.parent_perms = p->perms;
+            }
+        }
+        return e;
     }
 
     void queue_event(Conn& c, const Request& r, Event e) {
@@ -509,7 +524,7 @@ struct Core::Impl {
         }
         for (std::size_t i = 0; i < order.size(); ++i) {
             const Node* n = v.get(order[i]);
-            queue_event(c, r, Event{order[i], n->perms, i != 0});
+            queue_event(c, r, make_event(v, order[i], n->perms, i != 0));
             v.add_usage(n->perms[0].id, -1,
                         -static_cast<std::int64_t>(node_memory(order[i], *n)));
         }
@@ -674,7 +689,7 @@ struct Core::Impl {
                     static_cast<std::int64_t>(value.size()) -
                         static_cast<std::int64_t>(n->value.size()));
         n->value.assign(value);
-        queue_event(c, r, Event{*path, n->perms, false});
+        queue_event(c, r, make_event(v, *path, n->perms));
         ok();
         return {};
     }
@@ -694,7 +709,7 @@ struct Core::Impl {
         }
         auto node = mkdir_path(&c, v, *path);
         HV_TRY(node);
-        queue_event(c, r, Event{*path, (*node)->perms, false});
+        queue_event(c, r, make_event(v, *path, (*node)->perms));
         ok();
         return {};
     }
@@ -783,7 +798,7 @@ struct Core::Impl {
             v.add_usage(perms[0].id, 1, bytes);
         }
         m->perms = std::move(perms);
-        queue_event(c, r, Event{*path, m->perms, false});
+        queue_event(c, r, make_event(v, *path, m->perms));
         ok();
         return {};
     }

@@ -80,6 +80,16 @@ const Node* View::get(const std::string& path) {
     return n;
 }
 
+const Node* View::peek(const std::string& path) const {
+    if (tx_ != nullptr) {
+        if (auto it = tx_->overlay.find(path); it != tx_->overlay.end()) {
+            return it->second ? &*it->second : nullptr;
+        }
+    }
+    auto it = s_.nodes.find(path);
+    return it == s_.nodes.end() ? nullptr : &it->second;
+}
+
 Node* View::modify(const std::string& path) {
     if (tx_ == nullptr) {
         auto it = s_.nodes.find(path);

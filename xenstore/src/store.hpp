@@ -75,6 +75,8 @@ public:
 
     /// The node at `path`, or nullptr. Pointers stay valid until the node is erased.
     const Node* get(const std::string& path);
+    /// Like get() but not recorded in the transaction (for metadata such as event filtering).
+    const Node* peek(const std::string& path) const;
     /// A mutable node that exists (get() returned it); bumps its generation (direct mode).
     Node* modify(const std::string& path);
     /// Adds a node that does not exist (get() returned nullptr).

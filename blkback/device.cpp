@@ -523,6 +523,19 @@ void Backend::on_event(const std::string& path) noexcept {
     if (path.find("/statistics") != std::string::npos) {
         return;  // our own counters
     }
+    // Keys only we write: their events are echoes of our own writes.
+    static constexpr std::string_view own[] = {
+        "/feature-max-indirect-segments", "/multi-queue-max-queues", "/max-ring-page-order",
+        "/feature-flush-cache", "/feature-barrier", "/feature-discard", "/feature-persistent",
+        "/discard-granularity", "/discard-alignment", "/discard-secure", "/sectors",
+        "/sector-size", "/physical-sector-size", "/info", "/hotplug-status"};
+    if (path.starts_with(root_)) {
+        for (std::string_view k : own) {
+            if (path.ends_with(k)) {
+                return;
+            }
+        }
+    }
     std::vector<xenbus::DeviceRef> touched;
     if (path.starts_with(root_)) {
         auto ref = xenbus::device_of_backend_path(path, hv_.domid(), kType);

@@ -212,3 +212,33 @@ TEST_CASE("blkback rejects unknown arguments with usage", "[blkback][e2e]") {
     CHECK(r->exit_code == 0);
     CHECK(r->output.find("--rundir") != std::string::npos);
 }
+
+TEST_CASE("blkback run as an isolated driver domain serves a vbd with grant copies",
+          "[blkback][e2e]") {
+    Env env(std::nullopt);
+    hv::hvmin::DomainConfig cfg;
+    cfg.name = "storage";
+    cfg.memory_pages = 256;
+    cfg.argv = {BLKBACK_PROGRAM, "--max-queues", "2"};
+    cfg.driver_domain = true;  // not trusted: may not map the frontend's memory
+    auto dd = env.ts->create(cfg);
+    REQUIRE(dd);
+    // The toolstack gives a driver domain its backend tree (libxl: the domain may read its home).
+    const std::string tree = "/local/domain/" + std::to_string(dd->get()) + "/backend/vbd";
+    REQUIRE(env.xs->mkdir(tree));
+    REQUIRE(env.xs->set_perms(tree, {{*dd, hv::xs::Access::none}}));
+    Guest g(env, "fe");
+    const auto img = env.image("disk.img", kDisk);
+    VbdOptions o;
+    o.backend = *dd;
+    Vbd v(env, g, 51712, img, o);
+    REQUIRE(v.wait_backend(XenbusState::XenbusStateInitWait));
+    CHECK(v.backend_key("feature-persistent") == "0");
+    CHECK(v.backend_key("multi-queue-max-queues") == "2");
+    v.connect();
+    good_io(v, img, 9);
+    Page p = v.page();
+    REQUIRE(v.submit(0, v.rw(BLKIF_OP_READ, 10, 8, {seg(p.gref)})).status == BLKIF_RSP_OKAY);
+    CHECK(std::memcmp(read_file(img, 8 * 512, 4096).data(), p.data, 4096) == 0);
+    REQUIRE(env.ts->destroy(*dd));
+}

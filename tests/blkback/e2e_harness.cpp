@@ -158,7 +158,7 @@ Vbd::Vbd(Env& e, Guest& g, std::uint32_t id, const std::string& params, VbdOptio
     xenbus::DeviceSpec spec;
     spec.type = "vbd";
     spec.frontend = g.domid;
-    spec.backend = DomId(0);
+    spec.backend = o_.backend;
     spec.devid = id;
     spec.backend_keys = {{"params", params}, {"type", "file"}, {"mode", o_.mode},
                          {"dev", "xvda"}, {"device-type", "disk"}};
@@ -171,10 +171,10 @@ Vbd::Vbd(Env& e, Guest& g, std::uint32_t id, const std::string& params, VbdOptio
 
 Vbd::~Vbd() {
     queues_.clear();
-    (void)xenbus::remove_device(*env.xs, DomId(0), "vbd", guest.domid, devid);
+    (void)xenbus::remove_device(*env.xs, o_.backend, "vbd", guest.domid, devid);
 }
 
-std::string Vbd::bdir() const { return xenbus::backend_dir(DomId(0), "vbd", guest.domid, devid); }
+std::string Vbd::bdir() const { return xenbus::backend_dir(o_.backend, "vbd", guest.domid, devid); }
 std::string Vbd::fdir() const { return xenbus::frontend_dir(guest.domid, "vbd", devid); }
 
 bool Vbd::wait_backend(XenbusState s, std::chrono::milliseconds timeout) {
@@ -221,7 +221,7 @@ void Vbd::connect() {
         q.mem = guest.frame_ptr(*first);
         for (unsigned i = 0; i < pages; ++i) {
             REQUIRE(guest.frame_ptr(*first + i) == q.mem + std::size_t{i} * 4096);
-            auto r = guest.svc->grants().grant_access(DomId(0), *first + i, false);
+            auto r = guest.svc->grants().grant_access(o_.backend, *first + i, false);
             REQUIRE(r);
             q.refs.push_back(*r);
         }
@@ -229,7 +229,7 @@ void Vbd::connect() {
         auto& h = header(q.mem);
         h.req_event = 1;
         h.rsp_event = 1;
-        auto ch = guest.svc->evtchn().alloc_unbound(DomId(0));
+        auto ch = guest.svc->evtchn().alloc_unbound(o_.backend);
         REQUIRE(ch);
         q.evtchn = std::move(*ch);
     }
@@ -275,7 +275,7 @@ void Vbd::drop_rings() {
 
 Page Vbd::page(bool readonly) {
     const std::uint64_t f = guest.alloc_frame();
-    auto r = guest.svc->grants().grant_access(DomId(0), f, readonly);
+    auto r = guest.svc->grants().grant_access(o_.backend, f, readonly);
     REQUIRE(r);
     return Page{f, *r, guest.frame_ptr(f)};
 }

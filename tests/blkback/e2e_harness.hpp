@@ -73,6 +73,7 @@ struct VbdOptions {
     const char* protocol = "x86_64-abi";  ///< nullptr: do not write it (backend assumes x86_32)
     bool persistent = false;
     std::string mode = "w";
+    DomId backend{0};                ///< the backend domain (a driver domain, or dom0)
 };
 
 struct Response {

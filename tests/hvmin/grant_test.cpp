@@ -187,7 +187,7 @@ TEST_CASE("a dom0 connection's pins are released when that connection closes", "
     }
     // A request on another connection is served after the close was processed only if the
     // close came first; poll the flags (guest-visible) with a bound.
-    for (int i = 0; i < 500 && g.num("flags " + std::to_string(r)) != GTF_permit_access; ++i) {
+    for (int i = 0; i < 2500 && g.num("flags " + std::to_string(r)) != GTF_permit_access; ++i) {
         std::this_thread::sleep_for(2ms);
     }
     CHECK(g.num("flags " + std::to_string(r)) == GTF_permit_access);
@@ -431,7 +431,7 @@ TEST_CASE("dom0 connections grant from disjoint slices and their grants end with
     { const Services gone = std::move(*a); }  // closes connection a: its grant ends
     // The next map is served after the close only if hv-min saw it first: bounded poll.
     std::string r;
-    for (int i = 0; i < 500; ++i) {
+    for (int i = 0; i < 2500; ++i) {
         r = g.cmd("map 0 " + std::to_string(ref_a) + " 1");
         if (r.rfind("err", 0) == 0) {
             break;

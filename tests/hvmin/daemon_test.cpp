@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "skip.hpp"
 
 using namespace hv;
 using namespace hv::hvmin;
@@ -21,6 +22,7 @@ extern char** environ;
 
 TEST_CASE("the hv-min daemon serves its rundir and stops on SIGTERM, taking its domains along",
           "[hvmin][daemon]") {
+    hv::test::require_root();  // the daemon accepts only uid 0 as dom0
     hv::test::TempDir dir("hvmin-daemon");
     const std::string rundir = dir.str();
     char* argv[] = {const_cast<char*>(HVMIN_DAEMON), const_cast<char*>("--rundir"),

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "harness.hpp"
+#include "skip.hpp"
 #ifdef HVMIN_TEST_HAVE_XENSTORE
 #include "xenstore/client.hpp"
 #endif
@@ -261,6 +262,7 @@ TEST_CASE("a domain's program gets only its configured environment and the hyper
 }
 
 TEST_CASE("a non-root process is refused on the control socket", "[hvmin][domain][hostile]") {
+    hv::test::require_root();  // it switches a child to uid 65534
     Harness h;
     const std::string sock = h.core->socket_path().string();
     // Open the file mode so that SO_PEERCRED, not the mode, is what refuses the peer.

@@ -14,6 +14,7 @@ namespace hv::hvmin::test {
 
 Harness::Harness(CoreConfig cfg) {
     cfg.rundir = dir.path();
+    cfg.dom0_uid = ::geteuid();  // the test process is dom0, root or not
     auto c = Core::create(cfg);
     REQUIRE(c);
     core = std::move(*c);

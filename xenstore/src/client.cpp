@@ -241,7 +241,10 @@ struct Client::Impl {
         }
         std::unique_lock lk(mu);
         if (!sent) {
+            // The connection is broken; say so now rather than when the reader sees EOF.
             pending.erase(id);
+            alive = false;
+            cv.notify_all();
             return fail(sent.error());
         }
         if (!cv.wait_for(lk, opts.timeout, [&] { return p.done; })) {

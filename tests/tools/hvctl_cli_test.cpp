@@ -216,6 +216,11 @@ TEST_CASE("create refuses what it cannot do yet before connecting", "[tools][hvc
     const Run ok = hvctl({"create", cfg, "disk=[]"});
     CHECK(ok.rc == kExitFailure);
     CHECK(ok.connected);
+    CHECK(ok.err.find("warning:") == std::string::npos);
+    const Run vcpus = hvctl({"create", "-q", cfg, "disk=[]", "vcpus=2"});
+    CHECK(vcpus.connected);
+    CHECK(starts_with(vcpus.err,
+                      "warning: " + cfg + ": vcpus and maxmem are recorded but not enforced"));
 }
 
 TEST_CASE("the list table has xl's columns, Domain-0 first", "[tools][hvctl]") {

@@ -15,35 +15,50 @@ namespace hv::tools {
 
 namespace {
 
-/// Threads of `pid` (field 20 of /proc/PID/stat), or 1 if it cannot be read.
-std::uint32_t thread_count(pid_t pid) {
+struct ProcStat {
+    std::uint32_t threads = 1;
+    std::uint64_t cpu_time_ns = 0;  // utime + stime
+};
+
+/// Fields 14 (utime), 15 (stime) and 20 (num_threads) of /proc/PID/stat; defaults if the
+/// process is gone or unreadable.
+ProcStat proc_stat(pid_t pid) {
+    ProcStat st;
     if (pid <= 0) {
-        return 1;
+        return st;
     }
     const std::string path = "/proc/" + std::to_string(pid) + "/stat";
     hv::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
     if (!fd) {
-        return 1;
+        return st;
     }
     char buf[1024];
     const ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
     if (n <= 0) {
-        return 1;
+        return st;
     }
     const std::string stat(buf, static_cast<std::size_t>(n));
     auto pos = stat.rfind(')');  // the command name may contain spaces and parentheses
     if (pos == std::string::npos) {
-        return 1;
+        return st;
     }
-    // After ") " come fields 3 (state), 4, ...; num_threads is field 20.
-    for (int field = 2; field < 20; ++field) {
+    // After ")" each space starts the next field, beginning with field 3 (state).
+    unsigned long long ticks = 0;
+    for (int field = 3; field <= 20; ++field) {
         pos = stat.find(' ', pos + 1);
         if (pos == std::string::npos) {
-            return 1;
+            return st;
+        }
+        if (field == 14 || field == 15) {
+            ticks += std::strtoull(stat.c_str() + pos + 1, nullptr, 10);
+        } else if (field == 20) {
+            const long v = std::strtol(stat.c_str() + pos + 1, nullptr, 10);
+            st.threads = v > 0 ? static_cast<std::uint32_t>(v) : 1;
         }
     }
-    const long v = std::strtol(stat.c_str() + pos + 1, nullptr, 10);
-    return v > 0 ? static_cast<std::uint32_t>(v) : 1;
+    const long hz = ::sysconf(_SC_CLK_TCK);
+    st.cpu_time_ns = hz > 0 ? ticks * (1000000000ull / static_cast<unsigned long long>(hz)) : 0;
+    return st;
 }
 
 char state_letter(hvmin::wire::DomainState s) {
@@ -76,8 +91,10 @@ public:
             r.name = d.domid.get() == 0 ? "Domain-0" : d.name;
             r.memory_pages = d.memory_pages;
             r.state = state_letter(d.state);
-            r.cpu_time_ns = d.cpu_time_ns;
-            r.vcpus = thread_count(d.pid);
+            const ProcStat ps = proc_stat(d.pid);
+            // hv-min's accounting when it has one, else the process's own CPU time.
+            r.cpu_time_ns = d.cpu_time_ns != 0 ? d.cpu_time_ns : ps.cpu_time_ns;
+            r.vcpus = ps.threads;
             r.pid = d.pid;
             r.trusted = d.trusted;
             r.driver_domain = d.driver_domain;

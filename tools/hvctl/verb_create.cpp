@@ -135,6 +135,11 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
                    "them (check the file with 'hvctl create -n')\n";
         return kExitFailure;
     }
+    if (cfg->vcpus != 1 || cfg->maxmem_mib != cfg->memory_mib) {
+        cli.err << "warning: " << cfg_path
+                << ": vcpus and maxmem are recorded but not enforced: a domain is one process "
+                   "with `memory` MiB\n";
+    }
     Control* c = cli.control();
     if (c == nullptr) {
         return kExitFailure;

@@ -521,6 +521,44 @@ Result<std::vector<Result<GrantMapping>>> Grants::map_batch(std::span<const MapR
     return out;
 }
 
+Result<void> Grants::unmap_batch(std::span<GrantMapping> maps) {
+    std::vector<gnttab_unmap_grant_ref> ops;
+    ops.reserve(maps.size());
+    for (auto& m : maps) {
+        if (!m.ch_) {
+            continue;
+        }
+        // Drop our view first: after the unmap the granter may reuse the page.
+        m.own_.reset();
+        m.extent_.reset();
+        m.data_ = nullptr;
+        m.ch_.reset();
+        gnttab_unmap_grant_ref op{};
+        op.handle = m.handle_;
+        ops.push_back(op);
+    }
+    std::error_code first;
+    for (std::size_t off = 0; off < ops.size(); off += wire::kMaxBatch) {
+        const auto chunk = std::span(ops).subspan(off, std::min<std::size_t>(wire::kMaxBatch, ops.size() - off));
+        auto r = unmap_raw(chunk);
+        if (!r) {
+            if (!first) {
+                first = r.error();
+            }
+            continue;
+        }
+        for (const auto& op : chunk) {
+            if (op.status != GNTST_okay && !first) {
+                first = gntst_error(op.status);
+            }
+        }
+    }
+    if (first) {
+        return fail(first);
+    }
+    return {};
+}
+
 Result<void> Grants::copy(std::span<gnttab_copy> ops) {
     auto r = ch_->call(wire::Op::gnttab_copy, static_cast<std::uint32_t>(ops.size()),
                        std::as_bytes(ops));

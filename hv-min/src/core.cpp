@@ -469,8 +469,8 @@ struct Core::Impl {
                     conn_gone(id, "sent a truncated datagram or too many fds");
                     return;
                 }
+                served.fetch_add(1, std::memory_order_relaxed);  // before the reply can go out
                 handle(*c, *msg);
-                served.fetch_add(1, std::memory_order_relaxed);
                 if (!conns.count(id)) {
                     return;
                 }

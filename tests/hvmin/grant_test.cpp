@@ -515,3 +515,31 @@ TEST_CASE("an isolated backend's batch beyond the fd limit gets eagain for the r
     CHECK(be.cmd("fds") == "ok");
     CHECK(fe.num("flags " + std::to_string(first_ref + wire::kMaxFds)) == GTF_permit_access);
 }
+
+TEST_CASE("unmap_batch releases many mappings in one call", "[hvmin][grant]") {
+    Harness h;
+    Puppet g(h, "granter");
+    std::vector<MapRequest> reqs;
+    std::vector<long> refs;
+    for (int i = 0; i < 5; ++i) {
+        refs.push_back(g.num("grant 0 " + std::to_string(i + 1) + " 0"));
+        reqs.push_back({g.domid, GrantRef(static_cast<std::uint32_t>(refs.back())), false});
+    }
+    auto v = h.dom0().grants().map_batch(reqs);
+    REQUIRE(v);
+    std::vector<GrantMapping> maps;
+    for (auto& m : *v) {
+        REQUIRE(m);
+        maps.push_back(std::move(*m));
+    }
+    const auto before = h.core->requests_served();
+    REQUIRE(h.dom0().grants().unmap_batch(maps));
+    CHECK(h.core->requests_served() == before + 1);
+    for (const auto& m : maps) {
+        CHECK_FALSE(m.valid());
+    }
+    for (long r : refs) {
+        CHECK(g.num("flags " + std::to_string(r)) == GTF_permit_access);
+    }
+    CHECK(h.dom0().grants().unmap_batch(maps));  // already empty: nothing to do
+}

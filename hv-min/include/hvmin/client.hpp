@@ -122,6 +122,9 @@ public:
     Result<GrantMapping> map(DomId granter, GrantRef ref, bool readonly);
     /// Maps many grants in one hypercall; each element is its own Result.
     Result<std::vector<Result<GrantMapping>>> map_batch(std::span<const MapRequest> reqs);
+    /// Unmaps many mappings in one hypercall (per 1024); each is left empty. The first failed
+    /// status (or the transport error) is returned; all are attempted.
+    Result<void> unmap_batch(std::span<GrantMapping> maps);
     /// Batched GNTTABOP_copy: fills each op's status; the Result is the transport's.
     Result<void> copy(std::span<rings::gnttab_copy> ops);
     /// Raw batched ops (status fields filled in). Results are transport errors only.

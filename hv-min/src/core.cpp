@@ -469,7 +469,7 @@ struct Core::Impl {
                     conn_gone(id, "sent a truncated datagram or too many fds");
                     return;
                 }
-                served.fetch_add(1, std::memory_order_relaxed);  // before the reply can go out
+                served.fetch_add(1);  // before the reply can go out
                 handle(*c, *msg);
                 if (!conns.count(id)) {
                     return;

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <deque>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "hv/log.hpp"
@@ -361,8 +362,10 @@ struct Device::Impl {
         }
         const unsigned order = static_cast<unsigned>(
             std::min<std::uint64_t>({*max_order, opt.max_ring_page_order, 4}));
+        const unsigned own_queues =
+            opt.max_queues != 0 ? opt.max_queues : std::max(1U, std::thread::hardware_concurrency());
         const unsigned nq = static_cast<unsigned>(
-            std::clamp<std::uint64_t>(std::min<std::uint64_t>(*max_queues, opt.max_queues), 1, 64));
+            std::clamp<std::uint64_t>(std::min<std::uint64_t>(*max_queues, own_queues), 1, 64));
         const unsigned pages = 1U << order;
         queues.resize(nq);
         for (unsigned i = 0; i < nq; ++i) {

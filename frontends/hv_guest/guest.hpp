@@ -52,5 +52,6 @@ public:
 };
 
 std::unique_ptr<DeviceKind> make_disks(Context& ctx);
+std::unique_ptr<DeviceKind> make_nics(Context& ctx);  ///< nic.cpp
 
 }  // namespace hv::guest

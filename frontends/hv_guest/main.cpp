@@ -158,6 +158,7 @@ int run(int argc, char** argv) {
                               wait_disks};
     std::vector<std::unique_ptr<hv::guest::DeviceKind>> kinds;
     kinds.push_back(hv::guest::make_disks(ctx));
+    kinds.push_back(hv::guest::make_nics(ctx));
     for (auto& k : kinds) {
         auto r = k->start();
         if (!r) {

@@ -43,7 +43,7 @@ std::error_code make_error_code(Errc e) noexcept;
 /// What this frontend offers at most (Linux blkfront's module parameters).
 struct Options {
     unsigned max_ring_page_order = 4;     ///< own max; used: min(own, backend's max-ring-page-order)
-    unsigned max_queues = 4;              ///< own max; used: min(own, backend's multi-queue-max-queues)
+    unsigned max_queues = 0;              ///< own max (0: one per CPU); used: min(own, backend's multi-queue-max-queues)
     bool persistent = true;               ///< write feature-persistent=1 (data pages granted RW, reused)
     unsigned max_indirect_segments = 32;  ///< own cap on the backend's feature-max-indirect-segments
     unsigned pool_pages_per_queue = 256;  ///< granted bounce pages per queue (grant-table budget)

@@ -1,0 +1,373 @@
+// hv-guest's NICs (design §9): each device/vif/N becomes a tap `eth<N>` inside the domain's own
+// network namespace (created here with unshare(CLONE_NEWNET) on the main thread before the
+// command starts, so the command inherits it), MAC from the vif's `mac` key, one tap queue per
+// netfront queue; frames are pumped between the tap and libnetfront. Tx offloads (partial
+// checksums, TSO) go to netback as csum_blank / GSO extras; rx is asked without offloads
+// (feature-no-csum-offload, no GSO), so frames written to the tap are complete.
+// Layer: frontends (program). Threads: the main thread only.
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <net/if_arp.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "frontends/netfront.hpp"
+#include "guest.hpp"
+#include "hv/log.hpp"
+#include "hv/unique_fd.hpp"
+#include "xenbus/xenbus.hpp"
+
+namespace hv::guest {
+namespace {
+
+namespace wire = hv::rings;
+constexpr std::size_t kHdr = 12;  // struct virtio_net_hdr_mrg_rxbuf (TUNSETVNETHDRSZ 12)
+
+/// struct virtio_net_hdr (linux/virtio_net.h is not valid C++: a member named `class`).
+struct VirtioNetHdr {
+    std::uint8_t flags;
+    std::uint8_t gso_type;
+    std::uint16_t hdr_len;
+    std::uint16_t gso_size;
+    std::uint16_t csum_start;
+    std::uint16_t csum_offset;
+};
+static_assert(sizeof(VirtioNetHdr) == 10);
+constexpr std::uint8_t VIRTIO_NET_HDR_F_NEEDS_CSUM = 1;
+constexpr std::uint8_t VIRTIO_NET_HDR_F_DATA_VALID = 2;
+constexpr std::uint8_t VIRTIO_NET_HDR_GSO_TCPV4 = 1;
+constexpr std::uint8_t VIRTIO_NET_HDR_GSO_TCPV6 = 4;
+constexpr std::uint8_t VIRTIO_NET_HDR_GSO_ECN = 0x80;
+
+/// Sets flags / MAC on `name` through an ioctl socket of the current namespace.
+Result<void> link_ioctl(const std::string& name, unsigned long req, ifreq& ifr) {
+    UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (s.get() < 0) {
+        return fail_errno();
+    }
+    std::snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name.c_str());
+    if (::ioctl(s.get(), req, &ifr) != 0) {
+        return fail_errno();
+    }
+    return {};
+}
+
+Result<void> set_up(const std::string& name) {
+    ifreq ifr{};
+    HV_TRY(link_ioctl(name, SIOCGIFFLAGS, ifr));
+    ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+    return link_ioctl(name, SIOCSIFFLAGS, ifr);
+}
+
+bool parse_mac(const std::string& s, std::array<unsigned char, 6>& out) {
+    unsigned v[6];
+    char tail = 0;
+    if (std::sscanf(s.c_str(), "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                    &tail) != 6) {
+        return false;
+    }
+    for (int i = 0; i < 6; ++i) {
+        if (v[i] > 0xFF) {
+            return false;
+        }
+        out[static_cast<std::size_t>(i)] = static_cast<unsigned char>(v[i]);
+    }
+    return true;
+}
+
+/// Opens the tap `name` with `queues` queues in the current namespace.
+Result<std::vector<UniqueFd>> open_tap(const std::string& name, unsigned queues) {
+    std::vector<UniqueFd> fds;
+    for (unsigned q = 0; q < queues; ++q) {
+        UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK));
+        if (fd.get() < 0) {
+            return fail_errno();
+        }
+        ifreq ifr{};
+        std::snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name.c_str());
+        ifr.ifr_flags = static_cast<short>(IFF_TAP | IFF_NO_PI | IFF_VNET_HDR |
+                                           (queues > 1 ? IFF_MULTI_QUEUE : 0));
+        if (::ioctl(fd.get(), TUNSETIFF, &ifr) != 0) {
+            return fail_errno();
+        }
+        int hdr = static_cast<int>(kHdr);
+        if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &hdr) != 0) {
+            return fail_errno();
+        }
+        // What the guest's stack may hand us: partial checksums and TSO go to netback as
+        // csum_blank and GSO extras (netback offers both).
+        if (::ioctl(fd.get(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) != 0) {
+            return fail_errno();
+        }
+        fds.push_back(std::move(fd));
+    }
+    return fds;
+}
+
+struct Nic {
+    std::uint32_t devid = 0;
+    std::unique_ptr<netfront::Device> nf;
+    std::vector<UniqueFd> taps;  // one per queue, opened once connected
+    std::string name;
+    bool failed = false;
+    std::uint64_t tx_dropped = 0;
+};
+
+class Nics final : public DeviceKind {
+public:
+    explicit Nics(Context& ctx) : ctx_(ctx), dir_(ctx.home + "/device/vif") {}
+    const char* name() const noexcept override { return "nics"; }
+
+    Result<void> start() override {
+        auto w = ctx_.xs.watch_scoped(dir_, "hv-guest-nics");
+        if (!w) {
+            return fail(w.error());
+        }
+        watch_.emplace(std::move(*w));
+        // Always a namespace of its own, even before the first NIC: the command must never
+        // start in (and configure) the namespace hv-min runs in. Without the privilege the
+        // NICs fail instead (logged), and nothing is created outside.
+        if (auto r = enter_netns(); !r) {
+            HV_WARN("hv-guest: no network namespace of its own (%s): NICs disabled",
+                    r.error().message().c_str());
+        }
+        rescan();
+        initial_ = nics_.size();
+        return {};
+    }
+
+    bool on_watch(const xs::WatchEvent& ev) override {
+        if (ev.token == "hv-guest-nics") {
+            rescan();
+            return true;
+        }
+        for (auto& [id, n] : nics_) {
+            if (n.nf && ev.token == n.nf->watch_token()) {
+                state_change(n);
+                return true;
+            }
+        }
+        return false;
+    }
+
+    void poll_fds(std::vector<pollfd>& out) override {
+        for (auto& [id, n] : nics_) {
+            if (!n.nf || n.taps.empty()) {
+                continue;
+            }
+            for (int fd : n.nf->pollable_fds()) {
+                out.push_back({fd, POLLIN, 0});
+            }
+            for (auto& t : n.taps) {
+                out.push_back({t.get(), POLLIN, 0});
+            }
+        }
+    }
+
+    void handle(std::span<const pollfd>) override {
+        for (auto& [id, n] : nics_) {
+            if (n.nf && !n.taps.empty()) {
+                pump(n);
+            }
+        }
+    }
+
+    bool ready() const override {
+        std::size_t done = 0;
+        for (const auto& [id, n] : nics_) {
+            done += (n.failed || !n.taps.empty()) ? 1 : 0;
+        }
+        return done >= initial_;
+    }
+
+    void env(std::vector<std::string>& out) const override {
+        std::string names;
+        for (const auto& [id, n] : nics_) {
+            if (!n.taps.empty()) {
+                names += (names.empty() ? "" : " ") + n.name;
+            }
+        }
+        out.push_back("HV_NET_IFACES=" + names);
+    }
+
+private:
+    Result<void> enter_netns() {
+        if (in_netns_) {
+            return {};
+        }
+        if (netns_failed_) {
+            return fail_errno(EPERM);
+        }
+        // The domain's own network namespace: this (main) thread enters it, and so does the
+        // command spawned from it; XenStore's reader thread keeps its connected socket.
+        if (::unshare(CLONE_NEWNET) != 0) {
+            netns_failed_ = true;
+            return fail_errno();
+        }
+        in_netns_ = true;
+        if (auto r = set_up("lo"); !r) {
+            HV_WARN("hv-guest: lo up: %s", r.error().message().c_str());
+        }
+        return {};
+    }
+
+    void rescan() {
+        auto list = ctx_.xs.directory(dir_);
+        std::vector<std::uint32_t> ids;
+        if (list) {
+            for (const auto& e : *list) {
+                if (auto v = xenbus::parse_uint(e, UINT32_MAX)) {
+                    ids.push_back(static_cast<std::uint32_t>(*v));
+                }
+            }
+        }
+        for (auto it = nics_.begin(); it != nics_.end();) {
+            if (std::find(ids.begin(), ids.end(), it->first) == ids.end()) {
+                HV_INFO("hv-guest: %s removed", it->second.name.c_str());
+                it = nics_.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        for (auto id : ids) {
+            if (nics_.count(id) != 0) {
+                continue;
+            }
+            Nic& n = nics_[id];
+            n.devid = id;
+            n.name = "eth" + std::to_string(id);
+            netfront::Options o;
+            o.max_queues = 4;
+            o.csum = false;  // rx without offloads: frames written to the tap are complete
+            o.gso_tcpv4 = o.gso_tcpv6 = false;
+            auto d = netfront::Device::create(ctx_.hv, ctx_.xs, id, o);
+            if (!d) {
+                HV_WARN("hv-guest: vif %u: %s", id, d.error().message().c_str());
+                n.failed = true;
+                continue;
+            }
+            n.nf = std::move(*d);
+            state_change(n);
+        }
+    }
+
+    void state_change(Nic& n) {
+        (void)n.nf->on_state_change();
+        if (n.nf->phase() == netfront::Phase::connected && n.taps.empty() && !n.failed) {
+            if (auto r = bring_up(n); !r) {
+                HV_WARN("hv-guest: %s: %s", n.name.c_str(), r.error().message().c_str());
+                n.failed = true;
+            }
+        } else if (n.nf->phase() != netfront::Phase::connected && !n.taps.empty()) {
+            n.taps.clear();  // the tap goes away with its queues; it returns on reconnect
+        }
+    }
+
+    Result<void> bring_up(Nic& n) {
+        HV_TRY(enter_netns());
+        auto taps = open_tap(n.name, n.nf->queues());
+        if (!taps) {
+            return fail(taps.error());
+        }
+        n.taps = std::move(*taps);
+        std::array<unsigned char, 6> mac{};
+        if (parse_mac(n.nf->mac(), mac)) {
+            ifreq ifr{};
+            ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+            std::memcpy(ifr.ifr_hwaddr.sa_data, mac.data(), mac.size());
+            HV_TRY(link_ioctl(n.name, SIOCSIFHWADDR, ifr));
+        }
+        HV_TRY(set_up(n.name));
+        HV_INFO("hv-guest: %s up (%u queue(s), mac %s)", n.name.c_str(), n.nf->queues(),
+                n.nf->mac().c_str());
+        return {};
+    }
+
+    /// tap → netfront, then netfront → tap, until both are idle (bounded per call).
+    void pump(Nic& n) {
+        for (unsigned q = 0; q < n.taps.size(); ++q) {
+            for (int i = 0; i < 256; ++i) {
+                const ssize_t r = ::read(n.taps[q].get(), buf_.data(), buf_.size());
+                if (r < static_cast<ssize_t>(kHdr)) {
+                    break;
+                }
+                VirtioNetHdr h{};
+                std::memcpy(&h, buf_.data(), sizeof h);
+                netfront::Offload off;
+                off.csum_blank = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) != 0;
+                off.data_validated = off.csum_blank || (h.flags & VIRTIO_NET_HDR_F_DATA_VALID) != 0;
+                switch (h.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) {
+                    case VIRTIO_NET_HDR_GSO_TCPV4:
+                        off.gso_type = wire::XEN_NETIF_GSO_TYPE_TCPV4;
+                        off.gso_size = h.gso_size;
+                        break;
+                    case VIRTIO_NET_HDR_GSO_TCPV6:
+                        off.gso_type = wire::XEN_NETIF_GSO_TYPE_TCPV6;
+                        off.gso_size = h.gso_size;
+                        break;
+                    default:
+                        break;
+                }
+                const std::span<const std::byte> frame(buf_.data() + kHdr,
+                                                       static_cast<std::size_t>(r) - kHdr);
+                auto s = n.nf->send(q, frame, off);
+                if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
+                    rx_.clear();
+                    deliver(n, n.nf->poll(rx_));
+                    s = n.nf->send(q, frame, off);
+                }
+                if (!s) {
+                    ++n.tx_dropped;  // like a NIC with a full tx ring
+                }
+            }
+        }
+        rx_.clear();
+        deliver(n, n.nf->poll(rx_));
+    }
+
+    void deliver(Nic& n, std::size_t count) {
+        for (std::size_t i = rx_.size() - count; i < rx_.size(); ++i) {
+            const auto& p = rx_[i];
+            VirtioNetHdr h{};
+            if (p.offload.data_validated) {
+                h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+            }
+            std::array<std::byte, kHdr> hdr{};
+            std::memcpy(hdr.data(), &h, sizeof h);
+            iovec iov[2] = {{hdr.data(), kHdr},
+                            {const_cast<std::byte*>(p.data.data()), p.data.size()}};
+            const unsigned q = std::min<unsigned>(p.queue, static_cast<unsigned>(n.taps.size() - 1));
+            (void)!::writev(n.taps[q].get(), iov, 2);
+        }
+    }
+
+    Context& ctx_;
+    std::string dir_;
+    std::optional<xs::ScopedWatch> watch_;
+    std::map<std::uint32_t, Nic> nics_;
+    std::size_t initial_ = 0;
+    bool in_netns_ = false;
+    bool netns_failed_ = false;
+    std::vector<std::byte> buf_ = std::vector<std::byte>(kHdr + 65536);
+    std::vector<netfront::Packet> rx_;
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceKind> make_nics(Context& ctx) { return std::make_unique<Nics>(ctx); }
+
+}  // namespace hv::guest

@@ -332,3 +332,34 @@ TEST_CASE("the frontend going back to Initialising reconnects with new rings",
     v.connect();
     write_read_check(v, img, 0, 32, 2, 3);
 }
+
+TEST_CASE("the persistent grant cache is bounded by the ring and evicts the least recently used",
+          "[blkback][e2e]") {
+    Env env;
+    Guest g(env, "fe", 2048);
+    const auto img = env.image("disk.img", kDisk);
+    VbdOptions o;
+    o.persistent = true;
+    Vbd v(env, g, 51712, img, o);
+    v.connect();
+    const unsigned cap = v.ring_size() * BLKIF_MAX_SEGMENTS_PER_REQUEST;  // 352 for one page
+    std::vector<Page> pages;
+    for (unsigned i = 0; i < cap + 40; ++i) {
+        pages.push_back(v.page());
+        fill(pages.back().data, 4096, i);
+        REQUIRE(v.submit(0, v.rw(BLKIF_OP_WRITE, i, std::uint64_t{i % 1024} * 8,
+                                 {seg(pages.back().gref)}))
+                    .status == BLKIF_RSP_OKAY);
+    }
+    const auto mapped = [&](const Page& p) {
+        return (g.svc->grants().entry_flags(p.gref) & (GTF_reading | GTF_writing)) != 0;
+    };
+    // The first 40 were evicted (unmapped); the most recent `cap` are still cached.
+    CHECK_FALSE(mapped(pages.front()));
+    CHECK_FALSE(mapped(pages[39]));
+    CHECK(mapped(pages[40]));
+    CHECK(mapped(pages.back()));
+    // A disconnect releases every cached grant.
+    v.drop_rings();
+    CHECK_FALSE(mapped(pages.back()));
+}

@@ -151,24 +151,6 @@ Result<std::shared_ptr<detail::ExtentMap>> map_extent(int fd, const wire::Extent
     return e;
 }
 
-Result<UniqueFd> connect_socket(const std::filesystem::path& rundir) {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    if (!fd) {
-        return fail_errno();
-    }
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    const std::string p = (rundir / "hv-min.sock").string();
-    if (p.size() >= sizeof sa.sun_path) {
-        return fail_errno(ENAMETOOLONG);
-    }
-    std::memcpy(sa.sun_path, p.c_str(), p.size() + 1);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-        return fail_errno();
-    }
-    return fd;
-}
-
 template <class T>
 std::span<const std::byte> as_bytes_of(const T& v) {
     return {reinterpret_cast<const std::byte*>(&v), sizeof v};
@@ -887,7 +869,7 @@ Result<Services> Services::attach() {
 }
 
 Result<Services> Services::connect_dom0(const std::filesystem::path& rundir) {
-    auto fd = connect_socket(rundir);
+    auto fd = transport::connect_control(rundir);
     if (!fd) {
         return fail(fd.error());
     }

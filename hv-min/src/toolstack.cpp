@@ -1,10 +1,9 @@
 // Toolstack client: create/destroy/list/wait over a dom0 connection. Layer: hv-min (L1).
 #include "hvmin/toolstack.hpp"
 
-#include <sys/socket.h>
-#include <sys/un.h>
-
 #include <cstring>
+
+#include "transport.hpp"
 
 namespace hv::hvmin {
 
@@ -112,21 +111,11 @@ Result<std::vector<DomainStatus>> Toolstack::list() {
 
 Result<DomainDeath> Toolstack::wait_for_death(DomId domid, std::chrono::milliseconds timeout) {
     // Its own connection: the reply is deferred until the death, and must not hold up others.
-    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    auto fd = transport::connect_control(rundir_);
     if (!fd) {
-        return fail_errno();
+        return fail(fd.error());
     }
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    const std::string p = (rundir_ / "hv-min.sock").string();
-    if (p.size() >= sizeof sa.sun_path) {
-        return fail_errno(ENAMETOOLONG);
-    }
-    std::memcpy(sa.sun_path, p.c_str(), p.size() + 1);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-        return fail_errno();
-    }
-    Channel ch(std::move(fd));
+    Channel ch(std::move(*fd));
     wire::DomainRef ref{domid.get(), 0, 0};
     auto r = checked(ch.call(wire::Op::domain_wait, 1, as_bytes_of(ref), {},
                              static_cast<int>(timeout.count())));

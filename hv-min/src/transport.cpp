@@ -2,9 +2,11 @@
 #include "transport.hpp"
 
 #include <sys/socket.h>
+#include <sys/un.h>
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "hvmin/wire.hpp"
 
@@ -84,6 +86,24 @@ Result<void> send(int fd, std::span<const std::byte> bytes, std::span<const Uniq
         raw[i] = fds[i].get();
     }
     return send_raw_fds(fd, bytes, std::span<const int>(raw, fds.size()));
+}
+
+Result<UniqueFd> connect_control(const std::filesystem::path& rundir) noexcept {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (!fd) {
+        return fail_errno();
+    }
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    const std::string p = (rundir / "hv-min.sock").string();
+    if (p.size() >= sizeof sa.sun_path) {
+        return fail_errno(ENAMETOOLONG);
+    }
+    std::memcpy(sa.sun_path, p.c_str(), p.size() + 1);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        return fail_errno();
+    }
+    return fd;
 }
 
 }  // namespace hv::hvmin::transport

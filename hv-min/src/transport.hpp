@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <filesystem>
 #include <span>
 #include <vector>
 
@@ -23,5 +24,8 @@ Result<Received> receive(int fd) noexcept;
 /// Nonblocking send (MSG_DONTWAIT|MSG_NOSIGNAL) of one datagram with fds. EAGAIN when full.
 Result<void> send(int fd, std::span<const std::byte> bytes, std::span<const UniqueFd> fds) noexcept;
 Result<void> send_raw_fds(int fd, std::span<const std::byte> bytes, std::span<const int> fds) noexcept;
+
+/// A blocking SOCK_SEQPACKET connection to $rundir/hv-min.sock.
+Result<UniqueFd> connect_control(const std::filesystem::path& rundir) noexcept;
 
 }  // namespace hv::hvmin::transport

@@ -432,10 +432,22 @@ Result<Sample> watch_latency(const std::string& socket, std::uint64_t n) {
     auto& writer = (*conns)[1];
     const std::string path = "/bench/watched";
     HV_TRY(writer.call(rings::XS_WRITE, path + '\0' + "0"));
-    HV_TRY(watcher.call(rings::XS_WATCH, path + '\0' + "tok" + '\0'));
-    auto initial = watcher.next();  // the event every WATCH fires at once
-    if (!initial) {
-        return fail(initial.error());
+    // WATCH's reply and the event every WATCH fires at once, in whichever order they come.
+    HV_TRY(watcher.send_all(message(rings::XS_WATCH, 1, path + '\0' + "tok" + '\0')));
+    bool replied = false;
+    bool fired = false;
+    while (!replied || !fired) {
+        auto m = watcher.next();
+        if (!m) {
+            return fail(m.error());
+        }
+        if (m->hdr.type == rings::XS_WATCH_EVENT) {
+            fired = true;
+        } else if (m->hdr.type == rings::XS_WATCH && m->hdr.req_id == 1) {
+            replied = true;
+        } else {
+            return fail_errno(EPROTO);
+        }
     }
     std::vector<double> ns;
     ns.reserve(n);

@@ -35,6 +35,8 @@ namespace hv::guest {
 namespace {
 
 namespace wire = hv::rings;
+/// Devids probed when device/vif cannot be listed.
+constexpr std::uint32_t kProbeDevids = 16;
 constexpr std::size_t kHdr = 12;  // struct virtio_net_hdr_mrg_rxbuf (TUNSETVNETHDRSZ 12)
 
 /// struct virtio_net_hdr (linux/virtio_net.h is not valid C++: a member named `class`).
@@ -145,14 +147,24 @@ public:
             HV_WARN("hv-guest: no network namespace of its own (%s): NICs disabled",
                     r.error().message().c_str());
         }
-        rescan();
+        rescan({});
         initial_ = nics_.size();
         return {};
     }
 
     bool on_watch(const xs::WatchEvent& ev) override {
         if (ev.token == "hv-guest-nics") {
-            rescan();
+            // The event names the node: device/vif itself may not be listable by this domain
+            // (the toolstack created it), the vif's own directory is.
+            std::vector<std::uint32_t> seen;
+            const std::string prefix = dir_ + "/";
+            if (ev.path.rfind(prefix, 0) == 0) {
+                const std::string rest = ev.path.substr(prefix.size());
+                if (auto id = xenbus::parse_uint(rest.substr(0, rest.find('/')), UINT32_MAX)) {
+                    seen.push_back(static_cast<std::uint32_t>(*id));
+                }
+            }
+            rescan(seen);
             return true;
         }
         for (auto& [id, n] : nics_) {
@@ -225,18 +237,26 @@ private:
         return {};
     }
 
-    void rescan() {
+    void rescan(std::vector<std::uint32_t> ids) {
         auto list = ctx_.xs.directory(dir_);
-        std::vector<std::uint32_t> ids;
         if (list) {
             for (const auto& e : *list) {
                 if (auto v = xenbus::parse_uint(e, UINT32_MAX)) {
                     ids.push_back(static_cast<std::uint32_t>(*v));
                 }
             }
+        } else {
+            // device/vif not listable (created by the toolstack without our read permission)
+            // and its events may have fired before our watch: probe the usual devids.
+            for (std::uint32_t i = 0; i < kProbeDevids; ++i) {
+                ids.push_back(i);
+            }
         }
         for (auto it = nics_.begin(); it != nics_.end();) {
-            if (std::find(ids.begin(), ids.end(), it->first) == ids.end()) {
+            // Gone: its frontend directory was removed (netfront then reports dead).
+            auto st = xenbus::read_optional(ctx_.xs, it->second.nf ? it->second.nf->frontend_dir() + "/state"
+                                                                     : dir_ + "/" + std::to_string(it->first) + "/state");
+            if (st && !*st) {
                 HV_INFO("hv-guest: %s removed", it->second.name.c_str());
                 it = nics_.erase(it);
             } else {
@@ -246,6 +266,10 @@ private:
         for (auto id : ids) {
             if (nics_.count(id) != 0) {
                 continue;
+            }
+            auto st = xenbus::read_optional(ctx_.xs, dir_ + "/" + std::to_string(id) + "/state");
+            if (!st || !*st) {
+                continue;  // not (yet) a complete device directory
             }
             Nic& n = nics_[id];
             n.devid = id;

@@ -12,3 +12,15 @@ if(TARGET hv::netback AND TARGET hv::netfront AND TARGET hv::hvmin_core)
   target_compile_definitions(netback_e2e_tests PRIVATE
     NETBACK_E2E_DONOR="$<TARGET_FILE:netback_e2e_donor>")
 endif()
+
+# System test (label root): hv-guest domains with NICs on a bridge in a private namespace.
+if(TARGET hv::netback AND TARGET hv-guest AND TARGET hv::hvmin_core)
+  hv_add_tests(netback_system_tests
+    SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/../system/net_guest_test.cpp
+    LIBS hv::netback hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client hv::test_support
+    LABELS root
+    PROPERTIES TIMEOUT 180)
+  add_dependencies(netback_system_tests hv-guest)
+  target_compile_definitions(netback_system_tests PRIVATE
+    HV_BIN_DIR="${CMAKE_RUNTIME_OUTPUT_DIRECTORY}")
+endif()

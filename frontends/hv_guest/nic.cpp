@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -127,6 +128,13 @@ struct Nic {
     std::string name;
     bool failed = false;
     std::uint64_t tx_dropped = 0;
+    /// Per queue: a frame read from the tap that netfront had no room for (sent first next
+    /// time; the tap is not read meanwhile, so the guest's stack sees backpressure, not loss).
+    struct Held {
+        std::vector<std::byte> frame;
+        netfront::Offload off;
+    };
+    std::vector<std::optional<Held>> held;
 };
 
 class Nics final : public DeviceKind {
@@ -184,8 +192,10 @@ public:
             for (int fd : n.nf->pollable_fds()) {
                 out.push_back({fd, POLLIN, 0});
             }
-            for (auto& t : n.taps) {
-                out.push_back({t.get(), POLLIN, 0});
+            for (std::size_t q = 0; q < n.taps.size(); ++q) {
+                if (!n.held[q]) {
+                    out.push_back({n.taps[q].get(), POLLIN, 0});
+                }
             }
         }
     }
@@ -308,6 +318,7 @@ private:
             return fail(taps.error());
         }
         n.taps = std::move(*taps);
+        n.held.assign(n.taps.size(), std::nullopt);
         std::array<unsigned char, 6> mac{};
         if (parse_mac(n.nf->mac(), mac)) {
             ifreq ifr{};
@@ -324,6 +335,16 @@ private:
     /// tap → netfront, then netfront → tap, until both are idle (bounded per call).
     void pump(Nic& n) {
         for (unsigned q = 0; q < n.taps.size(); ++q) {
+            if (n.held[q]) {
+                auto s = n.nf->send(q, n.held[q]->frame, n.held[q]->off);
+                if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
+                    continue;  // still no room: wait for tx responses
+                }
+                if (!s) {
+                    ++n.tx_dropped;
+                }
+                n.held[q].reset();
+            }
             for (int i = 0; i < 256; ++i) {
                 const ssize_t r = ::read(n.taps[q].get(), buf_.data(), buf_.size());
                 if (r < static_cast<ssize_t>(kHdr)) {
@@ -354,8 +375,12 @@ private:
                     deliver(n, n.nf->poll(rx_));
                     s = n.nf->send(q, frame, off);
                 }
+                if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
+                    n.held[q] = Nic::Held{{frame.begin(), frame.end()}, off};
+                    break;
+                }
                 if (!s) {
-                    ++n.tx_dropped;  // like a NIC with a full tx ring
+                    ++n.tx_dropped;  // a frame netfront cannot carry
                 }
             }
         }

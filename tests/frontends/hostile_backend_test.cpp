@@ -212,7 +212,7 @@ TEST_CASE("a response repeated for a completed id is rejected and the I/O comple
     CHECK(c.client->closed_by_peer());  // and no second reply for cookie 42
 }
 
-TEST_CASE("an error status fails only that I/O; EOPNOTSUPP on discard turns discard off", "[frontends][blkfront]") {
+TEST_CASE("an error status fails only that I/O and EOPNOTSUPP on discard turns discard off", "[frontends][blkfront]") {
     Rig r({}, false);
     Connected c(r);
     c.hb.respond(c.req.id, BLKIF_OP_READ, BLKIF_RSP_ERROR);

@@ -184,7 +184,7 @@ Result<std::uint64_t> parse_u64(const std::string& s) {
     return std::stoull(s);
 }
 
-Result<std::unique_ptr<BenchHost>> BenchHost::create() {
+Result<std::unique_ptr<BenchHost>> BenchHost::create(bool xenstore) {
     std::unique_ptr<BenchHost> h(new BenchHost());
     std::string tmpl = (std::filesystem::temp_directory_path() / "hvbench.XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) {
@@ -194,7 +194,7 @@ Result<std::unique_ptr<BenchHost>> BenchHost::create() {
     hvmin::CoreConfig cfg;
     cfg.rundir = h->dir_;
     cfg.dom0_uid = ::getuid();
-    cfg.host_xenstore = false;
+    cfg.host_xenstore = xenstore;
     auto core = hvmin::Core::create(cfg);
     if (!core) {
         return fail(core.error());

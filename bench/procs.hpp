@@ -89,7 +89,8 @@ Result<std::uint64_t> parse_u64(const std::string& s);
 /// helper domains running `hvbench --helper NAME CTLPATH`.
 class BenchHost {
 public:
-    static Result<std::unique_ptr<BenchHost>> create();
+    /// `xenstore`: hv-min also hosts its XenStore ($rundir/xenstored.sock; the blk suite).
+    static Result<std::unique_ptr<BenchHost>> create(bool xenstore = false);
     ~BenchHost();  ///< destroys the domains, stops the core, removes the rundir
     BenchHost(const BenchHost&) = delete;
     BenchHost& operator=(const BenchHost&) = delete;
@@ -105,6 +106,8 @@ public:
 
     hvmin::Services& dom0() noexcept { return ts_->services(); }
     hvmin::Toolstack& toolstack() noexcept { return *ts_; }
+    /// The private rundir (hv-min.sock, xenstored.sock): for extra dom0 connections.
+    const std::filesystem::path& rundir() const noexcept { return dir_; }
 
 private:
     BenchHost() = default;

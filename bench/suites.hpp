@@ -16,6 +16,7 @@ int run_ring_suite(Context& ctx);
 int run_evtchn_suite(Context& ctx);
 int run_grant_suite(Context& ctx);
 int run_xs_suite(Context& ctx);
+int run_net_suite(Context& ctx);
 int run_blk_suite(Context& ctx);
 
 Result<std::string> evtchn_helper(hvmin::Services& svc, const std::vector<std::string>& words,
@@ -23,6 +24,8 @@ Result<std::string> evtchn_helper(hvmin::Services& svc, const std::vector<std::s
 Result<std::string> grant_helper(hvmin::Services& svc, const std::vector<std::string>& words,
                                  ControlLine& ctl);
 Result<std::string> blk_helper(hvmin::Services& svc, const std::vector<std::string>& words,
+                               ControlLine& ctl);
+Result<std::string> net_helper(hvmin::Services& svc, const std::vector<std::string>& words,
                                ControlLine& ctl);
 
 }  // namespace hv::bench

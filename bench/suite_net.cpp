@@ -1,0 +1,581 @@
+// hvbench net: guest↔guest TCP throughput (iperf3, 1 and 4 streams) and UDP round trips through
+// hv-guest NICs (netfront) → netback (tap mode) → a Linux bridge or a private OVS netdev bridge,
+// each beside two plain namespaces joined to the same kind of bridge by veth pairs.
+// Every link lives in namespaces this suite creates (net_topo.hpp); the guests' NICs live in
+// their own namespaces (hv-guest unshares one per domain). Layer: tools (top).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <poll.h>
+
+#include <cmath>
+#include <limits>
+
+#include "frontends/netfront.hpp"
+#include "hvmin/client.hpp"
+#include "net_topo.hpp"
+#include "netback/device.hpp"
+#include "netback/ovs.hpp"
+#include "procs.hpp"
+#include "suites.hpp"
+#include "xenbus/xenbus.hpp"
+#include "xenstore/client.hpp"
+
+namespace hv::bench {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string self_dir() {
+    std::error_code ec;
+    return std::filesystem::read_symlink("/proc/self/exe", ec).parent_path().string();
+}
+
+/// One bridge kind: a host namespace with the bridge for our guests ("hvg") and the one for the
+/// peer's namespaces ("hvp"), both Linux bridges or both OVS netdev bridges of one private OVS.
+struct Fabric {
+    bool ovs = false;
+    std::optional<nt::NamedNs> host;
+    std::optional<hv::net::OvsInstance> ovsd;
+    std::filesystem::path ovs_dir;
+
+    Result<void> add_port(const std::string& bridge, const std::string& port) {
+        if (ovs) {
+            return ovsd->add_port(bridge, port);
+        }
+        return nt::ip({"-n", host->name(), "link", "set", port, "master", bridge});
+    }
+};
+
+Result<std::unique_ptr<Fabric>> make_fabric(bool ovs, const std::filesystem::path& rundir) {
+    auto f = std::make_unique<Fabric>();
+    f->ovs = ovs;
+    auto h = nt::NamedNs::create(ovs ? "ovs" : "br");
+    if (!h) {
+        return fail(h.error());
+    }
+    f->host.emplace(std::move(*h));
+    if (ovs) {
+        f->ovs_dir = rundir / "ovs";
+        std::filesystem::create_directories(f->ovs_dir);
+        hv::net::OvsOptions o;
+        o.netns_fd = f->host->fd();
+        o.run_dir = f->ovs_dir.string();
+        auto inst = hv::net::OvsInstance::start(o);
+        if (!inst) {
+            return fail(inst.error());
+        }
+        f->ovsd.emplace(std::move(*inst));
+        HV_TRY(f->ovsd->add_bridge("hvg"));
+        HV_TRY(f->ovsd->add_bridge("hvp"));
+        HV_TRY(nt::ip({"-n", f->host->name(), "link", "set", "hvg", "up"}));
+        HV_TRY(nt::ip({"-n", f->host->name(), "link", "set", "hvp", "up"}));
+    } else {
+        for (const char* br : {"hvg", "hvp"}) {
+            HV_TRY(nt::ip({"-n", f->host->name(), "link", "add", br, "type", "bridge"}));
+            HV_TRY(nt::ip({"-n", f->host->name(), "link", "set", br, "up"}));
+        }
+    }
+    return f;
+}
+
+/// The peer: two namespaces with eth0 = one end of a veth pair whose other end is on "hvp".
+struct PeerPair {
+    std::optional<nt::NamedNs> a, b;
+};
+
+Result<PeerPair> make_peer(Fabric& f) {
+    PeerPair p;
+    auto a = nt::NamedNs::create("pa");
+    if (!a) {
+        return fail(a.error());
+    }
+    p.a.emplace(std::move(*a));
+    auto b = nt::NamedNs::create("pb");
+    if (!b) {
+        return fail(b.error());
+    }
+    p.b.emplace(std::move(*b));
+    const std::string& hn = f.host->name();
+    int i = 1;
+    for (auto* ns : {&*p.a, &*p.b}) {
+        const std::string port = "vp" + std::to_string(i);
+        HV_TRY(nt::ip({"-n", hn, "link", "add", port, "type", "veth", "peer", "name", "eth0",
+                        "netns", ns->name()}));
+        HV_TRY(f.add_port("hvp", port));
+        HV_TRY(nt::ip({"-n", hn, "link", "set", port, "up"}));
+        HV_TRY(nt::ip({"-n", ns->name(), "addr", "add", "10.78.0." + std::to_string(i) + "/24",
+                        "dev", "eth0"}));
+        HV_TRY(nt::ip({"-n", ns->name(), "link", "set", "eth0", "up"}));
+        ++i;
+    }
+    HV_TRY(nt::wait_reachable(p.b->fd(), "10.78.0.1", 10000));
+    return p;
+}
+
+/// Ours: an in-process hv-min (BenchHost), netback (tap mode, taps in the fabric's host
+/// namespace) and two hv-guest domains with one vif each on "hvg".
+struct GuestPair {
+    std::unique_ptr<BenchHost> host;
+    std::unique_ptr<xs::Client> xs;
+    std::optional<hvmin::Services> be_svc;
+    std::unique_ptr<xs::Client> be_xs;
+    std::unique_ptr<hv::net::Backend> backend;
+    std::vector<DomId> doms;
+    UniqueFd ns_a, ns_b;
+
+    ~GuestPair() {
+        if (host) {
+            for (DomId d : doms) {
+                (void)host->toolstack().destroy(d);
+                (void)host->toolstack().wait_for_death(d, 5s);
+            }
+        }
+        backend.reset();
+        be_xs.reset();
+        be_svc.reset();
+        xs.reset();
+        host.reset();
+    }
+
+    Result<UniqueFd> guest(Fabric& f, const std::string& name, unsigned octet) {
+        const auto dir = host->rundir() / name;
+        std::filesystem::create_directories(dir);
+        const std::string pidfile = (dir / "ns.pid").string();
+        const std::string script =
+            "i=0; while ! ip link show eth0 >/dev/null 2>&1; do i=$((i+1)); "
+            "[ $i -gt 400 ] && echo no eth0 && exit 90; sleep 0.05; done; "
+            "ip addr add 10.77.0." + std::to_string(octet) + "/24 dev eth0 && ip link set eth0 up && "
+            "echo $$ > " + pidfile + ".new && mv " + pidfile + ".new " + pidfile + " && exec sleep 600";
+        hvmin::DomainConfig cfg;
+        cfg.name = name;
+        cfg.memory_pages = 256;
+        cfg.argv = {self_dir() + "/hv-guest", "--nbd-dir", dir.string(), "--connect-timeout",
+                    "10000", "--", "/bin/sh", "-c", script};
+        cfg.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+        auto d = host->toolstack().create(cfg);
+        if (!d) {
+            return fail(d.error());
+        }
+        doms.push_back(*d);
+        xenbus::DeviceSpec spec;
+        spec.type = "vif";
+        spec.frontend = *d;
+        spec.backend = DomId(0);
+        spec.devid = 0;
+        const std::string mac = "00:16:3e:00:01:" + std::to_string(10 + octet);
+        spec.backend_keys = {{"mac", mac}, {"bridge", "hvg"}, {"handle", "0"},
+                             {"script", f.ovs ? "vif-openvswitch" : "vif-bridge"}};
+        spec.frontend_keys = {{"mac", mac}, {"handle", "0"}};
+        HV_TRY(xenbus::create_device(*xs, spec));
+        // The guest's script writes its pid once eth0 has its address; its namespace is the
+        // guest's (the NIC's) namespace. Poll the file, bounded.
+        const auto deadline = std::chrono::steady_clock::now() + 20s;
+        while (!std::filesystem::exists(pidfile)) {
+            if (std::chrono::steady_clock::now() > deadline) {
+                std::fprintf(stderr, "hvbench net: guest %s did not bring eth0 up\n", name.c_str());
+                return fail(timed_out_error());
+            }
+            std::this_thread::sleep_for(20ms);
+        }
+        std::ifstream in(pidfile);
+        long pid = 0;
+        in >> pid;
+        UniqueFd fd(::open(("/proc/" + std::to_string(pid) + "/ns/net").c_str(),
+                           O_RDONLY | O_CLOEXEC));
+        if (!fd) {
+            return fail_errno();
+        }
+        return fd;
+    }
+};
+
+Result<std::unique_ptr<GuestPair>> make_guests(Fabric& f) {
+    auto g = std::make_unique<GuestPair>();
+    auto h = BenchHost::create(true);
+    if (!h) {
+        return fail(h.error());
+    }
+    g->host = std::move(*h);
+    const auto sock = (g->host->rundir() / "xenstored.sock").string();
+    auto x = xs::Client::connect(sock);
+    if (!x) {
+        return fail(x.error());
+    }
+    g->xs = std::move(*x);
+    auto s = hvmin::connect_dom0(g->host->rundir());
+    if (!s) {
+        return fail(s.error());
+    }
+    g->be_svc.emplace(std::move(*s));
+    auto bx = xs::Client::connect(sock);
+    if (!bx) {
+        return fail(bx.error());
+    }
+    g->be_xs = std::move(*bx);
+    hv::net::BackendOptions o;
+    o.host = hv::net::HostMode::tap;
+    o.netns_fd = f.host->fd();
+    o.max_queues = 2;
+    if (f.ovs) {
+        o.ovs_db = f.ovsd->db();
+    }
+    auto b = hv::net::Backend::create(*g->be_svc, *g->be_xs, o);
+    if (!b) {
+        return fail(b.error());
+    }
+    g->backend = std::move(*b);
+    g->backend->start();
+    auto a = g->guest(f, "ga", 1);
+    if (!a) {
+        return fail(a.error());
+    }
+    g->ns_a = std::move(*a);
+    auto bb = g->guest(f, "gb", 2);
+    if (!bb) {
+        return fail(bb.error());
+    }
+    g->ns_b = std::move(*bb);
+    HV_TRY(nt::wait_reachable(g->ns_b.get(), "10.77.0.1", 10000));
+    return g;
+}
+
+/// Whether --case lets any case whose name contains `part` run (skip set-up otherwise).
+bool wanted(const Context& ctx, const std::vector<std::string>& names) {
+    const std::string& f = ctx.options().filter;
+    for (const auto& n : names) {
+        if (f.empty() || n.find(f) != std::string::npos) {
+            return true;
+        }
+    }
+    return false;
+}
+
+Result<void> run_fabric(Context& ctx, bool ovs) {
+    const std::string kind = ovs ? "ovs" : "bridge";
+    if (!wanted(ctx, {"tcp_" + kind + "_1stream", "tcp_" + kind + "_4streams", "udp_rtt_" + kind})) {
+        return {};
+    }
+    const auto rundir = std::filesystem::temp_directory_path() /
+                        ("hvbench-net-" + std::to_string(::getpid()) + "-" + kind);
+    std::filesystem::create_directories(rundir);
+    struct RmDir {
+        std::filesystem::path p;
+        ~RmDir() {
+            std::error_code ec;
+            std::filesystem::remove_all(p, ec);
+        }
+    } rm{rundir};
+    std::fprintf(stderr, "hvbench net: setting up %s (guests, netback, peer namespaces)\n",
+                 kind.c_str());
+    auto fab = make_fabric(ovs, rundir);
+    if (!fab) {
+        return fail(fab.error());
+    }
+    auto peer = make_peer(**fab);
+    if (!peer) {
+        return fail(peer.error());
+    }
+    auto guests = make_guests(**fab);
+    if (!guests) {
+        return fail(guests.error());
+    }
+    GuestPair& g = **guests;
+    PeerPair& p = *peer;
+    const unsigned secs = static_cast<unsigned>(ctx.scale(5, 1));
+    const std::string peer_name = ovs ? "veth_namespaces_ovs_netdev" : "veth_namespaces_bridge";
+    const std::string fabric_cfg = ovs ? "ovs_netdev_private" : "linux_bridge";
+    for (unsigned streams : {1u, 4u}) {
+        CaseSpec spec{"tcp_" + kind + "_" + std::to_string(streams) + "stream" +
+                          (streams == 1 ? "" : "s"),
+                      "Gbit/s",
+                      peer_name,
+                      true,
+                      {{"fabric", fabric_cfg},
+                       {"streams", std::to_string(streams)},
+                       {"seconds", std::to_string(secs)},
+                       {"tool", "iperf3"},
+                       {"path", "hv-guest netfront -> netback tap -> bridge"}}};
+        HV_TRY(ctx.run_case(
+            spec,
+            [&]() -> Result<Sample> {
+                auto v = nt::iperf3_gbps(g.ns_a.get(), g.ns_b.get(), "10.77.0.1", streams, secs);
+                if (!v) {
+                    return fail(v.error());
+                }
+                return Sample{*v};
+            },
+            [&]() -> Result<Sample> {
+                auto v = nt::iperf3_gbps(p.a->fd(), p.b->fd(), "10.78.0.1", streams, secs);
+                if (!v) {
+                    return fail(v.error());
+                }
+                return Sample{*v};
+            }));
+    }
+    const unsigned count = static_cast<unsigned>(ctx.scale(20000, 300));
+    CaseSpec rtt{"udp_rtt_" + kind,
+                 "ns",
+                 peer_name,
+                 false,
+                 {{"fabric", fabric_cfg},
+                  {"payload_bytes", "64"},
+                  {"round_trips", std::to_string(count)}}};
+    HV_TRY(ctx.run_case(
+        rtt, [&] { return nt::udp_rtt(g.ns_a.get(), g.ns_b.get(), "10.77.0.1", count); },
+        [&] { return nt::udp_rtt(p.a->fd(), p.b->fd(), "10.78.0.1", count); }));
+    return {};
+}
+
+
+// ---- 64-byte packet rate, rings only: netfront (helper domain) -> netback loop engine ----
+
+struct FrontState {
+    std::unique_ptr<xs::Client> xs;
+    std::unique_ptr<netfront::Device> dev;
+};
+
+Result<std::string> front_open(hvmin::Services& svc, FrontState& st, std::uint32_t devid) {
+    if (!st.xs) {
+        auto x = xs::Client::from_fd(svc.take_xenstore_fd());
+        if (!x) {
+            return fail(x.error());
+        }
+        st.xs = std::move(*x);
+    }
+    netfront::Options o;
+    o.max_queues = 1;
+    auto d = netfront::Device::create(svc, *st.xs, devid, o);
+    if (!d) {
+        return fail(d.error());
+    }
+    HV_TRY((*d)->wait_connected(std::chrono::milliseconds(kWaitTimeoutMs)));
+    st.dev = std::move(*d);
+    return std::string("ok");
+}
+
+/// Sends `count` 64-byte frames (at most `window` unanswered) and counts them back from the
+/// loop engine. A frame not back after 200 ms of silence is counted lost (netback may drop when
+/// its rx side cannot keep up) and the window reopens. "ok <elapsed ns> <received> <lost>".
+Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64_t window) {
+    if (!st.dev) {
+        return fail_errno(ENOTCONN);
+    }
+    std::vector<std::byte> frame(64, std::byte{0x5a});
+    for (int i = 0; i < 6; ++i) {
+        frame[static_cast<std::size_t>(i)] = std::byte{0xff};                // broadcast
+        frame[static_cast<std::size_t>(6 + i)] = std::byte{static_cast<unsigned char>(0x02 + i)};
+    }
+    frame[12] = std::byte{0x88};  // local experimental ethertype 0x88B5
+    frame[13] = std::byte{0xb5};
+    std::vector<netfront::Packet> got;
+    got.reserve(512);
+    std::vector<pollfd> pfds;
+    for (int fd : st.dev->pollable_fds()) {
+        pfds.push_back(pollfd{fd, POLLIN, 0});
+    }
+    std::uint64_t sent = 0, received = 0, lost = 0;
+    int idle_ms = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    while (received + lost < count) {
+        while (sent < count && sent - received - lost < window) {
+            if (!st.dev->send(0, frame)) {
+                break;  // busy: responses first
+            }
+            ++sent;
+        }
+        got.clear();
+        const std::size_t n = st.dev->poll(got);
+        received += std::min<std::uint64_t>(n, sent - received - lost);
+        if (n > 0) {
+            idle_ms = 0;
+            continue;
+        }
+        const int pr = ::poll(pfds.data(), pfds.size(), 50);
+        if (pr < 0 && errno != EINTR) {
+            return fail_errno();
+        }
+        if (pr == 0 && (idle_ms += 50) >= 200) {
+            if (st.dev->phase() != netfront::Phase::connected) {
+                return fail_errno(ENOTCONN);
+            }
+            lost += sent - received - lost;
+            idle_ms = 0;
+            if (lost > count / 10 + window) {
+                return fail(timed_out_error());
+            }
+        }
+    }
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - t0)
+                        .count();
+    return "ok " + std::to_string(ns) + " " + std::to_string(received) + " " +
+           std::to_string(lost);
+}
+
+Result<std::string> run_pkt64_case(Context& ctx) {
+    if (!wanted(ctx, {"pkt64_rings_loop"})) {
+        return std::string("ok");
+    }
+    std::string why_no_peer;
+    const char* path_env = std::getenv("PATH");
+    std::string testpmd;
+    for (std::string dirs = path_env ? path_env : "/usr/bin:/usr/sbin"; !dirs.empty();) {
+        const auto c = dirs.find(':');
+        const std::string d = dirs.substr(0, c);
+        dirs = c == std::string::npos ? "" : dirs.substr(c + 1);
+        if (::access((d + "/dpdk-testpmd").c_str(), X_OK) == 0) {
+            testpmd = d + "/dpdk-testpmd";
+            break;
+        }
+    }
+    if (testpmd.empty()) {
+        why_no_peer = "dpdk-testpmd not found in PATH (Debian 12's dpdk package installed here "
+                      "ships no testpmd binary)";
+    } else {
+        why_no_peer = "dpdk-testpmd found at " + testpmd +
+                      " but the virtio-user/vhost-user peer is not implemented yet";
+    }
+    auto h = BenchHost::create(true);
+    if (!h) {
+        return fail(h.error());
+    }
+    auto host = std::move(*h);
+    const auto sock = (host->rundir() / "xenstored.sock").string();
+    auto x = xs::Client::connect(sock);
+    if (!x) {
+        return fail(x.error());
+    }
+    auto s = hvmin::connect_dom0(host->rundir());
+    if (!s) {
+        return fail(s.error());
+    }
+    std::optional<hvmin::Services> be_svc;
+    be_svc.emplace(std::move(*s));
+    auto bx = xs::Client::connect(sock);
+    if (!bx) {
+        return fail(bx.error());
+    }
+    hv::net::BackendOptions o;
+    o.host = hv::net::HostMode::loop;
+    o.max_queues = 1;
+    auto b = hv::net::Backend::create(*be_svc, **bx, o);
+    if (!b) {
+        return fail(b.error());
+    }
+    struct Stop {
+        std::unique_ptr<hv::net::Backend>& b;
+        ~Stop() { b->stop(); }
+    } stop{*b};
+    (*b)->start();
+    auto d = host->spawn("bench-netfront", "net", 4096, false);
+    if (!d) {
+        return fail(d.error());
+    }
+    xenbus::DeviceSpec spec;
+    spec.type = "vif";
+    spec.frontend = d->domid;
+    spec.backend = DomId(0);
+    spec.devid = 0;
+    spec.backend_keys = {{"mac", "00:16:3e:00:02:01"}, {"handle", "0"}};
+    spec.frontend_keys = {{"mac", "00:16:3e:00:02:01"}, {"handle", "0"}};
+    HV_TRY(xenbus::create_device(**x, spec));
+    HV_TRY(d->ctl.call("open 0"));
+    const std::uint64_t count = ctx.scale(1'000'000, 20'000);
+    const std::uint64_t window = 256;
+    CaseSpec cs{"pkt64_rings_loop",
+                "pkt/s",
+                "dpdk_virtio_user_vhost_user",
+                true,
+                {{"frame_bytes", "64"},
+                 {"frames", std::to_string(count)},
+                 {"window", std::to_string(window)},
+                 {"path", "netfront tx -> netback loop engine -> netfront rx (helper domain)"},
+                 {"counted", "frames back on rx per second (lost frames not counted)"},
+                 {"peer_unavailable", why_no_peer}}};
+    HV_TRY(ctx.run_case(
+        cs,
+        [&]() -> Result<Sample> {
+            auto r = d->ctl.call("pkt64 " + std::to_string(count) + " " + std::to_string(window),
+                                 60000);
+            if (!r) {
+                return fail(r.error());
+            }
+            if (r->size() != 4) {
+                return fail(bad_data_error());
+            }
+            auto ns = parse_u64((*r)[1]);
+            auto rx = parse_u64((*r)[2]);
+            auto lost = parse_u64((*r)[3]);
+            if (!ns || *ns == 0 || !rx || !lost) {
+                return fail(bad_data_error());
+            }
+            if (*lost > 0) {
+                std::fprintf(stderr, "hvbench net/pkt64_rings_loop: %llu of %llu frames lost\n",
+                             static_cast<unsigned long long>(*lost),
+                             static_cast<unsigned long long>(count));
+            }
+            return Sample{static_cast<double>(*rx) * 1e9 / static_cast<double>(*ns)};
+        },
+        [&]() -> Result<Sample> {
+            return Sample{std::numeric_limits<double>::quiet_NaN()};
+        }));
+    (void)d->ctl.write_line("exit");
+    return std::string("ok");
+}
+
+}  // namespace
+
+Result<std::string> net_helper(hvmin::Services& svc, const std::vector<std::string>& w,
+                               ControlLine& /*ctl*/) {
+    static FrontState state;
+    std::vector<std::uint64_t> nums;
+    for (std::size_t i = 1; i < w.size(); ++i) {
+        auto n = parse_u64(w[i]);
+        if (!n) {
+            return fail(n.error());
+        }
+        nums.push_back(*n);
+    }
+    if (w.empty()) {
+        return fail_errno(EINVAL);
+    }
+    if (w[0] == "open" && nums.size() == 1 && nums[0] < 65536) {
+        return front_open(svc, state, static_cast<std::uint32_t>(nums[0]));
+    }
+    if (w[0] == "pkt64" && nums.size() == 2 && nums[1] > 0) {
+        return front_pkt64(state, nums[0], nums[1]);
+    }
+    return fail_errno(EINVAL);
+}
+
+int run_net_suite(Context& ctx) {
+    if (::geteuid() != 0) {
+        std::fprintf(stderr, "hvbench net: needs root (network namespaces); skipped\n");
+        return 0;
+    }
+    int rc = 0;
+    if (auto r = run_pkt64_case(ctx); !r) {
+        std::fprintf(stderr, "hvbench net: pkt64 case failed: %s\n", r.error().message().c_str());
+        rc = 1;
+    }
+    for (bool ovs : {false, true}) {
+        if (auto r = run_fabric(ctx, ovs); !r) {
+            std::fprintf(stderr, "hvbench net: %s cases failed: %s\n", ovs ? "ovs" : "bridge",
+                         r.error().message().c_str());
+            rc = 1;
+        }
+    }
+    return rc;
+}
+
+}  // namespace hv::bench

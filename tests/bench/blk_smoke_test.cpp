@@ -38,7 +38,7 @@ Run run(const std::string& args) {
 
 std::string sh_out(const std::string& cmd) {
     std::string out;
-    std::FILE* p = ::popen((cmd + " 2>/dev/null").c_str(), "r");
+    std::FILE* p = ::popen(("LVM_SUPPRESS_FD_WARNINGS=1; export LVM_SUPPRESS_FD_WARNINGS; (" + cmd + ") 2>/dev/null").c_str(), "r");
     if (p == nullptr) {
         return out;
     }

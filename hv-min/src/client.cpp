@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "hv/log.hpp"
+#include "hvmin/console.hpp"
 #include "transport.hpp"
 
 namespace hv::hvmin {
@@ -865,7 +866,16 @@ Result<Services> Services::attach() {
     }
     // The fd is close-on-exec from here on; its number must not mislead the program's children.
     ::unsetenv("HV_HYPERCALL_FD");
-    return attach_fd(UniqueFd(static_cast<int>(v)));
+    auto svc = attach_fd(UniqueFd(static_cast<int>(v)));
+    const char* con = std::getenv("HV_CONSOLE");
+    if (svc && (con == nullptr || std::strcmp(con, "off") != 0)) {
+        // The program's ordinary output goes to its console (xen-abi §8); a domain without one
+        // (ENOENT) keeps the fds it inherited.
+        if (auto r = redirect_stdio_to_console(*svc); !r && r.error() != std::errc::no_such_file_or_directory) {
+            HV_WARN("libhv: console unavailable: %s", r.error().message().c_str());
+        }
+    }
+    return svc;
 }
 
 Result<Services> Services::connect_dom0(const std::filesystem::path& rundir) {

@@ -52,6 +52,7 @@
 #include "hv/mapping.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/wire.hpp"
+#include "console.hpp"
 #include "transport.hpp"
 
 #ifdef HVMIN_WITH_XENSTORE
@@ -80,7 +81,7 @@ constexpr std::uint32_t kMaxPins = 0xFFFF;
 constexpr std::uint32_t kDom0GnttabFrames = 64;
 constexpr std::uint32_t kDom0SliceRefs = GRANT_ENTRIES_PER_FRAME;
 
-enum class Tag : std::uint64_t { stop = 1, listener = 2, conn = 3, pidfd = 4, xenstore = 5 };
+enum class Tag : std::uint64_t { stop = 1, listener = 2, conn = 3, pidfd = 4, xenstore = 5, console = 6 };
 constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
     return (static_cast<std::uint64_t>(t) << 56) | id;
 }
@@ -178,6 +179,9 @@ struct Domain {
     UniqueFd pidfd;
     std::uint64_t primary_conn = 0;
     UniqueFd xs_fd;  // the domain's xenstore end, handed over at its first attach
+    std::uint64_t console_frame = 0;    // its console ring page (a one-page extent)
+    std::uint32_t console_port = 0;     // its console port, bound by dom0 port console_dom0_port
+    std::uint32_t console_dom0_port = 0;
     std::vector<std::pair<std::uint64_t, std::uint32_t>> waiters;  // (conn, seq)
     std::vector<bool> gref_slices;  // dom0: slices in use
     wire::DeathInfo death{};
@@ -255,6 +259,7 @@ struct Core::Impl {
 #ifdef HVMIN_WITH_XENSTORE
     std::unique_ptr<xs::Server> xs;
 #endif
+    std::unique_ptr<ConsoleBackend> consoles;  // hv-min is every domain's console backend
 
     // ---- set-up ------------------------------------------------------------------------------
 
@@ -309,6 +314,23 @@ struct Core::Impl {
             xs = std::move(*srv);
             HV_TRY(xs->listen_unix((cfg.rundir / "xenstored.sock").string()));
             HV_TRY(watch(xs->fd(), EPOLLIN, ev_key(Tag::xenstore, 0)));
+        }
+#endif
+        auto cb = ConsoleBackend::create({.dir = cfg.rundir / "console"});
+        if (!cb) {
+            return fail(cb.error());
+        }
+        consoles = std::move(*cb);
+        HV_TRY(watch(consoles->fd(), EPOLLIN, ev_key(Tag::console, 0)));
+#ifdef HVMIN_WITH_XENSTORE
+        if (xs) {
+            int sv[2];
+            if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) {
+                return fail_errno();
+            }
+            UniqueFd mine(sv[0]);
+            HV_TRY(xs->add_connection(UniqueFd(sv[1]), DomId(0)));
+            HV_TRY(consoles->set_xenstore(std::move(mine)));
         }
 #endif
         return {};
@@ -401,6 +423,9 @@ struct Core::Impl {
                         (void)xs->process(0);
                     }
 #endif
+                    break;
+                case Tag::console:
+                    consoles->process();
                     break;
                 }
             }
@@ -587,6 +612,9 @@ struct Core::Impl {
             break;
         case Op::clone_channel:
             op_clone(c, r);
+            break;
+        case Op::console_attach:
+            op_console_attach(c, *self, r);
             break;
         case Op::mem_alloc_extent:
         case Op::mem_register_extent:
@@ -1543,6 +1571,7 @@ struct Core::Impl {
             return fail(ec);
         }
         auto undo = [&](std::error_code ec) -> Result<void> {
+            consoles->remove(dom.domid);
             ::kill(-pid, SIGKILL);
             ::waitpid(pid, nullptr, 0);  // SIGKILLed: bounded
             release_xenstore(dom.domid);
@@ -1557,7 +1586,98 @@ struct Core::Impl {
             return undo(c.error());
         }
         dom.primary_conn = (*c)->id;
+        if (auto cr2 = setup_console(dom); !cr2) {
+            return undo(cr2.error());
+        }
         return {};
+    }
+
+    /// What Xen's domain builder does for the primary console (xen-abi §8): a ring page of its
+    /// own, granted to dom0 as GNTTAB_RESERVED_CONSOLE, and a port for dom0, which hv-min's
+    /// console backend binds at once (as xenconsoled would).
+    Result<void> setup_console(Domain& dom) {
+        auto pg = make_memfd("hvmin-console", kPage);
+        if (!pg) {
+            return fail(pg.error());
+        }
+        auto ext = add_extent(dom, std::move(*pg), 1, 0);
+        if (!ext) {
+            return fail(ext.error());
+        }
+        const std::uint64_t frame = (*ext)->first_frame;
+        grant_entry_v1* e = dom.entry(GNTTAB_RESERVED_CONSOLE);
+        e->domid = 0;
+        e->frame = static_cast<std::uint32_t>(frame);
+        // ORDER: domid and frame before flags (sharp edge 11); pairs with a mapper's acquire.
+        std::atomic_ref(e->flags).store(GTF_permit_access, std::memory_order_release);
+        Domain* d0 = find_domain(0);
+        auto gport = alloc_port(dom);
+        if (!gport || d0 == nullptr) {
+            return fail_errno(ENOSPC);
+        }
+        auto w = new_eventfd();
+        auto n = new_eventfd();
+        if (!w || !n) {
+            return fail_errno(ENOMEM);
+        }
+        auto bport = alloc_port(*d0);
+        if (!bport) {
+            return fail(bport.error());
+        }
+        Port& gp = dom.ports[*gport];
+        gp.state = PortState::interdomain;
+        gp.remote_dom = 0;
+        gp.remote_port = *bport;
+        gp.conn = 0;  // the domain's own: released at its death only
+        gp.wait = *w;
+        gp.notify = *n;
+        Port& bp = d0->ports[*bport];
+        bp.state = PortState::interdomain;
+        bp.remote_dom = dom.domid;
+        bp.remote_port = *gport;
+        bp.conn = 0;  // hv-min's console backend (no connection has id 0)
+        bp.wait = *n;
+        bp.notify = *w;
+        dom.console_frame = frame;
+        dom.console_port = *gport;
+        dom.console_dom0_port = *bport;
+        UniqueFd bw(::fcntl(bp.wait->get(), F_DUPFD_CLOEXEC, 0));
+        UniqueFd bn(::fcntl(bp.notify->get(), F_DUPFD_CLOEXEC, 0));
+        auto added = bw && bn ? consoles->add(dom.domid, (*ext)->fd.get(), frame, *gport,
+                                              std::move(bw), std::move(bn))
+                              : Result<void>(fail_errno(EMFILE));
+        if (!added) {
+            d0->ports[*bport] = Port{};
+            return fail(added.error());
+        }
+        return {};
+    }
+
+    void op_console_attach(Conn& c, Domain& self, Reply& r) {
+        const Extent* e = self.console_frame != 0 || self.console_port != 0
+                              ? self.find_extent(self.console_frame)
+                              : nullptr;
+        if (c.privileged || e == nullptr || self.console_port >= self.ports.size()) {
+            r.hdr.rc = -ENOENT;
+            return;
+        }
+        const Port& p = self.ports[self.console_port];
+        if (!p.wait || !p.notify) {
+            r.hdr.rc = -ENOENT;
+            return;
+        }
+        r.fds.emplace_back(::fcntl(e->fd.get(), F_DUPFD_CLOEXEC, 0));
+        r.fds.emplace_back(::fcntl(p.wait->get(), F_DUPFD_CLOEXEC, 0));
+        r.fds.emplace_back(::fcntl(p.notify->get(), F_DUPFD_CLOEXEC, 0));
+        for (const auto& f : r.fds) {
+            if (!f.valid()) {
+                r.fds.clear();
+                r.hdr.rc = -EMFILE;
+                return;
+            }
+        }
+        r.hdr.count = 1;
+        r.add(wire::ConsoleInfo{self.console_frame, self.console_port, 0});
     }
 
     void release_xenstore([[maybe_unused]] std::uint16_t domid) {
@@ -1649,6 +1769,12 @@ struct Core::Impl {
         d.death = wire::DeathInfo{d.domid, static_cast<std::uint16_t>(reason), status};
         if (d.pid > 0 && d.pidfd.valid()) {
             ::kill(-d.pid, SIGKILL);  // the whole process group; reaped through the pidfd
+        }
+        // Its console: a last drain into the log, then the socket goes; dom0's port with it.
+        consoles->remove(d.domid);
+        if (Domain* d0 = find_domain(0); d0 != nullptr && d.console_dom0_port != 0 &&
+                                          d.console_dom0_port < d0->ports.size()) {
+            close_port(*d0, d.console_dom0_port);
         }
         // Its connections (primary and clones).
         std::vector<std::uint64_t> ids;

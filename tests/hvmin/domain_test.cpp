@@ -40,7 +40,7 @@ TEST_CASE("a created domain runs its program attached as its domid and is listed
     REQUIRE(w.size() == 5);
     CHECK(w[1] == std::to_string(p.domid.get()));
     CHECK(w[2] == "0");   // not trusted
-    CHECK(w[3] == "40");  // its frames
+    CHECK(w[3] == "41");  // its frames: 40 of memory and its console page
     auto l = h.ts->list();
     REQUIRE(l);
     REQUIRE(l->size() == 2);

@@ -43,6 +43,7 @@ enum class Op : std::uint16_t {
     clone_channel = 0x0301,      ///< count 0 → fds [new connection of the same domain]
     mem_alloc_extent = 0x0302,   ///< 1 × ExtentRequest → ExtentInfo; fds [extent memfd]
     mem_register_extent = 0x0303,  ///< dom0: 1 × ExtentRequest + fds [sealed memfd] → ExtentInfo
+    console_attach = 0x0304,     ///< count 0 → ConsoleInfo; fds [ring page, wait, notify] (a domain's own)
     // Toolstack (dom0 only).
     domain_create = 0x0400,      ///< 1 × CreateRequest + strings → 1 × DomainInfo
     domain_destroy = 0x0401,     ///< 1 × DomainRef → rc
@@ -96,6 +97,15 @@ struct ExtentInfo {
     std::uint32_t id;  ///< hv-min-wide extent serial
 };
 static_assert(sizeof(ExtentInfo) == 16);
+
+/// The domain's primary console (xen-abi §8): its ring page (a one-page extent, granted to dom0
+/// as GNTTAB_RESERVED_CONSOLE) and its event channel port, bound by hv-min's console backend.
+struct ConsoleInfo {
+    std::uint64_t frame;
+    std::uint32_t port;
+    std::uint32_t pad;
+};
+static_assert(sizeof(ConsoleInfo) == 16);
 
 struct ExtentRequest {
     std::uint32_t pages;
@@ -178,6 +188,7 @@ constexpr std::size_t element_size(Op op) noexcept {
     case Op::clone_channel: return 1;
     case Op::mem_alloc_extent: return sizeof(ExtentRequest);
     case Op::mem_register_extent: return sizeof(ExtentRequest);
+    case Op::console_attach: return 1;
     case Op::domain_create: return sizeof(CreateRequest);
     case Op::domain_destroy: return sizeof(DomainRef);
     case Op::domain_list: return 1;
@@ -238,6 +249,7 @@ inline bool decode(std::span<const std::byte> msg, Decoded& out, DecodeError& er
         break;
     case Op::attach:
     case Op::clone_channel:
+    case Op::console_attach:
     case Op::domain_list:
         min_count = 0;
         max_count = 0;

@@ -96,6 +96,21 @@ void remove_stale_namespaces() {
         }
         (void)hv::run({"ip", "netns", "delete", n}, 5000);
     }
+    // Run directories of the suite ($TMPDIR/hvbench-net-<pid>-<kind>) left by a killed run.
+    const auto tmp = std::filesystem::temp_directory_path(ec);
+    for (const auto& e : std::filesystem::directory_iterator(tmp, ec)) {
+        const std::string n = e.path().filename().string();
+        const std::string prefix = "hvbench-net-";
+        if (n.rfind(prefix, 0) != 0) {
+            continue;
+        }
+        const long pid = std::strtol(n.c_str() + prefix.size(), nullptr, 10);
+        if (pid > 0 && pid != ::getpid() && ::kill(static_cast<pid_t>(pid), 0) != 0 &&
+            errno == ESRCH) {
+            std::error_code rec;
+            std::filesystem::remove_all(e.path(), rec);
+        }
+    }
 }
 
 }  // namespace

@@ -6,7 +6,9 @@ hv_add_fuzzer(fuzz_hypercall ${CMAKE_CURRENT_LIST_DIR}/hypercall_fuzz.cpp Thread
 target_sources(fuzz_hypercall PRIVATE
   ${CMAKE_SOURCE_DIR}/common/src/log.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/core.cpp
+  ${CMAKE_SOURCE_DIR}/hv-min/src/console.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/client.cpp
+  ${CMAKE_SOURCE_DIR}/hv-min/src/console_guest.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/transport.cpp)
 target_include_directories(fuzz_hypercall PRIVATE ${CMAKE_SOURCE_DIR}/hv-min/include
                                                   ${CMAKE_SOURCE_DIR}/hv-min/src

@@ -96,7 +96,7 @@ TEST_CASE("every verb answers --help, -h and help VERB with its usage", "[tools]
 
 TEST_CASE("verbs not available yet say so and exit 1 without connecting", "[tools][hvctl]") {
     for (const char* v :
-         {"console", "mem-set", "block-attach", "block-detach", "block-list", "network-attach",
+         {"mem-set", "block-attach", "block-detach", "block-list", "network-attach",
           "network-detach", "network-list", "pci-assignable-add", "pci-assignable-remove",
           "pci-assignable-list", "pci-attach", "pci-detach", "pci-list"}) {
         INFO(v);
@@ -205,10 +205,6 @@ TEST_CASE("create refuses what it cannot do yet before connecting", "[tools][hvc
     CHECK(dev.err.find("attaching disk/vif/pci devices at create is not available yet") !=
           std::string::npos);
     CHECK_FALSE(dev.connected);
-    const Run con = hvctl({"create", "-c", cfg, "disk=[]"});
-    CHECK(con.rc == kExitFailure);
-    CHECK(con.err.find("-c: the console is not available yet") != std::string::npos);
-    CHECK_FALSE(con.connected);
     const Run quote = hvctl({"create", cfg, "disk=[]", "cmdline='a \"b'"});
     CHECK(quote.rc == kExitFailure);
     CHECK(quote.err.find(cfg + ": unterminated \" in cmdline") != std::string::npos);

@@ -27,7 +27,7 @@ const Verb verb_table[] = {
      "with xl (e.g. memory=128 'name=\"other\"').\n"
      "  -n  dry run: parse and print the configuration, create nothing\n"
      "  -q  quiet: print nothing on success\n"
-     "  -c  attach to the console (not available yet)\n"
+     "  -c  attach to the console right after creating (see `hvctl help console`)\n"
      "Keys: name, memory, maxmem, vcpus, type=\"pv\", kernel, cmdline, root, extra,\n"
      "disk, vif, pci (device lists are parsed and checked; attaching them at create is\n"
      "not available yet), driver_domain, trusted, on_poweroff, on_reboot, on_crash.\n"
@@ -48,7 +48,12 @@ const Verb verb_table[] = {
      "Host name, kernel release, CPUs and memory, then hv-min's rundir and how many\n"
      "domains are running. Exits 1 if hv-min cannot be reached.\n",
      verb_info},
-    {"console", "NAME|ID", "Attach to a domain's console", "", nullptr},
+    {"console", "NAME|ID", "Attach to a domain's console",
+     "Streams the domain's console (its program's stdout and stderr) and sends what you\n"
+     "type to its stdin; recent output is shown first. The terminal is in raw mode while\n"
+     "attached. Ctrl-] detaches (exit 0); the domain's death ends it too (exit 0).\n"
+     "The console is also logged to $HV_RUNDIR/console/<domid>.log.\n",
+     verb_console},
     {"mem-set", "NAME|ID MEM", "Set a domain's current memory", "", nullptr},
     {"block-attach", "NAME|ID DISKSPEC", "Attach a virtual block device", "", nullptr},
     {"block-detach", "NAME|ID VDEV", "Detach a virtual block device", "", nullptr},

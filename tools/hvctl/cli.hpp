@@ -54,6 +54,9 @@ int verb_create(Cli& cli, std::span<const std::string> args);
 int verb_list(Cli& cli, std::span<const std::string> args);
 int verb_destroy(Cli& cli, std::span<const std::string> args);
 int verb_info(Cli& cli, std::span<const std::string> args);
+int verb_console(Cli& cli, std::span<const std::string> args);
+/// Streams domain `domid`'s console until Ctrl-] or its death (verb_console.cpp).
+int attach_console(Cli& cli, std::uint16_t domid, const std::string& name);
 
 /// Splits a domain's `cmdline` into arguments: whitespace separates, '...' is literal,
 /// "..." allows \" and \\, a backslash outside quotes escapes the next character.

@@ -1,6 +1,9 @@
 // hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]. Layer: tools.
 #include <filesystem>
 #include <ostream>
+#include <chrono>
+#include <cstdio>
+#include <random>
 
 #include "cli.hpp"
 #include "xlcfg.hpp"
@@ -52,6 +55,68 @@ void print_config(std::ostream& o, const DomainConfig& c, const CreateSpec& s) {
     for (const PciSpec& p : c.pcis) {
         o << "pci " << p.bdf() << ": permissive=" << (p.permissive ? 1 : 0) << "\n";
     }
+}
+
+/// 00:16:3e (Xen's OUI) and three random bytes, as libxl does for a vif without `mac`.
+std::string random_xen_mac() {
+    std::random_device rd;
+    char buf[18];
+    const unsigned v = rd();
+    std::snprintf(buf, sizeof buf, "00:16:3e:%02x:%02x:%02x", (v >> 16) & 0x7fu, (v >> 8) & 0xffu,
+                  v & 0xffu);
+    return buf;
+}
+
+/// The xenstore keys libxl writes for each disk and vif of `c`.
+std::vector<DeviceReq> device_requests(const DomainConfig& c) {
+    std::vector<DeviceReq> out;
+    for (const DiskSpec& d : c.disks) {
+        DeviceReq r;
+        r.type = "vbd";
+        r.backend_domain = d.backend;
+        r.devid = d.virtual_device;
+        r.backend_keys = {{"params", d.target},
+                          {"type", d.format == DiskFormat::raw ? "phy" : to_string(d.format)},
+                          {"mode", d.mode()},
+                          {"dev", d.vdev},
+                          {"device-type", d.device_type()},
+                          {"removable", "0"},
+                          {"bootable", "1"}};
+        if (d.discard) {
+            r.backend_keys["discard-enable"] = *d.discard ? "1" : "0";
+        }
+        r.frontend_keys = {{"virtual-device", std::to_string(d.virtual_device)},
+                           {"device-type", d.device_type()}};
+        out.push_back(std::move(r));
+    }
+    std::uint32_t next_devid = 0;
+    for (const VifSpec& v : c.vifs) {
+        DeviceReq r;
+        r.type = "vif";
+        r.backend_domain = v.backend;
+        r.devid = v.devid.value_or(next_devid);
+        next_devid = r.devid + 1;
+        const std::string mac = v.mac ? v.mac_string() : random_xen_mac();
+        const std::string handle = std::to_string(r.devid);
+        r.backend_keys = {{"mac", mac}, {"handle", handle}, {"script", "vif-bridge"}};
+        if (!v.bridge.empty()) {
+            r.backend_keys["bridge"] = v.bridge;
+        }
+        r.backend_keys["type"] = v.type.empty() ? "vif" : v.type;
+        if (v.rate) {
+            r.backend_keys["rate"] = std::to_string(v.rate->bytes_per_interval) + "," +
+                                     std::to_string(v.rate->interval_usecs);
+        }
+        if (v.mtu) {
+            r.backend_keys["mtu"] = std::to_string(*v.mtu);
+        }
+        if (!v.vifname.empty()) {
+            r.backend_keys["vifname"] = v.vifname;
+        }
+        r.frontend_keys = {{"mac", mac}, {"handle", handle}};
+        out.push_back(std::move(r));
+    }
+    return out;
 }
 
 }  // namespace
@@ -125,14 +190,10 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
         print_config(cli.out, *cfg, spec);
         return kExitOk;
     }
-    if (console) {
-        cli.err << "hvctl create: -c: the console is not available yet\n";
-        return kExitFailure;
-    }
-    if (!cfg->disks.empty() || !cfg->vifs.empty() || !cfg->pcis.empty()) {
+    if (!cfg->pcis.empty()) {
         cli.err << "hvctl create: " << cfg_path
-                << ": attaching disk/vif/pci devices at create is not available yet; remove "
-                   "them (check the file with 'hvctl create -n')\n";
+                << ": attaching pci devices at create is not available yet; remove them "
+                   "(check the file with 'hvctl create -n')\n";
         return kExitFailure;
     }
     if (cfg->vcpus != 1 || cfg->maxmem_mib != cfg->memory_mib) {
@@ -149,8 +210,29 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
         cli.err << "hvctl create: " << spec.name << ": " << domid.error().message() << "\n";
         return kExitFailure;
     }
+    // hv-guest attaches devices that appear after it started, so writing them now is safe.
+    for (const DeviceReq& dev : device_requests(*cfg)) {
+        auto r = c->add_device(*domid, dev);
+        if (!r) {
+            cli.err << "hvctl create: " << spec.name << ": " << dev.type << " " << dev.devid
+                    << ": " << r.error().message() << "\n";
+            auto devs = c->devices(*domid);
+            if (devs) {
+                (void)c->close_devices(*domid, *devs, std::chrono::seconds(2));
+            }
+            (void)c->destroy(*domid, std::chrono::seconds(10));
+            if (devs) {
+                (void)c->remove_devices(*domid, *devs);
+            }
+            return kExitFailure;
+        }
+    }
     if (!quiet) {
         cli.out << "Created domain " << spec.name << " (id " << *domid << ")\n";
+    }
+    if (console) {
+        cli.out.flush();
+        return attach_console(cli, *domid, spec.name);
     }
     return kExitOk;
 }

@@ -198,22 +198,22 @@ TEST_CASE("create refuses what it cannot do yet before connecting", "[tools][hvc
     const std::string cfg = (dir / "d.cfg").string();
     {
         std::ofstream f(cfg);
-        f << "name = 'g1'\nmemory = 64\nkernel = '/bin/true'\ndisk = [ 'phy:/dev/a,xvda,w' ]\n";
+        f << "name = 'g1'\nmemory = 64\nkernel = '/bin/true'\npci = [ '00:01.0' ]\n";
     }
     const Run dev = hvctl({"create", cfg});
     CHECK(dev.rc == kExitFailure);
-    CHECK(dev.err.find("attaching disk/vif/pci devices at create is not available yet") !=
+    CHECK(dev.err.find("attaching pci devices at create is not available yet") !=
           std::string::npos);
     CHECK_FALSE(dev.connected);
-    const Run quote = hvctl({"create", cfg, "disk=[]", "cmdline='a \"b'"});
+    const Run quote = hvctl({"create", cfg, "pci=[]", "cmdline='a \"b'"});
     CHECK(quote.rc == kExitFailure);
     CHECK(quote.err.find(cfg + ": unterminated \" in cmdline") != std::string::npos);
     // With the devices removed, create gets as far as connecting.
-    const Run ok = hvctl({"create", cfg, "disk=[]"});
+    const Run ok = hvctl({"create", cfg, "pci=[]"});
     CHECK(ok.rc == kExitFailure);
     CHECK(ok.connected);
     CHECK(ok.err.find("warning:") == std::string::npos);
-    const Run vcpus = hvctl({"create", "-q", cfg, "disk=[]", "vcpus=2"});
+    const Run vcpus = hvctl({"create", "-q", cfg, "pci=[]", "vcpus=2"});
     CHECK(vcpus.connected);
     CHECK(starts_with(vcpus.err,
                       "warning: " + cfg + ": vcpus and maxmem are recorded but not enforced"));

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -39,6 +40,22 @@ struct CreateSpec {
     bool driver_domain = false;
 };
 
+/// One split device the toolstack writes for a domain (libxl_device.c layout).
+struct DeviceReq {
+    std::string type;            // "vbd", "vif"
+    std::string backend_domain;  // name; "" = Domain-0
+    std::uint32_t devid = 0;
+    std::map<std::string, std::string> backend_keys;
+    std::map<std::string, std::string> frontend_keys;
+};
+
+/// A device found under a domain's `device/` directory.
+struct AttachedDevice {
+    std::string type;
+    std::uint16_t backend = 0;
+    std::uint32_t devid = 0;
+};
+
 class Control {
 public:
     virtual ~Control() = default;
@@ -47,6 +64,19 @@ public:
     virtual Result<std::uint16_t> create(const CreateSpec& spec) = 0;
     /// Destroys the domain and returns once it is gone (bounded by `timeout`).
     virtual Result<void> destroy(std::uint16_t domid, std::chrono::milliseconds timeout) = 0;
+    /// Creates the device's frontend and backend directories for `domid` (EEXIST if present,
+    /// ENOENT if `backend_domain` names no domain).
+    virtual Result<void> add_device(std::uint16_t domid, const DeviceReq& dev) = 0;
+    /// The vbd/vif devices of `domid` (from its frontend `device/` tree; GUEST: entries that
+    /// do not parse are skipped).
+    virtual Result<std::vector<AttachedDevice>> devices(std::uint16_t domid) = 0;
+    /// Asks each device to close and waits (bounded by `timeout`) for its backend to reach
+    /// Closed. Returns how many did not.
+    virtual std::size_t close_devices(std::uint16_t domid, const std::vector<AttachedDevice>& devs,
+                                      std::chrono::milliseconds timeout) = 0;
+    /// Removes the frontend and backend directories of each device (missing ones are fine).
+    virtual Result<void> remove_devices(std::uint16_t domid,
+                                        const std::vector<AttachedDevice>& devs) = 0;
     /// Where the hv-min control socket lives (for messages and `info`).
     virtual std::string rundir() const = 0;
 };

@@ -5,11 +5,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "hv/unique_fd.hpp"
 #include "hvmin/toolstack.hpp"
+#include "xenbus/xenbus.hpp"
+#include "xenstore/client.hpp"
 
 namespace hv::tools {
 
@@ -127,11 +131,128 @@ public:
         return {};
     }
 
+    Result<void> add_device(std::uint16_t domid, const DeviceReq& dev) override {
+        std::uint16_t backend = 0;
+        if (!dev.backend_domain.empty() && dev.backend_domain != "Domain-0") {
+            auto rows = list();
+            if (!rows) {
+                return unexpected(rows.error());
+            }
+            bool found = false;
+            for (const DomainRow& r : *rows) {
+                if (r.name == dev.backend_domain) {
+                    backend = r.domid;
+                    found = true;
+                }
+            }
+            if (!found) {
+                return fail_errno(ENOENT);
+            }
+        }
+        HV_TRY(ensure_xs());
+        xenbus::DeviceSpec spec;
+        spec.type = dev.type;
+        spec.frontend = DomId(domid);
+        spec.backend = DomId(backend);
+        spec.devid = dev.devid;
+        spec.backend_keys = dev.backend_keys;
+        spec.frontend_keys = dev.frontend_keys;
+        return xenbus::create_device(*xs_, spec);
+    }
+
+    Result<std::vector<AttachedDevice>> devices(std::uint16_t domid) override {
+        HV_TRY(ensure_xs());
+        std::vector<AttachedDevice> out;
+        for (const char* type : {"vbd", "vif"}) {
+            const std::string base =
+                xenbus::domain_path(DomId(domid)) + "/device/" + std::string(type);
+            auto ids = xs_->directory(base);
+            if (!ids) {
+                if (ids.error() == std::errc::no_such_file_or_directory) {
+                    continue;
+                }
+                return unexpected(ids.error());
+            }
+            for (const std::string& id : *ids) {
+                // GUEST: the frontend's own tree; skip what does not parse.
+                auto devid = xenbus::parse_uint(id, UINT32_MAX);
+                if (!devid) {
+                    continue;
+                }
+                auto be = xenbus::read_uint(*xs_, base + "/" + id + "/backend-id", 0x7fef);
+                out.push_back(AttachedDevice{type, static_cast<std::uint16_t>(be ? *be : 0),
+                                             static_cast<std::uint32_t>(*devid)});
+            }
+        }
+        return out;
+    }
+
+    std::size_t close_devices(std::uint16_t domid, const std::vector<AttachedDevice>& devs,
+                              std::chrono::milliseconds timeout) override {
+        if (!ensure_xs()) {
+            return devs.size();
+        }
+        for (const AttachedDevice& d : devs) {
+            (void)xenbus::request_close(*xs_, DomId(d.backend), d.type, DomId(domid), d.devid);
+        }
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            std::size_t open = 0;
+            for (const AttachedDevice& d : devs) {
+                auto st = xenbus::read_state(
+                    *xs_, xenbus::backend_dir(DomId(d.backend), d.type, DomId(domid), d.devid));
+                // A vanished backend directory reads as Unknown: nothing left to wait for.
+                if (st && *st != rings::XenbusStateClosed &&
+                    *st != rings::XenbusStateUnknown) {
+                    ++open;
+                }
+            }
+            if (open == 0 || std::chrono::steady_clock::now() >= deadline) {
+                return open;
+            }
+            // Polling: a watch per device would need an event loop; 20 ms is well inside the
+            // backends' reaction time and the wait is bounded.
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+
+    Result<void> remove_devices(std::uint16_t domid,
+                                const std::vector<AttachedDevice>& devs) override {
+        HV_TRY(ensure_xs());
+        Result<void> result;
+        for (const AttachedDevice& d : devs) {
+            auto r = xenbus::remove_device(*xs_, DomId(d.backend), d.type, DomId(domid), d.devid);
+            if (!r && r.error() != std::errc::no_such_file_or_directory && result) {
+                result = unexpected(r.error());
+            }
+            // libxl__xs_path_cleanup: drop backend/<type>/<fe> once it holds no device.
+            const std::string parent = xenbus::domain_path(DomId(d.backend)) + "/backend/" +
+                                       d.type + "/" + std::to_string(domid);
+            auto left = xs_->directory(parent);
+            if (left && left->empty()) {
+                (void)xs_->rm(parent);
+            }
+        }
+        return result;
+    }
+
     std::string rundir() const override { return rundir_; }
 
 private:
+    Result<void> ensure_xs() {
+        if (!xs_) {
+            auto x = xs::Client::connect(rundir_ + "/xenstored.sock");
+            if (!x) {
+                return unexpected(x.error());
+            }
+            xs_ = std::move(*x);
+        }
+        return {};
+    }
+
     hvmin::Toolstack ts_;
     std::string rundir_;
+    std::unique_ptr<xs::Client> xs_;
 };
 
 }  // namespace

@@ -1,4 +1,5 @@
 // hvctl destroy NAME|ID. Layer: tools.
+#include <chrono>
 #include <ostream>
 
 #include "cli.hpp"
@@ -30,7 +31,26 @@ int verb_destroy(Cli& cli, std::span<const std::string> args) {
         cli.err << "hvctl destroy: Domain-0 cannot be destroyed\n";
         return kExitFailure;
     }
+    // libxl's order: ask the devices to close (bounded), destroy the domain, then remove the
+    // device directories whether or not their backends reached Closed.
+    auto devs = c->devices(dom->domid);
+    if (!devs) {
+        cli.err << "warning: " << dom->name << ": devices: " << devs.error().message() << "\n";
+    } else if (!devs->empty()) {
+        const std::size_t open = c->close_devices(dom->domid, *devs, std::chrono::seconds(5));
+        if (open != 0) {
+            cli.err << "warning: " << dom->name << ": " << open
+                    << " device(s) did not reach Closed; removing them anyway\n";
+        }
+    }
     auto r = c->destroy(dom->domid, std::chrono::seconds(10));
+    if (devs) {
+        auto rm = c->remove_devices(dom->domid, *devs);
+        if (!rm) {
+            cli.err << "warning: " << dom->name << ": removing devices: "
+                    << rm.error().message() << "\n";
+        }
+    }
     if (!r) {
         cli.err << "hvctl destroy: " << dom->name << " (" << dom->domid
                 << "): " << r.error().message() << "\n";

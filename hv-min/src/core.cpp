@@ -246,6 +246,9 @@ struct Core::Impl {
     UniqueFd listener;
     std::filesystem::path sock_path;
     std::map<std::uint16_t, std::unique_ptr<Domain>> domains;  // includes dom0
+    /// The last deaths, so that waiting on a domain that already died still answers.
+    static constexpr std::size_t kRecentDeaths = 256;
+    std::deque<wire::DeathInfo> recent_deaths;
     std::unordered_map<std::uint64_t, std::unique_ptr<Conn>> conns;
     std::uint64_t next_conn = 1;
     std::uint64_t next_serial = 1;
@@ -1523,6 +1526,11 @@ struct Core::Impl {
             dom.xs_fd = UniqueFd(xv[1]);
             HV_TRY(xs->add_connection(std::move(xs_mine), DomId(dom.domid)));
             (void)xs->introduce_domain(DomId(dom.domid));
+            // The domain must be able to read its own home before its program looks.
+            if (auto h = xs->make_domain_home(DomId(dom.domid), dom.name); !h) {
+                HV_WARN("domain %u: cannot create its XenStore home: %s", dom.domid,
+                        h.error().message().c_str());
+            }
         }
 #endif
         // argv/envp for the program: only the configured environment + the hypercall fd.
@@ -1751,6 +1759,15 @@ struct Core::Impl {
         const auto ref = elements<wire::DomainRef>(d)[0];
         auto it = ref.domid == 0 ? domains.end() : domains.find(ref.domid);
         if (it == domains.end()) {
+            // A domain that died before the toolstack asked: answer from the recent deaths
+            // (newest first), as a Xen toolstack still finds a dying domain to reap.
+            for (auto rit = recent_deaths.rbegin(); rit != recent_deaths.rend(); ++rit) {
+                if (rit->domid == ref.domid) {
+                    r.hdr.count = 1;
+                    r.add(*rit);
+                    return true;
+                }
+            }
             r.hdr.rc = -ESRCH;
             return true;
         }
@@ -1855,6 +1872,10 @@ struct Core::Impl {
         auto dom = std::move(it->second);
         domains.erase(it);
         n_domains.store(domains.size() - 1);
+        recent_deaths.push_back(dom->death);
+        if (recent_deaths.size() > kRecentDeaths) {
+            recent_deaths.pop_front();
+        }
         for (const auto& [cid, seq] : dom->waiters) {
             auto c = conns.find(cid);
             if (c == conns.end()) {

@@ -186,3 +186,27 @@ TEST_CASE("errors are reported under the reporter's home as Linux does", "[xenbu
     xenbus::clear_error(*s.dom0, DomId(0), bdir);
     CHECK(is_errno(s.dom0->read("/local/domain/0/error/backend/vbd/3/51712").error(), ENOENT));
 }
+
+TEST_CASE("a domain home made as libxl makes it lets the domain find its devices",
+          "[xenbus][xenstore]") {
+    Store s;
+    REQUIRE(s.server->make_domain_home(DomId(3), "guest"));
+    REQUIRE(xenbus::create_device(*s.dom0, vbd(3, 0)));
+    auto fe = s.domain(3);
+    auto other = s.domain(4);
+    CHECK(*fe->read("/local/domain/3/name") == "guest");
+    CHECK(*fe->read("/local/domain/3/domid") == "3");
+    // device/vbd inherits device/'s permissions: the domain can list its vbds.
+    auto vbds = fe->directory("/local/domain/3/device/vbd");
+    REQUIRE(vbds);
+    CHECK(*vbds == std::vector<std::string>{"51712"});
+    // Its own data/ and error/ are writable, the home's keys are not.
+    CHECK(fe->write("/local/domain/3/data/x", "1"));
+    CHECK(fe->write("/local/domain/3/error/device/vbd/51712/error", "5 oops"));
+    CHECK(is_errno(fe->write("/local/domain/3/name", "evil").error(), EACCES));
+    CHECK(is_errno(fe->write("/local/domain/3/device/vbd/99", "x").error(), EACCES));
+    // Another domain sees none of it.
+    CHECK(is_errno(other->read("/local/domain/3/name").error(), EACCES));
+    CHECK(is_errno(other->directory("/local/domain/3/device").error(), EACCES));
+    CHECK(is_errno(s.server->make_domain_home(DomId(0), "x").error(), EINVAL));
+}

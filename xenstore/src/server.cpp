@@ -325,6 +325,13 @@ Result<void> Server::introduce_domain(DomId domid) {
     return r;
 }
 
+Result<void> Server::make_domain_home(DomId domid, std::string_view name) {
+    std::lock_guard lk(impl_->mu);
+    auto r = impl_->core.make_domain_home(domid, name);
+    impl_->settle();
+    return r;
+}
+
 Result<void> Server::release_domain(DomId domid) {
     std::lock_guard lk(impl_->mu);
     auto r = impl_->core.release_domain(domid);

@@ -56,6 +56,8 @@ public:
     /// See Server::introduce_domain / release_domain / is_introduced.
     Result<void> introduce_domain(DomId domid);
     Result<void> release_domain(DomId domid);
+    /// See Server::make_domain_home.
+    Result<void> make_domain_home(DomId domid, std::string_view name);
     bool is_introduced(DomId domid) const noexcept;
 
     std::size_t connection_count() const noexcept;

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "hv/expected.hpp"
 #include "hv/strong.hpp"
@@ -57,6 +58,12 @@ public:
     /// Its nodes stay (the toolstack removes them). Errors: EINVAL (domid), ENOENT (not introduced;
     /// its connections are still closed).
     Result<void> release_domain(DomId domid);
+
+    /// Creates the domain's home as libxl does when it builds a domain: `/local/domain/<id>`
+    /// (and device/, control/, memory/) owned by dom0 and readable by the domain; data/,
+    /// drivers/, feature/, attr/, error/ owned by the domain; `domid` and `name` written.
+    /// Call it before the domain's program runs. Errors: EINVAL (domid 0 or reserved), EIO.
+    Result<void> make_domain_home(DomId domid, std::string_view name);
 
     /// True if `domid` was introduced and not released (dom0 always is).
     bool is_introduced(DomId domid) const;

@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# README command 1: the hvkit demo. Today it runs the domain-lifecycle job:
-#   start hv-min with a private rundir, create two domains from generated xl.cfg files with
-#   `hvctl create`, let them work with the hypervisor (the granter grants a page and
-#   allocates an event channel; the peer grant-copies and maps the page, checks the bytes,
-#   answers through the mapping and notifies; the granter checks the answer and revokes the
-#   grant), show `hvctl list`, destroy both and check that nothing is left behind.
+# README command 1: the hvkit demo. Part 1, domain lifecycle: start hv-min with a private
+#   rundir, create two domains from generated xl.cfg files with `hvctl create` (the granter
+#   grants a page and allocates an event channel; the peer grant-copies and maps it, answers
+#   and notifies; the granter revokes the grant), `hvctl list`, destroy, nothing left behind.
+#   Part 2, real I/O: a private netns hvdemo-<pid> (bridge xenbr0, host veth 10.77.0.1),
+#   blkback and netback in Domain-0, a 256 MiB sparse image, and an hv-guest domain from
+#   `hvctl create` with disk xvda and a vif on xenbr0 whose command runs fio (nbd engine,
+#   crc32c verify) on its disk, pings the host and sends it 4 MB with nc (sha256 checked);
+#   then the backends statistics, hvctl destroy, and nothing left.
 # Usage: scripts/run-demo.sh [--quick] [--build-dir DIR] [--no-deps]
 #   --quick      do not (re)build when the programs exist, do not install packages
 #   --build-dir  where the programs are (DIR/bin); default build/ (built if missing)
 #   --no-deps    do not run scripts/install-deps.sh
 # Exit: 0 demo passed, 1 a step failed (the report says which), 2 usage.
-# Everything it starts and writes (hv-min, domains, a temp dir) is removed on exit and on
+# Everything it starts and writes (hv-min, backends, domains, namespace, temp dir) is removed on exit and on
 # Ctrl-C.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,7 +26,7 @@ while (($#)); do
     --no-deps) deps=0 ;;
     --build-dir) [[ $# -ge 2 ]] || { echo "usage: $0 [--quick] [--build-dir DIR] [--no-deps]" >&2; exit 2; }
                  build_dir=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "usage: $0 [--quick] [--build-dir DIR] [--no-deps]" >&2; exit 2 ;;
   esac
   shift
@@ -43,7 +46,7 @@ if ((deps)); then
   step deps "scripts/install-deps.sh"
   scripts/install-deps.sh
 fi
-progs=(hv-min hvctl hvdemo-domain)
+progs=(hv-min hvctl hvdemo-domain hv-guest blkback netback)
 have_all=1
 for p in "${progs[@]}"; do [[ -x $bin/$p ]] || have_all=0; done
 if ((quick)) && ((have_all)); then
@@ -60,13 +63,21 @@ fi
 # ---------------------------------------------------------------- private world, cleanup
 work=$(mktemp -d /tmp/hvkit-demo.XXXXXX)
 rundir=$work/run
-hvmin_pid=
+hvmin_pid= blkback_pid= netback_pid= nc_pid=
+ns=hvdemo-$$
+stop_pid() {  # pid: TERM, wait ≤ 5 s, KILL
+  [[ -n $1 ]] && kill -0 "$1" 2>/dev/null || return 0
+  kill -TERM "$1" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   if [[ -n $hvmin_pid ]] && kill -0 "$hvmin_pid" 2>/dev/null; then
     # Destroy what is left (hv-min would also reap its domains when it stops).
-    for d in granter peer; do
+    for d in io granter peer; do
       "$bin/hvctl" --rundir "$rundir" destroy "$d" >/dev/null 2>&1 || true
     done
     kill -TERM "$hvmin_pid" 2>/dev/null || true
@@ -74,9 +85,16 @@ cleanup() {
     kill -KILL "$hvmin_pid" 2>/dev/null || true
     wait "$hvmin_pid" 2>/dev/null || true
   fi
+  stop_pid "$nc_pid"; stop_pid "$netback_pid"; stop_pid "$blkback_pid"
+  ip netns del "$ns" 2>/dev/null || true
   exec 3<&- 2>/dev/null || true
   if ((rc != 0)) && [[ -s $work/hv-min.log ]]; then
     echo "--- hv-min log (last 20 lines)"; tail -20 "$work/hv-min.log"
+  fi
+  if ((rc != 0)); then
+    for f in blkback netback guest; do
+      [[ -s $work/$f.log ]] && { echo "--- $f log (last 10 lines)"; tail -10 "$work/$f.log"; }
+    done
   fi
   rm -rf "$work"
   exit "$rc"
@@ -140,6 +158,7 @@ expect peer "ok grant-copied"
 expect peer "ok mapped"
 expect granter "ok event received"
 
+
 step list "hvctl list"
 listing=$(hvctl list) || fail "hvctl list failed"
 sed 's/^/    /' <<<"$listing"
@@ -156,19 +175,130 @@ after=$(hvctl list)
 for p in $pids; do
   [[ ! -e /proc/$p ]] || fail "domain process $p still exists after destroy"
 done
-fds=$(ls "/proc/$hvmin_pid/fd" | wc -l)
+for _ in $(seq 50); do  # the domains' and domains' sockets close asynchronously
+  fds=$(ls "/proc/$hvmin_pid/fd" | wc -l)
+  ((fds == fd_baseline)) && break
+  sleep 0.1
+done
 ((fds == fd_baseline)) || fail "hv-min holds $fds fds after destroy (baseline $fd_baseline): memfds not released"
 step destroy "both domains destroyed: processes gone, list shows only Domain-0, hv-min back to $fds fds"
 
+# ---------------------------------------------------------------- block and network I/O
+# A private namespace holds everything network: the bridge xenbr0, the "host" end of a veth
+# pair (10.77.0.1) and netback's taps. The guest's eth0 lives in its own namespace.
+ip netns add "$ns" || fail "ip netns add $ns"
+nsx() { ip netns exec "$ns" "$@"; }
+nsx ip link set lo up
+nsx ip link add xenbr0 type bridge
+nsx ip link add hosteth type veth peer name hostport
+nsx ip link set hostport master xenbr0
+nsx ip addr add 10.77.0.1/24 dev hosteth
+for l in xenbr0 hosteth hostport; do nsx ip link set "$l" up; done
+step netns "$ns: bridge xenbr0, host veth 10.77.0.1/24"
+
+"$bin/blkback" --rundir "$rundir" >"$work/blkback.log" 2>&1 &
+blkback_pid=$!
+nsx "$bin/netback" --rundir "$rundir" >"$work/netback.log" 2>&1 &
+netback_pid=$!
+step backends "blkback (pid $blkback_pid) and netback (pid $netback_pid, in $ns) in Domain-0"
+
+img=$work/disk.img
+truncate -s 256M "$img"
+step image "$img: 256 MiB sparse ($(du -k "$img" | cut -f1) KiB allocated)"
+
+head -c 4000000 /dev/urandom >"$work/sent.bin"
+sent_sum=$(sha256sum <"$work/sent.bin" | cut -d' ' -f1)
+nsx nc -l 10.77.0.1 5001 >"$work/got.bin" 2>/dev/null &
+nc_pid=$!
+cat >"$work/guest.sh" <<EOF
+# generated by scripts/run-demo.sh: the io domain's command (inside the guest's namespace)
+set -e
+i=0; while ! ip link show eth0 >/dev/null 2>&1; do i=\$((i+1)); [ \$i -gt 400 ] && { echo "no eth0"; exit 90; }; sleep 0.05; done
+ip link set lo up
+ip addr add 10.77.0.2/24 dev eth0
+ip link set eth0 up
+echo "io fio start"
+fio --name=demo --ioengine=nbd --uri="\$HV_NBD_URI_XVDA" --rw=randwrite --bs=4k --size=16m \\
+    --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --randseed=$seed \\
+    --output-format=terse >$work/fio.out
+echo "io ping start"
+ping -c 3 -W 2 10.77.0.1 >$work/ping.out
+echo "io nc start"
+ok=0; for i in \$(seq 50); do nc -N 10.77.0.1 5001 <$work/sent.bin && ok=1 && break; sleep 0.1; done
+[ \$ok = 1 ]
+echo ok >$work/guest.ok
+exec sleep 600  # stay up until hvctl destroy
+EOF
+cat >"$work/io.cfg" <<EOF
+# generated by scripts/run-demo.sh
+name = "io"
+memory = 64
+kernel = "$bin/hv-guest"
+cmdline = "--nbd-dir $work/nbd --wait-disks 1 --connect-timeout 15000 -- /bin/sh $work/guest.sh"
+disk = [ 'format=raw, vdev=xvda, access=rw, target=$img' ]
+vif = [ 'bridge=xenbr0' ]
+EOF
+out=$(hvctl create -q "$work/io.cfg" 2>&1) || fail "hvctl create io.cfg: $out"
+io_id=$(hvctl list | awk '$1 == "io" {print $2}')
+[[ -n $io_id ]] || fail "io domain not listed after create"
+step create "io.cfg (hv-guest, disk xvda -> $img, vif on xenbr0): domain $io_id"
+step work "guest: fio randwrite 16 MiB verify=crc32c on xvda, ping 10.77.0.1, 4 MB nc copy"
+for _ in $(seq 600); do
+  [[ -e $work/guest.ok ]] && break
+  hvctl list | grep -q '^io ' || break
+  sleep 0.1
+done
+[[ -e $work/guest.ok ]] || fail "the io domain's command did not finish (fio: $(cat "$work/fio.out" 2>/dev/null | cut -d';' -f1-5))"
+wait "$nc_pid" 2>/dev/null || true; nc_pid=
+got_sum=$(sha256sum <"$work/got.bin" | cut -d' ' -f1)
+[[ $got_sum == "$sent_sum" ]] || fail "nc copy: sha256 $got_sum, sent $sent_sum"
+fio_line=$(grep -m1 '^3;' "$work/fio.out" || head -c 200 "$work/fio.out")
+fio_wr_kib=$(cut -d';' -f47 <<<"$fio_line")  # terse v3: write io_kbytes
+ping_rtt=$(grep -o 'rtt.*' "$work/ping.out" || true)
+# statistics are written at most once a second: wait for them to cover the work.
+xsr() { XENSTORED_PATH=$rundir/xenstored.sock xenstore-read "$1" 2>/dev/null || echo 0; }
+vbd=/local/domain/0/backend/vbd/$io_id/51712/statistics
+vif=/local/domain/0/backend/vif/$io_id/0/statistics
+for _ in $(seq 30); do
+  (( $(xsr $vif/tx_bytes) >= 4000000 && $(xsr $vbd/wr_sect) > 0 )) && break
+  sleep 0.1
+done
+blk_wr=$(( $(xsr $vbd/wr_sect) * 512 )) blk_rd=$(( $(xsr $vbd/rd_sect) * 512 ))
+net_tx=$(xsr $vif/tx_bytes) net_rx=$(xsr $vif/rx_bytes)
+step stats "blkback: $blk_wr bytes written, $blk_rd read; netback: $net_tx bytes from the guest, $net_rx to it"
+((blk_wr > 0 && net_tx >= 4000000)) || fail "backend statistics do not show the I/O"
+
+step list "hvctl list"
+listing=$(hvctl list) || fail "hvctl list failed"
+sed 's/^/    /' <<<"$listing"
+grep -Eq "^io +$io_id " <<<"$listing" || fail "hvctl list does not show io ($io_id)"
+io_pid=$(hvctl list -l io | awk -F': ' '/"pid"/ {gsub(",", "", $2); print $2}')
+
+hvctl destroy io || fail "hvctl destroy io"
+left=$(XENSTORED_PATH=$rundir/xenstored.sock xenstore-list /local/domain/0/backend/vbd 2>/dev/null || true)
+[[ -z $left ]] || fail "vbd backend directories left after destroy: $left"
+[[ ! -e /proc/$io_pid ]] || fail "io domain process $io_pid still exists after destroy"
+ip netns exec "$ns" ip -o link show 2>/dev/null | grep -q 'vif' && fail "tap left in $ns"
+stop_pid "$netback_pid"; netback_pid=
+stop_pid "$blkback_pid"; blkback_pid=
+ip netns del "$ns" || fail "ip netns del $ns"
+ip netns list | grep -q "^$ns\b" && fail "namespace $ns still exists"
+step destroy "io domain destroyed, its vbd/vif removed; backends stopped; namespace $ns deleted"
+rm -f "$img" "$work/sent.bin" "$work/got.bin"
+io_fds=$(ls "/proc/$hvmin_pid/fd" | wc -l)
+
 cat <<EOF
 
-== hvkit demo report: domain lifecycle ==
+== hvkit demo report: domain lifecycle, block and network I/O ==
   hv-min                : private rundir, pid $hvmin_pid
   domains created       : peer (id $peer_id), granter (id $granter_id), via hvctl create CFG
   grant copy (GNTTABOP) : 2048 bytes granter -> peer, verified against the seeded pattern
   grant map             : peer mapped the granter's page, checked it, wrote 2048 bytes back
   event channel         : alloc_unbound / bind_interdomain, peer notified the granter
   grant revoke          : granter revoked the grant after the peer unmapped it
-  teardown              : hvctl destroy; no process, no domain, no fd left behind
+  block I/O (blkback)   : fio nbd randwrite 16 MiB verify=crc32c: ${fio_wr_kib:-?} KiB written, verified; $blk_wr bytes written via blkback
+  network (netback)     : ping ${ping_rtt:-ok}; 4000000-byte nc copy sha256 match; $net_tx bytes guest->netback, $net_rx back
+  teardown              : hvctl destroy; no process, domain, device, tap or namespace left;
+                          hv-min fds: $fds after the lifecycle part, $io_fds after the I/O part
 RESULT: PASS
 EOF

@@ -205,9 +205,21 @@ TEST_CASE("README command 1: run-demo.sh --quick passes and leaves nothing behin
     CHECK(r.out.find("RESULT: PASS") != std::string::npos);
     for (const char* line : {"peer 1 ok grant-copied 2048 bytes", "granter 2 ok event received",
                              "grant copy (GNTTABOP) : 2048 bytes granter -> peer, verified",
-                             "teardown              : hvctl destroy; no process, no domain"}) {
+                             "teardown              : hvctl destroy; no process, domain, device",
+                             "block I/O (blkback)   : fio nbd randwrite 16 MiB verify=crc32c: 16384 KiB written, verified",
+                             "4000000-byte nc copy sha256 match",
+                             "backends stopped; namespace hvdemo-"}) {
         CHECK(r.out.find(line) != std::string::npos);
     }
+    // The backends' statistics counted the work: 16 MiB written through blkback, the 4 MB
+    // copy (plus headers) through netback.
+    std::smatch m;
+    REQUIRE(std::regex_search(r.out, m,
+                              std::regex(R"(blkback: (\d+) bytes written, \d+ read; netback: (\d+) bytes from the guest)")));
+    CHECK(std::stoull(m[1]) >= 16u << 20);
+    CHECK(std::stoull(m[2]) >= 4000000u);
+    const ProcResult ns = run_process({"/bin/sh", "-c", "ip netns list"});
+    CHECK(ns.out.find("hvdemo-") == std::string::npos);
     std::size_t leftovers = 0;
     for (const std::string& e : dir_entries("/tmp")) {
         leftovers += e.rfind("hvkit-demo.", 0) == 0 && before.count(e) == 0;

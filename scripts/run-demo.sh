@@ -221,7 +221,7 @@ ip addr add 10.77.0.2/24 dev eth0
 ip link set eth0 up
 echo "io fio start"
 fio --name=demo --ioengine=nbd --uri="\$HV_NBD_URI_XVDA" --rw=randwrite --bs=4k --size=16m \\
-    --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --randseed=$seed \\
+    --iodepth=8 --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 --randseed=$seed \\
     --output-format=terse >$work/fio.out
 echo "io ping start"
 ping -c 3 -W 2 10.77.0.1 >$work/ping.out

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "hv/log.hpp"
+#include "hv/rings/netif_l4.hpp"
 #include "hv/rings/ring.hpp"
 #include "hvmin/client.hpp"
 #include "xenbus/xenbus.hpp"
@@ -372,6 +373,33 @@ bool Device::Impl::tx_responses(Queue& q) {
     return true;
 }
 
+namespace {
+
+/// A partial checksum from the backend: csum_start/csum_offset from the packet's own headers
+/// (Linux netfront's checksum_setup). False: not IPv4/IPv6 TCP/UDP, or the GSO type disagrees.
+bool locate_csum(Packet& p) noexcept {
+    const std::span<const std::uint8_t> f(reinterpret_cast<const std::uint8_t*>(p.data.data()),
+                                          p.data.size());
+    const auto l4 = rings::netif_find_l4(f);
+    if (!l4 || l4->off > 0xffff) {
+        return false;
+    }
+    const std::size_t at = rings::netif_l4_csum_offset(*l4, f.size());
+    if (at == 0) {
+        return false;
+    }
+    if (p.offload.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE &&
+        (l4->proto != rings::netif_ipproto_tcp ||
+         l4->ipv6 != (p.offload.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV6))) {
+        return false;
+    }
+    p.offload.csum_start = static_cast<std::uint16_t>(l4->off);
+    p.offload.csum_offset = static_cast<std::uint16_t>(at);
+    return true;
+}
+
+}  // namespace
+
 std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>& out) {
     auto n = q.rx.unconsumed_responses();
     if (!n) {
@@ -451,6 +479,9 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
         }
         p.offload.csum_blank = (r0.flags & rings::NETRXF_csum_blank) != 0;
         p.offload.data_validated = (r0.flags & rings::NETRXF_data_validated) != 0;
+        if (!bad && (p.offload.csum_blank || p.offload.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE)) {
+            bad = !locate_csum(p);
+        }
         if (bad) {
             ++counters.rx_errors;
         } else {

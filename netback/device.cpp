@@ -372,6 +372,13 @@ bool VifDevice::reevaluate() noexcept {
 
     switch (*fstate) {
         case XenbusState::XenbusStateInitialising:
+            // A frontend starting over after our Closed is a reconnect only while the
+            // toolstack keeps the device online: after `online = 0` (hvctl destroy/detach) the
+            // vif stays Closed (Linux unregisters it then), or the toolstack waits in vain.
+            if (!online && *bstate == XenbusState::XenbusStateClosed) {
+                disconnect();
+                return false;
+            }
             if (*bstate == XenbusState::XenbusStateClosed ||
                 (online && *bstate == XenbusState::XenbusStateConnected)) {
                 // Reconnect: the frontend starts over.

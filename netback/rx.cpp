@@ -43,119 +43,127 @@ RxPath::RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
       pages_(pages),
       drain_timeout_(drain_timeout),
       name_(std::move(name)) {
-    for (unsigned i = 0; i < kFrames; ++i) {
-        bufs_[i].data = {pages_.base + std::size_t{i} * kPagesPerFrame * XEN_PAGE_SIZE,
-                         std::size_t{kPagesPerFrame} * XEN_PAGE_SIZE};
-    }
     reqs_.resize(64);
     slots_.resize(64);
-    rsps_.reserve(kFrames * 24);
-    ops_.reserve(kFrames * 2 * 24);
-    pend_.reserve(kFrames);
+    rsps_.reserve(rings::ring_entries_for_pages<rings::NetifRxProtocol>(1));
+    ops_.reserve(kMaxOps);
+    pend_.reserve(256);
 }
 
 void RxPath::drop_held(const char* why) noexcept {
-    const unsigned n = count_ - pos_;
-    VifStats::add(stats_.rx_dropped, n);
-    HV_LOG_RL(warn, "netback %s: %u rx frame(s) dropped: %s", name_.c_str(), n, why);
-    pos_ = count_ = 0;
+    VifStats::add(stats_.rx_dropped);
+    HV_LOG_RL(warn, "netback %s: rx frame dropped: %s", name_.c_str(), why);
+    have_ = false;
     held_ = false;
 }
 
 RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
     RxRun out;
+    const std::size_t area = pages_.pages * XEN_PAGE_SIZE;
+    const std::size_t max_frame = engine_.max_frame_bytes();
+    unsigned drops = 0;
     for (;;) {
-        if (pos_ == count_) {
-            flush(ring, out);  // the buffers are about to be refilled: copy them out first
-            pos_ = count_ = 0;
-            held_ = false;
-            auto n = engine_.receive(bufs_);
+        if (!have_) {
+            if (area_used_ + max_frame > area) {
+                flush(ring, out);  // the area is about to be reused: copy it out first
+            }
+            if (area_used_ + max_frame > area) {
+                break;  // cannot happen: flush() empties the area when no frame is held
+            }
+            buf_.data = {pages_.base + area_used_, max_frame};
+            auto n = engine_.receive({&buf_, 1});
             if (!n || *n == 0) {
                 break;
             }
-            count_ = *n;
+            have_ = true;
         }
-        while (pos_ < count_) {
-            const RxBuffer& b = bufs_[pos_];
-            const RxPacketInfo info = rx_info_from_vnet(b.hdr, b.len);
-            auto need = rx_slots_needed(info, fe_);
-            if (!need) {
-                // A frame the frontend cannot take (too big without sg, an unadvertised GSO
-                // type): dropped, as Linux does for what it cannot segment.
-                VifStats::add(stats_.rx_dropped);
-                HV_LOG_RL(warn, "netback %s: rx frame of %u bytes dropped: %s", name_.c_str(),
-                          b.len, need.error().message().c_str());
-                ++pos_;
+        const RxBuffer& b = buf_;
+        const RxPacketInfo info = rx_info_from_vnet(b.hdr, b.len);
+        auto need = rx_slots_needed(info, fe_);
+        if (!need) {
+            // A frame the frontend cannot take (too big without sg, an unadvertised GSO
+            // type): dropped, as Linux does for what it cannot segment.
+            VifStats::add(stats_.rx_dropped);
+            HV_LOG_RL(warn, "netback %s: rx frame of %u bytes dropped: %s", name_.c_str(),
+                      b.len, need.error().message().c_str());
+            have_ = false;
+            continue;
+        }
+        auto avail = ring.unconsumed();
+        if (!avail) {
+            out.fatal = true;
+            out.reason = "rx ring: " + avail.error().message();
+            flush(ring, out);
+            return out;
+        }
+        if (*avail < *need) {
+            flush(ring, out);
+            if (stalled_ && drops < kMaxDropsPerRun) {
+                // Queued behind the expired frame as long as it was (Linux drops every
+                // expired skb of a stalled queue): dropped without a new wait.
+                ++drops;
+                drop_held("the frontend posts no rx buffers");
                 continue;
             }
-            auto avail = ring.unconsumed();
-            if (!avail) {
-                out.fatal = true;
-                out.reason = "rx ring: " + avail.error().message();
-                flush(ring, out);
-                return out;
+            if (!held_) {
+                held_ = true;
+                held_since_ = now;
             }
-            if (*avail < *need) {
-                flush(ring, out);
-                if (!held_) {
-                    held_ = true;
-                    held_since_ = now;
-                }
-                if (now - held_since_ >= drain_timeout_) {
-                    drop_held("the frontend posts no rx buffers");
-                    break;
-                }
-                out.waiting_for = *need;
-                return out;
+            if (now - held_since_ >= drain_timeout_) {
+                drop_held("the frontend posts no rx buffers");
+                stalled_ = true;
+                continue;
             }
-            held_ = false;
-            if (ops_.size() + 2 * *need > 64 || pend_.size() == kFrames) {
-                flush(ring, out);
-            }
-            for (unsigned i = 0; i < *need; ++i) {
-                auto r = ring.take_request();  // GUEST: copied once by the ring
-                HV_ASSERT(r.has_value());
-                reqs_[i] = *r;
-            }
-            auto used = build_rx_slots(info, fe_, {reqs_.data(), *need}, slots_);
-            HV_ASSERT(used && *used == *need);
-            Pending p;
-            p.first_rsp = static_cast<unsigned>(rsps_.size());
-            p.nr_rsp = *need;
-            p.op_first = static_cast<unsigned>(ops_.size());
-            p.len = b.len;
-            const std::byte* base = b.data.data();
-            const std::size_t base_off =
-                static_cast<std::size_t>(base - pages_.base);  // offset in the local pages
-            for (unsigned i = 0; i < *need; ++i) {
-                const RxSlot& s = slots_[i];
-                rsps_.push_back(s.rsp);
-                if (s.extra || s.copy_len == 0) {
-                    continue;
-                }
-                std::size_t done = 0;
-                while (done < s.copy_len) {
-                    const std::size_t src = base_off + s.src_offset + done;
-                    const std::size_t in_page = src % XEN_PAGE_SIZE;
-                    const std::size_t n =
-                        std::min<std::size_t>(s.copy_len - done, XEN_PAGE_SIZE - in_page);
-                    rings::gnttab_copy op{};
-                    op.source.u.gmfn = pages_.first_frame + src / XEN_PAGE_SIZE;
-                    op.source.domid = rings::DOMID_SELF;
-                    op.source.offset = static_cast<std::uint16_t>(in_page);
-                    op.dest.u.ref = s.gref;
-                    op.dest.domid = frontend_.get();
-                    op.dest.offset = static_cast<std::uint16_t>(s.rsp.offset + done);
-                    op.len = static_cast<std::uint16_t>(n);
-                    op.flags = rings::GNTCOPY_dest_gref;
-                    ops_.push_back(op);
-                    done += n;
-                }
-            }
-            p.op_count = static_cast<unsigned>(ops_.size()) - p.op_first;
-            pend_.push_back(p);
-            ++pos_;
+            out.waiting_for = *need;
+            return out;
         }
+        held_ = false;
+        stalled_ = false;
+        if (ops_.size() + 2 * *need > kMaxOps || pend_.size() == pend_.capacity()) {
+            flush(ring, out);
+        }
+        for (unsigned i = 0; i < *need; ++i) {
+            auto r = ring.take_request();  // GUEST: copied once by the ring
+            HV_ASSERT(r.has_value());
+            reqs_[i] = *r;
+        }
+        auto used = build_rx_slots(info, fe_, {reqs_.data(), *need}, slots_);
+        HV_ASSERT(used && *used == *need);
+        Pending p;
+        p.first_rsp = static_cast<unsigned>(rsps_.size());
+        p.nr_rsp = *need;
+        p.op_first = static_cast<unsigned>(ops_.size());
+        p.len = b.len;
+        const std::size_t base_off = area_used_;  // the frame's offset in the local pages
+        for (unsigned i = 0; i < *need; ++i) {
+            const RxSlot& s = slots_[i];
+            rsps_.push_back(s.rsp);
+            if (s.extra || s.copy_len == 0) {
+                continue;
+            }
+            std::size_t done = 0;
+            while (done < s.copy_len) {
+                const std::size_t src = base_off + s.src_offset + done;
+                const std::size_t in_page = src % XEN_PAGE_SIZE;
+                const std::size_t n =
+                    std::min<std::size_t>(s.copy_len - done, XEN_PAGE_SIZE - in_page);
+                rings::gnttab_copy op{};
+                op.source.u.gmfn = pages_.first_frame + src / XEN_PAGE_SIZE;
+                op.source.domid = rings::DOMID_SELF;
+                op.source.offset = static_cast<std::uint16_t>(in_page);
+                op.dest.u.ref = s.gref;
+                op.dest.domid = frontend_.get();
+                op.dest.offset = static_cast<std::uint16_t>(s.rsp.offset + done);
+                op.len = static_cast<std::uint16_t>(n);
+                op.flags = rings::GNTCOPY_dest_gref;
+                ops_.push_back(op);
+                done += n;
+            }
+        }
+        p.op_count = static_cast<unsigned>(ops_.size()) - p.op_first;
+        pend_.push_back(p);
+        area_used_ += (std::size_t{b.len} + kAlign - 1) / kAlign * kAlign;
+        have_ = false;
     }
     flush(ring, out);
     return out;
@@ -163,6 +171,9 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
 
 void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
     if (pend_.empty()) {
+        if (!have_) {
+            area_used_ = 0;
+        }
         return;
     }
     bool copy_ok = true;
@@ -201,6 +212,9 @@ void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
     rsps_.clear();
     ops_.clear();
     pend_.clear();
+    if (!have_) {
+        area_used_ = 0;  // a held frame stays where it is; the area restarts after it
+    }
 }
 
 }  // namespace hv::net

@@ -37,9 +37,15 @@ RxPacketInfo rx_info_from_vnet(const VnetHdr& h, std::size_t len) noexcept;
 
 class RxPath {
 public:
-    static constexpr unsigned kFrames = 8;  ///< frames read from the engine per batch
-    static constexpr unsigned kPagesPerFrame = 17;  ///< 64 KiB + Ethernet header
-    static constexpr unsigned kPages = kFrames * kPagesPerFrame;
+    /// Copy area: frames are read from the engine one after the other into it (64-byte
+    /// aligned), each into the rest of the area while a largest frame still fits, so one
+    /// GNTTABOP_copy batch carries hundreds of small frames or 8 of 64 KiB.
+    static constexpr unsigned kPages = 8 * 17;
+    static constexpr std::size_t kAlign = 64;
+    static constexpr std::size_t kMaxOps = 512;  ///< copy ops per batch (hv-min takes 1024)
+    /// Frames dropped in one run() once a stalled frontend's held frame expired (bounded so a
+    /// flood cannot keep the worker in one call).
+    static constexpr unsigned kMaxDropsPerRun = 256;
 
     RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
            RxFrontend fe, LocalPages pages, std::chrono::milliseconds drain_timeout,
@@ -47,8 +53,8 @@ public:
 
     /// Delivers frames while rx requests last. Never blocks.
     RxRun run(RxRing& ring, Clock::time_point now) noexcept;
-    /// Frames read from the engine and not yet delivered or dropped.
-    bool holding() const noexcept { return pos_ < count_; }
+    /// A frame read from the engine and not yet delivered or dropped.
+    bool holding() const noexcept { return have_; }
     /// When the held frame expires (valid while holding()).
     Clock::time_point hold_deadline() const noexcept { return held_since_ + drain_timeout_; }
 
@@ -69,11 +75,12 @@ private:
     LocalPages pages_;
     std::chrono::milliseconds drain_timeout_;
     std::string name_;
-    std::array<RxBuffer, kFrames> bufs_{};
-    unsigned count_ = 0;  ///< frames in bufs_
-    unsigned pos_ = 0;    ///< next frame to deliver
+    RxBuffer buf_{};            ///< the current frame (in the copy area at area_used_)
+    bool have_ = false;         ///< buf_ holds a frame not yet delivered or dropped
+    std::size_t area_used_ = 0; ///< bytes of the copy area taken by frames of this batch
     Clock::time_point held_since_{};
     bool held_ = false;
+    bool stalled_ = false;      ///< a held frame expired; frames without room are dropped at once
     std::vector<rings::netif_rx_request> reqs_;
     std::vector<RxSlot> slots_;
     std::vector<rings::netif_rx_response> rsps_;

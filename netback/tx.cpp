@@ -70,7 +70,7 @@ TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
       name_(std::move(name)) {
     pend_.reserve(512);
     batch_.reserve(256);
-    ops_.reserve(kBatchPackets * 2 * (2 + default_fatal_skb_slots));
+    ops_.reserve(kPages + 2 * kBatchPackets);
     rsp_.resize(rings::ring_entries_for_pages<rings::NetifTxProtocol>(1));
 }
 
@@ -120,16 +120,20 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                     stop = true;
                     break;
                 }
-                if (bufs_used_ == kBatchPackets && !flush(ring, out)) {
+                const std::size_t need = (std::size_t{p.total_size} + kAlign - 1) / kAlign * kAlign;
+                if ((bufs_used_ == kBatchPackets || area_used_ + need > kArea) &&
+                    !flush(ring, out)) {
                     stop = true;
                     break;
                 }
                 Entry e;
                 e.pkt = p;
-                e.buf = static_cast<int>(bufs_used_++);
+                e.buf = static_cast<int>(area_used_);
+                area_used_ += need;
+                ++bufs_used_;
                 e.op_first = static_cast<unsigned>(ops_.size());
                 // Fragments into the packet's linear buffer; a copy never crosses a local page.
-                std::size_t pos = static_cast<std::size_t>(e.buf) * kPagesPerPacket * XEN_PAGE_SIZE;
+                std::size_t pos = static_cast<std::size_t>(e.buf);
                 for (unsigned i = 0; i < p.nr_frags; ++i) {
                     const TxFragment& fr = p.frags[i];
                     std::size_t done = 0;
@@ -212,8 +216,7 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         if (e.buf < 0 || e.done) {
             continue;
         }
-        std::byte* data =
-            pages_.base + static_cast<std::size_t>(e.buf) * kPagesPerPacket * XEN_PAGE_SIZE;
+        std::byte* data = pages_.base + static_cast<std::size_t>(e.buf);
         const std::size_t len = e.pkt.total_size;
         // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len and fixup.
         auto hdr = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), len}, len);
@@ -253,6 +256,7 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
     batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(k));
     if (batch_.empty()) {
         bufs_used_ = 0;
+        area_used_ = 0;
         return true;
     }
     return false;

@@ -76,9 +76,12 @@ struct TxRun {
 
 class TxPath {
 public:
-    static constexpr unsigned kBatchPackets = 16;   ///< packets copied per GNTTABOP_copy batch
-    static constexpr unsigned kPagesPerPacket = 16; ///< 64 KiB linear buffer per packet
-    static constexpr unsigned kPages = kBatchPackets * kPagesPerPacket;
+    /// Copy area: packets are packed one after the other (64-byte aligned), each contiguous,
+    /// so one GNTTABOP_copy batch carries a whole ring of small packets or 16 of 64 KiB.
+    static constexpr unsigned kPages = 256;
+    static constexpr unsigned kBatchPackets = 256;  ///< at most this many packets per batch
+    static constexpr std::size_t kAlign = 64;
+    static constexpr std::size_t kArea = std::size_t{kPages} * rings::XEN_PAGE_SIZE;
 
     TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
            TxConfig cfg, LocalPages pages, std::string name);
@@ -93,7 +96,7 @@ private:
     struct Entry {
         TxPacket pkt;
         std::int16_t status = rings::NETIF_RSP_ERROR;
-        int buf = -1;             ///< batch buffer index, forward only
+        int buf = -1;             ///< byte offset in the copy area, forward only
         unsigned op_first = 0, op_count = 0;
         bool copied = false;      ///< grant copy done (status known)
         bool done = false;        ///< status final (sent, or refused)
@@ -115,7 +118,8 @@ private:
     std::vector<Entry> batch_;
     std::vector<rings::gnttab_copy> ops_;
     std::vector<rings::netif_tx_response> rsp_;
-    unsigned bufs_used_ = 0;
+    unsigned bufs_used_ = 0;      ///< forwarded packets in the batch
+    std::size_t area_used_ = 0;   ///< bytes of the copy area they take
 };
 
 }  // namespace hv::net

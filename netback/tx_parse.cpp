@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "engine.hpp"
+#include "hv/rings/netif_l4.hpp"
 
 namespace hv::net {
 namespace {
@@ -257,10 +258,6 @@ unsigned build_tx_responses(const TxPacket& p, std::int16_t status,
 
 namespace {
 
-std::uint16_t be16(std::span<const std::uint8_t> b, std::size_t at) noexcept {
-    return static_cast<std::uint16_t>(b[at] << 8 | b[at + 1]);
-}
-
 std::uint32_t sum_bytes(std::span<const std::uint8_t> d, std::uint32_t sum) noexcept {
     for (std::size_t i = 0; i + 1 < d.size(); i += 2) {
         sum += static_cast<std::uint32_t>(d[i] << 8 | d[i + 1]);
@@ -278,84 +275,6 @@ std::uint16_t fold16(std::uint32_t sum) noexcept {
     return static_cast<std::uint16_t>(sum);
 }
 
-constexpr std::uint8_t ipproto_tcp = 6;
-constexpr std::uint8_t ipproto_udp = 17;
-
-struct L4 {
-    std::size_t off = 0;        // transport header offset in the frame
-    std::uint8_t proto = 0;
-    bool ipv6 = false;
-};
-
-/// skb_checksum_setup_ip{,v6}: locate the TCP/UDP header of an unfragmented IP packet.
-/// GUEST: every offset comes from guest bytes; each is checked against `have` before use.
-std::optional<L4> find_l4(std::span<const std::uint8_t> f) noexcept {
-    if (f.size() < eth_header_bytes) {
-        return std::nullopt;
-    }
-    const std::uint16_t ethertype = be16(f, 12);
-    L4 r;
-    if (ethertype == 0x0800) {
-        const std::size_t ip = eth_header_bytes;
-        if (f.size() < ip + 20 || (f[ip] >> 4) != 4) {
-            return std::nullopt;
-        }
-        const std::size_t ihl = static_cast<std::size_t>(f[ip] & 0x0f) * 4;
-        if (ihl < 20 || f.size() < ip + ihl) {
-            return std::nullopt;
-        }
-        if ((be16(f, ip + 6) & 0x3fff) != 0) {  // MF or a fragment offset
-            return std::nullopt;
-        }
-        r.proto = f[ip + 9];
-        r.off = ip + ihl;
-        return r;
-    }
-    if (ethertype == 0x86dd) {
-        const std::size_t ip = eth_header_bytes;
-        if (f.size() < ip + 40 || (f[ip] >> 4) != 6) {
-            return std::nullopt;
-        }
-        r.ipv6 = true;
-        const std::size_t end = std::min(f.size(), ip + 40 + std::size_t{be16(f, ip + 4)});
-        std::uint8_t next = f[ip + 6];
-        std::size_t off = ip + 40;
-        // Each header moves `off` forward by >= 8 bytes and must fit before `end`: bounded.
-        for (;;) {
-            switch (next) {
-                case 0:    // hop-by-hop
-                case 43:   // routing
-                case 60:   // destination options
-                    if (off + 8 > end) {
-                        return std::nullopt;
-                    }
-                    next = f[off];
-                    off += (std::size_t{f[off + 1]} + 1) * 8;
-                    continue;
-                case 51:   // AH
-                    if (off + 8 > end) {
-                        return std::nullopt;
-                    }
-                    next = f[off];
-                    off += (std::size_t{f[off + 1]} + 2) * 4;
-                    continue;
-                case 44:   // fragment: only an atomic one (offset 0, no MF) is not a fragment
-                    if (off + 8 > end || (be16(f, off + 2) & 0xfff9) != 0) {
-                        return std::nullopt;
-                    }
-                    next = f[off];
-                    off += 8;
-                    continue;
-                default:
-                    r.proto = next;
-                    r.off = off;
-                    return off <= end ? std::optional<L4>(r) : std::nullopt;
-            }
-        }
-    }
-    return std::nullopt;  // VLAN-tagged or non-IP: Linux answers -EPROTO too
-}
-
 }  // namespace
 
 hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<std::uint8_t> frame,
@@ -369,22 +288,12 @@ hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<st
         return h;
     }
     const std::span<std::uint8_t> f = frame.first(std::min(frame.size(), frame_len));
-    const auto l4 = find_l4(f);
-    if (!l4) {
+    const auto l4 = wire::netif_find_l4(f);
+    if (!l4 || l4->off > 0xffff) {
         return hv::unexpected(TxError::csum_setup_failed);
     }
-    std::size_t csum_offset = 0;
-    std::size_t l4_hdr = 0;
-    if (l4->proto == ipproto_tcp) {
-        csum_offset = 16;
-        l4_hdr = 20;
-    } else if (l4->proto == ipproto_udp) {
-        csum_offset = 6;
-        l4_hdr = 8;
-    } else {
-        return hv::unexpected(TxError::csum_setup_failed);
-    }
-    if (l4->off + l4_hdr > f.size() || l4->off > 0xffff) {
+    const std::size_t csum_offset = wire::netif_l4_csum_offset(*l4, f.size());
+    if (csum_offset == 0) {
         return hv::unexpected(TxError::csum_setup_failed);
     }
     h.flags = VnetHdr::F_NEEDS_CSUM;
@@ -409,7 +318,7 @@ hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<st
     }
     if (gso) {
         const bool want_v6 = p.gso_type == wire::XEN_NETIF_GSO_TYPE_TCPV6;
-        if (l4->proto != ipproto_tcp || l4->ipv6 != want_v6) {
+        if (l4->proto != wire::netif_ipproto_tcp || l4->ipv6 != want_v6) {
             return hv::unexpected(TxError::gso_not_tcp);
         }
         const std::size_t doff = static_cast<std::size_t>(f[l4->off + 12] >> 4) * 4;

@@ -10,7 +10,7 @@ pkgs=(
   libxen-dev xenstore-utils lvm2 util-linux iproute2 iputils-ping procps psmisc
   fio iperf3 libnbd-bin netcat-openbsd fuse3 e2fsprogs kmod
   # peers for hvbench
-  xen-utils-4.17 openvswitch-switch dpdk
+  xen-utils-4.17 openvswitch-switch dpdk dpdk-dev
 )
 missing=()
 for p in "${pkgs[@]}"; do

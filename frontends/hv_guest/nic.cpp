@@ -2,8 +2,9 @@
 // network namespace (created here with unshare(CLONE_NEWNET) on the main thread before the
 // command starts, so the command inherits it), MAC from the vif's `mac` key, one tap queue per
 // netfront queue; frames are pumped between the tap and libnetfront. Tx offloads (partial
-// checksums, TSO) go to netback as csum_blank / GSO extras; rx is asked without offloads
-// (feature-no-csum-offload, no GSO), so frames written to the tap are complete.
+// checksums, TSO) go to netback as csum_blank / GSO extras; rx offloads come back the same way
+// and are written to the tap as its virtio-net header (NEEDS_CSUM at the spot netfront found,
+// GSO type and MSS), so a 64 KiB TSO segment crosses whole in both directions.
 // Layer: frontends (program). Threads: the main thread only.
 #include <fcntl.h>
 #include <linux/if.h>
@@ -286,8 +287,8 @@ private:
             n.name = "eth" + std::to_string(id);
             netfront::Options o;
             o.max_queues = 4;
-            o.csum = false;  // rx without offloads: frames written to the tap are complete
-            o.gso_tcpv4 = o.gso_tcpv6 = false;
+            // rx with offloads too: a 64 KiB TSO segment crosses as one packet and goes to the
+            // tap with its partial checksum and GSO type (the guest's stack takes both).
             auto d = netfront::Device::create(ctx_.hv, ctx_.xs, id, o);
             if (!d) {
                 HV_WARN("hv-guest: vif %u: %s", id, d.error().message().c_str());
@@ -392,8 +393,19 @@ private:
         for (std::size_t i = rx_.size() - count; i < rx_.size(); ++i) {
             const auto& p = rx_[i];
             VirtioNetHdr h{};
-            if (p.offload.data_validated) {
+            if (p.offload.csum_blank || p.offload.gso_type != wire::XEN_NETIF_GSO_TYPE_NONE) {
+                h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;  // netfront located the checksum field
+                h.csum_start = p.offload.csum_start;
+                h.csum_offset = p.offload.csum_offset;
+            } else if (p.offload.data_validated) {
                 h.flags = VIRTIO_NET_HDR_F_DATA_VALID;
+            }
+            if (p.offload.gso_type == wire::XEN_NETIF_GSO_TYPE_TCPV4 ||
+                p.offload.gso_type == wire::XEN_NETIF_GSO_TYPE_TCPV6) {
+                h.gso_type = p.offload.gso_type == wire::XEN_NETIF_GSO_TYPE_TCPV4
+                                 ? VIRTIO_NET_HDR_GSO_TCPV4
+                                 : VIRTIO_NET_HDR_GSO_TCPV6;
+                h.gso_size = p.offload.gso_size;
             }
             std::array<std::byte, kHdr> hdr{};
             std::memcpy(hdr.data(), &h, sizeof h);

@@ -88,6 +88,8 @@ TEST_CASE("a 64 KiB GSO frame crosses as one netif packet with its GSO extra and
         CHECK(p.offload.data_validated);
         CHECK(p.offload.gso_type == wire::XEN_NETIF_GSO_TYPE_TCPV4);
         CHECK(p.offload.gso_size == 1448);
+        CHECK(p.offload.csum_start == 14 + 20);  // netfront found the TCP header
+        CHECK(p.offload.csum_offset == 16);
     }
     SECTION("TCPv6") {
         const auto f = tcp6_frame(60000, 4);
@@ -96,6 +98,8 @@ TEST_CASE("a 64 KiB GSO frame crosses as one netif packet with its GSO extra and
         CHECK(p.data == f);
         CHECK(p.offload.gso_type == wire::XEN_NETIF_GSO_TYPE_TCPV6);
         CHECK(p.offload.gso_size == 1428);
+        CHECK(p.offload.csum_start == 14 + 40);
+        CHECK(p.offload.csum_offset == 16);
     }
 }
 
@@ -108,6 +112,8 @@ TEST_CASE("a csum_blank frame comes back csum_blank and data_validated; a valida
     Packet p = echo(v, f, Offload{true, false, 0, 0});
     CHECK(p.offload.csum_blank);
     CHECK(p.offload.data_validated);
+    CHECK(p.offload.csum_start == 14 + 20);
+    CHECK(p.offload.csum_offset == 16);
     p = echo(v, f, Offload{false, true, 0, 0});
     CHECK_FALSE(p.offload.csum_blank);
     CHECK(p.offload.data_validated);
@@ -274,6 +280,33 @@ TEST_CASE("closing the backend tears the vif down and the frontend can reconnect
     REQUIRE(v.wait_backend(XenbusState::XenbusStateClosing));
     REQUIRE(v.nf->on_state_change());
     REQUIRE(v.wait_backend(XenbusState::XenbusStateClosed));
+}
+
+TEST_CASE("after the toolstack closes a vif, a frontend starting over does not bring it back",
+          "[netback][e2e][state]") {
+    // hvctl destroy's race: online=0 + Closing; netfront closes, and once the backend is Closed
+    // it returns to Initialising (ready to reconnect). Any later event on the backend dir (our
+    // own Closed write, a toolstack key) made netback re-create the vif and answer InitWait, so
+    // the toolstack waited its full timeout for Closed.
+    Env env;
+    Guest g(env, "g1");
+    Vif v(env, g, 0);
+    CHECK(echo(v, raw_frame(64, 1)).data == raw_frame(64, 1));
+    REQUIRE(xenbus::request_close(*env.xs, DomId(0), "vif", g.domid, 0));
+    REQUIRE(v.wait_backend(XenbusState::XenbusStateClosing));
+    REQUIRE(v.nf->on_state_change());  // frontend Closed
+    REQUIRE(v.wait_backend(XenbusState::XenbusStateClosed));
+    REQUIRE(v.nf->on_state_change());  // backend Closed: netfront goes back to Initialising
+    const auto fs = xenbus::read_state(*env.xs, v.fdir());
+    REQUIRE(fs);
+    REQUIRE(*fs == XenbusState::XenbusStateInitialising);
+    REQUIRE(env.xs->write(v.bdir() + "/hvtest-touch", "1"));  // an event on the backend dir
+    CHECK_FALSE(v.wait_backend(XenbusState::XenbusStateInitWait, 1500ms));
+    const auto bs = xenbus::read_state(*env.xs, v.bdir());
+    REQUIRE(bs);
+    CHECK(*bs == XenbusState::XenbusStateClosed);
+    // The toolstack removes the directories; a vif added again under the same devid works.
+    REQUIRE(xenbus::remove_device(*env.xs, DomId(0), "vif", g.domid, 0));
 }
 
 }  // namespace hv::net::test

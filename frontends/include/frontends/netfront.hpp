@@ -58,6 +58,11 @@ struct Offload {
     bool data_validated = false;  ///< checksum known good
     std::uint8_t gso_type = rings::XEN_NETIF_GSO_TYPE_NONE;
     std::uint16_t gso_size = 0;   ///< MSS
+    /// rx only, with csum_blank (or GSO): where the TCP/UDP header starts in the frame and its
+    /// checksum field's offset from there (virtio-net csum_start/csum_offset), found as Linux
+    /// netfront's checksum_setup does; a packet whose headers do not allow it is an rx error.
+    std::uint16_t csum_start = 0;
+    std::uint16_t csum_offset = 0;
 };
 
 struct Packet {

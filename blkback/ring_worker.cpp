@@ -98,6 +98,7 @@ struct RingWorker::Impl {
     std::uint64_t bounce_first_frame = 0;
     std::vector<std::byte*> bounce_pages;
     std::vector<std::uint32_t> bounce_free;
+    std::uint32_t indirect_bounce = 0;  // the bounce page indirect pages are copied through
     std::vector<rings::gnttab_copy> copy_ops;
 
     // persistent grants (map mode): LRU list of unused-or-used entries, bounded by capacity
@@ -414,10 +415,9 @@ struct RingWorker::Impl {
             // GUEST: copied once, then only the copy is parsed (never read twice).
             std::memcpy(indirect_copy.data(), m->data(), XEN_PAGE_SIZE);
         } else {
-            if (bounce_free.empty()) {
-                return false;
-            }
-            const std::uint32_t b = bounce_free.back();
+            // Its own bounce page: data pages may all be taken by requests in flight, and the
+            // request must not fail for that (it waits for data pages in start_data instead).
+            const std::uint32_t b = indirect_bounce;
             rings::gnttab_copy op{};
             op.source.u.ref = ref.get();
             op.source.domid = cfg.frontend.get();
@@ -827,13 +827,20 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
         const auto nbounce = static_cast<std::uint32_t>(
             std::max<std::size_t>(std::size_t{w.size} * rings::BLKIF_MAX_SEGMENTS_PER_REQUEST,
                                   max_segs + 1));
-        auto first = w.svc.memory().alloc_extent(nbounce);
+        // One page more than the data pages: the indirect page's own (never in bounce_free).
+        auto first = w.svc.memory().alloc_extent(nbounce + 1);
         if (!first) {
             return fail(first.error());
         }
         w.bounce_first_frame = *first;
-        w.bounce_pages.resize(nbounce);
+        w.bounce_pages.resize(nbounce + 1);
         w.bounce_free.reserve(nbounce);
+        w.indirect_bounce = nbounce;
+        if (auto p = w.svc.memory().frame(*first + nbounce); p) {
+            w.bounce_pages[nbounce] = *p;
+        } else {
+            return fail(p.error());
+        }
         for (std::uint32_t i = 0; i < nbounce; ++i) {
             auto p = w.svc.memory().frame(*first + i);
             if (!p) {

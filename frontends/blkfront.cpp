@@ -141,6 +141,7 @@ struct Device::Impl {
     unsigned rr = 0;
     unsigned reconnects = 0;
     bool was_connected = false;
+    std::vector<GrantRef> deferred;  // grants still mapped by the backend when we revoked them
 
     Impl(hvmin::Services& h, xs::Client& x, std::uint32_t d, Options o, CompletionFn f)
         : hv(h), xs(x), devid(d), opt(o), on_complete(std::move(f)) {}
@@ -200,13 +201,22 @@ struct Device::Impl {
 
     /// Revokes a request's grant. In non-persistent mode a grant the backend still maps when
     /// it answered is a protocol violation (xen-abi sharp edge 8).
+    /// A grant that could not be revoked is kept in `deferred` and revoked later (Linux's
+    /// gnttab deferred list): the entry must not stay granted after the device is gone.
     bool end_grant(QueueMem& mem, GrantRef ref) {
         auto r = hv.grants().end_access(ref);
         if (!r) {
             mem.reusable = false;
+            deferred.push_back(ref);
             return false;
         }
         return true;
+    }
+
+    /// Retries the deferred revocations; true when none is left.
+    bool revoke_deferred() {
+        std::erase_if(deferred, [&](GrantRef ref) { return hv.grants().end_access(ref).has_value(); });
+        return deferred.empty();
     }
 
     // ---- setup / teardown ----------------------------------------------------------------
@@ -355,6 +365,7 @@ struct Device::Impl {
     /// talk_to_blkback: rings, grants, ports, keys in one transaction, → Initialised.
     Result<void> talk_to_backend() {
         teardown_rings();
+        (void)revoke_deferred();
         auto max_order = be_uint("max-ring-page-order", 0, 64);
         auto max_queues = be_uint("multi-queue-max-queues", 1, 1U << 16);
         if (!max_order || !max_queues) {
@@ -961,6 +972,19 @@ Device::~Device() {
     if (d.phase != Phase::dead) {
         d.die(-ENODEV);
         (void)xenbus::switch_state(d.xs, d.fe_dir, XenbusStateClosed);
+    }
+    // A backend that still maps our (persistent) grants lets go once it sees Closed; wait for
+    // that (bounded) so the entries return to the table. A grant entry has no wake-up to wait
+    // on, so this retries with a growing pause, as Linux's deferred-revocation timer does.
+    auto pause = std::chrono::microseconds(200);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!d.revoke_deferred() && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::microseconds(50'000));
+    }
+    if (!d.deferred.empty()) {
+        HV_WARN("blkfront %u: %zu grants still mapped by the backend at close: leaked", d.devid,
+                d.deferred.size());
     }
 }
 

@@ -221,6 +221,46 @@ TEST_CASE("indirect requests carry 256 segments and answer with the indirect_op"
     }
 }
 
+// Copy mode with a one-page ring has 32 × 11 bounce pages. A batch that holds every one of
+// them, followed by an INDIRECT request, must make that request wait for pages (it used to
+// be answered BLKIF_RSP_ERROR because its indirect page could not be fetched).
+TEST_CASE("copy mode: an indirect request arriving when every bounce page is taken waits",
+          "[blkback][e2e]") {
+    BackendOptions opt;
+    opt.mode = DataMode::copy;
+    Env env(opt);
+    Guest g(env, "fe", 2048);
+    const auto img = env.image("disk.img", kDisk);
+    Vbd v(env, g, 51712, img);
+    v.connect();
+    REQUIRE(v.ring_size() == 32);
+    Page ind = v.page(/*readonly=*/true);
+    auto* segs = reinterpret_cast<blkif_request_segment*>(ind.data);
+    for (unsigned i = 0; i < 256; ++i) {
+        segs[i] = seg(v.page().gref);
+    }
+    std::vector<blkif_request_segment> eleven;
+    for (unsigned i = 0; i < 11; ++i) {
+        eleven.push_back(seg(v.page().gref));
+    }
+    // 256 + 8 × 11 + 8 = 352 bounce pages, all held until the batch's I/O completes.
+    std::uint64_t id = 1;
+    v.put(0, v.indirect(BLKIF_OP_READ, id++, 0, 256, {ind.gref}));
+    for (unsigned i = 0; i < 8; ++i) {
+        v.put(0, v.rw(BLKIF_OP_READ, id++, 8 * 1024 + i * 88, eleven));
+    }
+    v.put(0, v.rw(BLKIF_OP_READ, id++, 9 * 1024,
+                  std::vector<blkif_request_segment>(eleven.begin(), eleven.begin() + 8)));
+    v.put(0, v.indirect(BLKIF_OP_READ, id++, 4096, 256, {ind.gref}));
+    v.push(0);
+    const auto rs = v.responses(0, id - 1);
+    REQUIRE(rs.size() == id - 1);
+    for (const auto& r : rs) {
+        INFO("id " << r.id);
+        CHECK(r.status == BLKIF_RSP_OKAY);
+    }
+}
+
 TEST_CASE("flush and barrier complete after the writes before them and are counted",
           "[blkback][e2e]") {
     BackendOptions opt;

@@ -23,6 +23,7 @@
 #include "hv/rings/ring.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/errc.hpp"
+#include "hvmin/wire.hpp"
 
 namespace hv::blk {
 
@@ -37,8 +38,11 @@ constexpr std::int16_t kOkay = rings::BLKIF_RSP_OKAY;
 constexpr std::int16_t kError = rings::BLKIF_RSP_ERROR;
 /// How long stop() waits for in-flight storage I/O before giving up on it (logged).
 constexpr auto kDrainTimeout = std::chrono::seconds(10);
-/// Upper bound of one sleep: a lost wakeup costs at most this much (spurious wakeups are fine).
-constexpr int kWaitMs = 500;
+/// The worker sleeps until an fd wakes it: no timeout, so a lost wake-up would hang the ring
+/// (and the stress tests would catch it) instead of hiding behind a periodic poll. Every path
+/// that goes to sleep either armed req_event with the final check (more_requests) or waits for
+/// an engine completion that it knows is coming (retry/ordered need I/O in flight).
+constexpr int kWaitForever = -1;
 
 /// A cached persistent grant: mapped read-write once, reused by gref.
 struct PGrant : bi::list_base_hook<>, bi::unordered_set_base_hook<> {
@@ -59,8 +63,10 @@ enum class Stage : std::uint8_t {
     free,
     wait_drain,  ///< flush/barrier waiting for every earlier request to finish
     flushing,    ///< queue_flush in flight
-    ready,       ///< data prepared, queue_* refused with busy: retry
+    ready,       ///< on the ready list: queue_* (or bounce pages) refused with busy
+    copy_in,     ///< copy mode write: its grant copies wait in the batch, then the write
     data,        ///< read/write/discard in flight
+    copy_out,    ///< copy mode read done: its grant copies wait in the batch, then the response
 };
 
 /// One preallocated request slot per ring slot (LX pending_req): no allocation per request.
@@ -73,6 +79,8 @@ struct Slot : bi::list_base_hook<> {
     std::vector<hvmin::GrantMapping> maps;      // non-persistent mappings of this request
     std::vector<PGrant*> pgrants;               // persistent grants this request uses
     std::vector<std::uint32_t> bounce;          // copy mode: bounce page indices
+    std::uint32_t copy_first = 0;               // copy mode: its ops in the batch
+    bool copied = false;                        // copy mode write: data is in the bounce pages
 };
 
 }  // namespace
@@ -99,7 +107,10 @@ struct RingWorker::Impl {
     std::vector<std::byte*> bounce_pages;
     std::vector<std::uint32_t> bounce_free;
     std::uint32_t indirect_bounce = 0;  // the bounce page indirect pages are copied through
+    // Grant copies of every request handled in one pass of the loop go to hv-min together
+    // (one GNTTABOP_copy per wire::kMaxBatch ops), not one hypercall per request.
     std::vector<rings::gnttab_copy> copy_ops;
+    std::vector<Slot*> copy_slots;
 
     // persistent grants (map mode): LRU list of unused-or-used entries, bounded by capacity
     std::unique_ptr<PGrant[]> pgrant_store;
@@ -115,7 +126,7 @@ struct RingWorker::Impl {
     bi::list<Slot> free_slots;
     unsigned busy = 0;                 // slots not free
     Slot* ordered = nullptr;           // a flush/barrier waiting for the drain
-    Slot* retry = nullptr;             // a request the engine refused with busy
+    bi::list<Slot> ready;              // requests refused with busy, retried in order
     std::array<std::byte, XEN_PAGE_SIZE> indirect_copy{};  // private copy of one indirect page
     std::array<IoCompletion, 64> completions{};
     std::array<std::byte, 128> slot_copy{};
@@ -246,6 +257,7 @@ struct RingWorker::Impl {
     }
     void finish(Slot& s, std::int16_t status) noexcept {
         release_data(s);
+        s.copied = false;
         respond(s.req.id, s.req.operation, status);
         s.stage = Stage::free;
         --busy;
@@ -357,16 +369,16 @@ struct RingWorker::Impl {
             s.bounce.push_back(b);
             s.iov[i] = iovec{bounce_pages[b] + segs[i].offset_bytes(), segs[i].len_bytes()};
         }
-        if (s.req.kind == RequestKind::read) {
-            return {};
-        }
-        return run_copies(s, /*to_guest=*/false);
+        return {};
     }
 
-    /// Batched GNTTABOP_copy between the guest's segment pages and the slot's bounce pages.
-    Result<void> run_copies(Slot& s, bool to_guest) {
+    /// Adds the GNTTABOP_copy ops between the guest's segment pages and the slot's bounce
+    /// pages to the batch; flush_copies() runs them and moves the slot on.
+    void queue_copies(Slot& s, bool to_guest) {
         const auto segs = s.req.segments();
-        copy_ops.resize(segs.size());
+        s.copy_first = static_cast<std::uint32_t>(copy_ops.size());
+        s.stage = to_guest ? Stage::copy_out : Stage::copy_in;
+        copy_slots.push_back(&s);
         for (std::size_t i = 0; i < segs.size(); ++i) {
             rings::gnttab_copy op{};
             rings::gnttab_copy_ptr guest{};
@@ -387,18 +399,47 @@ struct RingWorker::Impl {
                 op.dest = local;
                 op.flags = rings::GNTCOPY_source_gref;
             }
-            copy_ops[i] = op;
+            copy_ops.push_back(op);
         }
-        auto r = svc.grants().copy(copy_ops);
-        if (!r) {
-            return fail(r.error());
+    }
+
+    /// Runs the batched copies, then answers the reads and starts the writes that waited.
+    void flush_copies() {
+        if (copy_slots.empty()) {
+            return;
         }
-        for (const auto& op : copy_ops) {
-            if (op.status != rings::GNTST_okay) {
-                return fail(hvmin::gntst_error(op.status));
+        std::error_code transport;
+        for (std::size_t at = 0; at < copy_ops.size(); at += hvmin::wire::kMaxBatch) {
+            const std::size_t n = std::min<std::size_t>(hvmin::wire::kMaxBatch, copy_ops.size() - at);
+            if (auto r = svc.grants().copy(std::span(copy_ops.data() + at, n)); !r) {
+                transport = r.error();
+                break;
             }
         }
-        return {};
+        for (Slot* sp : copy_slots) {
+            Slot& sl = *sp;
+            std::error_code err = transport;
+            for (std::size_t i = 0; !err && i < sl.req.segments().size(); ++i) {
+                const auto st = copy_ops[sl.copy_first + i].status;
+                if (st != rings::GNTST_okay) {
+                    err = hvmin::gntst_error(st);
+                }
+            }
+            if (err) {
+                HV_LOG_RL(warn, "blkback %s: request %llu: grant copy: %s", cfg.name.c_str(),
+                          static_cast<unsigned long long>(sl.req.id), err.message().c_str());
+                finish(sl, kError);
+            } else if (sl.stage == Stage::copy_out) {
+                finish(sl, kOkay);
+            } else {
+                sl.copied = true;
+                if (!start_data(sl)) {
+                    ready.push_back(sl);
+                }
+            }
+        }
+        copy_slots.clear();
+        copy_ops.clear();
     }
 
     /// Fetches the indirect pages once into private memory and parses the segments.
@@ -470,6 +511,10 @@ struct RingWorker::Impl {
                 }
             }
             const bool write = s.req.kind != RequestKind::read;
+            if (write && cfg.mode == DataMode::copy && !s.copied) {
+                queue_copies(s, /*to_guest=*/false);
+                return true;  // the write starts once flush_copies() has the data
+            }
             q = write ? engine->queue_writev(s.req.offset_bytes(), s.iov, cookie)
                       : engine->queue_readv(s.req.offset_bytes(), s.iov, cookie);
         }
@@ -554,7 +599,7 @@ struct RingWorker::Impl {
             return false;  // nothing new starts until the flush has been issued
         }
         if (!start_data(*s)) {
-            retry = s;
+            ready.push_back(*s);
             stats.add(stats.oo_req);
             return false;
         }
@@ -567,7 +612,7 @@ struct RingWorker::Impl {
             return;
         }
         for (;;) {
-            if (ordered != nullptr || retry != nullptr) {
+            if (ordered != nullptr || !ready.empty()) {
                 return;
             }
             auto& h = header();
@@ -593,11 +638,13 @@ struct RingWorker::Impl {
     }
 
     void progress_blocked() {
-        if (retry != nullptr) {
-            Slot* s = retry;
-            retry = nullptr;
-            if (!start_data(*s)) {
-                retry = s;
+        // Every waiting request is tried, not just the first: one waiting for bounce pages
+        // must not block one behind it that holds pages and waits for the engine.
+        for (auto it = ready.begin(); it != ready.end();) {
+            Slot& s = *it;
+            it = ready.erase(it);
+            if (!start_data(s)) {
+                ready.insert(it, s);
             }
         }
         if (ordered != nullptr && ordered->stage == Stage::wait_drain && busy == 1) {
@@ -624,7 +671,7 @@ struct RingWorker::Impl {
                 ordered = nullptr;
             }
             if (!start_data(s)) {
-                retry = &s;
+                ready.push_back(s);
             }
             return;
         }
@@ -634,11 +681,8 @@ struct RingWorker::Impl {
             status = kError;  // short transfer
         }
         if (status == kOkay && cfg.mode == DataMode::copy && s.req.kind == RequestKind::read) {
-            if (auto c = run_copies(s, /*to_guest=*/true); !c) {
-                HV_LOG_RL(warn, "blkback %s: read %llu: copy to guest: %s", cfg.name.c_str(),
-                          static_cast<unsigned long long>(s.req.id), c.error().message().c_str());
-                status = kError;
-            }
+            queue_copies(s, /*to_guest=*/true);  // answered by flush_copies()
+            return;
         }
         finish(s, status);
     }
@@ -654,6 +698,7 @@ struct RingWorker::Impl {
             }
             total += n;
             if (n < completions.size()) {
+                flush_copies();
                 return total;
             }
         }
@@ -667,7 +712,7 @@ struct RingWorker::Impl {
 
     /// Final check (xen-abi §1.5): true if more requests arrived meanwhile.
     bool more_requests() {
-        if (halted.load(std::memory_order_relaxed) || ordered != nullptr || retry != nullptr) {
+        if (halted.load(std::memory_order_relaxed) || ordered != nullptr || !ready.empty()) {
             return false;
         }
         auto& h = header();
@@ -689,16 +734,19 @@ struct RingWorker::Impl {
         while (!stopping.load(std::memory_order_acquire)) {
             (void)evtchn.ack();
             drain();
+            flush_copies();
             progress_blocked();
+            flush_copies();
             submit();
             reap();
             progress_blocked();
+            flush_copies();
             submit();
             push_responses();
             if (more_requests()) {
                 continue;
             }
-            if (::poll(fds.data(), fds.size(), kWaitMs) < 0 && errno != EINTR) {
+            if (::poll(fds.data(), fds.size(), kWaitForever) < 0 && errno != EINTR) {
                 HV_ERROR("blkback %s: poll: %s", cfg.name.c_str(), std::strerror(errno));
                 break;
             }
@@ -821,7 +869,7 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
         s.bounce.reserve(max_segs);
         w.free_slots.push_back(s);
     }
-    w.copy_ops.reserve(max_segs);
+    w.copy_slots.reserve(w.size);
 
     if (w.cfg.mode == DataMode::copy) {
         const auto nbounce = static_cast<std::uint32_t>(
@@ -835,6 +883,7 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
         w.bounce_first_frame = *first;
         w.bounce_pages.resize(nbounce + 1);
         w.bounce_free.reserve(nbounce);
+        w.copy_ops.reserve(nbounce);  // at most one op per bounce page in use
         w.indirect_bounce = nbounce;
         if (auto p = w.svc.memory().frame(*first + nbounce); p) {
             w.bounce_pages[nbounce] = *p;

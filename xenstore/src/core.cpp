@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "hv/assert.hpp"
@@ -181,6 +182,9 @@ struct Conn {
     std::optional<Core::Clock::time_point> partial_since;
     std::string out;  // queued output; out_off bytes of it already sent
     std::size_t out_off = 0;
+    std::uint32_t out_msgs = 0;  // whole messages in `out` not completely sent yet
+    std::size_t out_next_end = 0;  // offset in `out` where the first unsent message ends
+    bool throttled = false;        // stopped reading: its domain has too much unconsumed output
     std::vector<Watch> watches;               // registration order
     std::unordered_set<std::string> watch_keys;  // abs + NUL + token: duplicate check in O(1)
     std::map<std::uint32_t, std::unique_ptr<Transaction>> txs;
@@ -229,6 +233,16 @@ struct Core::Impl {
     std::vector<ConnId> doomed;
     std::vector<ConnId> dirty;
     std::uint64_t misbehaving = 0;  // connections doomed for not reading their output
+    // SPEC: xenstored domain.c ACC_OUTST — replies and watch events queued for an unprivileged
+    // domain and not yet taken by it, summed over its connections; at the `outstanding` quota
+    // its connections are no longer read until it consumes some.
+    struct Outstanding {
+        std::uint32_t queued = 0;     // messages
+        std::uint32_t throttled = 0;  // connections of the domain waiting to be resumed
+    };
+    std::unordered_map<std::uint16_t, Outstanding> outstanding;
+    std::vector<ConnId> resumed;
+    std::uint64_t throttle_events = 0;  // times a connection was stopped by the quota
 
     explicit Impl(ServerConfig c) : cfg(std::move(c)) {
         domains[0].introduced = true;
@@ -338,6 +352,7 @@ struct Core::Impl {
         }
         if (c.out_off > 0 && c.out_off * 2 > c.out.size()) {
             c.out.erase(0, c.out_off);
+            c.out_next_end -= c.out_off;
             c.out_off = 0;
         }
         const bool was_empty = c.out.size() == c.out_off;
@@ -345,9 +360,102 @@ struct Core::Impl {
                       static_cast<std::uint32_t>(payload.size())};
         c.out.append(reinterpret_cast<const char*>(&h), sizeof h);
         c.out.append(payload);
+        if (c.out_msgs++ == 0) {
+            c.out_next_end = c.out.size();
+        }
+        if (!c.privileged) {
+            ++outstanding[c.domid].queued;
+        }
         if (was_empty) {
             dirty.push_back(c.id);
         }
+    }
+
+    std::uint32_t outstanding_limit(std::uint16_t domid) const {
+        return std::max<std::uint32_t>(1, quotas_for(domid).outstanding);
+    }
+
+    /// False when the connection's domain is at its `outstanding` quota (dom0: never).
+    bool may_read(const Conn& c) const {
+        if (c.privileged) {
+            return true;
+        }
+        auto it = outstanding.find(c.domid);
+        return it == outstanding.end() || it->second.queued < outstanding_limit(c.domid);
+    }
+
+    /// Marks `c` as stopped by the quota: it is listed by take_resumed() once it may read.
+    void throttle(Conn& c) {
+        if (!c.throttled) {
+            c.throttled = true;
+            ++outstanding[c.domid].throttled;
+            ++throttle_events;
+        }
+    }
+
+    /// `n` of the connection's queued messages were taken (or dropped): wake its domain's
+    /// throttled connections if that brings the domain under the quota.
+    void outstanding_done(Conn& c, std::uint32_t n) {
+        if (c.privileged || n == 0) {
+            return;
+        }
+        auto it = outstanding.find(c.domid);
+        if (it == outstanding.end()) {
+            return;
+        }
+        Outstanding& o = it->second;
+        o.queued -= std::min(o.queued, n);
+        if (o.throttled > 0 && o.queued < outstanding_limit(c.domid)) {
+            for (auto& [id, other] : conns) {
+                if (other->domid == c.domid && other->throttled) {
+                    other->throttled = false;
+                    resumed.push_back(id);
+                }
+            }
+            o.throttled = 0;
+        }
+        if (o.queued == 0 && o.throttled == 0) {
+            outstanding.erase(it);
+        }
+    }
+
+    /// The first `n` bytes of the connection's output were sent.
+    void consume(Conn& c, std::size_t n) {
+        c.out_off += std::min(n, c.out.size() - c.out_off);
+        std::uint32_t done = 0;
+        while (c.out_msgs > 0 && c.out_off >= c.out_next_end) {
+            --c.out_msgs;
+            ++done;
+            if (c.out_msgs > 0) {
+                xsd_sockmsg h;
+                std::memcpy(&h, c.out.data() + c.out_next_end, sizeof h);  // our own bytes
+                c.out_next_end += sizeof h + h.len;
+            }
+        }
+        if (c.out_off == c.out.size()) {
+            c.out.clear();
+            c.out_off = 0;
+            c.out_next_end = 0;
+        }
+        outstanding_done(c, done);
+    }
+
+    /// Drops the connection, its queued output and its share of the domain's outstanding count.
+    void forget(ConnId id) {
+        auto it = conns.find(id);
+        if (it == conns.end()) {
+            return;
+        }
+        std::unique_ptr<Conn> c = std::move(it->second);
+        conns.erase(it);
+        if (c->throttled) {
+            c->throttled = false;
+            if (auto o = outstanding.find(c->domid); o != outstanding.end() && o->second.throttled) {
+                --o->second.throttled;
+            }
+        }
+        outstanding_done(*c, c->out_msgs);
+        std::erase(resumed, id);
     }
 
     void doom(Conn& c) {
@@ -1203,7 +1311,13 @@ struct Core::Impl {
         }
         c.in.append(bytes);
         std::size_t off = 0;
+        bool stopped = false;
         while (!c.doomed && c.in.size() - off >= sizeof(xsd_sockmsg)) {
+            if (!may_read(c)) {
+                stopped = true;  // the rest waits until the domain consumes its output
+                throttle(c);
+                break;
+            }
             xsd_sockmsg h;
             // GUEST: the header is copied out of the connection buffer before use.
             std::memcpy(&h, c.in.data() + off, sizeof h);
@@ -1225,10 +1339,57 @@ struct Core::Impl {
             c.partial_since.reset();
         }
         c.in.erase(0, off);
-        if (c.in.empty()) {
-            c.partial_since.reset();
+        if (c.in.empty() || stopped) {
+            c.partial_since.reset();  // a throttled connection's wait is not its own stall
         } else if (!c.partial_since) {
             c.partial_since = Clock::now();
+        }
+        return {};
+    }
+
+    /// Each connection's message count matches its queued bytes, and each domain's outstanding
+    /// count is the sum over its connections.
+    Result<void> check_outstanding() const {
+        std::unordered_map<std::uint16_t, std::uint32_t> sum;
+        for (const auto& [id, c] : conns) {
+            std::uint32_t msgs = 0;
+            std::size_t end = c->out_off;
+            std::size_t first_end = 0;
+            // A partly sent first message: its end is out_next_end; whole ones follow.
+            if (c->out_msgs > 0) {
+                first_end = c->out_next_end;
+                end = first_end;
+                msgs = 1;
+            }
+            while (end < c->out.size()) {
+                xsd_sockmsg h;
+                std::memcpy(&h, c->out.data() + end, sizeof h);
+                end += sizeof h + h.len;
+                ++msgs;
+            }
+            if (msgs != c->out_msgs || end != c->out.size() ||
+                (msgs > 0 && (first_end <= c->out_off || first_end > c->out.size()))) {
+                HV_ERROR("xenstore check: conn %llu counts %u queued messages, has %u",
+                         static_cast<unsigned long long>(id), c->out_msgs, msgs);
+                return fail_errno(EIO);
+            }
+            if (!c->privileged) {
+                sum[c->domid] += msgs;
+            }
+        }
+        for (const auto& [domid, o] : outstanding) {
+            if (o.queued != sum[domid]) {
+                HV_ERROR("xenstore check: dom%u outstanding %u, queued %u", domid, o.queued,
+                         sum[domid]);
+                return fail_errno(EIO);
+            }
+            sum.erase(domid);
+        }
+        for (const auto& [domid, n] : sum) {
+            if (n != 0) {
+                HV_ERROR("xenstore check: dom%u has %u queued messages, not counted", domid, n);
+                return fail_errno(EIO);
+            }
         }
         return {};
     }
@@ -1262,6 +1423,9 @@ struct Core::Impl {
                 HV_ERROR("xenstore check: %s not listed once by its parent", path.c_str());
                 return fail_errno(EIO);
             }
+        }
+        if (auto r = check_outstanding(); !r) {
+            return r;
         }
         for (const auto& [domid, u] : store.usage) {
             usage[domid];
@@ -1330,7 +1494,7 @@ ConnId Core::connect(DomId domid) {
     return id;
 }
 
-void Core::disconnect(ConnId id) noexcept { impl_->conns.erase(id); }
+void Core::disconnect(ConnId id) noexcept { impl_->forget(id); }
 
 Result<void> Core::feed(ConnId id, std::string_view bytes) {
     auto it = impl_->conns.find(id);
@@ -1353,13 +1517,23 @@ void Core::consume_output(ConnId id, std::size_t n) noexcept {
     if (it == impl_->conns.end()) {
         return;
     }
-    Conn& c = *it->second;
-    c.out_off += std::min(n, c.out.size() - c.out_off);
-    if (c.out_off == c.out.size()) {
-        c.out.clear();
-        c.out_off = 0;
-    }
+    impl_->consume(*it->second, n);
 }
+
+bool Core::admit(ConnId id) {
+    auto it = impl_->conns.find(id);
+    if (it == impl_->conns.end()) {
+        return false;
+    }
+    if (impl_->may_read(*it->second)) {
+        return true;
+    }
+    impl_->throttle(*it->second);
+    return false;
+}
+
+std::vector<ConnId> Core::take_resumed() { return std::exchange(impl_->resumed, {}); }
+std::uint64_t Core::throttle_events() const noexcept { return impl_->throttle_events; }
 
 std::optional<Core::Clock::time_point> Core::partial_since(ConnId id) const noexcept {
     auto it = impl_->conns.find(id);

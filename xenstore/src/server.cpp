@@ -16,7 +16,9 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "hv/log.hpp"
@@ -40,7 +42,7 @@ constexpr std::size_t kReadBudget = 256 * 1024;  // per connection per round: fa
 struct Server::Impl {
     struct Sock {
         UniqueFd fd;
-        bool want_out = false;
+        std::uint32_t armed = EPOLLIN;  // the events epoll watches for on this fd
     };
 
     ServerConfig cfg;
@@ -52,6 +54,8 @@ struct Server::Impl {
     std::vector<UniqueFd> listeners;
     std::vector<std::pair<std::string, ino_t>> listen_paths;  // removed at exit if still ours
     std::unordered_map<ConnId, Sock> socks;
+    std::unordered_set<ConnId> partial;  // connections holding an unfinished message
+    std::optional<Core::Clock::time_point> armed_deadline;
     std::atomic<bool> stopping{false};
     std::uint64_t protocol_disconnects = 0;
     char buf[kReadChunk];
@@ -77,6 +81,17 @@ struct Server::Impl {
         return {};
     }
 
+    /// Watches for input unless the core throttles the connection, for output while some is
+    /// queued; one epoll_ctl only when that changes.
+    void rearm(ConnId id, Sock& s) {
+        const std::uint32_t want = (core.admit(id) ? std::uint32_t{EPOLLIN} : 0u) |
+                                   (core.output(id).empty() ? 0u : std::uint32_t{EPOLLOUT});
+        if (want != s.armed) {
+            s.armed = want;
+            (void)watch_fd(s.fd.get(), want, tag(kConn, id), EPOLL_CTL_MOD);
+        }
+    }
+
     Result<void> add(UniqueFd fd, DomId domid) {
         const int fl = ::fcntl(fd.get(), F_GETFL);
         if (fl < 0 || ::fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK) != 0) {
@@ -87,7 +102,7 @@ struct Server::Impl {
             core.disconnect(id);
             return r;
         }
-        socks.emplace(id, Sock{std::move(fd), false});
+        socks.emplace(id, Sock{std::move(fd)});
         return {};
     }
 
@@ -97,6 +112,7 @@ struct Server::Impl {
             ::epoll_ctl(ep.get(), EPOLL_CTL_DEL, it->second.fd.get(), nullptr);
             socks.erase(it);
         }
+        partial.erase(id);
         core.disconnect(id);
     }
 
@@ -123,11 +139,29 @@ struct Server::Impl {
         }
     }
 
+    /// Hands bytes (possibly none: input buffered while throttled) to the core and sends the
+    /// replies. False: close the connection.
+    bool feed(ConnId id, Sock& s, std::string_view bytes) {
+        if (auto r = core.feed(id, bytes); !r) {
+            ++protocol_disconnects;
+            return false;
+        }
+        if (core.partial_since(id)) {
+            partial.insert(id);
+        } else {
+            partial.erase(id);
+        }
+        return flush(id, s);
+    }
+
     /// Reads what the peer sent, sending replies as they are produced. False: close it.
-    bool read_conn(ConnId id, int fd) {
+    bool read_conn(ConnId id, Sock& s) {
         std::size_t total = 0;
         while (total < kReadBudget) {
-            const ssize_t n = ::read(fd, buf, sizeof buf);
+            if (!core.admit(id)) {
+                break;  // over the outstanding quota: the rest stays in the socket
+            }
+            const ssize_t n = ::read(s.fd.get(), buf, sizeof buf);
             if (n == 0) {
                 return false;
             }
@@ -138,16 +172,14 @@ struct Server::Impl {
                 return errno == EAGAIN || errno == EWOULDBLOCK;
             }
             total += static_cast<std::size_t>(n);
-            if (auto r = core.feed(id, std::string_view(buf, static_cast<std::size_t>(n))); !r) {
-                ++protocol_disconnects;
+            if (!feed(id, s, std::string_view(buf, static_cast<std::size_t>(n)))) {
                 return false;
             }
-            // Keep replies flowing during a long burst rather than only at the end of the round.
-            auto it = socks.find(id);
-            if (it != socks.end() && !core.output(id).empty() && !flush(id, it->second)) {
-                return false;
+            if (static_cast<std::size_t>(n) < sizeof buf) {
+                break;  // drained; level-triggered epoll reports anything that arrives later
             }
         }
+        rearm(id, s);
         return true;
     }
 
@@ -177,39 +209,49 @@ struct Server::Impl {
             }
             core.consume_output(id, static_cast<std::size_t>(n));
         }
-        const bool want = !core.output(id).empty();
-        if (want != s.want_out) {
-            s.want_out = want;
-            (void)watch_fd(s.fd.get(), EPOLLIN | (want ? EPOLLOUT : 0u), tag(kConn, id),
-                           EPOLL_CTL_MOD);
-        }
+        rearm(id, s);
         return true;
     }
 
-    /// Closes doomed connections, sends queued output, re-arms the partial-message timer.
+    /// Closes doomed connections, sends queued output, lets throttled connections that may
+    /// read again handle what they had sent, re-arms the partial-message timer.
     void settle() {
-        for (ConnId id : core.take_doomed()) {
-            close_conn(id);
-        }
-        for (ConnId id : core.take_dirty()) {
-            auto it = socks.find(id);
-            if (it != socks.end() && !flush(id, it->second)) {
+        for (;;) {
+            for (ConnId id : core.take_doomed()) {
                 close_conn(id);
             }
-        }
-        for (ConnId id : core.take_doomed()) {  // a flush cannot doom, but stay safe
-            close_conn(id);
+            auto dirty = core.take_dirty();
+            auto resumed = core.take_resumed();
+            if (dirty.empty() && resumed.empty()) {
+                break;
+            }
+            for (ConnId id : dirty) {
+                auto it = socks.find(id);
+                if (it != socks.end() && !flush(id, it->second)) {
+                    close_conn(id);
+                }
+            }
+            for (ConnId id : resumed) {
+                auto it = socks.find(id);
+                if (it != socks.end() && !feed(id, it->second, {})) {
+                    close_conn(id);
+                }
+            }
         }
         arm_timer();
     }
 
     void arm_timer() {
         std::optional<Core::Clock::time_point> earliest;
-        for (const auto& [id, s] : socks) {
+        for (ConnId id : partial) {
             if (auto t = core.partial_since(id); t && (!earliest || *t < *earliest)) {
                 earliest = t;
             }
         }
+        if (earliest == armed_deadline) {
+            return;  // the timer already says this: no syscall
+        }
+        armed_deadline = earliest;
         itimerspec its{};
         if (earliest) {
             const auto deadline = *earliest + cfg.partial_message_timeout;
@@ -224,12 +266,16 @@ struct Server::Impl {
         ::timerfd_settime(timer.get(), 0, &its, nullptr);
     }
 
+    /// One epoll_wait and everything it reported. The number of events handled.
+    Result<int> process(int timeout_ms);
+
     void expire_partials() {
         std::uint64_t ticks = 0;
         (void)!::read(timer.get(), &ticks, sizeof ticks);
+        armed_deadline.reset();  // fired (or disarmed): settle() arms it afresh
         const auto now = Core::Clock::now();
         std::vector<ConnId> stale;
-        for (const auto& [id, s] : socks) {
+        for (ConnId id : partial) {
             if (auto t = core.partial_since(id); t && now - *t >= cfg.partial_message_timeout) {
                 stale.push_back(id);
             }
@@ -347,16 +393,27 @@ bool Server::is_introduced(DomId domid) const {
 int Server::fd() const noexcept { return impl_->ep.get(); }
 
 Result<void> Server::process(int timeout_ms) {
+    auto n = impl_->process(timeout_ms);
+    if (!n) {
+        return fail(n.error());
+    }
+    return {};
+}
+
+Result<int> Server::Impl::process(int timeout_ms) {
     epoll_event evs[64];
-    const int n = ::epoll_wait(impl_->ep.get(), evs, 64, timeout_ms);
+    const int n = ::epoll_wait(ep.get(), evs, 64, timeout_ms);
     if (n < 0) {
         if (errno == EINTR) {
-            return {};
+            return 0;
         }
         return fail_errno();
     }
-    std::lock_guard lk(impl_->mu);
-    Impl& s = *impl_;
+    if (n == 0) {
+        return 0;  // nothing happened: nothing to settle either
+    }
+    std::lock_guard lk(mu);
+    Impl& s = *this;
     for (int i = 0; i < n; ++i) {
         const std::uint64_t data = evs[i].data.u64;
         const auto kind = static_cast<Kind>(data >> kKindShift);
@@ -381,8 +438,11 @@ Result<void> Server::process(int timeout_ms) {
                     break;  // closed earlier in this round
                 }
                 bool keep = true;
-                if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                    keep = s.read_conn(val, it->second.fd.get());
+                const std::uint32_t ev = evs[i].events;
+                if ((ev & (EPOLLHUP | EPOLLERR)) && !(it->second.armed & EPOLLIN)) {
+                    keep = false;  // throttled and the peer is gone: nothing left to serve
+                } else if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                    keep = s.read_conn(val, it->second);
                 }
                 if (keep && (evs[i].events & EPOLLOUT)) {
                     it = s.socks.find(val);
@@ -396,12 +456,24 @@ Result<void> Server::process(int timeout_ms) {
         }
     }
     s.settle();
-    return {};
+    return n;
 }
 
 Result<void> Server::run() {
+    // Adaptive busy poll: spin (epoll_wait with no timeout) while work arrived within the last
+    // `busy_poll`, sleep in epoll_wait otherwise. An idle server never spins.
+    using Clock = std::chrono::steady_clock;
+    const auto window = impl_->cfg.busy_poll;
+    Clock::time_point last_work{};
     while (!impl_->stopping.load(std::memory_order_acquire)) {
-        HV_TRY(process(-1));
+        const bool spin = window.count() > 0 && Clock::now() - last_work < window;
+        auto n = impl_->process(spin ? 0 : -1);
+        if (!n) {
+            return fail(n.error());
+        }
+        if (*n > 0 && window.count() > 0) {
+            last_work = Clock::now();
+        }
     }
     return {};
 }
@@ -421,6 +493,11 @@ std::size_t Server::connection_count() const {
 std::uint64_t Server::protocol_disconnects() const {
     std::lock_guard lk(impl_->mu);
     return impl_->protocol_disconnects + impl_->core.slow_reader_disconnects();
+}
+
+std::uint64_t Server::throttle_events() const {
+    std::lock_guard lk(impl_->mu);
+    return impl_->core.throttle_events();
 }
 
 }  // namespace hv::xs

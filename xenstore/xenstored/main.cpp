@@ -1,5 +1,6 @@
 // xenstored: the hvkit XenStore server as a standalone daemon on a Unix socket.
-//   xenstored [--socket PATH] [--quota NAME=VALUE]... [--partial-timeout-ms N] [--max-output BYTES]
+//   xenstored [--socket PATH] [--quota NAME=VALUE]... [--partial-timeout-ms N]
+//             [--max-output BYTES] [--busy-poll-us N]
 // Without --socket: $XENSTORED_PATH, else $XENSTORED_RUNDIR/socket, else
 // /var/run/xenstored/socket (libxenstore's defaults). Every socket client is dom0.
 #include <csignal>
@@ -25,7 +26,7 @@ void on_signal(int) {
 int usage() {
     std::fprintf(stderr,
                  "usage: xenstored [--socket PATH] [--quota NAME=VALUE]... "
-                 "[--partial-timeout-ms N] [--max-output BYTES]\n"
+                 "[--partial-timeout-ms N] [--max-output BYTES] [--busy-poll-us N]\n"
                  "quota names: nodes watches transactions outstanding transaction-nodes "
                  "permissions path-max node-size memory\n");
     return 2;
@@ -77,6 +78,14 @@ int main(int argc, char** argv) {
             } else {
                 cfg.partial_message_timeout = std::chrono::milliseconds(n);
             }
+        } else if (a == "--busy-poll-us") {
+            const char* v = value();
+            char* end = nullptr;
+            const unsigned long long n = v ? std::strtoull(v, &end, 10) : 0;
+            if (v == nullptr || *v == '\0' || *end != '\0' || n > 1'000'000) {
+                return usage();
+            }
+            cfg.busy_poll = std::chrono::microseconds(n);
         } else if (a == "-h" || a == "--help") {
             usage();
             return 0;

@@ -45,6 +45,10 @@ struct ServerConfig {
     std::chrono::milliseconds partial_message_timeout{5000};
     /// Connections (sockets) beyond this are refused at accept().
     std::size_t max_connections = 1024;
+    /// After serving something, run() keeps polling without sleeping for this long before it
+    /// blocks again: a client's next request (or a watcher's) arriving within the window costs
+    /// the server no wake-up. 0 disables it. process() itself never spins.
+    std::chrono::microseconds busy_poll{0};
 };
 
 }  // namespace hv::xs

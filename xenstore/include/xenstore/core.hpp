@@ -44,6 +44,17 @@ public:
     /// Marks the first `n` bytes of output() as sent.
     void consume_output(ConnId id, std::size_t n) noexcept;
 
+    /// True if the connection's requests may be read now. False when its domain has
+    /// `outstanding` replies and watch events queued and not yet consumed (dom0: never): the
+    /// caller stops reading it, and it is listed by take_resumed() once it may read again.
+    /// feed() applies the same rule: requests past the quota stay buffered, unhandled.
+    bool admit(ConnId id);
+    /// Connections that were stopped by the `outstanding` quota and may read again; clears the
+    /// list. The caller calls feed(id, {}) to handle what they had already sent, then reads.
+    std::vector<ConnId> take_resumed();
+    /// Times a connection was stopped by the `outstanding` quota.
+    std::uint64_t throttle_events() const noexcept;
+
     /// When the connection's unfinished message started, if it has one.
     std::optional<Clock::time_point> partial_since(ConnId id) const noexcept;
 

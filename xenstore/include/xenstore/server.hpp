@@ -88,6 +88,10 @@ public:
     /// partial message). For tests and metrics.
     std::uint64_t protocol_disconnects() const;
 
+    /// Times a connection stopped being read because its domain reached the `outstanding`
+    /// quota (replies and watch events it had not consumed). For tests and metrics.
+    std::uint64_t throttle_events() const;
+
 private:
     struct Impl;
     explicit Server(std::unique_ptr<Impl> impl) noexcept;

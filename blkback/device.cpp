@@ -316,6 +316,8 @@ Result<void> BlkDevice::connect() {
         cfg.abi = abi;
         cfg.mode = mode_;
         cfg.persistent = persistent;
+        cfg.max_persistent_grants = opt_.max_persistent_grants;
+        cfg.persistent_grant_idle = opt_.persistent_grant_idle;
         cfg.limits = limits_;
         cfg.name = std::to_string(ref_.frontend.get()) + "/" + std::to_string(ref_.devid) + "/q" +
                    std::to_string(q);
@@ -470,7 +472,10 @@ void BlkDevice::write_statistics() noexcept {
                          {d + "oo_req", std::to_string(s.oo_req)},
                          {d + "rd_sect", std::to_string(s.rd_sect)},
                          {d + "wr_sect", std::to_string(s.wr_sect)},
-                         {d + "errors", std::to_string(s.errors)}});
+                         {d + "errors", std::to_string(s.errors)},
+                         // hvkit's own (not Linux's): persistent-grant purges, zero-copy I/O
+                         {d + "pgnt_purged", std::to_string(s.pgnt_purged)},
+                         {d + "fixed_req", std::to_string(s.fixed_req)}});
     if (w) {
         last_stats_ = s;
     }

@@ -35,6 +35,11 @@ struct BackendOptions {
     unsigned max_ring_page_order = 4;       ///< max-ring-page-order (16 pages)
     std::uint16_t max_indirect_segments = 256;  ///< feature-max-indirect-segments
     bool persistent = true;                 ///< offer feature-persistent (map mode only)
+    /// Persistent grants cached per ring at most (Linux `max_persistent_grants`); 0: the
+    /// ring's size × 11 (every grant its direct requests can name).
+    unsigned max_persistent_grants = 0;
+    /// A cached grant unused this long is unmapped (Linux `persistent_grant_unused_seconds`).
+    std::chrono::milliseconds persistent_grant_idle{60'000};
     std::chrono::milliseconds stats_interval{1000};
     UringEngineOptions uring;
     std::vector<std::string> lvm_scan_devices;  ///< restrict LVM scans (empty: all devices)

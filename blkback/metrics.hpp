@@ -18,6 +18,8 @@ struct RingStatsSnapshot {
     std::uint64_t rd_sect = 0;  ///< 512-byte sectors read
     std::uint64_t wr_sect = 0;  ///< 512-byte sectors written
     std::uint64_t errors = 0;   ///< responses other than BLKIF_RSP_OKAY
+    std::uint64_t pgnt_purged = 0;  ///< cached persistent grants unmapped because idle
+    std::uint64_t fixed_req = 0;    ///< map mode: requests done straight into guest pages as io_uring fixed buffers
     friend bool operator==(const RingStatsSnapshot&, const RingStatsSnapshot&) = default;
     RingStatsSnapshot& operator+=(const RingStatsSnapshot& o) noexcept {
         rd_req += o.rd_req;
@@ -28,6 +30,8 @@ struct RingStatsSnapshot {
         rd_sect += o.rd_sect;
         wr_sect += o.wr_sect;
         errors += o.errors;
+        pgnt_purged += o.pgnt_purged;
+        fixed_req += o.fixed_req;
         return *this;
     }
 };
@@ -49,6 +53,8 @@ public:
         s.rd_sect = rd_sect.load(std::memory_order_relaxed);
         s.wr_sect = wr_sect.load(std::memory_order_relaxed);
         s.errors = errors.load(std::memory_order_relaxed);
+        s.pgnt_purged = pgnt_purged.load(std::memory_order_relaxed);
+        s.fixed_req = fixed_req.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -60,6 +66,8 @@ public:
     std::atomic<std::uint64_t> rd_sect{0};
     std::atomic<std::uint64_t> wr_sect{0};
     std::atomic<std::uint64_t> errors{0};
+    std::atomic<std::uint64_t> pgnt_purged{0};
+    std::atomic<std::uint64_t> fixed_req{0};
 };
 
 }  // namespace hv::blk

@@ -5,6 +5,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -49,6 +50,7 @@ struct PGrant : bi::list_base_hook<>, bi::unordered_set_base_hook<> {
     std::uint32_t gref = 0;
     hvmin::GrantMapping map;
     unsigned users = 0;
+    std::chrono::steady_clock::time_point last_used;
     friend bool operator==(const PGrant& a, const PGrant& b) noexcept { return a.gref == b.gref; }
     friend std::size_t hash_value(const PGrant& g) noexcept { return g.gref * 2654435761U; }
 };
@@ -120,6 +122,10 @@ struct RingWorker::Impl {
     bi::list<PGrant> pgrant_lru;   // cached, most recently used at the back
     bi::list<PGrant> pgrant_free;  // unused storage
     std::atomic<std::size_t> pgrant_count{0};
+    std::vector<hvmin::GrantMapping> pgrant_purged;  // unmapped together (one hypercall)
+    UniqueFd purge_timer;          // fires when the least recently used grant may be idle
+    bool purge_armed = false;
+    std::chrono::steady_clock::time_point pass_time;  // start of the current loop pass
 
     std::unique_ptr<Slot[]> slots;
     std::size_t nslots = 0;
@@ -248,6 +254,7 @@ struct RingWorker::Impl {
         s.maps.clear();
         for (PGrant* g : s.pgrants) {
             --g->users;
+            g->last_used = pass_time;
         }
         s.pgrants.clear();
         for (std::uint32_t b : s.bounce) {
@@ -272,6 +279,7 @@ struct RingWorker::Impl {
         }
         pgrant_lru.erase(pgrant_lru.iterator_to(*it));
         pgrant_lru.push_back(*it);
+        it->last_used = pass_time;
         return &*it;
     }
     PGrant* pgrant_slot() noexcept {
@@ -292,6 +300,52 @@ struct RingWorker::Impl {
             }
         }
         return nullptr;  // every cached grant is in use: map this one non-persistently
+    }
+
+    /// Unmaps (in one batch) the cached grants no request has used for persistent_grant_idle,
+    /// as Linux blkback's purge of unused persistent grants. The LRU is ordered by last lookup,
+    /// so the walk stops at the first grant still fresh.
+    void purge_idle() {
+        const auto limit = pass_time - cfg.persistent_grant_idle;
+        for (auto it = pgrant_lru.begin(); it != pgrant_lru.end();) {
+            PGrant& g = *it;
+            if (g.last_used > limit) {
+                break;
+            }
+            if (g.users != 0) {
+                ++it;
+                continue;
+            }
+            it = pgrant_lru.erase(it);
+            pgrant_set->erase(pgrant_set->iterator_to(g));
+            pgrant_purged.push_back(std::move(g.map));
+            pgrant_free.push_back(g);
+            pgrant_count.fetch_sub(1, std::memory_order_relaxed);
+            stats.add(stats.pgnt_purged);
+        }
+        if (!pgrant_purged.empty()) {
+            if (auto r = svc.grants().unmap_batch(pgrant_purged); !r) {
+                HV_LOG_RL(warn, "blkback %s: unmapping idle persistent grants: %s", cfg.name.c_str(),
+                          r.error().message().c_str());
+            }
+            pgrant_purged.clear();
+        }
+    }
+
+    /// Arms the purge timer for when the least recently used cached grant turns idle.
+    void arm_purge() {
+        if (!purge_timer.valid() || purge_armed || pgrant_lru.empty()) {
+            return;
+        }
+        const auto due = pgrant_lru.front().last_used + cfg.persistent_grant_idle - pass_time;
+        const auto ns = std::max<std::int64_t>(
+            1'000'000, std::chrono::duration_cast<std::chrono::nanoseconds>(due).count());
+        itimerspec its{};
+        its.it_value.tv_sec = ns / 1'000'000'000;
+        its.it_value.tv_nsec = ns % 1'000'000'000;
+        if (::timerfd_settime(purge_timer.get(), 0, &its, nullptr) == 0) {
+            purge_armed = true;
+        }
     }
 
     // ---- data preparation ----
@@ -342,6 +396,7 @@ struct RingWorker::Impl {
                 g->gref = seg.gref.get();
                 g->map = std::move(*r);
                 g->users = 1;
+                g->last_used = pass_time;
                 pgrant_set->insert(*g);
                 pgrant_lru.push_back(*g);
                 pgrant_count.fetch_add(1, std::memory_order_relaxed);
@@ -727,11 +782,20 @@ struct RingWorker::Impl {
     }
 
     void run() {
-        std::array<pollfd, 3> fds{};
+        std::array<pollfd, 4> fds{};
         fds[0] = {evtchn.fd(), POLLIN, 0};
         fds[1] = {engine->notify_fd(), POLLIN, 0};
         fds[2] = {stop_fd.get(), POLLIN, 0};
+        fds[3] = {purge_timer.valid() ? purge_timer.get() : -1, POLLIN, 0};
         while (!stopping.load(std::memory_order_acquire)) {
+            pass_time = std::chrono::steady_clock::now();
+            if (purge_armed && (fds[3].revents & POLLIN) != 0) {
+                std::uint64_t expirations = 0;
+                (void)!::read(purge_timer.get(), &expirations, sizeof expirations);
+                purge_armed = false;
+                purge_idle();
+            }
+            fds[3].revents = 0;
             (void)evtchn.ack();
             drain();
             flush_copies();
@@ -743,6 +807,7 @@ struct RingWorker::Impl {
             flush_copies();
             submit();
             push_responses();
+            arm_purge();
             if (more_requests()) {
                 continue;
             }
@@ -900,8 +965,10 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
         }
     }
     if (w.cfg.persistent) {
-        // Bounded by the ring: as many grants as the ring's requests can name directly.
-        const std::size_t cap = std::size_t{w.size} * rings::BLKIF_MAX_SEGMENTS_PER_REQUEST;
+        // Bounded by the option, else by the ring: as many grants as its requests can name directly.
+        const std::size_t cap = w.cfg.max_persistent_grants != 0
+                                    ? std::size_t{w.cfg.max_persistent_grants}
+                                    : std::size_t{w.size} * rings::BLKIF_MAX_SEGMENTS_PER_REQUEST;
         w.pgrant_store = std::make_unique<PGrant[]>(cap);
         w.pgrant_cap = cap;
         w.pgrant_buckets.resize(std::bit_ceil(cap));
@@ -909,6 +976,11 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
                                                                       w.pgrant_buckets.size()));
         for (std::size_t i = 0; i < cap; ++i) {
             w.pgrant_free.push_back(w.pgrant_store[i]);
+        }
+        w.pgrant_purged.reserve(cap);
+        w.purge_timer = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+        if (!w.purge_timer.valid()) {
+            return fail_errno();
         }
     }
 

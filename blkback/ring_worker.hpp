@@ -3,6 +3,7 @@
 // thread, which owns the ring mapping, the event channel, the engine and the request pool.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -31,6 +32,8 @@ struct RingConfig {
     BlkifAbi abi = BlkifAbi::native;
     DataMode mode = DataMode::map;
     bool persistent = false;             ///< negotiated feature-persistent (map mode only)
+    unsigned max_persistent_grants = 0;  ///< cache bound; 0: ring size × 11
+    std::chrono::milliseconds persistent_grant_idle{60'000};  ///< unused this long: unmapped
     DeviceLimits limits;
     std::string name;                    ///< "<fe>/<devid>/q<n>" for logs
 };

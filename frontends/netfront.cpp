@@ -26,6 +26,8 @@ constexpr unsigned kRingSize = rings::ring_entries_for_pages<rings::NetifTxProto
 static_assert(kRingSize == rings::ring_entries_for_pages<rings::NetifRxProtocol>(1));
 /// Slots a received packet may use (netfront: XEN_NETIF_NR_SLOTS_MIN data slots + extras).
 constexpr unsigned kMaxRxSlots = rings::XEN_NETIF_NR_SLOTS_MIN + 4;
+/// take_tx_responses() keeps at most this many (the oldest half goes when it is full).
+constexpr std::size_t kTxLogMax = 4096;
 
 class Category : public std::error_category {
 public:
@@ -353,6 +355,9 @@ bool Device::Impl::tx_responses(Queue& q) {
         return false;
     }
     while (auto r = q.tx.take_response()) {
+        if (tx_log.size() == kTxLogMax) {
+            tx_log.erase(tx_log.begin(), tx_log.begin() + kTxLogMax / 2);
+        }
         tx_log.push_back(*r);
         if (r->status == rings::NETIF_RSP_NULL) {
             continue;  // an extra-info slot

@@ -144,7 +144,8 @@ public:
     /// Stops (true) or resumes re-posting rx buffers on every queue (a frontend that starves
     /// the backend of rx requests).
     void raw_rx_hold(bool hold);
-    /// Every tx response (id, status) seen since the last call, NULL ones included.
+    /// The tx responses (id, status) seen since the last call, NULL ones included: at most the
+    /// last 4096 (older ones are forgotten, so a program that never asks keeps no backlog).
     std::vector<rings::netif_tx_response> take_tx_responses();
 
     struct Impl;

@@ -471,6 +471,11 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
             }
             break;  // wait for the rest
         }
+        std::size_t total = 0;
+        for (std::size_t s : data_slots) {
+            total += static_cast<std::size_t>(std::max<std::int16_t>(q.rx_pending[s].status, 0));
+        }
+        p.data.reserve(total);  // one allocation (growing a 64 KiB packet slot by slot churns mmap)
         for (std::size_t s : data_slots) {
             const auto& r = q.rx_pending[s];
             if (bad || r.status < 0 || std::size_t{r.offset} + static_cast<std::size_t>(r.status) >

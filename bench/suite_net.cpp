@@ -542,22 +542,32 @@ Result<Sample> dpdk_pkt64(const std::string& testpmd, const std::filesystem::pat
     if (!vu) {
         return fail(vu.error());
     }
-    (void)vh->wait(static_cast<int>((seconds + 1) * 1000));  // collects output while it runs
+    // The vhost side's per-second rates; those before the first packet arrived are zero.
+    auto rates = [&] {
+        std::vector<double> pps;
+        const std::string& out = vh->output();
+        for (std::size_t at = out.find("Rx-pps:"); at != std::string::npos;
+             at = out.find("Rx-pps:", at + 1)) {
+            const double v = std::strtod(out.c_str() + at + 7, nullptr);
+            if (v > 0 || !pps.empty()) {
+                pps.push_back(v);
+            }
+        }
+        return pps;
+    };
+    // Start-up (the virtio-user side connecting) takes a while on a loaded machine: measure
+    // from the first second with packets, bounded.
+    const auto start_by = std::chrono::steady_clock::now() + 20s;
+    while (rates().empty() && vu->running() && std::chrono::steady_clock::now() < start_by) {
+        (void)vh->wait(100);  // collects output while it runs
+    }
+    (void)vh->wait(static_cast<int>(seconds * 1000 + 1500));
     const bool vu_alive = vu->running();
+    std::vector<double> pps = rates();  // before stopping: later seconds see no packets
     vu->terminate();
     vh->terminate();
-    std::vector<double> pps;
-    const std::string& out = vh->output();
-    for (std::size_t at = out.find("Rx-pps:"); at != std::string::npos;
-         at = out.find("Rx-pps:", at + 1)) {
-        pps.push_back(std::strtod(out.c_str() + at + 7, nullptr));
-    }
-    // Samples before the first packet arrived are zero; the first one after is partial.
-    while (!pps.empty() && pps.front() == 0) {
-        pps.erase(pps.begin());
-    }
-    if (!pps.empty()) {
-        pps.erase(pps.begin());
+    if (pps.size() > 2) {
+        pps.erase(pps.begin());  // the first second with packets is partial
     }
     if (!vu_alive || pps.empty()) {
         std::fprintf(stderr, "hvbench net: dpdk-testpmd peer gave no rate:\n%s\n%s\n",

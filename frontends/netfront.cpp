@@ -378,10 +378,6 @@ bool Device::Impl::tx_responses(Queue& q) {
     return true;
 }
 
-namespace {
-
-/// A partial checksum from the backend: csum_start/csum_offset from the packet's own headers
-/// (Linux netfront's checksum_setup). False: not IPv4/IPv6 TCP/UDP, or the GSO type disagrees.
 bool locate_csum(Packet& p) noexcept {
     const std::span<const std::uint8_t> f(reinterpret_cast<const std::uint8_t*>(p.data.data()),
                                           p.data.size());
@@ -402,8 +398,6 @@ bool locate_csum(Packet& p) noexcept {
     p.offload.csum_offset = static_cast<std::uint16_t>(at);
     return true;
 }
-
-}  // namespace
 
 std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>& out) {
     auto n = q.rx.unconsumed_responses();

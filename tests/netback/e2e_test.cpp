@@ -122,6 +122,36 @@ TEST_CASE("a csum_blank frame comes back csum_blank and data_validated; a valida
     CHECK_FALSE(p.offload.data_validated);
 }
 
+TEST_CASE("netfront rx: a partial checksum needs TCP/UDP headers of the GSO type's IP version",
+          "[netback][e2e][hostile]") {
+    // The rx error branch of netfront (a backend's csum_blank/GSO packet it cannot place).
+    Packet p;
+    p.offload.csum_blank = true;
+    SECTION("not IP: rejected") {
+        p.data = raw_frame(100, 1);
+        CHECK_FALSE(netfront::locate_csum(p));
+    }
+    SECTION("truncated IPv4 header: rejected") {
+        p.data = tcp4_frame(1000, 2);
+        p.data.resize(14 + 30);
+        CHECK_FALSE(netfront::locate_csum(p));
+    }
+    SECTION("GSO TCPv6 on an IPv4 packet: rejected") {
+        p.data = tcp4_frame(1000, 3);
+        p.offload.gso_type = wire::XEN_NETIF_GSO_TYPE_TCPV6;
+        p.offload.gso_size = 1400;
+        CHECK_FALSE(netfront::locate_csum(p));
+    }
+    SECTION("TCPv6 with GSO TCPv6: placed after the IPv6 header") {
+        p.data = tcp6_frame(3000, 4);
+        p.offload.gso_type = wire::XEN_NETIF_GSO_TYPE_TCPV6;
+        p.offload.gso_size = 1400;
+        REQUIRE(netfront::locate_csum(p));
+        CHECK(p.offload.csum_start == 14 + 40);
+        CHECK(p.offload.csum_offset == 16);
+    }
+}
+
 TEST_CASE("a GSO frame for a frontend without that GSO feature is dropped on rx and counted",
           "[netback][e2e]") {
     Env env;

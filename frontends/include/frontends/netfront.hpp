@@ -84,6 +84,12 @@ struct Counters {
     std::uint64_t rx_packets = 0, rx_errors = 0;  ///< rx packets delivered / refused
 };
 
+/// Linux netfront's checksum_setup for a received packet with csum_blank or a GSO type: fills
+/// offload.csum_start/csum_offset from the packet's IPv4/IPv6 TCP/UDP headers. False (the
+/// packet is an rx error) when there are none, or the GSO type names another IP version or
+/// the transport is not TCP. GUEST: the bytes are the backend's.
+bool locate_csum(Packet& p) noexcept;
+
 class Device {
 public:
     /// Prepares vif `devid` (frontend dir device/vif/<devid>): reads its backend, watches both

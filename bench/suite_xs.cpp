@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
+#include <sys/wait.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -16,12 +18,14 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <unordered_map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,6 +43,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using rings::xsd_sockmsg;
+
+const std::string kValue = "0123456789abcdef";  // 16 bytes
 
 // ---- servers: pids to kill on SIGINT/SIGTERM as well as on the normal path ----
 
@@ -104,6 +110,8 @@ Result<UniqueFd> connect_unix(const std::string& path) {
     return fd;
 }
 
+[[noreturn]] void echo_serve(UniqueFd listener);
+
 /// A XenStore server under test, on its own socket in a private directory; killed by pid.
 class Server {
 public:
@@ -159,8 +167,42 @@ public:
         return s;
     }
 
+    /// The floor: a child process that frames requests and answers each with a canned reply
+    /// (READ: the bench value; WRITE: OK plus an event to every watcher; anything else: OK).
+    /// No store, no permissions: what any server could at best do with this client, here.
+    static Result<std::unique_ptr<Server>> echo() {
+        auto s = make("echo_floor");
+        if (!s) {
+            return fail(s.error());
+        }
+        UniqueFd l(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::memcpy(sa.sun_path, (*s)->socket.c_str(), (*s)->socket.size() + 1);
+        if (!l.valid() || ::bind(l.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0 ||
+            ::listen(l.get(), 128) != 0) {
+            return fail_errno();
+        }
+        const pid_t pid = ::fork();
+        if (pid < 0) {
+            return fail_errno();
+        }
+        if (pid == 0) {
+            echo_serve(std::move(l));
+        }
+        (*s)->peer_pid_ = pid;
+        (*s)->child_ = true;
+        remember_pid(pid);
+        HV_TRY((*s)->wait_ready());
+        return s;
+    }
+
     ~Server() {
-        if (peer_pid_ > 0) {
+        if (peer_pid_ > 0 && child_) {
+            ::kill(peer_pid_, SIGKILL);
+            ::waitpid(peer_pid_, nullptr, 0);
+            forget_pid(peer_pid_);
+        } else if (peer_pid_ > 0) {
             ::kill(peer_pid_, SIGTERM);
             for (int i = 0; i < 100 && ::kill(peer_pid_, 0) == 0; ++i) {
                 ::usleep(20'000);  // not our child: nothing to wait on but its disappearance
@@ -205,9 +247,136 @@ private:
     std::filesystem::path dir_;
     std::optional<Subprocess> ours_;
     pid_t peer_pid_ = -1;
+    bool child_ = false;  // forked by us (echo floor): reaped, not polled for
 };
 
+void echo_serve(UniqueFd listener) {
+    struct EConn {
+        UniqueFd fd;
+        std::string in;
+        std::string out;
+        std::string watch;  // "path\0token\0" once it watches
+    };
+    const int ep = ::epoll_create1(0);
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listener.get();
+    ::epoll_ctl(ep, EPOLL_CTL_ADD, listener.get(), &ev);
+    std::unordered_map<int, EConn> conns;
+    const std::string ok("OK", 3);
+    auto put = [](std::string& out, std::uint32_t type, std::uint32_t id, std::string_view p) {
+        xsd_sockmsg h{type, id, 0, static_cast<std::uint32_t>(p.size())};
+        out.append(reinterpret_cast<const char*>(&h), sizeof h);
+        out.append(p);
+    };
+    auto send_out = [](EConn& c) {
+        std::size_t done = 0;
+        while (done < c.out.size()) {
+            const ssize_t w = ::send(c.fd.get(), c.out.data() + done, c.out.size() - done,
+                                     MSG_NOSIGNAL);
+            if (w <= 0) {
+                break;
+            }
+            done += static_cast<std::size_t>(w);
+        }
+        c.out.clear();
+    };
+    char buf[16384];
+    for (;;) {
+        epoll_event evs[64];
+        const int n = ::epoll_wait(ep, evs, 64, -1);
+        for (int i = 0; i < n; ++i) {
+            const int fd = evs[i].data.fd;
+            if (fd == listener.get()) {
+                UniqueFd c(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+                if (c.valid()) {
+                    ev.data.fd = c.get();
+                    ::epoll_ctl(ep, EPOLL_CTL_ADD, c.get(), &ev);
+                    const int cfd = c.get();
+                    conns[cfd].fd = std::move(c);
+                }
+                continue;
+            }
+            EConn& c = conns[fd];
+            const ssize_t r = ::recv(fd, buf, sizeof buf, 0);
+            if (r <= 0) {
+                conns.erase(fd);  // closes it, which also removes it from the epoll set
+                continue;
+            }
+            c.in.append(buf, static_cast<std::size_t>(r));
+            std::size_t off = 0;
+            xsd_sockmsg h;
+            while (c.in.size() - off >= sizeof h) {
+                std::memcpy(&h, c.in.data() + off, sizeof h);
+                if (c.in.size() - off < sizeof h + h.len) {
+                    break;
+                }
+                const std::string_view p(c.in.data() + off + sizeof h, h.len);
+                if (h.type == rings::XS_READ) {
+                    put(c.out, h.type, h.req_id, kValue);
+                } else if (h.type == rings::XS_WRITE) {
+                    const std::string_view path = p.substr(0, p.find('\0'));
+                    for (auto& [ofd, o] : conns) {
+                        if (!o.watch.empty() && o.watch.compare(0, path.size(), path) == 0) {
+                            std::string e(path);
+                            e += o.watch.substr(o.watch.find('\0'));
+                            put(o.out, rings::XS_WATCH_EVENT, 0, e);
+                            if (&o != &c) {
+                                send_out(o);
+                            }
+                        }
+                    }
+                    put(c.out, h.type, h.req_id, ok);
+                } else if (h.type == rings::XS_WATCH) {
+                    c.watch.assign(p);
+                    put(c.out, h.type, h.req_id, ok);
+                    put(c.out, rings::XS_WATCH_EVENT, 0, p);
+                } else {
+                    put(c.out, h.type, h.req_id, ok);
+                }
+                off += sizeof h + h.len;
+            }
+            c.in.erase(0, off);
+            send_out(c);
+        }
+    }
+}
+
 // ---- the raw-wire client ----
+
+/// How long the client polls without sleeping before it blocks, the same for every server
+/// (HV_XS_CLIENT_SPIN_US; default 0). On a quiet machine spinning takes the client's own
+/// wake-up out of every server's figure alike; on a loaded 2-core machine it steals the CPU
+/// the servers need and makes every figure worse and noisier, hence off by default.
+unsigned client_spin_us() {
+    static const unsigned us = [] {
+        const char* e = std::getenv("HV_XS_CLIENT_SPIN_US");
+        return e != nullptr ? static_cast<unsigned>(std::strtoul(e, nullptr, 10)) : 0u;
+    }();
+    return us;
+}
+
+/// epoll_wait(2) that first spins for up to client_spin_us() with a zero timeout.
+int epoll_spin(int ep, epoll_event* evs, int max, int timeout_ms) {
+    const auto until = Clock::now() + std::chrono::microseconds(client_spin_us());
+    for (;;) {
+        const int pr = ::epoll_wait(ep, evs, max, 0);
+        if (pr != 0 || Clock::now() >= until) {
+            return pr != 0 ? pr : ::epoll_wait(ep, evs, max, timeout_ms);
+        }
+    }
+}
+
+/// poll(2) that first spins for up to client_spin_us() with a zero timeout.
+int poll_spin(pollfd* fds, nfds_t n, int timeout_ms) {
+    const auto until = Clock::now() + std::chrono::microseconds(client_spin_us());
+    for (;;) {
+        const int pr = ::poll(fds, n, 0);
+        if (pr != 0 || Clock::now() >= until) {
+            return pr != 0 ? pr : ::poll(fds, n, timeout_ms);
+        }
+    }
+}
 
 std::string message(std::uint32_t type, std::uint32_t req_id, const std::string& payload) {
     xsd_sockmsg h{type, req_id, 0, static_cast<std::uint32_t>(payload.size())};
@@ -257,6 +426,27 @@ public:
         buf_.append(b, static_cast<std::size_t>(r));
         return {};
     }
+    /// A message whose payload points into the buffer: valid until the next fill()/take*().
+    struct View {
+        xsd_sockmsg hdr;
+        std::string_view payload;
+    };
+    std::optional<View> take_view() {
+        if (buf_.size() - pos_ < sizeof(xsd_sockmsg)) {
+            compact();
+            return std::nullopt;
+        }
+        View v{};
+        std::memcpy(&v.hdr, buf_.data() + pos_, sizeof v.hdr);
+        if (buf_.size() - pos_ < sizeof v.hdr + v.hdr.len) {
+            compact();
+            return std::nullopt;
+        }
+        v.payload = std::string_view(buf_).substr(pos_ + sizeof v.hdr, v.hdr.len);
+        pos_ += sizeof v.hdr + v.hdr.len;
+        return v;
+    }
+
     /// The next complete message in the buffer, if any.
     std::optional<Reply> take() {
         if (buf_.size() - pos_ < sizeof(xsd_sockmsg)) {
@@ -280,7 +470,7 @@ public:
                 return std::move(*r);
             }
             pollfd p{fd_.get(), POLLIN, 0};
-            const int pr = ::poll(&p, 1, kWaitTimeoutMs);
+            const int pr = poll_spin(&p, 1, kWaitTimeoutMs);
             if (pr == 0) {
                 return fail(timed_out_error());
             }
@@ -342,7 +532,6 @@ enum class Op { read, write };
 std::string node(unsigned conn) {
     return "/bench/c" + std::to_string(conn);
 }
-const std::string kValue = "0123456789abcdef";  // 16 bytes
 
 /// `total` READs or WRITEs of each connection's own node, spread over `conns` connections,
 /// each keeping `depth` requests in flight. ops/s.
@@ -364,18 +553,36 @@ Result<Sample> pipelined(const std::string& socket, Op op, unsigned nconns, unsi
     }
     const std::uint64_t per_conn = (total + nconns - 1) / nconns;
     std::vector<std::uint64_t> sent(nconns, 0), answered(nconns, 0);
-    std::vector<pollfd> pfds(nconns);
+    // epoll, not poll: the client's cost per ready connection must not grow with the number
+    // of connections, or with 64 of them the client, not the server, sets the pace.
+    UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+    if (!ep.valid()) {
+        return fail_errno();
+    }
     for (unsigned i = 0; i < nconns; ++i) {
-        pfds[i] = {(*conns)[i].fd(), POLLIN, 0};
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        ev.data.u32 = i;
+        if (::epoll_ctl(ep.get(), EPOLL_CTL_ADD, (*conns)[i].fd(), &ev) != 0) {
+            return fail_errno();
+        }
+    }
+    std::vector<std::string> msg(nconns);  // each connection's request, req_id patched in
+    for (unsigned i = 0; i < nconns; ++i) {
+        msg[i] = message(type, 0, req[i]);
     }
     std::uint64_t done_conns = 0;
     std::string out;
+    const std::string ok_reply("OK", 3);
     const auto t0 = Clock::now();
     auto refill = [&](unsigned i) -> Result<void> {
         out.clear();
         while (sent[i] < per_conn && sent[i] - answered[i] < depth) {
             // req_id: the sequence number; replies come back in order on one connection.
-            out += message(type, static_cast<std::uint32_t>(sent[i]++), req[i]);
+            const auto id = static_cast<std::uint32_t>(sent[i]++);
+            const std::size_t at = out.size();
+            out += msg[i];
+            std::memcpy(out.data() + at + offsetof(xsd_sockmsg, req_id), &id, sizeof id);
         }
         if (!out.empty()) {
             HV_TRY((*conns)[i].send_all(out));
@@ -385,10 +592,11 @@ Result<Sample> pipelined(const std::string& socket, Op op, unsigned nconns, unsi
     for (unsigned i = 0; i < nconns; ++i) {
         HV_TRY(refill(i));
     }
+    epoll_event evs[64];
     while (done_conns < nconns) {
         int pr;
         do {
-            pr = ::poll(pfds.data(), pfds.size(), kWaitTimeoutMs);
+            pr = epoll_spin(ep.get(), evs, 64, kWaitTimeoutMs);
         } while (pr < 0 && errno == EINTR);
         if (pr < 0) {
             return fail_errno();
@@ -396,22 +604,21 @@ Result<Sample> pipelined(const std::string& socket, Op op, unsigned nconns, unsi
         if (pr == 0) {
             return fail(timed_out_error());
         }
-        for (unsigned i = 0; i < nconns; ++i) {
-            if (pfds[i].revents == 0) {
-                continue;
-            }
+        for (int k = 0; k < pr; ++k) {
+            const unsigned i = evs[k].data.u32;
             auto& c = (*conns)[i];
             HV_TRY(c.fill());
-            while (auto r = c.take()) {
+            while (auto r = c.take_view()) {
                 if (r->hdr.type != type || r->hdr.req_id != answered[i] ||
-                    (op == Op::read ? r->payload != kValue : r->payload != std::string("OK", 3))) {
-                    std::fprintf(stderr, "hvbench xs: unexpected reply type %u id %u (%s)\n",
-                                 r->hdr.type, r->hdr.req_id, r->payload.c_str());
+                    r->payload != (op == Op::read ? std::string_view(kValue) : ok_reply)) {
+                    std::fprintf(stderr, "hvbench xs: unexpected reply type %u id %u (%.*s)\n",
+                                 r->hdr.type, r->hdr.req_id, static_cast<int>(r->payload.size()),
+                                 r->payload.data());
                     return fail_errno(EPROTO);
                 }
                 if (++answered[i] == per_conn) {
                     ++done_conns;
-                    pfds[i].events = 0;
+                    (void)::epoll_ctl(ep.get(), EPOLL_CTL_DEL, c.fd(), nullptr);
                 }
             }
             HV_TRY(refill(i));
@@ -542,6 +749,13 @@ int run_xs_suite(Context& ctx) {
         std::fprintf(stderr, "hvbench xs: skipped: neither Debian peer started\n");
         return 0;
     }
+    // Not a peer: the floor any server could reach with this client on this machine (see
+    // Server::echo). Its ratio to the better peer bounds the ratio any server can show.
+    auto floor = Server::echo();
+    if (!floor) {
+        std::fprintf(stderr, "hvbench xs: echo floor did not start: %s\n",
+                     floor.error().message().c_str());
+    }
 
     struct Case {
         std::string name;
@@ -585,9 +799,15 @@ int run_xs_suite(Context& ctx) {
         }
         // Ours and every peer alternately, run by run, on the same workload.
         Series mine;
+        Series echo;
         std::vector<Series> theirs(peers.size());
         bool ok = true;
         for (unsigned r = 0; r < runs && ok; ++r) {
+            if (floor) {
+                if (auto e = c.measure((*floor)->socket)) {
+                    echo.samples.push_back(*e);
+                }
+            }
             auto s = c.measure((*ours)->socket);
             if (!s) {
                 std::fprintf(stderr, "hvbench xs/%s: ours failed: %s\n", c.name.c_str(),
@@ -625,6 +845,15 @@ int run_xs_suite(Context& ctx) {
             char v[64];
             std::snprintf(v, sizeof v, "%.6g", theirs[p].median().value);
             spec.config.emplace_back(peers[p]->name, v);
+        }
+        if (!echo.samples.empty()) {
+            const double f = echo.median().value;
+            const double b = theirs[best].median().value;
+            char v[64];
+            std::snprintf(v, sizeof v, "%.6g", f);
+            spec.config.emplace_back("echo_floor", v);
+            std::snprintf(v, sizeof v, "%.3g", c.higher ? f / b : b / f);
+            spec.config.emplace_back("echo_floor_vs_peer", v);
         }
         // The measurements are done; the harness takes medians of the recorded runs.
         std::size_t oi = 0;

@@ -99,3 +99,24 @@ TEST_CASE("a stale socket file is replaced and removed at shutdown", "[xenstore]
     s2->reset();
     CHECK_FALSE(std::filesystem::exists(path));
 }
+
+TEST_CASE("run() with a busy-poll window serves, goes back to sleep and stops",
+          "[xenstore][server]") {
+    ServerConfig cfg;
+    cfg.busy_poll = std::chrono::microseconds(2000);
+    Harness h(cfg);
+    RawConn c = h.dom0();
+    RawConn w = h.dom0();
+    REQUIRE(ok(w.watch("/spin", "t")));
+    REQUIRE(w.event().has_value());
+    for (int i = 0; i < 200; ++i) {  // inside the window: served while spinning
+        REQUIRE(ok(c.write("/spin", std::to_string(i))));
+        auto e = w.event();
+        REQUIRE(e.has_value());
+        CHECK(e->first == "/spin");
+    }
+    // Long past the window the server sleeps in epoll_wait; a request still wakes it.
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(c.read("/spin").payload == "199");
+    // ~Harness: stop() must end run() whether it is spinning or asleep.
+}

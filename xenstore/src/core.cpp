@@ -163,6 +163,7 @@ struct Watch {
     std::string token;
     std::optional<unsigned> depth;
     bool relative = false;
+    std::uint64_t seq = 0;  // registration order, server-wide
 };
 
 struct Event {
@@ -185,7 +186,7 @@ struct Conn {
     std::uint32_t out_msgs = 0;  // whole messages in `out` not completely sent yet
     std::size_t out_next_end = 0;  // offset in `out` where the first unsent message ends
     bool throttled = false;        // stopped reading: its domain has too much unconsumed output
-    std::vector<Watch> watches;               // registration order
+    std::map<std::uint64_t, Watch> watches;      // by Watch::seq: registration order
     std::unordered_set<std::string> watch_keys;  // abs + NUL + token: duplicate check in O(1)
     std::map<std::uint32_t, std::unique_ptr<Transaction>> txs;
     std::map<std::uint32_t, std::vector<Event>> tx_events;
@@ -223,7 +224,29 @@ struct Core::Impl {
     ServerConfig cfg;
     Store store;
     std::map<std::uint16_t, Domain> domains;
-    std::map<ConnId, std::unique_ptr<Conn>> conns;
+    std::unordered_map<ConnId, std::unique_ptr<Conn>> conns;
+    // Watches on ordinary paths by their absolute path: an event at /a/b/c looks up /a/b/c,
+    // /a/b, /a and / instead of scanning every watch of every connection. @ paths are not
+    // indexed (fire_special scans; they fire only on domain introduction and release).
+    struct WatchRef {
+        Conn* conn;
+        std::uint64_t seq;
+    };
+    struct SvHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view v) const noexcept {
+            return std::hash<std::string_view>{}(v);
+        }
+    };
+    std::unordered_map<std::string, std::vector<WatchRef>, SvHash, std::equal_to<>> watch_index;
+    std::uint64_t next_watch_seq = 1;
+    struct Match {
+        std::uint64_t seq;
+        Conn* conn;
+        const Watch* watch;
+    };
+    std::vector<Match> matches;  // fire()'s scratch, reused
+    std::string event_buf;       // send_event()'s scratch, reused
     std::map<std::string, Perms, std::less<>> special;
     ConnId next_id = 1;
     std::string reply;                 // reused reply buffer
@@ -448,6 +471,7 @@ struct Core::Impl {
         }
         std::unique_ptr<Conn> c = std::move(it->second);
         conns.erase(it);
+        drop_watches(*c);
         if (c->throttled) {
             c->throttled = false;
             if (auto o = outstanding.find(c->domid); o != outstanding.end() && o->second.throttled) {
@@ -476,44 +500,89 @@ struct Core::Impl {
     // ---- watches -----------------------------------------------------------------------------
 
     void send_event(Conn& c, const Watch& w, std::string_view epath) {
-        std::string payload;
-        payload.reserve(epath.size() + w.token.size() + 2);
-        payload.append(epath);
-        payload += '\0';
-        payload.append(w.token);
-        payload += '\0';
-        enqueue(c, MsgType::XS_WATCH_EVENT, 0, 0, payload);
+        event_buf.clear();
+        event_buf.append(epath);
+        event_buf += '\0';
+        event_buf.append(w.token);
+        event_buf += '\0';
+        enqueue(c, MsgType::XS_WATCH_EVENT, 0, 0, event_buf);
+    }
+
+    void index_watch(Conn& c, const Watch& w) {
+        if (w.abs[0] != '@') {
+            watch_index[w.abs].push_back(WatchRef{&c, w.seq});
+        }
+    }
+
+    void unindex_watch(const Conn& c, const Watch& w) {
+        auto it = watch_index.find(w.abs);
+        if (it == watch_index.end()) {
+            return;
+        }
+        std::erase_if(it->second,
+                      [&](const WatchRef& r) { return r.conn == &c && r.seq == w.seq; });
+        if (it->second.empty()) {
+            watch_index.erase(it);
+        }
+    }
+
+    void drop_watches(Conn& c) {
+        for (const auto& [seq, w] : c.watches) {
+            unindex_watch(c, w);
+        }
+        c.watches.clear();
+        c.watch_keys.clear();
     }
 
     void fire(const Event& e) {
-        for (auto& [id, cp] : conns) {
-            Conn& c = *cp;
-            if (c.doomed || c.watches.empty()) {
-                continue;
+        if (watch_index.empty()) {
+            return;
+        }
+        matches.clear();
+        auto collect = [&](std::string_view key) {
+            auto it = watch_index.find(key);
+            if (it == watch_index.end()) {
+                return;
             }
-            bool readable_known = false;
-            bool readable = false;
-            for (const Watch& w : c.watches) {
-                const bool hit = e.exact ? w.abs == e.path : path_matches(w.abs, e.path, w.depth);
-                if (!hit) {
+            for (const WatchRef& r : it->second) {
+                if (r.conn->doomed) {
                     continue;
                 }
-                if (!readable_known) {
-                    // SPEC: xenstored watch.c — the node or its parent must be readable.
-                    readable = (access(&c, e.perms) & PERM_READ) != 0 ||
-                               (!e.parent_perms.empty() &&
-                                (access(&c, e.parent_perms) & PERM_READ) != 0);
-                    readable_known = true;
+                auto wit = r.conn->watches.find(r.seq);
+                HV_ASSERT(wit != r.conn->watches.end());
+                const Watch& w = wit->second;
+                if (e.exact || path_matches(w.abs, e.path, w.depth)) {  // depth limits
+                    matches.push_back(Match{r.seq, r.conn, &w});
                 }
-                if (!readable) {
-                    break;
-                }
-                std::string_view epath = e.path;
-                if (w.relative && epath.size() > c.home.size() + 1) {
-                    epath.remove_prefix(c.home.size() + 1);
-                }
-                send_event(c, w, epath);
             }
+        };
+        // The watches on the path itself and, unless the event is exact, on every ancestor.
+        std::string_view p = e.path;
+        collect(p);
+        while (!e.exact && p != "/") {
+            const auto slash = p.rfind('/');
+            p = slash == 0 ? std::string_view("/") : p.substr(0, slash);
+            collect(p);
+        }
+        if (matches.size() > 1) {
+            // Each connection sees its events in the order it registered the watches.
+            std::sort(matches.begin(), matches.end(),
+                      [](const Match& a, const Match& b) { return a.seq < b.seq; });
+        }
+        for (const Match& m : matches) {
+            Conn& c = *m.conn;
+            // SPEC: xenstored watch.c — the node or its parent must be readable.
+            const bool readable = (access(&c, e.perms) & PERM_READ) != 0 ||
+                                  (!e.parent_perms.empty() &&
+                                   (access(&c, e.parent_perms) & PERM_READ) != 0);
+            if (!readable) {
+                continue;
+            }
+            std::string_view epath = e.path;
+            if (m.watch->relative && epath.size() > c.home.size() + 1) {
+                epath.remove_prefix(c.home.size() + 1);
+            }
+            send_event(c, *m.watch, epath);
         }
     }
 
@@ -526,7 +595,7 @@ struct Core::Impl {
             if (c.doomed || !(access(&c, perms) & PERM_READ)) {
                 continue;
             }
-            for (const Watch& w : c.watches) {
+            for (const auto& [seq, w] : c.watches) {
                 if (w.abs == base) {
                     send_event(c, w, (w.depth && *w.depth >= 1) ? std::string_view(sub) : base);
                 } else if (w.abs == sub) {
@@ -939,7 +1008,8 @@ struct Core::Impl {
             return fail_errno(ENOSPC);
         }
         c.watch_keys.insert(std::move(key));
-        c.watches.push_back(w);
+        w.seq = next_watch_seq++;
+        index_watch(c, c.watches.emplace(w.seq, w).first->second);
         initial_watch = std::move(w);
         ok();
         return {};
@@ -957,7 +1027,8 @@ struct Core::Impl {
             return fail_errno(ENOENT);
         }
         for (auto it = c.watches.begin(); it != c.watches.end(); ++it) {
-            if (it->abs == *path && it->token == a->v[1]) {
+            if (it->second.abs == *path && it->second.token == a->v[1]) {
+                unindex_watch(c, it->second);
                 c.watches.erase(it);
                 ok();
                 return {};
@@ -1082,8 +1153,7 @@ struct Core::Impl {
     }
 
     Result<void> do_reset_watches(Conn& c, const Request&) {
-        c.watches.clear();
-        c.watch_keys.clear();
+        drop_watches(c);
         c.txs.clear();
         c.tx_events.clear();
         ok();
@@ -1235,8 +1305,7 @@ struct Core::Impl {
     Result<void> release(std::uint16_t domid) {
         for (auto& [id, c] : conns) {
             if (c->domid == domid) {
-                c->watches.clear();
-                c->watch_keys.clear();
+                drop_watches(*c);
                 c->txs.clear();
                 c->tx_events.clear();
                 doom(*c);
@@ -1426,6 +1495,27 @@ struct Core::Impl {
         }
         if (auto r = check_outstanding(); !r) {
             return r;
+        }
+        std::size_t indexed = 0;
+        std::size_t watches = 0;
+        for (const auto& [path, refs] : watch_index) {
+            indexed += refs.size();
+            for (const WatchRef& r : refs) {
+                auto w = r.conn->watches.find(r.seq);
+                if (w == r.conn->watches.end() || w->second.abs != path) {
+                    HV_ERROR("xenstore check: watch index entry %s is stale", path.c_str());
+                    return fail_errno(EIO);
+                }
+            }
+        }
+        for (const auto& [id, c] : conns) {
+            for (const auto& [seq, w] : c->watches) {
+                watches += w.abs[0] != '@' ? 1 : 0;
+            }
+        }
+        if (indexed != watches) {
+            HV_ERROR("xenstore check: %zu watches, %zu indexed", watches, indexed);
+            return fail_errno(EIO);
         }
         for (const auto& [domid, u] : store.usage) {
             usage[domid];

@@ -151,6 +151,17 @@ struct Server::Impl {
         } else {
             partial.erase(id);
         }
+        // Watch events for other connections go out before this one's replies: a watcher
+        // learns of a change one send(2) sooner. (Order matters only within a connection.)
+        for (ConnId other : core.take_dirty()) {
+            if (other == id) {
+                continue;  // flushed below
+            }
+            auto it = socks.find(other);
+            if (it != socks.end() && !flush(other, it->second)) {
+                close_conn(other);
+            }
+        }
         return flush(id, s);
     }
 

@@ -12,6 +12,7 @@
 
 #include "frontends/blkfront.hpp"
 #include "frontends/nbd.hpp"
+#include "fuse_file.hpp"
 #include "guest.hpp"
 #include "hv/log.hpp"
 #include "hvmin/client.hpp"
@@ -151,7 +152,8 @@ struct Vbd {
     std::string name;
     std::string socket;
     std::shared_ptr<BlkExport> exp;
-    std::unique_ptr<blkfront::Device> dev;  // after exp: completions reach it while it dies
+    std::unique_ptr<FuseFile> fuse;         // --fuse-dir: the disk as a file (after exp, before dev)
+    std::unique_ptr<blkfront::Device> dev;  // after exp and fuse: completions reach them while it dies
     bool exported = false;
 };
 
@@ -226,6 +228,11 @@ public:
             }
         }
         server_.poll_fds(out);
+        for (auto& [id, v] : vbds_) {
+            if (v.fuse) {
+                out.push_back(pollfd{v.fuse->fd(), POLLIN, 0});
+            }
+        }
     }
 
     void handle(std::span<const pollfd> fds) override {
@@ -236,6 +243,11 @@ public:
         }
         for (const auto& p : fds) {
             server_.handle(p);
+            for (auto& [id, v] : vbds_) {
+                if (v.fuse && p.fd == v.fuse->fd()) {
+                    v.fuse->handle(p.revents);
+                }
+            }
         }
         for (auto& [id, v] : vbds_) {
             if (v.dev) {
@@ -275,6 +287,9 @@ public:
                            [](char c) { return static_cast<char>(std::toupper(static_cast<unsigned char>(c))); });
             out.push_back("HV_NBD_" + up + "=" + v.socket);
             out.push_back("HV_NBD_URI_" + up + "=nbd+unix:///?socket=" + v.socket);
+            if (v.fuse) {
+                out.push_back("HV_DISK_" + up + "=" + v.fuse->path());
+            }
         }
     }
 
@@ -355,6 +370,18 @@ private:
                     v.name.c_str(), static_cast<unsigned long long>(i.sectors), i.queues,
                     i.ring_pages, i.persistent ? 1 : 0, i.indirect_segments, v.socket.c_str());
         }
+        if (v.exported && !v.fuse && ctx_.mount_ns != nullptr) {
+            std::error_code ec;
+            std::filesystem::create_directories(ctx_.fuse_dir, ec);
+            auto f = FuseFile::mount(*ctx_.mount_ns, (ctx_.fuse_dir / v.name).string(), v.exp);
+            if (!f) {
+                HV_ERROR("hv-guest: vbd %s: FUSE file %s: %s", v.name.c_str(),
+                         (ctx_.fuse_dir / v.name).c_str(), f.error().message().c_str());
+                return;
+            }
+            v.fuse = std::move(*f);
+            HV_INFO("hv-guest: vbd %s: file %s", v.name.c_str(), v.fuse->path().c_str());
+        }
     }
 
     /// Drops dead devices: their export and socket go away.
@@ -362,6 +389,9 @@ private:
         server_.flush_all();  // error replies of a dying device go out before its sockets close
         for (auto it = vbds_.begin(); it != vbds_.end();) {
             Vbd& v = it->second;
+            if (v.fuse && v.fuse->dead()) {
+                v.fuse.reset();  // unmounted from outside: the NBD export stays
+            }
             if (v.dev && v.dev->phase() == blkfront::Phase::dead) {
                 HV_INFO("hv-guest: vbd %s removed", v.name.c_str());
                 if (v.exported) {

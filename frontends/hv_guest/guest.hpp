@@ -22,6 +22,8 @@ class Services;
 
 namespace hv::guest {
 
+class MountNamespace;  // fuse_file.hpp
+
 /// What a device kind gets from the program.
 struct Context {
     hvmin::Services& hv;
@@ -30,6 +32,8 @@ struct Context {
     std::string home;                 ///< /local/domain/<domid>
     std::filesystem::path socket_dir; ///< where exports live (NBD sockets)
     unsigned wait_disks = 0;          ///< --wait-disks: disks that must be connected before the command
+    std::filesystem::path fuse_dir;   ///< --fuse-dir: each disk also as the file <dir>/<dev> (empty: off)
+    MountNamespace* mount_ns = nullptr;  ///< with --fuse-dir: the domain's mount namespace
 };
 
 /// One kind of device (`device/<type>/*`): one file pair per kind (disk.cpp, nic.cpp...).

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include "fuse_file.hpp"
 #include "guest.hpp"
 #include "hv/log.hpp"
 #include "hv/unique_fd.hpp"
@@ -33,7 +34,8 @@ namespace {
 void usage(std::FILE* f) {
     std::fprintf(
         f,
-        "usage: hv-guest [--nbd-dir DIR] [--wait-disks N] [--connect-timeout MS] [-- COMMAND ARGS...]\n"
+        "usage: hv-guest [--nbd-dir DIR] [--fuse-dir DIR] [--wait-disks N] [--connect-timeout MS]\n"
+        "                [-- COMMAND ARGS...]\n"
         "  The standard domain program: run by hv-min as a domain (needs HV_HYPERCALL_FD).\n"
         "  Each disk (device/vbd/*) is exported over NBD on DIR/<dev>.nbd (dev = the backend's\n"
         "  `dev` key, e.g. xvda, or the devid); DIR defaults to $HV_RUNDIR/guest/<domid>.\n"
@@ -41,7 +43,9 @@ void usage(std::FILE* f) {
         "  COMMAND starts once the disks present at start, and at least N disks, are connected\n"
         "  (or after MS ms, default 30000) with HV_NBD_DIR, HV_NBD_<DEV>=<socket> and\n"
         "  HV_NBD_URI_<DEV>=nbd+unix:///?socket=<socket> in its environment; hv-guest exits\n"
-        "  with its status. Without COMMAND it serves until SIGTERM/SIGINT.\n");
+        "  with its status. Without COMMAND it serves until SIGTERM/SIGINT.\n"
+        "  --fuse-dir: the command runs in a mount namespace of the domain, where each disk is also\n"
+        "  the file DIR/<dev> (FUSE; HV_DISK_<DEV>=<file> in the environment).\n");
 }
 
 struct Child {
@@ -95,6 +99,7 @@ hv::Result<Child> spawn_child(const std::vector<std::string>& argv, const std::v
 int run(int argc, char** argv) {
     hv::log::set_program("hv-guest");
     std::string nbd_dir;
+    std::string fuse_dir;
     int connect_timeout_ms = 30000;
     unsigned wait_disks = 0;
     std::vector<std::string> command;
@@ -108,6 +113,8 @@ int run(int argc, char** argv) {
         }
         if (a == "--nbd-dir" && i + 1 < argc) {
             nbd_dir = argv[++i];
+        } else if (a == "--fuse-dir" && i + 1 < argc) {
+            fuse_dir = argv[++i];
         } else if (a == "--wait-disks" && i + 1 < argc) {
             wait_disks = static_cast<unsigned>(std::atoi(argv[++i]));
         } else if (a == "--connect-timeout" && i + 1 < argc) {
@@ -129,6 +136,18 @@ int run(int argc, char** argv) {
     pthread_sigmask(SIG_BLOCK, &stop, nullptr);
     hv::UniqueFd sigfd(::signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
 
+    std::unique_ptr<hv::guest::MountNamespace> mount_ns;  // forked before any thread exists
+    if (!fuse_dir.empty()) {
+        auto m = hv::guest::MountNamespace::create();
+        if (!m) {
+            std::fprintf(stderr, "hv-guest: mount namespace: %s\n", m.error().message().c_str());
+            return 1;
+        }
+        mount_ns = std::move(*m);
+        if (!command.empty()) {  // the command runs in it
+            command.insert(command.begin(), {"/usr/bin/nsenter", "--mount=" + mount_ns->ns_file(), "--"});
+        }
+    }
     auto svc = hv::hvmin::attach();
     if (!svc) {
         std::fprintf(stderr, "hv-guest: attach: %s\n", svc.error().message().c_str());
@@ -155,7 +174,7 @@ int run(int argc, char** argv) {
         return 1;
     }
     hv::guest::Context ctx{*svc, **xs, domid, hv::xenbus::domain_path(domid), dir,
-                              wait_disks};
+                              wait_disks, fuse_dir, mount_ns.get()};
     std::vector<std::unique_ptr<hv::guest::DeviceKind>> kinds;
     kinds.push_back(hv::guest::make_disks(ctx));
     kinds.push_back(hv::guest::make_nics(ctx));

@@ -11,112 +11,24 @@
 #include <fstream>
 #include <thread>
 
-#include "hv/subprocess.hpp"
-#include "hvmin/toolstack.hpp"
-#include "skip.hpp"
-#include "temp_dir.hpp"
-#include "xenbus/xenbus.hpp"
-#include "xenstore/client.hpp"
+#include "guest_system.hpp"
 
 using namespace hv;
 using namespace std::chrono_literals;
 
+using hv::test::guest::GuestSystem;
+
 namespace {
 
-const std::string kBin = HV_BIN_DIR;
-
-bool wait_file(const std::filesystem::path& p, std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (!std::filesystem::exists(p)) {
-        if (std::chrono::steady_clock::now() >= deadline) {
-            return false;
-        }
-        std::this_thread::sleep_for(20ms);  // no readiness signal from a daemonless start
-    }
-    return true;
+void require_fio_tools() {
+    test::skip_unless(std::filesystem::exists("/usr/bin/fio"), "needs fio");
+    test::skip_unless(std::filesystem::exists("/usr/bin/nbdcopy"), "needs nbdcopy (libnbd-bin)");
 }
-
-struct GuestSystem {
-    GuestSystem(std::uint64_t disk_bytes) {
-        test::require_root();
-        test::skip_unless(std::filesystem::exists("/usr/bin/fio"), "needs fio");
-        test::skip_unless(std::filesystem::exists("/usr/bin/nbdcopy"), "needs nbdcopy (libnbd-bin)");
-        SpawnOptions o;
-        o.capture_output = false;
-        o.log_path = (dir.path() / "hv-min.log").string();
-        auto h = Subprocess::spawn({kBin + "/hv-min", "--rundir", dir.str(), "--foreground"}, o);
-        REQUIRE(h);
-        hvmin = std::move(*h);
-        REQUIRE(wait_file(dir.path() / "hv-min.sock", 10s));
-        REQUIRE(wait_file(dir.path() / "xenstored.sock", 10s));
-        o.log_path = (dir.path() / "blkback.log").string();
-        auto b = Subprocess::spawn({kBin + "/blkback", "--rundir", dir.str()}, o);
-        REQUIRE(b);
-        blkback = std::move(*b);
-        auto t = hvmin::Toolstack::connect(dir.path());
-        REQUIRE(t);
-        ts.emplace(std::move(*t));
-        auto x = xs::Client::connect((dir.path() / "xenstored.sock").string());
-        REQUIRE(x);
-        xs = std::move(*x);
-
-        image = (dir.path() / "disk.img").string();
-        UniqueFd fd(::open(image.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        REQUIRE(fd.valid());
-        REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(disk_bytes)) == 0);
-
-        hvmin::DomainConfig cfg;
-        cfg.name = "guest";
-        cfg.memory_pages = 256;
-        cfg.argv = {kBin + "/hv-guest", "--nbd-dir", (dir.path() / "nbd").string()};
-        cfg.env = {"HV_RUNDIR=" + dir.str()};
-        auto d = ts->create(cfg);
-        REQUIRE(d);
-        domid = *d;
-        // The domain's home and device dirs as libxl makes them (hv-min does not yet).
-        const std::string home = xenbus::domain_path(domid);
-        REQUIRE(xs->mkdir(home));
-        REQUIRE(xs->set_perms(home, {{DomId(0), xs::Access::none}, {domid, xs::Access::read}}));
-        for (const char* sub : {"device", "device/vbd", "error"}) {
-            REQUIRE(xs->mkdir(home + "/" + sub));
-            REQUIRE(xs->set_perms(home + "/" + sub, {{domid, xs::Access::none}}));
-        }
-        xenbus::DeviceSpec s;
-        s.type = "vbd";
-        s.frontend = domid;
-        s.backend = DomId(0);
-        s.devid = 51712;
-        s.backend_keys = {{"params", image}, {"type", "file"}, {"mode", "w"}, {"dev", "xvda"},
-                          {"device-type", "disk"}};
-        s.frontend_keys = {{"virtual-device", "51712"}, {"device-type", "disk"}};
-        REQUIRE(xenbus::create_device(*xs, s));
-        socket = (dir.path() / "nbd" / "xvda.nbd").string();
-        REQUIRE(wait_file(socket, 15s));
-    }
-    ~GuestSystem() {
-        if (ts) {
-            (void)ts->destroy(domid);
-        }
-        xs.reset();
-        ts.reset();
-        blkback = Subprocess{};
-        hvmin = Subprocess{};
-    }
-    std::string uri() const { return "nbd+unix:///?socket=" + socket; }
-
-    test::TempDir dir{"hvkit-guest-sys"};
-    Subprocess hvmin;
-    Subprocess blkback;
-    std::optional<hvmin::Toolstack> ts;
-    std::unique_ptr<xs::Client> xs;
-    DomId domid{0};
-    std::string image;
-    std::string socket;
-};
 
 }  // namespace
 
 TEST_CASE("fio's nbd engine writes randomly to a guest disk and verifies it with crc32c", "[system][guest][root]") {
+    require_fio_tools();
     GuestSystem g(32 << 20);
     auto r = run({"fio", "--name=guest-verify", "--ioengine=nbd", "--uri=" + g.uri(), "--rw=randwrite",
                   "--bs=4k", "--size=16m", "--iodepth=8", "--verify=crc32c", "--do_verify=1",
@@ -138,6 +50,7 @@ TEST_CASE("fio's nbd engine writes randomly to a guest disk and verifies it with
 
 TEST_CASE("nbdcopy copies a file into a guest disk and back out unchanged", "[system][guest][root]") {
     constexpr std::size_t kSize = 16 << 20;
+    require_fio_tools();
     GuestSystem g(kSize);
     const std::string in = (g.dir.path() / "in.bin").string();
     const std::string out = (g.dir.path() / "out.bin").string();

@@ -401,8 +401,10 @@ bool BlkDevice::reevaluate() noexcept {
     switch (*fstate) {
         case XenbusState::XenbusStateInitialising:
             // Reconnect: the frontend starts over (after our Closed, or having skipped it).
-            if (*bstate == XenbusState::XenbusStateClosed ||
-                (online && *bstate == XenbusState::XenbusStateConnected)) {
+            // Not once the toolstack set online = 0: the device is being removed, and a
+            // frontend that restarts must not bring it back (xen-abi §4.11 teardown).
+            if (online && (*bstate == XenbusState::XenbusStateClosed ||
+                           *bstate == XenbusState::XenbusStateConnected)) {
                 disconnect();
                 failed_ = false;
                 if (!probed_) {

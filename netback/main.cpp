@@ -2,15 +2,19 @@
 // As dom0 it connects to hv-min's sockets; started by hv-min as a driver domain's program
 // (HV_HYPERCALL_FD set, or --domain-self) it attaches and takes its own XenStore connection.
 // Taps and bridges live in the network namespace netback was started in. Thin: wiring only.
+#include <fcntl.h>
 #include <signal.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <string_view>
 
 #include "hv/log.hpp"
+#include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
 #include "netback/device.hpp"
 #include "xenstore/client.hpp"
@@ -20,20 +24,23 @@ namespace {
 void usage(std::FILE* f) {
     std::fprintf(f,
                  "usage: netback [--rundir DIR] [--domain-self] [--loop] [--max-queues N]\n"
-                 "               [--no-split] [--ovs-db REMOTE]\n"
+                 "               [--no-split] [--ovs-db REMOTE] [--netns NAME|PATH]\n"
                  "  Serves the vifs of /local/domain/<self>/backend/vif until SIGTERM.\n"
                  "  --rundir DIR      hv-min's run directory (default $HV_RUNDIR or /run/hvkit)\n"
                  "  --domain-self     run as the domain hv-min started (HV_HYPERCALL_FD)\n"
                  "  --loop            no taps: every frame a frontend sends comes back to it\n"
                  "  --max-queues N    multi-queue-max-queues (default: min(8, CPUs))\n"
                  "  --no-split        do not offer feature-split-event-channels\n"
-                 "  --ovs-db REMOTE   OVSDB remote for type=ovs vifs (e.g. unix:/run/ovs/db.sock)\n");
+                 "  --ovs-db REMOTE   OVSDB remote for type=ovs vifs (e.g. unix:/run/ovs/db.sock)\n"
+                 "  --netns NAME      create taps and find bridges in that network namespace\n"
+                 "                    (/run/netns/NAME, or a path): a driver domain's choice\n");
 }
 
 int run(int argc, char** argv) {
     std::filesystem::path rundir = hv::hvmin::default_rundir();
     bool domain_self = std::getenv("HV_HYPERCALL_FD") != nullptr;
     hv::net::BackendOptions opt;
+    hv::UniqueFd netns;  // outlives the backend, which borrows it
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
         if (a == "--rundir" && i + 1 < argc) {
@@ -48,6 +55,16 @@ int run(int argc, char** argv) {
             opt.max_queues = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
         } else if (a == "--ovs-db" && i + 1 < argc) {
             opt.ovs_db = argv[++i];
+        } else if (a == "--netns" && i + 1 < argc) {
+            const std::string ns = argv[++i];
+            const std::string path = ns.find('/') == std::string::npos ? "/run/netns/" + ns : ns;
+            netns = hv::UniqueFd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+            if (!netns) {
+                std::fprintf(stderr, "netback: --netns %s: %s\n", path.c_str(),
+                             std::strerror(errno));
+                return 1;
+            }
+            opt.netns_fd = netns.get();
         } else if (a == "-h" || a == "--help") {
             usage(stdout);
             return 0;

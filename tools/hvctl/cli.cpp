@@ -29,9 +29,12 @@ const Verb verb_table[] = {
      "  -q  quiet: print nothing on success\n"
      "  -c  attach to the console right after creating (see `hvctl help console`)\n"
      "Keys: name, memory, maxmem, vcpus, type=\"pv\", kernel, cmdline, root, extra,\n"
-     "disk, vif, pci (device lists are parsed and checked; attaching them at create is\n"
-     "not available yet), driver_domain, trusted, on_poweroff, on_reboot, on_crash.\n"
-     "Errors in the file are reported as FILE:LINE: message.\n",
+     "disk, vif (written as libxl does; pci is refused for now), driver_domain, trusted,\n"
+     "on_poweroff, on_reboot, on_crash. A disk or vif with backend=NAME is served by the\n"
+     "driver domain NAME (one created with driver_domain = 1 whose kernel is blkback,\n"
+     "netback or hv-driver); the create fails if no domain has that name. trusted = 1\n"
+     "lets a driver domain map its frontends' memory (zero copy); without it (isolated)\n"
+     "it uses grant copies only. Errors in the file are reported as FILE:LINE: message.\n",
      verb_create},
     {"list", "[-l] [NAME|ID...]", "List domains",
      "Prints xl's table: Name ID Mem VCPUs State Time(s), Domain-0 first. Mem is MiB;\n"
@@ -41,8 +44,9 @@ const Verb verb_table[] = {
      verb_list},
     {"destroy", "NAME|ID", "Terminate a domain immediately",
      "Kills the domain's program and releases everything it held (grants, mappings,\n"
-     "event channels, XenStore watches); returns once the domain is gone.\n"
-     "Domain-0 cannot be destroyed.\n",
+     "event channels, XenStore watches); returns once the domain is gone. Its devices,\n"
+     "and for a driver domain the devices it serves to other domains, are asked to close\n"
+     "first (up to 5 s) and removed afterwards. Domain-0 cannot be destroyed.\n",
      verb_destroy},
     {"info", "", "Print information about the host and hv-min",
      "Host name, kernel release, CPUs and memory, then hv-min's rundir and how many\n"
@@ -54,7 +58,28 @@ const Verb verb_table[] = {
      "attached. Ctrl-] detaches (exit 0); the domain's death ends it too (exit 0).\n"
      "The console is also logged to $HV_RUNDIR/console/<domid>.log.\n",
      verb_console},
-    {"mem-set", "NAME|ID MEM", "Set a domain's current memory", "", nullptr},
+    {"mem-set", "NAME|ID MEM", "Set a domain's current memory",
+     "Writes MEM to /local/domain/ID/memory/target in KiB, as xl does; `list` then shows\n"
+     "it. MEM is a number with an optional unit b, k, m, g or t (MiB when none). Refused\n"
+     "(exit 1) above the domain's maxmem (memory/static-max, written by create) and for\n"
+     "Domain-0. hvkit has no balloon driver: the target is what the domain is asked to\n"
+     "use; its memory stays allocated.\n",
+     verb_memset},
+    {"stat", "", "Print per-domain and per-device statistics once",
+     "Two tables. Domains: Name ID State Mem(MiB) Max(MiB) Time(s) CPU(%) Devices.\n"
+     "Devices (one row per vbd and vif): the backend domain and its xenbus state, and the\n"
+     "backend's counters (statistics/* in its device directory, updated every second):\n"
+     "Reads/Writes are requests (vbd) or packets received/sent by the guest (vif),\n"
+     "RdBytes/WrBytes their bytes, Errors the failed requests (vbd) or dropped and bad\n"
+     "packets (vif). '-' when the backend has written no statistics yet.\n",
+     verb_stat},
+    {"top", "[-b] [-n N] [-d SECS]", "Show domains and devices live, like xentop",
+     "The `stat` tables refreshed every second, with CPU(%) over the last interval.\n"
+     "q or Ctrl-C quits (exit 0).\n"
+     "  -b       batch mode: print each refresh below the last, no terminal control\n"
+     "  -n N     stop after N refreshes\n"
+     "  -d SECS  seconds between refreshes (default 1)\n",
+     verb_top},
     {"block-attach", "NAME|ID DISKSPEC", "Attach a virtual block device", "", nullptr},
     {"block-detach", "NAME|ID VDEV", "Detach a virtual block device", "", nullptr},
     {"block-list", "NAME|ID", "List a domain's virtual block devices", "", nullptr},

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <iosfwd>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -55,6 +56,13 @@ int verb_list(Cli& cli, std::span<const std::string> args);
 int verb_destroy(Cli& cli, std::span<const std::string> args);
 int verb_info(Cli& cli, std::span<const std::string> args);
 int verb_console(Cli& cli, std::span<const std::string> args);
+int verb_memset(Cli& cli, std::span<const std::string> args);
+int verb_stat(Cli& cli, std::span<const std::string> args);
+int verb_top(Cli& cli, std::span<const std::string> args);
+
+/// xl's memory sizes: a decimal number and one optional unit letter (b, k, m, g, t; any
+/// case; MiB when none), in KiB. nullopt if malformed or too large.
+std::optional<std::uint64_t> parse_mem_size_kib(std::string_view s);
 /// Streams domain `domid`'s console until Ctrl-] or its death (verb_console.cpp).
 int attach_console(Cli& cli, std::uint16_t domid, const std::string& name);
 
@@ -62,6 +70,8 @@ int attach_console(Cli& cli, std::uint16_t domid, const std::string& name);
 /// "..." allows \" and \\, a backslash outside quotes escapes the next character.
 hv::expected<std::vector<std::string>, std::string> split_cmdline(std::string_view s);
 
+/// xl's State column for a state letter: "r-----", "-----d"...
+std::string state_flags(char state);
 /// xl's `list` table: header then one row per domain.
 std::string format_list(std::span<const DomainRow> rows);
 /// `list -l`: a JSON array with every field of each row.

@@ -10,6 +10,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -28,6 +30,8 @@ struct DomainRow {
     pid_t pid = -1;
     bool trusted = false;
     bool driver_domain = false;
+    std::uint64_t target_kib = 0;      // memory/target (0: not written)
+    std::uint64_t static_max_kib = 0;  // memory/static-max (0: not written)
 };
 
 /// What `create` asks for, already resolved from the domain file.
@@ -77,6 +81,21 @@ public:
     /// Removes the frontend and backend directories of each device (missing ones are fine).
     virtual Result<void> remove_devices(std::uint16_t domid,
                                         const std::vector<AttachedDevice>& devs) = 0;
+    /// Writes the domain's memory/static-max (when given) and memory/target, in KiB, as
+    /// libxl does (dom0's keys in the domain's home, readable by the domain).
+    virtual Result<void> set_memory(std::uint16_t domid, std::optional<std::uint64_t> static_max_kib,
+                                    std::uint64_t target_kib) = 0;
+    /// Every device directory under `/local/domain/<backend>/backend/{vbd,vif}`: the devices
+    /// domain `backend` serves (GUEST-free: the toolstack wrote these paths; entries that do
+    /// not parse are skipped). Pairs of (frontend domid, device).
+    virtual Result<std::vector<std::pair<std::uint16_t, AttachedDevice>>> served_devices(
+        std::uint16_t backend) = 0;
+    /// Reads one XenStore node as dom0 (ENOENT if absent).
+    virtual Result<std::string> read_store(const std::string& path) = 0;
+    /// Removes one XenStore node and its subtree as dom0 (ENOENT if absent).
+    virtual Result<void> remove_store(const std::string& path) = 0;
+    /// Lists one XenStore directory as dom0 (ENOENT if absent).
+    virtual Result<std::vector<std::string>> list_store(const std::string& path) = 0;
     /// Where the hv-min control socket lives (for messages and `info`).
     virtual std::string rundir() const = 0;
 };

@@ -104,6 +104,23 @@ public:
             r.driver_domain = d.driver_domain;
             rows.push_back(std::move(r));
         }
+        // The toolstack's memory keys (hvctl create, mem-set). The Mem column shows the
+        // target, as xl shows a ballooned domain's current size.
+        if (ensure_xs()) {
+            for (DomainRow& r : rows) {
+                if (r.domid == 0) {
+                    continue;
+                }
+                const std::string mem = xenbus::domain_path(DomId(r.domid)) + "/memory/";
+                if (auto t = xenbus::read_uint(*xs_, mem + "target", UINT64_MAX / 2); t) {
+                    r.target_kib = *t;
+                    r.memory_pages = *t / 4;
+                }
+                if (auto m = xenbus::read_uint(*xs_, mem + "static-max", UINT64_MAX / 2); m) {
+                    r.static_max_kib = *m;
+                }
+            }
+        }
         return rows;
     }
 
@@ -234,6 +251,71 @@ public:
             }
         }
         return result;
+    }
+
+    Result<void> set_memory(std::uint16_t domid, std::optional<std::uint64_t> static_max_kib,
+                            std::uint64_t target_kib) override {
+        HV_TRY(ensure_xs());
+        const std::string mem = xenbus::domain_path(DomId(domid)) + "/memory/";
+        return xs_->transaction([&](xs::TxId tx) -> Result<void> {
+            // The home exists while the domain lives: never resurrect a dead domain's.
+            HV_TRY(xs_->read(xenbus::domain_path(DomId(domid)) + "/domid", tx));
+            if (static_max_kib) {
+                HV_TRY(xs_->write(mem + "static-max", std::to_string(*static_max_kib), tx));
+            }
+            return xs_->write(mem + "target", std::to_string(target_kib), tx);
+        });
+    }
+
+    Result<std::vector<std::pair<std::uint16_t, AttachedDevice>>> served_devices(
+        std::uint16_t backend) override {
+        HV_TRY(ensure_xs());
+        std::vector<std::pair<std::uint16_t, AttachedDevice>> out;
+        for (const char* type : {"vbd", "vif"}) {
+            const std::string base =
+                xenbus::domain_path(DomId(backend)) + "/backend/" + std::string(type);
+            auto fes = xs_->directory(base);
+            if (!fes) {
+                if (fes.error() == std::errc::no_such_file_or_directory) {
+                    continue;
+                }
+                return unexpected(fes.error());
+            }
+            for (const std::string& fe : *fes) {
+                auto fe_id = xenbus::parse_uint(fe, 0x7fef);
+                if (!fe_id) {
+                    continue;
+                }
+                auto ids = xs_->directory(base + "/" + fe);
+                if (!ids) {
+                    continue;  // removed meanwhile
+                }
+                for (const std::string& id : *ids) {
+                    auto devid = xenbus::parse_uint(id, UINT32_MAX);
+                    if (devid) {
+                        out.emplace_back(static_cast<std::uint16_t>(*fe_id),
+                                         AttachedDevice{type, backend,
+                                                        static_cast<std::uint32_t>(*devid)});
+                    }
+                }
+            }
+        }
+        return out;
+    }
+
+    Result<std::string> read_store(const std::string& path) override {
+        HV_TRY(ensure_xs());
+        return xs_->read(path);
+    }
+
+    Result<void> remove_store(const std::string& path) override {
+        HV_TRY(ensure_xs());
+        return xs_->rm(path);
+    }
+
+    Result<std::vector<std::string>> list_store(const std::string& path) override {
+        HV_TRY(ensure_xs());
+        return xs_->directory(path);
     }
 
     std::string rundir() const override { return rundir_; }

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <algorithm>
 
 #include "cli.hpp"
 #include "xlcfg.hpp"
@@ -119,6 +120,28 @@ std::vector<DeviceReq> device_requests(const DomainConfig& c) {
     return out;
 }
 
+/// "vbd 51712: backend domain 'NAME' does not exist" for the first device whose `backend=`
+/// names no live domain, "" when all exist (or the list cannot be read: add_device reports).
+std::string missing_backend(Control& c, const std::vector<DeviceReq>& devices) {
+    auto rows = c.list();
+    if (!rows) {
+        return {};
+    }
+    for (const DeviceReq& dev : devices) {
+        if (dev.backend_domain.empty() || dev.backend_domain == "Domain-0") {
+            continue;
+        }
+        const bool exists = std::any_of(rows->begin(), rows->end(), [&](const DomainRow& r) {
+            return r.name == dev.backend_domain;
+        });
+        if (!exists) {
+            return dev.type + " " + std::to_string(dev.devid) + ": backend domain '" +
+                   dev.backend_domain + "' does not exist";
+        }
+    }
+    return {};
+}
+
 }  // namespace
 
 int verb_create(Cli& cli, std::span<const std::string> args) {
@@ -205,17 +228,31 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
     if (c == nullptr) {
         return kExitFailure;
     }
+    const std::vector<DeviceReq> devices = device_requests(*cfg);
+    if (auto missing = missing_backend(*c, devices); !missing.empty()) {
+        cli.err << "hvctl create: " << spec.name << ": " << missing << "\n";
+        return kExitFailure;
+    }
     auto domid = c->create(spec);
     if (!domid) {
         cli.err << "hvctl create: " << spec.name << ": " << domid.error().message() << "\n";
         return kExitFailure;
     }
+    // libxl's memory keys: static-max (maxmem) and target (memory), in KiB; mem-set and list
+    // use them.
+    if (auto m = c->set_memory(*domid, cfg->maxmem_mib * 1024, cfg->memory_mib * 1024); !m) {
+        cli.err << "warning: " << spec.name << ": memory keys: " << m.error().message() << "\n";
+    }
     // hv-guest attaches devices that appear after it started, so writing them now is safe.
-    for (const DeviceReq& dev : device_requests(*cfg)) {
+    for (const DeviceReq& dev : devices) {
         auto r = c->add_device(*domid, dev);
         if (!r) {
             cli.err << "hvctl create: " << spec.name << ": " << dev.type << " " << dev.devid
-                    << ": " << r.error().message() << "\n";
+                    << ": "
+                    << (r.error() == std::errc::no_such_file_or_directory
+                            ? "backend domain '" + dev.backend_domain + "' does not exist"
+                            : r.error().message())
+                    << "\n";
             auto devs = c->devices(*domid);
             if (devs) {
                 (void)c->close_devices(*domid, *devs, std::chrono::seconds(2));

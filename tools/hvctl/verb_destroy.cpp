@@ -1,5 +1,8 @@
-// hvctl destroy NAME|ID. Layer: tools.
+// hvctl destroy NAME|ID (closing the domain's devices, and those it serves as a driver
+// domain, first). Layer: tools.
 #include <chrono>
+#include <map>
+#include <vector>
 #include <ostream>
 
 #include "cli.hpp"
@@ -43,12 +46,43 @@ int verb_destroy(Cli& cli, std::span<const std::string> args) {
                     << " device(s) did not reach Closed; removing them anyway\n";
         }
     }
+    // A driver domain: the devices it serves for other domains close first (their frontends
+    // see Closing and let go), then go away with it, so no guest keeps a dead backend's device.
+    std::map<std::uint16_t, std::vector<AttachedDevice>> served;
+    if (auto s = c->served_devices(dom->domid); !s) {
+        cli.err << "warning: " << dom->name << ": served devices: " << s.error().message() << "\n";
+    } else {
+        for (const auto& [fe, dev] : *s) {
+            served[fe].push_back(dev);
+        }
+    }
+    for (const auto& [fe, list] : served) {
+        const std::size_t open = c->close_devices(fe, list, std::chrono::seconds(5));
+        if (open != 0) {
+            cli.err << "warning: " << dom->name << ": " << open << " device(s) it serves to domain "
+                    << fe << " did not reach Closed; removing them anyway\n";
+        }
+    }
     auto r = c->destroy(dom->domid, std::chrono::seconds(10));
+    for (const auto& [fe, list] : served) {
+        if (auto rm = c->remove_devices(fe, list); !rm) {
+            cli.err << "warning: " << dom->name << ": removing devices of domain " << fe << ": "
+                    << rm.error().message() << "\n";
+        }
+    }
     if (devs) {
         auto rm = c->remove_devices(dom->domid, *devs);
         if (!rm) {
             cli.err << "warning: " << dom->name << ": removing devices: "
                     << rm.error().message() << "\n";
+        }
+    }
+    if (r) {
+        // libxl__destroy_domid: the domain's XenStore home goes with it.
+        auto home = c->remove_store("/local/domain/" + std::to_string(dom->domid));
+        if (!home && home.error() != std::errc::no_such_file_or_directory) {
+            cli.err << "warning: " << dom->name << ": removing its XenStore home: "
+                    << home.error().message() << "\n";
         }
     }
     if (!r) {

@@ -8,17 +8,6 @@ namespace hv::tools {
 
 namespace {
 
-std::string state_flags(char state) {
-    // SPEC: xl list's State column: one position per flag, r b p s c d.
-    std::string f = "------";
-    static constexpr std::string_view letters = "rbpscd";
-    const auto pos = letters.find(state);
-    if (pos != std::string_view::npos) {
-        f[pos] = state;
-    }
-    return f;
-}
-
 std::string json_string(std::string_view s) {
     std::string out = "\"";
     for (char c : s) {
@@ -38,6 +27,17 @@ std::string json_string(std::string_view s) {
 }
 
 }  // namespace
+
+std::string state_flags(char state) {
+    // SPEC: xl list's State column: one position per flag, r b p s c d.
+    std::string f = "------";
+    static constexpr std::string_view letters = "rbpscd";
+    const auto pos = letters.find(state);
+    if (pos != std::string_view::npos) {
+        f[pos] = state;
+    }
+    return f;
+}
 
 std::string format_list(std::span<const DomainRow> rows) {
     std::string out;
@@ -71,7 +71,9 @@ std::string format_list_long(std::span<const DomainRow> rows) {
         out += "        \"pid\": " + std::to_string(r.pid) + ",\n";
         out += std::string("        \"trusted\": ") + (r.trusted ? "true" : "false") + ",\n";
         out += std::string("        \"driver_domain\": ") + (r.driver_domain ? "true" : "false") +
-               "\n";
+               ",\n";
+        out += "        \"target_kib\": " + std::to_string(r.target_kib) + ",\n";
+        out += "        \"static_max_kib\": " + std::to_string(r.static_max_kib) + "\n";
         out += i + 1 < rows.size() ? "    },\n" : "    }\n";
     }
     return out + "]\n";

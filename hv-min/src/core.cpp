@@ -9,8 +9,12 @@
 //   cmpxchg on that word, so a concurrent end_access (cmpxchg flags → 0) either sees the pin
 //   bits and fails, or wins and hv-min's cmpxchg fails and re-checks (at most 5 times, as Xen).
 //   The frame is read once, after the pin; later pins reuse the cached value.
-// * A program that exits closes its socket before its pidfd is readable: the EOF kills the
-//   domain at once ("disconnected"), and the reap corrects the reported reason/status.
+// * A program that exits closes its socket before its pidfd is readable (often well before: a
+//   program returning from main drops its Services, then runs destructors and atexit handlers).
+//   The EOF releases everything of the domain at once, but its process gets
+//   CoreConfig::exit_grace_ms to end on its own before the SIGKILL, so the reaped status is the
+//   program's own (exited N / killed by a signal somebody else sent); only a program still
+//   running when the grace ends is reported "disconnected".
 // * Epoll events of one batch may name a connection or domain released earlier in the same
 //   batch: ids are looked up each time, connection ids are never reused, and a stale pidfd
 //   event for a recycled domid finds waitpid(WNOHANG) == 0 and is ignored.
@@ -30,6 +34,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -81,7 +86,15 @@ constexpr std::uint32_t kMaxPins = 0xFFFF;
 constexpr std::uint32_t kDom0GnttabFrames = 64;
 constexpr std::uint32_t kDom0SliceRefs = GRANT_ENTRIES_PER_FRAME;
 
-enum class Tag : std::uint64_t { stop = 1, listener = 2, conn = 3, pidfd = 4, xenstore = 5, console = 6 };
+enum class Tag : std::uint64_t {
+    stop = 1,
+    listener = 2,
+    conn = 3,
+    pidfd = 4,
+    xenstore = 5,
+    console = 6,
+    exit_grace = 7,
+};
 constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
     return (static_cast<std::uint64_t>(t) << 56) | id;
 }
@@ -177,6 +190,7 @@ struct Domain {
     std::vector<Port> ports;
     pid_t pid = -1;
     UniqueFd pidfd;
+    UniqueFd exit_grace;  // armed when its socket closed first: SIGKILL when it expires
     std::uint64_t primary_conn = 0;
     UniqueFd xs_fd;  // the domain's xenstore end, handed over at its first attach
     std::uint64_t console_frame = 0;    // its console ring page (a one-page extent)
@@ -419,6 +433,9 @@ struct Core::Impl {
                     break;
                 case Tag::pidfd:
                     on_pidfd(static_cast<std::uint16_t>(id));
+                    break;
+                case Tag::exit_grace:
+                    on_exit_grace(static_cast<std::uint16_t>(id));
                     break;
                 case Tag::xenstore:
 #ifdef HVMIN_WITH_XENSTORE
@@ -1747,6 +1764,15 @@ struct Core::Impl {
             r.hdr.rc = -EPERM;
             return;
         }
+        if (auto it = domains.find(ref.domid); it != domains.end() && it->second->exit_grace.valid()) {
+            // Dead already but its program is still within the exit grace: end it now.
+            Domain& dying = *it->second;
+            disarm_exit_grace(dying);
+            dying.death.reason = static_cast<std::uint16_t>(wire::DeathReason::destroyed);
+            dying.death.status = SIGKILL;
+            ::kill(-dying.pid, SIGKILL);
+            return;
+        }
         Domain* dom = ref.domid < DOMID_FIRST_RESERVED ? find_domain(ref.domid) : nullptr;
         if (dom == nullptr) {
             r.hdr.rc = -ESRCH;
@@ -1777,7 +1803,9 @@ struct Core::Impl {
 
     /// A domain dies: everything it held is released now; the process is reaped when its
     /// pidfd fires (then waiters are answered and the domid is free again).
-    void kill_domain(Domain& d, wire::DeathReason reason, int status, const char* why) {
+    /// `grace`: the program closed its own socket; let it finish exiting (see the file head).
+    void kill_domain(Domain& d, wire::DeathReason reason, int status, const char* why,
+                     bool grace = false) {
         if (d.state != wire::DomainState::running) {
             return;
         }
@@ -1785,7 +1813,9 @@ struct Core::Impl {
         d.state = wire::DomainState::dying;
         d.death = wire::DeathInfo{d.domid, static_cast<std::uint16_t>(reason), status};
         if (d.pid > 0 && d.pidfd.valid()) {
-            ::kill(-d.pid, SIGKILL);  // the whole process group; reaped through the pidfd
+            if (!grace || !arm_exit_grace(d)) {
+                ::kill(-d.pid, SIGKILL);  // the whole process group; reaped through the pidfd
+            }
         }
         // Its console: a last drain into the log, then the socket goes; dom0's port with it.
         consoles->remove(d.domid);
@@ -1828,6 +1858,51 @@ struct Core::Impl {
         }
     }
 
+    bool arm_exit_grace(Domain& d) {
+        if (cfg.exit_grace_ms == 0) {
+            return false;
+        }
+        UniqueFd t(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+        if (!t) {
+            return false;
+        }
+        itimerspec its{};
+        its.it_value.tv_sec = cfg.exit_grace_ms / 1000;
+        its.it_value.tv_nsec = static_cast<long>(cfg.exit_grace_ms % 1000) * 1000000;
+        if (::timerfd_settime(t.get(), 0, &its, nullptr) != 0 ||
+            !watch(t.get(), EPOLLIN, ev_key(Tag::exit_grace, d.domid))) {
+            return false;
+        }
+        d.exit_grace = std::move(t);
+        return true;
+    }
+
+    void disarm_exit_grace(Domain& d) {
+        if (d.exit_grace.valid()) {
+            (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, d.exit_grace.get(), nullptr);
+            d.exit_grace.reset();
+        }
+    }
+
+    /// The grace of a domain whose socket closed has run out and its program still runs.
+    void on_exit_grace(std::uint16_t domid) {
+        auto it = domains.find(domid);
+        if (it == domains.end() || !it->second->exit_grace.valid()) {
+            return;  // reaped meanwhile (a stale event of this batch)
+        }
+        Domain& d = *it->second;
+        std::uint64_t expirations = 0;
+        if (::read(d.exit_grace.get(), &expirations, sizeof expirations) != sizeof expirations) {
+            return;  // not expired: a stale event for a recycled domid
+        }
+        disarm_exit_grace(d);
+        HV_INFO("hv-min: domain %u (%s) closed its hypercall socket but still runs: killed",
+                d.domid, d.name.c_str());
+        if (d.pid > 0 && d.pidfd.valid()) {
+            ::kill(-d.pid, SIGKILL);
+        }
+    }
+
     void on_pidfd(std::uint16_t domid) {
         auto it = domains.find(domid);
         if (it == domains.end()) {
@@ -1847,9 +1922,26 @@ struct Core::Impl {
             }
         } else {
             ::kill(-d.pid, SIGKILL);  // stragglers of its process group
-            // A program that exits closes its socket a moment before it becomes reapable:
-            // if it was not our SIGKILL that ended it, report what really happened.
-            if (d.death.reason == static_cast<std::uint16_t>(wire::DeathReason::disconnected)) {
+            const bool ended_in_grace = d.exit_grace.valid();
+            disarm_exit_grace(d);
+            if (ended_in_grace) {
+                // Its socket closed and then the program ended by itself: hv-min sent no
+                // signal, so the status is entirely the program's.
+                if (WIFEXITED(st)) {
+                    d.death.reason = static_cast<std::uint16_t>(wire::DeathReason::exited);
+                    d.death.status = WEXITSTATUS(st);
+                    HV_INFO("hv-min: domain %u (%s): program exited with status %d", d.domid,
+                            d.name.c_str(), d.death.status);
+                } else if (WIFSIGNALED(st)) {
+                    d.death.reason = static_cast<std::uint16_t>(wire::DeathReason::killed);
+                    d.death.status = WTERMSIG(st);
+                    HV_INFO("hv-min: domain %u (%s): program killed by signal %d", d.domid,
+                            d.name.c_str(), d.death.status);
+                }
+            } else if (d.death.reason ==
+                       static_cast<std::uint16_t>(wire::DeathReason::disconnected)) {
+                // Grace disabled or over: only a status that our SIGKILL cannot explain is
+                // the program's own.
                 if (WIFEXITED(st)) {
                     d.death.reason = static_cast<std::uint16_t>(wire::DeathReason::exited);
                     d.death.status = WEXITSTATUS(st);
@@ -1905,8 +1997,10 @@ struct Core::Impl {
         }
         Domain* d = find_domain(domid);
         if (d != nullptr && domid != 0 && d->primary_conn == id) {
+            // A socket the program closed itself gets the exit grace; one hv-min dropped
+            // (misbehaviour) ends the domain at once.
             kill_domain(*d, wire::DeathReason::disconnected, 0,
-                        why != nullptr ? why : "hypercall socket closed");
+                        why != nullptr ? why : "hypercall socket closed", why == nullptr);
             return;
         }
         drop_conn(id);
@@ -1965,6 +2059,7 @@ struct Core::Impl {
             const pid_t pid = d.pid;
             kill_domain(d, wire::DeathReason::destroyed, SIGKILL, "hv-min stops");
             if (pid > 0) {
+                ::kill(-pid, SIGKILL);  // also one that was dying within its exit grace
                 ::waitpid(pid, nullptr, 0);  // SIGKILLed: bounded
             }
             finish_domain(id);

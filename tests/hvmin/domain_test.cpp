@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 #include <cstring>
+#include <filesystem>
+#include <thread>
 
 #include "harness.hpp"
 #include "skip.hpp"
@@ -299,4 +301,99 @@ TEST_CASE("a non-root process is refused on the control socket", "[hvmin][domain
     REQUIRE(WIFEXITED(st));
     CHECK(WEXITSTATUS(st) == 0);
     CHECK(h.ts->list());
+}
+
+namespace {
+std::size_t open_fds() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+        ++n;
+    }
+    return n;
+}
+}  // namespace
+
+TEST_CASE("a domain with grants, ports, an extent, clones and XenStore leaves no fd behind when "
+          "it and its backend connection are gone",
+          "[hvmin][domain][issue-2]") {
+    Harness h;
+    // hv-min runs in this process: its fds and ours are counted together, so the count is
+    // taken with only the harness (core + toolstack connection) open, and again at the end.
+    REQUIRE(h.dom0().evtchn().status(DomId(0), EvtchnPort(1)));  // settle lazy set-up
+    const std::size_t before = open_fds();
+    {
+        auto backend = Services::connect_dom0(h.dir.path());  // a backend's own connection
+        REQUIRE(backend);
+        auto worker = backend->clone();  // its per-ring worker channel
+        REQUIRE(worker);
+        Puppet g(h, "devices", PuppetOptions{64, true});
+        // The frontend grants a page; the backend maps it (trusted: gets the extent's fd).
+        const long ref = g.num("grant 0 3 0");
+        auto m = worker->grants().map(g.domid, GrantRef(static_cast<std::uint32_t>(ref)), false);
+        REQUIRE(m);
+        // An event channel as a backend makes it: unbound for the frontend, which binds it.
+        auto port = backend->evtchn().alloc_unbound(g.domid);
+        REQUIRE(port);
+        REQUIRE(g.num("bind 0 " + std::to_string(port->port().get())) > 0);
+        // A copy-mode buffer of the backend, and the frontend's own second extent.
+        REQUIRE(backend->memory().alloc_extent(4));
+        REQUIRE(g.cmd("extent 1").rfind("ok", 0) == 0);
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+        CHECK(g.cmd("xswrite data/x 1") == "ok");
+#endif
+        // The frontend also maps one of the backend's grants (a pin on dom0's table).
+        auto bref = backend->grants().grant_access(g.domid, 0, false);
+        REQUIRE(bref);
+        CHECK(g.cmd("map 0 " + std::to_string(bref->get()) + " 0").rfind("ok", 0) == 0);
+        CHECK(open_fds() > before);
+        REQUIRE(h.ts->destroy(g.domid));
+        auto d = h.ts->wait_for_death(g.domid, 5000ms);
+        REQUIRE(d);
+        CHECK(d->reason == wire::DeathReason::destroyed);
+    }  // the backend's mapping, port, extent, clone and connection close here
+    // hv-min sees the backend's connections hang up asynchronously: wait (bounded) for it.
+    std::size_t after = open_fds();
+    for (int i = 0; i < 500 && after != before; ++i) {
+        std::this_thread::sleep_for(10ms);
+        after = open_fds();
+    }
+    CHECK(after == before);
+}
+
+TEST_CASE("a program that closes its hypercall socket and then exits reports its own status",
+          "[hvmin][domain][issue-2]") {
+    Harness h;
+    Puppet p(h, "leaver");
+    // The socket goes first (as when main returns and Services is destroyed), the exit 150 ms
+    // later: the domain is dead at once, but its death says "exited 9", not "disconnected".
+    CHECK(p.cmd("hangup 9 150").empty());
+    auto d = h.ts->wait_for_death(p.domid, 5000ms);
+    REQUIRE(d);
+    CHECK(d->reason == wire::DeathReason::exited);
+    CHECK(d->status == 9);
+}
+
+TEST_CASE("a program that closes its hypercall socket but keeps running is killed after the "
+          "exit grace and reported disconnected",
+          "[hvmin][domain][issue-2]") {
+    CoreConfig cfg;
+    cfg.exit_grace_ms = 200;
+    Harness h(cfg);
+    Puppet p(h, "lingerer");
+    auto l = h.ts->list();
+    REQUIRE(l);
+    pid_t pid = -1;
+    for (const auto& s : *l) {
+        if (s.domid == p.domid) {
+            pid = s.pid;
+        }
+    }
+    REQUIRE(pid > 0);
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(p.cmd("hangup -1 0") == "ok");
+    auto d = h.ts->wait_for_death(p.domid, 5000ms);
+    REQUIRE(d);
+    CHECK(d->reason == wire::DeathReason::disconnected);
+    CHECK(std::chrono::steady_clock::now() - t0 >= 150ms);
+    CHECK(::kill(pid, 0) != 0);  // reaped
 }

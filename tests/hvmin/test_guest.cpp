@@ -353,6 +353,18 @@ int main(int argc, char** argv) {
         } else if (cmd == "toolop") {
             auto r = svc->channel().call(wire::Op::domain_list, 0, {});
             reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());
+        } else if (cmd == "hangup") {
+            // Closes the hypercall socket as a program leaving main does, then exits with
+            // `code` after `ms` (or, with code -1, keeps running).
+            int code = 0;
+            int ms = 0;
+            is >> code >> ms;
+            ::shutdown(svc->channel().fd(), SHUT_RDWR);
+            ::usleep(static_cast<useconds_t>(ms) * 1000);
+            if (code >= 0) {
+                std::_Exit(code);
+            }
+            reply = "ok";
         } else if (cmd == "crash") {
             std::abort();
         } else if (cmd == "exit") {

@@ -20,6 +20,10 @@ struct CoreConfig {
     std::size_t max_queued_replies = 1024;  ///< a connection with more unread replies is dropped
     uid_t dom0_uid = 0;                     ///< peers with this uid (SO_PEERCRED) are dom0
     bool host_xenstore = true;              ///< run the XenStore server (if built with it)
+    /// A domain whose program closes its hypercall socket itself is dead at once (everything
+    /// released), but its process gets this long to exit before hv-min SIGKILLs it, so its
+    /// death reports the program's own exit status. 0 = SIGKILL at once.
+    std::uint32_t exit_grace_ms = 1000;
 };
 
 class Core {

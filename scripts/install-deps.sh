@@ -9,6 +9,9 @@ pkgs=(
   # test oracles and real clients
   libxen-dev xenstore-utils lvm2 util-linux iproute2 iputils-ping procps psmisc
   fio iperf3 libnbd-bin netcat-openbsd fuse3 e2fsprogs kmod
+  # README command 1's n-tier part: PostgreSQL 15 (pgbench ships in postgresql-15, its
+  # wrapper in postgresql-client-common; pg_isready and createdb in postgresql-client-15)
+  postgresql postgresql-client-15
   # peers for hvbench
   xen-utils-4.17 openvswitch-switch dpdk dpdk-dev
 )

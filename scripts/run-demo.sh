@@ -8,26 +8,35 @@
 #   `hvctl create` with disk xvda and a vif on xenbr0 whose command runs fio (nbd engine,
 #   crc32c verify) on its disk, pings the host and sends it 4 MB with nc (sha256 checked);
 #   then the backends statistics, hvctl destroy, and nothing left.
-# Usage: scripts/run-demo.sh [--quick] [--build-dir DIR] [--no-deps]
-#   --quick      do not (re)build when the programs exist, do not install packages
+#   Part 3, the n-tier case: a sparse image, a loop device, an LVM VG/LV on it; a `db` domain
+#   (hv-guest) whose PostgreSQL keeps its data on ext4 on a loop device over the FUSE file of
+#   its disk (phy:/dev/VG/LV through blkback), listening on its eth0; an `app` domain running
+#   pgbench against it over the PV network (netback, bridge in a private netns); a report
+#   (transactions/s, latency, blkback and netback bytes, hvctl list), and nothing left.
+# Usage: scripts/run-demo.sh [--quick] [--part io|ntier|all] [--build-dir DIR] [--no-deps]
+#   --quick      do not (re)build when the programs exist, do not install packages; a short
+#                pgbench run
+#   --part       io: parts 1 and 2; ntier: part 3; all (default): all three
 #   --build-dir  where the programs are (DIR/bin); default build/ (built if missing)
 #   --no-deps    do not run scripts/install-deps.sh
 # Exit: 0 demo passed, 1 a step failed (the report says which), 2 usage.
-# Everything it starts and writes (hv-min, backends, domains, namespace, temp dir) is removed on exit and on
-# Ctrl-C.
+# Everything it starts and writes (hv-min, backends, domains, namespace, loop device, VG, temp
+# dir) is removed on exit, on any failure and on Ctrl-C.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-quick=0 deps=1 build_dir=build
+quick=0 deps=1 build_dir=build part=all
+usage() { echo "usage: $0 [--quick] [--part io|ntier|all] [--build-dir DIR] [--no-deps]" >&2; exit 2; }
 while (($#)); do
   case $1 in
     --quick) quick=1; deps=0 ;;
     --no-deps) deps=0 ;;
-    --build-dir) [[ $# -ge 2 ]] || { echo "usage: $0 [--quick] [--build-dir DIR] [--no-deps]" >&2; exit 2; }
-                 build_dir=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "usage: $0 [--quick] [--build-dir DIR] [--no-deps]" >&2; exit 2 ;;
+    --build-dir) [[ $# -ge 2 ]] || usage; build_dir=$2; shift ;;
+    --part) [[ $# -ge 2 ]] || usage; part=$2; shift
+            [[ $part == io || $part == ntier || $part == all ]] || usage ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) usage ;;
   esac
   shift
 done
@@ -65,6 +74,7 @@ work=$(mktemp -d /tmp/hvkit-demo.XXXXXX)
 rundir=$work/run
 hvmin_pid= blkback_pid= netback_pid= nc_pid=
 ns=hvdemo-$$
+vg=hvdemo$$ pv_loop=
 stop_pid() {  # pid: TERM, wait ≤ 5 s, KILL
   [[ -n $1 ]] && kill -0 "$1" 2>/dev/null || return 0
   kill -TERM "$1" 2>/dev/null || true
@@ -77,7 +87,7 @@ cleanup() {
   trap - EXIT INT TERM
   if [[ -n $hvmin_pid ]] && kill -0 "$hvmin_pid" 2>/dev/null; then
     # Destroy what is left (hv-min would also reap its domains when it stops).
-    for d in io granter peer; do
+    for d in io granter peer app db; do
       "$bin/hvctl" --rundir "$rundir" destroy "$d" >/dev/null 2>&1 || true
     done
     kill -TERM "$hvmin_pid" 2>/dev/null || true
@@ -87,22 +97,62 @@ cleanup() {
   fi
   stop_pid "$nc_pid"; stop_pid "$netback_pid"; stop_pid "$blkback_pid"
   ip netns del "$ns" 2>/dev/null || true
+  lvm_down
+  [[ -n $pv_loop ]] && losetup -d "$pv_loop" 2>/dev/null || true
   exec 3<&- 2>/dev/null || true
   if ((rc != 0)) && [[ -s $work/hv-min.log ]]; then
     echo "--- hv-min log (last 20 lines)"; tail -20 "$work/hv-min.log"
   fi
   if ((rc != 0)); then
-    for f in blkback netback guest; do
+    for f in blkback netback guest progress db.err app.err pgbench.progress pgbench-init.out; do
       [[ -s $work/$f.log ]] && { echo "--- $f log (last 10 lines)"; tail -10 "$work/$f.log"; }
+      [[ -s $work/$f ]] && { echo "--- $f (last 10 lines)"; tail -10 "$work/$f"; }
     done
   fi
   rm -rf "$work"
   exit "$rc"
 }
+lvm_down() {  # the demo's VG and PV label, if there are any
+  [[ -n $pv_loop ]] || return 0
+  vgremove -q -f --devices "$pv_loop" "$vg" >/dev/null 2>&1 || true
+  pvremove -q -f --devices "$pv_loop" "$pv_loop" >/dev/null 2>&1 || true
+}
 trap cleanup EXIT
 trap 'echo "interrupted"; exit 130' INT TERM
 
 hvctl() { "$bin/hvctl" --rundir "$rundir" "$@"; }
+# statistics nodes (written by the backends at most once a second)
+xsr() { XENSTORED_PATH=$rundir/xenstored.sock xenstore-read "$1" 2>/dev/null || echo 0; }
+
+# A private namespace holds everything network: the bridge xenbr0, the "host" end of a veth
+# pair (10.77.0.1) and netback's taps. Each guest's eth0 lives in the guest's own namespace.
+nsx() { ip netns exec "$ns" "$@"; }
+net_up() {
+  ip netns add "$ns" || fail "ip netns add $ns"
+  nsx ip link set lo up
+  nsx ip link add xenbr0 type bridge
+  nsx ip link add hosteth type veth peer name hostport
+  nsx ip link set hostport master xenbr0
+  nsx ip addr add 10.77.0.1/24 dev hosteth
+  for l in xenbr0 hosteth hostport; do nsx ip link set "$l" up; done
+  step netns "$ns: bridge xenbr0, host veth 10.77.0.1/24"
+  "$bin/blkback" --rundir "$rundir" >"$work/blkback.log" 2>&1 &
+  blkback_pid=$!
+  # Not through the nsx function: a backgrounded function is a subshell, and $! would be its pid
+  # rather than netback's (ip netns exec execs the program).
+  ip netns exec "$ns" "$bin/netback" --rundir "$rundir" >"$work/netback.log" 2>&1 &
+  netback_pid=$!
+  step backends "blkback (pid $blkback_pid) and netback (pid $netback_pid, in $ns) in Domain-0"
+}
+net_down() {  # after the domains are gone: no tap left, backends stopped, namespace deleted
+  if ip netns exec "$ns" ip -o link show 2>/dev/null | grep -q 'vif'; then fail "tap left in $ns"; fi
+  stop_pid "$netback_pid"; netback_pid=
+  stop_pid "$blkback_pid"; blkback_pid=
+  stray=$(pgrep -f -- "--rundir $rundir" | grep -vx "$hvmin_pid" || true)
+  [[ -z $stray ]] || fail "processes of this demo left after stopping the backends: $stray"
+  ip netns del "$ns" || fail "ip netns del $ns"
+  if ip netns list | grep -q "^$ns\b"; then fail "namespace $ns still exists"; fi
+}
 
 # ---------------------------------------------------------------- hv-min
 "$bin/hv-min" --rundir "$rundir" --foreground >"$work/hv-min.log" 2>&1 &
@@ -116,6 +166,7 @@ hvctl list >/dev/null 2>&1 || fail "hv-min did not answer within 5 s"
 fd_baseline=$(ls "/proc/$hvmin_pid/fd" | wc -l)
 step hv-min "started: pid $hvmin_pid, rundir $rundir ($fd_baseline fds open)"
 
+if [[ $part != ntier ]]; then
 # ---------------------------------------------------------------- domains
 mkfifo "$work/status" "$work/rendezvous"
 exec 3<>"$work/status"  # domains report here, one line per step
@@ -184,25 +235,7 @@ done
 step destroy "both domains destroyed: processes gone, list shows only Domain-0, hv-min back to $fds fds"
 
 # ---------------------------------------------------------------- block and network I/O
-# A private namespace holds everything network: the bridge xenbr0, the "host" end of a veth
-# pair (10.77.0.1) and netback's taps. The guest's eth0 lives in its own namespace.
-ip netns add "$ns" || fail "ip netns add $ns"
-nsx() { ip netns exec "$ns" "$@"; }
-nsx ip link set lo up
-nsx ip link add xenbr0 type bridge
-nsx ip link add hosteth type veth peer name hostport
-nsx ip link set hostport master xenbr0
-nsx ip addr add 10.77.0.1/24 dev hosteth
-for l in xenbr0 hosteth hostport; do nsx ip link set "$l" up; done
-step netns "$ns: bridge xenbr0, host veth 10.77.0.1/24"
-
-"$bin/blkback" --rundir "$rundir" >"$work/blkback.log" 2>&1 &
-blkback_pid=$!
-# Not through the nsx function: a backgrounded function is a subshell, and $! would be its pid
-# rather than netback's (ip netns exec execs the program).
-ip netns exec "$ns" "$bin/netback" --rundir "$rundir" >"$work/netback.log" 2>&1 &
-netback_pid=$!
-step backends "blkback (pid $blkback_pid) and netback (pid $netback_pid, in $ns) in Domain-0"
+net_up
 
 img=$work/disk.img
 truncate -s 256M "$img"
@@ -258,7 +291,6 @@ fio_line=$(grep -m1 '^3;' "$work/fio.out" || head -c 200 "$work/fio.out")
 fio_wr_kib=$(cut -d';' -f47 <<<"$fio_line")  # terse v3: write io_kbytes
 ping_rtt=$(grep -o 'rtt.*' "$work/ping.out" || true)
 # statistics are written at most once a second: wait for them to cover the work.
-xsr() { XENSTORED_PATH=$rundir/xenstored.sock xenstore-read "$1" 2>/dev/null || echo 0; }
 vbd=/local/domain/0/backend/vbd/$io_id/51712/statistics
 vif=/local/domain/0/backend/vif/$io_id/0/statistics
 for _ in $(seq 30); do
@@ -280,13 +312,7 @@ hvctl destroy io || fail "hvctl destroy io"
 left=$(XENSTORED_PATH=$rundir/xenstored.sock xenstore-list /local/domain/0/backend/vbd 2>/dev/null || true)
 [[ -z $left ]] || fail "vbd backend directories left after destroy: $left"
 [[ ! -e /proc/$io_pid ]] || fail "io domain process $io_pid still exists after destroy"
-ip netns exec "$ns" ip -o link show 2>/dev/null | grep -q 'vif' && fail "tap left in $ns"
-stop_pid "$netback_pid"; netback_pid=
-stop_pid "$blkback_pid"; blkback_pid=
-stray=$(pgrep -f -- "--rundir $rundir" | grep -vx "$hvmin_pid" || true)
-[[ -z $stray ]] || fail "processes of this demo left after stopping the backends: $stray"
-ip netns del "$ns" || fail "ip netns del $ns"
-ip netns list | grep -q "^$ns\b" && fail "namespace $ns still exists"
+net_down
 step destroy "io domain destroyed, its vbd/vif removed; backends stopped; namespace $ns deleted"
 rm -f "$img" "$work/sent.bin" "$work/got.bin"
 io_fds=$(ls "/proc/$hvmin_pid/fd" | wc -l)
@@ -304,5 +330,10 @@ cat <<EOF
   network (netback)     : ping ${ping_rtt:-ok}; 4000000-byte nc copy sha256 match; $net_tx bytes guest->netback, $net_rx back
   teardown              : hvctl destroy; no process, domain, device, tap or namespace left;
                           hv-min fds: $fds after the lifecycle part, $io_fds after the I/O part
-RESULT: PASS
 EOF
+fi
+
+if [[ $part != io ]]; then
+  source "$repo/scripts/demo-ntier.sh"
+fi
+echo "RESULT: PASS"

@@ -1635,6 +1635,10 @@ std::optional<Core::Clock::time_point> Core::partial_since(ConnId id) const noex
 
 std::vector<ConnId> Core::take_doomed() { return std::exchange(impl_->doomed, {}); }
 std::vector<ConnId> Core::take_dirty() { return std::exchange(impl_->dirty, {}); }
+void Core::take_dirty(std::vector<ConnId>& into) {
+    into.clear();
+    into.swap(impl_->dirty);  // the two vectors trade capacity: no allocation per request
+}
 
 Result<void> Core::introduce_domain(DomId domid) {
     if (domid.get() >= DOMID_FIRST_RESERVED) {

@@ -56,6 +56,8 @@ struct Server::Impl {
     std::unordered_map<ConnId, Sock> socks;
     std::unordered_set<ConnId> partial;  // connections holding an unfinished message
     std::optional<Core::Clock::time_point> armed_deadline;
+    std::vector<ConnId> fed_dirty;     // feed()'s scratch
+    std::vector<ConnId> settle_dirty;  // settle()'s scratch
     std::atomic<bool> stopping{false};
     std::uint64_t protocol_disconnects = 0;
     char buf[kReadChunk];
@@ -153,7 +155,8 @@ struct Server::Impl {
         }
         // Watch events for other connections go out before this one's replies: a watcher
         // learns of a change one send(2) sooner. (Order matters only within a connection.)
-        for (ConnId other : core.take_dirty()) {
+        core.take_dirty(fed_dirty);
+        for (ConnId other : fed_dirty) {
             if (other == id) {
                 continue;  // flushed below
             }
@@ -231,12 +234,12 @@ struct Server::Impl {
             for (ConnId id : core.take_doomed()) {
                 close_conn(id);
             }
-            auto dirty = core.take_dirty();
+            core.take_dirty(settle_dirty);
             auto resumed = core.take_resumed();
-            if (dirty.empty() && resumed.empty()) {
+            if (settle_dirty.empty() && resumed.empty()) {
                 break;
             }
-            for (ConnId id : dirty) {
+            for (ConnId id : settle_dirty) {
                 auto it = socks.find(id);
                 if (it != socks.end() && !flush(id, it->second)) {
                     close_conn(id);

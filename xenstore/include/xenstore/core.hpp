@@ -63,6 +63,8 @@ public:
     std::vector<ConnId> take_doomed();
     /// Connections whose output grew since the last call; clears the list.
     std::vector<ConnId> take_dirty();
+    /// The same into `into` (its old contents dropped), reusing its storage.
+    void take_dirty(std::vector<ConnId>& into);
 
     /// See Server::introduce_domain / release_domain / is_introduced.
     Result<void> introduce_domain(DomId domid);

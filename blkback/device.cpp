@@ -318,6 +318,7 @@ Result<void> BlkDevice::connect() {
         cfg.persistent = persistent;
         cfg.max_persistent_grants = opt_.max_persistent_grants;
         cfg.persistent_grant_idle = opt_.persistent_grant_idle;
+        cfg.fixed_buffers = opt_.fixed_buffers;
         cfg.limits = limits_;
         cfg.name = std::to_string(ref_.frontend.get()) + "/" + std::to_string(ref_.devid) + "/q" +
                    std::to_string(q);

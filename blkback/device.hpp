@@ -40,6 +40,9 @@ struct BackendOptions {
     unsigned max_persistent_grants = 0;
     /// A cached grant unused this long is unmapped (Linux `persistent_grant_unused_seconds`).
     std::chrono::milliseconds persistent_grant_idle{60'000};
+    /// Map mode: register the frontend's memory as io_uring fixed buffers (zero copy, no
+    /// per-I/O page pinning). Off: plain readv/writev into the mapped pages.
+    bool fixed_buffers = true;
     std::chrono::milliseconds stats_interval{1000};
     UringEngineOptions uring;
     std::vector<std::string> lvm_scan_devices;  ///< restrict LVM scans (empty: all devices)

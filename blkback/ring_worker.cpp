@@ -71,6 +71,17 @@ enum class Stage : std::uint8_t {
     copy_out,    ///< copy mode read done: its grant copies wait in the batch, then the response
 };
 
+/// Fixed-buffer I/O is used when a request's pages form at most this many contiguous runs
+/// (each run is one SQE; a scattered 1 MiB request stays one readv/writev).
+constexpr std::size_t kMaxFixedRuns = 8;
+
+/// A frontend extent registered with the engine as a fixed buffer (index = position).
+struct FixedExtent {
+    std::uint32_t id;
+    std::byte* base;
+    std::size_t bytes;
+};
+
 /// One preallocated request slot per ring slot (LX pending_req): no allocation per request.
 struct Slot : bi::list_base_hook<> {
     std::uint32_t index = 0;
@@ -81,6 +92,7 @@ struct Slot : bi::list_base_hook<> {
     std::vector<hvmin::GrantMapping> maps;      // non-persistent mappings of this request
     std::vector<PGrant*> pgrants;               // persistent grants this request uses
     std::vector<std::uint32_t> bounce;          // copy mode: bounce page indices
+    std::vector<FixedIovec> fixed;              // map mode: the iovecs as fixed-buffer runs
     std::uint32_t copy_first = 0;               // copy mode: its ops in the batch
     bool copied = false;                        // copy mode write: data is in the bounce pages
 };
@@ -126,6 +138,13 @@ struct RingWorker::Impl {
     UniqueFd purge_timer;          // fires when the least recently used grant may be idle
     bool purge_armed = false;
     std::chrono::steady_clock::time_point pass_time;  // start of the current loop pass
+
+    // map mode zero copy: the frontend's extents as io_uring fixed buffers (design §4, §8)
+    std::vector<FixedExtent> fixed_extents;  // registered; buf_index = position
+    std::vector<FixedExtent> fixed_wanted;   // seen in mappings, registered once I/O drained
+    bool fixed_ok = false;                   // map mode, and registering has not failed
+    std::vector<iovec> fixed_reg;            // register_buffers argument
+    std::array<int, 256> seg_buf{};          // prepare_map scratch: buf_index per segment
 
     std::unique_ptr<Slot[]> slots;
     std::size_t nslots = 0;
@@ -248,6 +267,7 @@ struct RingWorker::Impl {
     }
     void release_data(Slot& s) noexcept {
         s.iov.clear();
+        s.fixed.clear();
         for (auto& m : s.maps) {
             (void)m.reset();  // unmap before the response (sharp edge 8)
         }
@@ -364,6 +384,7 @@ struct RingWorker::Impl {
                     ++g->users;
                     s.pgrants.push_back(g);
                     s.iov[i] = iovec{g->map.data() + segs[i].offset_bytes(), segs[i].len_bytes()};
+                    seg_buf[i] = fixed_index(g->map);
                     continue;
                 }
             }
@@ -374,6 +395,7 @@ struct RingWorker::Impl {
             ++nb;
         }
         if (nb == 0) {
+            build_fixed(s);
             return {};
         }
         auto mapped = svc.grants().map_batch(std::span(batch.data(), nb));
@@ -391,6 +413,7 @@ struct RingWorker::Impl {
                 continue;
             }
             s.iov[batch_seg[k]] = iovec{r->data() + seg.offset_bytes(), seg.len_bytes()};
+            seg_buf[batch_seg[k]] = fixed_index(*r);
             PGrant* g = cfg.persistent ? pgrant_slot() : nullptr;
             if (g != nullptr) {
                 g->gref = seg.gref.get();
@@ -408,8 +431,90 @@ struct RingWorker::Impl {
         if (first_error) {
             return fail(first_error);
         }
+        build_fixed(s);
         return {};
     }
+
+    /// The fixed-buffer index of the extent a mapping lies in; -1 if not registered (yet:
+    /// the extent is then noted for registration).
+    int fixed_index(const hvmin::GrantMapping& m) {
+        if (!fixed_ok) {
+            return -1;
+        }
+        const auto e = m.extent();
+        if (!e) {
+            return -1;
+        }
+        for (std::size_t i = 0; i < fixed_extents.size(); ++i) {
+            if (fixed_extents[i].id == e->id) {
+                return static_cast<int>(i);
+            }
+        }
+        if (std::none_of(fixed_wanted.begin(), fixed_wanted.end(),
+                         [&](const FixedExtent& w) { return w.id == e->id; })) {
+            fixed_wanted.push_back(FixedExtent{e->id, e->base, e->bytes});
+        }
+        return -1;
+    }
+
+    /// Turns the slot's iovecs into fixed-buffer runs (contiguous pages of one extent merged)
+    /// when every page is in a registered extent and the runs are few; else leaves it empty.
+    void build_fixed(Slot& s) {
+        s.fixed.clear();
+        if (!fixed_ok) {
+            return;
+        }
+        for (std::size_t i = 0; i < s.iov.size(); ++i) {
+            if (seg_buf[i] < 0) {
+                s.fixed.clear();
+                return;
+            }
+            auto* base = static_cast<std::byte*>(s.iov[i].iov_base);
+            const auto len = static_cast<std::uint32_t>(s.iov[i].iov_len);
+            const auto idx = static_cast<std::uint32_t>(seg_buf[i]);
+            if (!s.fixed.empty()) {
+                FixedIovec& last = s.fixed.back();
+                if (last.buf_index == idx && static_cast<std::byte*>(last.base) + last.len == base) {
+                    last.len += len;
+                    continue;
+                }
+            }
+            if (s.fixed.size() == kMaxFixedRuns) {
+                s.fixed.clear();
+                return;
+            }
+            s.fixed.push_back(FixedIovec{base, len, idx});
+        }
+    }
+
+    /// Registers the extents seen since the last registration (all of them, as io_uring
+    /// replaces the table) once nothing is in flight; drain() pauses until then.
+    void maybe_register() {
+        if (fixed_wanted.empty() || engine->in_flight() != 0) {
+            return;
+        }
+        if (!fixed_ok) {
+            fixed_wanted.clear();
+            return;
+        }
+        fixed_reg.clear();
+        for (const auto& e : fixed_extents) {
+            fixed_reg.push_back(iovec{e.base, e.bytes});
+        }
+        for (const auto& e : fixed_wanted) {
+            fixed_reg.push_back(iovec{e.base, e.bytes});
+        }
+        if (auto r = engine->register_buffers(fixed_reg); !r) {
+            HV_WARN("blkback %s: registering the frontend's memory as fixed buffers: %s; "
+                    "plain readv/writev from now on", cfg.name.c_str(), r.error().message().c_str());
+            fixed_ok = false;
+            fixed_extents.clear();
+        } else {
+            fixed_extents.insert(fixed_extents.end(), fixed_wanted.begin(), fixed_wanted.end());
+        }
+        fixed_wanted.clear();
+    }
+    bool register_pending() const noexcept { return fixed_ok && !fixed_wanted.empty(); }
 
     /// Copy mode: takes bounce pages; for writes copies the guest's data into them.
     Result<void> prepare_copy(Slot& s) {
@@ -570,8 +675,16 @@ struct RingWorker::Impl {
                 queue_copies(s, /*to_guest=*/false);
                 return true;  // the write starts once flush_copies() has the data
             }
-            q = write ? engine->queue_writev(s.req.offset_bytes(), s.iov, cookie)
-                      : engine->queue_readv(s.req.offset_bytes(), s.iov, cookie);
+            if (!s.fixed.empty()) {
+                q = write ? engine->queue_writev_fixed(s.req.offset_bytes(), s.fixed, cookie)
+                          : engine->queue_readv_fixed(s.req.offset_bytes(), s.fixed, cookie);
+                if (q) {
+                    stats.add(stats.fixed_req);
+                }
+            } else {
+                q = write ? engine->queue_writev(s.req.offset_bytes(), s.iov, cookie)
+                          : engine->queue_readv(s.req.offset_bytes(), s.iov, cookie);
+            }
         }
         if (!q) {
             if (q.error() == Errc::busy) {
@@ -667,7 +780,7 @@ struct RingWorker::Impl {
             return;
         }
         for (;;) {
-            if (ordered != nullptr || !ready.empty()) {
+            if (ordered != nullptr || !ready.empty() || register_pending()) {
                 return;
             }
             auto& h = header();
@@ -693,6 +806,7 @@ struct RingWorker::Impl {
     }
 
     void progress_blocked() {
+        maybe_register();
         // Every waiting request is tried, not just the first: one waiting for bounce pages
         // must not block one behind it that holds pages and waits for the engine.
         for (auto it = ready.begin(); it != ready.end();) {
@@ -767,7 +881,8 @@ struct RingWorker::Impl {
 
     /// Final check (xen-abi §1.5): true if more requests arrived meanwhile.
     bool more_requests() {
-        if (halted.load(std::memory_order_relaxed) || ordered != nullptr || !ready.empty()) {
+        if (halted.load(std::memory_order_relaxed) || ordered != nullptr || !ready.empty() ||
+            register_pending()) {
             return false;
         }
         auto& h = header();
@@ -888,6 +1003,7 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
     if (w.cfg.mode == DataMode::copy) {
         w.cfg.persistent = false;
     }
+    w.fixed_ok = w.cfg.mode == DataMode::map && w.cfg.fixed_buffers;
 
     // Ring pages: mapped read-write; each stays where libhv put it (ring_read/write span pages).
     std::vector<hvmin::MapRequest> reqs;
@@ -932,6 +1048,7 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
         s.maps.reserve(max_segs);
         s.pgrants.reserve(max_segs);
         s.bounce.reserve(max_segs);
+        s.fixed.reserve(kMaxFixedRuns);
         w.free_slots.push_back(s);
     }
     w.copy_slots.reserve(w.size);

@@ -33,6 +33,7 @@ struct RingConfig {
     DataMode mode = DataMode::map;
     bool persistent = false;             ///< negotiated feature-persistent (map mode only)
     unsigned max_persistent_grants = 0;  ///< cache bound; 0: ring size × 11
+    bool fixed_buffers = true;           ///< map mode: frontend extents as io_uring fixed buffers
     std::chrono::milliseconds persistent_grant_idle{60'000};  ///< unused this long: unmapped
     DeviceLimits limits;
     std::string name;                    ///< "<fe>/<devid>/q<n>" for logs

@@ -421,6 +421,13 @@ Result<void> Grants::unmap_raw(std::span<gnttab_unmap_grant_ref> ops) {
     return {};
 }
 
+std::optional<GrantMapping::Extent> GrantMapping::extent() const noexcept {
+    if (!extent_ || data_ == nullptr) {
+        return std::nullopt;
+    }
+    return Extent{extent_->map.data(), std::size_t{extent_->pages} * XEN_PAGE_SIZE, extent_->id};
+}
+
 Result<GrantMapping> Grants::finish_map(const gnttab_map_grant_ref& op, const wire::MapExtra& x,
                                         std::vector<UniqueFd>& fds, bool readonly) {
     if (op.status != GNTST_okay) {

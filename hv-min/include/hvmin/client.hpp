@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -84,6 +85,15 @@ public:
     std::span<std::byte> page() const noexcept { return {data_, rings::XEN_PAGE_SIZE}; }
     rings::grant_handle_t handle() const noexcept { return handle_; }
     bool valid() const noexcept { return data_ != nullptr; }
+    /// Trusted map mode: the granter's whole extent this page lies in, as mapped in this
+    /// process (it stays mapped while the Services that mapped it lives), so a backend can
+    /// register it once (e.g. as an io_uring fixed buffer). nullopt for isolated mappings.
+    struct Extent {
+        std::byte* base;
+        std::size_t bytes;
+        std::uint32_t id;  ///< hv-min's extent id (unique per granter)
+    };
+    std::optional<Extent> extent() const noexcept;
     /// Unmaps now; the error of the unmap hypercall, if any.
     Result<void> reset() noexcept;
 

@@ -242,7 +242,7 @@ TEST_CASE("hvbench --quick ring prints one well-formed JSON line per case", "[be
         ++cases[o["case"].text];
     }
     for (const char* c : {"blkif_2threads", "netif_tx_2threads", "blkif_rtt", "blkif_2proc",
-                          "netif_tx_2proc", "blkif_rtt_2proc"}) {
+                          "netif_tx_2proc", "blkif_rtt_2proc", "blkif_2proc_poll"}) {
         INFO(c);
         CHECK(cases.count(c) == 1);
     }

@@ -404,6 +404,13 @@ TEST_CASE("the persistent grant cache is bounded by the ring and evicts the leas
     CHECK_FALSE(mapped(pages.back()));
 }
 
+namespace {
+/// True while the backend has the page's grant mapped (GTF_reading/GTF_writing set).
+bool grant_mapped(Guest& g, const Page& p) {
+    return (g.svc->grants().entry_flags(p.gref) & (GTF_reading | GTF_writing)) != 0;
+}
+}  // namespace
+
 // Linux blkback unmaps persistent grants nobody used for persistent_grant_unused_seconds; so do
 // we (here after 100 ms), in one batch, counted in statistics/pgnt_purged. A purged grant the
 // frontend uses again is simply mapped again.
@@ -425,9 +432,7 @@ TEST_CASE("idle persistent grants are purged; the frontend may reuse them", "[bl
         REQUIRE(v.submit(0, v.rw(BLKIF_OP_WRITE, i, std::uint64_t{i} * 8, {seg(pages.back().gref)}))
                     .status == BLKIF_RSP_OKAY);
     }
-    const auto mapped = [&](const Page& p) {
-        return (g.svc->grants().entry_flags(p.gref) & (GTF_reading | GTF_writing)) != 0;
-    };
+    const auto mapped = [&](const Page& p) { return grant_mapped(g, p); };
     // Nothing is purged while in use (the first submit is well under 100 ms ago for most).
     CHECK(mapped(pages.back()));
     // The purge timer fires with the ring idle: no request wakes the worker.
@@ -458,9 +463,7 @@ TEST_CASE("max_persistent_grants bounds the cache below the ring's size", "[blkb
         REQUIRE(v.submit(0, v.rw(BLKIF_OP_READ, i, std::uint64_t{i} * 8, {seg(pages.back().gref)}))
                     .status == BLKIF_RSP_OKAY);
     }
-    const auto mapped = [&](const Page& p) {
-        return (g.svc->grants().entry_flags(p.gref) & (GTF_reading | GTF_writing)) != 0;
-    };
+    const auto mapped = [&](const Page& p) { return grant_mapped(g, p); };
     unsigned still = 0;
     for (const auto& p : pages) {
         still += mapped(p) ? 1U : 0U;

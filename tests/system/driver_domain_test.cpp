@@ -28,14 +28,6 @@ using namespace hv::test::tools;
 
 namespace {
 
-int created_id(const std::string& out) {
-    std::smatch m;
-    if (std::regex_search(out, m, std::regex(R"(Created domain \S+ \(id (\d+)\))"))) {
-        return std::stoi(m[1]);
-    }
-    return -1;
-}
-
 std::string rd(hv::xs::Client& xs, const std::string& path) {
     auto v = xs.read(path);
     return v ? *v : "<" + v.error().message() + ">";
@@ -504,10 +496,21 @@ TEST_CASE("isolated driver domains serve a guest's disk and NIC, seen by hvctl s
         const std::string other_home = "/local/domain/" + std::to_string(other);
         CHECK((*as_dd)->directory(other_home + "/device").error() == std::errc::permission_denied);
         CHECK((*as_dd)->read(other_home + "/name").error() == std::errc::permission_denied);
+
+        // What it may write, its own directory, is untrusted to hvctl stat.
+        REQUIRE((*as_dd)->write(vbd_be + "/statistics/rd_req", "12abc"));
+        REQUIRE((*as_dd)->write(vbd_be + "/statistics/wr_req", "123456789012345678901"));
+        REQUIRE((*as_dd)->write(vbd_be + "/statistics/errors", "-1"));
+        REQUIRE((*as_dd)->write(vbd_be + "/dev", "\x1b[2Jx"));
         CHECK((*as_dd)->directory("/local/domain/" + gs + "/device/vif").error() ==
               std::errc::permission_denied);
     }
     CHECK(rd(xs, vbd_be + "/state") == "4");  // the probes did not disturb it
+    stat = d.hvctl({"stat"}).out;
+    INFO(stat);
+    CHECK(stat.find('\x1b') == std::string::npos);
+    CHECK(std::regex_search(
+        stat, std::regex(R"(\nguest +vbd 51712 +ddblk +Connected +0 +0 +\d+ +\d+ +0\n)")));
 
     // Destroying the network driver domain closes the vif it served and removes both sides.
     const ProcResult k = d.hvctl({"destroy", "ddnet"});

@@ -11,14 +11,6 @@ using namespace hv::test::tools;
 
 namespace {
 
-int created_id(const std::string& out) {
-    std::smatch m;
-    if (std::regex_search(out, m, std::regex(R"(Created domain \S+ \(id (\d+)\))"))) {
-        return std::stoi(m[1]);
-    }
-    return -1;
-}
-
 std::string perms_text(hv::xs::Client& xs, const std::string& path) {
     auto p = xs.get_perms(path);
     if (!p) {

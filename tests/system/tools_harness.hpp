@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -94,6 +95,15 @@ inline ProcResult run_process(const std::vector<std::string>& argv,
     ::waitpid(pid, &status, 0);
     r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return r;
+}
+
+/// The domain id in hvctl create's "Created domain NAME (id N)", or -1.
+inline int created_id(const std::string& out) {
+    std::smatch m;
+    if (std::regex_search(out, m, std::regex(R"(Created domain \S+ \(id (\d+)\))"))) {
+        return std::stoi(m[1]);
+    }
+    return -1;
 }
 
 inline std::size_t fd_count(pid_t pid) {

@@ -19,15 +19,6 @@ std::string idle_cfg(const Daemon& d, const std::string& name, const char* role 
            "\"\n";
 }
 
-/// The domid in "Created domain NAME (id N)".
-int created_id(const std::string& out) {
-    std::smatch m;
-    if (std::regex_search(out, m, std::regex(R"(Created domain \S+ \(id (\d+)\))"))) {
-        return std::stoi(m[1]);
-    }
-    return -1;
-}
-
 /// The pid of `name` from `hvctl list -l NAME`.
 pid_t domain_pid(const Daemon& d, const std::string& name) {
     const ProcResult r = d.hvctl({"list", "-l", name});

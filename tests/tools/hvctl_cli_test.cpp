@@ -6,35 +6,15 @@
 #include <sstream>
 
 #include "cli.hpp"
+#include "hvctl_run.hpp"
 #include "temp_dir.hpp"
 
 using namespace hv::tools;
 
 namespace {
 
-struct Run {
-    int rc;
-    std::string out;
-    std::string err;
-    bool connected;
-};
-
-/// Runs hvctl with a Control factory that reports hv-min unreachable (ECONNREFUSED), and
-/// records whether a verb tried to connect.
-Run hvctl(std::vector<std::string> args) {
-    std::ostringstream out;
-    std::ostringstream err;
-    bool connected = false;
-    Cli cli(
-        out, err,
-        [&connected]() -> hv::Result<std::unique_ptr<Control>> {
-            connected = true;
-            return hv::fail_errno(ECONNREFUSED);
-        },
-        "/nonexistent/rundir");
-    const int rc = run_hvctl(cli, args);
-    return {rc, out.str(), err.str(), connected};
-}
+using Run = hv::test::HvctlRun;
+using hv::test::hvctl;
 
 bool starts_with(const std::string& s, std::string_view p) {
     return s.rfind(p, 0) == 0;

@@ -3,37 +3,14 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <sstream>
 
 #include "cli.hpp"
+#include "hvctl_run.hpp"
 
 using namespace hv::tools;
 
-namespace {
-
-struct Run {
-    int rc;
-    std::string out;
-    std::string err;
-    bool connected;
-};
-
-Run hvctl(std::vector<std::string> args) {
-    std::ostringstream out;
-    std::ostringstream err;
-    bool connected = false;
-    Cli cli(
-        out, err,
-        [&connected]() -> hv::Result<std::unique_ptr<Control>> {
-            connected = true;
-            return hv::fail_errno(ECONNREFUSED);
-        },
-        "/nonexistent/rundir");
-    const int rc = run_hvctl(cli, args);
-    return {rc, out.str(), err.str(), connected};
-}
-
-}  // namespace
+using Run = hv::test::HvctlRun;
+using hv::test::hvctl;
 
 TEST_CASE("memory sizes parse as xl's: MiB by default, b k m g t in any case", "[tools][hvctl]") {
     CHECK(parse_mem_size_kib("256") == 256u * 1024);

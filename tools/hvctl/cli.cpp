@@ -277,6 +277,25 @@ hv::expected<std::vector<std::string>, std::string> split_cmdline(std::string_vi
     return out;
 }
 
+std::optional<DomainRow> lookup_domain(Cli& cli, std::string_view verb,
+                                       std::string_view name_or_id) {
+    Control* c = cli.control();
+    if (c == nullptr) {
+        return std::nullopt;
+    }
+    auto rows = c->list();
+    if (!rows) {
+        cli.err << "hvctl " << verb << ": " << rows.error().message() << "\n";
+        return std::nullopt;
+    }
+    auto dom = resolve_domain(*rows, name_or_id);
+    if (!dom) {
+        cli.err << "hvctl " << verb << ": " << dom.error() << "\n";
+        return std::nullopt;
+    }
+    return *dom;
+}
+
 hv::expected<DomainRow, std::string> resolve_domain(std::span<const DomainRow> rows,
                                                     std::string_view name_or_id) {
     const bool numeric =

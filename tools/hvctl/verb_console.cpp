@@ -115,18 +115,8 @@ int verb_console(Cli& cli, std::span<const std::string> args) {
     if (!args[0].empty() && args[0][0] == '-') {
         return verb_usage(cli, "console", "unknown option '" + args[0] + "'");
     }
-    Control* c = cli.control();
-    if (c == nullptr) {
-        return kExitFailure;
-    }
-    auto rows = c->list();
-    if (!rows) {
-        cli.err << "hvctl console: " << rows.error().message() << "\n";
-        return kExitFailure;
-    }
-    auto dom = resolve_domain(*rows, args[0]);
+    const auto dom = lookup_domain(cli, "console", args[0]);
     if (!dom) {
-        cli.err << "hvctl console: " << dom.error() << "\n";
         return kExitFailure;
     }
     if (dom->domid == 0) {

@@ -16,20 +16,11 @@ int verb_destroy(Cli& cli, std::span<const std::string> args) {
     if (!args[0].empty() && args[0][0] == '-') {
         return verb_usage(cli, "destroy", "unknown option '" + args[0] + "'");
     }
-    Control* c = cli.control();
-    if (c == nullptr) {
-        return kExitFailure;
-    }
-    auto rows = c->list();
-    if (!rows) {
-        cli.err << "hvctl destroy: " << rows.error().message() << "\n";
-        return kExitFailure;
-    }
-    auto dom = resolve_domain(*rows, args[0]);
+    const auto dom = lookup_domain(cli, "destroy", args[0]);
     if (!dom) {
-        cli.err << "hvctl destroy: " << dom.error() << "\n";
         return kExitFailure;
     }
+    Control* c = cli.control();  // connected by lookup_domain
     if (dom->domid == 0) {
         cli.err << "hvctl destroy: Domain-0 cannot be destroyed\n";
         return kExitFailure;

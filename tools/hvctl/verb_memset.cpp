@@ -67,20 +67,11 @@ int verb_memset(Cli& cli, std::span<const std::string> args) {
     if (*kib == 0) {
         return verb_usage(cli, "mem-set", "memory must be at least 1k");
     }
-    Control* c = cli.control();
-    if (c == nullptr) {
-        return kExitFailure;
-    }
-    auto rows = c->list();
-    if (!rows) {
-        cli.err << "hvctl mem-set: " << rows.error().message() << "\n";
-        return kExitFailure;
-    }
-    auto dom = resolve_domain(*rows, args[0]);
+    const auto dom = lookup_domain(cli, "mem-set", args[0]);
     if (!dom) {
-        cli.err << "hvctl mem-set: " << dom.error() << "\n";
         return kExitFailure;
     }
+    Control* c = cli.control();  // connected by lookup_domain
     if (dom->domid == 0) {
         cli.err << "hvctl mem-set: Domain-0's memory is the host's; it has no target to set\n";
         return kExitFailure;

@@ -6,6 +6,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -49,7 +50,8 @@ std::string state_name(const std::string& value) {
     return value.empty() ? "-" : "?";
 }
 
-/// A counter the backend wrote; 0 when absent or not a number (backends only write decimals).
+/// A counter the backend wrote; 0 when absent or not a decimal of at most 19 digits (a driver
+/// domain may write anything in its own directory).
 std::uint64_t counter(const std::map<std::string, std::string>& keys, const std::string& k) {
     const auto it = keys.find(k);
     if (it == keys.end() || it->second.empty() || it->second.size() > 19) {
@@ -75,7 +77,13 @@ DeviceStat device_stat(Control& c, std::uint16_t fe, const AttachedDevice& d) {
     s.state = st ? state_name(*st) : "-";
     std::string name = std::to_string(d.devid);
     if (d.type == "vbd") {
-        if (auto dev = c.read_store(bdir + "/dev"); dev && !dev->empty() && dev->size() < 16) {
+        // The backend domain owns this directory and may have rewritten `dev`: only a plain
+        // device name is shown (no terminal control bytes reach `top`'s screen).
+        auto dev = c.read_store(bdir + "/dev");
+        if (dev && !dev->empty() && dev->size() < 16 &&
+            std::all_of(dev->begin(), dev->end(), [](char ch) {
+                return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+            })) {
             name = *dev;
         }
     }

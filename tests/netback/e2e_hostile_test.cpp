@@ -114,7 +114,7 @@ TEST_CASE("a fragment crossing its page disables only that vif", "[netback][host
     CHECK(echoes(t.good));
 }
 
-TEST_CASE("19 follow-on slots drop the packet; 21 disable the vif", "[netback][hostile]") {
+TEST_CASE("19 follow-on slots drop the packet, 21 disable the vif", "[netback][hostile]") {
     Two t;
     auto build = [&](unsigned follow) {
         std::vector<wire::netif_tx_request> s;
@@ -231,7 +231,7 @@ TEST_CASE("an extra-info slot is answered with NETIF_RSP_NULL after the first sl
     CHECK(r[1].status == wire::NETIF_RSP_NULL);
 }
 
-TEST_CASE("an rx ring without buffers holds frames, then drops them; traffic resumes after",
+TEST_CASE("an rx ring without buffers holds frames, then drops them, and traffic resumes after",
           "[netback][hostile]") {
     Two t;
     t.bad.nf->raw_rx_hold(true);

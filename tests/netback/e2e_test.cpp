@@ -103,7 +103,7 @@ TEST_CASE("a 64 KiB GSO frame crosses as one netif packet with its GSO extra and
     }
 }
 
-TEST_CASE("a csum_blank frame comes back csum_blank and data_validated; a validated one validated",
+TEST_CASE("a csum_blank frame comes back csum_blank and data_validated, a validated one validated",
           "[netback][e2e]") {
     Env env;
     Guest g(env, "g1");

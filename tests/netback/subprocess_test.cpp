@@ -34,7 +34,7 @@ TEST_CASE("a missing program is ENOENT before anything is forked", "[common][sub
     CHECK(hv::Subprocess::spawn({}).error() == std::errc::invalid_argument);
 }
 
-TEST_CASE("waiting past the timeout leaves the child running; terminate ends it",
+TEST_CASE("waiting past the timeout leaves the child running, terminate ends it",
           "[common][subprocess]") {
     auto p = hv::Subprocess::spawn({"sleep", "30"});
     REQUIRE(p.has_value());

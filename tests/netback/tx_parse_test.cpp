@@ -309,7 +309,7 @@ TEST_CASE("a GSO packet carries its type and MSS, extras answered with NETIF_RSP
     CHECK(rsp[3].status == w::NETIF_RSP_OKAY);
 }
 
-TEST_CASE("a multicast-add request is answered alone; its more_data slots are the next packet",
+TEST_CASE("a multicast-add request is answered alone, its more_data slots are the next packet",
           "[netback][tx]") {
     w::netif_extra_info m{};
     m.type = w::XEN_NETIF_EXTRA_TYPE_MCAST_ADD;

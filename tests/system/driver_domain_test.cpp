@@ -268,6 +268,19 @@ TEST_CASE("hvctl mem-set writes memory/target, list shows it, above maxmem is re
     r = d.hvctl({"mem-set", "0", "8"});
     CHECK(r.rc == 1);
     CHECK(r.err.find("Domain-0") != std::string::npos);
+
+    // Interactive top on a terminal (script(1) gives it a pty): redraws, then q quits with 0.
+    if (have("script")) {
+        const ProcResult t = run_process(
+            {"/bin/sh", "-c",
+             "(sleep 2; printf q) | script -qec '" + bin_dir + "/hvctl --rundir " + d.rundir() +
+                 " top' /dev/null"},
+            std::chrono::seconds(20));
+        CHECK(t.rc == 0);
+        CHECK(t.out.find("\033[H\033[2J") != std::string::npos);
+        CHECK(t.out.find("q or Ctrl-C quits") != std::string::npos);
+        CHECK(t.out.find("memg ") != std::string::npos);
+    }
     CHECK(d.hvctl({"destroy", "memg"}).rc == 0);
     CHECK_FALSE((*x)->read(mem + "target"));
 }

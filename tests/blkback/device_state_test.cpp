@@ -60,7 +60,7 @@ TEST_CASE("a backing file that cannot be opened closes that vbd with an error no
     good_io(ok, img, 1);
 }
 
-TEST_CASE("invalid frontend transport keys close the vbd; a clean restart reconnects",
+TEST_CASE("invalid frontend transport keys close the vbd, a clean restart reconnects",
           "[blkback][state][hostile]") {
     BackendOptions opt;
     opt.max_queues = 2;

@@ -160,7 +160,7 @@ TEST_CASE("copy mode moves the same data with grant copies into bounce pages",
     CHECK(std::memcmp(file.data(), p.data + 2 * 512, 3 * 512) == 0);
 }
 
-TEST_CASE("persistent grants stay mapped after the response; others are unmapped first",
+TEST_CASE("persistent grants stay mapped after the response, others are unmapped first",
           "[blkback][e2e]") {
     const bool persistent = GENERATE(false, true);
     INFO("persistent " << persistent);
@@ -414,7 +414,7 @@ bool grant_mapped(Guest& g, const Page& p) {
 // Linux blkback unmaps persistent grants nobody used for persistent_grant_unused_seconds; so do
 // we (here after 100 ms), in one batch, counted in statistics/pgnt_purged. A purged grant the
 // frontend uses again is simply mapped again.
-TEST_CASE("idle persistent grants are purged; the frontend may reuse them", "[blkback][e2e]") {
+TEST_CASE("idle persistent grants are purged, the frontend may reuse them", "[blkback][e2e]") {
     BackendOptions opt;
     opt.persistent_grant_idle = std::chrono::milliseconds(100);
     opt.stats_interval = std::chrono::milliseconds(20);

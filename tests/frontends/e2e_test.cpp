@@ -210,7 +210,7 @@ TEST_CASE("requests in flight when blkback dies are re-issued after its restart 
     }
 }
 
-TEST_CASE("a vbd attached after hv-guest started is exported; its removal unexports it", "[frontends][e2e][hotplug]") {
+TEST_CASE("a vbd attached after hv-guest started is exported, its removal unexports it", "[frontends][e2e][hotplug]") {
     Rig r({"--max-queues", "1"});
     const auto a = r.make_image("a.img", 4 << 20);
     const auto b = r.make_image("b.img", 2 << 20);

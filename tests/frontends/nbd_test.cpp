@@ -179,7 +179,7 @@ TEST_CASE("NBD_OPT_EXPORT_NAME enters transmission with or without the 124 zero 
     }
 }
 
-TEST_CASE("NBD_OPT_LIST names every export; INFO leaves the client in option haggling", "[frontends][nbd]") {
+TEST_CASE("NBD_OPT_LIST names every export, INFO leaves the client in option haggling", "[frontends][nbd]") {
     ExportInfo described = rw_features();
     described.description = "second disk";
     Served s({disk(8192, rw_features(), "xvda"), disk(4096, described, "xvdb")});

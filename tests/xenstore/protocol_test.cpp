@@ -94,7 +94,7 @@ TEST_CASE("mkdir of an existing node succeeds and keeps its value", "[xenstore][
     CHECK(c.read("/m").payload == "v");
 }
 
-TEST_CASE("rm removes a subtree; a missing leaf is fine but a missing parent is ENOENT",
+TEST_CASE("rm removes a subtree, a missing leaf is fine but a missing parent is ENOENT",
           "[xenstore][protocol]") {
     Harness h;
     RawConn c = h.dom0();
@@ -207,7 +207,7 @@ TEST_CASE("domain messages: introduce, is_domain_introduced, resume, set_target,
     CHECK(c.call(MsgType::XS_RELEASE, nul_join({"abc"})).is_error("EINVAL"));
 }
 
-TEST_CASE("features: get lists what the server supports; set only before introduce",
+TEST_CASE("features: get lists what the server supports, set only before introduce",
           "[xenstore][protocol]") {
     Harness h;
     RawConn c = h.dom0();
@@ -239,7 +239,7 @@ TEST_CASE("quota messages read and change global and per-domain limits", "[xenst
     CHECK(c.call(MsgType::XS_SET_QUOTA, nul_join({"nodes"})).is_error("EINVAL"));
 }
 
-TEST_CASE("control check verifies the store; unknown commands are EINVAL", "[xenstore][protocol]") {
+TEST_CASE("control check verifies the store, unknown commands are EINVAL", "[xenstore][protocol]") {
     Harness h;
     RawConn c = h.dom0();
     REQUIRE(ok(c.write("/x/y", "z")));

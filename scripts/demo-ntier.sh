@@ -94,6 +94,8 @@ follow() {
   local marker=$1 limit=$(( $2 * 10 )) i d n
   shift 2
   for ((i = 0; i < limit; i++)); do
+    local reached=0
+    [[ -e $marker ]] && reached=1  # before printing: the lines written before it are shown
     n=$(wc -l <"$work/progress")
     if ((n > progress_seen)); then
       sed -n "$((progress_seen + 1)),${n}p" "$work/progress" | sed 's/^/    /'
@@ -107,7 +109,7 @@ follow() {
       fi
     fi
     grep -q 'FAILED' "$work/progress" && fail "$(grep -m1 FAILED "$work/progress")"
-    [[ -e $marker ]] && return 0
+    ((reached)) && return 0
     for d in "$@"; do hvctl list "$d" >/dev/null 2>&1 || fail "domain $d exited early"; done
     sleep 0.1
   done

@@ -52,7 +52,7 @@ std::pair<std::string, std::string> demo_ids(const std::string& out) {
 
 }  // namespace
 
-TEST_CASE("README command 1, n-tier part: PostgreSQL in db, pgbench in app, report, nothing left",
+TEST_CASE("README command 1 n-tier part: PostgreSQL in db and pgbench in app report their work and leave nothing",
           "[system][tools][root][demo][ntier]") {
     require_ntier_tools();
     const ProcResult r = run_process({"/bin/bash", source_dir + "/scripts/run-demo.sh", "--quick", "--part", "ntier",
@@ -88,7 +88,7 @@ TEST_CASE("README command 1, n-tier part: PostgreSQL in db, pgbench in app, repo
     CHECK(left.empty());
 }
 
-TEST_CASE("README command 1, n-tier part: Ctrl-C in mid-benchmark tears everything down",
+TEST_CASE("README command 1 n-tier part: Ctrl-C in mid-benchmark tears everything down",
           "[system][tools][root][demo][ntier]") {
     require_ntier_tools();
     int out_pipe[2];

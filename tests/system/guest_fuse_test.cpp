@@ -181,7 +181,7 @@ exec sleep 600
     CHECK_FALSE(mounted_here(d));
 }
 
-TEST_CASE("a guest disk's FUSE file answers reads past the end, unaligned and concurrent requests",
+TEST_CASE("a guest disk's FUSE file answers reads past the end and unaligned and concurrent requests",
           "[system][guest][fuse][root]") {
     require_tools();
     test::TempDir scratch("hvkit-fuse-sys");

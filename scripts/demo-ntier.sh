@@ -64,7 +64,8 @@ max_connections = 40
 EOC
 echo "host all all 10.77.0.0/24 trust" >>$work/db/pg/data/pg_hba.conf
 runuser -u postgres -- $pgbin/pg_ctl -D $work/db/pg/data -l $work/db/pg/data/server.log -w -t 60 start >/dev/null
-say "PostgreSQL \$($pgbin/postgres --version | awk '{print \$3}') listening on $db_ip:5432 (pid \$(head -1 $work/db/pg/data/postmaster.pid))"
+head -1 $work/db/pg/data/postmaster.pid >$work/db.pgpid  # pg_ctl puts it in a session of its own
+say "PostgreSQL \$($pgbin/postgres --version | awk '{print \$3}') listening on $db_ip:5432 (pid \$(cat $work/db.pgpid))"
 touch $work/db.ready
 while [ ! -e $work/db.stop ]; do sleep 0.1; done
 runuser -u postgres -- $pgbin/pg_ctl -D $work/db/pg/data -m fast -w stop >/dev/null

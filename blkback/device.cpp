@@ -555,7 +555,11 @@ void Backend::on_event(const std::string& path) noexcept {
             auto st = xenbus::read_optional(xs_, xenbus::backend_dir(hv_.domid(), kType,
                                                                      ref->frontend, ref->devid) +
                                                      "/state");
-            if (!st || !*st) {
+            // A device the toolstack is removing (online=0) is never adopted: only its
+            // last state writes remain, and a new device would reopen it.
+            auto online = xenbus::read_optional(
+                xs_, xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid) + "/online");
+            if (!st || !*st || (online && *online && **online == "0")) {
                 return;  // not (or no longer) a complete device directory
             }
             auto d = BlkDevice::create(hv_, xs_, *ref, opt_, halt_fd_.get());

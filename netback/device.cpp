@@ -510,7 +510,11 @@ void Backend::on_event(const std::string& path) noexcept {
         if (devices_.find(*ref) == devices_.end()) {
             auto st = xenbus::read_optional(
                 xs_, xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid) + "/state");
-            if (!st || !*st) {
+            // A device the toolstack is removing (online=0) is never adopted: only its
+            // last state writes remain, and a new device would reopen it.
+            auto online = xenbus::read_optional(
+                xs_, xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid) + "/online");
+            if (!st || !*st || (online && *online && **online == "0")) {
                 return;
             }
             auto d = VifDevice::create(hv_, xs_, *ref, opt_, halt_fd_.get());

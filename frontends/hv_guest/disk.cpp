@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cerrno>
 #include <map>
 #include <unordered_map>
@@ -76,7 +77,7 @@ public:
     }
 
     void start(const nbd::Command& cmd, std::function<void(std::uint32_t)> done) override {
-        if (dev_ == nullptr) {
+        if (dev_ == nullptr || closing_) {
             done(nbd::NBD_ESHUTDOWN);
             return;
         }
@@ -130,6 +131,11 @@ public:
         }
     }
 
+    /// Commands started and not yet answered.
+    std::size_t in_flight() const noexcept { return pending_.size(); }
+    /// The device is going away: new commands are refused, started ones finish.
+    void close_to_new() noexcept { closing_ = true; }
+
     void complete(std::uint64_t cookie, int status) {
         auto it = pending_.find(cookie);
         if (it == pending_.end()) {
@@ -144,12 +150,19 @@ private:
     std::string name_;
     blkfront::Device* dev_ = nullptr;
     std::uint64_t next_ = 1;
+    bool closing_ = false;
     std::unordered_map<std::uint64_t, std::function<void(std::uint32_t)>> pending_;
 };
+
+/// How long a removed disk may take to finish the commands it had started.
+constexpr auto kDrainLimit = std::chrono::seconds(5);
 
 struct Vbd {
     std::uint32_t devid = 0;
     std::string name;
+    std::string backend;  // the backend directory (frontend's `backend` key)
+    bool draining = false;
+    std::chrono::steady_clock::time_point drain_deadline;
     std::string socket;
     std::shared_ptr<BlkExport> exp;
     std::unique_ptr<FuseFile> fuse;         // --fuse-dir: the disk as a file (after exp, before dev)
@@ -211,7 +224,7 @@ public:
         }
         for (auto& [id, v] : vbds_) {
             if (v.dev && ev.token == v.dev->watch_token()) {
-                step(v);
+                step_or_drain(v);
                 reap();
                 return true;
             }
@@ -252,6 +265,11 @@ public:
         for (auto& [id, v] : vbds_) {
             if (v.dev) {
                 v.dev->poll();  // commands started by the NBD input above
+            }
+        }
+        for (auto& [id, v] : vbds_) {
+            if (v.dev && v.draining) {
+                step_or_drain(v);  // done once its started commands are answered
             }
         }
         server_.flush_all();
@@ -329,6 +347,11 @@ private:
         auto be = ctx_.xs.read(xenbus::frontend_dir(ctx_.domid, "vbd", devid) + "/backend");
         std::string dev;
         if (be) {
+            v.backend = *be;
+            auto online = xenbus::read_optional(ctx_.xs, *be + "/online");
+            if (online && *online && **online == "0") {
+                return;  // being removed (or just removed by us): never attach it again
+            }
             auto d = ctx_.xs.read(*be + "/dev");
             if (d) {
                 dev = *d;
@@ -342,13 +365,48 @@ private:
             ctx_.hv, ctx_.xs, devid, blkfront::Options{},
             [exp](std::uint64_t cookie, int status) { exp->complete(cookie, status); });
         if (!d) {
-            HV_WARN("hv-guest: vbd %u: %s", devid, d.error().message().c_str());
+            // ENOENT: the last events of a removed vbd's directory, nothing to attach.
+            if (d.error() != std::errc::no_such_file_or_directory) {
+                HV_WARN("hv-guest: vbd %u: %s", devid, d.error().message().c_str());
+            }
             return;  // not ready yet (keys missing): the list watch will bring it back
         }
         v.dev = std::move(*d);
         v.exp->attach(v.dev.get());
         auto [it, _] = vbds_.emplace(devid, std::move(v));
         step(it->second);
+    }
+
+    /// The toolstack's removal (backend `online = 0`) while NBD commands are in flight: the
+    /// backend keeps serving the rings until the frontend closes, so the frontend is held
+    /// open (new commands refused) until every started command has its answer, or
+    /// kDrainLimit passed; then it closes. Nothing a client was told is written gets lost,
+    /// and nothing in flight is failed for the removal's sake.
+    void step_or_drain(Vbd& v) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!v.draining && v.exp->in_flight() > 0 && !v.backend.empty()) {
+            auto online = xenbus::read_optional(ctx_.xs, v.backend + "/online");
+            if (online && *online && **online == "0") {
+                v.draining = true;
+                v.drain_deadline = now + kDrainLimit;
+                v.exp->close_to_new();
+                HV_INFO("hv-guest: vbd %s: removal requested with %zu command(s) in flight: "
+                        "draining",
+                        v.name.c_str(), v.exp->in_flight());
+            }
+        }
+        if (v.draining) {
+            if (v.exp->in_flight() > 0 && now < v.drain_deadline) {
+                return;
+            }
+            if (v.exp->in_flight() > 0) {
+                HV_WARN("hv-guest: vbd %s: %zu command(s) still in flight after %lld s; closing",
+                        v.name.c_str(), v.exp->in_flight(),
+                        static_cast<long long>(kDrainLimit.count()));
+            }
+            v.draining = false;
+        }
+        step(v);
     }
 
     void step(Vbd& v) {

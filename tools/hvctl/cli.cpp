@@ -80,12 +80,50 @@ const Verb verb_table[] = {
      "  -n N     stop after N refreshes\n"
      "  -d SECS  seconds between refreshes (default 1)\n",
      verb_top},
-    {"block-attach", "NAME|ID DISKSPEC", "Attach a virtual block device", "", nullptr},
-    {"block-detach", "NAME|ID VDEV", "Detach a virtual block device", "", nullptr},
-    {"block-list", "NAME|ID", "List a domain's virtual block devices", "", nullptr},
-    {"network-attach", "NAME|ID VIFSPEC", "Attach a network interface", "", nullptr},
-    {"network-detach", "NAME|ID DEVID|MAC", "Detach a network interface", "", nullptr},
-    {"network-list", "NAME|ID", "List a domain's network interfaces", "", nullptr},
+    {"block-attach", "NAME|ID DISKSPEC", "Attach a virtual block device",
+     "Hot-plugs a disk into a domain (running or not) with xl's disk spec syntax, e.g.\n"
+     "  'format=raw, vdev=xvdb, access=rw, target=/srv/img.raw'   or   'phy:/dev/VG/LV,xvdb,w'\n"
+     "Writes the device's frontend and backend directories, then waits up to 10 s for the\n"
+     "backend (blkback, or the spec's backend=DOMAIN) to take it (InitWait or Connected).\n"
+     "A guest running hv-guest exports it on NBD as <nbd-dir>/<vdev>.nbd once connected.\n"
+     "Exit 1 (nothing left behind) if the domain does not exist, the vdev is in use, the\n"
+     "backend domain does not exist, or the backend refuses the device or does not answer;\n"
+     "exit 2 for a spec that does not parse.\n",
+     verb_block_attach},
+    {"block-detach", "[-f|--force] NAME|ID VDEV", "Detach a virtual block device",
+     "Removes a disk as xl does: backend online=0 and state Closing, wait up to 10 s for the\n"
+     "backend to reach Closed (the frontend closes first), then remove both directories.\n"
+     "VDEV is a name (xvdb, hdc, sda) or the device number block-list shows.\n"
+     "  -f, --force  remove the device even if its backend does not reach Closed\n"
+     "Exit 1 if the device is not attached, or (without --force) it did not close in time:\n"
+     "it is then left in place.\n",
+     verb_block_detach},
+    {"block-list", "NAME|ID...", "List a domain's virtual block devices",
+     "Prints xl's table: Vdev BE handle state evt-ch ring-ref BE-path, one row per vbd.\n"
+     "Vdev is the device number, BE the backend domid, handle the frontend's domid (as xl),\n"
+     "state the frontend's XenbusState; evt-ch/ring-ref are the frontend's (its first queue\n"
+     "and ring page when it uses several), -1 when not published. Exit 1 if a domain does\n"
+     "not exist (the others are still listed).\n",
+     verb_block_list},
+    {"network-attach", "NAME|ID VIFSPEC", "Attach a network interface",
+     "Hot-plugs a NIC with xl's vif spec syntax, e.g. 'bridge=xenbr0, mac=00:16:3e:00:00:01'\n"
+     "(keys: bridge, mac, type, rate, mtu, vifname, devid, backend, ...). Without mac a\n"
+     "random 00:16:3e MAC is chosen; without devid the next free one. Waits up to 10 s for\n"
+     "the backend (netback) to take it. A guest running hv-guest gets it as eth<devid> in\n"
+     "its own network namespace. Exit 1 if the domain does not exist, the devid or mac is\n"
+     "in use, or the backend refuses it or does not answer; exit 2 for a bad spec.\n",
+     verb_network_attach},
+    {"network-detach", "[-f|--force] NAME|ID DEVID|MAC", "Detach a network interface",
+     "Removes a NIC (by devid or MAC) as xl does: backend online=0 and Closing, wait up to\n"
+     "10 s for Closed, then remove both directories.\n"
+     "  -f, --force  remove the device even if its backend does not reach Closed\n"
+     "Exit 1 if there is no such NIC, or (without --force) it did not close in time.\n",
+     verb_network_detach},
+    {"network-list", "NAME|ID...", "List a domain's network interfaces",
+     "Prints xl's table: Idx BE Mac Addr. handle state evt-ch tx-/rx-ring-ref BE-path, one\n"
+     "row per vif (state is the frontend's; -1 where a key is not published). Exit 1 if a\n"
+     "domain does not exist (the others are still listed).\n",
+     verb_network_list},
     {"pci-assignable-add", "BDF", "Make a host PCI device assignable", "", nullptr},
     {"pci-assignable-remove", "BDF", "Return an assignable PCI device to the host", "", nullptr},
     {"pci-assignable-list", "", "List assignable PCI devices", "", nullptr},

@@ -59,6 +59,12 @@ int verb_console(Cli& cli, std::span<const std::string> args);
 int verb_memset(Cli& cli, std::span<const std::string> args);
 int verb_stat(Cli& cli, std::span<const std::string> args);
 int verb_top(Cli& cli, std::span<const std::string> args);
+int verb_block_attach(Cli& cli, std::span<const std::string> args);   // verb_block.cpp
+int verb_block_detach(Cli& cli, std::span<const std::string> args);
+int verb_block_list(Cli& cli, std::span<const std::string> args);
+int verb_network_attach(Cli& cli, std::span<const std::string> args);  // verb_network.cpp
+int verb_network_detach(Cli& cli, std::span<const std::string> args);
+int verb_network_list(Cli& cli, std::span<const std::string> args);
 
 /// xl's memory sizes: a decimal number and one optional unit letter (b, k, m, g, t; any
 /// case; MiB when none), in KiB. nullopt if malformed or too large.

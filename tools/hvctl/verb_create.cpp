@@ -2,11 +2,10 @@
 #include <filesystem>
 #include <ostream>
 #include <chrono>
-#include <cstdio>
-#include <random>
 #include <algorithm>
 
 #include "cli.hpp"
+#include "devices.hpp"
 #include "xlcfg.hpp"
 
 namespace hv::tools {
@@ -58,64 +57,17 @@ void print_config(std::ostream& o, const DomainConfig& c, const CreateSpec& s) {
     }
 }
 
-/// 00:16:3e (Xen's OUI) and three random bytes, as libxl does for a vif without `mac`.
-std::string random_xen_mac() {
-    std::random_device rd;
-    char buf[18];
-    const unsigned v = rd();
-    std::snprintf(buf, sizeof buf, "00:16:3e:%02x:%02x:%02x", (v >> 16) & 0x7fu, (v >> 8) & 0xffu,
-                  v & 0xffu);
-    return buf;
-}
-
 /// The xenstore keys libxl writes for each disk and vif of `c`.
 std::vector<DeviceReq> device_requests(const DomainConfig& c) {
     std::vector<DeviceReq> out;
     for (const DiskSpec& d : c.disks) {
-        DeviceReq r;
-        r.type = "vbd";
-        r.backend_domain = d.backend;
-        r.devid = d.virtual_device;
-        r.backend_keys = {{"params", d.target},
-                          {"type", d.format == DiskFormat::raw ? "phy" : to_string(d.format)},
-                          {"mode", d.mode()},
-                          {"dev", d.vdev},
-                          {"device-type", d.device_type()},
-                          {"removable", "0"},
-                          {"bootable", "1"}};
-        if (d.discard) {
-            r.backend_keys["discard-enable"] = *d.discard ? "1" : "0";
-        }
-        r.frontend_keys = {{"virtual-device", std::to_string(d.virtual_device)},
-                           {"device-type", d.device_type()}};
-        out.push_back(std::move(r));
+        out.push_back(disk_device(d));
     }
     std::uint32_t next_devid = 0;
     for (const VifSpec& v : c.vifs) {
-        DeviceReq r;
-        r.type = "vif";
-        r.backend_domain = v.backend;
-        r.devid = v.devid.value_or(next_devid);
-        next_devid = r.devid + 1;
-        const std::string mac = v.mac ? v.mac_string() : random_xen_mac();
-        const std::string handle = std::to_string(r.devid);
-        r.backend_keys = {{"mac", mac}, {"handle", handle}, {"script", "vif-bridge"}};
-        if (!v.bridge.empty()) {
-            r.backend_keys["bridge"] = v.bridge;
-        }
-        r.backend_keys["type"] = v.type.empty() ? "vif" : v.type;
-        if (v.rate) {
-            r.backend_keys["rate"] = std::to_string(v.rate->bytes_per_interval) + "," +
-                                     std::to_string(v.rate->interval_usecs);
-        }
-        if (v.mtu) {
-            r.backend_keys["mtu"] = std::to_string(*v.mtu);
-        }
-        if (!v.vifname.empty()) {
-            r.backend_keys["vifname"] = v.vifname;
-        }
-        r.frontend_keys = {{"mac", mac}, {"handle", handle}};
-        out.push_back(std::move(r));
+        const std::uint32_t devid = v.devid.value_or(next_devid);
+        next_devid = devid + 1;
+        out.push_back(vif_device(v, devid));
     }
     return out;
 }

@@ -13,7 +13,7 @@
 
 using namespace std::chrono_literals;
 
-TEST_CASE("hvctl console shows output, sends input and detaches on Ctrl-] with exit 0",
+TEST_CASE("hvctl console shows output, sends input and detaches on Ctrl-right-bracket with exit 0",
           "[hvmin][console][tools]") {
     hv::hvmin::test::Harness h;
     hv::hvmin::DomainConfig cfg;

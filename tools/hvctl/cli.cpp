@@ -315,13 +315,9 @@ hv::expected<std::vector<std::string>, std::string> split_cmdline(std::string_vi
     return out;
 }
 
-std::optional<DomainRow> lookup_domain(Cli& cli, std::string_view verb,
+std::optional<DomainRow> lookup_domain(Cli& cli, Control& c, std::string_view verb,
                                        std::string_view name_or_id) {
-    Control* c = cli.control();
-    if (c == nullptr) {
-        return std::nullopt;
-    }
-    auto rows = c->list();
+    auto rows = c.list();
     if (!rows) {
         cli.err << "hvctl " << verb << ": " << rows.error().message() << "\n";
         return std::nullopt;
@@ -332,6 +328,15 @@ std::optional<DomainRow> lookup_domain(Cli& cli, std::string_view verb,
         return std::nullopt;
     }
     return *dom;
+}
+
+std::optional<DomainRow> lookup_domain(Cli& cli, std::string_view verb,
+                                       std::string_view name_or_id) {
+    Control* c = cli.control();
+    if (c == nullptr) {
+        return std::nullopt;
+    }
+    return lookup_domain(cli, *c, verb, name_or_id);
 }
 
 hv::expected<DomainRow, std::string> resolve_domain(std::span<const DomainRow> rows,

@@ -86,6 +86,9 @@ std::string format_list_long(std::span<const DomainRow> rows);
 /// Connects, lists the domains and resolves NAME|ID (a verb's usual first step). On failure
 /// prints "hvctl VERB: reason" (or the connect error) and returns nullopt: exit 1.
 std::optional<DomainRow> lookup_domain(Cli& cli, std::string_view verb, std::string_view name_or_id);
+/// The same on an open connection `c`.
+std::optional<DomainRow> lookup_domain(Cli& cli, Control& c, std::string_view verb,
+                                       std::string_view name_or_id);
 
 /// Resolves NAME or numeric ID against the live domains.
 hv::expected<DomainRow, std::string> resolve_domain(std::span<const DomainRow> rows,

@@ -111,21 +111,6 @@ std::string format_network_list(std::span<const NicRow> rows) {
     return out;
 }
 
-std::optional<DomainRow> find_domain(Cli& cli, Control& c, std::string_view verb,
-                                     std::string_view arg) {
-    auto rows = c.list();
-    if (!rows) {
-        cli.err << "hvctl " << verb << ": " << rows.error().message() << "\n";
-        return std::nullopt;
-    }
-    auto dom = resolve_domain(*rows, arg);
-    if (!dom) {
-        cli.err << "hvctl " << verb << ": " << dom.error() << "\n";
-        return std::nullopt;
-    }
-    return *dom;
-}
-
 std::optional<std::vector<AttachedDevice>> devices_of(Cli& cli, Control& c, std::string_view verb,
                                                       std::uint16_t domid, std::string_view type) {
     auto devs = c.devices(domid);

@@ -48,10 +48,6 @@ struct NicRow {
 std::string format_block_list(std::span<const BlockRow> rows);
 std::string format_network_list(std::span<const NicRow> rows);
 
-/// The live domain named by `arg` for verb `verb`, or nullopt after printing why.
-std::optional<DomainRow> find_domain(Cli& cli, Control& c, std::string_view verb,
-                                     std::string_view arg);
-
 /// The devices of `type` ("vbd"/"vif") of `domid`, or nullopt after printing why.
 std::optional<std::vector<AttachedDevice>> devices_of(Cli& cli, Control& c, std::string_view verb,
                                                       std::uint16_t domid, std::string_view type);
@@ -97,7 +93,7 @@ int list_devices_verb(Cli& cli, std::string_view verb, std::string_view type,
     std::vector<Row> rows;
     int rc = kExitOk;
     for (const std::string& a : args) {
-        auto dom = find_domain(cli, *c, verb, a);
+        auto dom = lookup_domain(cli, *c, verb, a);
         auto devs = dom ? devices_of(cli, *c, verb, dom->domid, type) : std::nullopt;
         if (!devs) {
             rc = kExitFailure;

@@ -60,7 +60,7 @@ int verb_block_attach(Cli& cli, std::span<const std::string> args) {
     if (c == nullptr) {
         return kExitFailure;
     }
-    auto dom = find_domain(cli, *c, "block-attach", args[0]);
+    auto dom = lookup_domain(cli, *c, "block-attach", args[0]);
     if (!dom) {
         return kExitFailure;
     }
@@ -96,7 +96,7 @@ int verb_block_detach(Cli& cli, std::span<const std::string> args) {
     if (c == nullptr) {
         return kExitFailure;
     }
-    auto dom = find_domain(cli, *c, "block-detach", a.positional[0]);
+    auto dom = lookup_domain(cli, *c, "block-detach", a.positional[0]);
     if (!dom) {
         return kExitFailure;
     }

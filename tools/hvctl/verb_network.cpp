@@ -68,7 +68,7 @@ int verb_network_attach(Cli& cli, std::span<const std::string> args) {
     if (c == nullptr) {
         return kExitFailure;
     }
-    auto dom = find_domain(cli, *c, "network-attach", args[0]);
+    auto dom = lookup_domain(cli, *c, "network-attach", args[0]);
     if (!dom) {
         return kExitFailure;
     }
@@ -134,7 +134,7 @@ int verb_network_detach(Cli& cli, std::span<const std::string> args) {
     if (c == nullptr) {
         return kExitFailure;
     }
-    auto dom = find_domain(cli, *c, "network-detach", a.positional[0]);
+    auto dom = lookup_domain(cli, *c, "network-detach", a.positional[0]);
     if (!dom) {
         return kExitFailure;
     }

@@ -384,6 +384,20 @@ TEST_CASE("network-attach hot-plugs a NIC on a bridge into a running guest where
     const std::string be = "/local/domain/0/backend/vif/" + std::to_string(rig.domid) + "/0";
     CHECK(std::regex_search(l.out, std::regex("\n0   0  00:16:3e:5a:00:01     0     4 +[0-9]+ +[0-9]+/[0-9]+ +" + be + "\n")));
 
+    // The frontend's `mac` and `backend` nodes are the guest's to rewrite: what it puts there
+    // (terminal escapes, another MAC) is neither printed nor matched by network-detach.
+    {
+        auto x = hv::xs::Client::connect(d.rundir() + "/xenstored.sock");
+        REQUIRE(x);
+        const std::string fe = "/local/domain/" + std::to_string(rig.domid) + "/device/vif/0";
+        REQUIRE((*x)->write(fe + "/mac", "\x1b[2J00:16:3e:66:66:66"));
+        REQUIRE((*x)->write(fe + "/backend", "\x1b]0;owned\x07"));
+        const ProcResult lied = d.hvctl({"network-list", "hp"});
+        CHECK(lied.out == l.out);
+        CHECK(lied.out.find('\x1b') == std::string::npos);
+        CHECK(d.hvctl({"network-detach", "hp", "00:16:3e:66:66:66"}).rc == 1);
+    }
+
     // Refusals while it is attached.
     const ProcResult dupid = d.hvctl({"network-attach", "hp", "bridge=xenbr0, devid=0"});
     CHECK(dupid.rc == 1);

@@ -1,5 +1,6 @@
 // Device keys, xl's device tables, and the attach/detach sequences shared by the verbs.
 // Layer: tools. One thread.
+#include <cctype>
 #include "devices.hpp"
 
 #include <cstdio>
@@ -26,13 +27,32 @@ constexpr int kConnected = 4;
 constexpr int kClosing = 5;
 constexpr int kClosed = 6;
 
+}  // namespace
+
 std::string backend_dir(std::uint16_t be, std::string_view type, std::uint16_t fe,
                         std::uint32_t devid) {
     return "/local/domain/" + std::to_string(be) + "/backend/" + std::string(type) + "/" +
            std::to_string(fe) + "/" + std::to_string(devid);
 }
 
-}  // namespace
+std::optional<std::string> vif_mac(Control& c, std::uint16_t domid, const AttachedDevice& d) {
+    auto m = read_node(c, backend_dir(d.backend, "vif", domid, d.devid) + "/mac");
+    if (!m || m->size() != 17) {
+        return std::nullopt;
+    }
+    for (std::size_t i = 0; i < m->size(); ++i) {
+        const char ch = (*m)[i];
+        const bool ok = i % 3 == 2 ? ch == ':' : std::isxdigit(static_cast<unsigned char>(ch)) != 0;
+        if (!ok) {
+            return std::nullopt;
+        }
+    }
+    std::string lowered = *m;
+    for (char& ch : lowered) {
+        ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    return lowered;
+}
 
 DeviceReq disk_device(const DiskSpec& d) {
     DeviceReq r;

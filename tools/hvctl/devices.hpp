@@ -55,6 +55,13 @@ std::optional<std::vector<AttachedDevice>> devices_of(Cli& cli, Control& c, std:
 /// A XenStore node as dom0 reads it; nullopt when absent or unreadable.
 std::optional<std::string> read_node(Control& c, const std::string& path);
 
+/// `/local/domain/<be>/backend/<type>/<fe>/<devid>`.
+std::string backend_dir(std::uint16_t be, std::string_view type, std::uint16_t fe,
+                        std::uint32_t devid);
+/// The vif's MAC as the toolstack wrote it in the backend directory (the frontend's copy is
+/// the guest's to rewrite), lower-case; nullopt unless it is a well-formed xx:xx:xx:xx:xx:xx.
+std::optional<std::string> vif_mac(Control& c, std::uint16_t domid, const AttachedDevice& d);
+
 /// A node of `dir` as a number; -1 when absent or not a number (xl's convention).
 long long read_number(Control& c, const std::string& path);
 

@@ -34,7 +34,7 @@ BlockRow block_row(Control& c, std::uint16_t domid, const AttachedDevice& d) {
             break;
         }
     }
-    r.be_path = read_node(c, fe + "/backend").value_or("-");
+    r.be_path = backend_dir(d.backend, "vbd", domid, d.devid);  // not the guest's `backend` node
     return r;
 }
 

@@ -19,19 +19,13 @@ std::string vif_fe(std::uint16_t domid, std::uint32_t devid) {
     return "/local/domain/" + std::to_string(domid) + "/device/vif/" + std::to_string(devid);
 }
 
-std::string lower(std::string s) {
-    std::transform(s.begin(), s.end(), s.begin(),
-                   [](char ch) { return static_cast<char>(std::tolower(static_cast<unsigned char>(ch))); });
-    return s;
-}
-
 NicRow nic_row(Control& c, std::uint16_t domid, const AttachedDevice& d) {
     const std::string fe = vif_fe(domid, d.devid);
     NicRow r;
     r.idx = d.devid;
     r.backend = d.backend;
     r.handle = static_cast<int>(d.devid);
-    r.mac = read_node(c, fe + "/mac").value_or("-");
+    r.mac = vif_mac(c, domid, d).value_or("-");
     r.state = static_cast<int>(read_number(c, fe + "/state"));
     for (const char* k : {"/event-channel", "/event-channel-tx", "/queue-0/event-channel",
                           "/queue-0/event-channel-tx"}) {
@@ -45,7 +39,9 @@ NicRow nic_row(Control& c, std::uint16_t domid, const AttachedDevice& d) {
         r.tx_ref = read_number(c, fe + "/queue-0/tx-ring-ref");
         r.rx_ref = read_number(c, fe + "/queue-0/rx-ring-ref");
     }
-    r.be_path = read_node(c, fe + "/backend").value_or("-");
+    // Where the toolstack put the backend, not the frontend's `backend` node: nothing the
+    // guest writes is printed.
+    r.be_path = backend_dir(d.backend, "vif", domid, d.devid);
     return r;
 }
 
@@ -93,8 +89,8 @@ int verb_network_attach(Cli& cli, std::span<const std::string> args) {
     if (spec->mac) {
         const std::string want = spec->mac_string();
         for (const AttachedDevice& d : *vifs) {
-            auto m = read_node(*c, vif_fe(dom->domid, d.devid) + "/mac");
-            if (m && lower(*m) == want) {
+            auto m = vif_mac(*c, dom->domid, d);
+            if (m && *m == want) {
                 cli.err << "hvctl network-attach: " << dom->name << ": mac " << want
                         << " is already in use by vif " << d.devid << "\n";
                 return kExitFailure;
@@ -146,8 +142,8 @@ int verb_network_detach(Cli& cli, std::span<const std::string> args) {
         if (numeric) {
             return std::to_string(d.devid) == which;
         }
-        auto m = read_node(*c, vif_fe(dom->domid, d.devid) + "/mac");
-        return m && lower(*m) == mac;
+        auto m = vif_mac(*c, dom->domid, d);
+        return m && *m == mac;
     });
     if (it == vifs->end()) {
         cli.err << "hvctl network-detach: " << dom->name << ": no vif " << which << "\n";

@@ -29,6 +29,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "hv/fd_passing.hpp"
 #include "hv/log.hpp"
 
 namespace hv::guest {
@@ -445,21 +446,8 @@ const fuse_lowlevel_ops kOps = [] {
 namespace {
 
 void send_answer(int sock, int err, int fd) {
-    iovec iov{&err, sizeof err};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-    if (err == 0 && fd >= 0) {
-        msg.msg_control = ctl;
-        msg.msg_controllen = sizeof ctl;
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    }
-    (void)::sendmsg(sock, &msg, MSG_NOSIGNAL);
+    const bool with_fd = err == 0 && fd >= 0;
+    (void)send_fds(sock, bytes_of(err), with_fd ? std::span<const int>(&fd, 1) : std::span<const int>());
 }
 
 /// Mounts a FUSE filesystem on `path` (this process's namespace); returns the errno.
@@ -557,24 +545,11 @@ Result<UniqueFd> MountNamespace::call(char op, const std::string& path) {
         return fail_errno();
     }
     int err = 0;
-    iovec iov{&err, sizeof err};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-    msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
-    if (::recvmsg(sock_.get(), &msg, MSG_CMSG_CLOEXEC) != static_cast<ssize_t>(sizeof err)) {
+    auto m = recv_fds(sock_.get(), writable_bytes_of(err), 1);
+    if (!m || m->bytes != sizeof err || m->fds.size() > 1) {
         return fail_errno(EPIPE);
     }
-    UniqueFd fd;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int f = -1;
-            std::memcpy(&f, CMSG_DATA(c), sizeof f);
-            fd.reset(f);
-        }
-    }
+    UniqueFd fd = m->fds.empty() ? UniqueFd() : std::move(m->fds[0]);
     if (err != 0) {
         return fail_errno(err);
     }

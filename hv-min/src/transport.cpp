@@ -1,4 +1,4 @@
-// SOCK_SEQPACKET datagrams with SCM_RIGHTS. Layer: hv-min (L1).
+// SOCK_SEQPACKET datagrams with SCM_RIGHTS (hv::send_fds / recv_fds). Layer: hv-min (L1).
 #include "transport.hpp"
 
 #include <sys/socket.h>
@@ -8,73 +8,39 @@
 #include <cstring>
 #include <string>
 
+#include "hv/fd_passing.hpp"
 #include "hvmin/wire.hpp"
 
 namespace hv::hvmin::transport {
 
 Result<Received> receive(int fd) noexcept {
-    Received r;
     thread_local std::vector<std::byte> buf(wire::kMaxMessage + 1);
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * wire::kMaxFds)];
-    iovec iov{buf.data(), buf.size()};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    mh.msg_control = ctrl;
-    mh.msg_controllen = sizeof ctrl;
-    const ssize_t n = ::recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0) {
-        return fail_errno();
+    auto m = recv_fds(fd, buf, wire::kMaxFds, MSG_DONTWAIT);
+    if (!m) {
+        return fail(m.error());
     }
-    for (cmsghdr* c = CMSG_FIRSTHDR(&mh); c != nullptr; c = CMSG_NXTHDR(&mh, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            const std::size_t nfds = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-            for (std::size_t i = 0; i < nfds; ++i) {
-                int f;
-                std::memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-                r.fds.emplace_back(f);
-            }
-        }
-    }
-    if (n == 0 && r.fds.empty()) {
+    Received r;
+    r.fds = std::move(m->fds);
+    if (m->eof) {
         // A zero-length datagram is not EOF on SEQPACKET only if the peer is still there;
         // recv returns 0 for both. Treat it as EOF: hv-min's requests are never empty.
         r.eof = true;
         return r;
     }
-    r.truncated = (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 ||
-                  static_cast<std::size_t>(n) > wire::kMaxMessage;
-    r.bytes.assign(buf.begin(), buf.begin() + std::min<ssize_t>(n, static_cast<ssize_t>(buf.size())));
+    r.truncated = m->data_truncated || m->fds_truncated || m->bytes > wire::kMaxMessage;
+    r.bytes.assign(buf.begin(), buf.begin() + static_cast<std::ptrdiff_t>(std::min(m->bytes, buf.size())));
     return r;
 }
 
 Result<void> send_raw_fds(int fd, std::span<const std::byte> bytes, std::span<const int> fds) noexcept {
-    iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
-    msghdr mh{};
-    mh.msg_iov = &iov;
-    mh.msg_iovlen = 1;
-    alignas(cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * wire::kMaxFds)];
-    if (!fds.empty()) {
-        if (fds.size() > wire::kMaxFds) {
-            return fail_errno(E2BIG);
-        }
-        mh.msg_control = ctrl;
-        mh.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&mh);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    if (fds.size() > wire::kMaxFds) {
+        return fail_errno(E2BIG);
     }
-    for (;;) {
-        const ssize_t n = ::sendmsg(fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (n >= 0) {
-            return {};
-        }
-        if (errno != EINTR) {
-            return fail_errno();
-        }
+    auto n = send_fds(fd, bytes, fds, MSG_DONTWAIT);
+    if (!n) {
+        return fail(n.error());
     }
+    return {};
 }
 
 Result<void> send(int fd, std::span<const std::byte> bytes, std::span<const UniqueFd> fds) noexcept {

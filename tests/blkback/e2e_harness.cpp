@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 
+#include "hv/fd_passing.hpp"
 #include "hv/rings/ring.hpp"
 
 namespace hv::blk::test {
@@ -103,22 +104,14 @@ Guest::Guest(Env& e, const std::string& name, std::uint64_t pages) : env(e) {
     REQUIRE(::poll(&p, 1, 10000) == 1);
     donor_ = UniqueFd(::accept4(listen.get(), nullptr, nullptr, SOCK_CLOEXEC));
     REQUIRE(donor_.get() >= 0);
-    char byte = 0;
-    iovec iov{&byte, 1};
-    alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = ctl;
-    msg.msg_controllen = sizeof ctl;
     p = pollfd{donor_.get(), POLLIN, 0};
     REQUIRE(::poll(&p, 1, 10000) == 1);
-    REQUIRE(::recvmsg(donor_.get(), &msg, MSG_CMSG_CLOEXEC) == 1);
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    REQUIRE(c != nullptr);
-    int fd = -1;
-    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    auto s = hvmin::Services::attach_fd(UniqueFd(fd));
+    char tag = 0;
+    auto m = recv_fds(donor_.get(), writable_bytes_of(tag), 1);
+    REQUIRE(m);
+    REQUIRE(m->bytes == 1);
+    REQUIRE(m->fds.size() == 1);
+    auto s = hvmin::Services::attach_fd(std::move(m->fds[0]));
     REQUIRE(s);
     svc.emplace(std::move(*s));
     REQUIRE(svc->domid() == domid);

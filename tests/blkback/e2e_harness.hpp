@@ -1,6 +1,6 @@
 // blkback end-to-end harness: the real hv-min core in-process (with its XenStore), the real
 // Backend (dom0, its own hv-min and XenStore connections), and frontend domains that are real
-// hv-min domains whose hypercall channel the test attaches in-process (e2e_donor). A raw test
+// hv-min domains whose hypercall channel the test attaches in-process (hv_hypercall_donor). A raw test
 // frontend builds real rings in the domain's memory, so hostile requests can be written too.
 #pragma once
 

@@ -1,6 +1,6 @@
 // netback end-to-end harness: the real hv-min core in-process (with its XenStore), the real
 // netback Backend (dom0: its own hv-min and XenStore connections), and frontend domains that are
-// real hv-min domains whose hypercall channel the test attaches in-process (e2e_donor), each
+// real hv-min domains whose hypercall channel the test attaches in-process (hv_hypercall_donor), each
 // driving libnetfront.
 #pragma once
 

@@ -1,16 +1,15 @@
 # netback end to end (device/e2e tests): the real hv-min core in-process, the netback Backend with
-# loop engines, and frontend domains (netback_e2e_donor hands its channel to the test) driving
+# loop engines, and frontend domains (hv_hypercall_donor hands its channel to the test) driving
 # libnetfront. Included from tests/netback/CMakeLists.txt.
 if(TARGET hv::netback AND TARGET hv::netfront AND TARGET hv::hvmin_core)
-  add_executable(netback_e2e_donor e2e_donor.cpp)
   hv_add_tests(netback_e2e_tests
     SOURCES e2e_harness.cpp e2e_test.cpp e2e_hostile_test.cpp
     LIBS hv::netback hv::netfront hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client
          hv::test_support)
   target_include_directories(netback_e2e_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-  add_dependencies(netback_e2e_tests netback_e2e_donor)
+  add_dependencies(netback_e2e_tests hv_hypercall_donor)
   target_compile_definitions(netback_e2e_tests PRIVATE
-    NETBACK_E2E_DONOR="$<TARGET_FILE:netback_e2e_donor>")
+    NETBACK_E2E_DONOR="$<TARGET_FILE:hv_hypercall_donor>")
 endif()
 
 # System test (label root): hv-guest domains with NICs on a bridge in a private namespace.

@@ -1,0 +1,40 @@
+// A domain program that hands its hypercall channel ($HV_HYPERCALL_FD) to the test process
+// (SCM_RIGHTS, with one tag byte, over the Unix socket named by argv[1]) and then lives until
+// that socket closes. The test attaches the channel in-process (hvmin::Services::attach_fd) and
+// plays the frontend domain itself. Used by the blkback and netback end-to-end tests.
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "hv/fd_passing.hpp"
+
+int main(int argc, char** argv) {
+    const char* fd_env = std::getenv("HV_HYPERCALL_FD");
+    if (argc != 2 || fd_env == nullptr) {
+        std::fprintf(stderr, "usage: HV_HYPERCALL_FD=N hv_hypercall_donor SOCKET\n");
+        return 2;
+    }
+    const int hfd = std::atoi(fd_env);
+    const int s = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un sa{};
+    sa.sun_family = AF_UNIX;
+    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", argv[1]);
+    if (s < 0 || ::connect(s, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+        std::perror("connect");
+        return 1;
+    }
+    const char tag = 'F';
+    if (auto r = hv::send_fds(s, hv::bytes_of(tag), std::span<const int>(&hfd, 1)); !r || *r != 1) {
+        std::fprintf(stderr, "hv_hypercall_donor: cannot pass the channel: %s\n",
+                     r ? "short send" : r.error().message().c_str());
+        return 1;
+    }
+    ::close(hfd);
+    char buf[64];
+    while (::read(s, buf, sizeof buf) > 0) {
+    }
+    return 0;
+}

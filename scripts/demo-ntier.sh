@@ -64,8 +64,9 @@ max_connections = 40
 EOC
 echo "host all all 10.77.0.0/24 trust" >>$work/db/pg/data/pg_hba.conf
 runuser -u postgres -- $pgbin/pg_ctl -D $work/db/pg/data -l $work/db/pg/data/server.log -w -t 60 start >/dev/null
-head -1 $work/db/pg/data/postmaster.pid >$work/db.pgpid  # pg_ctl puts it in a session of its own
-say "PostgreSQL \$($pgbin/postgres --version | awk '{print \$3}') listening on $db_ip:5432 (pid \$(cat $work/db.pgpid))"
+# pg_ctl puts PostgreSQL in a session of its own; it still is in the db domain's cgroup, so the
+# domain's death (destroy, Ctrl-C, hv-min stopping) takes it along: no pid to keep here.
+say "PostgreSQL \$($pgbin/postgres --version | awk '{print \$3}') listening on $db_ip:5432 (pid \$(head -1 $work/db/pg/data/postmaster.pid))"
 touch $work/db.ready
 while [ ! -e $work/db.stop ]; do sleep 0.1; done
 runuser -u postgres -- $pgbin/pg_ctl -D $work/db/pg/data -m fast -w stop >/dev/null

@@ -86,7 +86,8 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   if [[ -n $hvmin_pid ]] && kill -0 "$hvmin_pid" 2>/dev/null; then
-    # Destroy what is left (hv-min would also reap its domains when it stops).
+    # Destroy what is left: every process of a domain dies with it, PostgreSQL's too (hv-min
+    # would also do that for all of them when it stops).
     for d in io granter peer app db; do
       "$bin/hvctl" --rundir "$rundir" destroy "$d" >/dev/null 2>&1 || true
     done
@@ -96,14 +97,6 @@ cleanup() {
     wait "$hvmin_pid" 2>/dev/null || true
   fi
   stop_pid "$nc_pid"; stop_pid "$netback_pid"; stop_pid "$blkback_pid"
-  # PostgreSQL runs in a session of its own (pg_ctl), so neither a Ctrl-C nor the db domain's
-  # death reaches it: an immediate shutdown (SIGQUIT), then SIGKILL.
-  if [[ -s $work/db.pgpid ]] && kill -0 "$(cat "$work/db.pgpid")" 2>/dev/null; then
-    pg=$(cat "$work/db.pgpid")
-    kill -QUIT "$pg" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pg" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pg" 2>/dev/null || true
-  fi
   ip netns del "$ns" 2>/dev/null || true
   lvm_down
   [[ -n $pv_loop ]] && losetup -d "$pv_loop" 2>/dev/null || true

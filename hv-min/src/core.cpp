@@ -11,10 +11,12 @@
 //   The frame is read once, after the pin; later pins reuse the cached value.
 // * A program that exits closes its socket before its pidfd is readable (often well before: a
 //   program returning from main drops its Services, then runs destructors and atexit handlers).
-//   The EOF releases everything of the domain at once, but its process gets
+//   The EOF kills the domain (its connections close at once), but its process gets
 //   CoreConfig::exit_grace_ms to end on its own before the SIGKILL, so the reaped status is the
 //   program's own (exited N / killed by a signal somebody else sent); only a program still
-//   running when the grace ends is reported "disconnected".
+//   running when the grace ends is reported "disconnected". What the domain held is released
+//   only when its program is reaped and its cgroup is empty (no process of it can still use a
+//   mapping whose pin is dropped).
 // * Epoll events of one batch may name a connection or domain released earlier in the same
 //   batch: ids are looked up each time, connection ids are never reused, and a stale pidfd
 //   event for a recycled domid finds waitpid(WNOHANG) == 0 and is ignored.
@@ -26,8 +28,8 @@
 #include "hvmin/core.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -42,6 +44,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -58,6 +61,7 @@
 #include "hv/unique_fd.hpp"
 #include "hvmin/wire.hpp"
 #include "console.hpp"
+#include "domain_procs.hpp"
 #include "transport.hpp"
 
 #ifdef HVMIN_WITH_XENSTORE
@@ -94,12 +98,11 @@ enum class Tag : std::uint64_t {
     xenstore = 5,
     console = 6,
     exit_grace = 7,
+    cgroup = 8,
 };
 constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
     return (static_cast<std::uint64_t>(t) << 56) | id;
 }
-
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
 Result<UniqueFd> make_memfd(const char* name, std::uint64_t bytes) {
     UniqueFd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
@@ -189,7 +192,8 @@ struct Domain {
     std::size_t maptrack_used = 0;
     std::vector<Port> ports;
     pid_t pid = -1;
-    UniqueFd pidfd;
+    UniqueFd pidfd;     // reset once the program is reaped
+    procs::Cgroup cg;   // every process of the domain (invalid: hv-min runs without cgroups)
     UniqueFd exit_grace;  // armed when its socket closed first: SIGKILL when it expires
     std::uint64_t primary_conn = 0;
     UniqueFd xs_fd;  // the domain's xenstore end, handed over at its first attach
@@ -277,6 +281,7 @@ struct Core::Impl {
     std::unique_ptr<xs::Server> xs;
 #endif
     std::unique_ptr<ConsoleBackend> consoles;  // hv-min is every domain's console backend
+    std::unique_ptr<procs::CgroupParent> cgroups;  // null: process groups only (logged)
 
     // ---- set-up ------------------------------------------------------------------------------
 
@@ -310,6 +315,7 @@ struct Core::Impl {
             return fail_errno();
         }
         HV_TRY(watch(listener.get(), EPOLLIN, ev_key(Tag::listener, 0)));
+        cgroups = procs::CgroupParent::open(cfg.cgroup);
         // Domain 0: the toolstack's domain. Its memory is what its connections register.
         auto d0 = std::make_unique<Domain>();
         d0->domid = 0;
@@ -436,6 +442,9 @@ struct Core::Impl {
                     break;
                 case Tag::exit_grace:
                     on_exit_grace(static_cast<std::uint16_t>(id));
+                    break;
+                case Tag::cgroup:
+                    on_cgroup(static_cast<std::uint16_t>(id));
                     break;
                 case Tag::xenstore:
 #ifdef HVMIN_WITH_XENSTORE
@@ -1563,45 +1572,40 @@ struct Core::Impl {
             envp.push_back(e.data());
         }
         envp.push_back(nullptr);
-        posix_spawn_file_actions_t fa;
-        posix_spawnattr_t attr;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawnattr_init(&attr);
-        // dup2 onto itself clears FD_CLOEXEC in the child only (glibc >= 2.29).
-        posix_spawn_file_actions_adddup2(&fa, child.get(), child.get());
-        sigset_t none;
-        sigset_t all;
-        sigemptyset(&none);
-        sigfillset(&all);
-        posix_spawnattr_setsigmask(&attr, &none);
-        posix_spawnattr_setsigdefault(&attr, &all);
-        // A new session: destroy kills the whole process group.
-        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK |
-                                            POSIX_SPAWN_SETSIGDEF);
-        pid_t pid = -1;
-        const int err = ::posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), envp.data());
-        posix_spawn_file_actions_destroy(&fa);
-        posix_spawnattr_destroy(&attr);
-        if (err != 0) {
-            release_xenstore(dom.domid);
-            return fail_errno(err);
+        if (cgroups) {
+            auto cg = cgroups->make("d" + std::to_string(dom.domid) + "." + std::to_string(dom.serial));
+            if (!cg) {
+                release_xenstore(dom.domid);
+                return fail(cg.error());
+            }
+            dom.cg = std::move(*cg);
         }
+        auto sp = procs::spawn(argv, envp, child.get(), dom.cg);
+        if (!sp) {
+            dom.cg.remove();
+            release_xenstore(dom.domid);
+            return fail(sp.error());
+        }
+        if (!sp->in_cgroup) {
+            dom.cg.remove();
+        }
+        const pid_t pid = sp->pid;
         dom.pid = pid;
-        dom.pidfd = UniqueFd(pidfd_open(pid));
-        if (!dom.pidfd) {
-            const auto ec = errno_code();
-            ::kill(-pid, SIGKILL);
-            ::waitpid(pid, nullptr, 0);
-            release_xenstore(dom.domid);
-            return fail(ec);
-        }
+        dom.pidfd = std::move(sp->pidfd);
         auto undo = [&](std::error_code ec) -> Result<void> {
             consoles->remove(dom.domid);
-            ::kill(-pid, SIGKILL);
+            kill_procs(dom);
             ::waitpid(pid, nullptr, 0);  // SIGKILLed: bounded
+            wait_cgroup_empty(dom);
+            dom.cg.remove();
             release_xenstore(dom.domid);
             return fail(ec);
         };
+        if (dom.cg.valid()) {
+            if (auto wc = watch(dom.cg.events_fd(), EPOLLPRI, ev_key(Tag::cgroup, dom.domid)); !wc) {
+                return undo(wc.error());
+            }
+        }
         auto w = watch(dom.pidfd.get(), EPOLLIN, ev_key(Tag::pidfd, dom.domid));
         if (!w) {
             return undo(w.error());
@@ -1770,7 +1774,7 @@ struct Core::Impl {
             disarm_exit_grace(dying);
             dying.death.reason = static_cast<std::uint16_t>(wire::DeathReason::destroyed);
             dying.death.status = SIGKILL;
-            ::kill(-dying.pid, SIGKILL);
+            kill_procs(dying);
             return;
         }
         Domain* dom = ref.domid < DOMID_FIRST_RESERVED ? find_domain(ref.domid) : nullptr;
@@ -1801,8 +1805,10 @@ struct Core::Impl {
         return false;
     }
 
-    /// A domain dies: everything it held is released now; the process is reaped when its
-    /// pidfd fires (then waiters are answered and the domid is free again).
+    /// A domain dies: its processes are killed (or, with `grace`, its program may finish
+    /// exiting), its connections close and its console goes now; everything else it held is
+    /// released once every process of it is gone (release_domain, from finish_domain), so
+    /// nothing of it can still touch a page whose pin was dropped or see a port reused.
     /// `grace`: the program closed its own socket; let it finish exiting (see the file head).
     void kill_domain(Domain& d, wire::DeathReason reason, int status, const char* why,
                      bool grace = false) {
@@ -1812,18 +1818,17 @@ struct Core::Impl {
         HV_INFO("hv-min: domain %u (%s) dies: %s", d.domid, d.name.c_str(), why);
         d.state = wire::DomainState::dying;
         d.death = wire::DeathInfo{d.domid, static_cast<std::uint16_t>(reason), status};
-        if (d.pid > 0 && d.pidfd.valid()) {
-            if (!grace || !arm_exit_grace(d)) {
-                ::kill(-d.pid, SIGKILL);  // the whole process group; reaped through the pidfd
-            }
+        if (!grace || !arm_exit_grace(d)) {
+            kill_procs(d);
         }
         // Its console: a last drain into the log, then the socket goes; dom0's port with it.
         consoles->remove(d.domid);
         if (Domain* d0 = find_domain(0); d0 != nullptr && d.console_dom0_port != 0 &&
                                           d.console_dom0_port < d0->ports.size()) {
             close_port(*d0, d.console_dom0_port);
+            d.console_dom0_port = 0;
         }
-        // Its connections (primary and clones).
+        // Its connections (primary and clones): closed, their holdings wait for release_domain.
         std::vector<std::uint64_t> ids;
         for (const auto& [id, c] : conns) {
             if (c->domid == d.domid) {
@@ -1833,6 +1838,54 @@ struct Core::Impl {
         for (auto id : ids) {
             drop_conn(id);
         }
+        maybe_finish(d);
+    }
+
+    /// SIGKILLs every process of the domain: its cgroup, and its process group while its
+    /// program is not reaped (the fallback without cgroups; a no-op with one).
+    void kill_procs(Domain& d) {
+        d.cg.kill();
+        if (d.pid > 0 && d.pidfd.valid()) {
+            ::kill(-d.pid, SIGKILL);
+        }
+    }
+
+    /// Shutdown only: waits (bounded) until the domain's cgroup holds no process.
+    void wait_cgroup_empty(Domain& d) {
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        while (d.cg.populated()) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                until - std::chrono::steady_clock::now());
+            if (left.count() <= 0) {
+                HV_WARN("hv-min: domain %u: processes left in %s after 10 s", d.domid,
+                        d.cg.dir().c_str());
+                return;
+            }
+            pollfd p{d.cg.events_fd(), POLLPRI, 0};
+            (void)::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 100)));
+        }
+    }
+
+    /// A dying domain whose program is reaped and whose cgroup is empty is finished.
+    void maybe_finish(Domain& d) {
+        if (d.state != wire::DomainState::running && !d.pidfd.valid() && !d.cg.populated()) {
+            finish_domain(d.domid);
+        }
+    }
+
+    /// The cgroup of a domain changed (populated 1 → 0 after its processes died).
+    void on_cgroup(std::uint16_t domid) {
+        auto it = domains.find(domid);
+        if (it == domains.end()) {
+            return;  // its cgroup.events fd closed with it
+        }
+        Domain& d = *it->second;
+        (void)d.cg.populated();  // reading cgroup.events rearms its notification
+        maybe_finish(d);
+    }
+
+    /// Everything a dead domain held, once none of its processes runs any more.
+    void release_domain(Domain& d) {
         // Its mappings of others' grants: unpinned (GTF_reading/writing cleared).
         for (std::uint32_t h = 0; h < d.maptrack.size(); ++h) {
             if (d.maptrack[h].used) {
@@ -1851,11 +1904,9 @@ struct Core::Impl {
         d.extents.clear();
         d.gnt_map.reset();
         d.gnt_fd.reset();
+        d.cg.remove();
         release_xenstore(d.domid);
         raise_virq(VIRQ_DOM_EXC);
-        if (!d.pidfd.valid()) {
-            finish_domain(d.domid);
-        }
     }
 
     bool arm_exit_grace(Domain& d) {
@@ -1898,9 +1949,7 @@ struct Core::Impl {
         disarm_exit_grace(d);
         HV_INFO("hv-min: domain %u (%s) closed its hypercall socket but still runs: killed",
                 d.domid, d.name.c_str());
-        if (d.pid > 0 && d.pidfd.valid()) {
-            ::kill(-d.pid, SIGKILL);
-        }
+        kill_procs(d);
     }
 
     void on_pidfd(std::uint16_t domid) {
@@ -1921,7 +1970,7 @@ struct Core::Impl {
                 kill_domain(d, wire::DeathReason::exited, WEXITSTATUS(st), "program exited");
             }
         } else {
-            ::kill(-d.pid, SIGKILL);  // stragglers of its process group
+            kill_procs(d);  // what is left of it: daemons, children
             const bool ended_in_grace = d.exit_grace.valid();
             disarm_exit_grace(d);
             if (ended_in_grace) {
@@ -1953,7 +2002,7 @@ struct Core::Impl {
         }
         (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, d.pidfd.get(), nullptr);
         d.pidfd.reset();
-        finish_domain(domid);
+        maybe_finish(d);  // else when its cgroup empties (on_cgroup)
     }
 
     void finish_domain(std::uint16_t domid) {
@@ -1961,6 +2010,7 @@ struct Core::Impl {
         if (it == domains.end()) {
             return;
         }
+        release_domain(*it->second);
         auto dom = std::move(it->second);
         domains.erase(it);
         n_domains.store(domains.size() - 1);
@@ -2020,6 +2070,9 @@ struct Core::Impl {
             return;
         }
         Domain& d = *dit->second;
+        if (d.state != wire::DomainState::running) {
+            return;  // a dead domain's holdings go all at once in release_domain
+        }
         for (std::uint32_t h = 0; h < d.maptrack.size(); ++h) {
             if (d.maptrack[h].used && d.maptrack[h].conn == id) {
                 release_maptrack(d, h);
@@ -2056,12 +2109,16 @@ struct Core::Impl {
                 continue;
             }
             Domain& d = *it->second;
-            const pid_t pid = d.pid;
             kill_domain(d, wire::DeathReason::destroyed, SIGKILL, "hv-min stops");
-            if (pid > 0) {
-                ::kill(-pid, SIGKILL);  // also one that was dying within its exit grace
-                ::waitpid(pid, nullptr, 0);  // SIGKILLed: bounded
+            if (!domains.contains(id)) {
+                continue;  // it was finished at once
             }
+            kill_procs(d);  // also one that was dying within its exit grace
+            if (d.pidfd.valid()) {
+                ::waitpid(d.pid, nullptr, 0);  // SIGKILLed: bounded
+                d.pidfd.reset();
+            }
+            wait_cgroup_empty(d);
             finish_domain(id);
         }
         conns.clear();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include "hv/expected.hpp"
 
@@ -24,13 +25,18 @@ struct CoreConfig {
     /// released), but its process gets this long to exit before hv-min SIGKILLs it, so its
     /// death reports the program's own exit status. 0 = SIGKILL at once.
     std::uint32_t exit_grace_ms = 1000;
+    /// Where each domain's cgroup (every process it starts) is made: "" = under hv-min's own
+    /// cgroup in the cgroup2 mount found in /proc/mounts; "none" = no cgroups (a domain is its
+    /// process group only: a daemon that calls setsid outlives it); else a cgroup2 directory.
+    /// Without a usable cgroup2 hierarchy hv-min logs that and falls back to process groups.
+    std::string cgroup;
 };
 
 class Core {
 public:
     /// Creates the listening socket and the epoll set. Errors: socket/bind/epoll errno.
     static Result<std::unique_ptr<Core>> create(CoreConfig cfg);
-    ~Core();  ///< stops the loop, kills every domain's process group and reaps it
+    ~Core();  ///< stops the loop, kills every process of every domain and reaps it
     Core(const Core&) = delete;
     Core& operator=(const Core&) = delete;
 

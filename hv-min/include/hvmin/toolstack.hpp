@@ -52,7 +52,7 @@ public:
     /// Creates and starts a domain. Errors: EINVAL (bad config), EEXIST (name taken),
     /// ENOMEM, ENOSPC (no domid left), or the exec error of the program (e.g. ENOENT).
     Result<DomId> create(const DomainConfig& cfg);
-    /// Kills the domain's process group and releases everything it held. ESRCH if unknown.
+    /// Kills every process of the domain and releases everything it held. ESRCH if unknown.
     Result<void> destroy(DomId domid);
     /// Live domains (dom0 first).
     Result<std::vector<DomainStatus>> list();

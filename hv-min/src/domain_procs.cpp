@@ -1,0 +1,312 @@
+// A domain's processes: cgroup v2 per domain, spawn into it. Layer: hv-min (L1).
+#include "domain_procs.hpp"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "hv/log.hpp"
+
+namespace hv::hvmin::procs {
+
+namespace {
+
+std::string slurp(const char* path) {
+    std::ifstream f(path);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+/// /proc/mounts escapes space, tab, newline and backslash as \ooo.
+std::string unescape_mount_field(std::string_view s) {
+    std::string out;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        if (s[i] == '\\' && i + 3 < s.size() && s[i + 1] >= '0' && s[i + 1] <= '3' &&
+            s[i + 2] >= '0' && s[i + 2] <= '7' && s[i + 3] >= '0' && s[i + 3] <= '7') {
+            out.push_back(static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0')));
+            i += 3;
+        } else {
+            out.push_back(s[i]);
+        }
+    }
+    return out;
+}
+
+std::vector<std::string_view> fields(std::string_view line) {
+    std::vector<std::string_view> out;
+    std::size_t i = 0;
+    while (i < line.size()) {
+        while (i < line.size() && line[i] == ' ') {
+            ++i;
+        }
+        const std::size_t start = i;
+        while (i < line.size() && line[i] != ' ') {
+            ++i;
+        }
+        if (i > start) {
+            out.push_back(line.substr(start, i - start));
+        }
+    }
+    return out;
+}
+
+template <class F>
+void for_each_line(std::string_view text, F&& f) {
+    while (!text.empty()) {
+        const auto nl = text.find('\n');
+        f(text.substr(0, nl));
+        if (nl == std::string_view::npos) {
+            break;
+        }
+        text.remove_prefix(nl + 1);
+    }
+}
+
+bool write_file_at(int dirfd, const char* name, const char* value) {
+    UniqueFd f(::openat(dirfd, name, O_WRONLY | O_CLOEXEC));
+    if (!f) {
+        return false;
+    }
+    const auto len = static_cast<ssize_t>(std::strlen(value));
+    return ::write(f.get(), value, static_cast<std::size_t>(len)) == len;
+}
+
+std::atomic<unsigned> g_parents{0};
+
+}  // namespace
+
+std::optional<std::filesystem::path> find_cgroup2_mount(std::string_view proc_mounts) {
+    std::optional<std::filesystem::path> found;
+    for_each_line(proc_mounts, [&](std::string_view line) {
+        const auto f = fields(line);
+        if (!found && f.size() >= 3 && f[2] == "cgroup2") {
+            found = std::filesystem::path(unescape_mount_field(f[1]));
+        }
+    });
+    return found;
+}
+
+std::optional<std::string> own_cgroup2_path(std::string_view proc_self_cgroup) {
+    std::optional<std::string> found;
+    for_each_line(proc_self_cgroup, [&](std::string_view line) {
+        if (!found && line.substr(0, 3) == "0::") {
+            found = std::string(line.substr(3));
+        }
+    });
+    return found;
+}
+
+bool Cgroup::populated() const {
+    if (!events_) {
+        return false;
+    }
+    char buf[256];
+    const ssize_t n = ::pread(events_.get(), buf, sizeof buf - 1, 0);
+    if (n <= 0) {
+        return false;
+    }
+    buf[n] = '\0';
+    return std::strstr(buf, "populated 1") != nullptr;
+}
+
+void Cgroup::kill() const {
+    if (!dirfd_) {
+        return;
+    }
+    if (write_file_at(dirfd_.get(), "cgroup.kill", "1")) {
+        return;
+    }
+    // A kernel before 5.14: signal what is listed; a process forking meanwhile is caught by the
+    // next round (its child is listed once it exists).
+    for (int round = 0; round < 8 && populated(); ++round) {
+        UniqueFd f(::openat(dirfd_.get(), "cgroup.procs", O_RDONLY | O_CLOEXEC));
+        if (!f) {
+            return;
+        }
+        std::string text;
+        char buf[4096];
+        ssize_t n;
+        while ((n = ::read(f.get(), buf, sizeof buf)) > 0) {
+            text.append(buf, static_cast<std::size_t>(n));
+        }
+        for_each_line(text, [](std::string_view l) {
+            if (!l.empty()) {
+                const long pid = std::strtol(std::string(l).c_str(), nullptr, 10);
+                if (pid > 0) {
+                    ::kill(static_cast<pid_t>(pid), SIGKILL);
+                }
+            }
+        });
+    }
+}
+
+void Cgroup::remove() {
+    if (dir_.empty()) {
+        return;
+    }
+    events_.reset();
+    dirfd_.reset();
+    if (::rmdir(dir_.c_str()) != 0 && errno != ENOENT) {
+        HV_WARN("hv-min: cannot remove cgroup %s: %s", dir_.c_str(), std::strerror(errno));
+    }
+    dir_.clear();
+}
+
+std::unique_ptr<CgroupParent> CgroupParent::open(const std::string& where) {
+    if (where == "none") {
+        HV_INFO("hv-min: cgroups disabled; a domain's processes are its process group only "
+                "(a daemon that calls setsid outlives its domain)");
+        return nullptr;
+    }
+    std::filesystem::path base;
+    if (where.empty()) {
+        const auto mnt = find_cgroup2_mount(slurp("/proc/mounts"));
+        if (!mnt) {
+            HV_WARN("hv-min: no cgroup2 mount in /proc/mounts; a domain's processes are its "
+                    "process group only (a daemon that calls setsid outlives its domain)");
+            return nullptr;
+        }
+        base = *mnt;
+        // Under hv-min's own cgroup when that is visible in this mount (it is not when the
+        // mount's root is elsewhere, e.g. a cgroup namespace): then at the mount's root.
+        if (auto own = own_cgroup2_path(slurp("/proc/self/cgroup")); own && *own != "/") {
+            std::error_code ec;
+            const auto mine = *mnt / std::filesystem::path(*own).relative_path();
+            if (std::filesystem::is_directory(mine, ec)) {
+                base = mine;
+            }
+        }
+    } else {
+        base = where;
+    }
+    const auto dir = base / ("hvmin." + std::to_string(::getpid()) + "." +
+                             std::to_string(g_parents.fetch_add(1)));
+    if (::mkdir(dir.c_str(), 0755) != 0) {
+        HV_WARN("hv-min: cannot create cgroup %s (%s); a domain's processes are its process "
+                "group only (a daemon that calls setsid outlives its domain)",
+                dir.c_str(), std::strerror(errno));
+        return nullptr;
+    }
+    HV_INFO("hv-min: domains' cgroups under %s", dir.c_str());
+    return std::unique_ptr<CgroupParent>(new CgroupParent(dir));
+}
+
+CgroupParent::~CgroupParent() {
+    if (::rmdir(dir_.c_str()) != 0) {
+        HV_WARN("hv-min: cannot remove cgroup %s: %s", dir_.c_str(), std::strerror(errno));
+    }
+}
+
+Result<Cgroup> CgroupParent::make(const std::string& name) {
+    Cgroup cg;
+    const auto dir = dir_ / name;
+    if (::mkdir(dir.c_str(), 0755) != 0) {
+        return fail_errno();
+    }
+    cg.dir_ = dir;
+    cg.dirfd_ = UniqueFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (cg.dirfd_) {
+        cg.events_ = UniqueFd(::openat(cg.dirfd_.get(), "cgroup.events", O_RDONLY | O_CLOEXEC));
+    }
+    if (!cg.dirfd_ || !cg.events_) {
+        const auto ec = errno_code();
+        cg.remove();
+        return fail(ec);
+    }
+    return cg;
+}
+
+namespace {
+
+/// clone3 with fork semantics (no CLONE_VM); into `cgroup_fd` when >= 0.
+long clone3_child(int* pidfd, int cgroup_fd) {
+    clone_args a{};
+    a.flags = CLONE_PIDFD | (cgroup_fd >= 0 ? CLONE_INTO_CGROUP : 0);
+    a.pidfd = reinterpret_cast<std::uintptr_t>(pidfd);
+    a.exit_signal = SIGCHLD;
+    a.cgroup = cgroup_fd >= 0 ? static_cast<std::uint64_t>(cgroup_fd) : 0;
+    return ::syscall(SYS_clone3, &a, sizeof a);
+}
+
+/// The child between clone3 and execve: a copy of a multithreaded process, so only
+/// async-signal-safe calls (no allocation, no locks).
+[[noreturn]] void exec_child(const std::vector<char*>& argv, const std::vector<char*>& envp,
+                             int keep_fd, int err_fd) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; ++s) {
+        (void)::sigaction(s, &dfl, nullptr);  // fails harmlessly for SIGKILL/SIGSTOP/internal
+    }
+    (void)::setsid();
+    if (keep_fd >= 0) {
+        (void)::fcntl(keep_fd, F_SETFD, 0);
+    }
+    ::execve(argv[0], argv.data(), envp.data());
+    const int e = errno;
+    (void)!::write(err_fd, &e, sizeof e);
+    ::_exit(127);
+}
+
+}  // namespace
+
+Result<Spawned> spawn(const std::vector<char*>& argv, const std::vector<char*>& envp,
+                      int keep_fd, const Cgroup& cg) {
+    if (argv.empty() || argv[0] == nullptr || argv.back() != nullptr || envp.empty() ||
+        envp.back() != nullptr) {
+        return fail_errno(EINVAL);
+    }
+    int ep[2];
+    if (::pipe2(ep, O_CLOEXEC) != 0) {
+        return fail_errno();
+    }
+    UniqueFd err_rd(ep[0]);
+    UniqueFd err_wr(ep[1]);
+    Spawned s;
+    int pidfd = -1;
+    s.in_cgroup = cg.valid();
+    long r = clone3_child(&pidfd, cg.valid() ? cg.dirfd() : -1);
+    if (r < 0 && cg.valid()) {
+        // A cgroup that takes no processes (controllers enabled under a cgroup that holds
+        // processes, a delegation boundary): the program still runs, in hv-min's cgroup.
+        HV_WARN("hv-min: cannot start a program in cgroup %s (%s): its process group only",
+                cg.dir().c_str(), std::strerror(errno));
+        s.in_cgroup = false;
+        r = clone3_child(&pidfd, -1);
+    }
+    if (r < 0) {
+        return fail_errno();
+    }
+    if (r == 0) {
+        exec_child(argv, envp, keep_fd, err_wr.get());
+    }
+    s.pid = static_cast<pid_t>(r);
+    s.pidfd = UniqueFd(pidfd);
+    err_wr.reset();
+    int e = 0;
+    ssize_t n;
+    do {
+        n = ::read(err_rd.get(), &e, sizeof e);
+    } while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof e)) {
+        ::waitpid(s.pid, nullptr, 0);  // it _exits at once
+        return fail_errno(e);
+    }
+    return s;
+}
+
+}  // namespace hv::hvmin::procs

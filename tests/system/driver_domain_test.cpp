@@ -28,11 +28,6 @@ using namespace hv::test::tools;
 
 namespace {
 
-std::string rd(hv::xs::Client& xs, const std::string& path) {
-    auto v = xs.read(path);
-    return v ? *v : "<" + v.error().message() + ">";
-}
-
 /// The list row of `name`: {Mem column, whole line}.
 std::string list_row(Daemon& d, const std::string& name) {
     std::istringstream in(d.hvctl({"list", name}).out);

@@ -9,27 +9,6 @@
 
 using namespace hv::test::tools;
 
-namespace {
-
-std::string perms_text(hv::xs::Client& xs, const std::string& path) {
-    auto p = xs.get_perms(path);
-    if (!p) {
-        return "error: " + p.error().message();
-    }
-    std::string s;
-    for (const auto& e : *p) {
-        s += (s.empty() ? "" : " ") + hv::xs::to_string(e);
-    }
-    return s;
-}
-
-std::string rd(hv::xs::Client& xs, const std::string& path) {
-    auto v = xs.read(path);
-    return v ? *v : "<" + v.error().message() + ">";
-}
-
-}  // namespace
-
 TEST_CASE("hvctl create with a disk and a vif writes libxl's keys and destroy removes them",
           "[system][tools][root]") {
     hv::test::require_root();

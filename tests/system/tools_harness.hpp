@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "temp_dir.hpp"
+#include "xenstore/client.hpp"
 
 namespace hv::test::tools {
 
@@ -95,6 +96,25 @@ inline ProcResult run_process(const std::vector<std::string>& argv,
     ::waitpid(pid, &status, 0);
     r.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return r;
+}
+
+/// A XenStore node's value, or "<error message>" (for CHECKs that print what was there).
+inline std::string rd(hv::xs::Client& xs, const std::string& path) {
+    auto v = xs.read(path);
+    return v ? *v : "<" + v.error().message() + ">";
+}
+
+/// A node's permissions as "n0 r3", or "error: ...".
+inline std::string perms_text(hv::xs::Client& xs, const std::string& path) {
+    auto p = xs.get_perms(path);
+    if (!p) {
+        return "error: " + p.error().message();
+    }
+    std::string s;
+    for (const auto& e : *p) {
+        s += (s.empty() ? "" : " ") + hv::xs::to_string(e);
+    }
+    return s;
 }
 
 /// The domain id in hvctl create's "Created domain NAME (id N)", or -1.

@@ -9,11 +9,6 @@ namespace hv::tools {
 
 namespace {
 
-int not_available(Cli& cli, const Verb& v) {
-    cli.err << "hvctl: '" << v.name << "' is not available yet in this version of hvkit\n";
-    return kExitFailure;
-}
-
 constexpr std::string_view general_help =
     "Exit status: 0 success, 1 failure (hv-min unreachable, bad domain file, operation\n"
     "failed), 2 usage error. Global options: --rundir DIR (default $HV_RUNDIR, else\n"
@@ -29,7 +24,7 @@ const Verb verb_table[] = {
      "  -q  quiet: print nothing on success\n"
      "  -c  attach to the console right after creating (see `hvctl help console`)\n"
      "Keys: name, memory, maxmem, vcpus, type=\"pv\", kernel, cmdline, root, extra,\n"
-     "disk, vif (written as libxl does; pci is refused for now), driver_domain, trusted,\n"
+     "disk, vif, pci (written as libxl does), driver_domain, trusted,\n"
      "on_poweroff, on_reboot, on_crash. A disk or vif with backend=NAME is served by the\n"
      "driver domain NAME (one created with driver_domain = 1 whose kernel is blkback,\n"
      "netback or hv-driver); the create fails if no domain has that name. trusted = 1\n"
@@ -124,12 +119,47 @@ const Verb verb_table[] = {
      "row per vif (state is the frontend's; -1 where a key is not published). Exit 1 if a\n"
      "domain does not exist (the others are still listed).\n",
      verb_network_list},
-    {"pci-assignable-add", "BDF", "Make a host PCI device assignable", "", nullptr},
-    {"pci-assignable-remove", "BDF", "Return an assignable PCI device to the host", "", nullptr},
-    {"pci-assignable-list", "", "List assignable PCI devices", "", nullptr},
-    {"pci-attach", "NAME|ID BDF", "Hot-plug a PCI device into a domain", "", nullptr},
-    {"pci-detach", "NAME|ID BDF", "Hot-unplug a PCI device from a domain", "", nullptr},
-    {"pci-list", "NAME|ID", "List a domain's PCI devices", "", nullptr},
+    {"pci-assignable-add", "BDF", "Make a host PCI device assignable",
+     "BDF is dddd:bb:dd.f or bb:dd.f. A host device is taken from its driver through sysfs\n"
+     "(driver_override = pciback, then unbind); a device pciback emulates (pciback\n"
+     "--emulate) is just recorded. Either is listed in /hvkit/pci/assignable with the\n"
+     "driver it came from. A device already assignable is a warning (exit 0), as in xl.\n"
+     "Exit 1 if no such device exists, it is assigned to a domain, or unbinding fails;\n"
+     "exit 2 for a bad BDF.\n",
+     verb_pci_assignable_add},
+    {"pci-assignable-remove", "[-r] BDF", "Return an assignable PCI device to the host",
+     "Removes the device from the assignable list.\n"
+     "  -r  rebind it to the host driver it was taken from (driver_override cleared);\n"
+     "      without -r it is left with no driver, as xl does\n"
+     "Exit 1 if it is not assignable, is assigned to a domain (pci-detach it first), or\n"
+     "rebinding fails (it then stays assignable); exit 2 for a bad BDF.\n",
+     verb_pci_assignable_remove},
+    {"pci-assignable-list", "", "List assignable PCI devices",
+     "Prints one dddd:bb:dd.f per line, as xl does, whether or not a domain holds it.\n",
+     verb_pci_assignable_list},
+    {"pci-attach", "NAME|ID BDF[@VSLOT][,permissive=1,...]", "Hot-plug a PCI device into a domain",
+     "Assigns an assignable device with xl's pci spec syntax (options permissive,\n"
+     "msitranslate, power_mgmt, seize, rdm_policy). A domain without PCI devices gets its\n"
+     "pci device (backend pciback in Domain-0) and the command waits up to 10 s for pciback\n"
+     "to export it. Otherwise the backend must be Connected (the guest's pcifront is up;\n"
+     "waited up to 10 s): the device is added to the next slot with state Reconfiguring in\n"
+     "one transaction and the command waits up to 10 s for the guest to take it.\n"
+     "Exit 1 if the domain does not exist, the device is not assignable or is assigned\n"
+     "already, or the backend does not take it; exit 2 for a bad spec.\n",
+     verb_pci_attach},
+    {"pci-detach", "[-f|--force] NAME|ID BDF", "Hot-unplug a PCI device from a domain",
+     "Asks the guest to let go (slot state Closing, backend Reconfiguring), waits up to 10 s\n"
+     "for the backend to be Connected again, then deletes the slot's keys and renumbers the\n"
+     "higher slots down. The device stays assignable.\n"
+     "  -f, --force  remove the slot even if the backend is not Connected or does not finish\n"
+     "Exit 1 if the device is not assigned to the domain, or (without --force) the backend\n"
+     "is not Connected or does not finish the unplug in time: it is then left in place.\n",
+     verb_pci_detach},
+    {"pci-list", "NAME|ID", "List a domain's PCI devices",
+     "Prints xl's table: Vdev Device, one row per device; Vdev is the slot.function the\n"
+     "guest sees (from the backend; --.- until it exported the device), Device the host BDF.\n"
+     "Exit 1 if the domain does not exist.\n",
+     verb_pci_list},
     {"help", "[VERB]", "Print help for hvctl or one verb", "", nullptr},
 };
 
@@ -138,11 +168,7 @@ void print_usage(std::ostream& o) {
     for (const Verb& v : verb_table) {
         std::string name(v.name);
         name.resize(std::max<std::size_t>(name.size(), 22), ' ');
-        o << "  " << name << v.summary;
-        if (v.run == nullptr && v.name != "help") {
-            o << " (not available yet)";
-        }
-        o << '\n';
+        o << "  " << name << v.summary << '\n';
     }
     o << "\n'hvctl help VERB' or 'hvctl VERB --help' describes a verb.\n" << general_help;
 }
@@ -153,7 +179,7 @@ void print_verb_help(std::ostream& o, const Verb& v) {
         o << ' ' << v.args;
     }
     o << "\n\n"
-      << v.summary << (v.run == nullptr && v.name != "help" ? " (not available yet)" : "") << ".\n";
+      << v.summary << ".\n";
     if (!v.help.empty()) {
         o << '\n' << v.help;
     }
@@ -246,9 +272,6 @@ int run_hvctl(Cli& cli, std::span<const std::string> args) {
         }
         print_verb_help(cli.out, *w);
         return kExitOk;
-    }
-    if (v->run == nullptr) {
-        return not_available(cli, *v);
     }
     return v->run(cli, rest);
 }

@@ -37,7 +37,7 @@ struct Verb {
     std::string_view args;                                    // usage after the verb name
     std::string_view summary;                                 // one line for `hvctl help`
     std::string_view help;                                    // the rest of `hvctl help VERB`
-    int (*run)(Cli& cli, std::span<const std::string> args);  // nullptr: not available yet
+    int (*run)(Cli& cli, std::span<const std::string> args);  // nullptr only for help
 };
 
 /// Every verb, in help order.
@@ -65,6 +65,12 @@ int verb_block_list(Cli& cli, std::span<const std::string> args);
 int verb_network_attach(Cli& cli, std::span<const std::string> args);  // verb_network.cpp
 int verb_network_detach(Cli& cli, std::span<const std::string> args);
 int verb_network_list(Cli& cli, std::span<const std::string> args);
+int verb_pci_assignable_add(Cli& cli, std::span<const std::string> args);  // verb_pci.cpp
+int verb_pci_assignable_remove(Cli& cli, std::span<const std::string> args);
+int verb_pci_assignable_list(Cli& cli, std::span<const std::string> args);
+int verb_pci_attach(Cli& cli, std::span<const std::string> args);
+int verb_pci_detach(Cli& cli, std::span<const std::string> args);
+int verb_pci_list(Cli& cli, std::span<const std::string> args);
 
 /// xl's memory sizes: a decimal number and one optional unit letter (b, k, m, g, t; any
 /// case; MiB when none), in KiB. nullopt if malformed or too large.

@@ -46,11 +46,24 @@ struct CreateSpec {
 
 /// One split device the toolstack writes for a domain (libxl_device.c layout).
 struct DeviceReq {
-    std::string type;            // "vbd", "vif"
+    std::string type;            // "vbd", "vif", "pci"
     std::string backend_domain;  // name; "" = Domain-0
     std::uint32_t devid = 0;
     std::map<std::string, std::string> backend_keys;
     std::map<std::string, std::string> frontend_keys;
+};
+
+/// One step of a XenStore transaction the toolstack builds (Control::store_transaction).
+struct StoreOp {
+    enum class Kind {
+        expect,  ///< the node must read exactly `value`, else the transaction is abandoned
+        write,   ///< write `value` (creating the node: it inherits its parent's permissions)
+        remove,  ///< remove the node and its subtree (absent is fine)
+    };
+    Kind kind = Kind::write;
+    std::string path;
+    std::string value;
+    friend bool operator==(const StoreOp&, const StoreOp&) = default;
 };
 
 /// A device found under a domain's `device/` directory.
@@ -71,7 +84,7 @@ public:
     /// Creates the device's frontend and backend directories for `domid` (EEXIST if present,
     /// ENOENT if `backend_domain` names no domain).
     virtual Result<void> add_device(std::uint16_t domid, const DeviceReq& dev) = 0;
-    /// The vbd/vif devices of `domid` (from its frontend `device/` tree; GUEST: entries that
+    /// The vbd/vif/pci devices of `domid` (from its frontend `device/` tree; GUEST: entries that
     /// do not parse are skipped).
     virtual Result<std::vector<AttachedDevice>> devices(std::uint16_t domid) = 0;
     /// Asks each device to close and waits (bounded by `timeout`) for its backend to reach
@@ -85,7 +98,7 @@ public:
     /// libxl does (dom0's keys in the domain's home, readable by the domain).
     virtual Result<void> set_memory(std::uint16_t domid, std::optional<std::uint64_t> static_max_kib,
                                     std::uint64_t target_kib) = 0;
-    /// Every device directory under `/local/domain/<backend>/backend/{vbd,vif}`: the devices
+    /// Every device directory under `/local/domain/<backend>/backend/{vbd,vif,pci}`: the devices
     /// domain `backend` serves (GUEST-free: the toolstack wrote these paths; entries that do
     /// not parse are skipped). Pairs of (frontend domid, device).
     virtual Result<std::vector<std::pair<std::uint16_t, AttachedDevice>>> served_devices(
@@ -96,6 +109,10 @@ public:
     virtual Result<void> remove_store(const std::string& path) = 0;
     /// Lists one XenStore directory as dom0 (ENOENT if absent).
     virtual Result<std::vector<std::string>> list_store(const std::string& path) = 0;
+    /// Runs `ops` in order in one XenStore transaction as dom0, retried on conflict. An
+    /// `expect` that does not hold abandons it with ECANCELED (nothing written): the caller
+    /// re-reads and builds the ops again.
+    virtual Result<void> store_transaction(const std::vector<StoreOp>& ops) = 0;
     /// Where the hv-min control socket lives (for messages and `info`).
     virtual std::string rundir() const = 0;
 };

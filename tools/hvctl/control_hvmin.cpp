@@ -180,7 +180,7 @@ public:
     Result<std::vector<AttachedDevice>> devices(std::uint16_t domid) override {
         HV_TRY(ensure_xs());
         std::vector<AttachedDevice> out;
-        for (const char* type : {"vbd", "vif"}) {
+        for (const char* type : {"vbd", "vif", "pci"}) {
             const std::string base =
                 xenbus::domain_path(DomId(domid)) + "/device/" + std::string(type);
             auto ids = xs_->directory(base);
@@ -271,7 +271,7 @@ public:
         std::uint16_t backend) override {
         HV_TRY(ensure_xs());
         std::vector<std::pair<std::uint16_t, AttachedDevice>> out;
-        for (const char* type : {"vbd", "vif"}) {
+        for (const char* type : {"vbd", "vif", "pci"}) {
             const std::string base =
                 xenbus::domain_path(DomId(backend)) + "/backend/" + std::string(type);
             auto fes = xs_->directory(base);
@@ -316,6 +316,36 @@ public:
     Result<std::vector<std::string>> list_store(const std::string& path) override {
         HV_TRY(ensure_xs());
         return xs_->directory(path);
+    }
+
+    Result<void> store_transaction(const std::vector<StoreOp>& ops) override {
+        HV_TRY(ensure_xs());
+        return xs_->transaction([&](xs::TxId tx) -> Result<void> {
+            for (const StoreOp& op : ops) {
+                switch (op.kind) {
+                    case StoreOp::Kind::expect: {
+                        auto v = xenbus::read_optional(*xs_, op.path, tx);
+                        if (!v) {
+                            return unexpected(v.error());
+                        }
+                        if (!v->has_value() || **v != op.value) {
+                            return fail_errno(ECANCELED);
+                        }
+                        break;
+                    }
+                    case StoreOp::Kind::write:
+                        HV_TRY(xs_->write(op.path, op.value, tx));
+                        break;
+                    case StoreOp::Kind::remove:
+                        if (auto r = xs_->rm(op.path, tx);
+                            !r && r.error() != std::errc::no_such_file_or_directory) {
+                            return r;
+                        }
+                        break;
+                }
+            }
+            return {};
+        });
     }
 
     std::string rundir() const override { return rundir_; }

@@ -171,8 +171,20 @@ long long read_number(Control& c, const std::string& path) {
     return n;
 }
 
+bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return false;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+}
+
 int attach_device(Cli& cli, Control& c, std::string_view verb, const DomainRow& dom,
-                  const DeviceReq& req, std::chrono::milliseconds timeout) {
+                  const DeviceReq& req, std::chrono::milliseconds timeout,
+                  const AttachReady& ready) {
     auto added = c.add_device(dom.domid, req);
     if (!added) {
         cli.err << "hvctl " << verb << ": " << dom.name << ": " << req.type << " " << req.devid
@@ -192,33 +204,34 @@ int attach_device(Cli& cli, Control& c, std::string_view verb, const DomainRow& 
     const long long be = read_number(c, fe + "/backend-id");
     const std::uint16_t be_id = be >= 0 && be < 0x7ff0 ? static_cast<std::uint16_t>(be) : 0;
     const std::string bdir = backend_dir(be_id, req.type, dom.domid, req.devid);
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    bool taken = false;
+    bool refused = false;
+    (void)poll_until(
+        [&] {
+            const long long st = read_number(c, bdir + "/state");
+            taken = ready ? ready(c, bdir, st) : st == kInitWait || st == kConnected;
+            refused = !taken && (st == kClosing || st == kClosed);
+            return taken || refused;
+        },
+        timeout);
+    if (taken) {
+        return kExitOk;
+    }
     std::string why;
-    for (;;) {
-        const long long st = read_number(c, bdir + "/state");
-        if (st == kInitWait || st == kConnected) {
-            return kExitOk;
+    if (refused) {
+        // The backend refused the device (xenbus_dev_fatal): its reason, if it left one.
+        auto e = read_node(c, "/local/domain/" + std::to_string(be_id) + "/error/backend/" +
+                                  req.type + "/" + std::to_string(dom.domid) + "/" +
+                                  std::to_string(req.devid) + "/error");
+        why = "the backend refused it";
+        if (e && !e->empty()) {
+            why += ": " + *e;
         }
-        if (st == kClosing || st == kClosed) {
-            // The backend refused the device (xenbus_dev_fatal): its reason, if it left one.
-            auto e = read_node(c, "/local/domain/" + std::to_string(be_id) + "/error/backend/" +
-                            req.type + "/" + std::to_string(dom.domid) + "/" +
-                            std::to_string(req.devid) + "/error");
-            why = "the backend refused it";
-            if (e && !e->empty()) {
-                why += ": " + *e;
-            }
-            break;
-        }
-        if (std::chrono::steady_clock::now() >= deadline) {
-            why = "no backend answered within " +
-                  std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
-                  " s (is " + (req.type == "vbd" ? "blkback" : "netback") + " running in domain " +
-                  std::to_string(be_id) + "?)";
-            break;
-        }
-        // Polling, as close_devices does: a watch would need an event loop; bounded.
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    } else {
+        const char* program = req.type == "vbd" ? "blkback" : req.type == "vif" ? "netback" : "pciback";
+        why = "no backend answered within " +
+              std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
+              " s (is " + program + " running in domain " + std::to_string(be_id) + "?)";
     }
     cli.err << "hvctl " << verb << ": " << dom.name << ": " << req.type << " " << req.devid << ": "
             << why << "; device removed\n";

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <ostream>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -65,11 +66,20 @@ std::optional<std::string> vif_mac(Control& c, std::uint16_t domid, const Attach
 /// A node of `dir` as a number; -1 when absent or not a number (xl's convention).
 long long read_number(Control& c, const std::string& path);
 
-/// Writes `req` for `dom` and waits (bounded by `timeout`) for its backend to answer
-/// (InitWait or Connected). A backend that closes or never answers: the device is removed
-/// again and the reason printed. Returns the exit code.
+/// Calls `done()` every 20 ms until it returns true or `timeout` passes; whether it did.
+/// (The toolstack polls XenStore: a watch would need an event loop; every wait is bounded.)
+bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds timeout);
+
+/// When an attached device counts as taken by its backend, given the backend dir and its
+/// state; empty: InitWait or Connected.
+using AttachReady = std::function<bool(Control& c, const std::string& bdir, long long state)>;
+
+/// Writes `req` for `dom` and waits (bounded by `timeout`) for its backend to take it
+/// (`ready`). A backend that closes or never answers: the device is removed again and the
+/// reason printed. Returns the exit code.
 int attach_device(Cli& cli, Control& c, std::string_view verb, const DomainRow& dom,
-                  const DeviceReq& req, std::chrono::milliseconds timeout);
+                  const DeviceReq& req, std::chrono::milliseconds timeout,
+                  const AttachReady& ready = {});
 
 /// libxl's removal: backend online=0 and Closing, wait (bounded) for Closed, then remove
 /// both directories. Without `force` a device whose backend does not close is left in place

@@ -6,6 +6,7 @@
 
 #include "cli.hpp"
 #include "devices.hpp"
+#include "pci.hpp"
 #include "xlcfg.hpp"
 
 namespace hv::tools {
@@ -94,6 +95,28 @@ std::string missing_backend(Control& c, const std::vector<DeviceReq>& devices) {
     return {};
 }
 
+/// Every pci device of `cfg` is assignable (seize=1 makes it so) and held by no domain;
+/// false after printing why.
+bool pci_devices_free(Cli& cli, Control& c, const DomainConfig& cfg) {
+    auto rows = c.list();
+    if (!rows) {
+        cli.err << "hvctl create: " << cfg.name << ": " << rows.error().message() << "\n";
+        return false;
+    }
+    const auto held = pci_assignments(c, *rows);
+    for (const PciSpec& p : cfg.pcis) {
+        const PciAddr a = pci_addr(p);
+        if (p.seize && !assignable_driver(c, a) &&
+            make_pci_assignable(cli, c, "create", a) != kExitOk) {
+            return false;
+        }
+        if (!pci_check_free(cli, c, "create", *rows, held, a)) {
+            return false;
+        }
+    }
+    return true;
+}
+
 }  // namespace
 
 int verb_create(Cli& cli, std::span<const std::string> args) {
@@ -165,11 +188,14 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
         print_config(cli.out, *cfg, spec);
         return kExitOk;
     }
-    if (!cfg->pcis.empty()) {
-        cli.err << "hvctl create: " << cfg_path
-                << ": attaching pci devices at create is not available yet; remove them "
-                   "(check the file with 'hvctl create -n')\n";
-        return kExitFailure;
+    for (const PciSpec& p : cfg->pcis) {
+        if (p.all_functions) {
+            std::string bdf = p.bdf();
+            bdf.back() = '*';
+            cli.err << "hvctl create: " << cfg_path << ": pci " << bdf
+                    << ": list each function (.F) by itself\n";
+            return kExitFailure;
+        }
     }
     if (cfg->vcpus != 1 || cfg->maxmem_mib != cfg->memory_mib) {
         cli.err << "warning: " << cfg_path
@@ -180,10 +206,16 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
     if (c == nullptr) {
         return kExitFailure;
     }
-    const std::vector<DeviceReq> devices = device_requests(*cfg);
+    std::vector<DeviceReq> devices = device_requests(*cfg);
     if (auto missing = missing_backend(*c, devices); !missing.empty()) {
         cli.err << "hvctl create: " << spec.name << ": " << missing << "\n";
         return kExitFailure;
+    }
+    if (!cfg->pcis.empty()) {
+        if (!pci_devices_free(cli, *c, *cfg)) {
+            return kExitFailure;
+        }
+        devices.push_back(pci_device(cfg->pcis, spec.name, ""));
     }
     auto domid = c->create(spec);
     if (!domid) {

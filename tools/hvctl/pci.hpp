@@ -1,0 +1,158 @@
+// PCI pass-through, the toolstack's side (xen-abi §7.3/§7.4): host addresses, the
+// /hvkit/pci registry shared with pciback, the backend keys libxl writes for `pci = [...]` and
+// for hot-plug, who holds which device, and the host's sysfs driver (un)binding. Shared by
+// `create` and the pci-* verbs. Layer: tools. One thread.
+#pragma once
+
+#include <compare>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli.hpp"
+#include "control.hpp"
+#include "hv/expected.hpp"
+#include "xlcfg.hpp"
+
+namespace hv::tools {
+
+/// A PCI function's address: segment (Xen's "domain"), bus, device (slot), function.
+struct PciAddr {
+    std::uint16_t domain = 0;
+    std::uint8_t bus = 0;
+    std::uint8_t dev = 0;
+    std::uint8_t func = 0;
+    friend auto operator<=>(const PciAddr&, const PciAddr&) = default;
+};
+
+/// "dddd:bb:dd.f" in lower case: sysfs's name and the xenstore `dev-i` spelling.
+std::string to_string(const PciAddr& a);
+PciAddr pci_addr(const PciSpec& s);
+/// A BDF argument as xl takes it: `dddd:bb:dd.f` or `bb:dd.f` (hex; no options, vslot or `*`).
+hv::expected<PciAddr, std::string> parse_bdf_arg(std::string_view s);
+/// A `dev-i` node: exactly "%04x:%02x:%02x.%01x" (device <= 1f, function <= 7); nullopt
+/// otherwise.
+std::optional<PciAddr> parse_bdf_key(std::string_view s);
+/// A `vdev-i` node (written by the backend: GUEST-grade input): exactly
+/// "%04x:%02x:%02x.%02x" with device <= 1f and function <= 7; nullopt otherwise.
+std::optional<PciAddr> parse_vdev_key(std::string_view s);
+
+// ---- the registry shared with pciback (/hvkit/pci, written as dom0) ----
+
+/// Exists iff the device is assignable; value = the host driver it was unbound from.
+inline constexpr std::string_view kPciAssignableDir = "/hvkit/pci/assignable";
+/// Written by pciback for each device it emulates; value = the model.
+inline constexpr std::string_view kPciEmulatedDir = "/hvkit/pci/emulated";
+/// "dddd-bb-dd-f": a XenStore path element cannot hold ':' or '.'.
+std::string registry_name(const PciAddr& a);
+std::optional<PciAddr> parse_registry_name(std::string_view s);
+
+// ---- backend keys (libxl_pci.c layout) ----
+
+/// Backend dir keys of a pci slot that move together when a lower slot is removed.
+inline constexpr std::string_view kPciSlotKeys[] = {"state", "key",    "dev", "vdev",
+                                                    "opts",  "vdevfn", "name"};
+/// `opts-i`: "msitranslate=%d,power_mgmt=%d,permissive=%d,rdm_policy=strict|relaxed".
+std::string pci_opts(const PciSpec& s);
+/// Slot `i` of `s`: dev-i, key-i, opts-i, vdevfn-i (only with a vslot) and state-i = 1.
+std::map<std::string, std::string> pci_slot_keys(const PciSpec& s, unsigned i);
+/// The domain's pci device (devid 0) as libxl writes it before the domain runs: `domain`
+/// (its name), `num_devs` and slots 0..N-1 for `specs`, served by `backend_domain`
+/// ("" = Domain-0).
+DeviceReq pci_device(std::span<const PciSpec> specs, const std::string& domain_name,
+                     const std::string& backend_domain);
+/// §7.4 hot-plug into the Connected backend dir `bdir` holding `n` slots: slot n's keys,
+/// num_devs = n+1 and backend state = 7, guarded by state == 4 and num_devs == n.
+std::vector<StoreOp> pci_attach_ops(const std::string& bdir, const PciSpec& s, unsigned n);
+/// §7.4 detach request for slot `i` holding `a`: state-i = 5 and backend state = 7, guarded
+/// by state == 4 and dev-i == a.
+std::vector<StoreOp> pci_detach_request_ops(const std::string& bdir, unsigned i,
+                                            const PciAddr& a);
+/// §7.4 after the backend is back at Connected: slot `i`'s keys deleted, every higher slot's
+/// keys renumbered down by one, num_devs = n-1. `keys` is the backend dir as read (node name
+/// -> value); each moved value and num_devs are guarded, so a concurrent change abandons the
+/// transaction instead of losing it.
+std::vector<StoreOp> pci_remove_slot_ops(const std::string& bdir,
+                                         const std::map<std::string, std::string>& keys,
+                                         unsigned i, unsigned n);
+
+// ---- who holds what ----
+
+/// One slot of a pci backend dir, as the toolstack wrote it (dev-i) and the backend
+/// reported it (vdev-i, state-i; validated).
+struct PciSlot {
+    unsigned index = 0;
+    std::optional<PciAddr> addr;  // nullopt: dev-i missing or malformed
+    std::optional<PciAddr> vdev;  // nullopt: not exported yet, or malformed
+    long long state = -1;         // state-i, -1 when absent or not a number
+};
+/// /local/domain/<backend>/backend/pci/<frontend>/0.
+struct PciBackend {
+    std::uint16_t frontend = 0;
+    std::uint16_t backend = 0;
+    std::string dir;
+    long long state = -1;  // the backend's state
+    std::vector<PciSlot> slots;  // 0..num_devs-1 (num_devs capped at 256)
+};
+/// Reads a pci backend dir; nullopt when it does not exist.
+std::optional<PciBackend> read_pci_backend(Control& c, std::uint16_t backend,
+                                           std::uint16_t frontend);
+/// The pci backend dir of `frontend` under any live domain of `rows` (dom0 first).
+std::optional<PciBackend> find_pci_backend(Control& c, std::span<const DomainRow> rows,
+                                           std::uint16_t frontend);
+/// Every device assigned to a live domain: address -> (frontend, backend). A pci backend
+/// dir whose frontend is no longer alive is removed with its frontend dir (a dead domain's
+/// devices are assignable again, as after `destroy`).
+std::map<PciAddr, PciBackend> pci_assignments(Control& c, std::span<const DomainRow> rows);
+
+/// xl's pci-list table: "Vdev Device", then "ss.f dddd:bb:dd.f" per slot (vdev from the
+/// backend's validated vdev-i; "--.-" until it exported the device).
+std::string format_pci_list(std::span<const PciSlot> slots);
+
+/// The registry value of an assignable device (its original driver); nullopt if not
+/// assignable.
+std::optional<std::string> assignable_driver(Control& c, const PciAddr& a);
+/// Every assignable device, sorted (registry entries that do not parse are skipped).
+std::vector<PciAddr> assignable_devices(Control& c);
+/// Whether pciback announced `a` as an emulated device.
+bool is_emulated(Control& c, const PciAddr& a);
+
+/// What pci-attach and create require of a device: assignable and held by no domain of
+/// `held` (pci_assignments). Prints why not (as `verb`) and returns false.
+bool pci_check_free(Cli& cli, Control& c, std::string_view verb,
+                    std::span<const DomainRow> rows, const std::map<PciAddr, PciBackend>& held,
+                    const PciAddr& a);
+/// pci-assignable-add's work for a device not assignable yet: a host device is unbound
+/// (driver_override first) and recorded with its driver, an emulated one recorded; refused
+/// if neither exists. Returns the exit code after printing why (as `verb`).
+int make_pci_assignable(Cli& cli, Control& c, std::string_view verb, const PciAddr& a);
+
+// ---- the host's devices (sysfs) ----
+
+/// The driver_override hvctl sets on a device it makes assignable: no host driver may
+/// claim it again until it is given back.
+inline constexpr std::string_view kPciOverride = "pciback";
+
+/// Host PCI devices under `root` (/sys/bus/pci): existence, driver, unbind and rebind.
+class PciHost {
+public:
+    explicit PciHost(std::string root = "/sys/bus/pci") : root_(std::move(root)) {}
+    bool exists(const PciAddr& a) const;
+    /// The bound driver's name, "" when none.
+    Result<std::string> driver(const PciAddr& a) const;
+    /// driver_override = kPciOverride, then unbind from `driver` (when not "").
+    Result<void> unbind(const PciAddr& a, const std::string& driver) const;
+    /// Clears driver_override, then binds `driver` (when not ""; EINVAL if it is not a plain
+    /// driver name).
+    Result<void> rebind(const PciAddr& a, const std::string& driver) const;
+
+private:
+    Result<void> write_attr(const std::string& path, std::string_view value) const;
+    std::string root_;
+};
+
+}  // namespace hv::tools

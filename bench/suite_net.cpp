@@ -43,6 +43,28 @@ std::string self_dir() {
     return std::filesystem::read_symlink("/proc/self/exe", ec).parent_path().string();
 }
 
+/// How netback and the frontends are configured for a case: the data path and the spin window
+/// (netback's queues, hv-guest's NICs through HVKIT_POLL_US, the pkt64 frontend's loop). The
+/// suffix-less variant is the baseline every earlier table measured (grant copy, no spinning).
+struct NetVariant {
+    const char* suffix;
+    hv::net::DataMode mode;
+    unsigned spin_us;
+    const char* describe;
+};
+/// A spin window long enough to cover a round trip through the guests on this machine.
+constexpr unsigned kPollUs = 200;
+constexpr NetVariant kBaseline{"", hv::net::DataMode::copy, 0, "grant copy, no polling"};
+constexpr NetVariant kMap{"_map", hv::net::DataMode::map, 0, "map mode, no polling"};
+constexpr NetVariant kPoll{"_poll", hv::net::DataMode::copy, kPollUs, "grant copy, polling"};
+constexpr NetVariant kMapPoll{"_map_poll", hv::net::DataMode::map, kPollUs, "map mode, polling"};
+
+void add_variant_config(CaseSpec& cs, const NetVariant& v) {
+    cs.config.emplace_back("data_path", v.mode == hv::net::DataMode::map ? "map" : "copy");
+    cs.config.emplace_back("poll_us", std::to_string(v.spin_us));
+    cs.config.emplace_back("variant", v.describe);
+}
+
 /// One bridge kind: a host namespace with the bridge for our guests ("hvg") and the one for the
 /// peer's namespaces ("hvp"), both Linux bridges or both OVS netdev bridges of one private OVS.
 struct Fabric {
@@ -150,7 +172,7 @@ struct GuestPair {
         host.reset();
     }
 
-    Result<UniqueFd> guest(Fabric& f, const std::string& name, unsigned octet) {
+    Result<UniqueFd> guest(Fabric& f, const std::string& name, unsigned octet, unsigned spin_us) {
         const auto dir = host->rundir() / name;
         std::filesystem::create_directories(dir);
         const std::string pidfile = (dir / "ns.pid").string();
@@ -164,7 +186,8 @@ struct GuestPair {
         cfg.memory_pages = 256;
         cfg.argv = {self_dir() + "/hv-guest", "--nbd-dir", dir.string(), "--connect-timeout",
                     "10000", "--", "/bin/sh", "-c", script};
-        cfg.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
+        cfg.env = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                   "HVKIT_POLL_US=" + std::to_string(spin_us)};
         auto d = host->toolstack().create(cfg);
         if (!d) {
             return fail(d.error());
@@ -202,7 +225,7 @@ struct GuestPair {
     }
 };
 
-Result<std::unique_ptr<GuestPair>> make_guests(Fabric& f) {
+Result<std::unique_ptr<GuestPair>> make_guests(Fabric& f, const NetVariant& v) {
     auto g = std::make_unique<GuestPair>();
     auto h = BenchHost::create(true);
     if (!h) {
@@ -229,6 +252,8 @@ Result<std::unique_ptr<GuestPair>> make_guests(Fabric& f) {
     o.host = hv::net::HostMode::tap;
     o.netns_fd = f.host->fd();
     o.max_queues = 2;
+    o.mode = v.mode;
+    o.spin = std::chrono::microseconds(v.spin_us);
     if (f.ovs) {
         o.ovs_db = f.ovsd->db();
     }
@@ -238,12 +263,12 @@ Result<std::unique_ptr<GuestPair>> make_guests(Fabric& f) {
     }
     g->backend = std::move(*b);
     g->backend->start();
-    auto a = g->guest(f, "ga", 1);
+    auto a = g->guest(f, "ga", 1, v.spin_us);
     if (!a) {
         return fail(a.error());
     }
     g->ns_a = std::move(*a);
-    auto bb = g->guest(f, "gb", 2);
+    auto bb = g->guest(f, "gb", 2, v.spin_us);
     if (!bb) {
         return fail(bb.error());
     }
@@ -265,7 +290,17 @@ bool wanted(const Context& ctx, const std::vector<std::string>& names) {
 
 Result<void> run_fabric(Context& ctx, bool ovs) {
     const std::string kind = ovs ? "ovs" : "bridge";
-    if (!wanted(ctx, {"tcp_" + kind + "_1stream", "tcp_" + kind + "_4streams", "udp_rtt_" + kind})) {
+    const NetVariant variants[] = {kBaseline, kMap, kMapPoll};
+    auto names = [&](const NetVariant& v) {
+        return std::vector<std::string>{"tcp_" + kind + "_1stream" + v.suffix,
+                                        "tcp_" + kind + "_4streams" + v.suffix,
+                                        "udp_rtt_" + kind + v.suffix};
+    };
+    bool any = false;
+    for (const auto& v : variants) {
+        any = any || wanted(ctx, names(v));
+    }
+    if (!any) {
         return {};
     }
     const auto rundir = std::filesystem::temp_directory_path() /
@@ -278,8 +313,7 @@ Result<void> run_fabric(Context& ctx, bool ovs) {
             std::filesystem::remove_all(p, ec);
         }
     } rm{rundir};
-    std::fprintf(stderr, "hvbench net: setting up %s (guests, netback, peer namespaces)\n",
-                 kind.c_str());
+    std::fprintf(stderr, "hvbench net: setting up %s (bridges, peer namespaces)\n", kind.c_str());
     auto fab = make_fabric(ovs, rundir);
     if (!fab) {
         return fail(fab.error());
@@ -288,57 +322,64 @@ Result<void> run_fabric(Context& ctx, bool ovs) {
     if (!peer) {
         return fail(peer.error());
     }
-    auto guests = make_guests(**fab);
-    if (!guests) {
-        return fail(guests.error());
-    }
-    GuestPair& g = **guests;
     PeerPair& p = *peer;
     const unsigned secs = static_cast<unsigned>(ctx.scale(5, 1));
     const std::string peer_name = ovs ? "veth_namespaces_ovs_netdev" : "veth_namespaces_bridge";
     const std::string fabric_cfg = ovs ? "ovs_netdev_private" : "linux_bridge";
-    for (unsigned streams : {1u, 4u}) {
-        CaseSpec spec{"tcp_" + kind + "_" + std::to_string(streams) + "stream" +
-                          (streams == 1 ? "" : "s"),
-                      "Gbit/s",
-                      peer_name,
-                      true,
-                      {{"fabric", fabric_cfg},
-                       {"streams", std::to_string(streams)},
-                       {"seconds", std::to_string(secs)},
-                       {"tool", "iperf3"},
-                       {"path", "hv-guest netfront -> netback tap -> bridge"}}};
+    for (const auto& v : variants) {
+        const auto n = names(v);
+        if (!wanted(ctx, n)) {
+            continue;
+        }
+        std::fprintf(stderr, "hvbench net: %s guests and netback (%s)\n", kind.c_str(), v.describe);
+        auto guests = make_guests(**fab, v);
+        if (!guests) {
+            return fail(guests.error());
+        }
+        GuestPair& g = **guests;
+        for (unsigned streams : {1u, 4u}) {
+            CaseSpec spec{n[streams == 1 ? 0 : 1],
+                          "Gbit/s",
+                          peer_name,
+                          true,
+                          {{"fabric", fabric_cfg},
+                           {"streams", std::to_string(streams)},
+                           {"seconds", std::to_string(secs)},
+                           {"tool", "iperf3"},
+                           {"path", "hv-guest netfront -> netback tap -> bridge"}}};
+            add_variant_config(spec, v);
+            HV_TRY(ctx.run_case(
+                spec,
+                [&]() -> Result<Sample> {
+                    auto r = nt::iperf3_gbps(g.ns_a.get(), g.ns_b.get(), "10.77.0.1", streams, secs);
+                    if (!r) {
+                        return fail(r.error());
+                    }
+                    return Sample{*r};
+                },
+                [&]() -> Result<Sample> {
+                    auto r = nt::iperf3_gbps(p.a->fd(), p.b->fd(), "10.78.0.1", streams, secs);
+                    if (!r) {
+                        return fail(r.error());
+                    }
+                    return Sample{*r};
+                }));
+        }
+        const unsigned count = static_cast<unsigned>(ctx.scale(20000, 300));
+        CaseSpec rtt{n[2],
+                     "ns",
+                     peer_name,
+                     false,
+                     {{"fabric", fabric_cfg},
+                      {"payload_bytes", "64"},
+                      {"round_trips", std::to_string(count)}}};
+        add_variant_config(rtt, v);
         HV_TRY(ctx.run_case(
-            spec,
-            [&]() -> Result<Sample> {
-                auto v = nt::iperf3_gbps(g.ns_a.get(), g.ns_b.get(), "10.77.0.1", streams, secs);
-                if (!v) {
-                    return fail(v.error());
-                }
-                return Sample{*v};
-            },
-            [&]() -> Result<Sample> {
-                auto v = nt::iperf3_gbps(p.a->fd(), p.b->fd(), "10.78.0.1", streams, secs);
-                if (!v) {
-                    return fail(v.error());
-                }
-                return Sample{*v};
-            }));
+            rtt, [&] { return nt::udp_rtt(g.ns_a.get(), g.ns_b.get(), "10.77.0.1", count); },
+            [&] { return nt::udp_rtt(p.a->fd(), p.b->fd(), "10.78.0.1", count); }));
     }
-    const unsigned count = static_cast<unsigned>(ctx.scale(20000, 300));
-    CaseSpec rtt{"udp_rtt_" + kind,
-                 "ns",
-                 peer_name,
-                 false,
-                 {{"fabric", fabric_cfg},
-                  {"payload_bytes", "64"},
-                  {"round_trips", std::to_string(count)}}};
-    HV_TRY(ctx.run_case(
-        rtt, [&] { return nt::udp_rtt(g.ns_a.get(), g.ns_b.get(), "10.77.0.1", count); },
-        [&] { return nt::udp_rtt(p.a->fd(), p.b->fd(), "10.78.0.1", count); }));
     return {};
 }
-
 
 // ---- 64-byte packet rate, rings only: netfront (helper domain) -> netback loop engine ----
 
@@ -348,6 +389,7 @@ struct FrontState {
 };
 
 Result<std::string> front_open(hvmin::Services& svc, FrontState& st, std::uint32_t devid) {
+    st.dev.reset();  // the previous variant's vif closes first
     if (!st.xs) {
         auto x = xs::Client::from_fd(svc.take_xenstore_fd());
         if (!x) {
@@ -369,7 +411,8 @@ Result<std::string> front_open(hvmin::Services& svc, FrontState& st, std::uint32
 /// Sends `count` 64-byte frames (at most `window` unanswered) and counts them back from the
 /// loop engine. A frame not back after 200 ms of silence is counted lost (netback may drop when
 /// its rx side cannot keep up) and the window reopens. "ok <elapsed ns> <received> <lost>".
-Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64_t window) {
+Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64_t window,
+                                std::chrono::microseconds spin_window) {
     if (!st.dev) {
         return fail_errno(ENOTCONN);
     }
@@ -388,6 +431,7 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
     }
     std::uint64_t sent = 0, received = 0, lost = 0;
     int idle_ms = 0;
+    hv::SpinPolicy spin(spin_window);  // like testpmd, poll the rings while frames flow
     const auto t0 = std::chrono::steady_clock::now();
     while (received + lost < count) {
         while (sent < count && sent - received - lost < window) {
@@ -401,6 +445,11 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
         received += std::min<std::uint64_t>(n, sent - received - lost);
         if (n > 0) {
             idle_ms = 0;
+            spin.worked();
+            continue;
+        }
+        if (const auto b = spin.budget();
+            b.count() > 0 && hv::spin_until([&] { return st.dev->responses_pending(); }, b)) {
             continue;
         }
         const int pr = ::poll(pfds.data(), pfds.size(), 50);
@@ -579,7 +628,8 @@ Result<Sample> dpdk_pkt64(const std::string& testpmd, const std::filesystem::pat
 }
 
 Result<std::string> run_pkt64_case(Context& ctx) {
-    if (!wanted(ctx, {"pkt64_rings_loop"})) {
+    if (!wanted(ctx, {"pkt64_rings_loop", "pkt64_rings_loop_map", "pkt64_rings_loop_poll",
+                      "pkt64_rings_loop_map_poll"})) {
         return std::string("ok");
     }
     std::string why_no_peer;
@@ -618,47 +668,12 @@ Result<std::string> run_pkt64_case(Context& ctx) {
     if (!bx) {
         return fail(bx.error());
     }
-    hv::net::BackendOptions o;
-    o.host = hv::net::HostMode::loop;
-    o.max_queues = 1;
-    auto b = hv::net::Backend::create(*be_svc, **bx, o);
-    if (!b) {
-        return fail(b.error());
-    }
-    struct Stop {
-        std::unique_ptr<hv::net::Backend>& b;
-        ~Stop() { b->stop(); }
-    } stop{*b};
-    (*b)->start();
     auto d = host->spawn("bench-netfront", "net", 4096, false);
     if (!d) {
         return fail(d.error());
     }
-    xenbus::DeviceSpec spec;
-    spec.type = "vif";
-    spec.frontend = d->domid;
-    spec.backend = DomId(0);
-    spec.devid = 0;
-    spec.backend_keys = {{"mac", "00:16:3e:00:02:01"}, {"handle", "0"}};
-    spec.frontend_keys = {{"mac", "00:16:3e:00:02:01"}, {"handle", "0"}};
-    HV_TRY(xenbus::create_device(**x, spec));
-    HV_TRY(d->ctl.call("open 0"));
     const std::uint64_t count = ctx.scale(1'000'000, 20'000);
     const std::uint64_t window = 256;
-    CaseSpec cs{"pkt64_rings_loop",
-                "pkt/s",
-                "dpdk_virtio_user_vhost_user",
-                true,
-                {{"frame_bytes", "64"},
-                 {"frames", std::to_string(count)},
-                 {"window", std::to_string(window)},
-                 {"path", "netfront tx -> netback loop engine -> netfront rx (helper domain)"},
-                 {"counted", "frames back on rx per second (lost frames not counted)"},
-                 {"peer_path", "dpdk-testpmd virtio-user txonly -> vhost-user rxonly, one CPU "
-                               "each, Rx-pps median"}}};
-    if (!why_no_peer.empty()) {
-        cs.config.emplace_back("peer_unavailable", why_no_peer);
-    }
     // Two testpmd processes of 256 MiB each, plus slack.
     std::unique_ptr<HugePages> huge;
     if (!testpmd.empty()) {
@@ -669,40 +684,90 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                          hp.error().message().c_str());
         }
     }
-    cs.config.emplace_back("peer_memory", huge ? "2MiB hugepages (pool raised for the run, "
-                                                 "restored after)"
-                                               : "--no-huge (memfd)");
-    HV_TRY(ctx.run_case(
-        cs,
-        [&]() -> Result<Sample> {
-            auto r = d->ctl.call("pkt64 " + std::to_string(count) + " " + std::to_string(window),
-                                 60000);
-            if (!r) {
-                return fail(r.error());
-            }
-            if (r->size() != 4) {
-                return fail(bad_data_error());
-            }
-            auto ns = parse_u64((*r)[1]);
-            auto rx = parse_u64((*r)[2]);
-            auto lost = parse_u64((*r)[3]);
-            if (!ns || *ns == 0 || !rx || !lost) {
-                return fail(bad_data_error());
-            }
-            if (*lost > 0) {
-                std::fprintf(stderr, "hvbench net/pkt64_rings_loop: %llu of %llu frames lost\n",
-                             static_cast<unsigned long long>(*lost),
-                             static_cast<unsigned long long>(count));
-            }
-            return Sample{static_cast<double>(*rx) * 1e9 / static_cast<double>(*ns)};
-        },
-        [&]() -> Result<Sample> {
-            if (testpmd.empty()) {
-                return Sample{std::numeric_limits<double>::quiet_NaN()};
-            }
-            return dpdk_pkt64(testpmd, host->rundir(), huge.get(),
-                              static_cast<unsigned>(ctx.scale(5, 2)));
-        }));
+    std::uint32_t devid = 0;
+    for (const NetVariant& v : {kBaseline, kMap, kPoll, kMapPoll}) {
+        const std::string name = std::string("pkt64_rings_loop") + v.suffix;
+        if (!wanted(ctx, {name})) {
+            continue;
+        }
+        // A backend per variant (its data path and spin window), serving a fresh vif.
+        hv::net::BackendOptions o;
+        o.host = hv::net::HostMode::loop;
+        o.max_queues = 1;
+        o.mode = v.mode;
+        o.spin = std::chrono::microseconds(v.spin_us);
+        auto b = hv::net::Backend::create(*be_svc, **bx, o);
+        if (!b) {
+            return fail(b.error());
+        }
+        struct Stop {
+            std::unique_ptr<hv::net::Backend>& b;
+            ~Stop() { b->stop(); }
+        } stop{*b};
+        (*b)->start();
+        xenbus::DeviceSpec spec;
+        spec.type = "vif";
+        spec.frontend = d->domid;
+        spec.backend = DomId(0);
+        spec.devid = devid;
+        spec.backend_keys = {{"mac", "00:16:3e:00:02:01"}, {"handle", std::to_string(devid)}};
+        spec.frontend_keys = {{"mac", "00:16:3e:00:02:01"}, {"handle", std::to_string(devid)}};
+        HV_TRY(xenbus::create_device(**x, spec));
+        HV_TRY(d->ctl.call("open " + std::to_string(devid)));
+        CaseSpec cs{name,
+                    "pkt/s",
+                    "dpdk_virtio_user_vhost_user",
+                    true,
+                    {{"frame_bytes", "64"},
+                     {"frames", std::to_string(count)},
+                     {"window", std::to_string(window)},
+                     {"path", "netfront tx -> netback loop engine -> netfront rx (helper domain)"},
+                     {"counted", "frames back on rx per second (lost frames not counted)"},
+                     {"peer_path", "dpdk-testpmd virtio-user txonly -> vhost-user rxonly, one "
+                                   "CPU each (polling), Rx-pps median"}}};
+        add_variant_config(cs, v);
+        if (!why_no_peer.empty()) {
+            cs.config.emplace_back("peer_unavailable", why_no_peer);
+        }
+        cs.config.emplace_back("peer_memory", huge ? "2MiB hugepages (pool raised for the run, "
+                                                     "restored after)"
+                                                   : "--no-huge (memfd)");
+        HV_TRY(ctx.run_case(
+            cs,
+            [&]() -> Result<Sample> {
+                auto r = d->ctl.call("pkt64 " + std::to_string(count) + " " +
+                                         std::to_string(window) + " " + std::to_string(v.spin_us),
+                                     60000);
+                if (!r) {
+                    return fail(r.error());
+                }
+                if (r->size() != 4) {
+                    return fail(bad_data_error());
+                }
+                auto ns = parse_u64((*r)[1]);
+                auto rx = parse_u64((*r)[2]);
+                auto lost = parse_u64((*r)[3]);
+                if (!ns || *ns == 0 || !rx || !lost) {
+                    return fail(bad_data_error());
+                }
+                if (*lost > 0) {
+                    std::fprintf(stderr, "hvbench net/%s: %llu of %llu frames lost\n",
+                                 name.c_str(), static_cast<unsigned long long>(*lost),
+                                 static_cast<unsigned long long>(count));
+                }
+                return Sample{static_cast<double>(*rx) * 1e9 / static_cast<double>(*ns)};
+            },
+            [&]() -> Result<Sample> {
+                if (testpmd.empty()) {
+                    return Sample{std::numeric_limits<double>::quiet_NaN()};
+                }
+                return dpdk_pkt64(testpmd, host->rundir(), huge.get(),
+                                  static_cast<unsigned>(ctx.scale(5, 2)));
+            }));
+        HV_TRY(d->ctl.call("close"));
+        (void)xenbus::remove_device(**x, DomId(0), "vif", d->domid, devid);
+        ++devid;
+    }
     (void)d->ctl.write_line("exit");
     return std::string("ok");
 }
@@ -726,8 +791,12 @@ Result<std::string> net_helper(hvmin::Services& svc, const std::vector<std::stri
     if (w[0] == "open" && nums.size() == 1 && nums[0] < 65536) {
         return front_open(svc, state, static_cast<std::uint32_t>(nums[0]));
     }
-    if (w[0] == "pkt64" && nums.size() == 2 && nums[1] > 0) {
-        return front_pkt64(state, nums[0], nums[1]);
+    if (w[0] == "close" && nums.empty()) {
+        state.dev.reset();
+        return std::string("ok");
+    }
+    if (w[0] == "pkt64" && nums.size() == 3 && nums[1] > 0 && nums[2] <= 1000000) {
+        return front_pkt64(state, nums[0], nums[1], std::chrono::microseconds(nums[2]));
     }
     return fail_errno(EINVAL);
 }

@@ -86,6 +86,8 @@ struct Device::Impl {
     bool split = false;
     bool set_up = false;
     bool rx_hold = false;
+    std::optional<std::uint32_t> rx_gref_override;  // test hook: a hostile frontend's rx grefs
+    hv::SpinPolicy spin;
     Counters counters;
     std::vector<rings::netif_tx_response> tx_log;
     std::vector<xs::ScopedWatch> watches;
@@ -503,7 +505,7 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
         const unsigned k = q.rx.req_prod_pvt() & (kRingSize - 1);
         auto& r = q.rx.next_request();
         r.id = static_cast<std::uint16_t>(k);
-        r.gref = q.rx_grefs[k].get();
+        r.gref = rx_gref_override ? *rx_gref_override : q.rx_grefs[k].get();
         q.rx.commit_request();
         any = true;
     }
@@ -558,6 +560,7 @@ Result<std::unique_ptr<Device>> Device::create(hvmin::Services& hv, xs::Client& 
                                                std::uint32_t devid, Options o) {
     auto impl = std::make_unique<Impl>(hv, xs);
     impl->opt = o;
+    impl->spin = hv::SpinPolicy(o.spin);
     impl->devid = devid;
     impl->fdir = xenbus::frontend_dir(hv.domid(), "vif", devid);
     impl->token = "netfront/" + std::to_string(devid);
@@ -620,20 +623,52 @@ std::size_t Device::receive(std::vector<Packet>& out, std::size_t n,
                             std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     std::size_t got = impl_->poll(out);
+    if (got > 0) {
+        impl_->spin.worked();
+    }
     while (got < n && impl_->phase == Phase::connected) {
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) {
             break;
         }
+        // Polling: within the spin window, watch the response indices before sleeping (poll()
+        // armed rsp_event, so the sleep below still wakes on the next response).
+        if (const auto b = impl_->spin.budget();
+            b.count() > 0 && hv::spin_until([&] { return responses_pending(); }, b)) {
+            const std::size_t k = impl_->poll(out);
+            if (k > 0) {
+                impl_->spin.worked();
+                got += k;
+            }
+            continue;
+        }
         std::vector<pollfd> fds;
         for (int fd : pollable_fds()) {
             fds.push_back({fd, POLLIN, 0});
         }
         (void)::poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(left.count(), 50)));
-        got += impl_->poll(out);
+        const std::size_t k = impl_->poll(out);
+        if (k > 0) {
+            impl_->spin.worked();
+            got += k;
+        }
     }
     return got;
+}
+
+bool Device::responses_pending() noexcept {
+    if (impl_->phase != Phase::connected) {
+        return false;
+    }
+    for (auto& q : impl_->queues) {
+        auto a = q.tx.unconsumed_responses();
+        auto b = q.rx.unconsumed_responses();
+        if (!a || !b || *a > 0 || *b > 0) {
+            return true;
+        }
+    }
+    return false;
 }
 
 std::vector<int> Device::pollable_fds() const {
@@ -699,6 +734,8 @@ void Device::raw_tx_req_prod(unsigned qi, std::uint32_t value) {
     std::atomic_ref<std::uint32_t>(q.tx.shared().req_prod).store(value, std::memory_order_release);
     impl_->kick_tx(q);
 }
+
+void Device::raw_rx_gref(std::optional<std::uint32_t> gref) { impl_->rx_gref_override = gref; }
 
 void Device::raw_rx_hold(bool hold) {
     impl_->rx_hold = hold;  // the next poll() re-posts what was held back

@@ -95,6 +95,17 @@ unsigned VifDevice::max_queues() const noexcept {
     return std::clamp(std::thread::hardware_concurrency(), 1U, 8U);
 }
 
+DataMode VifDevice::data_mode() const noexcept {
+    const bool trusted = hv_.trusted();
+    const DataMode want = opt_.mode.value_or(trusted ? DataMode::map : DataMode::copy);
+    if (want == DataMode::map && !trusted) {
+        HV_LOG_RL(warn, "netback %s: map mode needs a trusted domain: using grant copy",
+                  bdir_.c_str());
+        return DataMode::copy;
+    }
+    return want;
+}
+
 Result<void> VifDevice::probe() {
     // SPEC: netback_probe(): the features this backend offers, before InitWait.
     std::vector<std::pair<std::string, std::string>> kv = {
@@ -255,6 +266,16 @@ Result<void> VifDevice::connect() {
             HV_WARN("netback %s: ignoring unparseable rate '%s'", bdir_.c_str(), (*r)->c_str());
         }
     }
+    const DataMode mode = data_mode();
+    std::chrono::microseconds spin = opt_.spin;
+    if (auto p = xenbus::read_optional(xs_, bdir_ + "/poll-us"); p && *p) {
+        // The toolstack's per-vif choice; anything but a decimal up to one second is ignored.
+        if (auto v = xenbus::parse_uint(**p, 1000000)) {
+            spin = std::chrono::microseconds(*v);
+        } else {
+            HV_WARN("netback %s: ignoring unparseable poll-us '%s'", bdir_.c_str(), (*p)->c_str());
+        }
+    }
     std::vector<QueueConfig> cfgs;
     for (unsigned q = 0; q < queues; ++q) {
         const std::string dir = queues == 1 ? fdir_ : fdir_ + "/queue-" + std::to_string(q);
@@ -294,6 +315,8 @@ Result<void> VifDevice::connect() {
         c.rx.gso_tcpv6 = gso6;
         c.rate = rate_;
         c.rx_drain_timeout = opt_.rx_drain_timeout;
+        c.mode = mode;
+        c.spin = spin;
         cfgs.push_back(std::move(c));
     }
     // What the kernel may hand us for this frontend: partial checksums only if the frontend
@@ -447,7 +470,12 @@ void VifDevice::write_statistics() noexcept {
                          {d + "rx_bytes", std::to_string(s.rx_bytes)},
                          {d + "tx_dropped", std::to_string(s.tx_dropped)},
                          {d + "rx_dropped", std::to_string(s.rx_dropped)},
-                         {d + "tx_errors", std::to_string(s.tx_errors)}});
+                         {d + "tx_errors", std::to_string(s.tx_errors)},
+                         {d + "tx_grant_copies", std::to_string(s.tx_grant_copies)},
+                         {d + "tx_grant_maps", std::to_string(s.tx_grant_maps)},
+                         {d + "rx_grant_copies", std::to_string(s.rx_grant_copies)},
+                         {d + "rx_grant_maps", std::to_string(s.rx_grant_maps)},
+                         {d + "poll_wakeups", std::to_string(s.poll_wakeups)}});
     if (w) {
         last_stats_ = s;
     }

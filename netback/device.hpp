@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "hv/expected.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
 #include "netback/metrics.hpp"
@@ -45,6 +46,12 @@ struct BackendOptions {
     std::string ovs_db;
     std::chrono::milliseconds stats_interval{1000};
     std::chrono::milliseconds rx_drain_timeout{10000};
+    /// How packet bytes move; nullopt: map when hv-min says this domain is trusted, else copy.
+    /// map on an isolated domain falls back to copy (it cannot map data pages).
+    std::optional<DataMode> mode;
+    /// Each queue's spin window (hv::SpinPolicy) before it sleeps; a vif's `poll-us` backend
+    /// key overrides it. Default: the process default (HVKIT_POLL_US).
+    std::chrono::microseconds spin = hv::default_spin();
 };
 
 /// One vif. Acts on the state reached, not on the edge; disconnect() is idempotent and runs
@@ -82,6 +89,7 @@ private:
                                                                    const Features& f);
     void fail_device(int err, const std::string& msg) noexcept;
     unsigned max_queues() const noexcept;
+    DataMode data_mode() const noexcept;
 
     hvmin::Services& hv_;
     xs::Client& xs_;

@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -25,6 +27,7 @@ void usage(std::FILE* f) {
     std::fprintf(f,
                  "usage: netback [--rundir DIR] [--domain-self] [--loop] [--max-queues N]\n"
                  "               [--no-split] [--ovs-db REMOTE] [--netns NAME|PATH]\n"
+                 "               [--mode copy|map] [--poll-us N]\n"
                  "  Serves the vifs of /local/domain/<self>/backend/vif until SIGTERM.\n"
                  "  --rundir DIR      hv-min's run directory (default $HV_RUNDIR or /run/hvkit)\n"
                  "  --domain-self     run as the domain hv-min started (HV_HYPERCALL_FD)\n"
@@ -33,7 +36,10 @@ void usage(std::FILE* f) {
                  "  --no-split        do not offer feature-split-event-channels\n"
                  "  --ovs-db REMOTE   OVSDB remote for type=ovs vifs (e.g. unix:/run/ovs/db.sock)\n"
                  "  --netns NAME      create taps and find bridges in that network namespace\n"
-                 "                    (/run/netns/NAME, or a path): a driver domain's choice\n");
+                 "                    (/run/netns/NAME, or a path): a driver domain's choice\n"
+                 "  --mode copy|map   how packet bytes move (default: map when trusted, else copy)\n"
+                 "  --poll-us N       spin window of each queue before it sleeps, in microseconds\n"
+                 "                    (default $HVKIT_POLL_US or 0; a vif's poll-us key overrides)\n");
 }
 
 int run(int argc, char** argv) {
@@ -65,6 +71,16 @@ int run(int argc, char** argv) {
                 return 1;
             }
             opt.netns_fd = netns.get();
+        } else if (a == "--mode" && i + 1 < argc) {
+            const std::string_view m = argv[++i];
+            if (m != "copy" && m != "map") {
+                usage(stderr);
+                return 2;
+            }
+            opt.mode = m == "map" ? hv::net::DataMode::map : hv::net::DataMode::copy;
+        } else if (a == "--poll-us" && i + 1 < argc) {
+            opt.spin = std::chrono::microseconds(
+                std::min<unsigned long>(std::strtoul(argv[++i], nullptr, 10), 1000000));
         } else if (a == "-h" || a == "--help") {
             usage(stdout);
             return 0;

@@ -17,6 +17,13 @@ struct VifStatsSnapshot {
     std::uint64_t tx_dropped = 0;  ///< good tx packets the host dropped (engine full/refused)
     std::uint64_t rx_dropped = 0;  ///< host frames not delivered (no buffers, too big, bad grant)
     std::uint64_t tx_errors = 0;   ///< tx packets refused for a guest fault (parse drop, bad grant)
+    /// Grant operations by data path (which one ran): GNTTABOP_copy elements, or page-sized
+    /// pieces moved through a mapping (map mode).
+    std::uint64_t tx_grant_copies = 0;
+    std::uint64_t tx_grant_maps = 0;
+    std::uint64_t rx_grant_copies = 0;
+    std::uint64_t rx_grant_maps = 0;
+    std::uint64_t poll_wakeups = 0;  ///< waits ended by spinning (polling), without a sleep
     friend bool operator==(const VifStatsSnapshot&, const VifStatsSnapshot&) = default;
     VifStatsSnapshot& operator+=(const VifStatsSnapshot& o) noexcept {
         tx_packets += o.tx_packets;
@@ -26,6 +33,11 @@ struct VifStatsSnapshot {
         tx_dropped += o.tx_dropped;
         rx_dropped += o.rx_dropped;
         tx_errors += o.tx_errors;
+        tx_grant_copies += o.tx_grant_copies;
+        tx_grant_maps += o.tx_grant_maps;
+        rx_grant_copies += o.rx_grant_copies;
+        rx_grant_maps += o.rx_grant_maps;
+        poll_wakeups += o.poll_wakeups;
         return *this;
     }
 };
@@ -46,6 +58,11 @@ public:
         s.tx_dropped = tx_dropped.load(std::memory_order_relaxed);
         s.rx_dropped = rx_dropped.load(std::memory_order_relaxed);
         s.tx_errors = tx_errors.load(std::memory_order_relaxed);
+        s.tx_grant_copies = tx_grant_copies.load(std::memory_order_relaxed);
+        s.tx_grant_maps = tx_grant_maps.load(std::memory_order_relaxed);
+        s.rx_grant_copies = rx_grant_copies.load(std::memory_order_relaxed);
+        s.rx_grant_maps = rx_grant_maps.load(std::memory_order_relaxed);
+        s.poll_wakeups = poll_wakeups.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -56,6 +73,11 @@ public:
     std::atomic<std::uint64_t> tx_dropped{0};
     std::atomic<std::uint64_t> rx_dropped{0};
     std::atomic<std::uint64_t> tx_errors{0};
+    std::atomic<std::uint64_t> tx_grant_copies{0};
+    std::atomic<std::uint64_t> tx_grant_maps{0};
+    std::atomic<std::uint64_t> rx_grant_copies{0};
+    std::atomic<std::uint64_t> rx_grant_maps{0};
+    std::atomic<std::uint64_t> poll_wakeups{0};
 };
 
 }  // namespace hv::net

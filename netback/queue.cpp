@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "hv/log.hpp"
+#include "hv/spin.hpp"
 #include "hv/rings/protocols/netif.hpp"
 #include "hv/unique_fd.hpp"
 #include "netback/rx.hpp"
@@ -103,6 +104,7 @@ struct Queue::Impl {
 };
 
 void Queue::Impl::run() noexcept {
+    hv::SpinPolicy spin(cfg.spin);
     while (!stopping.load(std::memory_order_acquire)) {
         auto now = Clock::now();
         if (rate_changed.exchange(false)) {
@@ -112,7 +114,9 @@ void Queue::Impl::run() noexcept {
         std::optional<Clock::time_point> throttled;
         bool holding = false;
         bool engine_busy = false;
+        unsigned rx_waiting_for = 0;
         if (!halted.load(std::memory_order_relaxed)) {
+            const rings::RING_IDX cons_before = tx_ring.req_cons() + rx_ring.req_cons();
             const RxRun rr = rx->run(rx_ring, now);
             const TxRun tr = rr.fatal ? TxRun{} : tx->run(tx_ring, now);
             if (rr.fatal || tr.fatal) {
@@ -121,6 +125,10 @@ void Queue::Impl::run() noexcept {
                 continue;
             }
             notify(tr.notify, rr.notify);
+            if (tx_ring.req_cons() + rx_ring.req_cons() != cons_before) {
+                spin.worked();  // requests were taken on either ring
+            }
+            rx_waiting_for = rr.waiting_for;
             throttled = tr.throttled_until;
             engine_busy = tr.engine_busy;
             holding = rx->holding();
@@ -175,7 +183,37 @@ void Queue::Impl::run() noexcept {
                 wait_ms = std::min<long long>(wait_ms, kRxPollMs);
             }
         }
-        (void)::poll(fds.data(), n, static_cast<int>(wait_ms));
+        // Polling: while work came within the spin window, watch the ring indices (no syscall)
+        // and, every few probes, the fds (engine, channels, wake) before sleeping. The final
+        // checks above have already armed the events, so a sleep after the spin loses nothing.
+        const auto budget = spin.budget();
+        bool ready = false;
+        if (budget.count() > 0 && !halted.load(std::memory_order_relaxed) && !throttled &&
+            wait_ms > 0) {
+            unsigned probe = 0;
+            ready = hv::spin_until(
+                [&] {
+                    if (!engine_busy) {
+                        auto u = tx_ring.unconsumed();
+                        if (!u || *u > 0) {
+                            return true;  // an error is handled (the queue halted) by the pass
+                        }
+                    }
+                    if (rx_waiting_for > 0) {
+                        auto u = rx_ring.unconsumed();
+                        if (!u || *u >= rx_waiting_for) {
+                            return true;
+                        }
+                    }
+                    return (++probe % 8) == 0 && ::poll(fds.data(), n, 0) > 0;
+                },
+                std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(wait_ms)));
+        }
+        if (ready) {
+            VifStats::add(stats.poll_wakeups);
+        } else {
+            (void)::poll(fds.data(), n, static_cast<int>(wait_ms));
+        }
         std::uint64_t v = 0;
         (void)!::read(wake_fd.get(), &v, sizeof v);
         if (ev_tx.valid()) {
@@ -261,9 +299,10 @@ Result<std::unique_ptr<Queue>> Queue::create(hvmin::Services svc, std::unique_pt
     q.tx_pages = {*first, *base, TxPath::kPages};
     q.rx_pages = {*first + TxPath::kPages, *base + std::size_t{TxPath::kPages} * XEN_PAGE_SIZE,
                   RxPath::kPages};
-    q.tx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.tx, q.tx_pages, q.cfg.name);
+    q.tx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.tx, q.tx_pages, q.cfg.name,
+                 q.cfg.mode);
     q.rx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.rx, q.rx_pages,
-                 q.cfg.rx_drain_timeout, q.cfg.name);
+                 q.cfg.rx_drain_timeout, q.cfg.name, q.cfg.mode);
     q.tx->set_rate(q.cfg.rate, Clock::now());
     q.wake_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (q.wake_fd.get() < 0) {

@@ -33,6 +33,10 @@ struct QueueConfig {
     RateLimit rate;
     std::chrono::milliseconds rx_drain_timeout{10000};  ///< Linux rx_drain_timeout_msecs
     std::string name;       ///< "<fe>/<devid>/q<n>" for logs
+    DataMode mode = DataMode::copy;
+    /// Spin window (hv::SpinPolicy): while work arrived within it, the worker spins on the ring
+    /// indices and the engine before sleeping. 0: sleep at once.
+    std::chrono::microseconds spin{0};
 };
 
 /// One queue. A hostile frontend (bad producer index, a fatal tx parse result) halts it:

@@ -34,7 +34,7 @@ RxPacketInfo rx_info_from_vnet(const VnetHdr& h, std::size_t len) noexcept {
 
 RxPath::RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
                RxFrontend fe, LocalPages pages, std::chrono::milliseconds drain_timeout,
-               std::string name)
+               std::string name, DataMode mode)
     : grants_(grants),
       engine_(engine),
       stats_(stats),
@@ -42,7 +42,8 @@ RxPath::RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
       fe_(fe),
       pages_(pages),
       drain_timeout_(drain_timeout),
-      name_(std::move(name)) {
+      name_(std::move(name)),
+      mode_(mode) {
     reqs_.resize(64);
     slots_.resize(64);
     rsps_.reserve(rings::ring_entries_for_pages<rings::NetifRxProtocol>(1));
@@ -178,10 +179,15 @@ void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
     }
     bool copy_ok = true;
     if (!ops_.empty()) {
-        if (auto r = grants_.copy(ops_); !r) {
-            HV_LOG_RL(error, "netback %s: rx grant copy: %s", name_.c_str(),
-                      r.error().message().c_str());
+        auto r = mode_ == DataMode::map ? mapper_.run(grants_, frontend_, pages_, ops_)
+                                        : grants_.copy(ops_);
+        if (!r) {
+            HV_LOG_RL(error, "netback %s: rx grant %s: %s", name_.c_str(),
+                      mode_ == DataMode::map ? "map" : "copy", r.error().message().c_str());
             copy_ok = false;
+        } else {
+            VifStats::add(mode_ == DataMode::map ? stats_.rx_grant_maps : stats_.rx_grant_copies,
+                          ops_.size());
         }
     }
     for (const Pending& p : pend_) {
@@ -196,7 +202,8 @@ void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
             // GUEST: a bad rx grant. The frontend sees an error status in the packet's first
             // slot (Linux writes the GNTST code into the failed slot) and drops it.
             VifStats::add(stats_.rx_dropped);
-            HV_LOG_RL(warn, "netback %s: rx grant copy failed", name_.c_str());
+            HV_LOG_RL(warn, "netback %s: rx grant %s failed", name_.c_str(),
+                      mode_ == DataMode::map ? "map" : "copy");
             rsps_[p.first_rsp].status = rings::NETIF_RSP_ERROR;
         }
     }

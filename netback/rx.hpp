@@ -49,7 +49,7 @@ public:
 
     RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
            RxFrontend fe, LocalPages pages, std::chrono::milliseconds drain_timeout,
-           std::string name);
+           std::string name, DataMode mode = DataMode::copy);
 
     /// Delivers frames while rx requests last. Never blocks.
     RxRun run(RxRing& ring, Clock::time_point now) noexcept;
@@ -75,6 +75,8 @@ private:
     LocalPages pages_;
     std::chrono::milliseconds drain_timeout_;
     std::string name_;
+    DataMode mode_;
+    MapCopier mapper_;          ///< map mode only
     RxBuffer buf_{};            ///< the current frame (in the copy area at area_used_)
     bool have_ = false;         ///< buf_ holds a frame not yet delivered or dropped
     std::size_t area_used_ = 0; ///< bytes of the copy area taken by frames of this batch

@@ -60,14 +60,15 @@ bool CreditBucket::take(std::uint64_t bytes, Clock::time_point now) noexcept {
 // ---- TxPath ----------------------------------------------------------------------------------
 
 TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
-               TxConfig cfg, LocalPages pages, std::string name)
+               TxConfig cfg, LocalPages pages, std::string name, DataMode mode)
     : grants_(grants),
       engine_(engine),
       stats_(stats),
       frontend_(frontend),
       cfg_(cfg),
       pages_(pages),
-      name_(std::move(name)) {
+      name_(std::move(name)),
+      mode_(mode) {
     pend_.reserve(512);
     batch_.reserve(256);
     ops_.reserve(kPages + 2 * kBatchPackets);
@@ -187,9 +188,15 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
     }
     if (!ops_.empty()) {
         bool copy_ok = true;
-        if (auto r = grants_.copy(ops_); !r) {
-            HV_LOG_RL(error, "netback %s: grant copy: %s", name_.c_str(), r.error().message().c_str());
+        auto r = mode_ == DataMode::map ? mapper_.run(grants_, frontend_, pages_, ops_)
+                                        : grants_.copy(ops_);
+        if (!r) {
+            HV_LOG_RL(error, "netback %s: grant %s: %s", name_.c_str(),
+                      mode_ == DataMode::map ? "map" : "copy", r.error().message().c_str());
             copy_ok = false;
+        } else {
+            VifStats::add(mode_ == DataMode::map ? stats_.tx_grant_maps : stats_.tx_grant_copies,
+                          ops_.size());
         }
         for (Entry& e : batch_) {
             if (e.buf < 0 || e.copied) {
@@ -203,7 +210,8 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
             if (!ok) {
                 // GUEST: a bad or foreign grant: the packet is refused, the vif keeps running.
                 VifStats::add(stats_.tx_errors);
-                HV_LOG_RL(warn, "netback %s: tx grant copy failed", name_.c_str());
+                HV_LOG_RL(warn, "netback %s: tx grant %s failed", name_.c_str(),
+                          mode_ == DataMode::map ? "map" : "copy");
                 e.status = rings::NETIF_RSP_ERROR;
                 e.done = true;
             }

@@ -19,6 +19,7 @@
 #include "hv/rings/xen/grant_table.hpp"
 #include "hv/strong.hpp"
 #include "netback/engine.hpp"
+#include "netback/map_copy.hpp"
 #include "netback/metrics.hpp"
 #include "netback/tx_parse.hpp"
 
@@ -57,14 +58,6 @@ private:
     Clock::time_point window_end_{};
 };
 
-/// Local pages (this backend's own frames, contiguous in one extent) used as the DOMID_SELF side
-/// of grant copies.
-struct LocalPages {
-    std::uint64_t first_frame = 0;
-    std::byte* base = nullptr;
-    std::size_t pages = 0;
-};
-
 /// What one TxPath::run() did.
 struct TxRun {
     bool notify = false;                       ///< responses pushed and the frontend asked for an event
@@ -84,7 +77,7 @@ public:
     static constexpr std::size_t kArea = std::size_t{kPages} * rings::XEN_PAGE_SIZE;
 
     TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
-           TxConfig cfg, LocalPages pages, std::string name);
+           TxConfig cfg, LocalPages pages, std::string name, DataMode mode = DataMode::copy);
 
     /// Drains the tx ring as far as credit allows. Never blocks.
     TxRun run(TxRing& ring, Clock::time_point now) noexcept;
@@ -112,6 +105,8 @@ private:
     TxConfig cfg_;
     LocalPages pages_;
     std::string name_;
+    DataMode mode_;
+    MapCopier mapper_;  ///< map mode only
     CreditBucket bucket_;
     std::vector<rings::netif_tx_request> pend_;  ///< private copies of taken requests
     std::size_t pend_head_ = 0;

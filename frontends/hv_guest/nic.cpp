@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -30,6 +31,7 @@
 #include "frontends/netfront.hpp"
 #include "guest.hpp"
 #include "hv/log.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "xenbus/xenbus.hpp"
 
@@ -202,9 +204,24 @@ public:
     }
 
     void handle(std::span<const pollfd>) override {
-        for (auto& [id, n] : nics_) {
-            if (n.nf && !n.taps.empty()) {
-                pump(n);
+        if (pump_all()) {
+            spin_.worked();
+        }
+        // Polling: while frames flowed within the spin window (HVKIT_POLL_US), keep serving
+        // instead of going back to the main loop's sleep: netfront's response indices are
+        // watched without a syscall, the taps every few probes. One pass is bounded so XenStore
+        // events and the command's exit are not held up; the main loop's poll() stays the sleep.
+        const auto pass_end = std::chrono::steady_clock::now() + kMaxSpinPass;
+        while (spin_.budget().count() > 0 && std::chrono::steady_clock::now() < pass_end) {
+            unsigned probe = 0;
+            const bool ready = hv::spin_until(
+                [&] { return responses_pending() || ((++probe % 8) == 0 && taps_readable()); },
+                spin_.budget());
+            if (!ready) {
+                break;
+            }
+            if (pump_all()) {
+                spin_.worked();
             }
         }
     }
@@ -228,6 +245,38 @@ public:
     }
 
 private:
+    /// Longest stretch handle() spins before returning to the main loop.
+    static constexpr std::chrono::milliseconds kMaxSpinPass{2};
+
+    bool pump_all() {
+        bool moved = false;
+        for (auto& [id, n] : nics_) {
+            if (n.nf && !n.taps.empty()) {
+                moved = pump(n) || moved;
+            }
+        }
+        return moved;
+    }
+    bool responses_pending() {
+        for (auto& [id, n] : nics_) {
+            if (n.nf && !n.taps.empty() && n.nf->responses_pending()) {
+                return true;
+            }
+        }
+        return false;
+    }
+    bool taps_readable() {
+        spin_fds_.clear();
+        for (auto& [id, n] : nics_) {
+            for (std::size_t q = 0; q < n.taps.size(); ++q) {
+                if (!n.held[q]) {
+                    spin_fds_.push_back({n.taps[q].get(), POLLIN, 0});
+                }
+            }
+        }
+        return !spin_fds_.empty() && ::poll(spin_fds_.data(), spin_fds_.size(), 0) > 0;
+    }
+
     Result<void> enter_netns() {
         if (in_netns_) {
             return {};
@@ -333,8 +382,10 @@ private:
         return {};
     }
 
-    /// tap → netfront, then netfront → tap, until both are idle (bounded per call).
-    void pump(Nic& n) {
+    /// tap → netfront, then netfront → tap, until both are idle (bounded per call). True when a
+    /// frame moved either way.
+    bool pump(Nic& n) {
+        bool moved = false;
         for (unsigned q = 0; q < n.taps.size(); ++q) {
             if (n.held[q]) {
                 auto s = n.nf->send(q, n.held[q]->frame, n.held[q]->off);
@@ -368,6 +419,7 @@ private:
                     default:
                         break;
                 }
+                moved = true;
                 const std::span<const std::byte> frame(buf_.data() + kHdr,
                                                        static_cast<std::size_t>(r) - kHdr);
                 auto s = n.nf->send(q, frame, off);
@@ -386,7 +438,9 @@ private:
             }
         }
         rx_.clear();
-        deliver(n, n.nf->poll(rx_));
+        const std::size_t got = n.nf->poll(rx_);
+        deliver(n, got);
+        return moved || got > 0;
     }
 
     void deliver(Nic& n, std::size_t count) {
@@ -425,6 +479,8 @@ private:
     bool netns_failed_ = false;
     std::vector<std::byte> buf_ = std::vector<std::byte>(kHdr + 65536);
     std::vector<netfront::Packet> rx_;
+    hv::SpinPolicy spin_{hv::default_spin()};
+    std::vector<pollfd> spin_fds_;
 };
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <cstdio>
 #include <set>
 #include <sstream>
 #include <string>
@@ -210,14 +211,22 @@ TEST_CASE("hvbench --quick net prints one schema-valid line per case and leaves 
         {HVBENCH_PATH, "--quick", "--json", json, "--plot", svg, "net"}, so);
     REQUIRE(proc);
     const pid_t pid = proc->pid();
-    auto rc = proc->wait(60000);
+    auto rc = proc->wait(240000);  // every case in each variant (baseline, map, polling)
     REQUIRE(rc);
     INFO(proc->output());
     CHECK(*rc == 0);
 
-    const std::set<std::string> expected{"pkt64_rings_loop", "tcp_bridge_1stream",
-                                         "tcp_bridge_4streams", "udp_rtt_bridge",
-                                         "tcp_ovs_1stream", "tcp_ovs_4streams", "udp_rtt_ovs"};
+    std::set<std::string> expected{"pkt64_rings_loop", "pkt64_rings_loop_map",
+                                   "pkt64_rings_loop_poll", "pkt64_rings_loop_map_poll"};
+    for (const char* fabric : {"bridge", "ovs"}) {
+        for (const char* variant : {"", "_map", "_map_poll"}) {
+            for (const char* c : {"tcp_%s_1stream%s", "tcp_%s_4streams%s", "udp_rtt_%s%s"}) {
+                char name[64];
+                std::snprintf(name, sizeof name, c, fabric, variant);
+                expected.insert(name);
+            }
+        }
+    }
     std::set<std::string> seen;
     std::istringstream lines(read_file(json));
     for (std::string line; std::getline(lines, line);) {
@@ -243,7 +252,9 @@ TEST_CASE("hvbench --quick net prints one schema-valid line per case and leaves 
         CHECK(is("git_sha", JVal::string));
         CHECK(is("host", JVal::string));
         CHECK(is("cpu", JVal::string));
-        if (m["case"].text == "pkt64_rings_loop") {
+        CHECK(is("cfg_data_path", JVal::string));
+        CHECK(is("cfg_poll_us", JVal::string));
+        if (m["case"].text.rfind("pkt64_rings_loop", 0) == 0) {
             // The peer either ran (a number) or says why not.
             if (m["peer_value"].kind == JVal::null) {
                 CHECK(is("cfg_peer_unavailable", JVal::string));

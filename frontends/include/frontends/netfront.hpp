@@ -11,12 +11,14 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "hv/expected.hpp"
+#include "hv/spin.hpp"
 #include "hv/rings/protocols/netif.hpp"
 #include "hv/strong.hpp"
 
@@ -50,6 +52,9 @@ struct Options {
     bool gso_tcpv6 = true;     ///< feature-gso-tcpv6
     bool csum = true;          ///< partial checksums accepted (else feature-no-csum-offload=1)
     bool rx_notify = true;     ///< feature-rx-notify: kick the backend when posting rx buffers
+    /// receive()'s spin window (hv::SpinPolicy): while packets arrived within it, it watches
+    /// the response indices before sleeping. Default: the process default (HVKIT_POLL_US).
+    std::chrono::microseconds spin = hv::default_spin();
 };
 
 /// Offload metadata of a packet (tx: what to ask for; rx: what the backend said).
@@ -121,6 +126,10 @@ public:
                         std::chrono::milliseconds timeout);
     /// Event-channel fds of the connected queues (readable: work for poll()).
     std::vector<int> pollable_fds() const;
+    /// True when a queue's rings hold responses poll() has not handled: a load of each ring's
+    /// producer index, no syscall (what a polling caller spins on, with hv::spin_until, before
+    /// it sleeps on pollable_fds()). A broken index also reads true (poll() then fails the device).
+    bool responses_pending() noexcept;
 
     Phase phase() const noexcept;
     unsigned queues() const noexcept;
@@ -150,6 +159,9 @@ public:
     /// Stops (true) or resumes re-posting rx buffers on every queue (a frontend that starves
     /// the backend of rx requests).
     void raw_rx_hold(bool hold);
+    /// From now on rx buffers are posted naming `gref` (a bad, foreign or read-only grant)
+    /// instead of their own; nullopt restores the real ones.
+    void raw_rx_gref(std::optional<std::uint32_t> gref);
     /// The tx responses (id, status) seen since the last call, NULL ones included: at most the
     /// last 4096 (older ones are forgotten, so a program that never asks keeps no backlog).
     std::vector<rings::netif_tx_response> take_tx_responses();

@@ -16,30 +16,10 @@
 #include "cli.hpp"
 #include "control.hpp"
 #include "hv/expected.hpp"
+#include "pci_addr.hpp"
 #include "xlcfg.hpp"
 
 namespace hv::tools {
-
-/// A PCI function's address: segment (Xen's "domain"), bus, device (slot), function.
-struct PciAddr {
-    std::uint16_t domain = 0;
-    std::uint8_t bus = 0;
-    std::uint8_t dev = 0;
-    std::uint8_t func = 0;
-    friend auto operator<=>(const PciAddr&, const PciAddr&) = default;
-};
-
-/// "dddd:bb:dd.f" in lower case: sysfs's name and the xenstore `dev-i` spelling.
-std::string to_string(const PciAddr& a);
-PciAddr pci_addr(const PciSpec& s);
-/// A BDF argument as xl takes it: `dddd:bb:dd.f` or `bb:dd.f` (hex; no options, vslot or `*`).
-hv::expected<PciAddr, std::string> parse_bdf_arg(std::string_view s);
-/// A `dev-i` node: exactly "%04x:%02x:%02x.%01x" (device <= 1f, function <= 7); nullopt
-/// otherwise.
-std::optional<PciAddr> parse_bdf_key(std::string_view s);
-/// A `vdev-i` node (written by the backend: GUEST-grade input): exactly
-/// "%04x:%02x:%02x.%02x" with device <= 1f and function <= 7; nullopt otherwise.
-std::optional<PciAddr> parse_vdev_key(std::string_view s);
 
 // ---- the registry shared with pciback (/hvkit/pci, written as dom0) ----
 
@@ -47,10 +27,6 @@ std::optional<PciAddr> parse_vdev_key(std::string_view s);
 inline constexpr std::string_view kPciAssignableDir = "/hvkit/pci/assignable";
 /// Written by pciback for each device it emulates; value = the model.
 inline constexpr std::string_view kPciEmulatedDir = "/hvkit/pci/emulated";
-/// "dddd-bb-dd-f": a XenStore path element cannot hold ':' or '.'.
-std::string registry_name(const PciAddr& a);
-std::optional<PciAddr> parse_registry_name(std::string_view s);
-
 // ---- backend keys (libxl_pci.c layout) ----
 
 /// Backend dir keys of a pci slot that move together when a lower slot is removed.

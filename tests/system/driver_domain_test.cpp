@@ -311,7 +311,7 @@ TEST_CASE("isolated driver domains serve a guest's disk and NIC, seen by hvctl s
                                            bin_dir +
                                            "/netback\"\n"
                                            "cmdline = \"--netns " +
-                                           ns.name() + " --max-queues 1\"\n")});
+                                           ns.name() + " --max-queues 1 --mode map\"\n")});
     REQUIRE(c.rc == 0);
     const Dom ddblk = find_domain(d.rundir(), "ddblk");
     const Dom ddnet = find_domain(d.rundir(), "ddnet");
@@ -407,6 +407,14 @@ TEST_CASE("isolated driver domains serve a guest's disk and NIC, seen by hvctl s
     CHECK(rd(xs, vif_be + "/state") == "4");
     CHECK(rd(xs, vbd_fe + "/backend-id") == std::to_string(ddblk.id));
     CHECK(rd(xs, vif_fe + "/backend-id") == std::to_string(ddnet.id));
+    // Asked for map mode, the isolated netback moved every packet by grant copy: it cannot map
+    // the guest's data pages (design §4). Its counters say which path ran.
+    CHECK(eventually([&] {
+        const std::string n = rd(xs, vif_be + "/statistics/tx_grant_copies");
+        return !n.empty() && n != "0" && n.find_first_not_of("0123456789") == std::string::npos;
+    }));
+    CHECK(rd(xs, vif_be + "/statistics/tx_grant_maps") == "0");
+    CHECK(rd(xs, vif_be + "/statistics/rx_grant_maps") == "0");
 
     // hvctl stat: the guest's devices with their driver domains and counters (written by the
     // backends at most once a second).

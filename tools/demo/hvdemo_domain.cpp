@@ -5,6 +5,7 @@
 //   hvdemo-domain crash   --status FIFO                 attach, report, abort()
 //   hvdemo-domain peer    --status FIFO --rendezvous FIFO --seed N
 //   hvdemo-domain granter --status FIFO --rendezvous FIFO --seed N --peer DOMID
+//   hvdemo-domain pci     --status FIFO                 pcifront on device/pci/0, report devices
 //
 // granter: fills the first half of a page (alone in its extent) with a seeded pattern,
 // grants it to the peer, allocates an unbound event channel for it and sends
@@ -32,6 +33,12 @@
 #include "hv/rings/xen/xen.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
+#ifdef HVDEMO_PCI
+#include <chrono>
+
+#include "frontends/pcifront.hpp"
+#include "xenstore/client.hpp"
+#endif
 
 namespace {
 
@@ -252,9 +259,73 @@ int run_peer(Services& svc, Reporter& rep, const Args& a, int rv_fd) {
     wait_to_be_destroyed();
 }
 
+#ifdef HVDEMO_PCI
+/// The PCI bus's devices as one report: "vBDF=vendor:device ..." (conf_read of the ID
+/// registers through pcifront), "none" when the bus is empty.
+std::string describe_pci(hv::pcifront::Device& dev) {
+    std::string out;
+    for (const hv::pcifront::Address& a : dev.devices()) {
+        auto id = dev.conf_read(a, 0, 4);
+        char ids[16] = "?";
+        if (id) {
+            std::snprintf(ids, sizeof ids, "%04x:%04x", *id & 0xffffu, *id >> 16);
+        }
+        out += (out.empty() ? "" : " ") + hv::pcifront::to_string(a) + "=" + ids;
+    }
+    return out.empty() ? "none" : out;
+}
+
+/// pci: waits for the toolstack to give the domain a PCI bus (device/pci/0), connects it
+/// with libpcifront and reports "ok pci <devices>" whenever the set of devices changes
+/// (hot-plug and unplug); runs until destroyed.
+int run_pci(Services& svc, Reporter& rep) {
+    auto xs = hv::xs::Client::from_fd(svc.take_xenstore_fd());
+    if (!xs) {
+        return rep.fail("xenstore: " + xs.error().message());
+    }
+    const std::string dir =
+        "/local/domain/" + std::to_string(svc.domid().get()) + "/device/pci/0";
+    auto w = (*xs)->watch_scoped(dir, "pci-bus");
+    if (!w) {
+        return rep.fail("watch " + dir + ": " + w.error().message());
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!(*xs)->read(dir + "/backend-id")) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            return rep.fail("no pci bus within 60 s");
+        }
+        (void)(*xs)->wait_event(std::chrono::milliseconds(500));
+    }
+    auto dev = hv::pcifront::Device::create(svc, **xs, 0);
+    if (!dev) {
+        return rep.fail("pcifront: " + dev.error().message());
+    }
+    if (auto r = (*dev)->on_state_change(); !r) {
+        rep.line("pcifront: " + r.error().message());
+    }
+    std::uint64_t reported = UINT64_MAX;
+    for (;;) {
+        if ((*dev)->phase() == hv::pcifront::Phase::connected &&
+            (*dev)->generation() != reported) {
+            reported = (*dev)->generation();
+            rep.line("ok pci " + describe_pci(**dev));
+        }
+        auto ev = (*xs)->wait_event(std::chrono::seconds(1));
+        if (!ev && ev.error() == std::errc::connection_reset) {
+            return rep.fail("xenstore connection lost");
+        }
+        if (ev && ev->token == (*dev)->watch_token()) {
+            if (auto r = (*dev)->on_state_change(); !r) {
+                rep.line("pcifront: " + r.error().message());
+            }
+        }
+    }
+}
+#endif
+
 int usage() {
     std::fputs(
-        "usage: hvdemo-domain idle|crash|peer|granter --status FIFO "
+        "usage: hvdemo-domain idle|crash|peer|granter|pci --status FIFO "
         "[--rendezvous FIFO] [--seed N] [--peer DOMID]\n",
         stderr);
     return 2;
@@ -284,7 +355,8 @@ int main(int argc, char** argv) {
         }
     }
     if (argc % 2 != 0 || a.status.empty() ||
-        (a.role != "idle" && a.role != "crash" && a.role != "peer" && a.role != "granter") ||
+        (a.role != "idle" && a.role != "crash" && a.role != "peer" && a.role != "granter" &&
+         a.role != "pci") ||
         ((a.role == "peer" || a.role == "granter") && a.rendezvous.empty()) ||
         (a.role == "granter" && (a.peer <= 0 || a.peer > 0x7fef))) {
         return usage();
@@ -314,6 +386,13 @@ int main(int argc, char** argv) {
     }
     if (a.role == "granter") {
         return run_granter(*svc, rep, a);
+    }
+    if (a.role == "pci") {
+#ifdef HVDEMO_PCI
+        return run_pci(*svc, rep);
+#else
+        return rep.fail("built without libpcifront");
+#endif
     }
     return run_peer(*svc, rep, a, rv.get());
 }

@@ -2,7 +2,10 @@
 // tx) between two threads on different CPUs (`*_2threads`, `*_rtt`) and between two processes
 // sharing the ring through a memfd (`*_2proc`), with real eventfd notifications and the ring's
 // notification hold-off, beside the same messages through a SOCK_SEQPACKET socketpair and a
-// pipe pair (between the same two threads or processes) measured in the same run.
+// pipe pair (between the same two threads or processes) measured in the same run. Each
+// two-process case runs sleeping (wait = sleep), adaptive (`*_adaptive`: spin within a window
+// after work, hvmin/ring_wait.hpp; the peer spins with MSG_DONTWAIT for the same window) and
+// polling (`*_poll`: always poll a fixed budget before sleeping).
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -27,7 +30,9 @@
 #include "hv/rings/protocols/blkif.hpp"
 #include "hv/rings/protocols/netif.hpp"
 #include "hv/rings/ring.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
+#include "hvmin/ring_wait.hpp"
 #include "procs.hpp"
 #include "suites.hpp"
 
@@ -57,44 +62,30 @@ hv::Result<void> kick(int fd) {
     return {};
 }
 
-/// Polls `ready()` (shared-memory reads only, no syscall) for up to `poll_us` microseconds;
-/// true as soon as it holds. A side that polls briefly before it sleeps catches the peer's
-/// next batch without a wake-up, which on a 1-page ring (32 blkif slots) costs more than the
-/// whole batch of work.
+/// How a side waits when it has nothing to do.
+///  - sleep: final check, then sleep on the eventfd / socket (poll_us 0, adaptive false);
+///  - poll: after the final check, poll the shared indices (ring) or the socket (peer, a
+///    non-sleeping poll()) for a fixed `poll_us` before every sleep. Polling briefly catches
+///    the peer's next batch without a wake-up, which on a 1-page ring (32 blkif slots) costs
+///    more than the whole batch of work;
+///  - adaptive: within `poll_us` of the last work, spin before the final check (ring: on the
+///    indices through hvmin::wait_for_requests/_responses; peer: recv(MSG_DONTWAIT)), and
+///    sleep at once after a quiet window (hv::SpinPolicy).
+struct WaitMode {
+    unsigned poll_us = 0;
+    bool adaptive = false;
+    /// The adaptive mode's policy (disabled for the other modes).
+    hv::SpinPolicy policy() const {
+        return hv::SpinPolicy(std::chrono::microseconds(adaptive ? poll_us : 0));
+    }
+    /// The poll mode's fixed budget (0 for the other modes).
+    unsigned fixed_poll_us() const { return adaptive ? 0 : poll_us; }
+};
+
+/// Polls `ready()` (shared-memory reads only, no syscall) for up to `poll_us`.
 template <class Ready>
 bool poll_briefly(Ready&& ready, unsigned poll_us) {
-    if (poll_us == 0) {
-        return false;
-    }
-    const auto until = Clock::now() + std::chrono::microseconds(poll_us);
-    for (;;) {
-        for (int i = 0; i < 32; ++i) {
-            if (ready()) {
-                return true;
-            }
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
-        }
-        if (Clock::now() >= until) {
-            return false;
-        }
-    }
-}
-
-/// The socket peer's equivalent of poll_briefly: a non-sleeping poll() for `poll_us`.
-bool poll_fd_briefly(int fd, unsigned poll_us) {
-    if (poll_us == 0) {
-        return false;
-    }
-    const auto until = Clock::now() + std::chrono::microseconds(poll_us);
-    do {
-        pollfd p{fd, POLLIN, 0};
-        if (::poll(&p, 1, 0) == 1) {
-            return true;
-        }
-    } while (Clock::now() < until);
-    return false;
+    return poll_us != 0 && hv::spin_until(ready, std::chrono::microseconds(poll_us));
 }
 
 hv::Result<void> wait_kick(int fd) {
@@ -127,16 +118,36 @@ hv::Result<void> write_all(int fd, const void* p, std::size_t n) {
     return {};
 }
 
-hv::Result<void> read_exact(int fd, void* p, std::size_t n, unsigned poll_us) {
+/// The adaptive peer's spin: recv(MSG_DONTWAIT) until a message comes or `budget` passes.
+/// The bytes received (0: none; the caller sleeps), or -1 with errno.
+ssize_t recv_spinning(int fd, void* p, std::size_t n, std::chrono::microseconds budget) {
+    ssize_t r = -1;
+    const bool got = hv::spin_until(
+        [&] {
+            r = ::recv(fd, p, n, MSG_DONTWAIT);
+            return r >= 0 || (errno != EAGAIN && errno != EINTR);
+        },
+        budget);
+    return got ? r : 0;
+}
+
+/// `spin` (adaptive peers, sockets only): spin with MSG_DONTWAIT within its window first.
+hv::Result<void> read_exact(int fd, void* p, std::size_t n, unsigned poll_us,
+                            hv::SpinPolicy* spin = nullptr) {
     auto* b = static_cast<char*>(p);
     std::size_t got = 0;
+    if (spin != nullptr && spin->budget().count() > 0) {
+        const ssize_t r = recv_spinning(fd, b, n, spin->budget());
+        if (r < 0) {
+            return hv::fail_errno();
+        }
+        got = static_cast<std::size_t>(r);
+    }
     while (got < n) {  // pipes may split; seqpacket returns whole messages
-        if (!poll_fd_briefly(fd, poll_us)) {
-            pollfd pfd{fd, POLLIN, 0};
-            const int pr = ::poll(&pfd, 1, wait_timeout_ms);
-            if (pr == 0) {
-                return hv::fail(timed_out());
-            }
+        pollfd pfd{fd, POLLIN, 0};
+        const int pr = hv::spin_poll(&pfd, 1, wait_timeout_ms, std::chrono::microseconds(poll_us));
+        if (pr == 0) {
+            return hv::fail(timed_out());
         }
         const ssize_t r = ::read(fd, b + got, n - got);
         if (r < 0 && errno == EINTR) {
@@ -147,7 +158,30 @@ hv::Result<void> read_exact(int fd, void* p, std::size_t n, unsigned poll_us) {
         }
         got += static_cast<std::size_t>(r);
     }
+    if (spin != nullptr) {
+        spin->worked();
+    }
     return {};
+}
+
+/// The adaptive ring wait's outcome as a Result: work or a consumed event = go on.
+hv::Result<void> adaptive_outcome(hv::WaitOutcome w, int fd) {
+    switch (w) {
+        case hv::WaitOutcome::work:
+            return {};
+        case hv::WaitOutcome::fd: {
+            std::uint64_t v;
+            if (::read(fd, &v, sizeof v) != static_cast<ssize_t>(sizeof v)) {
+                return hv::fail_errno();
+            }
+            return {};
+        }
+        case hv::WaitOutcome::timed_out:
+            return hv::fail(timed_out());
+        case hv::WaitOutcome::error:
+            break;
+    }
+    return hv::fail_errno();
 }
 
 /// The messages of a protocol: how to make request i and answer it, and check the answer.
@@ -231,7 +265,9 @@ struct RingSetup {
 /// The back end: answer `n` requests in order; sleep on the eventfd when the ring is empty.
 template <class M>
 hv::Result<void> ring_back(BackRing<typename M::P>& back, int to_back, int to_front,
-                           std::uint64_t n, unsigned poll_us) {
+                           std::uint64_t n, WaitMode mode) {
+    hv::SpinPolicy spin = mode.policy();
+    const unsigned poll_us = mode.fixed_poll_us();
     std::uint64_t expect = 0;
     while (expect < n) {
         auto ready = back.unconsumed();
@@ -250,6 +286,15 @@ hv::Result<void> ring_back(BackRing<typename M::P>& back, int to_back, int to_fr
         if (back.push_responses()) {
             HV_TRY(kick(to_front));
         }
+        if (mode.adaptive) {
+            if (expect < n) {
+                pollfd p{to_back, POLLIN, 0};
+                HV_TRY(adaptive_outcome(
+                    hvmin::wait_for_requests(back, std::span<pollfd>(&p, 1), wait_timeout_ms, spin),
+                    to_back));
+            }
+            continue;
+        }
         auto more = back.final_check_for_requests();
         if (!more) {
             return hv::fail(more.error());
@@ -265,7 +310,9 @@ hv::Result<void> ring_back(BackRing<typename M::P>& back, int to_back, int to_fr
 /// The front end of the throughput cases: keeps the ring full, sleeps only when it must.
 template <class M>
 hv::Result<void> ring_front(FrontRing<typename M::P>& front, int to_back, int to_front,
-                            std::uint64_t n, unsigned poll_us) {
+                            std::uint64_t n, WaitMode mode) {
+    hv::SpinPolicy spin = mode.policy();
+    const unsigned poll_us = mode.fixed_poll_us();
     std::uint64_t sent = 0;
     std::uint64_t answered = 0;
     while (answered < n) {
@@ -286,7 +333,12 @@ hv::Result<void> ring_front(FrontRing<typename M::P>& front, int to_back, int to
             }
             ++answered;
         }
-        if (answered < n && (front.full() || sent == n)) {
+        if (answered < n && (front.full() || sent == n) && mode.adaptive) {
+            pollfd p{to_front, POLLIN, 0};
+            HV_TRY(adaptive_outcome(
+                hvmin::wait_for_responses(front, std::span<pollfd>(&p, 1), wait_timeout_ms, spin),
+                to_front));
+        } else if (answered < n && (front.full() || sent == n)) {
             auto more = front.final_check_for_responses();
             if (!more) {
                 return hv::fail(more.error());
@@ -304,7 +356,8 @@ hv::Result<void> ring_front(FrontRing<typename M::P>& front, int to_back, int to
 /// The front end of the round-trip cases: one request at a time, asleep until its answer.
 template <class M>
 hv::Result<void> ring_front_rtt(FrontRing<typename M::P>& front, int to_back, int to_front,
-                                std::uint64_t n, std::vector<double>& ns) {
+                                std::uint64_t n, std::vector<double>& ns, WaitMode mode) {
+    hv::SpinPolicy spin = mode.policy();
     for (std::uint64_t i = 0; i < n; ++i) {
         const auto t0 = Clock::now();
         M::make(front.next_request(), i);
@@ -312,7 +365,16 @@ hv::Result<void> ring_front_rtt(FrontRing<typename M::P>& front, int to_back, in
         if (front.push_requests()) {
             HV_TRY(kick(to_back));
         }
-        for (;;) {
+        while (mode.adaptive) {
+            pollfd p{to_front, POLLIN, 0};
+            const auto w =
+                hvmin::wait_for_responses(front, std::span<pollfd>(&p, 1), wait_timeout_ms, spin);
+            HV_TRY(adaptive_outcome(w, to_front));
+            if (w == hv::WaitOutcome::work) {
+                break;
+            }
+        }
+        while (!mode.adaptive) {
             auto more = front.final_check_for_responses();
             if (!more) {
                 return hv::fail(more.error());
@@ -321,6 +383,9 @@ hv::Result<void> ring_front_rtt(FrontRing<typename M::P>& front, int to_back, in
                 break;
             }
             HV_TRY(wait_kick(to_front));
+        }
+        if (!front.unconsumed_responses()) {
+            return hv::fail(bad_data());
         }
         auto rsp = front.take_response();
         if (!rsp || !M::matches(*rsp, i)) {
@@ -337,7 +402,7 @@ enum class Sides { threads, processes };
 
 template <class M>
 hv::Result<Sample> ring_case(Sides sides, unsigned pages, std::uint64_t n, bool rtt,
-                             unsigned poll_us = 0) {
+                             WaitMode mode = {}) {
     auto setup = RingSetup::create(pages, sides == Sides::processes);
     if (!setup) {
         return hv::fail(setup.error());
@@ -351,7 +416,7 @@ hv::Result<Sample> ring_case(Sides sides, unsigned pages, std::uint64_t n, bool 
         if (!back) {
             return hv::fail(back.error());
         }
-        return ring_back<M>(*back, setup->to_back.get(), setup->to_front.get(), n, poll_us);
+        return ring_back<M>(*back, setup->to_back.get(), setup->to_front.get(), n, mode);
     };
     std::optional<Child> child;
     hv::Result<void> back_rc;
@@ -375,10 +440,10 @@ hv::Result<Sample> ring_case(Sides sides, unsigned pages, std::uint64_t n, bool 
     std::thread front_thread([&] {
         pin_to_cpu(0);
         const auto t0 = Clock::now();
-        front_rc = rtt ? ring_front_rtt<M>(*front, setup->to_back.get(), setup->to_front.get(),
-                                           n, ns)
-                       : ring_front<M>(*front, setup->to_back.get(), setup->to_front.get(), n,
-                                       poll_us);
+        front_rc =
+            rtt ? ring_front_rtt<M>(*front, setup->to_back.get(), setup->to_front.get(), n, ns,
+                                    mode)
+                : ring_front<M>(*front, setup->to_back.get(), setup->to_front.get(), n, mode);
         secs = std::chrono::duration<double>(Clock::now() - t0).count();
     });
     front_thread.join();
@@ -435,10 +500,12 @@ struct Channel {
 };
 
 template <class M>
-hv::Result<void> channel_back(Channel& c, std::uint64_t n, unsigned poll_us) {
+hv::Result<void> channel_back(Channel& c, std::uint64_t n, WaitMode mode) {
+    hv::SpinPolicy spin = mode.policy();
+    const unsigned poll_us = mode.fixed_poll_us();
     for (std::uint64_t i = 0; i < n; ++i) {
         typename M::P::request req;
-        HV_TRY(read_exact(c.back_rx.get(), &req, sizeof req, poll_us));
+        HV_TRY(read_exact(c.back_rx.get(), &req, sizeof req, poll_us, &spin));
         if (!M::check(req, i)) {
             return hv::fail(bad_data());
         }
@@ -451,7 +518,9 @@ hv::Result<void> channel_back(Channel& c, std::uint64_t n, unsigned poll_us) {
 
 /// Peer throughput front: the same messages, `window` outstanding, one syscall per message.
 template <class M>
-hv::Result<void> channel_front(Channel& ch, std::uint64_t n, unsigned window, unsigned poll_us) {
+hv::Result<void> channel_front(Channel& ch, std::uint64_t n, unsigned window, WaitMode mode) {
+    hv::SpinPolicy spin = mode.policy();
+    const unsigned poll_us = mode.fixed_poll_us();
     std::uint64_t sent = 0;
     std::uint64_t answered = 0;
     while (answered < n) {
@@ -461,7 +530,7 @@ hv::Result<void> channel_front(Channel& ch, std::uint64_t n, unsigned window, un
             HV_TRY(write_all(ch.front_tx.get(), &req, sizeof req));
         }
         typename M::P::response rsp;
-        HV_TRY(read_exact(ch.front_rx.get(), &rsp, sizeof rsp, poll_us));
+        HV_TRY(read_exact(ch.front_rx.get(), &rsp, sizeof rsp, poll_us, &spin));
         if (!M::matches(rsp, answered)) {
             return hv::fail(bad_data());
         }
@@ -471,14 +540,16 @@ hv::Result<void> channel_front(Channel& ch, std::uint64_t n, unsigned window, un
 }
 
 template <class M>
-hv::Result<void> channel_front_rtt(Channel& ch, std::uint64_t n, std::vector<double>& ns) {
+hv::Result<void> channel_front_rtt(Channel& ch, std::uint64_t n, std::vector<double>& ns,
+                                   WaitMode mode) {
+    hv::SpinPolicy spin = mode.policy();
     for (std::uint64_t i = 0; i < n; ++i) {
         const auto t0 = Clock::now();
         typename M::P::request req;
         M::make(req, i);
         HV_TRY(write_all(ch.front_tx.get(), &req, sizeof req));
         typename M::P::response rsp;
-        HV_TRY(read_exact(ch.front_rx.get(), &rsp, sizeof rsp, 0));
+        HV_TRY(read_exact(ch.front_rx.get(), &rsp, sizeof rsp, 0, &spin));
         if (!M::matches(rsp, i)) {
             return hv::fail(bad_data());
         }
@@ -490,7 +561,7 @@ hv::Result<void> channel_front_rtt(Channel& ch, std::uint64_t n, std::vector<dou
 /// A peer case: throughput with `window` outstanding (rtt == false) or ping-pong latency.
 template <class M>
 hv::Result<Sample> channel_case(Sides sides, hv::Result<Channel> (*make)(), std::uint64_t n,
-                                bool rtt, unsigned poll_us = 0) {
+                                bool rtt, WaitMode mode = {}) {
     auto ch = make();
     if (!ch) {
         return hv::fail(ch.error());
@@ -499,7 +570,7 @@ hv::Result<Sample> channel_case(Sides sides, hv::Result<Channel> (*make)(), std:
     hv::Result<void> back_rc;
     std::thread back_thread;
     if (sides == Sides::processes) {
-        auto c = Child::fork([&] { return channel_back<M>(*ch, n, poll_us); });
+        auto c = Child::fork([&] { return channel_back<M>(*ch, n, mode); });
         if (!c) {
             return hv::fail(c.error());
         }
@@ -510,7 +581,7 @@ hv::Result<Sample> channel_case(Sides sides, hv::Result<Channel> (*make)(), std:
     } else {
         back_thread = std::thread([&] {
             pin_to_cpu(1);
-            back_rc = channel_back<M>(*ch, n, poll_us);
+            back_rc = channel_back<M>(*ch, n, mode);
         });
     }
     std::vector<double> ns;
@@ -520,8 +591,8 @@ hv::Result<Sample> channel_case(Sides sides, hv::Result<Channel> (*make)(), std:
     std::thread front_thread([&] {
         pin_to_cpu(0);
         const auto t0 = Clock::now();
-        front_rc = rtt ? channel_front_rtt<M>(*ch, n, ns)
-                       : channel_front<M>(*ch, n, peer_window, poll_us);
+        front_rc = rtt ? channel_front_rtt<M>(*ch, n, ns, mode)
+                       : channel_front<M>(*ch, n, peer_window, mode);
         secs = std::chrono::duration<double>(Clock::now() - t0).count();
     });
     front_thread.join();
@@ -543,14 +614,18 @@ hv::Result<Sample> channel_case(Sides sides, hv::Result<Channel> (*make)(), std:
 
 template <class M>
 std::vector<std::pair<std::string, std::string>> config(unsigned pages, Sides sides,
-                                                        unsigned poll_us = 0) {
-    return {{"ring_pages", std::to_string(pages)},
-            {"poll_before_sleep_us", std::to_string(poll_us)},
-            {"ring_slots", std::to_string(rings::ring_entries_for_pages<typename M::P>(pages))},
-            {"request_bytes", std::to_string(sizeof(typename M::P::request))},
-            {"response_bytes", std::to_string(sizeof(typename M::P::response))},
-            {"peer_window", std::to_string(peer_window)},
-            {"sides", sides == Sides::threads ? "threads" : "processes"}};
+                                                        WaitMode mode = {}) {
+    return {
+        {"ring_pages", std::to_string(pages)},
+        {"wait", mode.adaptive       ? "adaptive"
+                 : mode.poll_us != 0 ? "poll"
+                                     : "sleep"},
+        {mode.adaptive ? "spin_window_us" : "poll_before_sleep_us", std::to_string(mode.poll_us)},
+        {"ring_slots", std::to_string(rings::ring_entries_for_pages<typename M::P>(pages))},
+        {"request_bytes", std::to_string(sizeof(typename M::P::request))},
+        {"response_bytes", std::to_string(sizeof(typename M::P::response))},
+        {"peer_window", std::to_string(peer_window)},
+        {"sides", sides == Sides::threads ? "threads" : "processes"}};
 }
 
 }  // namespace
@@ -573,9 +648,10 @@ int run_ring_suite(Context& ctx) {
     const auto pipe = &Channel::pipes;
 
     // Two threads of one process (the original cases; names kept).
-    check(ctx.run_case({"blkif_2threads", "req/s", "socketpair_seqpacket", true, config<B>(1, T)},
-                       [&] { return ring_case<B>(T, 1, ring_n, false); },
-                       [&] { return channel_case<B>(T, sock, peer_n, false); }));
+    check(ctx.run_case(
+        {"blkif_2threads", "req/s", "socketpair_seqpacket", true, config<B>(1, T)},
+        [&] { return ring_case<B>(T, 1, ring_n, false); },
+        [&] { return channel_case<B>(T, sock, peer_n, false); }));
     check(ctx.run_case(
         {"blkif_2threads_4pages", "req/s", "socketpair_seqpacket", true, config<B>(4, T)},
         [&] { return ring_case<B>(T, 4, ring_n, false); },
@@ -584,44 +660,75 @@ int run_ring_suite(Context& ctx) {
         {"netif_tx_2threads", "req/s", "socketpair_seqpacket", true, config<N>(1, T)},
         [&] { return ring_case<N>(T, 1, ring_n, false); },
         [&] { return channel_case<N>(T, sock, peer_n, false); }));
-    check(ctx.run_case({"netif_tx_2threads_vs_pipe", "req/s", "pipe_pair", true, config<N>(1, T)},
-                       [&] { return ring_case<N>(T, 1, ring_n, false); },
-                       [&] { return channel_case<N>(T, pipe, peer_n, false); }));
-    check(ctx.run_case({"blkif_rtt", "ns", "socketpair_seqpacket", false, config<B>(1, T)},
-                       [&] { return ring_case<B>(T, 1, rtt_n, true); },
-                       [&] { return channel_case<B>(T, sock, rtt_n, true); }));
-    check(ctx.run_case({"blkif_rtt_vs_pipe", "ns", "pipe_pair", false, config<B>(1, T)},
-                       [&] { return ring_case<B>(T, 1, rtt_n, true); },
-                       [&] { return channel_case<B>(T, pipe, rtt_n, true); }));
+    check(ctx.run_case(
+        {"netif_tx_2threads_vs_pipe", "req/s", "pipe_pair", true, config<N>(1, T)},
+        [&] { return ring_case<N>(T, 1, ring_n, false); },
+        [&] { return channel_case<N>(T, pipe, peer_n, false); }));
+    check(ctx.run_case(
+        {"blkif_rtt", "ns", "socketpair_seqpacket", false, config<B>(1, T)},
+        [&] { return ring_case<B>(T, 1, rtt_n, true); },
+        [&] { return channel_case<B>(T, sock, rtt_n, true); }));
+    check(ctx.run_case(
+        {"blkif_rtt_vs_pipe", "ns", "pipe_pair", false, config<B>(1, T)},
+        [&] { return ring_case<B>(T, 1, rtt_n, true); },
+        [&] { return channel_case<B>(T, pipe, rtt_n, true); }));
 
     // Two processes: this one (front) and a forked child (back), the ring in a shared memfd;
     // the peer is the same two processes over a SOCK_SEQPACKET socketpair / pipe pair.
-    check(ctx.run_case({"blkif_2proc", "req/s", "socketpair_seqpacket", true, config<B>(1, P)},
-                       [&] { return ring_case<B>(P, 1, ring_n, false); },
-                       [&] { return channel_case<B>(P, sock, peer_n, false); }));
+    check(ctx.run_case(
+        {"blkif_2proc", "req/s", "socketpair_seqpacket", true, config<B>(1, P)},
+        [&] { return ring_case<B>(P, 1, ring_n, false); },
+        [&] { return channel_case<B>(P, sock, peer_n, false); }));
     check(ctx.run_case(
         {"blkif_2proc_4pages", "req/s", "socketpair_seqpacket", true, config<B>(4, P)},
         [&] { return ring_case<B>(P, 4, ring_n, false); },
         [&] { return channel_case<B>(P, sock, peer_n, false); }));
-    check(ctx.run_case({"netif_tx_2proc", "req/s", "socketpair_seqpacket", true, config<N>(1, P)},
-                       [&] { return ring_case<N>(P, 1, ring_n, false); },
-                       [&] { return channel_case<N>(P, sock, peer_n, false); }));
-    check(ctx.run_case({"netif_tx_2proc_vs_pipe", "req/s", "pipe_pair", true, config<N>(1, P)},
-                       [&] { return ring_case<N>(P, 1, ring_n, false); },
-                       [&] { return channel_case<N>(P, pipe, peer_n, false); }));
-    check(ctx.run_case({"blkif_rtt_2proc", "ns", "socketpair_seqpacket", false, config<B>(1, P)},
-                       [&] { return ring_case<B>(P, 1, rtt_n, true); },
-                       [&] { return channel_case<B>(P, sock, rtt_n, true); }));
+    check(ctx.run_case(
+        {"netif_tx_2proc", "req/s", "socketpair_seqpacket", true, config<N>(1, P)},
+        [&] { return ring_case<N>(P, 1, ring_n, false); },
+        [&] { return channel_case<N>(P, sock, peer_n, false); }));
+    check(ctx.run_case(
+        {"netif_tx_2proc_vs_pipe", "req/s", "pipe_pair", true, config<N>(1, P)},
+        [&] { return ring_case<N>(P, 1, ring_n, false); },
+        [&] { return channel_case<N>(P, pipe, peer_n, false); }));
+    check(ctx.run_case(
+        {"blkif_rtt_2proc", "ns", "socketpair_seqpacket", false, config<B>(1, P)},
+        [&] { return ring_case<B>(P, 1, rtt_n, true); },
+        [&] { return channel_case<B>(P, sock, rtt_n, true); }));
 
     // The cases above sleep whenever they wait: a 1-page blkif ring (32 slots) then alternates
     // the two sides, each waking the other once per 32 requests, and wake-ups are its whole
     // cost. Here both sides first poll for a short while before they sleep — the ring its
     // shared indices, the peer its socket (non-sleeping poll()) — with the same budget.
-    constexpr unsigned poll_us = 10;
-    check(ctx.run_case({"blkif_2proc_poll", "req/s", "socketpair_seqpacket_poll", true,
-                        config<B>(1, P, poll_us)},
-                       [&] { return ring_case<B>(P, 1, ring_n, false, poll_us); },
-                       [&] { return channel_case<B>(P, sock, peer_n, false, poll_us); }));
+    constexpr WaitMode poll{10, false};
+    check(ctx.run_case(
+        {"blkif_2proc_poll", "req/s", "socketpair_seqpacket_poll", true, config<B>(1, P, poll)},
+        [&] { return ring_case<B>(P, 1, ring_n, false, poll); },
+        [&] { return channel_case<B>(P, sock, peer_n, false, poll); }));
+
+    // Adaptive: spin only within a window after work (hvmin/ring_wait.hpp on the ring; the
+    // peer spins with recv(MSG_DONTWAIT) for the same window before its blocking wait).
+    constexpr WaitMode adaptive{50, true};
+    check(ctx.run_case(
+        {"blkif_2proc_adaptive", "req/s", "socketpair_seqpacket_adaptive", true,
+         config<B>(1, P, adaptive)},
+        [&] { return ring_case<B>(P, 1, ring_n, false, adaptive); },
+        [&] { return channel_case<B>(P, sock, peer_n, false, adaptive); }));
+    check(ctx.run_case(
+        {"blkif_2proc_4pages_adaptive", "req/s", "socketpair_seqpacket_adaptive", true,
+         config<B>(4, P, adaptive)},
+        [&] { return ring_case<B>(P, 4, ring_n, false, adaptive); },
+        [&] { return channel_case<B>(P, sock, peer_n, false, adaptive); }));
+    check(ctx.run_case(
+        {"netif_tx_2proc_adaptive", "req/s", "socketpair_seqpacket_adaptive", true,
+         config<N>(1, P, adaptive)},
+        [&] { return ring_case<N>(P, 1, ring_n, false, adaptive); },
+        [&] { return channel_case<N>(P, sock, peer_n, false, adaptive); }));
+    check(ctx.run_case(
+        {"blkif_rtt_2proc_adaptive", "ns", "socketpair_seqpacket_adaptive", false,
+         config<B>(1, P, adaptive)},
+        [&] { return ring_case<B>(P, 1, rtt_n, true, adaptive); },
+        [&] { return channel_case<B>(P, sock, rtt_n, true, adaptive); }));
     return failures == 0 ? 0 : 1;
 }
 

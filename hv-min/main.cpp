@@ -1,4 +1,5 @@
-// hv-min daemon: `hv-min [--rundir DIR] [--foreground]`. A thin main around hv::hvmin::Core.
+// hv-min daemon: `hv-min [--rundir DIR] [--spin-us N] [--foreground]`. A thin main around
+// hv::hvmin::Core.
 // Layer: hv-min (L1). Single thread: the core's epoll loop.
 #include <signal.h>
 #include <unistd.h>
@@ -24,10 +25,18 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
         if (std::strcmp(argv[i], "--rundir") == 0 && i + 1 < argc) {
             cfg.rundir = argv[++i];
+        } else if (std::strcmp(argv[i], "--spin-us") == 0 && i + 1 < argc) {
+            char* end = nullptr;
+            const unsigned long us = std::strtoul(argv[++i], &end, 10);
+            if (end == argv[i] || *end != '\0' || us > 1'000'000) {
+                std::fprintf(stderr, "hv-min: --spin-us takes 0..1000000\n");
+                return 2;
+            }
+            cfg.spin_window = std::chrono::microseconds(us);
         } else if (std::strcmp(argv[i], "--foreground") == 0) {
             foreground = true;
         } else {
-            std::fprintf(stderr, "usage: hv-min [--rundir DIR] [--foreground]\n");
+            std::fprintf(stderr, "usage: hv-min [--rundir DIR] [--spin-us N] [--foreground]\n");
             return 2;
         }
     }

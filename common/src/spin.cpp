@@ -1,18 +1,25 @@
 // spin_poll and the HVKIT_POLL_US default (see spin.hpp).
 #include "hv/spin.hpp"
 
+#include <sys/epoll.h>
+
 #include <cerrno>
 #include <cstdlib>
 
 namespace hv {
 
-int spin_poll(pollfd* fds, nfds_t n, int timeout_ms, std::chrono::microseconds spin) noexcept {
+namespace {
+
+/// Calls `wait(0)` until it returns non-zero or `spin` has passed, then `wait(rest)` with what
+/// is left of `timeout_ms` (-1 = forever). `wait` is poll(2) or epoll_wait(2) with a timeout.
+template <class Wait>
+int spin_then_wait(Wait&& wait, int timeout_ms, std::chrono::microseconds spin) noexcept {
     using Clock = std::chrono::steady_clock;
-    const auto start = Clock::now();
     if (spin.count() > 0) {
+        const auto start = Clock::now();
         const auto end = start + spin;
         for (;;) {
-            const int r = ::poll(fds, n, 0);
+            const int r = wait(0);
             if (r != 0) {
                 return r;
             }
@@ -30,7 +37,19 @@ int spin_poll(pollfd* fds, nfds_t n, int timeout_ms, std::chrono::microseconds s
             timeout_ms = spent.count() >= timeout_ms ? 0 : timeout_ms - static_cast<int>(spent.count());
         }
     }
-    return ::poll(fds, n, timeout_ms);
+    return wait(timeout_ms);
+}
+
+}  // namespace
+
+int spin_poll(pollfd* fds, nfds_t n, int timeout_ms, std::chrono::microseconds spin) noexcept {
+    return spin_then_wait([&](int t) { return ::poll(fds, n, t); }, timeout_ms, spin);
+}
+
+int spin_epoll_wait(int epfd, epoll_event* evs, int max_events, int timeout_ms,
+                    std::chrono::microseconds spin) noexcept {
+    return spin_then_wait([&](int t) { return ::epoll_wait(epfd, evs, max_events, t); },
+                          timeout_ms, spin);
 }
 
 std::chrono::microseconds default_spin() noexcept {
@@ -48,6 +67,14 @@ std::chrono::microseconds default_spin() noexcept {
         return std::chrono::microseconds{v > 1'000'000 ? 1'000'000 : v};
     }();
     return value;
+}
+
+std::chrono::microseconds default_spin_or(std::chrono::microseconds fallback) noexcept {
+    static const bool set = [] {
+        const char* s = std::getenv("HVKIT_POLL_US");
+        return s != nullptr && *s != '\0';
+    }();
+    return set ? default_spin() : fallback;
 }
 
 }  // namespace hv

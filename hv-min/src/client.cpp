@@ -162,9 +162,10 @@ std::span<const std::byte> as_bytes_of(const T& v) {
 // ---- Channel ----------------------------------------------------------------------------------
 
 Result<Channel::Reply> Channel::receive(std::uint32_t seq, int timeout_ms) {
+    const auto spin = reply_spin();
     for (;;) {
         pollfd p{fd_.get(), POLLIN, 0};
-        const int n = ::poll(&p, 1, timeout_ms);
+        const int n = hv::spin_poll(&p, 1, timeout_ms, spin);
         if (n < 0) {
             if (errno == EINTR) {
                 continue;
@@ -575,6 +576,7 @@ EventChannelBinding& EventChannelBinding::operator=(EventChannelBinding&& o) noe
         wait_ = std::move(o.wait_);
         notify_ = std::move(o.notify_);
         masked_ = o.masked_;
+        spin_ = o.spin_;
     }
     return *this;
 }
@@ -613,7 +615,7 @@ bool EventChannelBinding::unmask() noexcept {
 Result<void> EventChannelBinding::wait(std::chrono::milliseconds timeout) const noexcept {
     pollfd p{wait_.get(), POLLIN, 0};
     for (;;) {
-        const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+        const int n = hv::spin_poll(&p, 1, static_cast<int>(timeout.count()), spin_);
         if (n < 0 && errno == EINTR) {
             continue;
         }

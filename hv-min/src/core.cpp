@@ -58,6 +58,7 @@
 
 #include "hv/log.hpp"
 #include "hv/mapping.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/wire.hpp"
 #include "console.hpp"
@@ -276,7 +277,10 @@ struct Core::Impl {
     std::atomic<std::size_t> n_domains{0};
     std::atomic<std::uint64_t> dropped{0};
     std::atomic<std::uint64_t> served{0};
+    std::atomic<std::uint64_t> sleeps{0};
+    std::atomic<std::uint64_t> spin_hits{0};
     std::atomic<bool> stopping{false};
+    SpinPolicy spin;  // worked() on every hypercall served; loop thread only
 #ifdef HVMIN_WITH_XENSTORE
     std::unique_ptr<xs::Server> xs;
 #endif
@@ -416,8 +420,22 @@ struct Core::Impl {
 
     Result<void> run() {
         epoll_event evs[64];
+        spin = SpinPolicy(cfg.spin_window);
         while (!stopping.load(std::memory_order_acquire)) {
-            const int n = ::epoll_wait(epfd.get(), evs, 64, -1);
+            int n = 0;
+            // Hypercalls arrived within the window: poll (zero timeouts) for the next before
+            // sleeping; a quiet window and we sleep at once.
+            const auto budget = spin.budget();
+            if (budget.count() > 0) {
+                n = spin_epoll_wait(epfd.get(), evs, 64, 0, budget);
+                if (n > 0) {
+                    spin_hits.fetch_add(1, std::memory_order_relaxed);
+                }
+            }
+            if (n == 0) {
+                sleeps.fetch_add(1, std::memory_order_relaxed);
+                n = ::epoll_wait(epfd.get(), evs, 64, -1);
+            }
             if (n < 0) {
                 if (errno == EINTR) {
                     continue;
@@ -524,6 +542,7 @@ struct Core::Impl {
                     return;
                 }
                 served.fetch_add(1);  // before the reply can go out
+                spin.worked();
                 handle(*c, *msg);
                 if (!conns.count(id)) {
                     return;
@@ -2170,5 +2189,9 @@ std::filesystem::path Core::socket_path() const { return impl_->sock_path; }
 std::size_t Core::domain_count() const { return impl_->n_domains.load(); }
 std::uint64_t Core::dropped_connections() const { return impl_->dropped.load(); }
 std::uint64_t Core::requests_served() const { return impl_->served.load(); }
+LoopStats Core::loop_stats() const {
+    return {impl_->sleeps.load(std::memory_order_relaxed),
+            impl_->spin_hits.load(std::memory_order_relaxed)};
+}
 
 }  // namespace hv::hvmin

@@ -1,13 +1,16 @@
 // hv::spin_until, spin_poll and SpinPolicy: spinning finds what is ready, gives up after its
 // budget, and a policy stops spinning once work stops arriving.
-#include <catch2/catch.hpp>
+#include "hv/spin.hpp"
+
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <catch2/catch.hpp>
+#include <cstdlib>
 #include <thread>
 
-#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 
 using namespace std::chrono_literals;
@@ -19,7 +22,12 @@ TEST_CASE("spin_until returns as soon as the condition holds and false after its
     CHECK(calls == 5);
 
     calls = 0;
-    CHECK_FALSE(hv::spin_until([&] { ++calls; return false; }, 0ns));
+    CHECK_FALSE(hv::spin_until(
+        [&] {
+            ++calls;
+            return false;
+        },
+        0ns));
     CHECK(calls == 1);  // a zero budget probes exactly once
 
     const auto t0 = std::chrono::steady_clock::now();
@@ -37,7 +45,7 @@ TEST_CASE("spin_until sees a store made by another thread while it spins", "[com
     t.join();
 }
 
-TEST_CASE("spin_poll reports a readable fd during the spin and after it, and times out",
+TEST_CASE("spin_poll reports a readable fd during the spin or after it and times out",
           "[common][spin]") {
     hv::UniqueFd efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     REQUIRE(efd.valid());
@@ -76,4 +84,125 @@ TEST_CASE("SpinPolicy spins only within its window after work", "[common][spin]"
     CHECK(p.budget() == 0us);  // idle for a whole window
     p.worked();
     CHECK(p.budget() == 2ms);
+}
+
+TEST_CASE("spin_epoll_wait finds an event during the spin or the sleep after it and times out",
+          "[common][spin]") {
+    hv::UniqueFd efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    hv::UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+    REQUIRE(efd.valid());
+    REQUIRE(ep.valid());
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    REQUIRE(::epoll_ctl(ep.get(), EPOLL_CTL_ADD, efd.get(), &ev) == 0);
+    epoll_event out[4];
+
+    CHECK(hv::spin_epoll_wait(ep.get(), out, 4, 5, 500us) == 0);  // spin, then a short sleep
+    CHECK(hv::spin_epoll_wait(ep.get(), out, 4, 0, 200us) == 0);  // spin only
+
+    std::thread t([&] {
+        std::this_thread::sleep_for(200us);
+        const std::uint64_t one = 1;
+        (void)!::write(efd.get(), &one, sizeof one);
+    });
+    CHECK(hv::spin_epoll_wait(ep.get(), out, 4, 10'000, 100ms) == 1);  // found while spinning
+    t.join();
+    std::uint64_t v = 0;
+    REQUIRE(::read(efd.get(), &v, sizeof v) == sizeof v);
+
+    // Written after the spin ended: the sleep that follows sees it.
+    std::thread late([&] {
+        std::this_thread::sleep_for(20ms);
+        const std::uint64_t one = 1;
+        (void)!::write(efd.get(), &one, sizeof one);
+    });
+    CHECK(hv::spin_epoll_wait(ep.get(), out, 4, 10'000, 100us) == 1);
+    late.join();
+}
+
+TEST_CASE("spin_then_sleep finds work by spinning or by the final check or is woken or times out",
+          "[common][spin]") {
+    hv::UniqueFd efd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    REQUIRE(efd.valid());
+    pollfd p{efd.get(), POLLIN, 0};
+    std::atomic<bool> ring_moved{false};
+    int ready_calls = 0;
+    int checks = 0;
+    auto ready = [&] {
+        ++ready_calls;
+        return ring_moved.load(std::memory_order_acquire);
+    };
+    auto final_check = [&] {
+        ++checks;
+        return ring_moved.load(std::memory_order_acquire);
+    };
+
+    SECTION("the producer moves the index while the consumer spins: no final check, no sleep") {
+        hv::SpinPolicy policy(1s);
+        policy.worked();
+        std::thread t([&] {
+            std::this_thread::sleep_for(1ms);
+            ring_moved.store(true, std::memory_order_release);
+        });
+        CHECK(hv::spin_then_sleep(ready, final_check, &p, 1, 5000, policy) ==
+              hv::WaitOutcome::work);
+        t.join();
+        CHECK(checks == 0);
+        CHECK(ready_calls > 1);
+    }
+    SECTION("the final check finds what arrived after the spin") {
+        hv::SpinPolicy policy(200us);
+        policy.worked();
+        auto late = [&] {
+            ++checks;
+            return true;  // the producer pushed between the last probe and the arm
+        };
+        CHECK(hv::spin_then_sleep(ready, late, &p, 1, 5000, policy) == hv::WaitOutcome::work);
+        CHECK(checks == 1);
+        CHECK(ready_calls > 1);
+        CHECK(policy.budget() == 200us);  // work found: the next wait spins again
+    }
+    SECTION("a quiet window returns to sleeping: no spin, and the sleep is woken by the fd") {
+        hv::SpinPolicy policy(2ms);
+        policy.worked();
+        std::this_thread::sleep_for(5ms);
+        REQUIRE(policy.budget() == 0us);
+        std::thread t([&] {
+            std::this_thread::sleep_for(2ms);
+            const std::uint64_t one = 1;
+            (void)!::write(efd.get(), &one, sizeof one);
+        });
+        CHECK(hv::spin_then_sleep(ready, final_check, &p, 1, 5000, policy) == hv::WaitOutcome::fd);
+        t.join();
+        CHECK(ready_calls == 0);  // never spun
+        CHECK(checks == 1);
+        CHECK(policy.budget() == 2ms);  // the event counts as work: the next wait spins
+    }
+    SECTION("nothing arrives: the spin expires, the final check arms, the sleep times out") {
+        hv::SpinPolicy policy(500us);
+        policy.worked();
+        const auto t0 = std::chrono::steady_clock::now();
+        CHECK(hv::spin_then_sleep(ready, final_check, &p, 1, 10, policy) ==
+              hv::WaitOutcome::timed_out);
+        CHECK(std::chrono::steady_clock::now() - t0 >= 10ms);
+        CHECK(checks == 1);
+        CHECK(ready_calls > 1);
+    }
+    SECTION("a poll failure is an error, not a hang") {
+        hv::SpinPolicy policy;
+        // One fd at a null address: poll(2) fails with EFAULT.
+        CHECK(hv::spin_then_sleep(ready, final_check, nullptr, 1, 10, policy) ==
+              hv::WaitOutcome::error);
+        CHECK(errno == EFAULT);
+    }
+}
+
+TEST_CASE("default_spin_or follows HVKIT_POLL_US when set and the fallback otherwise",
+          "[common][spin]") {
+    const char* env = std::getenv("HVKIT_POLL_US");
+    if (env == nullptr || *env == '\0') {
+        CHECK(hv::default_spin_or(37us) == 37us);
+    } else {
+        CHECK(hv::default_spin_or(37us) == hv::default_spin());
+    }
 }

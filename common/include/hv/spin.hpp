@@ -12,8 +12,11 @@
 
 #include <poll.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+
+struct epoll_event;
 
 namespace hv {
 
@@ -54,9 +57,18 @@ bool spin_until(Ready&& ready, std::chrono::nanoseconds budget) {
 /// `timeout_ms` (-1 = forever). Same return value and errno as poll(2); EINTR is returned.
 int spin_poll(pollfd* fds, nfds_t n, int timeout_ms, std::chrono::microseconds spin) noexcept;
 
+/// epoll_wait(2) that first waits with a zero timeout for up to `spin`, then sleeps for the
+/// rest of `timeout_ms` (-1 = forever). Same return value and errno as epoll_wait(2).
+int spin_epoll_wait(int epfd, epoll_event* evs, int max_events, int timeout_ms,
+                    std::chrono::microseconds spin) noexcept;
+
 /// The process-wide default spin budget: `HVKIT_POLL_US` read once (0 when unset or invalid,
 /// capped at one second).
 std::chrono::microseconds default_spin() noexcept;
+
+/// `HVKIT_POLL_US` when it is set (0 = never spin), else `fallback`: for a component whose
+/// own default is to spin (hv-min's loop, the hypercall client waiting for its reply).
+std::chrono::microseconds default_spin_or(std::chrono::microseconds fallback) noexcept;
 
 /// Decides whether a waiter spins: only while work arrived within `window` of now. A waiter
 /// calls `worked()` whenever a pass found something to do and asks `budget()` before sleeping;
@@ -86,5 +98,53 @@ private:
     std::chrono::microseconds window_{0};
     std::chrono::steady_clock::time_point last_work_{};
 };
+
+/// What ended a spin_then_sleep().
+enum class WaitOutcome {
+    work,       ///< `ready()` or the final check found work (found while spinning or armed)
+    fd,         ///< one of the fds is readable (an event, a stop request, a completion)
+    timed_out,  ///< neither within `timeout_ms`
+    error,      ///< poll(2) failed; errno is set
+};
+
+/// The wait of a ring consumer or producer (xen-abi §1.5) with adaptive spinning:
+///  1. if `policy` allows it, spin on `ready()` (a shared-memory check such as "the peer's
+///     producer index moved": no syscall per probe) for the policy's budget. The event
+///     threshold is not armed yet, so a peer that produces now sends no notification;
+///  2. `final_check()`: arm the event threshold, full fence, re-check (true = work: do not
+///     sleep). A ring protocol error should return true too, so the caller's next drain sees
+///     and reports it;
+///  3. sleep in poll(2) on `fds` (the event channel's fd first, then e.g. a stop or engine fd)
+///     for at most `timeout_ms` (-1 = forever). EINTR sleeps again for the full timeout.
+/// Work found (1, 2) and an event (3) count as work for `policy`, so the next wait spins.
+/// While spinning the fds are not looked at: a stop request or completion waits at most the
+/// budget, unless `ready()` also checks it.
+template <class Ready, class FinalCheck>
+WaitOutcome spin_then_sleep(Ready&& ready, FinalCheck&& final_check, pollfd* fds, nfds_t n,
+                            int timeout_ms, SpinPolicy& policy) {
+    const auto budget = policy.budget();
+    if (budget.count() > 0 && spin_until(ready, budget)) {
+        policy.worked();
+        return WaitOutcome::work;
+    }
+    if (final_check()) {
+        policy.worked();
+        return WaitOutcome::work;
+    }
+    for (;;) {
+        const int r = ::poll(fds, n, timeout_ms);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            return WaitOutcome::error;
+        }
+        if (r == 0) {
+            return WaitOutcome::timed_out;
+        }
+        policy.worked();
+        return WaitOutcome::fd;
+    }
+}
 
 }  // namespace hv

@@ -7,6 +7,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +22,7 @@
 
 #include "hv/expected.hpp"
 #include "hv/mapping.hpp"
+#include "hv/spin.hpp"
 #include "hv/strong.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/errc.hpp"
@@ -46,6 +48,10 @@ public:
         std::vector<UniqueFd> fds;
     };
     static constexpr int kDefaultTimeoutMs = 10000;
+    /// How long call() spins for its reply when HVKIT_POLL_US is not set: a reply from a
+    /// polling hv-min comes within a few µs; sleeping instead costs an idle-CPU wake-up
+    /// (tens of µs on a VM) per hypercall.
+    static constexpr std::chrono::microseconds kDefaultReplySpin{50};
 
     explicit Channel(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
     /// Sends one request and waits (bounded) for its reply. Errors: socket errors,
@@ -55,6 +61,14 @@ public:
     /// Sends raw bytes as one datagram and waits for one reply (tests of hostile input).
     Result<Reply> call_raw(std::span<const std::byte> datagram, int timeout_ms = kDefaultTimeoutMs);
     int fd() const noexcept { return fd_.get(); }
+    /// How long call() polls (zero timeouts) for its reply before it sleeps; 0 = sleep at
+    /// once. Default: HVKIT_POLL_US when set, else kDefaultReplySpin. Any thread.
+    void set_reply_spin(std::chrono::microseconds spin) noexcept {
+        reply_spin_us_.store(spin.count(), std::memory_order_relaxed);
+    }
+    std::chrono::microseconds reply_spin() const noexcept {
+        return std::chrono::microseconds(reply_spin_us_.load(std::memory_order_relaxed));
+    }
 
     /// Trusted map mode: peers' extents this connection has received (hv-min sends each once).
     std::shared_ptr<detail::ExtentMap> extent(std::uint32_t id);
@@ -65,6 +79,8 @@ private:
     std::mutex mu_;
     UniqueFd fd_;
     std::uint32_t seq_ = 0;
+    std::atomic<std::chrono::microseconds::rep> reply_spin_us_{
+        hv::default_spin_or(kDefaultReplySpin).count()};
     std::unordered_map<std::uint32_t, std::shared_ptr<detail::ExtentMap>> extents_;
 };
 
@@ -177,8 +193,13 @@ public:
     /// Unmasks and re-checks: true if an event is pending now.
     bool unmask() noexcept;
     bool masked() const noexcept { return masked_; }
-    /// Waits (bounded) until the port is pending. Errc::timed_out otherwise.
+    /// Waits (bounded) until the port is pending: polls the fd with zero timeouts for up to
+    /// spin() first, then sleeps. Errc::timed_out otherwise. A ring user does better with
+    /// hvmin/ring_wait.hpp, which spins on the ring's indices (no syscall per probe).
     Result<void> wait(std::chrono::milliseconds timeout) const noexcept;
+    /// The spin budget of wait(). Default: hv::default_spin() (HVKIT_POLL_US, else 0).
+    void set_spin(std::chrono::microseconds spin) noexcept { spin_ = spin; }
+    std::chrono::microseconds spin() const noexcept { return spin_; }
     /// EVTCHNOP_close now.
     Result<void> close() noexcept;
     /// Gives up the binding without closing the port (its fds are closed); the port stays
@@ -193,6 +214,7 @@ private:
     UniqueFd wait_;    // this port's pending state
     UniqueFd notify_;  // the peer port's pending state (interdomain only)
     bool masked_ = false;
+    std::chrono::microseconds spin_ = hv::default_spin();
 };
 
 /// Event channel operations (xen-abi §3) with Xen's return codes (as system errors).

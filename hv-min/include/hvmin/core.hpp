@@ -6,14 +6,19 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
 
 #include "hv/expected.hpp"
+#include "hv/spin.hpp"
 
 namespace hv::hvmin {
+
+/// hv-min's spin window when HVKIT_POLL_US is not set (README "Adaptive polling").
+inline constexpr std::chrono::microseconds kCoreSpinWindow{50};
 
 struct CoreConfig {
     std::filesystem::path rundir;          ///< hv-min.sock (and xenstored.sock) live here
@@ -30,6 +35,18 @@ struct CoreConfig {
     /// process group only: a daemon that calls setsid outlives it); else a cgroup2 directory.
     /// Without a usable cgroup2 hierarchy hv-min logs that and falls back to process groups.
     std::string cgroup;
+    /// Adaptive polling of the loop: while some connection made a hypercall within this
+    /// window, the loop polls its epoll set with zero timeouts before it sleeps, so a caller
+    /// making back-to-back hypercalls does not pay an idle-CPU wake-up per call. After a
+    /// quiet window the loop sleeps as before. 0 = always sleep. Default: HVKIT_POLL_US when
+    /// set, else kCoreSpinWindow.
+    std::chrono::microseconds spin_window = hv::default_spin_or(kCoreSpinWindow);
+};
+
+/// How the loop waited (tests, metrics).
+struct LoopStats {
+    std::uint64_t sleeps = 0;     ///< blocking epoll_wait calls
+    std::uint64_t spin_hits = 0;  ///< waits that found events while spinning (no sleep)
 };
 
 class Core {
@@ -54,6 +71,7 @@ public:
     std::uint64_t dropped_connections() const;
     /// Requests served since start.
     std::uint64_t requests_served() const;
+    LoopStats loop_stats() const;
 
 private:
     struct Impl;

@@ -184,7 +184,8 @@ Result<std::uint64_t> parse_u64(const std::string& s) {
     return std::stoull(s);
 }
 
-Result<std::unique_ptr<BenchHost>> BenchHost::create(bool xenstore) {
+Result<std::unique_ptr<BenchHost>> BenchHost::create(
+    bool xenstore, std::optional<std::chrono::microseconds> spin) {
     std::unique_ptr<BenchHost> h(new BenchHost());
     std::string tmpl = (std::filesystem::temp_directory_path() / "hvbench.XXXXXX").string();
     if (::mkdtemp(tmpl.data()) == nullptr) {
@@ -195,6 +196,9 @@ Result<std::unique_ptr<BenchHost>> BenchHost::create(bool xenstore) {
     cfg.rundir = h->dir_;
     cfg.dom0_uid = ::getuid();
     cfg.host_xenstore = xenstore;
+    if (spin) {
+        cfg.spin_window = *spin;
+    }
     auto core = hvmin::Core::create(cfg);
     if (!core) {
         return fail(core.error());
@@ -206,6 +210,9 @@ Result<std::unique_ptr<BenchHost>> BenchHost::create(bool xenstore) {
         return fail(ts.error());
     }
     h->ts_ = std::make_unique<hvmin::Toolstack>(std::move(*ts));
+    if (spin) {
+        h->ts_->services().channel().set_reply_spin(*spin);
+    }
     return h;
 }
 

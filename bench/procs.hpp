@@ -6,8 +6,10 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -90,7 +92,10 @@ Result<std::uint64_t> parse_u64(const std::string& s);
 class BenchHost {
 public:
     /// `xenstore`: hv-min also hosts its XenStore ($rundir/xenstored.sock; the blk suite).
-    static Result<std::unique_ptr<BenchHost>> create(bool xenstore = false);
+    /// `spin`: hv-min's loop spin window and this dom0 connection's reply spin (nullopt: their
+    /// defaults, as deployed; 0: both always sleep — the sleeping cases).
+    static Result<std::unique_ptr<BenchHost>> create(
+        bool xenstore = false, std::optional<std::chrono::microseconds> spin = std::nullopt);
     ~BenchHost();  ///< destroys the domains, stops the core, removes the rundir
     BenchHost(const BenchHost&) = delete;
     BenchHost& operator=(const BenchHost&) = delete;
@@ -120,9 +125,9 @@ private:
 
 /// A helper domain's command handler: one request line (split) → the reply line. It may
 /// write extra lines itself through `ctl` (e.g. "ok" before a long run, then "done").
-using HelperHandler =
-    Result<std::string> (*)(hvmin::Services& svc, const std::vector<std::string>& words,
-                            ControlLine& ctl);
+using HelperHandler = Result<std::string> (*)(hvmin::Services& svc,
+                                              const std::vector<std::string>& words,
+                                              ControlLine& ctl);
 
 /// The body of `hvbench --helper NAME CTLPATH` in a domain: attach to hv-min, connect to the
 /// control socket, say "hello <domid>", answer commands until EOF or "exit". Exit code.

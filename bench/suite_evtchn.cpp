@@ -1,6 +1,8 @@
 // hvbench suite `evtchn`: event-channel notify round trip between two real domains of an
 // in-process hv-min (two hvbench helper processes created through the Toolstack, bound with
 // alloc_unbound/bind_interdomain), beside a bare eventfd ping-pong between two processes.
+// Sleeping (`notify_rtt_2domains`) and spinning (`notify_rtt_2domains_spin`: each side's
+// EventChannelBinding::wait polls for a budget before it sleeps; the peer the same budget).
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -14,6 +16,7 @@
 #include <vector>
 
 #include "harness.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
 #include "procs.hpp"
@@ -25,12 +28,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-/// Waits (bounded) until `fd` is readable.
-Result<void> wait_readable(int fd) {
+/// Waits (bounded) until `fd` is readable, polling with zero timeouts for `spin` first.
+Result<void> wait_readable(int fd, std::chrono::microseconds spin = {}) {
     pollfd p{fd, POLLIN, 0};
     int rc;
     do {
-        rc = ::poll(&p, 1, kWaitTimeoutMs);
+        rc = hv::spin_poll(&p, 1, kWaitTimeoutMs, spin);
     } while (rc < 0 && errno == EINTR);
     if (rc < 0) {
         return fail_errno();
@@ -50,7 +53,7 @@ Result<std::string> pong(hvmin::EventChannelBinding& b, std::uint64_t n, Control
     (void)b.ack();  // nothing stale may answer early
     HV_TRY(ctl.write_line("ok"));
     for (std::uint64_t i = 0; i < n; ++i) {
-        HV_TRY(wait_readable(b.fd()));
+        HV_TRY(b.wait(std::chrono::milliseconds(kWaitTimeoutMs)));
         if (!b.ack()) {
             return fail(bad_data_error());
         }
@@ -67,7 +70,7 @@ Result<std::string> ping(hvmin::EventChannelBinding& b, std::uint64_t n) {
     for (std::uint64_t i = 0; i < n; ++i) {
         const auto t0 = Clock::now();
         HV_TRY(b.notify());
-        HV_TRY(wait_readable(b.fd()));
+        HV_TRY(b.wait(std::chrono::milliseconds(kWaitTimeoutMs)));
         if (!b.ack()) {
             return fail(bad_data_error());
         }
@@ -79,8 +82,9 @@ Result<std::string> ping(hvmin::EventChannelBinding& b, std::uint64_t n) {
 
 }  // namespace
 
-/// Commands: "alloc DOMID" → "ok PORT"; "bind DOMID PORT" → "ok PORT"; "pong N" → "ok", then
-/// "done" after answering N events; "ping N" → "ok P50_NS P99_NS" after N round trips.
+/// Commands: "alloc DOMID" → "ok PORT"; "bind DOMID PORT" → "ok PORT"; "pong N SPIN_US" →
+/// "ok", then "done" after answering N events; "ping N SPIN_US" → "ok P50_NS P99_NS" after N
+/// round trips. SPIN_US: the binding's wait spin (EventChannelBinding::set_spin).
 Result<std::string> evtchn_helper(hvmin::Services& svc, const std::vector<std::string>& w,
                                   ControlLine& ctl) {
     if (w[0] == "alloc" && w.size() == 2) {
@@ -109,11 +113,13 @@ Result<std::string> evtchn_helper(hvmin::Services& svc, const std::vector<std::s
         helper_binding.emplace(std::move(*b));
         return "ok " + std::to_string(helper_binding->port().get());
     }
-    if ((w[0] == "pong" || w[0] == "ping") && w.size() == 2 && helper_binding) {
+    if ((w[0] == "pong" || w[0] == "ping") && w.size() == 3 && helper_binding) {
         auto n = parse_u64(w[1]);
-        if (!n) {
-            return fail(n.error());
+        auto spin = parse_u64(w[2]);
+        if (!n || !spin || *spin > 1'000'000) {
+            return fail_errno(EINVAL);
         }
+        helper_binding->set_spin(std::chrono::microseconds(*spin));
         return w[0] == "pong" ? pong(*helper_binding, *n, ctl) : ping(*helper_binding, *n);
     }
     return fail_errno(EINVAL);
@@ -148,17 +154,18 @@ struct DomainPair {
         if (!port || port->size() != 2) {
             return fail(port ? bad_data_error() : port.error());
         }
-        auto bound = p.ping->ctl.call("bind " + std::to_string(p.pong->domid.get()) + " " +
-                                      (*port)[1]);
+        auto bound =
+            p.ping->ctl.call("bind " + std::to_string(p.pong->domid.get()) + " " + (*port)[1]);
         if (!bound) {
             return fail(bound.error());
         }
         return p;
     }
 
-    Result<Sample> round_trips(std::uint64_t n) {
-        HV_TRY(pong->ctl.call("pong " + std::to_string(n)));
-        auto r = ping->ctl.call("ping " + std::to_string(n), 60'000);
+    Result<Sample> round_trips(std::uint64_t n, std::chrono::microseconds spin) {
+        const std::string args = std::to_string(n) + " " + std::to_string(spin.count());
+        HV_TRY(pong->ctl.call("pong " + args));
+        auto r = ping->ctl.call("ping " + args, 60'000);
         if (!r) {
             return fail(r.error());
         }
@@ -178,8 +185,9 @@ struct DomainPair {
 };
 
 /// The peer: the same ping-pong over two bare nonblocking eventfds between this process and a
-/// forked child (poll, read, write: what an event-channel binding does without hv-min).
-Result<Sample> eventfd_ping_pong(std::uint64_t n) {
+/// forked child (poll, read, write: what an event-channel binding does without hv-min), each
+/// wait polling with zero timeouts for `spin` first, as the bindings do.
+Result<Sample> eventfd_ping_pong(std::uint64_t n, std::chrono::microseconds spin) {
     UniqueFd to_pong(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     UniqueFd to_ping(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!to_pong.valid() || !to_ping.valid()) {
@@ -189,7 +197,7 @@ Result<Sample> eventfd_ping_pong(std::uint64_t n) {
         std::uint64_t v;
         const std::uint64_t one = 1;
         for (std::uint64_t i = 0; i < n; ++i) {
-            HV_TRY(wait_readable(to_pong.get()));
+            HV_TRY(wait_readable(to_pong.get(), spin));
             if (::read(to_pong.get(), &v, sizeof v) != sizeof v ||
                 ::write(to_ping.get(), &one, sizeof one) != sizeof one) {
                 return fail_errno();
@@ -213,7 +221,7 @@ Result<Sample> eventfd_ping_pong(std::uint64_t n) {
                 if (::write(to_pong.get(), &one, sizeof one) != sizeof one) {
                     return fail_errno();
                 }
-                HV_TRY(wait_readable(to_ping.get()));
+                HV_TRY(wait_readable(to_ping.get(), spin));
                 if (::read(to_ping.get(), &v, sizeof v) != sizeof v) {
                     return fail_errno();
                 }
@@ -232,23 +240,45 @@ Result<Sample> eventfd_ping_pong(std::uint64_t n) {
 
 int run_evtchn_suite(Context& ctx) {
     const std::uint64_t n = ctx.scale(20'000, 200);
-    if (!ctx.options().filter.empty() &&
-        std::string("notify_rtt_2domains").find(ctx.options().filter) == std::string::npos) {
-        return 0;
+    // Sleeping (the original case), then spinning 50 us before each sleep on both sides.
+    struct Mode {
+        const char* name;
+        const char* peer;
+        std::chrono::microseconds spin;
+    };
+    const Mode modes[] = {
+        {"notify_rtt_2domains", "eventfd_2proc", std::chrono::microseconds{0}},
+        {"notify_rtt_2domains_spin", "eventfd_2proc_spin", std::chrono::microseconds{50}}};
+    std::optional<DomainPair> pair;
+    int failures = 0;
+    for (const Mode& m : modes) {
+        if (!ctx.options().filter.empty() &&
+            std::string(m.name).find(ctx.options().filter) == std::string::npos) {
+            continue;
+        }
+        if (!pair) {
+            auto p = DomainPair::create();
+            if (!p) {
+                std::fprintf(stderr, "hvbench evtchn: cannot set up two domains: %s\n",
+                             p.error().message().c_str());
+                return 1;
+            }
+            pair.emplace(std::move(*p));
+        }
+        auto rc = ctx.run_case(
+            {m.name,
+             "ns",
+             m.peer,
+             false,
+             {{"round_trips_per_run", std::to_string(n)},
+              {"ours", "hv-min event channel, two helper domains"},
+              {"peer_sides", "processes"},
+              {"spin_us", std::to_string(m.spin.count())}}},
+            [&] { return pair->round_trips(n, m.spin); },
+            [&] { return eventfd_ping_pong(n, m.spin); });
+        failures += rc ? 0 : 1;
     }
-    auto pair = DomainPair::create();
-    if (!pair) {
-        std::fprintf(stderr, "hvbench evtchn: cannot set up two domains: %s\n",
-                     pair.error().message().c_str());
-        return 1;
-    }
-    auto rc = ctx.run_case({"notify_rtt_2domains", "ns", "eventfd_2proc", false,
-                            {{"round_trips_per_run", std::to_string(n)},
-                             {"ours", "hv-min event channel, two helper domains"},
-                             {"peer_sides", "processes"}}},
-                           [&] { return pair->round_trips(n); },
-                           [&] { return eventfd_ping_pong(n); });
-    return rc ? 0 : 1;
+    return failures == 0 ? 0 : 1;
 }
 
 }  // namespace hv::bench

@@ -2,7 +2,9 @@
 // connection's own extent (GB/s, batches of 1/16/64 pages) beside memcpy of the same bytes in
 // one process; the hypercall round trip (EVTCHNOP_status) beside a SOCK_SEQPACKET echo; and a
 // trusted grant map + unmap beside mmap + munmap of one memfd page. hv-min runs in-process;
-// the granter is a real domain (an hvbench helper process).
+// the granter is a real domain (an hvbench helper process). Each case runs sleeping (hv-min's
+// loop and the caller's reply wait never spin) and adaptive (`*_adaptive`: both spin within
+// hvmin::kCoreSpinWindow after work, as deployed; the echo peer spins the same way).
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -23,8 +25,10 @@
 #include "hv/rings/xen/event_channel.hpp"
 #include "hv/rings/xen/grant_table.hpp"
 #include "hv/rings/xen/xen.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
+#include "hvmin/core.hpp"
 #include "procs.hpp"
 #include "suites.hpp"
 
@@ -83,9 +87,10 @@ struct GrantSetup {
     std::optional<hvmin::EventChannelBinding> port;  // a real port for EVTCHNOP_status
     bool verified = false;
 
-    static Result<GrantSetup> create() {
+    /// `spin`: hv-min's loop window and dom0's reply spin (0 = sleeping).
+    static Result<GrantSetup> create(std::chrono::microseconds spin) {
         GrantSetup g;
-        auto h = BenchHost::create();
+        auto h = BenchHost::create(false, spin);
         if (!h) {
             return fail(h.error());
         }
@@ -204,12 +209,22 @@ struct GrantSetup {
     }
 };
 
-/// The copy peer: memcpy of the same pages between two 64-page buffers in one process.
+/// The copy peer: memcpy of the same pages, 4 KiB at a time, between two 64-page buffers in
+/// one process. Like the grant side's (the granter's memory, dom0's extent) both buffers are
+/// memfd pages mapped shared, and both stay hot in cache across runs (the same 64 pages are
+/// copied over and over on both sides).
 struct MemcpyPeer {
     Mapping src, dst;
+    static Result<Mapping> memfd_pages(const char* name) {
+        UniqueFd fd(::memfd_create(name, MFD_CLOEXEC));
+        if (!fd.valid() || ::ftruncate(fd.get(), kPages * kPage) != 0) {
+            return fail_errno();
+        }
+        return Mapping::map_shared(fd.get(), kPages * kPage);
+    }
     static Result<MemcpyPeer> create() {
-        auto s = Mapping::anonymous(kPages * kPage);
-        auto d = Mapping::anonymous(kPages * kPage);
+        auto s = memfd_pages("hvbench-memcpy-src");
+        auto d = memfd_pages("hvbench-memcpy-dst");
         if (!s || !d) {
             return fail(!s ? s.error() : d.error());
         }
@@ -236,9 +251,29 @@ struct MemcpyPeer {
     }
 };
 
+/// recv(2) that first spins with MSG_DONTWAIT for `spin`, then blocks (`spin` 0: blocks).
+ssize_t recv_spin(int fd, void* buf, std::size_t len, std::chrono::microseconds spin) {
+    ssize_t r = -1;
+    if (hv::spin_until(
+            [&] {
+                r = ::recv(fd, buf, len, MSG_DONTWAIT);
+                return r >= 0 || (errno != EAGAIN && errno != EINTR);
+            },
+            spin)) {
+        return r;
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, kWaitTimeoutMs) != 1) {
+        errno = ETIMEDOUT;
+        return -1;
+    }
+    return ::recv(fd, buf, len, 0);
+}
+
 /// The hypercall peer: a request of the same size through a SOCK_SEQPACKET socketpair to an
-/// echo thread that answers with a reply of the same size (blocking recv/send).
-Result<Sample> seqpacket_echo_rtt(std::uint64_t n) {
+/// echo thread that answers with a reply of the same size. Both ends wait as hv-min and its
+/// client do: spinning with MSG_DONTWAIT for `spin` first (0: blocking recv at once).
+Result<Sample> seqpacket_echo_rtt(std::uint64_t n, std::chrono::microseconds spin) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
         return fail_errno();
@@ -250,7 +285,8 @@ Result<Sample> seqpacket_echo_rtt(std::uint64_t n) {
     std::thread echo([&] {
         char buf[256];
         for (;;) {
-            const ssize_t r = ::recv(theirs.get(), buf, sizeof buf, 0);
+            const ssize_t r = spin.count() > 0 ? recv_spin(theirs.get(), buf, sizeof buf, spin)
+                                               : ::recv(theirs.get(), buf, sizeof buf, 0);
             if (r <= 0 || ::send(theirs.get(), buf, rsp_bytes, MSG_NOSIGNAL) < 0) {
                 return;
             }
@@ -267,12 +303,12 @@ Result<Sample> seqpacket_echo_rtt(std::uint64_t n) {
             rc = fail_errno();
             break;
         }
-        pollfd p{mine.get(), POLLIN, 0};
-        if (::poll(&p, 1, kWaitTimeoutMs) != 1) {
+        const ssize_t got = recv_spin(mine.get(), rsp, sizeof rsp, spin);
+        if (got < 0 && errno == ETIMEDOUT) {
             rc = fail(timed_out_error());
             break;
         }
-        if (::recv(mine.get(), rsp, sizeof rsp, 0) != static_cast<ssize_t>(rsp_bytes)) {
+        if (got != static_cast<ssize_t>(rsp_bytes)) {
             rc = fail(bad_data_error());
             break;
         }
@@ -314,43 +350,84 @@ int run_grant_suite(Context& ctx) {
     const std::uint64_t copy_pages = ctx.scale(16'384, 128);  // 64 MiB per run (quick: 512 KiB)
     const std::uint64_t rtt_n = ctx.scale(20'000, 200);
     const std::uint64_t map_n = ctx.scale(20'000, 200);
-    auto setup = GrantSetup::create();
-    if (!setup) {
-        std::fprintf(stderr, "hvbench grant: cannot set up a granting domain: %s\n",
-                     setup.error().message().c_str());
-        return 1;
-    }
     auto peer = MemcpyPeer::create();
     if (!peer) {
         std::fprintf(stderr, "hvbench grant: %s\n", peer.error().message().c_str());
         return 1;
     }
     int failures = 0;
-    for (const std::uint32_t batch : {1u, 16u, 64u}) {
-        const std::string name = "copy_batch" + std::to_string(batch);
-        if (!selected(ctx, name)) {
+    // Sleeping (the original cases, names kept), then adaptive: hv-min's loop and the
+    // caller's reply wait spin within hv-min's default window after work.
+    struct Mode {
+        const char* suffix;
+        std::chrono::microseconds spin;
+    };
+    for (const Mode mode :
+         {Mode{"", std::chrono::microseconds{0}}, Mode{"_adaptive", hvmin::kCoreSpinWindow}}) {
+        const std::string sfx = mode.suffix;
+        const bool any =
+            selected(ctx, "copy_batch1" + sfx) || selected(ctx, "copy_batch16" + sfx) ||
+            selected(ctx, "copy_batch64" + sfx) || selected(ctx, "hypercall_rtt" + sfx) ||
+            selected(ctx, "map_unmap_trusted" + sfx);
+        if (!any) {
             continue;
         }
-        auto rc = ctx.run_case({name, "GB/s", "memcpy", true,
-                                {{"batch_ops", std::to_string(batch)},
-                                 {"bytes_per_op", std::to_string(kPage)},
-                                 {"pages_per_run", std::to_string(copy_pages)},
-                                 {"working_set_pages", std::to_string(kPages)}}},
-                               [&] { return setup->copy(batch, copy_pages); },
-                               [&] { return peer->copy(batch, copy_pages); });
-        failures += rc ? 0 : 1;
+        auto setup = GrantSetup::create(mode.spin);
+        if (!setup) {
+            std::fprintf(stderr, "hvbench grant: cannot set up a granting domain: %s\n",
+                         setup.error().message().c_str());
+            return 1;
+        }
+        const std::string wait = mode.spin.count() > 0 ? "adaptive" : "sleep";
+        const std::string spin_us = std::to_string(mode.spin.count());
+        for (const std::uint32_t batch : {1u, 16u, 64u}) {
+            const std::string name = "copy_batch" + std::to_string(batch) + sfx;
+            if (!selected(ctx, name)) {
+                continue;
+            }
+            auto rc = ctx.run_case(
+                {name,
+                 "GB/s",
+                 "memcpy",
+                 true,
+                 {{"batch_ops", std::to_string(batch)},
+                  {"bytes_per_op", std::to_string(kPage)},
+                  {"pages_per_run", std::to_string(copy_pages)},
+                  {"working_set_pages", std::to_string(kPages)},
+                  {"wait", wait},
+                  {"spin_window_us", spin_us}}},
+                [&] { return setup->copy(batch, copy_pages); },
+                [&] { return peer->copy(batch, copy_pages); });
+            failures += rc ? 0 : 1;
+        }
+        if (selected(ctx, "hypercall_rtt" + sfx)) {
+            auto rc = ctx.run_case(
+                {"hypercall_rtt" + sfx,
+                 "ns",
+                 "seqpacket_echo_thread" + sfx,
+                 false,
+                 {{"op", "EVTCHNOP_status"},
+                  {"calls_per_run", std::to_string(rtt_n)},
+                  {"wait", wait},
+                  {"spin_window_us", spin_us}}},
+                [&] { return setup->hypercall_rtt(rtt_n); },
+                [&] { return seqpacket_echo_rtt(rtt_n, mode.spin); });
+            failures += rc ? 0 : 1;
+        }
+        if (selected(ctx, "map_unmap_trusted" + sfx)) {
+            auto rc = ctx.run_case(
+                {"map_unmap_trusted" + sfx,
+                 "op/s",
+                 "mmap_munmap_memfd_page",
+                 true,
+                 {{"op", "GNTTABOP_map_grant_ref + unmap_grant_ref, read-only"},
+                  {"ops_per_run", std::to_string(map_n)},
+                  {"wait", wait},
+                  {"spin_window_us", spin_us}}},
+                [&] { return setup->map_unmap(map_n); }, [&] { return mmap_munmap(map_n); });
+            failures += rc ? 0 : 1;
+        }
     }
-    auto rc = ctx.run_case({"hypercall_rtt", "ns", "seqpacket_echo_thread", false,
-                            {{"op", "EVTCHNOP_status"}, {"calls_per_run", std::to_string(rtt_n)}}},
-                           [&] { return setup->hypercall_rtt(rtt_n); },
-                           [&] { return seqpacket_echo_rtt(rtt_n); });
-    failures += rc ? 0 : 1;
-    rc = ctx.run_case({"map_unmap_trusted", "op/s", "mmap_munmap_memfd_page", true,
-                       {{"op", "GNTTABOP_map_grant_ref + unmap_grant_ref, read-only"},
-                        {"ops_per_run", std::to_string(map_n)}}},
-                      [&] { return setup->map_unmap(map_n); },
-                      [&] { return mmap_munmap(map_n); });
-    failures += rc ? 0 : 1;
     return failures == 0 ? 0 : 1;
 }
 

@@ -299,6 +299,21 @@ TEST_CASE("hvbench --quick evtchn grant xs ring prints every suite's cases with 
     has("grant/map_unmap_trusted");
     has("ring/blkif_2proc");
     has("ring/netif_tx_2proc");
+    // Sleeping, adaptive and polling side by side, each with its own peer.
+    for (const char* c : {"grant/copy_batch64_adaptive", "grant/hypercall_rtt_adaptive",
+                          "ring/blkif_2proc_adaptive", "ring/blkif_rtt_2proc_adaptive",
+                          "ring/blkif_2proc_poll", "evtchn/notify_rtt_2domains_spin"}) {
+        if (has(c)) {
+            CHECK(by_case[c]["peer"].text != "");
+        }
+    }
+    if (has("grant/copy_batch64_adaptive")) {
+        CHECK(by_case["grant/copy_batch64_adaptive"]["cfg_wait"].text == "adaptive");
+        CHECK(by_case["grant/copy_batch64"]["cfg_wait"].text == "sleep");
+    }
+    if (has("evtchn/notify_rtt_2domains_spin")) {
+        CHECK(by_case["evtchn/notify_rtt_2domains_spin"]["peer"].text == "eventfd_2proc_spin");
+    }
     // The xs cases need Debian's daemons through the team's peer script; without it the
     // suite says why on stderr and prints no xs lines.
     const char* env = std::getenv("HV_XENSTORED_PEER");
@@ -336,7 +351,8 @@ TEST_CASE("hvbench removes the rundirs of its in-process hv-min and its xenstore
     hv::test::TempDir tmp("hvbench-tmp");
     const Run r = run_hvbench("--quick --case rtt evtchn grant", "TMPDIR=" + tmp.str());
     REQUIRE(r.exit_code == 0);
-    CHECK(r.lines.size() == 2);  // notify_rtt_2domains, hypercall_rtt
+    // notify_rtt_2domains(_spin), hypercall_rtt(_adaptive): two in-process hv-mins for grant
+    CHECK(r.lines.size() == 4);
     CHECK(std::filesystem::is_empty(tmp.path()));
 }
 

@@ -11,7 +11,7 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 
-#include "hv/fd_passing.hpp"
+#include "donor_channel.hpp"
 #include "hv/rings/ring.hpp"
 
 namespace hv::blk::test {
@@ -87,12 +87,7 @@ std::string Env::image(const std::string& name, std::uint64_t bytes) {
 
 Guest::Guest(Env& e, const std::string& name, std::uint64_t pages) : env(e) {
     const std::string path = (env.dir / (name + ".sock")).string();
-    UniqueFd listen(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
-    REQUIRE(::bind(listen.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-    REQUIRE(::listen(listen.get(), 1) == 0);
+    UniqueFd listen = hv::test::listen_for_donor(path);
     hvmin::DomainConfig cfg;
     cfg.name = name;
     cfg.memory_pages = pages;
@@ -100,18 +95,7 @@ Guest::Guest(Env& e, const std::string& name, std::uint64_t pages) : env(e) {
     auto d = env.ts->create(cfg);
     REQUIRE(d);
     domid = *d;
-    pollfd p{listen.get(), POLLIN, 0};
-    REQUIRE(::poll(&p, 1, 10000) == 1);
-    donor_ = UniqueFd(::accept4(listen.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    REQUIRE(donor_.get() >= 0);
-    p = pollfd{donor_.get(), POLLIN, 0};
-    REQUIRE(::poll(&p, 1, 10000) == 1);
-    char tag = 0;
-    auto m = recv_fds(donor_.get(), writable_bytes_of(tag), 1);
-    REQUIRE(m);
-    REQUIRE(m->bytes == 1);
-    REQUIRE(m->fds.size() == 1);
-    auto s = hvmin::Services::attach_fd(std::move(m->fds[0]));
+    auto s = hvmin::Services::attach_fd(hv::test::receive_donated_channel(listen.get(), donor_));
     REQUIRE(s);
     svc.emplace(std::move(*s));
     REQUIRE(svc->domid() == domid);

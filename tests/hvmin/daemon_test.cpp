@@ -1,7 +1,6 @@
 // The hv-min daemon binary and per-thread channels.
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,28 +17,12 @@ using namespace hv::hvmin;
 using namespace hv::hvmin::test;
 using namespace std::chrono_literals;
 
-extern char** environ;
-
 TEST_CASE("the hv-min daemon serves its rundir and stops on SIGTERM, taking its domains along",
           "[hvmin][daemon]") {
     hv::test::require_root();  // the daemon accepts only uid 0 as dom0
     hv::test::TempDir dir("hvmin-daemon");
     const std::string rundir = dir.str();
-    char* argv[] = {const_cast<char*>(HVMIN_DAEMON), const_cast<char*>("--rundir"),
-                    const_cast<char*>(rundir.c_str()), const_cast<char*>("--foreground"), nullptr};
-    pid_t pid = -1;
-    REQUIRE(::posix_spawn(&pid, HVMIN_DAEMON, nullptr, nullptr, argv, environ) == 0);
-    // The socket appears once the daemon listens: connect with a bounded retry.
-    std::optional<Toolstack> ts;
-    for (int i = 0; i < 500 && !ts; ++i) {
-        auto t = Toolstack::connect(dir.path());
-        if (t) {
-            ts.emplace(std::move(*t));
-        } else {
-            std::this_thread::sleep_for(10ms);  // no readiness signal from a fresh process
-        }
-    }
-    REQUIRE(ts);
+    auto [pid, ts] = start_daemon(rundir);
     auto l = ts->list();
     REQUIRE(l);
     CHECK(l->size() == 1);

@@ -2,6 +2,7 @@
 #include "harness.hpp"
 
 #include <poll.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -9,8 +10,29 @@
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <sstream>
+#include <thread>
+
+extern char** environ;
 
 namespace hv::hvmin::test {
+
+DaemonRun start_daemon(const std::string& rundir) {
+    char* argv[] = {const_cast<char*>(HVMIN_DAEMON), const_cast<char*>("--rundir"),
+                    const_cast<char*>(rundir.c_str()), const_cast<char*>("--foreground"), nullptr};
+    DaemonRun r;
+    REQUIRE(::posix_spawn(&r.pid, HVMIN_DAEMON, nullptr, nullptr, argv, environ) == 0);
+    // The socket appears once the daemon listens: connect with a bounded retry.
+    for (int i = 0; i < 500 && !r.ts; ++i) {
+        auto t = Toolstack::connect(rundir);
+        if (t) {
+            r.ts.emplace(std::move(*t));
+        } else {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));  // no readiness signal
+        }
+    }
+    REQUIRE(r.ts);
+    return r;
+}
 
 Harness::Harness(CoreConfig cfg) {
     cfg.rundir = dir.path();

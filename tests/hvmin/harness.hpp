@@ -46,6 +46,14 @@ private:
     std::string buf_;
 };
 
+/// The hv-min binary (HVMIN_DAEMON) serving `rundir` in the foreground, and a toolstack
+/// connected to it once it listens (REQUIREs).
+struct DaemonRun {
+    pid_t pid = -1;
+    std::optional<Toolstack> ts;
+};
+DaemonRun start_daemon(const std::string& rundir);
+
 /// Splits "ok 1 2" → {"ok","1","2"}.
 std::vector<std::string> words(const std::string& s);
 

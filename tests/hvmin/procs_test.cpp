@@ -2,7 +2,6 @@
 // ignore SIGTERM included) dies with the domain — on destroy, on its program's crash or exit,
 // and when hv-min stops — before the death is reported; the domains' cgroups are removed.
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,8 +21,6 @@ using namespace hv::hvmin;
 using namespace hv::hvmin::test;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
-
-extern char** environ;
 
 namespace {
 
@@ -191,21 +188,7 @@ TEST_CASE("the hv-min daemon stopped by SIGTERM leaves no process of any domain 
     hv::test::require_root();
     hv::test::skip_unless(have_cgroup2(), "no writable cgroup2 mount");
     hv::test::TempDir dir("hvmin-procs");
-    const std::string rundir = dir.str();
-    char* argv[] = {const_cast<char*>(HVMIN_DAEMON), const_cast<char*>("--rundir"),
-                    const_cast<char*>(rundir.c_str()), const_cast<char*>("--foreground"), nullptr};
-    pid_t hvmin = -1;
-    REQUIRE(::posix_spawn(&hvmin, HVMIN_DAEMON, nullptr, nullptr, argv, environ) == 0);
-    std::optional<Toolstack> ts;
-    for (int i = 0; i < 500 && !ts; ++i) {
-        auto t = Toolstack::connect(dir.path());
-        if (t) {
-            ts.emplace(std::move(*t));
-        } else {
-            std::this_thread::sleep_for(10ms);  // no readiness signal from a fresh process
-        }
-    }
-    REQUIRE(ts);
+    auto [hvmin, ts] = start_daemon(dir.str());
     std::vector<pid_t> daemons;
     std::vector<fs::path> cgs;
     for (int i = 0; i < 2; ++i) {

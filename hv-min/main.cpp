@@ -1,5 +1,5 @@
-// hv-min daemon: `hv-min [--rundir DIR] [--spin-us N] [--foreground]`. A thin main around
-// hv::hvmin::Core.
+// hv-min daemon: `hv-min [--rundir DIR] [--spin-us N] [--cgroup DIR|none] [--foreground]`.
+// A thin main around hv::hvmin::Core.
 // Layer: hv-min (L1). Single thread: the core's epoll loop.
 #include <signal.h>
 #include <unistd.h>
@@ -33,10 +33,13 @@ int main(int argc, char** argv) {
                 return 2;
             }
             cfg.spin_window = std::chrono::microseconds(us);
+        } else if (std::strcmp(argv[i], "--cgroup") == 0 && i + 1 < argc) {
+            cfg.cgroup = argv[++i];  // where the domains' cgroups go (CoreConfig::cgroup)
         } else if (std::strcmp(argv[i], "--foreground") == 0) {
             foreground = true;
         } else {
-            std::fprintf(stderr, "usage: hv-min [--rundir DIR] [--spin-us N] [--foreground]\n");
+            std::fprintf(stderr,
+                         "usage: hv-min [--rundir DIR] [--spin-us N] [--cgroup DIR|none] [--foreground]\n");
             return 2;
         }
     }

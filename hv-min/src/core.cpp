@@ -319,7 +319,7 @@ struct Core::Impl {
             return fail_errno();
         }
         HV_TRY(watch(listener.get(), EPOLLIN, ev_key(Tag::listener, 0)));
-        cgroups = procs::CgroupParent::open(cfg.cgroup);
+        cgroups = procs::CgroupParent::open(cfg.cgroup);  // also ends what a killed hv-min left
         // Domain 0: the toolstack's domain. Its memory is what its connections register.
         auto d0 = std::make_unique<Domain>();
         d0->domid = 0;
@@ -1593,11 +1593,12 @@ struct Core::Impl {
         envp.push_back(nullptr);
         if (cgroups) {
             auto cg = cgroups->make("d" + std::to_string(dom.domid) + "." + std::to_string(dom.serial));
-            if (!cg) {
-                release_xenstore(dom.domid);
-                return fail(cg.error());
+            if (cg) {
+                dom.cg = std::move(*cg);
+            } else {
+                HV_WARN("hv-min: domain %u: no cgroup (%s): its process group only", dom.domid,
+                        cg.error().message().c_str());
             }
-            dom.cg = std::move(*cg);
         }
         auto sp = procs::spawn(argv, envp, child.get(), dom.cg);
         if (!sp) {
@@ -1871,17 +1872,9 @@ struct Core::Impl {
 
     /// Shutdown only: waits (bounded) until the domain's cgroup holds no process.
     void wait_cgroup_empty(Domain& d) {
-        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-        while (d.cg.populated()) {
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                until - std::chrono::steady_clock::now());
-            if (left.count() <= 0) {
-                HV_WARN("hv-min: domain %u: processes left in %s after 10 s", d.domid,
-                        d.cg.dir().c_str());
-                return;
-            }
-            pollfd p{d.cg.events_fd(), POLLPRI, 0};
-            (void)::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 100)));
+        if (!d.cg.wait_empty(10000)) {
+            HV_WARN("hv-min: domain %u: processes left in %s after 10 s", d.domid,
+                    d.cg.dir().c_str());
         }
     }
 

@@ -3,13 +3,16 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -152,6 +155,35 @@ void Cgroup::kill() const {
     }
 }
 
+bool Cgroup::wait_empty(int timeout_ms) const {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (populated()) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) {
+            return false;
+        }
+        pollfd p{events_.get(), POLLPRI, 0};
+        // The 100 ms cap only bounds a missed notification; populated() is re-read each time.
+        (void)::poll(&p, 1, static_cast<int>(std::min<long>(left.count(), 100)));
+    }
+    return true;
+}
+
+Result<Cgroup> Cgroup::open(const std::filesystem::path& dir) {
+    Cgroup cg;
+    cg.dir_ = dir;
+    cg.dirfd_ = UniqueFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!cg.dirfd_) {
+        return fail_errno();
+    }
+    cg.events_ = UniqueFd(::openat(cg.dirfd_.get(), "cgroup.events", O_RDONLY | O_CLOEXEC));
+    if (!cg.events_) {
+        return fail_errno();
+    }
+    return cg;
+}
+
 void Cgroup::remove() {
     if (dir_.empty()) {
         return;
@@ -163,6 +195,54 @@ void Cgroup::remove() {
     }
     dir_.clear();
 }
+
+namespace {
+
+/// The pid in "hvmin.<pid>.<n>", or 0.
+pid_t owner_of(const std::string& name) {
+    if (name.rfind("hvmin.", 0) != 0) {
+        return 0;
+    }
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + 6, &end, 10);
+    return pid > 0 && end != nullptr && *end == '.' ? static_cast<pid_t>(pid) : 0;
+}
+
+/// What hv-min instances that ended without stopping left under `base`: their domains still
+/// run. Only directories whose hv-min pid no longer exists are touched (a live one is another
+/// hv-min's, or — pid reused — left for later).
+void end_stale(const std::filesystem::path& base) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(base, ec)) {
+        const pid_t owner = owner_of(e.path().filename().string());
+        if (owner <= 0 || !e.is_directory(ec) || ::kill(owner, 0) == 0 || errno != ESRCH) {
+            continue;
+        }
+        std::size_t domains = 0;
+        std::error_code ec2;
+        for (const auto& d : std::filesystem::directory_iterator(e.path(), ec2)) {
+            if (!d.is_directory(ec2)) {
+                continue;
+            }
+            auto cg = Cgroup::open(d.path());
+            if (!cg) {
+                continue;
+            }
+            cg->kill();
+            if (!cg->wait_empty(5000)) {
+                HV_WARN("hv-min: processes left in %s after 5 s", d.path().c_str());
+            }
+            cg->remove();
+            ++domains;
+        }
+        if (::rmdir(e.path().c_str()) == 0) {
+            HV_WARN("hv-min: hv-min %d did not stop: the processes of its %zu domains were killed "
+                    "and %s removed", static_cast<int>(owner), domains, e.path().c_str());
+        }
+    }
+}
+
+}  // namespace
 
 std::unique_ptr<CgroupParent> CgroupParent::open(const std::string& where) {
     if (where == "none") {
@@ -191,39 +271,41 @@ std::unique_ptr<CgroupParent> CgroupParent::open(const std::string& where) {
     } else {
         base = where;
     }
-    const auto dir = base / ("hvmin." + std::to_string(::getpid()) + "." +
-                             std::to_string(g_parents.fetch_add(1)));
-    if (::mkdir(dir.c_str(), 0755) != 0) {
-        HV_WARN("hv-min: cannot create cgroup %s (%s); a domain's processes are its process "
+    end_stale(base);
+    if (::access(base.c_str(), W_OK) != 0) {
+        HV_WARN("hv-min: cannot create cgroups under %s (%s); a domain's processes are its process "
                 "group only (a daemon that calls setsid outlives its domain)",
-                dir.c_str(), std::strerror(errno));
+                base.c_str(), std::strerror(errno));
         return nullptr;
     }
-    HV_INFO("hv-min: domains' cgroups under %s", dir.c_str());
-    return std::unique_ptr<CgroupParent>(new CgroupParent(dir));
+    return std::unique_ptr<CgroupParent>(new CgroupParent(base));
 }
 
 CgroupParent::~CgroupParent() {
-    if (::rmdir(dir_.c_str()) != 0) {
+    if (!dir_.empty() && ::rmdir(dir_.c_str()) != 0) {
         HV_WARN("hv-min: cannot remove cgroup %s: %s", dir_.c_str(), std::strerror(errno));
     }
 }
 
 Result<Cgroup> CgroupParent::make(const std::string& name) {
-    Cgroup cg;
+    if (dir_.empty()) {
+        // Made at the first domain, named after the pid that owns it then (the daemon forks
+        // after creating its Core).
+        auto dir = base_ / ("hvmin." + std::to_string(::getpid()) + "." +
+                            std::to_string(g_parents.fetch_add(1)));
+        if (::mkdir(dir.c_str(), 0755) != 0) {
+            return fail_errno();
+        }
+        HV_INFO("hv-min: domains' cgroups under %s", dir.c_str());
+        dir_ = std::move(dir);
+    }
     const auto dir = dir_ / name;
     if (::mkdir(dir.c_str(), 0755) != 0) {
         return fail_errno();
     }
-    cg.dir_ = dir;
-    cg.dirfd_ = UniqueFd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (cg.dirfd_) {
-        cg.events_ = UniqueFd(::openat(cg.dirfd_.get(), "cgroup.events", O_RDONLY | O_CLOEXEC));
-    }
-    if (!cg.dirfd_ || !cg.events_) {
-        const auto ec = errno_code();
-        cg.remove();
-        return fail(ec);
+    auto cg = Cgroup::open(dir);
+    if (!cg) {
+        (void)::rmdir(dir.c_str());
     }
     return cg;
 }

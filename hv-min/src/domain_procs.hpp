@@ -39,18 +39,24 @@ public:
     /// SIGKILLs every process in it (cgroup.kill; one by one from cgroup.procs where that file
     /// is missing). Idempotent.
     void kill() const;
+    /// Waits (poll on cgroup.events) until no process is in it, at most `timeout_ms`.
+    /// False if some still are.
+    bool wait_empty(int timeout_ms) const;
     /// Removes the directory (it must be empty). Logs a failure; idempotent.
     void remove();
+    /// An existing cgroup directory. Errors: open errno.
+    static Result<Cgroup> open(const std::filesystem::path& dir);
 
 private:
-    friend class CgroupParent;
     std::filesystem::path dir_;
     UniqueFd dirfd_;
     UniqueFd events_;
 };
 
 /// The directory under which one Core creates its domains' cgroups:
-/// <cgroup2 mount>/<hv-min's own cgroup>/hvmin.<pid>.<n>. Removed when destroyed.
+/// <base>/hvmin.<pid>.<n>, made at the first domain, removed when this object is destroyed.
+/// Opening one also ends what an hv-min that did not stop (SIGKILL, crash) left beside it:
+/// every `hvmin.<pid>.<n>` whose pid no longer exists has its processes killed and is removed.
 class CgroupParent {
 public:
     /// `where`: "" = find the cgroup2 mount in /proc/mounts and use hv-min's own cgroup;
@@ -60,12 +66,14 @@ public:
     ~CgroupParent();
     CgroupParent(const CgroupParent&) = delete;
     CgroupParent& operator=(const CgroupParent&) = delete;
+    /// hvmin.<pid>.<n> ("" until the first make()).
     const std::filesystem::path& dir() const { return dir_; }
     /// A new, empty child cgroup `name`. Errors: mkdir/open errno.
     Result<Cgroup> make(const std::string& name);
 
 private:
-    explicit CgroupParent(std::filesystem::path dir) : dir_(std::move(dir)) {}
+    explicit CgroupParent(std::filesystem::path base) : base_(std::move(base)) {}
+    std::filesystem::path base_;
     std::filesystem::path dir_;
 };
 

@@ -16,11 +16,16 @@ extern char** environ;
 
 namespace hv::hvmin::test {
 
-DaemonRun start_daemon(const std::string& rundir) {
-    char* argv[] = {const_cast<char*>(HVMIN_DAEMON), const_cast<char*>("--rundir"),
-                    const_cast<char*>(rundir.c_str()), const_cast<char*>("--foreground"), nullptr};
+DaemonRun start_daemon(const std::string& rundir, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {HVMIN_DAEMON, "--rundir", rundir, "--foreground"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (auto& a : args) {
+        argv.push_back(a.data());
+    }
+    argv.push_back(nullptr);
     DaemonRun r;
-    REQUIRE(::posix_spawn(&r.pid, HVMIN_DAEMON, nullptr, nullptr, argv, environ) == 0);
+    REQUIRE(::posix_spawn(&r.pid, HVMIN_DAEMON, nullptr, nullptr, argv.data(), environ) == 0);
     // The socket appears once the daemon listens: connect with a bounded retry.
     for (int i = 0; i < 500 && !r.ts; ++i) {
         auto t = Toolstack::connect(rundir);

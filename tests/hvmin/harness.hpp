@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
@@ -46,13 +47,13 @@ private:
     std::string buf_;
 };
 
-/// The hv-min binary (HVMIN_DAEMON) serving `rundir` in the foreground, and a toolstack
-/// connected to it once it listens (REQUIREs).
+/// The hv-min binary (HVMIN_DAEMON) serving `rundir` in the foreground (with `extra`
+/// arguments), and a toolstack connected to it once it listens (REQUIREs).
 struct DaemonRun {
     pid_t pid = -1;
     std::optional<Toolstack> ts;
 };
-DaemonRun start_daemon(const std::string& rundir);
+DaemonRun start_daemon(const std::string& rundir, const std::vector<std::string>& extra = {});
 
 /// Splits "ok 1 2" → {"ok","1","2"}.
 std::vector<std::string> words(const std::string& s);

@@ -211,6 +211,51 @@ TEST_CASE("the hv-min daemon stopped by SIGTERM leaves no process of any domain 
     CHECK_FALSE(fs::exists(cgs[0].parent_path()));
 }
 
+TEST_CASE("the domains of an hv-min killed with SIGKILL are ended by the next hv-min on its cgroups",
+          "[hvmin][procs][daemon]") {
+    hv::test::require_root();
+    hv::test::skip_unless(have_cgroup2(), "no writable cgroup2 mount");
+    // A cgroup of this test's own as the base, so that only its hv-mins are involved.
+    const fs::path base = cgroup_of(::getpid()) / ("hvmin-procs-test." + std::to_string(::getpid()));
+    REQUIRE(::mkdir(base.c_str(), 0755) == 0);
+    struct RemoveBase {
+        fs::path p;
+        ~RemoveBase() { ::rmdir(p.c_str()); }
+    } remove_base{base};
+    hv::test::TempDir dir("hvmin-procs");
+    const fs::path pidfile = dir.path() / "daemon.pid";
+    pid_t daemon = -1;
+    fs::path cg;
+    {
+        auto [first, ts] = start_daemon((dir.path() / "a").string(), {"--cgroup", base.string()});
+        auto d = ts->create(daemonising_domain("orphan", pidfile, "exec /bin/sleep 600"));
+        REQUIRE(d);
+        daemon = wait_pidfile(pidfile);
+        cg = check_escaped_into_cgroup(daemon, main_pid(*ts, *d));
+        CHECK(cg.parent_path().parent_path() == base);
+        REQUIRE(::kill(first, SIGKILL) == 0);
+        REQUIRE(::waitpid(first, nullptr, 0) == first);
+    }
+    // Nothing could stop it: its domain's processes run on.
+    CHECK_FALSE(gone(daemon));
+    CHECK(fs::exists(cg));
+    auto [second, ts] = start_daemon((dir.path() / "b").string(), {"--cgroup", base.string()});
+    // The second one ended them when it started (before it listened).
+    CHECK(gone(daemon));
+    CHECK_FALSE(fs::exists(cg));
+    CHECK_FALSE(fs::exists(cg.parent_path()));
+    ts.reset();
+    REQUIRE(::kill(second, SIGTERM) == 0);
+    int st = 0;
+    REQUIRE(::waitpid(second, &st, 0) == second);
+    CHECK(WIFEXITED(st));
+    std::size_t subdirs = 0;  // the second one made no directory: it had no domain
+    for (const auto& e : fs::directory_iterator(base)) {
+        subdirs += e.is_directory() ? 1 : 0;
+    }
+    CHECK(subdirs == 0);
+}
+
 TEST_CASE("without a usable cgroup2 hierarchy hv-min falls back to the domain's process group",
           "[hvmin][procs]") {
     // "none" (disabled) and a directory that is no cgroup (mkdir fails): the fallback.

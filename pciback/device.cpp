@@ -1,0 +1,694 @@
+// pciback control plane: Backend and PciDevice (device.hpp). Layer: L2. Backend's thread.
+#include "pciback/device.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+
+#include "hv/log.hpp"
+
+namespace hv::pci {
+
+using xenbus::XenbusState;
+using namespace hv::rings;
+
+namespace {
+
+constexpr std::string_view kType = "pci";
+constexpr std::string_view kRootToken = "pciback-root";
+constexpr std::string_view kFrontToken = "pciback-fe";
+
+int errno_of(const std::error_code& ec) {
+    return ec.category() == std::system_category() ? ec.value() : EIO;
+}
+
+/// Writes keys into `dir` in one transaction, only while `dir/state` exists.
+Result<bool> write_keys(xs::Client& xs, const std::string& dir,
+                        const std::vector<std::pair<std::string, std::string>>& kv) {
+    return xs.transaction([&](xs::TxId tx) -> Result<bool> {
+        auto st = xenbus::read_optional(xs, dir + "/state", tx);
+        if (!st) {
+            return fail(st.error());
+        }
+        if (!*st) {
+            return false;
+        }
+        for (const auto& [k, v] : kv) {
+            HV_TRY(xs.write(dir + "/" + k, v, tx));
+        }
+        return true;
+    });
+}
+
+/// `permissive=1` among the comma-separated options of opts-i (others are libxl's).
+bool permissive_of(std::string_view opts) {
+    while (!opts.empty()) {
+        const auto comma = opts.find(',');
+        const std::string_view item = opts.substr(0, comma);
+        if (item == "permissive=1") {
+            return true;
+        }
+        if (comma == std::string_view::npos) {
+            break;
+        }
+        opts.remove_prefix(comma + 1);
+    }
+    return false;
+}
+
+}  // namespace
+
+Result<EmulatedSpec> parse_emulate(std::string_view arg) {
+    const auto eq = arg.find('=');
+    if (eq == std::string_view::npos) {
+        return fail_errno(EINVAL);
+    }
+    auto bdf = parse_bdf(arg.substr(0, eq));
+    if (!bdf) {
+        return fail(bdf.error());
+    }
+    std::string_view rest = arg.substr(eq + 1);
+    const auto comma = rest.find(',');
+    EmulatedSpec s{*bdf, std::string(rest.substr(0, comma)),
+                   comma == std::string_view::npos ? std::string() : std::string(rest.substr(comma + 1))};
+    if (s.model.empty()) {
+        return fail_errno(EINVAL);
+    }
+    // Build one now so a bad model or option is refused at start-up.
+    auto probe = make_emulated_source(s.bdf, s.model, s.opts);
+    if (!probe) {
+        return fail(probe.error());
+    }
+    return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// PciDevice
+
+PciDevice::PciDevice(Backend& be, xenbus::DeviceRef ref) : be_(be), ref_(ref) {}
+
+PciDevice::~PciDevice() {
+    disconnect();
+    while (!exports_.empty()) {
+        unexport(exports_.back()->phys);
+    }
+}
+
+Result<std::unique_ptr<PciDevice>> PciDevice::create(Backend& be, xenbus::DeviceRef ref) {
+    std::unique_ptr<PciDevice> d(new PciDevice(be, ref));
+    d->bdir_ = xenbus::backend_dir(be.hv_.domid(), kType, ref.frontend, ref.devid);
+    auto fe = be.xs_.read(d->bdir_ + "/frontend");
+    if (!fe) {
+        return fail(fe.error());
+    }
+    d->fdir_ = *fe;
+    d->fe_state_path_ = d->fdir_ + "/state";
+    auto w = be.xs_.watch_scoped(d->fe_state_path_, kFrontToken);
+    if (!w) {
+        return fail(w.error());
+    }
+    d->fe_watch_.emplace(std::move(*w));
+    return d;
+}
+
+Exported* PciDevice::find(std::uint32_t domain, std::uint32_t bus, std::uint32_t devfn) noexcept {
+    for (auto& e : exports_) {
+        if (e->virt.domain == domain && e->virt.bus == bus && e->virt.devfn() == devfn) {
+            return e.get();
+        }
+    }
+    return nullptr;
+}
+
+Result<std::uint32_t> PciDevice::bind(Exported& dev, unsigned vector) {
+    // The frontend binds this port with bind_interdomain(backend, port): our "PIRQ".
+    auto p = be_.hv_.evtchn().alloc_unbound(ref_.frontend);
+    if (!p) {
+        return fail(p.error());
+    }
+    const std::uint32_t port = p->port().get();
+    vectors_.push_back(Vector{&dev, vector, std::move(*p)});
+    return port;
+}
+
+void PciDevice::release(Exported& dev) noexcept {
+    std::erase_if(vectors_, [&](const Vector& v) { return v.dev == &dev; });
+}
+
+void PciDevice::pollable(std::vector<int>& out) const {
+    if (evtchn_.valid()) {
+        out.push_back(evtchn_.fd());
+    }
+    for (const auto& e : exports_) {
+        if (const int fd = e->src->interrupt_fd(); fd >= 0) {
+            out.push_back(fd);
+        }
+    }
+}
+
+void PciDevice::service() noexcept {
+    for (auto& e : exports_) {
+        if (e->src->interrupt_fd() < 0) {
+            continue;
+        }
+        pollfd p{e->src->interrupt_fd(), POLLIN, 0};
+        if (::poll(&p, 1, 0) != 1) {
+            continue;
+        }
+        const std::uint64_t pending = e->src->take_interrupts();
+        for (auto& v : vectors_) {
+            if (v.dev == e.get() && v.vector < 64 && (pending >> v.vector) & 1U) {
+                (void)v.port.notify();
+            }
+        }
+    }
+    if (!shared_.valid() || !evtchn_.valid()) {
+        return;
+    }
+    (void)evtchn_.ack();
+    auto* sh = reinterpret_cast<xen_pci_sharedinfo*>(shared_.data());
+    // ORDER: acquire pairs with the frontend's wmb + set_bit of XEN_PCIF_active: the op it
+    // wrote is visible once we see the flag.
+    const std::uint32_t flags = std::atomic_ref(sh->flags).load(std::memory_order_acquire);
+    if ((flags & XEN_PCIF_active) == 0) {
+        return;
+    }
+    // GUEST: copy the op once; only the copy is validated and used.
+    xen_pci_op op;
+    std::memcpy(&op, const_cast<const xen_pci_op*>(&sh->op), sizeof op);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    const std::uint32_t nr = op.cmd == XEN_PCI_OP_enable_msix ? op.value : 0;
+    execute_op(op, *this, this);
+    sh->op.err = op.err;
+    sh->op.value = op.value;
+    if (op.err == XEN_PCI_ERR_success && nr != 0 && nr <= SH_INFO_MAX_VEC) {
+        for (std::uint32_t i = 0; i < nr; ++i) {
+            sh->op.msix_entries[i].vector = op.msix_entries[i].vector;
+        }
+    }
+    // ORDER: release: the results are visible before the frontend sees the flag clear.
+    std::atomic_ref(sh->flags).fetch_and(~XEN_PCIF_active, std::memory_order_release);
+    (void)evtchn_.notify();
+}
+
+void PciDevice::disconnect() noexcept {
+    vectors_.clear();
+    evtchn_ = {};
+    if (shared_.valid()) {
+        (void)shared_.reset();
+    }
+    // Back to the state at export: MSI off, decoding as the host left it, sizing disarmed.
+    for (auto& e : exports_) {
+        e->cs->reset();
+    }
+}
+
+void PciDevice::fail_device(int err, const std::string& msg) noexcept {
+    HV_LOG_RL(warn, "pciback %s: %s", bdir_.c_str(), msg.c_str());
+    auto st = xenbus::read_optional(be_.xs_, bdir_ + "/state");
+    if (st && !*st) {
+        disconnect();
+        return;
+    }
+    xenbus::report_error(be_.xs_, be_.hv_.domid(), bdir_, err, msg);
+    disconnect();
+    failed_ = true;
+    (void)xenbus::switch_state(be_.xs_, bdir_, XenbusState::XenbusStateClosing);
+}
+
+Result<void> PciDevice::export_slot(unsigned i) {
+    auto& xs = be_.xs_;
+    const std::string idx = std::to_string(i);
+    auto dev = xs.read(bdir_ + "/dev-" + idx);
+    if (!dev) {
+        return fail(dev.error());
+    }
+    auto phys = parse_bdf(*dev);
+    if (!phys) {
+        return fail(phys.error());
+    }
+    for (const auto& e : exports_) {
+        if (e->phys == *phys) {
+            // Already ours (a repeated attach request): just confirm it.
+            HV_TRY(write_keys(xs, bdir_, {{"vdev-" + idx, to_vdev_string(e->virt)},
+                                           {"state-" + idx, "3"}}));
+            return {};
+        }
+    }
+    std::string why;
+    auto src = be_.open_source(*phys, why);
+    if (!src) {
+        return fail(src.error());
+    }
+    auto opts = xenbus::read_optional(xs, bdir_ + "/opts-" + idx);
+    ConfigOptions co;
+    co.permissive = opts && *opts && permissive_of(**opts);
+    auto e = std::make_unique<Exported>();
+    e->index = i;
+    e->phys = *phys;
+    // SPEC: §7.3 vpci: bus 0000:00, first free slot; functions of one physical device
+    // share a slot; the function number is kept.
+    std::optional<unsigned> slot;
+    for (const auto& o : exports_) {
+        if (o->phys.domain == phys->domain && o->phys.bus == phys->bus && o->phys.dev == phys->dev) {
+            slot = o->virt.dev;
+        }
+    }
+    for (unsigned s = 0; !slot && s < 32; ++s) {
+        if (std::none_of(exports_.begin(), exports_.end(),
+                         [&](const auto& o) { return o->virt.dev == s; })) {
+            slot = s;
+        }
+    }
+    if (!slot) {
+        be_.in_use_.erase(*phys);
+        return fail_errno(ENOSPC);
+    }
+    e->virt = Bdf{0, 0, static_cast<std::uint8_t>(*slot), phys->fn};
+    e->src = std::move(*src);
+    e->cs = std::make_unique<ConfigSpace>(*e->src, co);
+    const std::string vdev = to_vdev_string(e->virt);
+    HV_INFO("pciback %s: exporting %s (%s%s) as %s", bdir_.c_str(), dev->c_str(),
+            e->src->describe().c_str(), co.permissive ? ", permissive" : "", vdev.c_str());
+    exports_.push_back(std::move(e));
+    auto w = write_keys(xs, bdir_, {{"vdev-" + idx, vdev}, {"state-" + idx, "3"}});
+    if (!w) {
+        unexport(*phys);
+        return fail(w.error());
+    }
+    return {};
+}
+
+void PciDevice::unexport(Bdf phys) noexcept {
+    for (auto it = exports_.begin(); it != exports_.end(); ++it) {
+        if ((*it)->phys == phys) {
+            release(**it);
+            // Reset to the initial config state before the device goes back to the host.
+            (void)(*it)->src->reset();
+            HV_INFO("pciback %s: %s released", bdir_.c_str(), to_string(phys).c_str());
+            exports_.erase(it);
+            be_.in_use_.erase(phys);
+            return;
+        }
+    }
+}
+
+Result<void> PciDevice::publish_roots() {
+    // Every exported device sits on virtual bus 0000:00.
+    return write_keys(be_.xs_, bdir_, {{"root_num", "1"}, {"root-0", "0000:00"}})
+        .transform([](bool) {});
+}
+
+Result<void> PciDevice::setup_backend() {
+    auto n = xenbus::read_uint(be_.xs_, bdir_ + "/num_devs", 256);
+    if (!n) {
+        return fail(n.error());
+    }
+    for (unsigned i = 0; i < *n; ++i) {
+        // A slot the toolstack is detaching (5) or already closed (6) is not exported.
+        auto st = xenbus::read_uint(be_.xs_, bdir_ + "/state-" + std::to_string(i), 16);
+        if (st && (*st == XenbusState::XenbusStateClosing || *st == XenbusState::XenbusStateClosed)) {
+            continue;
+        }
+        HV_TRY(export_slot(i));
+    }
+    HV_TRY(publish_roots());
+    exported_ = true;
+    return {};
+}
+
+Result<void> PciDevice::reconfigure() {
+    auto n = xenbus::read_uint(be_.xs_, bdir_ + "/num_devs", 256);
+    if (!n) {
+        return fail(n.error());
+    }
+    for (unsigned i = 0; i < *n; ++i) {
+        const std::string idx = std::to_string(i);
+        auto st = xenbus::read_uint(be_.xs_, bdir_ + "/state-" + idx, 16);
+        if (!st) {
+            continue;
+        }
+        if (*st == XenbusState::XenbusStateInitialising) {
+            HV_TRY(export_slot(i));
+        } else if (*st == XenbusState::XenbusStateClosing) {
+            auto dev = be_.xs_.read(bdir_ + "/dev-" + idx);
+            auto phys = dev ? parse_bdf(*dev) : Result<Bdf>(fail(dev.error()));
+            if (phys) {
+                unexport(*phys);
+            }
+            HV_TRY(write_keys(be_.xs_, bdir_, {{"state-" + idx, "6"}}));
+        }
+    }
+    return publish_roots();
+}
+
+Result<void> PciDevice::connect() {
+    auto& xs = be_.xs_;
+    // GUEST: every frontend key may hold anything.
+    auto magic = xenbus::read_optional(xs, fdir_ + "/magic");
+    if (!magic) {
+        return fail(magic.error());
+    }
+    if (!*magic || **magic != XEN_PCI_MAGIC) {
+        HV_LOG_RL(warn, "pciback %s: frontend magic %s, expected %s", bdir_.c_str(),
+                  *magic ? (*magic)->c_str() : "(none)", XEN_PCI_MAGIC.data());
+        return fail_errno(EFAULT);
+    }
+    auto ref = xenbus::read_uint(xs, fdir_ + "/pci-op-ref", UINT32_MAX);
+    auto port = xenbus::read_uint(xs, fdir_ + "/event-channel", UINT32_MAX);
+    if (!ref || !port) {
+        return fail(!ref ? ref.error() : port.error());
+    }
+    auto m = be_.hv_.grants().map(ref_.frontend, GrantRef(static_cast<std::uint32_t>(*ref)), false);
+    if (!m) {
+        return fail(m.error());
+    }
+    auto ch = be_.hv_.evtchn().bind_interdomain(ref_.frontend,
+                                                EvtchnPort(static_cast<std::uint32_t>(*port)));
+    if (!ch) {
+        return fail(ch.error());
+    }
+    shared_ = std::move(*m);
+    evtchn_ = std::move(*ch);
+    HV_INFO("pciback %s: connected (%zu device(s))", bdir_.c_str(), exports_.size());
+    return {};
+}
+
+bool PciDevice::reevaluate() noexcept {
+    auto& xs = be_.xs_;
+    auto bst = xenbus::read_optional(xs, bdir_ + "/state");
+    if (!bst) {
+        return true;
+    }
+    if (!*bst) {
+        return false;  // the toolstack removed the directory: the destructor releases all
+    }
+    auto bstate = xenbus::read_state(xs, bdir_);
+    auto fstate = xenbus::read_state(xs, fdir_);
+    if (!bstate || !fstate) {
+        return true;
+    }
+    auto online_s = xenbus::read_optional(xs, bdir_ + "/online");
+    const bool online = online_s && *online_s && **online_s == "1";
+    const bool closing = *bstate == XenbusState::XenbusStateClosing ||
+                         *bstate == XenbusState::XenbusStateClosed;
+
+    if (!probed_ && !failed_ && !closing) {
+        (void)xenbus::switch_state(xs, bdir_, XenbusState::XenbusStateInitWait);
+        bstate = XenbusState::XenbusStateInitWait;
+        probed_ = true;
+    }
+    // SPEC: §7.4: with num_devs present, export every slot, publish roots, → Initialised.
+    if (!failed_ && !exported_ && *bstate == XenbusState::XenbusStateInitWait) {
+        auto n = xenbus::read_optional(xs, bdir_ + "/num_devs");
+        if (n && *n) {
+            if (auto r = setup_backend(); !r) {
+                fail_device(errno_of(r.error()), "exporting devices: " + r.error().message());
+                return true;
+            }
+            (void)xenbus::switch_state(xs, bdir_, XenbusState::XenbusStateInitialised);
+            bstate = XenbusState::XenbusStateInitialised;
+        }
+    }
+
+    switch (*fstate) {
+        case XenbusState::XenbusStateInitialised:
+        case XenbusState::XenbusStateConnected:
+            if (failed_ || !exported_ || closing) {
+                break;
+            }
+            if (*bstate == XenbusState::XenbusStateReconfigured &&
+                *fstate == XenbusState::XenbusStateConnected) {
+                // SPEC: §7.4: the frontend rescanned; hot-plug is over.
+                (void)xenbus::switch_state(xs, bdir_, XenbusState::XenbusStateConnected);
+                break;
+            }
+            if (connected() || *bstate == XenbusState::XenbusStateReconfiguring) {
+                break;
+            }
+            disconnect();
+            if (auto c = connect(); !c) {
+                fail_device(errno_of(c.error()), c.error() == std::error_code(EFAULT, std::system_category())
+                                                     ? "version mismatch with pcifront (magic)"
+                                                     : "connecting: " + c.error().message());
+                break;
+            }
+            xenbus::clear_error(xs, be_.hv_.domid(), bdir_);
+            (void)xenbus::switch_state(xs, bdir_, XenbusState::XenbusStateConnected);
+            break;
+        case XenbusState::XenbusStateReconfiguring:
+            if (!failed_ && *bstate == XenbusState::XenbusStateReconfiguring) {
+                if (auto r = reconfigure(); !r) {
+                    fail_device(errno_of(r.error()), "reconfiguring: " + r.error().message());
+                    break;
+                }
+                (void)xenbus::switch_state(xs, bdir_, XenbusState::XenbusStateReconfigured);
+            }
+            break;
+        case XenbusState::XenbusStateClosing:
+            disconnect();
+            (void)xenbus::switch_state(xs, bdir_, XenbusState::XenbusStateClosing);
+            break;
+        case XenbusState::XenbusStateClosed:
+        case XenbusState::XenbusStateUnknown:  // the frontend directory is gone
+            disconnect();
+            (void)xenbus::switch_state(xs, bdir_, XenbusState::XenbusStateClosed);
+            if (!online) {
+                return false;
+            }
+            break;
+        case XenbusState::XenbusStateInitialising:
+            // The frontend starts over after our Closed: export again, wait for it.
+            if (online && *bstate == XenbusState::XenbusStateClosed) {
+                disconnect();
+                failed_ = false;
+                (void)xenbus::switch_state(xs, bdir_, exported_ ? XenbusState::XenbusStateInitialised
+                                                               : XenbusState::XenbusStateInitWait);
+            }
+            break;
+        default:
+            break;
+    }
+    return true;
+}
+
+void PciDevice::write_statistics() noexcept {
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (const auto& e : exports_) {
+        const std::string name = registry_key(e->virt);
+        auto& last = last_stats_[name];
+        if (last == e->counters) {
+            continue;
+        }
+        const std::string d = "statistics/" + name + "/";
+        kv.emplace_back(d + "conf_read", std::to_string(e->counters.conf_read));
+        kv.emplace_back(d + "conf_write", std::to_string(e->counters.conf_write));
+        kv.emplace_back(d + "msi", std::to_string(e->counters.msi));
+        kv.emplace_back(d + "msix", std::to_string(e->counters.msix));
+        kv.emplace_back(d + "errors", std::to_string(e->counters.errors));
+        last = e->counters;
+    }
+    if (!kv.empty()) {
+        (void)write_keys(be_.xs_, bdir_, kv);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backend
+
+Backend::Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept
+    : hv_(hv), xs_(xs), opt_(std::move(opt)) {}
+
+Backend::~Backend() {
+    stop();
+    for (const auto& e : opt_.emulated) {
+        (void)xs_.rm(std::string(kEmulatedDir) + "/" + registry_key(e.bdf));
+    }
+}
+
+Result<std::unique_ptr<Backend>> Backend::create(hvmin::Services& hv, xs::Client& xs,
+                                                 BackendOptions opt) {
+    std::unique_ptr<Backend> b(new Backend(hv, xs, std::move(opt)));
+    b->root_ = xenbus::domain_path(hv.domid()) + "/backend/" + std::string(kType);
+    b->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!b->stop_fd_) {
+        return fail_errno();
+    }
+    for (const auto& e : b->opt_.emulated) {
+        // So the toolstack can tell an emulated device from a missing one.
+        HV_TRY(xs.write(std::string(kEmulatedDir) + "/" + registry_key(e.bdf), e.model));
+    }
+    auto w = xs.watch_scoped(b->root_, kRootToken);
+    if (!w) {
+        return fail(w.error());
+    }
+    b->root_watch_.emplace(std::move(*w));
+    return b;
+}
+
+Result<std::unique_ptr<DeviceSource>> Backend::open_source(const Bdf& bdf, std::string& why) {
+    if (in_use_.count(bdf) != 0) {
+        why = "in use by another domain";
+        return fail_errno(EBUSY);
+    }
+    Result<std::unique_ptr<DeviceSource>> src = fail_errno(ENODEV);
+    const auto em = std::find_if(opt_.emulated.begin(), opt_.emulated.end(),
+                                 [&](const EmulatedSpec& e) { return e.bdf == bdf; });
+    if (em != opt_.emulated.end()) {
+        src = make_emulated_source(bdf, em->model, em->opts);
+    } else {
+        // SPEC: the registry: only devices the toolstack made assignable (Linux pciback
+        // refuses a device it has not seized).
+        auto a = xenbus::read_optional(xs_, std::string(kAssignableDir) + "/" + registry_key(bdf));
+        if (!a || !*a) {
+            why = "not assignable";
+            return fail_errno(ENODEV);
+        }
+        src = make_sysfs_source(bdf, opt_.sysfs_root);
+    }
+    if (src) {
+        in_use_.insert(bdf);
+    }
+    return src;
+}
+
+void Backend::rescan() noexcept {
+    auto list = xenbus::list_backend_devices(xs_, hv_.domid(), kType);
+    if (!list) {
+        return;
+    }
+    for (auto it = devices_.begin(); it != devices_.end();) {
+        if (std::find(list->begin(), list->end(), it->first) == list->end()) {
+            it = devices_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    for (const auto& ref : *list) {
+        on_event(xenbus::backend_dir(hv_.domid(), kType, ref.frontend, ref.devid) + "/state");
+    }
+    device_count_.store(devices_.size());
+}
+
+void Backend::on_event(const std::string& path) noexcept {
+    if (path.find("/statistics") != std::string::npos) {
+        return;
+    }
+    std::vector<xenbus::DeviceRef> touched;
+    if (path.starts_with(root_)) {
+        // Echoes of keys only pciback writes.
+        const auto slash = path.rfind('/');
+        const std::string_view leaf = std::string_view(path).substr(slash + 1);
+        if (leaf.starts_with("vdev-") || leaf.starts_with("root-") || leaf == "root_num") {
+            return;
+        }
+        auto ref = xenbus::device_of_backend_path(path, hv_.domid(), kType);
+        if (!ref) {
+            rescan();
+            return;
+        }
+        if (devices_.find(*ref) == devices_.end()) {
+            const std::string dir = xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid);
+            auto st = xenbus::read_optional(xs_, dir + "/state");
+            auto online = xenbus::read_optional(xs_, dir + "/online");
+            if (!st || !*st || (online && *online && **online == "0")) {
+                return;
+            }
+            auto d = PciDevice::create(*this, *ref);
+            if (!d) {
+                HV_LOG_RL(warn, "pciback: device %u/%u: %s", ref->frontend.get(), ref->devid,
+                          d.error().message().c_str());
+                return;
+            }
+            devices_.emplace(*ref, std::move(*d));
+        }
+        touched.push_back(*ref);
+    } else {
+        for (const auto& [ref, dev] : devices_) {
+            if (path == dev->frontend_state_path()) {
+                touched.push_back(ref);
+            }
+        }
+    }
+    for (const auto& ref : touched) {
+        auto it = devices_.find(ref);
+        if (it != devices_.end() && !it->second->reevaluate()) {
+            HV_INFO("pciback %s: removed", it->second->backend_dir().c_str());
+            devices_.erase(it);
+        }
+    }
+    device_count_.store(devices_.size());
+}
+
+Result<void> Backend::run() noexcept {
+    std::vector<pollfd> fds;
+    std::vector<int> dev_fds;
+    auto next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
+    Result<void> result;
+    while (!stopping_.load(std::memory_order_acquire)) {
+        fds.clear();
+        fds.push_back({xs_.watch_fd(), POLLIN, 0});
+        fds.push_back({stop_fd_.get(), POLLIN, 0});
+        dev_fds.clear();
+        for (const auto& [ref, dev] : devices_) {
+            dev->pollable(dev_fds);
+        }
+        for (const int fd : dev_fds) {
+            fds.push_back({fd, POLLIN, 0});
+        }
+        const auto now = std::chrono::steady_clock::now();
+        const auto wait_ms = std::clamp<long long>(
+            std::chrono::duration_cast<std::chrono::milliseconds>(next_stats - now).count(), 0, 1000);
+        if (::poll(fds.data(), fds.size(), static_cast<int>(wait_ms)) < 0 && errno != EINTR) {
+            result = fail_errno();
+            break;
+        }
+        for (auto& [ref, dev] : devices_) {
+            dev->service();
+        }
+        while (auto ev = xs_.next_event()) {
+            on_event(ev->path);
+        }
+        if (std::chrono::steady_clock::now() >= next_stats) {
+            for (auto& [ref, dev] : devices_) {
+                dev->write_statistics();
+            }
+            next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
+        }
+        if (!xs_.connected()) {
+            HV_ERROR("pciback: XenStore connection lost");
+            result = fail_errno(ECONNRESET);
+            break;
+        }
+    }
+    for (auto& [ref, dev] : devices_) {
+        dev->disconnect();
+    }
+    devices_.clear();
+    device_count_.store(0);
+    return result;
+}
+
+void Backend::start() {
+    thread_ = std::jthread([this] {
+        if (auto r = run(); !r) {
+            HV_ERROR("pciback: %s", r.error().message().c_str());
+        }
+    });
+}
+
+void Backend::stop() noexcept {
+    stopping_.store(true, std::memory_order_release);
+    const std::uint64_t one = 1;
+    (void)!::write(stop_fd_.get(), &one, sizeof one);
+    if (thread_.joinable()) {
+        thread_.join();
+    }
+}
+
+}  // namespace hv::pci

@@ -536,19 +536,19 @@ Result<std::unique_ptr<DeviceSource>> Backend::open_source(const Bdf& bdf, std::
         why = "in use by another domain";
         return fail_errno(EBUSY);
     }
+    // SPEC: the registry: only devices the toolstack made assignable, emulated ones included
+    // (Linux pciback refuses a device it has not seized).
+    auto a = xenbus::read_optional(xs_, std::string(kAssignableDir) + "/" + registry_key(bdf));
+    if (!a || !*a) {
+        why = "not assignable";
+        return fail_errno(ENODEV);
+    }
     Result<std::unique_ptr<DeviceSource>> src = fail_errno(ENODEV);
     const auto em = std::find_if(opt_.emulated.begin(), opt_.emulated.end(),
                                  [&](const EmulatedSpec& e) { return e.bdf == bdf; });
     if (em != opt_.emulated.end()) {
         src = make_emulated_source(bdf, em->model, em->opts);
     } else {
-        // SPEC: the registry: only devices the toolstack made assignable (Linux pciback
-        // refuses a device it has not seized).
-        auto a = xenbus::read_optional(xs_, std::string(kAssignableDir) + "/" + registry_key(bdf));
-        if (!a || !*a) {
-            why = "not assignable";
-            return fail_errno(ENODEV);
-        }
         src = make_sysfs_source(bdf, opt_.sysfs_root);
     }
     if (src) {

@@ -55,7 +55,8 @@ TEST_CASE("a guest reads the emulated device's config space through pcifront", "
 TEST_CASE("a device missing from the assignable registry is refused with an error node and Closing", "[pciback][e2e]") {
     Env env;
     Guest g(env, "g1");
-    env.attach_bus(g.domid, {"0000:00:1f.0"});
+    SECTION("a host device") { env.attach_bus(g.domid, {"0000:00:1f.0"}, {}, false); }
+    SECTION("an emulated device") { env.attach_bus(g.domid, {"0001:00:02.0"}, {}, false); }
     CHECK(env.wait_value(env.bdir(g.domid) + "/state", "5"));
     const std::string err = env.read("/local/domain/0/error/backend/pci/" +
                                      std::to_string(g.domid.get()) + "/0/error");
@@ -73,7 +74,6 @@ TEST_CASE("an assignable host device is exported from sysfs", "[pciback][e2e][sy
     std::ofstream(dev / "resource") << "";
     o.sysfs_root = sys.path();
     Env env(o);
-    env.make_assignable("0000-00-05-0", "virtio-pci");
     Guest g(env, "g1");
     env.attach_bus(g.domid, {"0000:00:05.0"});
     auto front = g.connect();

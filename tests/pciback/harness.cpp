@@ -74,7 +74,12 @@ std::string Env::bdir(DomId fe) const { return xenbus::backend_dir(DomId(0), "pc
 std::string Env::fdir(DomId fe) const { return xenbus::frontend_dir(fe, "pci", 0); }
 
 void Env::attach_bus(DomId fe, const std::vector<std::string>& bdfs,
-                     const std::vector<std::string>& opts) {
+                     const std::vector<std::string>& opts, bool assignable) {
+    for (const auto& b : bdfs) {
+        if (assignable) {
+            make_assignable_bdf(b);
+        }
+    }
     xenbus::DeviceSpec s;
     s.type = "pci";
     s.frontend = fe;
@@ -92,7 +97,14 @@ void Env::attach_bus(DomId fe, const std::vector<std::string>& bdfs,
     REQUIRE(xenbus::create_device(*xs, s));
 }
 
+void Env::make_assignable_bdf(const std::string& bdf) {
+    auto b = parse_bdf(bdf);
+    REQUIRE(b);
+    make_assignable(registry_key(*b));
+}
+
 void Env::hotplug_add(DomId fe, const std::string& bdf, const std::string& opts) {
+    make_assignable_bdf(bdf);
     const std::string b = bdir(fe);
     auto r = xs->transaction([&](xs::TxId tx) -> Result<void> {
         auto n = xenbus::read_uint(*xs, b + "/num_devs", 256, tx);

@@ -37,11 +37,14 @@ struct Env {
     std::string bdir(DomId fe) const;
     std::string fdir(DomId fe) const;
     /// The toolstack's pci = [...]: backend/pci/<fe>/0 with num_devs, dev-i, key-i, opts-i,
-    /// state-i = 1 (xen-abi §7.3).
+    /// state-i = 1 (xen-abi §7.3). Each device is first made assignable (what
+    /// `hvctl pci-assignable-add` does) unless `assignable` is false.
     void attach_bus(DomId fe, const std::vector<std::string>& bdfs,
-                    const std::vector<std::string>& opts = {});
+                    const std::vector<std::string>& opts = {}, bool assignable = true);
     /// Hot-plug attach (§7.4): dev-N..., state-N = 1, num_devs = N+1, backend state = 7.
     void hotplug_add(DomId fe, const std::string& bdf, const std::string& opts = "");
+    /// Records a BDF ("dddd:bb:dd.f") as assignable.
+    void make_assignable_bdf(const std::string& bdf);
     /// Hot-plug detach of slot i: state-i = 5, backend state = 7.
     void hotplug_remove(DomId fe, unsigned i);
     /// Marks a host device assignable in the registry (what pci-assignable-add writes).

@@ -1,15 +1,12 @@
 // pciback end-to-end harness implementation (see harness.hpp).
 #include "harness.hpp"
 
-#include <poll.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstring>
 
-#include "hv/fd_passing.hpp"
+#include "donor_channel.hpp"
 #include "skip.hpp"
 
 namespace hv::pci::test {
@@ -166,12 +163,7 @@ std::string Env::read(const std::string& path) {
 
 Guest::Guest(Env& e, const std::string& name) : env(e) {
     const std::string path = (env.dir / (name + ".sock")).string();
-    UniqueFd listen(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un sa{};
-    sa.sun_family = AF_UNIX;
-    std::snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path.c_str());
-    REQUIRE(::bind(listen.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0);
-    REQUIRE(::listen(listen.get(), 1) == 0);
+    UniqueFd listen = hv::test::listen_for_donor(path);
     hvmin::DomainConfig cfg;
     cfg.name = name;
     cfg.memory_pages = 64;
@@ -179,17 +171,8 @@ Guest::Guest(Env& e, const std::string& name) : env(e) {
     auto d = env.ts->create(cfg);
     REQUIRE(d);
     domid = *d;
-    pollfd p{listen.get(), POLLIN, 0};
-    REQUIRE(::poll(&p, 1, 10000) == 1);
-    donor_ = UniqueFd(::accept4(listen.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    REQUIRE(donor_.valid());
-    p = pollfd{donor_.get(), POLLIN, 0};
-    REQUIRE(::poll(&p, 1, 10000) == 1);
-    char tag = 0;
-    auto m = recv_fds(donor_.get(), writable_bytes_of(tag), 1);
-    REQUIRE(m);
-    REQUIRE(m->fds.size() == 1);
-    auto s = hvmin::Services::attach_fd(std::move(m->fds[0]));
+    UniqueFd channel = hv::test::receive_donated_channel(listen.get(), donor_);
+    auto s = hvmin::Services::attach_fd(std::move(channel));
     REQUIRE(s);
     svc.emplace(std::move(*s));
     auto x = xs::Client::from_fd(svc->take_xenstore_fd());

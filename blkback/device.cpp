@@ -25,6 +25,8 @@ namespace {
 constexpr std::string_view kType = "vbd";
 constexpr std::string_view kRootToken = "blkback-root";
 constexpr std::string_view kFrontToken = "blkback-fe";
+/// Largest `poll-us` a vbd may ask for (one second, as HVKIT_POLL_US).
+constexpr std::uint64_t kMaxPollUs = 1'000'000;
 
 bool is_errno(const std::error_code& ec, int e) {
     return ec == std::error_code(e, std::system_category());
@@ -306,6 +308,15 @@ Result<void> BlkDevice::connect() {
         return fail(o.error());
     }
     const unsigned pages = order ? 1U << *order : 1U;
+    // Polling mode for this vbd: the toolstack's `poll-us` (backend dir) over the option.
+    auto spin = opt_.spin;
+    if (auto p = xenbus::read_uint(xs_, bdir_ + "/poll-us", kMaxPollUs)) {
+        spin = std::chrono::microseconds(*p);
+    } else if (!is_errno(p.error(), ENOENT)) {
+        HV_WARN("blkback %s: poll-us: %s (microseconds, at most %llu)", bdir_.c_str(),
+                errtext(p.error()).c_str(), static_cast<unsigned long long>(kMaxPollUs));
+        return fail(p.error());
+    }
 
     std::vector<std::unique_ptr<RingWorker>> workers;
     for (unsigned q = 0; q < queues; ++q) {
@@ -319,6 +330,7 @@ Result<void> BlkDevice::connect() {
         cfg.max_persistent_grants = opt_.max_persistent_grants;
         cfg.persistent_grant_idle = opt_.persistent_grant_idle;
         cfg.fixed_buffers = opt_.fixed_buffers;
+        cfg.spin = spin;
         cfg.limits = limits_;
         cfg.name = std::to_string(ref_.frontend.get()) + "/" + std::to_string(ref_.devid) + "/q" +
                    std::to_string(q);
@@ -478,7 +490,8 @@ void BlkDevice::write_statistics() noexcept {
                          {d + "errors", std::to_string(s.errors)},
                          // hvkit's own (not Linux's): persistent-grant purges, zero-copy I/O
                          {d + "pgnt_purged", std::to_string(s.pgnt_purged)},
-                         {d + "fixed_req", std::to_string(s.fixed_req)}});
+                         {d + "fixed_req", std::to_string(s.fixed_req)},
+                         {d + "spin_hits", std::to_string(s.spin_hits)}});
     if (w) {
         last_stats_ = s;
     }

@@ -21,6 +21,7 @@
 #include "blkback/request.hpp"
 #include "blkback/ring_worker.hpp"
 #include "hv/expected.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
 #include "xenbus/xenbus.hpp"
@@ -43,6 +44,10 @@ struct BackendOptions {
     /// Map mode: register the frontend's memory as io_uring fixed buffers (zero copy, no
     /// per-I/O page pinning). Off: plain readv/writev into the mapped pages.
     bool fixed_buffers = true;
+    /// Polling mode (`--poll-us`): each ring worker spins this long on its ring's req_prod and
+    /// on io_uring completions, while work keeps arriving, before sleeping; 0 = event channels
+    /// only. A vbd's backend key `poll-us` overrides it. Default: HVKIT_POLL_US.
+    std::chrono::microseconds spin = hv::default_spin();
     std::chrono::milliseconds stats_interval{1000};
     UringEngineOptions uring;
     std::vector<std::string> lvm_scan_devices;  ///< restrict LVM scans (empty: all devices)

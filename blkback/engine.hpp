@@ -122,6 +122,9 @@ public:
     virtual unsigned reap(std::span<IoCompletion> out) noexcept = 0;
     /// Readable (poll/epoll) when reap() has work. Owned by the engine.
     virtual int notify_fd() const noexcept = 0;
+    /// True when reap() would return something: a check without a syscall (io_uring: the CQ
+    /// tail, as `io_uring_peek_cqe`), for a worker that spins before sleeping on notify_fd().
+    virtual bool has_completions() const noexcept = 0;
     /// Requests queued and not yet reaped.
     virtual std::uint32_t in_flight() const noexcept = 0;
 

@@ -52,6 +52,7 @@ public:
     hv::Result<unsigned> submit() noexcept final;
     unsigned reap(std::span<IoCompletion> out) noexcept final;
     int notify_fd() const noexcept final { return event_.get(); }
+    bool has_completions() const noexcept final { return ready_ > 0; }
     std::uint32_t in_flight() const noexcept final { return ready_ + pending_; }
     hv::Result<void> register_buffers(std::span<const iovec> buffers) noexcept final;
     hv::Result<void> unregister_buffers() noexcept final;

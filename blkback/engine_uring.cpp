@@ -208,6 +208,7 @@ public:
         return {};
     }
     io_uring* get() noexcept { return &ring_; }
+    const io_uring* get() const noexcept { return &ring_; }
     unsigned cq_entries() const noexcept { return cq_entries_; }
 
 private:
@@ -246,6 +247,9 @@ public:
     hv::Result<unsigned> submit() noexcept override;
     unsigned reap(std::span<IoCompletion> out) noexcept override;
     int notify_fd() const noexcept override { return event_.get(); }
+    bool has_completions() const noexcept override {
+        return ::io_uring_cq_ready(ring_.get()) > 0;
+    }
     std::uint32_t in_flight() const noexcept override { return in_flight_; }
     hv::Result<void> register_buffers(std::span<const iovec> buffers) noexcept override;
     hv::Result<void> unregister_buffers() noexcept override;

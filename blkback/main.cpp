@@ -21,11 +21,15 @@ namespace {
 void usage(std::FILE* f) {
     std::fprintf(f,
                  "usage: blkback [--rundir DIR] [--domain-self] [--copy-mode] [--max-queues N]\n"
+                 "               [--poll-us N]\n"
                  "  Serves the vbds of /local/domain/<self>/backend/vbd until SIGTERM.\n"
                  "  --rundir DIR     hv-min's run directory (default $HV_RUNDIR or /run/hvkit)\n"
                  "  --domain-self    run as the domain hv-min started (HV_HYPERCALL_FD)\n"
                  "  --copy-mode      grant copy even when trusted (default: map when trusted)\n"
-                 "  --max-queues N   multi-queue-max-queues (default: number of CPUs)\n");
+                 "  --max-queues N   multi-queue-max-queues (default: number of CPUs)\n"
+                 "  --poll-us N      polling mode: spin up to N us on each ring and its io_uring\n"
+                 "                   completions before sleeping (default $HVKIT_POLL_US or 0;\n"
+                 "                   a vbd's backend key poll-us overrides it)\n");
 }
 
 int run(int argc, char** argv) {
@@ -42,6 +46,13 @@ int run(int argc, char** argv) {
             opt.mode = hv::blk::DataMode::copy;
         } else if (a == "--max-queues" && i + 1 < argc) {
             opt.max_queues = static_cast<unsigned>(std::strtoul(argv[++i], nullptr, 10));
+        } else if (a == "--poll-us" && i + 1 < argc) {
+            auto us = hv::xenbus::parse_uint(argv[++i], 1'000'000);
+            if (!us) {
+                std::fprintf(stderr, "blkback: --poll-us: microseconds, 0 to 1000000\n");
+                return 2;
+            }
+            opt.spin = std::chrono::microseconds(*us);
         } else if (a == "-h" || a == "--help") {
             usage(stdout);
             return 0;

@@ -20,6 +20,7 @@ struct RingStatsSnapshot {
     std::uint64_t errors = 0;   ///< responses other than BLKIF_RSP_OKAY
     std::uint64_t pgnt_purged = 0;  ///< cached persistent grants unmapped because idle
     std::uint64_t fixed_req = 0;    ///< map mode: requests done straight into guest pages as io_uring fixed buffers
+    std::uint64_t spin_hits = 0;    ///< polling mode: spins that found a request or a completion (no sleep)
     friend bool operator==(const RingStatsSnapshot&, const RingStatsSnapshot&) = default;
     RingStatsSnapshot& operator+=(const RingStatsSnapshot& o) noexcept {
         rd_req += o.rd_req;
@@ -32,6 +33,7 @@ struct RingStatsSnapshot {
         errors += o.errors;
         pgnt_purged += o.pgnt_purged;
         fixed_req += o.fixed_req;
+        spin_hits += o.spin_hits;
         return *this;
     }
 };
@@ -55,6 +57,7 @@ public:
         s.errors = errors.load(std::memory_order_relaxed);
         s.pgnt_purged = pgnt_purged.load(std::memory_order_relaxed);
         s.fixed_req = fixed_req.load(std::memory_order_relaxed);
+        s.spin_hits = spin_hits.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -68,6 +71,7 @@ public:
     std::atomic<std::uint64_t> errors{0};
     std::atomic<std::uint64_t> pgnt_purged{0};
     std::atomic<std::uint64_t> fixed_req{0};
+    std::atomic<std::uint64_t> spin_hits{0};
 };
 
 }  // namespace hv::blk

@@ -22,6 +22,7 @@
 #include "hv/assert.hpp"
 #include "hv/log.hpp"
 #include "hv/rings/ring.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/errc.hpp"
 #include "hvmin/wire.hpp"
@@ -157,6 +158,7 @@ struct RingWorker::Impl {
     std::array<std::byte, 128> slot_copy{};
 
     RingStats stats;
+    SpinPolicy spin;  // polling mode (cfg.spin): spin while work keeps arriving
     std::atomic<bool> halted{false};
     mutable std::mutex reason_mu;
     std::string reason;
@@ -879,6 +881,33 @@ struct RingWorker::Impl {
         }
     }
 
+    /// Polling mode: spins (within the policy's window) until a request is on the ring or a
+    /// completion waits. Done before the final check, so req_event stays where the last check
+    /// left it and the frontend need not notify requests that arrive while we spin. True: work.
+    bool spin_for_work() {
+        const auto budget = spin.budget();
+        if (budget.count() <= 0 || halted.load(std::memory_order_relaxed)) {
+            return false;
+        }
+        const bool want_requests = ordered == nullptr && ready.empty() && !register_pending();
+        const bool want_io = engine->in_flight() > 0;
+        if (!want_requests && !want_io) {
+            return false;
+        }
+        auto& h = header();
+        const bool found = spin_until(
+            [&] {
+                return (want_requests && rings::detail::load_acquire(h.req_prod) != req_cons) ||
+                       (want_io && engine->has_completions()) ||
+                       stopping.load(std::memory_order_relaxed);
+            },
+            budget);
+        if (found) {
+            stats.add(stats.spin_hits);
+        }
+        return found;
+    }
+
     /// Final check (xen-abi §1.5): true if more requests arrived meanwhile.
     bool more_requests() {
         if (halted.load(std::memory_order_relaxed) || ordered != nullptr || !ready.empty() ||
@@ -912,18 +941,22 @@ struct RingWorker::Impl {
             }
             fds[3].revents = 0;
             (void)evtchn.ack();
+            const RING_IDX cons_before = req_cons;
             drain();
             flush_copies();
             progress_blocked();
             flush_copies();
             submit();
-            reap();
+            const unsigned reaped = reap();
             progress_blocked();
             flush_copies();
             submit();
             push_responses();
             arm_purge();
-            if (more_requests()) {
+            if (req_cons != cons_before || reaped > 0) {
+                spin.worked();
+            }
+            if (spin_for_work() || more_requests()) {
                 continue;
             }
             if (::poll(fds.data(), fds.size(), kWaitForever) < 0 && errno != EINTR) {
@@ -1004,6 +1037,7 @@ Result<std::unique_ptr<RingWorker>> RingWorker::create(hvmin::Services svc,
         w.cfg.persistent = false;
     }
     w.fixed_ok = w.cfg.mode == DataMode::map && w.cfg.fixed_buffers;
+    w.spin = SpinPolicy(w.cfg.spin);
 
     // Ring pages: mapped read-write; each stays where libhv put it (ring_read/write span pages).
     std::vector<hvmin::MapRequest> reqs;

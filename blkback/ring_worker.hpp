@@ -35,6 +35,9 @@ struct RingConfig {
     unsigned max_persistent_grants = 0;  ///< cache bound; 0: ring size × 11
     bool fixed_buffers = true;           ///< map mode: frontend extents as io_uring fixed buffers
     std::chrono::milliseconds persistent_grant_idle{60'000};  ///< unused this long: unmapped
+    /// Polling mode: after a pass that found work, spin this long on the ring's req_prod and
+    /// on the engine's completions before the final check and the sleep (0: never spin).
+    std::chrono::microseconds spin{0};
     DeviceLimits limits;
     std::string name;                    ///< "<fe>/<devid>/q<n>" for logs
 };

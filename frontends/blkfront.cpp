@@ -142,9 +142,10 @@ struct Device::Impl {
     unsigned reconnects = 0;
     bool was_connected = false;
     std::vector<GrantRef> deferred;  // grants still mapped by the backend when we revoked them
+    SpinPolicy spin;                 // polling mode (opt.spin): spin while responses keep coming
 
     Impl(hvmin::Services& h, xs::Client& x, std::uint32_t d, Options o, CompletionFn f)
-        : hv(h), xs(x), devid(d), opt(o), on_complete(std::move(f)) {}
+        : hv(h), xs(x), devid(d), opt(o), on_complete(std::move(f)), spin(o.spin) {}
 
     // ---- completion ----------------------------------------------------------------------
 
@@ -851,6 +852,9 @@ struct Device::Impl {
             if (!drain(qi)) {
                 return;  // device died
             }
+            if (queues[qi].ring.rsp_cons() != before) {
+                spin.worked();
+            }
             if (event && queues[qi].ring.rsp_cons() == before && !peer_bound(queues[qi])) {
                 // The wake-up was the backend's port closing (its process died): hv-min
                 // reverted our port to unbound. Re-issue everything after a reconnect.
@@ -860,6 +864,24 @@ struct Device::Impl {
             }
         }
         issue();
+    }
+
+    bool spin_for_responses() {
+        const auto budget = spin.budget();
+        if (budget.count() <= 0 || phase != Phase::connected || ios.empty()) {
+            return false;
+        }
+        return spin_until(
+            [&] {
+                for (Queue& q : queues) {
+                    // GUEST-like: only compared; poll() validates the index before using it.
+                    if (rings::detail::load_acquire(q.ring.shared().rsp_prod) != q.ring.rsp_cons()) {
+                        return true;
+                    }
+                }
+                return false;
+            },
+            budget);
     }
 
     bool peer_bound(Queue& q) {
@@ -1051,6 +1073,8 @@ Result<void> Device::wait_connected(
 
 Result<void> Device::submit(const Io& io) { return impl_->submit(io); }
 void Device::poll() { impl_->poll(); }
+
+bool Device::spin_for_responses() { return impl_->spin_for_responses(); }
 
 std::vector<int> Device::pollable_fds() const {
     std::vector<int> fds;

@@ -98,6 +98,23 @@ TEST_CASE("invalid frontend transport keys close the vbd, a clean restart reconn
     CHECK(error_node(env, v).empty());  // cleared on a successful connect
 }
 
+TEST_CASE("a bad poll-us closes that vbd with an error node, a good one connects",
+          "[blkback][state]") {
+    Env env;
+    Guest g(env, "fe");
+    const auto img = env.image("disk.img", kDisk);
+    const std::string bad = GENERATE("abc", "1000001", "-1", "");
+    INFO("poll-us '" << bad << "'");
+    Vbd v(env, g, 51712, img, {}, {{"poll-us", bad}});
+    v.connect(XenbusState::XenbusStateClosing);  // good rings and channel: only poll-us is bad
+    const auto err = error_node(env, v);
+    INFO("error node " << err);
+    CHECK((err.starts_with(std::to_string(EINVAL) + " ") || err.starts_with(std::to_string(ERANGE) + " ")));
+    Vbd ok(env, g, 51728, img, {}, {{"poll-us", "1000000"}});
+    ok.connect();
+    good_io(ok, img, 3);
+}
+
 TEST_CASE("a frontend that skips Initialised and goes straight to Connected is served",
           "[blkback][state]") {
     Env env;

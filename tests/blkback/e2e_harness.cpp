@@ -185,7 +185,7 @@ std::string Vbd::backend_key(const std::string& key) {
 
 void Vbd::set_state(XenbusState s) { REQUIRE(xenbus::switch_state(*guest.xs, fdir(), s)); }
 
-void Vbd::connect() {
+void Vbd::connect(XenbusState reached) {
     REQUIRE(wait_backend(XenbusState::XenbusStateInitWait));
     abi_native_ = o_.protocol == nullptr ? false : std::string(o_.protocol) != "x86_32-abi";
     const unsigned pages = 1U << o_.ring_order;
@@ -236,7 +236,7 @@ void Vbd::connect() {
     });
     REQUIRE(w);
     set_state(XenbusState::XenbusStateInitialised);
-    REQUIRE(wait_backend(XenbusState::XenbusStateConnected));
+    REQUIRE(wait_backend(reached));
 }
 
 void Vbd::drop_rings() {

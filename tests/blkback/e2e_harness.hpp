@@ -104,8 +104,9 @@ public:
     bool wait_key(const std::string& key, const std::string& value,
                   std::chrono::milliseconds timeout = 10s);
     std::string backend_key(const std::string& key);
-    /// Backend InitWait → rings, grants, channels, keys → Initialised → backend Connected.
-    void connect();
+    /// Backend InitWait → rings, grants, channels, keys → Initialised → backend `reached`
+    /// (Connected; Closing for a test of a vbd the backend must refuse).
+    void connect(XenbusState reached = XenbusState::XenbusStateConnected);
     /// Frees rings, channels (not the data pages) and goes Initialising again.
     void drop_rings();
     void set_state(XenbusState s);

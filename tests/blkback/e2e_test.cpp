@@ -338,7 +338,7 @@ TEST_CASE("a read-only vbd refuses writes and says so in info", "[blkback][e2e]"
     Guest g(env, "fe");
     const auto img = env.image("disk.img", kDisk);
     VbdOptions o;
-    o.mode = "r";
+    o.mode.assign(1, 'r');  // not = "r": g++ 12 -Wrestrict false positive (PR105651) when inlined here
     Vbd v(env, g, 51712, img, o);
     REQUIRE(v.wait_backend(XenbusState::XenbusStateInitWait));
     CHECK(v.backend_key("info") == std::to_string(VDISK_READONLY));

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "hv/expected.hpp"
+#include "hv/spin.hpp"
 #include "hv/strong.hpp"
 #include "hv/rings/xenbus.hpp"
 
@@ -47,6 +48,9 @@ struct Options {
     bool persistent = true;               ///< write feature-persistent=1 (data pages granted RW, reused)
     unsigned max_indirect_segments = 32;  ///< own cap on the backend's feature-max-indirect-segments
     unsigned pool_pages_per_queue = 256;  ///< granted bounce pages per queue (grant-table budget)
+    /// Polling mode: spin_for_responses() spins this long on the rings' response producers,
+    /// while responses keep arriving, before the caller sleeps (0: never). Default: HVKIT_POLL_US.
+    std::chrono::microseconds spin = hv::default_spin();
 };
 
 /// What the backend published at Connected (xen-abi.md §5.4), and what was negotiated.
@@ -127,6 +131,13 @@ public:
     /// Event-channel fds of the connected queues (readable: responses). Changes on reconnect:
     /// re-read after each on_state_change().
     std::vector<int> pollable_fds() const;
+    /// Polling mode (Options::spin): call before sleeping on pollable_fds(). While I/O is
+    /// outstanding and responses arrived within the spin window, spins on every queue's
+    /// rsp_prod (no syscall per probe) for up to that window. True: responses (or a change of
+    /// the producer index) are there, call poll() instead of sleeping. False at once when
+    /// spinning is off, the window passed without responses, or nothing is outstanding. The
+    /// event channels stay armed by poll()'s final check, so sleeping after false is safe.
+    bool spin_for_responses();
 
     Phase phase() const noexcept;
     const DiskInfo& info() const noexcept;

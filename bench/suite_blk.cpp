@@ -1,8 +1,10 @@
 // hvbench suite `blk` (issue #4 item 6): block I/O through libblkfront (in a real helper domain)
 // → blkback (in this process, dom0, map or copy mode) → io_uring, beside native io_uring on the
 // same target in the same run, with Debian's fio (ioengine=io_uring, same job) as a harness
-// check. Targets: a file in /dev/shm, a sparse file on disk, an LV (VG on a loop device over a
-// sparse file, made and removed here under a host-wide flock).
+// check. Targets: a file in /dev/shm, a file on disk, an LV (VG on a loop device over a file,
+// made and removed here under a host-wide flock); every target is written in full first, so no
+// side reads holes. `_poll` cases run with polling on both sides (blkback's poll-us, blkfront's
+// spin) beside native io_uring that spins on io_uring_peek_cqe for the same window.
 #include <fcntl.h>
 #include <liburing.h>
 #include <poll.h>
@@ -31,6 +33,7 @@
 #include "blkback/lvm.hpp"
 #include "frontends/blkfront.hpp"
 #include "harness.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
 #include "procs.hpp"
@@ -50,6 +53,7 @@ struct Workload {
     bool random;
     std::uint32_t bs;
     std::uint32_t qd;
+    bool poll = false;  ///< polling on both sides (hvkit) / peek-CQE spin (native)
 };
 
 constexpr Workload kWorkloads[] = {
@@ -57,7 +61,12 @@ constexpr Workload kWorkloads[] = {
     {"randread_4k_qd32", false, true, 4096, 32},
     {"randwrite_4k_qd32", true, true, 4096, 32},
     {"seqread_1m_qd8", false, false, 1U << 20, 8},
+    {"randread_4k_qd1_poll", false, true, 4096, 1, true},
+    {"randread_4k_qd32_poll", false, true, 4096, 32, true},
 };
+
+/// The spin window of `_poll` cases: blkback's poll-us, blkfront's spin, native's CQE spin.
+constexpr std::chrono::microseconds kPollWindow{100};
 
 /// One side's run of one workload.
 struct RunStats {
@@ -125,7 +134,7 @@ struct FrontState {
 };
 FrontState* front_state = nullptr;
 
-Result<std::string> front_open(hvmin::Services& svc, std::uint32_t devid) {
+Result<std::string> front_open(hvmin::Services& svc, std::uint32_t devid, std::uint64_t spin_us) {
     if (!front_state->xs) {
         auto x = xs::Client::from_fd(svc.take_xenstore_fd());
         if (!x) {
@@ -137,6 +146,7 @@ Result<std::string> front_open(hvmin::Services& svc, std::uint32_t devid) {
     o.max_queues = 1;
     o.max_indirect_segments = 256;
     o.pool_pages_per_queue = 2048 + 64;  // 1 MiB × QD8 in flight, plus slack
+    o.spin = std::chrono::microseconds(spin_us);
     auto d = blkfront::Device::create(svc, *front_state->xs, devid, o,
                                       [](std::uint64_t c, int st) { front_state->done.emplace_back(c, st); });
     if (!d) {
@@ -188,6 +198,9 @@ Result<std::string> front_run(const std::vector<std::uint64_t>& a) {
     while (inflight > 0) {
         dev.poll();
         if (front_state->done.empty()) {
+            if (dev.spin_for_responses()) {  // polling mode only (Options::spin)
+                continue;
+            }
             fds.clear();
             for (int fd : dev.pollable_fds()) {
                 fds.push_back({fd, POLLIN, 0});
@@ -254,6 +267,52 @@ std::pair<int, std::string> sh(const std::string& cmd) {
     return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
+/// Writes [base, base+bytes) of `path` in full (1 MiB sequential writes of a non-zero pattern,
+/// O_DIRECT when `direct`, then fdatasync): reads then hit real data, never a hole or an
+/// unwritten extent (which the filesystem answers without I/O), and a file gets contiguous
+/// extents that random writes overwrite in place, so removing it is quick. Progress on stderr.
+Result<void> prefill(const std::string& label, const std::string& path, std::uint64_t base,
+                     std::uint64_t bytes, bool direct) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC | (direct ? O_DIRECT : 0)));
+    if (!fd.valid()) {
+        return fail_errno();
+    }
+    constexpr std::size_t kChunk = 1U << 20;
+    auto buf = aligned_buffer(kChunk);
+    if (!buf) {
+        return fail(buf.error());
+    }
+    for (std::size_t i = 0; i < kChunk; i += 8) {  // distinct, non-zero bytes per 8-byte word
+        const std::uint64_t v = 0x9E3779B97F4A7C15ULL * (i + 1);
+        std::memcpy(buf->get() + i, &v, sizeof v);
+    }
+    const auto t0 = Clock::now();
+    unsigned shown = 0;
+    for (std::uint64_t off = 0; off < bytes;) {
+        const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, bytes - off));
+        const ssize_t w = ::pwrite(fd.get(), buf->get(), n, static_cast<off_t>(base + off));
+        if (w < 0 && errno == EINTR) {
+            continue;
+        }
+        if (w <= 0) {
+            return fail_errno(w < 0 ? errno : EIO);
+        }
+        off += static_cast<std::uint64_t>(w);
+        const auto quarter = static_cast<unsigned>(off * 4 / bytes);
+        if (quarter > shown && bytes >= (64ULL << 20)) {
+            shown = quarter;
+            std::fprintf(stderr, "hvbench blk: filling the %s target: %u%%\n", label.c_str(), quarter * 25);
+        }
+    }
+    if (::fdatasync(fd.get()) != 0) {
+        return fail_errno();
+    }
+    std::fprintf(stderr, "hvbench blk: %s target filled (%llu MiB in %.1f s)\n", label.c_str(),
+                 static_cast<unsigned long long>(bytes >> 20),
+                 std::chrono::duration<double>(Clock::now() - t0).count());
+    return {};
+}
+
 Result<void> make_sparse(const std::string& path, std::uint64_t bytes) {
     UniqueFd fd(::open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
     if (!fd.valid()) {
@@ -293,7 +352,10 @@ struct Target {
             (void)sh("losetup -d " + loop);
         }
         if (!file.empty()) {
+            const auto t0 = Clock::now();
             ::unlink(file.c_str());
+            std::fprintf(stderr, "hvbench blk: %s target removed in %.2f s\n", label.c_str(),
+                         std::chrono::duration<double>(Clock::now() - t0).count());
         }
     }
 };
@@ -313,6 +375,7 @@ Result<std::unique_ptr<Target>> file_target(const std::string& label, const std:
     t->span = span;
     t->direct = direct_works(t->file);
     t->direct_note = t->direct ? "O_DIRECT" : "buffered: the filesystem refuses O_DIRECT";
+    HV_TRY(prefill(label, t->file, 0, span, t->direct));
     return t;
 }
 
@@ -368,6 +431,7 @@ Result<std::unique_ptr<Target>> lv_target(std::uint64_t span) {
     t->direct = direct_works(t->loop);
     t->direct_note = t->direct ? "O_DIRECT on the PV (loop device) at the LV's offset"
                                : "buffered: the loop device refuses O_DIRECT";
+    HV_TRY(prefill("lv", t->loop, t->base, t->span, t->direct));
     return t;
 }
 
@@ -419,6 +483,15 @@ Result<RunStats> native_run(const Target& t, const Workload& w, std::chrono::mil
         const int src = io_uring_submit(&ring);
         if (src < 0 && src != -EINTR && src != -EAGAIN) {
             return fail_errno(-src);
+        }
+        if (w.poll) {  // as blkback's polling mode: peek the CQ for the window before sleeping
+            unsigned probes = 0;
+            (void)spin_until(
+                [&] {
+                    yield_every_64(probes);
+                    return io_uring_cq_ready(&ring) > 0;
+                },
+                kPollWindow);
         }
         io_uring_cqe* cqe = nullptr;
         __kernel_timespec ts{kWaitTimeoutMs / 1000, 0};
@@ -526,7 +599,8 @@ struct Stack {
 
 constexpr std::uint32_t kDevidBase = 51712;  // xvda
 
-Result<void> attach_vbd(Stack& st, const Target& t, std::uint32_t devid) {
+/// `poll`: the vbd gets poll-us (blkback's polling mode) and the frontend spins as long.
+Result<void> attach_vbd(Stack& st, const Target& t, std::uint32_t devid, bool poll) {
     xenbus::DeviceSpec spec;
     spec.type = "vbd";
     spec.frontend = st.front->domid;
@@ -534,9 +608,11 @@ Result<void> attach_vbd(Stack& st, const Target& t, std::uint32_t devid) {
     spec.devid = devid;
     spec.backend_keys = {{"params", t.params}, {"type", "file"}, {"mode", "w"},
                          {"dev", "xvda"}, {"device-type", "disk"}};
+    const std::string spin_us = std::to_string(poll ? kPollWindow.count() : 0);
+    spec.backend_keys["poll-us"] = spin_us;  // 0: event channels only, whatever HVKIT_POLL_US says
     spec.frontend_keys = {{"virtual-device", std::to_string(devid)}, {"device-type", "disk"}};
     HV_TRY(xenbus::create_device(*st.ts_xs, spec));
-    auto r = st.front->ctl.call("open " + std::to_string(devid), 30'000);
+    auto r = st.front->ctl.call("open " + std::to_string(devid) + " " + spin_us, 30'000);
     if (!r) {
         return fail(r.error());
     }
@@ -596,10 +672,18 @@ std::string fmt(double v) {
 
 /// Measures one case (runs × {hvkit, native, fio}), then hands the recorded samples to the
 /// harness, which prints the medians; the extra per-case facts go in cfg_ keys.
+std::string case_name(const std::string& label, const Workload& w, blk::DataMode mode) {
+    return label + "_" + w.name + (mode == blk::DataMode::map ? "_map" : "_copy");
+}
+
+bool selected(Context& ctx, const std::string& name) {
+    return ctx.options().filter.empty() || name.find(ctx.options().filter) != std::string::npos;
+}
+
 Result<void> run_blk_case(Context& ctx, Stack& st, const Target& t, const Workload& w,
                           blk::DataMode mode, std::uint32_t devid) {
-    const std::string name = t.label + "_" + w.name + (mode == blk::DataMode::map ? "_map" : "_copy");
-    if (!ctx.options().filter.empty() && name.find(ctx.options().filter) == std::string::npos) {
+    const std::string name = case_name(t.label, w, mode);
+    if (!selected(ctx, name)) {
         return {};
     }
     const bool latency_case = w.qd == 1;
@@ -621,7 +705,9 @@ Result<void> run_blk_case(Context& ctx, Stack& st, const Target& t, const Worklo
             return fail(p.error());
         }
         // fio starts a process and a job per run (~0.3 s): left out of the --quick smoke.
-        fio.push_back(ctx.quick() ? std::numeric_limits<double>::quiet_NaN() : fio_iops(t, w, dur));
+        // fio has no CQ-peeking mode for files: the polled cases have no fio figure.
+        fio.push_back(ctx.quick() || w.poll ? std::numeric_limits<double>::quiet_NaN()
+                                            : fio_iops(t, w, dur));
         const double bytes = w.bs;
         auto value = [&](const RunStats& r, double p50) {
             return latency_case ? p50 : (mbps_case ? iops(r) * bytes / 1e6 : iops(r));
@@ -668,6 +754,10 @@ Result<void> run_blk_case(Context& ctx, Stack& st, const Target& t, const Worklo
         {"native_io", t.direct_note},
         {"blkback", std::string(mode == blk::DataMode::map ? "map (trusted dom0)" : "copy (isolated mode, forced)") +
                         ", in-process, 1 queue; frontend libblkfront in a helper domain"},
+        {"polling", w.poll ? "on: blkback poll-us " + std::to_string(kPollWindow.count()) +
+                                 ", blkfront spin " + std::to_string(kPollWindow.count()) +
+                                 " us; native spins on io_uring_peek_cqe as long"
+                           : "off: event channels; native sleeps in io_uring_wait_cqe"},
         {"iops", fmt(oi)},
         {"peer_iops", fmt(pi)},
         {"mbps", fmt(oi * w.bs / 1e6)},
@@ -678,9 +768,10 @@ Result<void> run_blk_case(Context& ctx, Stack& st, const Target& t, const Worklo
         {"peer_cpu_us_per_io", fmt(median_of(p_cpu))},
         {"iops_ratio", fmt(pi > 0 ? oi / pi : std::numeric_limits<double>::quiet_NaN())},
         {"added_p50_us", fmt((median_of(o50) - median_of(p50)) / 1e3)},
-        {"fio_iops", ctx.quick() ? "skipped (--quick)" : fio_present() ? fmt(fi) : "fio absent"},
+        {"fio_iops", ctx.quick() ? "skipped (--quick)" : w.poll ? "n/a (polled case)"
+                     : fio_present() ? fmt(fi) : "fio absent"},
         {"fio_vs_native", fmt(pi > 0 ? fi / pi : std::numeric_limits<double>::quiet_NaN())},
-        {"target", latency_case ? "added p50 <= 15 us with event channels (blkback has no polling mode)"
+        {"target", latency_case ? (w.poll ? "added p50 <= 5 us when polling" : "added p50 <= 15 us with event channels")
                    : mbps_case  ? "ratio >= 0.99"
                    : w.qd >= 32 && w.bs == 4096 ? "ratio >= 0.97"
                                                 : "none"},
@@ -694,7 +785,8 @@ Result<void> run_blk_case(Context& ctx, Stack& st, const Target& t, const Worklo
 
 }  // namespace
 
-/// Commands: "open DEVID" → "ok SECTORS" (libblkfront connects to the backend);
+/// Commands: "open DEVID SPIN_US" → "ok SECTORS" (libblkfront connects to the backend, and
+/// spins SPIN_US before sleeping: polling mode when not 0);
 /// "run DEVID WRITE RANDOM BS QD SPAN DUR_MS SEED" → "ok IOS NS P50 P99 CPU_NS";
 /// "close DEVID" → "ok".
 Result<std::string> blk_helper(hvmin::Services& svc, const std::vector<std::string>& w,
@@ -709,8 +801,8 @@ Result<std::string> blk_helper(hvmin::Services& svc, const std::vector<std::stri
         }
         nums.push_back(*n);
     }
-    if (w[0] == "open" && nums.size() == 1) {
-        return front_open(svc, static_cast<std::uint32_t>(nums[0]));
+    if (w[0] == "open" && nums.size() == 2) {
+        return front_open(svc, static_cast<std::uint32_t>(nums[0]), nums[1]);
     }
     if (w[0] == "run" && nums.size() == 8) {
         return front_run(nums);
@@ -735,9 +827,20 @@ int run_blk_suite(Context& ctx) {
         std::fprintf(stderr, "hvbench blk: cannot make the %s target: %s\n", what, t.error().message().c_str());
         return false;
     };
-    if (!add(file_target("shm", "/dev/shm", span), "/dev/shm") ||
-        !add(file_target("file", "/var/tmp", span), "sparse file") ||
-        !add(lv_target(span), "LV")) {
+    // A target is made (and filled) only when --case selects one of its cases.
+    auto wanted = [&](const char* label) {
+        for (const auto mode : {blk::DataMode::map, blk::DataMode::copy}) {
+            for (const auto& w : kWorkloads) {
+                if (selected(ctx, case_name(label, w, mode))) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    };
+    if ((wanted("shm") && !add(file_target("shm", "/dev/shm", span), "/dev/shm")) ||
+        (wanted("file") && !add(file_target("file", "/var/tmp", span), "file")) ||
+        (wanted("lv") && !add(lv_target(span), "LV"))) {
         return 1;
     }
     Stack st;
@@ -767,21 +870,32 @@ int run_blk_suite(Context& ctx) {
                 std::fprintf(stderr, "hvbench blk: blkback: %s\n", r.error().message().c_str());
                 return 1;
             }
-            if (auto r = attach_vbd(st, *t, devid); !r) {
-                std::fprintf(stderr, "hvbench blk: vbd on %s: %s\n", t->label.c_str(), r.error().message().c_str());
-                return 1;
-            }
-            for (const auto& w : kWorkloads) {
-                // A failed case prints why and emits no line; the others still run (exit 1).
-                if (auto r = run_blk_case(ctx, st, *t, w, mode, devid); !r) {
-                    failed = true;
+            for (const bool poll : {false, true}) {
+                // Skip attaching a vbd none of whose cases the filter selects.
+                const bool any = std::any_of(std::begin(kWorkloads), std::end(kWorkloads), [&](const Workload& w) {
+                    return w.poll == poll && selected(ctx, case_name(t->label, w, mode));
+                });
+                if (!any) {
+                    continue;
                 }
+                if (auto r = attach_vbd(st, *t, devid, poll); !r) {
+                    std::fprintf(stderr, "hvbench blk: vbd on %s: %s\n", t->label.c_str(), r.error().message().c_str());
+                    return 1;
+                }
+                for (const auto& w : kWorkloads) {
+                    // A failed case prints why and emits no line; the others still run (exit 1).
+                    if (w.poll == poll) {
+                        if (auto r = run_blk_case(ctx, st, *t, w, mode, devid); !r) {
+                            failed = true;
+                        }
+                    }
+                }
+                if (auto r = detach_vbd(st, devid); !r) {
+                    std::fprintf(stderr, "hvbench blk: detach: %s\n", r.error().message().c_str());
+                    return 1;
+                }
+                devid += 16;
             }
-            if (auto r = detach_vbd(st, devid); !r) {
-                std::fprintf(stderr, "hvbench blk: detach: %s\n", r.error().message().c_str());
-                return 1;
-            }
-            devid += 16;
         }
     }
     return failed ? 1 : 0;

@@ -895,8 +895,10 @@ struct RingWorker::Impl {
             return false;
         }
         auto& h = header();
+        unsigned probes = 0;
         const bool found = spin_until(
             [&] {
+                yield_every_64(probes);
                 return (want_requests && rings::detail::load_acquire(h.req_prod) != req_cons) ||
                        (want_io && engine->has_completions()) ||
                        stopping.load(std::memory_order_relaxed);

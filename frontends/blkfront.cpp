@@ -871,8 +871,10 @@ struct Device::Impl {
         if (budget.count() <= 0 || phase != Phase::connected || ios.empty()) {
             return false;
         }
+        unsigned probes = 0;
         return spin_until(
             [&] {
+                yield_every_64(probes);
                 for (Queue& q : queues) {
                     // GUEST-like: only compared; poll() validates the index before using it.
                     if (rings::detail::load_acquire(q.ring.shared().rsp_prod) != q.ring.rsp_cons()) {

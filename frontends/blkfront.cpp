@@ -143,6 +143,7 @@ struct Device::Impl {
     bool was_connected = false;
     std::vector<GrantRef> deferred;  // grants still mapped by the backend when we revoked them
     SpinPolicy spin;                 // polling mode (opt.spin): spin while responses keep coming
+    bool caller_spins = false;       // spin_for_responses() was called: it does the final check
 
     Impl(hvmin::Services& h, xs::Client& x, std::uint32_t d, Options o, CompletionFn f)
         : hv(h), xs(x), devid(d), opt(o), on_complete(std::move(f)), spin(o.spin) {}
@@ -846,10 +847,15 @@ struct Device::Impl {
         if (phase != Phase::connected) {
             return;
         }
+        // Polling mode with a caller that spins before sleeping: no final check here, so the
+        // backend does not notify responses we take while spinning (and no late event finds
+        // the ring empty, which would cost an EVTCHNOP_status round trip); the final check
+        // runs in spin_for_responses() when the caller is about to sleep.
+        const bool final_check = !(caller_spins && spin.enabled());
         for (unsigned qi = 0; qi < queues.size(); ++qi) {
             const bool event = queues[qi].evt.ack();
             const RING_IDX before = queues[qi].ring.rsp_cons();
-            if (!drain(qi)) {
+            if (!drain(qi, final_check)) {
                 return;  // device died
             }
             if (queues[qi].ring.rsp_cons() != before) {
@@ -867,23 +873,40 @@ struct Device::Impl {
     }
 
     bool spin_for_responses() {
-        const auto budget = spin.budget();
-        if (budget.count() <= 0 || phase != Phase::connected || ios.empty()) {
+        if (phase != Phase::connected) {
             return false;
         }
-        unsigned probes = 0;
-        return spin_until(
-            [&] {
-                yield_every_64(probes);
-                for (Queue& q : queues) {
-                    // GUEST-like: only compared; poll() validates the index before using it.
-                    if (rings::detail::load_acquire(q.ring.shared().rsp_prod) != q.ring.rsp_cons()) {
-                        return true;
+        caller_spins = true;
+        if (!spin.enabled()) {
+            return false;  // poll() did the final check
+        }
+        const auto budget = spin.budget();
+        if (budget.count() > 0 && !ios.empty()) {
+            unsigned probes = 0;
+            const bool found = spin_until(
+                [&] {
+                    yield_every_64(probes);
+                    for (Queue& q : queues) {
+                        // GUEST-like: only compared; poll() validates the index before use.
+                        if (rings::detail::load_acquire(q.ring.shared().rsp_prod) != q.ring.rsp_cons()) {
+                            return true;
+                        }
                     }
-                }
-                return false;
-            },
-            budget);
+                    return false;
+                },
+                budget);
+            if (found) {
+                return true;
+            }
+        }
+        // About to sleep: the final check poll() left out (xen-abi §1.5).
+        for (Queue& q : queues) {
+            auto more = q.ring.final_check_for_responses();
+            if (!more || *more) {
+                return true;  // responses, or a bad rsp_prod: poll() takes or reports them
+            }
+        }
+        return false;
     }
 
     bool peer_bound(Queue& q) {
@@ -900,7 +923,7 @@ struct Device::Impl {
     }
 
     /// Takes every response of one queue. False if the backend broke the protocol.
-    bool drain(unsigned qi) {
+    bool drain(unsigned qi, bool final_check = true) {
         for (;;) {
             Queue& q = queues[qi];
             auto n = q.ring.unconsumed_responses();
@@ -912,6 +935,17 @@ struct Device::Impl {
                 if (!handle_response(q, *rsp)) {
                     return false;
                 }
+            }
+            if (!final_check) {
+                auto left = q.ring.unconsumed_responses();
+                if (!left) {
+                    (void)protocol_error("impossible rsp_prod");
+                    return false;
+                }
+                if (*left == 0) {
+                    return true;
+                }
+                continue;
             }
             auto more = queues[qi].ring.final_check_for_responses();
             if (!more) {

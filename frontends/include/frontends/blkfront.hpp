@@ -131,12 +131,14 @@ public:
     /// Event-channel fds of the connected queues (readable: responses). Changes on reconnect:
     /// re-read after each on_state_change().
     std::vector<int> pollable_fds() const;
-    /// Polling mode (Options::spin): call before sleeping on pollable_fds(). While I/O is
+    /// Polling mode (Options::spin): call before every sleep on pollable_fds(). While I/O is
     /// outstanding and responses arrived within the spin window, spins on every queue's
-    /// rsp_prod (no syscall per probe) for up to that window. True: responses (or a change of
-    /// the producer index) are there, call poll() instead of sleeping. False at once when
-    /// spinning is off, the window passed without responses, or nothing is outstanding. The
-    /// event channels stay armed by poll()'s final check, so sleeping after false is safe.
+    /// rsp_prod (no syscall per probe) for up to that window; then does the ring's final check
+    /// (arms rsp_event). True: responses (or a bad producer index) are there: call poll()
+    /// instead of sleeping. False: sleeping is safe. Once a program has called it, poll() leaves
+    /// the final check to it (so the backend need not notify responses taken while spinning):
+    /// such a program must call it before each sleep. With spinning off it returns false at
+    /// once and poll() keeps doing the final check.
     bool spin_for_responses();
 
     Phase phase() const noexcept;

@@ -106,7 +106,11 @@ void check_line(const std::string& l) {
     CHECK((storage == "shm" || storage == "file" || storage == "lv"));
     CHECK(std::regex_match(field(l, "case"),
                            std::regex(storage + "_(randread_4k_qd1|randread_4k_qd32|randwrite_4k_qd32|"
-                                                "seqread_1m_qd8)_(map|copy)")));
+                                                "seqread_1m_qd8|randread_4k_qd1_poll|"
+                                                "randread_4k_qd32_poll)_(map|copy)")));
+    // Polled cases say so (and have no fio figure); the others run with event channels.
+    const bool polled = field(l, "case").find("_poll_") != std::string::npos;
+    CHECK(field(l, "cfg_polling").starts_with(polled ? "on:" : "off:"));
 }
 
 }  // namespace
@@ -130,8 +134,8 @@ TEST_CASE("hvbench --quick blk prints one well-formed line per case and leaves n
         }
         CHECK(leftovers().empty());
     }
-    // 3 targets × (3 4 KiB workloads × 2 modes + the 1 MiB map case)
-    CHECK(cases.size() == 21);
+    // 3 targets × (5 4 KiB workloads, 2 of them polled, × 2 modes + the 1 MiB map case)
+    CHECK(cases.size() == 33);
 }
 
 TEST_CASE("hvbench blk with a case filter matching nothing prints no line and leaves nothing behind", "[bench][blk][root]") {

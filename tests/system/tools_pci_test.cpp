@@ -201,6 +201,28 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
     CHECK(d.hvctl({"pci-assignable-remove", "-r", "0001:00:03.0"}).rc == 0);
     CHECK(d.hvctl({"pci-assignable-list"}).out.empty());
     CHECK_FALSE(xs.read("/hvkit/pci/assignable/0001-00-02-0"));
+
+    // xl's seize=1: a device that is not assignable yet is made so by create, and by
+    // pci-attach; one that does not exist is still refused.
+    r = d.hvctl({"create", idle_cfg(d, "g3", "'0001:00:02.0,seize=1'")});
+    CHECK(r.rc == 0);
+    CHECK(d.hvctl({"pci-assignable-list"}).out == "0001:00:02.0\n");
+    r = d.hvctl({"pci-attach", "g3", "0001:00:04.0,seize=1"});
+    CHECK(r.rc == 1);
+    CHECK(r.err == "hvctl pci-attach: no PCI device 0001:00:04.0 on this host (and pciback "
+                   "emulates none at that address)\n");
+    CHECK(d.hvctl({"destroy", "g3"}).rc == 0);
+    r = d.hvctl({"create", idle_cfg(d, "g4", "")});
+    REQUIRE(r.rc == 0);
+    const int id4 = created_id(r.out);
+    r = d.hvctl({"pci-attach", "g4", "0001:00:03.0,seize=1"});  // no pciback: no answer
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("no backend answered within 10 s (is pciback running in domain 0?); "
+                     "device removed") != std::string::npos);
+    CHECK(d.hvctl({"pci-assignable-list"}).out == "0001:00:02.0\n0001:00:03.0\n");
+    CHECK_FALSE(xs.read("/local/domain/0/backend/pci/" + std::to_string(id4) + "/0"));
+    CHECK_FALSE(xs.read("/local/domain/" + std::to_string(id4) + "/device/pci/0"));
+    CHECK(d.hvctl({"pci-list", "g4"}).out == "Vdev Device\n");
 }
 
 namespace {

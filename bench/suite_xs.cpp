@@ -32,6 +32,7 @@
 
 #include "harness.hpp"
 #include "hv/rings/protocols/xs_wire.hpp"
+#include "hv/spin.hpp"
 #include "hv/subprocess.hpp"
 #include "hv/unique_fd.hpp"
 #include "procs.hpp"
@@ -118,16 +119,19 @@ public:
     std::string name;
     std::string socket;
 
-    /// Our standalone xenstored.
-    static Result<std::unique_ptr<Server>> ours(const std::string& bin) {
-        auto s = make("hvkit_xenstored");
+    /// Our standalone xenstored, with its default options plus `extra`.
+    static Result<std::unique_ptr<Server>> ours(const std::string& bin, const char* name,
+                                                std::vector<std::string> extra = {}) {
+        auto s = make(name);
         if (!s) {
             return fail(s.error());
         }
         SpawnOptions opt;
         opt.capture_output = false;
         opt.log_path = ((*s)->dir_ / "out.log").string();
-        auto p = Subprocess::spawn({bin, "--socket", (*s)->socket}, opt);
+        std::vector<std::string> argv{bin, "--socket", (*s)->socket};
+        argv.insert(argv.end(), extra.begin(), extra.end());
+        auto p = Subprocess::spawn(argv, opt);
         if (!p) {
             return fail(p.error());
         }
@@ -344,38 +348,42 @@ void echo_serve(UniqueFd listener) {
 
 // ---- the raw-wire client ----
 
-/// How long the client polls without sleeping before it blocks, the same for every server
-/// (HV_XS_CLIENT_SPIN_US; default 0). On a quiet machine spinning takes the client's own
-/// wake-up out of every server's figure alike; on a loaded 2-core machine it steals the CPU
-/// the servers need and makes every figure worse and noisier, hence off by default.
-unsigned client_spin_us() {
-    static const unsigned us = [] {
-        const char* e = std::getenv("HV_XS_CLIENT_SPIN_US");
-        return e != nullptr ? static_cast<unsigned>(std::strtoul(e, nullptr, 10)) : 0u;
+/// How long the client polls without sleeping before it blocks (hv::spin_poll), the same for
+/// every server: HV_XS_CLIENT_SPIN_US, else the process default (HVKIT_POLL_US), else
+/// kDefaultClientSpin. It takes the client's own wake-up out of every server's figure alike, so
+/// what remains is the server's. Like every hvkit waiter it does not spin while the machine's
+/// CPUs are oversubscribed (hv::cpus_oversubscribed()).
+constexpr unsigned kDefaultClientSpinUs = 50;
+std::chrono::microseconds client_spin() {
+    static const std::chrono::microseconds us = [] {
+        if (const char* e = std::getenv("HV_XS_CLIENT_SPIN_US")) {
+            return std::chrono::microseconds(std::strtoul(e, nullptr, 10));
+        }
+        const auto d = default_spin();
+        return d.count() > 0 ? d : std::chrono::microseconds(kDefaultClientSpinUs);
     }();
     return us;
 }
 
-/// epoll_wait(2) that first spins for up to client_spin_us() with a zero timeout.
-int epoll_spin(int ep, epoll_event* evs, int max, int timeout_ms) {
-    const auto until = Clock::now() + std::chrono::microseconds(client_spin_us());
-    for (;;) {
-        const int pr = ::epoll_wait(ep, evs, max, 0);
-        if (pr != 0 || Clock::now() >= until) {
-            return pr != 0 ? pr : ::epoll_wait(ep, evs, max, timeout_ms);
-        }
-    }
+/// The client's spin for this wait: none while the CPUs are oversubscribed (as the client
+/// library does), where spinning would only hold up the server being waited for.
+std::chrono::microseconds client_budget() {
+    return cpus_oversubscribed() ? std::chrono::microseconds{0} : client_spin();
 }
 
-/// poll(2) that first spins for up to client_spin_us() with a zero timeout.
-int poll_spin(pollfd* fds, nfds_t n, int timeout_ms) {
-    const auto until = Clock::now() + std::chrono::microseconds(client_spin_us());
-    for (;;) {
-        const int pr = ::poll(fds, n, 0);
-        if (pr != 0 || Clock::now() >= until) {
-            return pr != 0 ? pr : ::poll(fds, n, timeout_ms);
-        }
+/// epoll_wait(2) after spinning on the epoll fd's readiness for up to client_budget().
+int epoll_spin(int ep, epoll_event* evs, int max, int timeout_ms) {
+    pollfd p{ep, POLLIN, 0};
+    const int pr = spin_poll(&p, 1, timeout_ms, client_budget());
+    if (pr <= 0) {
+        return pr;
     }
+    const int n = ::epoll_wait(ep, evs, max, 0);
+    return n != 0 ? n : ::epoll_wait(ep, evs, max, timeout_ms);
+}
+
+int poll_spin(pollfd* fds, nfds_t n, int timeout_ms) {
+    return spin_poll(fds, n, timeout_ms, client_budget());
 }
 
 std::string message(std::uint32_t type, std::uint32_t req_id, const std::string& payload) {
@@ -729,8 +737,15 @@ int run_xs_suite(Context& ctx) {
                      script.c_str());
         return 0;
     }
-    auto ours = Server::ours(xenstored_bin());
-    if (!ours) {
+    // Ours twice: as the daemon starts by default (its server spin window on) and with the
+    // server never spinning; the client and its spin are the same for every server.
+    auto ours = Server::ours(xenstored_bin(), "hvkit_xenstored");
+    auto ours_nospin = Server::ours(xenstored_bin(), "hvkit_xenstored_nospin",
+                                    {"--busy-poll-us", "0"});
+    if (!ours || !ours_nospin) {
+        if (ours) {
+            ours = fail(ours_nospin.error());
+        }
         std::fprintf(stderr, "hvbench xs: our xenstored (%s) did not start: %s\n",
                      xenstored_bin().c_str(), ours.error().message().c_str());
         return 1;
@@ -799,6 +814,7 @@ int run_xs_suite(Context& ctx) {
         }
         // Ours and every peer alternately, run by run, on the same workload.
         Series mine;
+        Series mine_nospin;
         Series echo;
         std::vector<Series> theirs(peers.size());
         bool ok = true;
@@ -816,6 +832,14 @@ int run_xs_suite(Context& ctx) {
                 break;
             }
             mine.samples.push_back(*s);
+            auto ns = c.measure((*ours_nospin)->socket);
+            if (!ns) {
+                std::fprintf(stderr, "hvbench xs/%s: ours (server not spinning) failed: %s\n",
+                             c.name.c_str(), ns.error().message().c_str());
+                ok = false;
+                break;
+            }
+            mine_nospin.samples.push_back(*ns);
             for (std::size_t p = 0; p < peers.size(); ++p) {
                 auto ps = c.measure(peers[p]->socket);
                 if (!ps) {
@@ -846,14 +870,29 @@ int run_xs_suite(Context& ctx) {
             std::snprintf(v, sizeof v, "%.6g", theirs[p].median().value);
             spec.config.emplace_back(peers[p]->name, v);
         }
+        // A figure beside the same peer: NAME (median) and NAME_vs_peer (ratio, >1 = better).
+        const double peer_value = theirs[best].median().value;
+        auto beside_peer = [&](const char* name, double v) {
+            char buf[64];
+            std::snprintf(buf, sizeof buf, "%.6g", v);
+            spec.config.emplace_back(name, buf);
+            std::snprintf(buf, sizeof buf, "%.3g", c.higher ? v / peer_value : peer_value / v);
+            spec.config.emplace_back(std::string(name) + "_vs_peer", buf);
+            return c.higher ? v / peer_value : peer_value / v;
+        };
+        // Ours with the server never spinning.
+        const double nospin = mine_nospin.median().value;
+        const double nospin_ratio = beside_peer("ours_server_nospin", nospin);
+        std::printf("hvbench xs/%s: ours with the server not spinning %.4g %s (%.3gx %s)\n",
+                    c.name.c_str(), nospin, c.unit.c_str(), nospin_ratio,
+                    peers[best]->name.c_str());
+        if (!c.higher) {
+            spec.config.emplace_back("ours_server_nospin_p99",
+                                     std::to_string(mine_nospin.median().p99));
+        }
+        spec.config.emplace_back("client_spin_us", std::to_string(client_spin().count()));
         if (!echo.samples.empty()) {
-            const double f = echo.median().value;
-            const double b = theirs[best].median().value;
-            char v[64];
-            std::snprintf(v, sizeof v, "%.6g", f);
-            spec.config.emplace_back("echo_floor", v);
-            std::snprintf(v, sizeof v, "%.3g", c.higher ? f / b : b / f);
-            spec.config.emplace_back("echo_floor_vs_peer", v);
+            beside_peer("echo_floor", echo.median().value);
         }
         // The measurements are done; the harness takes medians of the recorded runs.
         std::size_t oi = 0;

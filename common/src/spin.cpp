@@ -1,8 +1,12 @@
 // spin_poll and the HVKIT_POLL_US default (see spin.hpp).
 #include "hv/spin.hpp"
 
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/epoll.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 
@@ -26,7 +30,7 @@ int spin_then_wait(Wait&& wait, int timeout_ms, std::chrono::microseconds spin) 
             if (Clock::now() >= end) {
                 break;
             }
-            cpu_relax();
+            sched_yield();
         }
         if (timeout_ms == 0) {
             return 0;
@@ -75,6 +79,64 @@ std::chrono::microseconds default_spin_or(std::chrono::microseconds fallback) no
         return s != nullptr && *s != '\0';
     }();
     return set ? default_spin() : fallback;
+}
+
+namespace {
+
+/// The running count ("R/T", 4th field) of /proc/loadavg; -1 when unreadable.
+long runnable_threads() noexcept {
+    static const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    char buf[128];
+    const ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    if (n <= 0) {
+        return -1;
+    }
+    buf[n] = '\0';
+    const char* p = buf;
+    for (int field = 0; field < 3; ++field) {  // skip the three load averages
+        while (*p != '\0' && *p != ' ') {
+            ++p;
+        }
+        while (*p == ' ') {
+            ++p;
+        }
+    }
+    char* end = nullptr;
+    const long running = std::strtol(p, &end, 10);
+    return end != p && *end == '/' ? running : -1;
+}
+
+std::atomic<bool> g_ignore_load{false};
+
+}  // namespace
+
+void set_spin_ignores_load(bool ignore) noexcept {
+    g_ignore_load.store(ignore, std::memory_order_relaxed);
+}
+
+bool cpus_oversubscribed() noexcept {
+    if (g_ignore_load.load(std::memory_order_relaxed)) {
+        return false;
+    }
+    using Clock = std::chrono::steady_clock;
+    static std::atomic<Clock::rep> next_check{0};
+    static std::atomic<bool> busy{false};
+    static const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    const auto now = Clock::now().time_since_epoch().count();
+    // Racy by design: two threads may both re-read; each stores a fresh answer.
+    if (now < next_check.load(std::memory_order_relaxed)) {
+        return busy.load(std::memory_order_relaxed);
+    }
+    next_check.store(now + std::chrono::duration_cast<Clock::duration>(
+                               std::chrono::milliseconds(1)).count(),
+                     std::memory_order_relaxed);
+    const long running = runnable_threads();
+    const bool b = cpus > 0 && running > cpus;
+    busy.store(b, std::memory_order_relaxed);
+    return b;
 }
 
 }  // namespace hv

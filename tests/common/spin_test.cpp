@@ -6,10 +6,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
 #include <thread>
+#include <vector>
 
 #include "hv/unique_fd.hpp"
 
@@ -84,6 +86,34 @@ TEST_CASE("SpinPolicy spins only within its window after work", "[common][spin]"
     CHECK(p.budget() == 0us);  // idle for a whole window
     p.worked();
     CHECK(p.budget() == 2ms);
+}
+
+TEST_CASE("cpus_oversubscribed() sees more runnable threads than CPUs",
+          "[common][spin]") {
+    const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> hogs;
+    for (unsigned i = 0; i < cpus + 2; ++i) {
+        hogs.emplace_back([&] {
+            while (!stop.load(std::memory_order_relaxed)) {
+                hv::cpu_relax();
+            }
+        });
+    }
+    // The load figure is re-read at most once a millisecond: give it a few.
+    bool over = false;
+    for (int i = 0; i < 200 && !over; ++i) {
+        std::this_thread::sleep_for(2ms);
+        over = hv::cpus_oversubscribed();
+    }
+    CHECK(over);
+    hv::set_spin_ignores_load(true);
+    CHECK_FALSE(hv::cpus_oversubscribed());
+    hv::set_spin_ignores_load(false);
+    stop = true;
+    for (auto& t : hogs) {
+        t.join();
+    }
 }
 
 TEST_CASE("spin_epoll_wait finds an event during the spin or the sleep after it and times out",

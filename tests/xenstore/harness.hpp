@@ -4,12 +4,17 @@
 #pragma once
 
 #include <poll.h>
+#include <pthread.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -239,7 +244,13 @@ public:
         server_ = std::move(*s);
         path_ = dir_.str() + "/socket";
         REQUIRE(server_->listen_unix(path_).has_value());
-        thread_ = std::thread([this] { (void)server_->run(); });
+        thread_ = std::thread([this] {
+            tid_.store(static_cast<pid_t>(::gettid()));
+            (void)server_->run();
+        });
+        while (tid_.load() == 0) {
+            std::this_thread::yield();
+        }
     }
     ~Harness() {
         server_->stop();
@@ -250,6 +261,27 @@ public:
 
     Server& server() { return *server_; }
     const std::string& socket_path() const { return path_; }
+    /// The scheduler state of the thread running run(): 'R' running or runnable (spinning),
+    /// 'S' asleep (in epoll_wait), as /proc shows it.
+    char server_state() const {
+        std::FILE* f = std::fopen(("/proc/self/task/" + std::to_string(tid_.load()) + "/stat").c_str(), "r");
+        REQUIRE(f != nullptr);
+        char line[512] = {};
+        const bool got = std::fgets(line, sizeof line, f) != nullptr;
+        std::fclose(f);
+        REQUIRE(got);
+        const char* close = std::strrchr(line, ')');  // the name may hold spaces and ')'
+        REQUIRE(close != nullptr);
+        return close[2];
+    }
+    /// CPU time the thread running run() has used so far.
+    std::chrono::nanoseconds server_cpu() {
+        clockid_t id;
+        REQUIRE(::pthread_getcpuclockid(thread_.native_handle(), &id) == 0);
+        timespec ts{};
+        REQUIRE(::clock_gettime(id, &ts) == 0);
+        return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+    }
     const hv::test::TempDir& dir() const { return dir_; }
 
     /// A dom0 (privileged) connection through the listening socket.
@@ -278,6 +310,7 @@ private:
     std::unique_ptr<Server> server_;
     std::string path_;
     std::thread thread_;
+    std::atomic<pid_t> tid_{0};
 };
 
 }  // namespace hv::xs::test

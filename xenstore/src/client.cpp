@@ -1,14 +1,19 @@
 // XenStore client: request/reply matching by req_id, a reader thread, a watch-event queue
 // signalled through an eventfd. Layer: L1 (xenstore). Threads: callers (any number) and the
-// reader thread; `mu` guards the pending table, the event queue and the connection state.
+// reader thread; `mu` guards the pending table, the event queue and the connection state;
+// `rx_mu` the socket's read side, taken by the reader or by a caller spinning for its reply.
 #include "xenstore/client.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <condition_variable>
@@ -83,21 +88,30 @@ std::string with_nul(std::string_view s) {
 
 struct Client::Impl {
     struct Pending {
-        bool done = false;
+        // ORDER: `result` is written before the release store of `done`; a spinning waiter
+        // reads `done` with acquire and only then the result.
+        std::atomic<bool> done{false};
         Result<std::string> result{std::string()};
     };
 
     ClientOptions opts;
-    UniqueFd fd;
+    UniqueFd fd;        // non-blocking: the reader thread and spinning callers both read it
     UniqueFd stop_fd;   // eventfd: tells the reader to exit
     UniqueFd event_fd;  // eventfd: readable while events are queued
+    UniqueFd ep;        // the reader's wait set: fd (unless callers spin) and stop_fd
+    std::atomic<bool> stopping{false};
     mutable std::mutex mu;
     std::condition_variable cv;
     std::unordered_map<std::uint32_t, Pending*> pending;
     std::deque<WatchEvent> events;
     std::uint32_t next_req = 1;
     bool alive = true;
+    unsigned spinners = 0;    // callers reading the socket themselves (fd out of `ep` meanwhile)
+    SpinPolicy event_spin;    // wait_event(): spin while events keep coming (under mu)
     std::mutex write_mu;
+    // Receiving: whoever holds rx_mu reads the socket and parses (lock order: rx_mu, then mu).
+    std::mutex rx_mu;
+    std::string rxbuf;
     std::thread reader;
 
     void fail_all() {
@@ -105,7 +119,7 @@ struct Client::Impl {
         alive = false;
         for (auto& [id, p] : pending) {
             p->result = fail_errno(ECONNRESET);
-            p->done = true;
+            p->done.store(true, std::memory_order_release);
         }
         pending.clear();
         cv.notify_all();
@@ -120,6 +134,7 @@ struct Client::Impl {
                 return;
             }
             events.push_back(WatchEvent{std::move(parts[0]), std::move(parts[1])});
+            event_spin.worked();
             const std::uint64_t one = 1;
             (void)!::write(event_fd.get(), &one, sizeof one);
             cv.notify_all();
@@ -141,69 +156,144 @@ struct Client::Impl {
         } else {
             p->result = std::move(payload);
         }
-        p->done = true;
+        p->done.store(true, std::memory_order_release);
         cv.notify_all();
     }
 
-    void read_loop() {
-        std::string buf;
+    /// One non-blocking read and delivery of every complete message. Caller holds rx_mu.
+    /// 1: something was read; 0: nothing there; -1: the connection is finished (EOF, error or a
+    /// malformed header): everyone waiting was failed and the fd left the reader's wait set.
+    int pump() {
         char chunk[8192];
-        for (;;) {
-            pollfd pfd[2] = {{fd.get(), POLLIN, 0}, {stop_fd.get(), POLLIN, 0}};
-            if (::poll(pfd, 2, -1) < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                break;
+        ssize_t n = -1;
+        bool bad = !alive_now();  // a failed send already declared the connection broken
+        if (!bad) {
+            n = ::read(fd.get(), chunk, sizeof chunk);
+            if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
+                return 0;
             }
-            if (pfd[1].revents != 0) {
-                break;
-            }
-            const ssize_t n = ::read(fd.get(), chunk, sizeof chunk);
-            if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
-                continue;
-            }
-            if (n <= 0) {
-                break;
-            }
-            buf.append(chunk, static_cast<std::size_t>(n));
+            bad = n <= 0;
+        }
+        if (!bad) {
+            rxbuf.append(chunk, static_cast<std::size_t>(n));
             std::size_t off = 0;
-            bool bad = false;
-            while (buf.size() - off >= sizeof(xsd_sockmsg)) {
+            while (rxbuf.size() - off >= sizeof(xsd_sockmsg)) {
                 xsd_sockmsg h;
-                std::memcpy(&h, buf.data() + off, sizeof h);
+                std::memcpy(&h, rxbuf.data() + off, sizeof h);
                 if (h.len > XENSTORE_PAYLOAD_MAX) {
                     HV_LOG_RL(warn, "xenstore client: server sent %u-byte payload", h.len);
                     bad = true;
                     break;
                 }
-                if (buf.size() - off < sizeof h + h.len) {
+                if (rxbuf.size() - off < sizeof h + h.len) {
                     break;
                 }
-                deliver(h, buf.substr(off + sizeof h, h.len));
+                deliver(h, rxbuf.substr(off + sizeof h, h.len));
                 off += sizeof h + h.len;
             }
-            if (bad) {
+            rxbuf.erase(0, off);
+        }
+        if (bad) {
+            (void)::epoll_ctl(ep.get(), EPOLL_CTL_DEL, fd.get(), nullptr);
+            fail_all();
+            return -1;
+        }
+        return 1;
+    }
+
+    bool alive_now() {
+        std::lock_guard lk(mu);
+        return alive;
+    }
+
+    /// Reader thread: sleeps until the socket (while no caller spins) or stop_fd is readable;
+    /// after receiving something it keeps polling for one spin window before sleeping again.
+    void read_loop() {
+        SpinPolicy policy(opts.spin);
+        pollfd p{ep.get(), POLLIN, 0};
+        while (!stopping.load(std::memory_order_acquire)) {
+            const auto budget =
+                cpus_oversubscribed() ? std::chrono::microseconds{0} : policy.budget();
+            if (spin_poll(&p, 1, -1, budget) < 0 && errno != EINTR) {
                 break;
             }
-            buf.erase(0, off);
+            if (stopping.load(std::memory_order_acquire)) {
+                break;
+            }
+            int r;
+            {
+                std::lock_guard rl(rx_mu);
+                r = pump();
+            }
+            if (r < 0) {
+                return;  // pump failed everyone already
+            }
+            if (r > 0) {
+                policy.worked();
+            }
         }
         fail_all();
     }
 
+    /// Spins for up to `budget` reading the socket itself until `done()`; the reader thread is
+    /// kept off the socket meanwhile, so a reply costs neither thread a wake-up. True: done.
+    template <class Done>
+    bool spin_reading(std::chrono::microseconds budget, Done&& done) {
+        if (budget.count() <= 0) {
+            return done();
+        }
+        set_spinning(+1);
+        const bool ok = spin_until(
+            [&] {
+                if (done()) {
+                    return true;
+                }
+                int r = 0;
+                if (rx_mu.try_lock()) {
+                    r = pump();
+                    rx_mu.unlock();
+                    if (r < 0 || done()) {
+                        return true;
+                    }
+                }
+                if (r == 0) {
+                    // Nothing yet: let the server run if it shares this CPU (a loaded machine),
+                    // rather than spinning through its time slice.
+                    sched_yield();
+                }
+                return false;
+            },
+            budget);
+        set_spinning(-1);
+        return ok;
+    }
+
+    void set_spinning(int delta) {
+        std::lock_guard lk(mu);
+        const unsigned before = spinners;
+        spinners = static_cast<unsigned>(static_cast<int>(spinners) + delta);
+        if ((before == 0) != (spinners == 0) && alive) {
+            // Level-triggered: when the fd comes back, anything still unread wakes the reader.
+            epoll_event ev{};
+            ev.events = spinners == 0 ? std::uint32_t{EPOLLIN} : 0u;
+            (void)::epoll_ctl(ep.get(), EPOLL_CTL_MOD, fd.get(), &ev);
+        }
+    }
+
     Result<void> send_all(std::string_view bytes) {
         while (!bytes.empty()) {
-            const ssize_t n = ::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+            ssize_t n = ::send(fd.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+            if (n < 0 && errno == ENOTSOCK) {
+                n = ::write(fd.get(), bytes.data(), bytes.size());
+            }
             if (n < 0) {
                 if (errno == EINTR) {
                     continue;
                 }
-                if (errno == ENOTSOCK) {
-                    const ssize_t w = ::write(fd.get(), bytes.data(), bytes.size());
-                    if (w > 0) {
-                        bytes.remove_prefix(static_cast<std::size_t>(w));
-                        continue;
-                    }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    pollfd p{fd.get(), POLLOUT, 0};  // the fd is non-blocking: wait for room
+                    (void)::poll(&p, 1, -1);
+                    continue;
                 }
                 return fail_errno(ECONNRESET);
             }
@@ -239,6 +329,14 @@ struct Client::Impl {
             std::lock_guard wl(write_mu);
             sent = send_all(msg);
         }
+        if (sent) {
+            // The reply is on its way: wait for it awake for one window (deliver() erased it).
+            const auto done = [&] { return p.done.load(std::memory_order_acquire); };
+            const auto budget = cpus_oversubscribed() ? std::chrono::microseconds{0} : opts.spin;
+            if (spin_reading(budget, done) && done()) {
+                return std::move(p.result);
+            }
+        }
         std::unique_lock lk(mu);
         if (!sent) {
             // The connection is broken; say so now rather than when the reader sees EOF.
@@ -247,7 +345,8 @@ struct Client::Impl {
             cv.notify_all();
             return fail(sent.error());
         }
-        if (!cv.wait_for(lk, opts.timeout, [&] { return p.done; })) {
+        if (!cv.wait_for(lk, opts.timeout,
+                         [&] { return p.done.load(std::memory_order_acquire); })) {
             pending.erase(id);
             return fail_errno(ETIMEDOUT);
         }
@@ -258,6 +357,7 @@ struct Client::Impl {
 Client::Client(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 
 Client::~Client() {
+    impl_->stopping.store(true, std::memory_order_release);
     const std::uint64_t one = 1;
     (void)!::write(impl_->stop_fd.get(), &one, sizeof one);
     if (impl_->reader.joinable()) {
@@ -286,13 +386,26 @@ Result<std::unique_ptr<Client>> Client::from_fd(UniqueFd fd, ClientOptions o) {
     if (!fd.valid()) {
         return fail_errno(EINVAL);
     }
+    const int fl = ::fcntl(fd.get(), F_GETFL);
+    if (fl < 0 || ::fcntl(fd.get(), F_SETFL, fl | O_NONBLOCK) != 0) {
+        return fail_errno();
+    }
     auto impl = std::make_unique<Impl>();
     impl->opts = o;
+    impl->event_spin = SpinPolicy(o.spin);
     impl->fd = std::move(fd);
     impl->stop_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     impl->event_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!impl->stop_fd.valid() || !impl->event_fd.valid()) {
+    impl->ep = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+    if (!impl->stop_fd.valid() || !impl->event_fd.valid() || !impl->ep.valid()) {
         return fail_errno();
+    }
+    for (const int f : {impl->fd.get(), impl->stop_fd.get()}) {
+        epoll_event ev{};
+        ev.events = EPOLLIN;
+        if (::epoll_ctl(impl->ep.get(), EPOLL_CTL_ADD, f, &ev) != 0) {
+            return fail_errno();
+        }
     }
     Impl* raw = impl.get();
     impl->reader = std::thread([raw] { raw->read_loop(); });
@@ -441,13 +554,23 @@ std::optional<WatchEvent> Client::next_event() {
 }
 
 Result<WatchEvent> Client::wait_event(std::chrono::milliseconds timeout) {
+    Impl& m = *impl_;
+    std::chrono::microseconds budget;
     {
-        std::unique_lock lk(impl_->mu);
-        if (!impl_->cv.wait_for(lk, timeout,
-                                [&] { return !impl_->events.empty() || !impl_->alive; })) {
+        std::lock_guard lk(m.mu);
+        // Events came recently: the next is likely close.
+        budget = cpus_oversubscribed() ? std::chrono::microseconds{0} : m.event_spin.budget();
+    }
+    m.spin_reading(budget, [&] {
+        std::lock_guard lk(m.mu);
+        return !m.events.empty() || !m.alive;
+    });
+    {
+        std::unique_lock lk(m.mu);
+        if (!m.cv.wait_for(lk, timeout, [&] { return !m.events.empty() || !m.alive; })) {
             return fail_errno(ETIMEDOUT);
         }
-        if (impl_->events.empty()) {
+        if (m.events.empty()) {
             return fail_errno(ECONNRESET);
         }
     }

@@ -4,6 +4,7 @@
 #include "xenstore/server.hpp"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "hv/log.hpp"
+#include "hv/spin.hpp"
 #include "xenstore/core.hpp"
 #include "xenstore/wire.hpp"
 
@@ -474,19 +476,24 @@ Result<int> Server::Impl::process(int timeout_ms) {
 }
 
 Result<void> Server::run() {
-    // Adaptive busy poll: spin (epoll_wait with no timeout) while work arrived within the last
-    // `busy_poll`, sleep in epoll_wait otherwise. An idle server never spins.
-    using Clock = std::chrono::steady_clock;
-    const auto window = impl_->cfg.busy_poll;
-    Clock::time_point last_work{};
+    // Adaptive busy poll (hv::SpinPolicy): while work arrived within the last `busy_poll` (and
+    // the machine has a CPU to spare), the wait for the next event first polls the epoll fd
+    // without sleeping for that long, then sleeps; after a quiet window it sleeps at once, so an
+    // idle server never spins.
+    SpinPolicy policy(impl_->cfg.busy_poll);
+    pollfd ready{impl_->ep.get(), POLLIN, 0};
     while (!impl_->stopping.load(std::memory_order_acquire)) {
-        const bool spin = window.count() > 0 && Clock::now() - last_work < window;
-        auto n = impl_->process(spin ? 0 : -1);
+        const auto budget = cpus_oversubscribed() ? std::chrono::microseconds{0} : policy.budget();
+        if (budget.count() > 0 && spin_poll(&ready, 1, -1, budget) < 0 && errno != EINTR) {
+            return fail_errno();
+        }
+        // After spin_poll the epoll set is ready (or a signal came): collect without sleeping.
+        auto n = impl_->process(budget.count() > 0 ? 0 : -1);
         if (!n) {
             return fail(n.error());
         }
-        if (*n > 0 && window.count() > 0) {
-            last_work = Clock::now();
+        if (*n > 0) {
+            policy.worked();
         }
     }
     return {};

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "hv/log.hpp"
+#include "hv/spin.hpp"
 #include "xenstore/server.hpp"
 
 namespace {
@@ -44,9 +45,14 @@ std::string default_socket() {
 
 }  // namespace
 
+/// The daemon's server spin window when neither --busy-poll-us nor HVKIT_POLL_US says
+/// otherwise (see README "Spinning" for the measurement behind it).
+constexpr std::chrono::microseconds kDefaultBusyPoll{100};
+
 int main(int argc, char** argv) {
     hv::log::set_program("xenstored");
     hv::xs::ServerConfig cfg;
+    cfg.busy_poll = hv::default_spin().count() > 0 ? hv::default_spin() : kDefaultBusyPoll;
     std::string socket_path;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];

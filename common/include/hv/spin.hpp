@@ -81,9 +81,19 @@ std::chrono::microseconds default_spin() noexcept;
 /// own default is to spin (hv-min's loop, the hypercall client waiting for its reply).
 std::chrono::microseconds default_spin_or(std::chrono::microseconds fallback) noexcept;
 
+/// True while more threads are runnable than there are CPUs (the running count of
+/// /proc/loadavg, re-read at most once a millisecond). Spinning then only delays the thread
+/// being waited for: a spinner that loses its CPU is runnable, not sleeping, so a message for it
+/// no longer earns it the wake-up preemption a sleeper gets, and it waits out a time slice.
+/// Always false after set_spin_ignores_load(true) (tests of spinning itself, which must spin on
+/// a loaded machine too).
+bool cpus_oversubscribed() noexcept;
+void set_spin_ignores_load(bool ignore) noexcept;
+
 /// Decides whether a waiter spins: only while work arrived within `window` of now. A waiter
 /// calls `worked()` whenever a pass found something to do and asks `budget()` before sleeping;
-/// after a quiet window the budget drops to zero and the waiter sleeps at once.
+/// after a quiet window the budget drops to zero and the waiter sleeps at once. A waiter that
+/// also checks cpus_oversubscribed() (the XenStore server and client do) spins even less.
 class SpinPolicy {
 public:
     SpinPolicy() noexcept = default;

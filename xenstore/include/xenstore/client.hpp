@@ -1,7 +1,8 @@
 // hv::xs::Client — XenStore client over a stream socket speaking the xsd_sockmsg protocol.
 // Layer: L1 (xenstore); used by backends, frontends and hvctl. Thread-safe: any number of
 // threads may issue requests at once (replies are matched by req_id); one internal reader
-// thread receives replies and watch events. Watch events queue up behind watch_fd().
+// thread receives replies and watch events, and a caller waiting within its spin window
+// (ClientOptions::spin) reads the socket itself. Watch events queue up behind watch_fd().
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "hv/expected.hpp"
+#include "hv/spin.hpp"
 #include "hv/strong.hpp"
 #include "hv/unique_fd.hpp"
 #include "xenstore/wire.hpp"
@@ -45,6 +47,11 @@ struct WatchEvent {
 struct ClientOptions {
     /// How long a request waits for its reply before failing with ETIMEDOUT.
     std::chrono::milliseconds timeout{30000};
+    /// Spin window (hv::SpinPolicy): a request polls the socket itself for up to this long
+    /// before it sleeps for its reply; wait_event() does the same while events arrived within
+    /// the window, and the reader thread keeps polling this long after it received something.
+    /// 0: never spin. Default: the process default (HVKIT_POLL_US).
+    std::chrono::microseconds spin = default_spin();
 };
 
 class Client;

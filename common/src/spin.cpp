@@ -73,14 +73,6 @@ std::chrono::microseconds default_spin() noexcept {
     return value;
 }
 
-std::chrono::microseconds default_spin_or(std::chrono::microseconds fallback) noexcept {
-    static const bool set = [] {
-        const char* s = std::getenv("HVKIT_POLL_US");
-        return s != nullptr && *s != '\0';
-    }();
-    return set ? default_spin() : fallback;
-}
-
 namespace {
 
 /// The running count ("R/T", 4th field) of /proc/loadavg; -1 when unreadable.

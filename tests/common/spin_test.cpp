@@ -177,8 +177,7 @@ TEST_CASE("spin_then_sleep finds work by spinning or by the final check or is wo
         CHECK(hv::spin_then_sleep(ready, final_check, &p, 1, 5000, policy) ==
               hv::WaitOutcome::work);
         t.join();
-        CHECK(checks == 0);
-        CHECK(ready_calls > 1);
+        CHECK(checks == 0);  // (ready_calls may be 1: this thread may lose the CPU for 1 ms)
     }
     SECTION("the final check finds what arrived after the spin") {
         hv::SpinPolicy policy(200us);
@@ -224,15 +223,5 @@ TEST_CASE("spin_then_sleep finds work by spinning or by the final check or is wo
         CHECK(hv::spin_then_sleep(ready, final_check, nullptr, 1, 10, policy) ==
               hv::WaitOutcome::error);
         CHECK(errno == EFAULT);
-    }
-}
-
-TEST_CASE("default_spin_or follows HVKIT_POLL_US when set and the fallback otherwise",
-          "[common][spin]") {
-    const char* env = std::getenv("HVKIT_POLL_US");
-    if (env == nullptr || *env == '\0') {
-        CHECK(hv::default_spin_or(37us) == 37us);
-    } else {
-        CHECK(hv::default_spin_or(37us) == hv::default_spin());
     }
 }

@@ -77,10 +77,6 @@ int spin_epoll_wait(int epfd, epoll_event* evs, int max_events, int timeout_ms,
 /// capped at one second).
 std::chrono::microseconds default_spin() noexcept;
 
-/// `HVKIT_POLL_US` when it is set (0 = never spin), else `fallback`: for a component whose
-/// own default is to spin (hv-min's loop, the hypercall client waiting for its reply).
-std::chrono::microseconds default_spin_or(std::chrono::microseconds fallback) noexcept;
-
 /// True while more threads are runnable than there are CPUs (the running count of
 /// /proc/loadavg, re-read at most once a millisecond). Spinning then only delays the thread
 /// being waited for: a spinner that loses its CPU is runnable, not sleeping, so a message for it

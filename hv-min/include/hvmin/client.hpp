@@ -48,10 +48,6 @@ public:
         std::vector<UniqueFd> fds;
     };
     static constexpr int kDefaultTimeoutMs = 10000;
-    /// How long call() spins for its reply when HVKIT_POLL_US is not set: a reply from a
-    /// polling hv-min comes within a few µs; sleeping instead costs an idle-CPU wake-up
-    /// (tens of µs on a VM) per hypercall.
-    static constexpr std::chrono::microseconds kDefaultReplySpin{50};
 
     explicit Channel(UniqueFd fd) noexcept : fd_(std::move(fd)) {}
     /// Sends one request and waits (bounded) for its reply. Errors: socket errors,
@@ -62,7 +58,7 @@ public:
     Result<Reply> call_raw(std::span<const std::byte> datagram, int timeout_ms = kDefaultTimeoutMs);
     int fd() const noexcept { return fd_.get(); }
     /// How long call() polls (zero timeouts) for its reply before it sleeps; 0 = sleep at
-    /// once. Default: HVKIT_POLL_US when set, else kDefaultReplySpin. Any thread.
+    /// once. Default: hv::default_spin() (HVKIT_POLL_US, else 0). Any thread.
     void set_reply_spin(std::chrono::microseconds spin) noexcept {
         reply_spin_us_.store(spin.count(), std::memory_order_relaxed);
     }
@@ -79,8 +75,7 @@ private:
     std::mutex mu_;
     UniqueFd fd_;
     std::uint32_t seq_ = 0;
-    std::atomic<std::chrono::microseconds::rep> reply_spin_us_{
-        hv::default_spin_or(kDefaultReplySpin).count()};
+    std::atomic<std::chrono::microseconds::rep> reply_spin_us_{hv::default_spin().count()};
     std::unordered_map<std::uint32_t, std::shared_ptr<detail::ExtentMap>> extents_;
 };
 

@@ -17,7 +17,9 @@
 
 namespace hv::hvmin {
 
-/// hv-min's spin window when HVKIT_POLL_US is not set (README "Adaptive polling").
+/// The spin window the adaptive benches use and an idle host is expected to want (README
+/// "Adaptive polling"): longer than one idle-vCPU wake-up. Not the default: measured on a
+/// loaded 2-CPU host, spinning made hypercalls slower (see the README).
 inline constexpr std::chrono::microseconds kCoreSpinWindow{50};
 
 struct CoreConfig {
@@ -38,9 +40,9 @@ struct CoreConfig {
     /// Adaptive polling of the loop: while some connection made a hypercall within this
     /// window, the loop polls its epoll set with zero timeouts before it sleeps, so a caller
     /// making back-to-back hypercalls does not pay an idle-CPU wake-up per call. After a
-    /// quiet window the loop sleeps as before. 0 = always sleep. Default: HVKIT_POLL_US when
-    /// set, else kCoreSpinWindow.
-    std::chrono::microseconds spin_window = hv::default_spin_or(kCoreSpinWindow);
+    /// quiet window the loop sleeps as before. 0 = always sleep. Default: hv::default_spin()
+    /// (HVKIT_POLL_US, else 0).
+    std::chrono::microseconds spin_window = hv::default_spin();
 };
 
 /// How the loop waited (tests, metrics).

@@ -5,11 +5,14 @@
 hv_add_fuzzer(fuzz_hypercall ${CMAKE_CURRENT_LIST_DIR}/hypercall_fuzz.cpp Threads::Threads)
 target_sources(fuzz_hypercall PRIVATE
   ${CMAKE_SOURCE_DIR}/common/src/log.cpp
+  ${CMAKE_SOURCE_DIR}/common/src/spin.cpp
+  ${CMAKE_SOURCE_DIR}/common/src/fd_passing.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/core.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/console.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/client.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/console_guest.cpp
-  ${CMAKE_SOURCE_DIR}/hv-min/src/transport.cpp)
+  ${CMAKE_SOURCE_DIR}/hv-min/src/transport.cpp
+  ${CMAKE_SOURCE_DIR}/hv-min/src/domain_procs.cpp)
 target_include_directories(fuzz_hypercall PRIVATE ${CMAKE_SOURCE_DIR}/hv-min/include
                                                   ${CMAKE_SOURCE_DIR}/hv-min/src
                                                   ${CMAKE_SOURCE_DIR}/rings/include

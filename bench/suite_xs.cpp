@@ -883,9 +883,10 @@ int run_xs_suite(Context& ctx) {
         // Ours with the server never spinning.
         const double nospin = mine_nospin.median().value;
         const double nospin_ratio = beside_peer("ours_server_nospin", nospin);
-        std::printf("hvbench xs/%s: ours with the server not spinning %.4g %s (%.3gx %s)\n",
-                    c.name.c_str(), nospin, c.unit.c_str(), nospin_ratio,
-                    peers[best]->name.c_str());
+        std::fprintf(stderr,
+                     "hvbench xs/%s: ours with the server not spinning %.4g %s (%.3gx %s)\n",
+                     c.name.c_str(), nospin, c.unit.c_str(), nospin_ratio,
+                     peers[best]->name.c_str());
         if (!c.higher) {
             spec.config.emplace_back("ours_server_nospin_p99",
                                      std::to_string(mine_nospin.median().p99));

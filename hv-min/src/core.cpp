@@ -50,6 +50,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -700,9 +701,7 @@ struct Core::Impl {
     template <class T>
     static void put_elements(Reply& r, const std::vector<T>& v) {
         r.hdr.count = static_cast<std::uint32_t>(v.size());
-        for (const T& e : v) {
-            r.add(e);
-        }
+        r.add_bytes(std::as_bytes(std::span(v)));
     }
 
     // ---- grant tables ------------------------------------------------------------------------
@@ -955,86 +954,186 @@ struct Core::Impl {
         put_elements(r, ops);
     }
 
+    /// One side of one copy op: what was checked and claimed in phase 1 of op_copy.
     struct CopySide {
         Domain* dom = nullptr;
         bool gref = false;
-        bool pinned = false;
+        /// How the grant is held until the batch's copies are done: `pin` (the entry was
+        /// already pinned by a mapping: one more pin, released by unpin), `flags` (no pin:
+        /// only GTF_reading/GTF_writing set in the entry, cleared again), or not at all.
+        enum class Hold : std::uint8_t { none, pin, flags } hold = Hold::none;
+        bool writable = false;
         std::uint32_t ref = 0;
         std::byte* page = nullptr;
     };
+    struct CopyClaim {
+        CopySide src;
+        CopySide dst;
+    };
+    /// Per-batch lookups that stay valid for the whole hypercall (the loop thread is the only
+    /// one that changes domains and extents).
+    struct CopyCache {
+        domid_t domid = DOMID_INVALID;
+        Domain* dom = nullptr;
+        const Domain* ext_dom = nullptr;
+        const Extent* ext = nullptr;
+    };
+    std::vector<CopyClaim> copy_claims;  // op_copy's scratch, reused
 
-    std::int16_t lock_side(Domain& self, const gnttab_copy_ptr& p, bool gref, CopySide& s) {
+    std::int16_t lock_side(Domain& self, const gnttab_copy_ptr& p, bool gref, CopySide& s,
+                           CopyCache& cache) {
         if (!gref && p.domid != DOMID_SELF) {
             return GNTST_permission_denied;
         }
-        s.dom = granter_of(self, p.domid);
+        if (p.domid != cache.domid || cache.dom == nullptr) {
+            cache.domid = p.domid;
+            cache.dom = granter_of(self, p.domid);
+        }
+        s.dom = cache.dom;
         s.gref = gref;
         return s.dom == nullptr ? GNTST_bad_domain : GNTST_okay;
     }
 
-    std::int16_t claim_side(Domain& self, const gnttab_copy_ptr& p, bool writable, CopySide& s) {
+    /// Claims entry `ref` of `g` for a copy by `mapper` and reads its frame. An entry that a
+    /// mapping has pinned takes one more pin; otherwise (the common case) the entry's flags
+    /// alone say "in use" to the granter, as a pin would, without a pin record.
+    std::int16_t claim_grant(Domain& g, std::uint32_t ref, std::uint16_t mapper, bool writable,
+                             CopySide& s, std::uint32_t* frame) {
+        if (!g.pins.empty()) {
+            auto it = g.pins.find(ref);
+            if (it != g.pins.end() && it->second.pins > 0) {
+                const std::int16_t st = pin(g, ref, mapper, writable, frame);
+                if (st == GNTST_okay) {
+                    s.hold = CopySide::Hold::pin;
+                }
+                return st;
+            }
+        }
+        const std::int16_t st = set_status(g, ref, mapper, !writable);
+        if (st != GNTST_okay) {
+            return st;
+        }
+        s.hold = CopySide::Hold::flags;
+        // GUEST: the frame is read once, after the flags are set.
+        *frame = std::atomic_ref<std::uint32_t>(g.entry(ref)->frame).load(std::memory_order_acquire);
+        return GNTST_okay;
+    }
+
+    static void release_side(CopySide& s) {
+        if (s.hold == CopySide::Hold::pin) {
+            unpin(*s.dom, s.ref, s.writable);
+        } else if (s.hold == CopySide::Hold::flags) {
+            clear_flags(*s.dom, s.ref,
+                        static_cast<std::uint16_t>(GTF_reading | (s.writable ? GTF_writing : 0)));
+        }
+        s.hold = CopySide::Hold::none;
+    }
+
+    std::int16_t claim_side(Domain& self, const gnttab_copy_ptr& p, bool writable, CopySide& s,
+                            CopyCache& cache) {
         std::uint64_t frame = 0;
         if (s.gref) {
             if (p.u.ref >= s.dom->nr_entries()) {
                 return GNTST_bad_gntref;
             }
             std::uint32_t f = 0;
-            const std::int16_t st = pin(*s.dom, p.u.ref, self.domid, writable, &f);
+            s.ref = p.u.ref;
+            s.writable = writable;
+            const std::int16_t st = claim_grant(*s.dom, p.u.ref, self.domid, writable, s, &f);
             if (st != GNTST_okay) {
                 return st;
             }
-            s.pinned = true;
-            s.ref = p.u.ref;
             frame = f;
         } else {
             frame = p.u.gmfn;
         }
-        const Extent* e = s.dom->find_extent(frame);
-        if (e == nullptr) {
-            return GNTST_bad_page;
+        const Extent* e = cache.ext;
+        if (cache.ext_dom != s.dom || e == nullptr || frame < e->first_frame ||
+            frame - e->first_frame >= e->pages) {
+            e = s.dom->find_extent(frame);
+            if (e == nullptr) {
+                return GNTST_bad_page;
+            }
+            cache.ext_dom = s.dom;
+            cache.ext = e;
         }
         s.page = s.dom->frame_ptr(*e, frame);
         return GNTST_okay;
     }
 
+    /// GNTTABOP_copy in three phases: (1) every op is checked and its grants claimed, in order,
+    /// as Xen's gnttab_copy_one does, giving each op its status; (2) the copies of the ops that
+    /// passed, in order, where consecutive ops whose source and destination bytes both continue
+    /// the previous ones (and do not overlap) go as one memmove; (3) every claim is released.
+    /// Holding the claims for the whole batch is one of the orders Xen's sequential loop could
+    /// have run in; it keeps the locked flag updates out of the copy loop.
     void op_copy(Domain& self, const wire::Decoded& d, Reply& r) {
         auto ops = elements<gnttab_copy>(d);
-        for (auto& op : ops) {
-            op.status = copy_one(self, op);
+        copy_claims.assign(ops.size(), CopyClaim{});
+        CopyCache src_cache;
+        CopyCache dst_cache;
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+            ops[i].status = claim_copy(self, ops[i], copy_claims[i], src_cache, dst_cache);
+        }
+        const std::byte* from = nullptr;
+        std::byte* to = nullptr;
+        std::size_t run = 0;
+        for (std::size_t i = 0; i < ops.size(); ++i) {
+            const gnttab_copy& op = ops[i];
+            if (op.status != GNTST_okay || op.len == 0) {
+                continue;
+            }
+            const std::byte* f = copy_claims[i].src.page + op.source.offset;
+            std::byte* t = copy_claims[i].dst.page + op.dest.offset;
+            if (run != 0 && f == from + run && t == to + run &&
+                disjoint(from, to, run + op.len)) {
+                run += op.len;
+                continue;
+            }
+            if (run != 0) {
+                // GUEST: both pages stay writable by their owners during the copy.
+                std::memmove(to, from, run);
+            }
+            from = f;
+            to = t;
+            run = op.len;
+        }
+        if (run != 0) {
+            std::memmove(to, from, run);
+        }
+        for (CopyClaim& c : copy_claims) {
+            release_side(c.src);
+            release_side(c.dst);
         }
         put_elements(r, ops);
     }
 
-    std::int16_t copy_one(Domain& self, const gnttab_copy& op) {
+    static bool disjoint(const std::byte* a, const std::byte* b, std::size_t n) {
+        const auto x = reinterpret_cast<std::uintptr_t>(a);
+        const auto y = reinterpret_cast<std::uintptr_t>(b);
+        return x + n <= y || y + n <= x;
+    }
+
+    std::int16_t claim_copy(Domain& self, const gnttab_copy& op, CopyClaim& c,
+                            CopyCache& src_cache, CopyCache& dst_cache) {
         // SPEC: grant_table.c gnttab_copy_one: lock domains, claim source, claim dest, bounds.
         if (op.len == 0) {
             return GNTST_okay;
         }
-        CopySide src;
-        CopySide dst;
-        std::int16_t st = lock_side(self, op.source, (op.flags & GNTCOPY_source_gref) != 0, src);
+        std::int16_t st =
+            lock_side(self, op.source, (op.flags & GNTCOPY_source_gref) != 0, c.src, src_cache);
         if (st == GNTST_okay) {
-            st = lock_side(self, op.dest, (op.flags & GNTCOPY_dest_gref) != 0, dst);
-        }
-        if (st == GNTST_okay) {
-            st = claim_side(self, op.source, false, src);
+            st = lock_side(self, op.dest, (op.flags & GNTCOPY_dest_gref) != 0, c.dst, dst_cache);
         }
         if (st == GNTST_okay) {
-            st = claim_side(self, op.dest, true, dst);
+            st = claim_side(self, op.source, false, c.src, src_cache);
         }
         if (st == GNTST_okay) {
-            if (op.source.offset + op.len > kPage || op.dest.offset + op.len > kPage) {
-                st = GNTST_bad_copy_arg;
-            } else {
-                // GUEST: both pages stay writable by their owners during the copy.
-                std::memmove(dst.page + op.dest.offset, src.page + op.source.offset, op.len);
-            }
+            st = claim_side(self, op.dest, true, c.dst, dst_cache);
         }
-        if (src.pinned) {
-            unpin(*src.dom, src.ref, false);
-        }
-        if (dst.pinned) {
-            unpin(*dst.dom, dst.ref, true);
+        if (st == GNTST_okay &&
+            (op.source.offset + op.len > kPage || op.dest.offset + op.len > kPage)) {
+            st = GNTST_bad_copy_arg;
         }
         return st;
     }

@@ -543,3 +543,110 @@ TEST_CASE("unmap_batch releases many mappings in one call", "[hvmin][grant]") {
     }
     CHECK(h.dom0().grants().unmap_batch(maps));  // already empty: nothing to do
 }
+
+TEST_CASE("a batch of copies has the effect of its ops run one by one", "[hvmin][grant]") {
+    // hv-min copies the ops of a batch that continue each other's bytes as one memmove, and
+    // holds the batch's grants until its copies are done: neither may change what the guest
+    // and dom0 see against Xen's op-by-op loop.
+    Harness h;
+    Puppet g(h, "granter");
+    auto& s = h.dom0();
+    const auto dom = g.domid.get();
+    auto local = s.memory().alloc_extent(4);
+    REQUIRE(local);
+    const std::uint64_t lf = *local;
+    std::vector<grant_ref_t> refs;
+    for (unsigned k = 0; k < 4; ++k) {  // guest frames 10..13, first byte 'A'+k, last '.'
+        const std::uint64_t f = 10 + k;
+        REQUIRE(g.cmd("write " + std::to_string(f) + " 0 " + std::string(1, char('A' + k))) == "ok");
+        REQUIRE(g.cmd("write " + std::to_string(f) + " 4095 .") == "ok");
+        refs.push_back(static_cast<grant_ref_t>(g.num("grant 0 " + std::to_string(f) + " 1")));
+    }
+    auto page = [&](std::uint64_t f) { return *s.memory().frame(f); };
+    auto copy_op = [](bool src_gref, std::uint64_t src, domid_t sdom, std::uint64_t dst,
+                      std::uint16_t len) {
+        gnttab_copy c{};
+        if (src_gref) {
+            c.source.u.ref = static_cast<grant_ref_t>(src);
+        } else {
+            c.source.u.gmfn = src;
+        }
+        c.source.domid = sdom;
+        c.dest.u.gmfn = dst;
+        c.dest.domid = DOMID_SELF;
+        c.len = len;
+        c.flags = src_gref ? GNTCOPY_source_gref : 0;
+        return c;
+    };
+
+    SECTION("contiguous granted pages into contiguous frames, around a failed op") {
+        for (unsigned k = 0; k < 4; ++k) {
+            std::memset(page(lf + k), 0, 4096);
+        }
+        std::vector<gnttab_copy> ops = {
+            copy_op(true, refs[0], dom, lf + 0, 4096),
+            copy_op(true, refs[1], dom, lf + 1, 4096),
+            copy_op(true, 5000, dom, lf + 2, 4096),  // no such ref: frame lf+2 stays zero
+            copy_op(true, refs[3], dom, lf + 3, 4096),
+        };
+        REQUIRE(s.grants().copy(ops));
+        CHECK(ops[0].status == GNTST_okay);
+        CHECK(ops[1].status == GNTST_okay);
+        CHECK(ops[2].status == GNTST_general_error);
+        CHECK(ops[3].status == GNTST_okay);
+        CHECK(static_cast<char>(page(lf)[0]) == 'A');
+        CHECK(static_cast<char>(page(lf)[4095]) == '.');
+        CHECK(static_cast<char>(page(lf + 1)[0]) == 'B');
+        CHECK(page(lf + 2)[0] == std::byte{0});
+        CHECK(page(lf + 2)[4095] == std::byte{0});
+        CHECK(static_cast<char>(page(lf + 3)[0]) == 'D');
+    }
+    SECTION("ops whose bytes continue each other but overlap run in order") {
+        // lf → lf+1, then lf+1 → lf+2: one by one, lf+2 ends as lf was (a single memmove of
+        // both would give it lf+1's old bytes instead).
+        for (unsigned k = 0; k < 3; ++k) {
+            std::memset(page(lf + k), 'x' + static_cast<int>(k), 4096);
+        }
+        std::vector<gnttab_copy> ops = {
+            copy_op(false, lf, DOMID_SELF, lf + 1, 4096),
+            copy_op(false, lf + 1, DOMID_SELF, lf + 2, 4096),
+        };
+        REQUIRE(s.grants().copy(ops));
+        CHECK(ops[0].status == GNTST_okay);
+        CHECK(ops[1].status == GNTST_okay);
+        CHECK(static_cast<char>(page(lf + 1)[0]) == 'x');
+        CHECK(static_cast<char>(page(lf + 2)[0]) == 'x');
+        CHECK(static_cast<char>(page(lf + 2)[4095]) == 'x');
+    }
+    SECTION("a ref used twice in a batch, and a mapped ref, keep the flag protocol") {
+        const auto rw = static_cast<grant_ref_t>(g.num("grant 0 14 0"));
+        grant_handle_t mh = 0;
+        REQUIRE(map_status(s, dom, refs[2], GNTMAP_host_map | GNTMAP_readonly, &mh) == GNTST_okay);
+        gnttab_copy into_guest{};
+        into_guest.source.u.gmfn = lf;
+        into_guest.source.domid = DOMID_SELF;
+        into_guest.dest.u.ref = rw;
+        into_guest.dest.domid = dom;
+        into_guest.len = 8;
+        into_guest.flags = GNTCOPY_dest_gref;
+        std::memcpy(page(lf), "batched!", 8);
+        std::vector<gnttab_copy> ops = {
+            copy_op(true, rw, dom, lf + 1, 8),   // rw as a read-only source
+            into_guest,                         // then the same ref as a writable dest
+            copy_op(true, refs[2], dom, lf + 2, 1),  // a ref dom0 has mapped
+        };
+        REQUIRE(s.grants().copy(ops));
+        CHECK(ops[0].status == GNTST_okay);
+        CHECK(ops[1].status == GNTST_okay);
+        CHECK(ops[2].status == GNTST_okay);
+        CHECK(g.cmd("read 14 0 8") == "ok batched!");
+        CHECK(static_cast<char>(page(lf + 2)[0]) == 'C');
+        // The copies' claims are gone; the mapping's pin is not.
+        CHECK(g.num("flags " + std::to_string(rw)) == GTF_permit_access);
+        CHECK(g.num("flags " + std::to_string(refs[2])) ==
+              (GTF_permit_access | GTF_readonly | GTF_reading));
+        CHECK(unmap_status(s, mh) == GNTST_okay);
+        CHECK(g.num("flags " + std::to_string(refs[2])) == (GTF_permit_access | GTF_readonly));
+        CHECK(g.cmd("end " + std::to_string(rw)) == "ok");
+    }
+}

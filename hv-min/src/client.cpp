@@ -162,7 +162,8 @@ std::span<const std::byte> as_bytes_of(const T& v) {
 // ---- Channel ----------------------------------------------------------------------------------
 
 Result<Channel::Reply> Channel::receive(std::uint32_t seq, int timeout_ms) {
-    const auto spin = reply_spin();
+    // No spin while the CPUs are oversubscribed: hv-min's loop would wait for a CPU.
+    const auto spin = cpus_oversubscribed() ? std::chrono::microseconds{0} : reply_spin();
     for (;;) {
         pollfd p{fd_.get(), POLLIN, 0};
         const int n = hv::spin_poll(&p, 1, timeout_ms, spin);

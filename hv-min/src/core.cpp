@@ -425,8 +425,10 @@ struct Core::Impl {
         while (!stopping.load(std::memory_order_acquire)) {
             int n = 0;
             // Hypercalls arrived within the window: poll (zero timeouts) for the next before
-            // sleeping; a quiet window and we sleep at once.
-            const auto budget = spin.budget();
+            // sleeping; a quiet window and we sleep at once. Not while more threads are
+            // runnable than there are CPUs: the caller would then wait for our spin to end.
+            const auto budget =
+                cpus_oversubscribed() ? std::chrono::microseconds{0} : spin.budget();
             if (budget.count() > 0) {
                 n = spin_epoll_wait(epfd.get(), evs, 64, 0, budget);
                 if (n > 0) {

@@ -251,8 +251,12 @@ struct MemcpyPeer {
     }
 };
 
-/// recv(2) that first spins with MSG_DONTWAIT for `spin`, then blocks (`spin` 0: blocks).
+/// recv(2) that first spins with MSG_DONTWAIT for `spin`, then blocks (`spin` 0: blocks). Like
+/// hv-min's loop and its client, it does not spin while the CPUs are oversubscribed.
 ssize_t recv_spin(int fd, void* buf, std::size_t len, std::chrono::microseconds spin) {
+    if (cpus_oversubscribed()) {
+        spin = std::chrono::microseconds{0};
+    }
     ssize_t r = -1;
     if (hv::spin_until(
             [&] {

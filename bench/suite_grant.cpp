@@ -85,7 +85,7 @@ struct GrantSetup {
     std::vector<rings::grant_ref_t> refs;
     std::uint64_t dest_frame = 0;  // first frame of dom0's own extent (kPages frames)
     std::optional<hvmin::EventChannelBinding> port;  // a real port for EVTCHNOP_status
-    bool verified = false;
+    bool verified[2] = {false, false};  // contiguous, scattered
 
     /// `spin`: hv-min's loop window and dom0's reply spin (0 = sleeping).
     static Result<GrantSetup> create(std::chrono::microseconds spin) {
@@ -127,8 +127,10 @@ struct GrantSetup {
         return g;
     }
 
-    /// Copies `total` pages in hypercalls of `batch` ops; GB/s (1e9 bytes/s).
-    Result<Sample> copy(std::uint32_t batch, std::uint64_t total) {
+    /// Copies `total` pages in hypercalls of `batch` ops; GB/s (1e9 bytes/s). `scattered`:
+    /// granted page i goes to dest frame (i * 7) % kPages, so no op's bytes continue the
+    /// previous op's on either side and hv-min cannot copy two ops in one memmove.
+    Result<Sample> copy(std::uint32_t batch, std::uint64_t total, bool scattered = false) {
         std::vector<rings::gnttab_copy> ops(batch);
         auto& grants = host->dom0().grants();
         const auto t0 = Clock::now();
@@ -139,7 +141,7 @@ struct GrantSetup {
                 op = rings::gnttab_copy{};
                 op.source.u.ref = refs[i];
                 op.source.domid = granter->domid.get();
-                op.dest.u.gmfn = dest_frame + i;
+                op.dest.u.gmfn = dest_frame + (scattered ? (i * 7) % kPages : i);
                 op.dest.domid = rings::DOMID_SELF;
                 op.len = kPage;
                 op.flags = rings::GNTCOPY_source_gref;
@@ -153,9 +155,10 @@ struct GrantSetup {
             }
         }
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-        if (!verified) {  // the copies really moved the granter's bytes
+        if (!verified[scattered ? 1 : 0]) {  // the copies really moved the granter's bytes
             for (std::uint64_t i = 0; i < std::min<std::uint64_t>(total, kPages); ++i) {
-                auto page = host->dom0().memory().frame(dest_frame + i);
+                auto page =
+                    host->dom0().memory().frame(dest_frame + (scattered ? (i * 7) % kPages : i));
                 if (!page) {
                     return fail(page.error());
                 }
@@ -165,7 +168,7 @@ struct GrantSetup {
                     }
                 }
             }
-            verified = true;
+            verified[scattered ? 1 : 0] = true;
         }
         return Sample{static_cast<double>(total * kPage) / secs / 1e9};
     }
@@ -234,13 +237,14 @@ struct MemcpyPeer {
         std::memset(d->data(), 0, kPages * kPage);
         return MemcpyPeer{std::move(*s), std::move(*d)};
     }
-    Result<Sample> copy(std::uint32_t batch, std::uint64_t total) {
+    Result<Sample> copy(std::uint32_t batch, std::uint64_t total, bool scattered = false) {
         const auto t0 = Clock::now();
         std::uint64_t next = 0;
         for (std::uint64_t done = 0; done < total; done += batch) {
             for (std::uint32_t j = 0; j < batch; ++j) {
                 const std::uint64_t i = next++ % kPages;
-                std::memcpy(dst.data() + i * kPage, src.data() + i * kPage, kPage);
+                const std::uint64_t to = scattered ? (i * 7) % kPages : i;
+                std::memcpy(dst.data() + to * kPage, src.data() + i * kPage, kPage);
             }
         }
         const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -371,7 +375,8 @@ int run_grant_suite(Context& ctx) {
         const std::string sfx = mode.suffix;
         const bool any =
             selected(ctx, "copy_batch1" + sfx) || selected(ctx, "copy_batch16" + sfx) ||
-            selected(ctx, "copy_batch64" + sfx) || selected(ctx, "hypercall_rtt" + sfx) ||
+            selected(ctx, "copy_batch64" + sfx) || selected(ctx, "copy_batch64_scattered" + sfx) ||
+            selected(ctx, "hypercall_rtt" + sfx) ||
             selected(ctx, "map_unmap_trusted" + sfx);
         if (!any) {
             continue;
@@ -402,6 +407,23 @@ int run_grant_suite(Context& ctx) {
                   {"spin_window_us", spin_us}}},
                 [&] { return setup->copy(batch, copy_pages); },
                 [&] { return peer->copy(batch, copy_pages); });
+            failures += rc ? 0 : 1;
+        }
+        if (selected(ctx, "copy_batch64_scattered" + sfx)) {
+            auto rc = ctx.run_case(
+                {"copy_batch64_scattered" + sfx,
+                 "GB/s",
+                 "memcpy",
+                 true,
+                 {{"batch_ops", "64"},
+                  {"bytes_per_op", std::to_string(kPage)},
+                  {"pages_per_run", std::to_string(copy_pages)},
+                  {"working_set_pages", std::to_string(kPages)},
+                  {"dest_order", "page i -> frame (7 i) mod 64"},
+                  {"wait", wait},
+                  {"spin_window_us", spin_us}}},
+                [&] { return setup->copy(64, copy_pages, true); },
+                [&] { return peer->copy(64, copy_pages, true); });
             failures += rc ? 0 : 1;
         }
         if (selected(ctx, "hypercall_rtt" + sfx)) {

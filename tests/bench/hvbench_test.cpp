@@ -289,7 +289,7 @@ TEST_CASE("hvbench --quick evtchn grant xs ring prints every suite's cases with 
         CHECK(by_case["evtchn/notify_rtt_2domains"]["unit"].text == "ns");
         CHECK(by_case["evtchn/notify_rtt_2domains"]["peer"].text == "eventfd_2proc");
     }
-    for (const char* c : {"copy_batch1", "copy_batch16", "copy_batch64"}) {
+    for (const char* c : {"copy_batch1", "copy_batch16", "copy_batch64", "copy_batch64_scattered"}) {
         if (has(std::string("grant/") + c)) {
             CHECK(by_case[std::string("grant/") + c]["unit"].text == "GB/s");
             CHECK(by_case[std::string("grant/") + c]["peer"].text == "memcpy");

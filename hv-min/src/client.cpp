@@ -801,6 +801,89 @@ Result<std::uint64_t> Memory::register_extent(UniqueFd memfd, std::uint32_t page
     return info.first_frame;
 }
 
+// ---- Iomem ------------------------------------------------------------------------------------
+
+namespace {
+
+Result<wire::IomemGrant> iomem_call(Channel& ch, wire::Op op, const wire::IomemGrant& req,
+                                    std::span<const int> fds, std::vector<UniqueFd>* out_fds) {
+    auto r = ch.call(op, 1, as_bytes_of(req), fds);
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    if (op == wire::Op::iomem_revoke) {
+        return req;
+    }
+    if (r->body.size() != sizeof(wire::IomemGrant)) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    wire::IomemGrant out;
+    std::memcpy(&out, r->body.data(), sizeof out);
+    if (out_fds != nullptr) {
+        *out_fds = std::move(r->fds);
+    }
+    return out;
+}
+
+}  // namespace
+
+Result<std::uint32_t> Iomem::grant(int fd, std::uint64_t size, DomId frontend, bool readonly) {
+    wire::IomemGrant req{};
+    req.size = size;
+    req.flags = readonly ? wire::kIomemReadonly : 0;
+    req.domid = frontend.get();
+    auto r = iomem_call(*ch_, wire::Op::iomem_grant, req, std::span<const int>(&fd, 1), nullptr);
+    if (!r) {
+        return fail(r.error());
+    }
+    return r->handle;
+}
+
+Result<void> Iomem::revoke(std::uint32_t handle) {
+    wire::IomemGrant req{};
+    req.handle = handle;
+    return iomem_call(*ch_, wire::Op::iomem_revoke, req, {}, nullptr).transform([](auto&&) {});
+}
+
+Result<UniqueFd> Iomem::open(DomId granter, std::uint32_t handle, std::uint64_t* size,
+                             bool* readonly) {
+    wire::IomemGrant req{};
+    req.handle = handle;
+    req.domid = granter.get();
+    std::vector<UniqueFd> fds;
+    auto r = iomem_call(*ch_, wire::Op::iomem_map, req, {}, &fds);
+    if (!r) {
+        return fail(r.error());
+    }
+    if (fds.size() != 1 || r->size == 0 || r->size % XEN_PAGE_SIZE != 0) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    if (size != nullptr) {
+        *size = r->size;
+    }
+    if (readonly != nullptr) {
+        *readonly = (r->flags & wire::kIomemReadonly) != 0;
+    }
+    return std::move(fds[0]);
+}
+
+Result<IomemMapping> Iomem::map(DomId granter, std::uint32_t handle) {
+    std::uint64_t size = 0;
+    bool ro = true;
+    auto fd = open(granter, handle, &size, &ro);
+    if (!fd) {
+        return fail(fd.error());
+    }
+    auto m = Mapping::map_shared(fd->get(), size, 0, ro ? PROT_READ : PROT_READ | PROT_WRITE);
+    if (!m) {
+        return fail(m.error());
+    }
+    return IomemMapping(std::move(*m), handle, !ro);  // the fd closes here: only the mapping stays
+}
+
 // ---- Services ---------------------------------------------------------------------------------
 
 Result<Services> Services::attach_channel(std::shared_ptr<Channel> ch) {

@@ -51,6 +51,7 @@
 #include <map>
 #include <mutex>
 #include <span>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -64,6 +65,7 @@
 #include "hvmin/wire.hpp"
 #include "console.hpp"
 #include "domain_procs.hpp"
+#include "iomem.hpp"
 #include "transport.hpp"
 
 #ifdef HVMIN_WITH_XENSTORE
@@ -105,6 +107,7 @@ enum class Tag : std::uint64_t {
     console = 6,
     exit_grace = 7,
     cgroup = 8,
+    iomem = 9,
 };
 constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
     return (static_cast<std::uint64_t>(t) << 56) | id;
@@ -291,6 +294,9 @@ struct Core::Impl {
 #endif
     std::unique_ptr<ConsoleBackend> consoles;  // hv-min is every domain's console backend
     std::unique_ptr<procs::CgroupParent> cgroups;  // null: process groups only (logged)
+    iomem::Table iomem_grants;                 // BARs granted by backends to frontends
+    std::vector<iomem::Pending> iomem_pending;  // revoked, still referred to: checked again
+    UniqueFd iomem_timer;                      // armed for the earliest pending deadline
 
     // ---- set-up ------------------------------------------------------------------------------
 
@@ -324,6 +330,11 @@ struct Core::Impl {
             return fail_errno();
         }
         HV_TRY(watch(listener.get(), EPOLLIN, ev_key(Tag::listener, 0)));
+        iomem_timer = UniqueFd(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+        if (!iomem_timer) {
+            return fail_errno();
+        }
+        HV_TRY(watch(iomem_timer.get(), EPOLLIN, ev_key(Tag::iomem, 0)));
         cgroups = procs::CgroupParent::open(cfg.cgroup);  // also ends what a killed hv-min left
         // Domain 0: the toolstack's domain. Its memory is what its connections register.
         auto d0 = std::make_unique<Domain>();
@@ -470,6 +481,9 @@ struct Core::Impl {
                     break;
                 case Tag::cgroup:
                     on_cgroup(static_cast<std::uint16_t>(id));
+                    break;
+                case Tag::iomem:
+                    on_iomem_timer();
                     break;
                 case Tag::xenstore:
 #ifdef HVMIN_WITH_XENSTORE
@@ -624,7 +638,7 @@ struct Core::Impl {
         }
         r.hdr.op = static_cast<std::uint16_t>(d.op);
         r.hdr.seq = d.seq;
-        if (d.op != Op::mem_register_extent) {
+        if (d.op != Op::mem_register_extent && d.op != Op::iomem_grant) {
             msg.fds.clear();  // nothing else takes fds: close what came
         }
         Domain* self = find_domain(c.domid);
@@ -674,6 +688,15 @@ struct Core::Impl {
         case Op::mem_alloc_extent:
         case Op::mem_register_extent:
             op_extent(c, *self, d, msg.fds, r);
+            break;
+        case Op::iomem_grant:
+            op_iomem_grant(c, *self, d, msg.fds, r);
+            break;
+        case Op::iomem_map:
+            op_iomem_map(c, *self, d, r);
+            break;
+        case Op::iomem_revoke:
+            op_iomem_revoke(c, d, r);
             break;
         case Op::domain_create:
             op_create(d, r);
@@ -1586,6 +1609,194 @@ struct Core::Impl {
         r.add(wire::ExtentInfo{(*e)->first_frame, (*e)->pages, (*e)->id});
     }
 
+    // ---- I/O memory (PCI BARs) ---------------------------------------------------------------
+
+    /// A backend grants one BAR (an fd and its size) to one frontend. Only dom0 and driver
+    /// domains serve devices, so only they may grant I/O memory.
+    void op_iomem_grant(Conn& c, Domain& self, const wire::Decoded& d,
+                        std::vector<UniqueFd>& in_fds, Reply& r) {
+        auto req = elements<wire::IomemGrant>(d)[0];
+        if (!c.privileged && (self.flags & wire::kCreateDriverDomain) == 0) {
+            r.hdr.rc = -EPERM;
+            return;
+        }
+        if (in_fds.size() != 1 || req.handle != 0 || req.pad != 0 || req.pad2 != 0 ||
+            (req.flags & ~wire::kIomemReadonly) != 0 || req.size == 0 || req.size % kPage != 0 ||
+            req.size > (std::uint64_t{1} << 40)) {
+            r.hdr.rc = -EINVAL;
+            return;
+        }
+        struct stat st {};
+        if (::fstat(in_fds[0].get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+            static_cast<std::uint64_t>(st.st_size) < req.size) {
+            r.hdr.rc = -EINVAL;
+            return;
+        }
+        Domain* fe = req.domid < DOMID_FIRST_RESERVED ? find_domain(req.domid) : nullptr;
+        if (fe == nullptr || fe->domid == 0 || fe->domid == self.domid) {
+            r.hdr.rc = -ESRCH;
+            return;
+        }
+        const bool ro = (req.flags & wire::kIomemReadonly) != 0;
+        auto fd = iomem::reopen(in_fds[0].get(), ro);
+        auto id = fd ? iomem::file_id(fd->get()) : Result<iomem::FileId>(fail(fd.error()));
+        if (!id) {
+            r.hdr.rc = -id.error().value();
+            return;
+        }
+        iomem::Grant g;
+        g.granter = self.domid;
+        g.granter_conn = c.id;
+        g.frontend = fe->domid;
+        g.frontend_serial = fe->serial;
+        g.size = req.size;
+        g.readonly = ro;
+        g.fd = std::move(*fd);
+        g.id = *id;
+        auto h = iomem_grants.add(std::move(g));
+        if (!h) {
+            r.hdr.rc = -h.error().value();
+            return;
+        }
+        req.handle = *h;
+        r.hdr.count = 1;
+        r.add(req);
+    }
+
+    /// The frontend named in a grant receives its fd (opened with the granted access only).
+    void op_iomem_map(Conn& c, Domain& self, const wire::Decoded& d, Reply& r) {
+        auto req = elements<wire::IomemGrant>(d)[0];
+        if (req.pad != 0 || req.pad2 != 0 || req.flags != 0 || req.size != 0) {
+            r.hdr.rc = -EINVAL;
+            return;
+        }
+        iomem::Grant* g = iomem_grants.find(req.handle);
+        if (g == nullptr || g->granter != req.domid) {
+            r.hdr.rc = g == nullptr && iomem_grants.issued(req.handle) ? -ESTALE : -ENOENT;
+            return;
+        }
+        if (g->frontend != c.domid || g->frontend_serial != self.serial) {
+            r.hdr.rc = -EPERM;
+            return;
+        }
+        UniqueFd dup(::fcntl(g->fd.get(), F_DUPFD_CLOEXEC, 0));
+        if (!dup) {
+            r.hdr.rc = -errno;
+            return;
+        }
+        g->mapped = true;
+        r.fds.push_back(std::move(dup));
+        req.size = g->size;
+        req.flags = g->readonly ? wire::kIomemReadonly : 0;
+        r.hdr.count = 1;
+        r.add(req);
+    }
+
+    /// The connection that granted (or, for a driver domain, any of its connections) revokes.
+    void op_iomem_revoke(Conn& c, const wire::Decoded& d, Reply& r) {
+        const auto req = elements<wire::IomemGrant>(d)[0];
+        if (req.pad != 0 || req.pad2 != 0 || req.flags != 0 || req.size != 0 || req.domid != 0) {
+            r.hdr.rc = -EINVAL;
+            return;
+        }
+        const iomem::Grant* g = iomem_grants.find(req.handle);
+        if (g == nullptr) {
+            r.hdr.rc = iomem_grants.issued(req.handle) ? -ESTALE : -ENOENT;
+            return;
+        }
+        if (g->granter_conn != c.id && (c.domid == 0 || g->granter != c.domid)) {
+            r.hdr.rc = -EPERM;
+            return;
+        }
+        revoke_iomem(req.handle, "revoked by its backend");
+    }
+
+    /// Every process of a domain: its cgroup's members (without a cgroup, its program only).
+    std::vector<pid_t> domain_pids(const Domain& d) {
+        if (d.cg.valid()) {
+            std::ifstream f(d.cg.dir() / "cgroup.procs");
+            std::stringstream ss;
+            ss << f.rdbuf();
+            return iomem::parse_pids(ss.str());
+        }
+        return d.pid > 0 && d.pidfd.valid() ? std::vector<pid_t>{d.pid} : std::vector<pid_t>{};
+    }
+
+    /// Revokes the grants `pred` selects. A frontend that received one must no longer hold an
+    /// fd of it or map it: if it still does, it gets CoreConfig::iomem_revoke_grace_ms to let
+    /// go (a cooperating guest unmaps when its backend closes), then it is destroyed.
+    template <class Pred>
+    void revoke_iomem_if(Pred pred, const char* why) {
+        for (auto& g : iomem_grants.take_if(pred)) {
+            Domain* fe = find_domain(g.frontend);
+            if (!g.mapped || fe == nullptr || fe->serial != g.frontend_serial) {
+                continue;  // never handed out, or its frontend is gone: nothing to check
+            }
+            pid_t who = 0;
+            if (!iomem::referenced(domain_pids(*fe), g.id, &who)) {
+                HV_DEBUG("hv-min: iomem %u of dom%u %s; dom%u holds none of it", g.handle,
+                         g.granter, why, g.frontend);
+                continue;
+            }
+            HV_INFO("hv-min: iomem %u of dom%u %s; dom%u (pid %d) still refers to it: %u ms "
+                    "to let go", g.handle, g.granter, why, g.frontend, who,
+                    cfg.iomem_revoke_grace_ms);
+            iomem_pending.push_back(iomem::Pending{
+                g.handle, g.frontend, g.frontend_serial, std::move(g.fd), g.id,
+                std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(cfg.iomem_revoke_grace_ms)});
+        }
+        arm_iomem_timer();
+    }
+    void revoke_iomem(std::uint32_t handle, const char* why) {
+        revoke_iomem_if([handle](const iomem::Grant& g) { return g.handle == handle; }, why);
+    }
+
+    void arm_iomem_timer() {
+        itimerspec its{};
+        if (!iomem_pending.empty()) {
+            auto first = iomem_pending.front().deadline;
+            for (const auto& p : iomem_pending) {
+                first = std::min(first, p.deadline);
+            }
+            const auto ns = std::max<std::int64_t>(
+                1, std::chrono::duration_cast<std::chrono::nanoseconds>(
+                       first - std::chrono::steady_clock::now()).count());
+            its.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+            its.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
+        }
+        (void)::timerfd_settime(iomem_timer.get(), 0, &its, nullptr);
+    }
+
+    /// Grace over for some revoked grants: a frontend that still holds one is destroyed.
+    void on_iomem_timer() {
+        std::uint64_t n = 0;
+        (void)!::read(iomem_timer.get(), &n, sizeof n);
+        const auto now = std::chrono::steady_clock::now();
+        std::vector<iomem::Pending> due;
+        for (auto it = iomem_pending.begin(); it != iomem_pending.end();) {
+            if (it->deadline <= now) {
+                due.push_back(std::move(*it));
+                it = iomem_pending.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        for (const auto& p : due) {
+            Domain* fe = find_domain(p.frontend);
+            if (fe == nullptr || fe->serial != p.frontend_serial) {
+                continue;
+            }
+            pid_t who = 0;
+            if (iomem::referenced(domain_pids(*fe), p.id, &who)) {
+                HV_WARN("hv-min: domain %u (%s): pid %d kept a revoked BAR mapping (iomem %u): "
+                        "destroyed", fe->domid, fe->name.c_str(), who, p.handle);
+                kill_domain(*fe, wire::DeathReason::destroyed, 0, "kept a revoked BAR mapping");
+            }
+        }
+        arm_iomem_timer();
+    }
+
     // ---- domains -----------------------------------------------------------------------------
 
     void op_create(const wire::Decoded& d, Reply& r) {
@@ -2003,6 +2214,16 @@ struct Core::Impl {
 
     /// Everything a dead domain held, once none of its processes runs any more.
     void release_domain(Domain& d) {
+        // I/O memory: grants to it end with it; grants it made (a driver domain's backend)
+        // are revoked and checked in their frontends.
+        (void)iomem_grants.take_if([&d](const iomem::Grant& g) {
+            return g.frontend == d.domid && g.frontend_serial == d.serial;
+        });
+        std::erase_if(iomem_pending, [&d](const iomem::Pending& p) {
+            return p.frontend == d.domid && p.frontend_serial == d.serial;
+        });
+        revoke_iomem_if([&d](const iomem::Grant& g) { return g.granter == d.domid; },
+                        "revoked: its backend domain died");
         // Its mappings of others' grants: unpinned (GTF_reading/writing cleared).
         for (std::uint32_t h = 0; h < d.maptrack.size(); ++h) {
             if (d.maptrack[h].used) {
@@ -2182,6 +2403,9 @@ struct Core::Impl {
         std::unique_ptr<Conn> c = std::move(it->second);
         conns.erase(it);
         (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+        // The I/O memory it granted (its backend ended, or was dropped) is revoked.
+        revoke_iomem_if([id](const iomem::Grant& g) { return g.granter_conn == id; },
+                        "revoked: its backend's connection closed");
         auto dit = domains.find(c->domid);
         if (dit == domains.end()) {
             return;

@@ -12,7 +12,8 @@ target_sources(fuzz_hypercall PRIVATE
   ${CMAKE_SOURCE_DIR}/hv-min/src/client.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/console_guest.cpp
   ${CMAKE_SOURCE_DIR}/hv-min/src/transport.cpp
-  ${CMAKE_SOURCE_DIR}/hv-min/src/domain_procs.cpp)
+  ${CMAKE_SOURCE_DIR}/hv-min/src/domain_procs.cpp
+  ${CMAKE_SOURCE_DIR}/hv-min/src/iomem.cpp)
 target_include_directories(fuzz_hypercall PRIVATE ${CMAKE_SOURCE_DIR}/hv-min/include
                                                   ${CMAKE_SOURCE_DIR}/hv-min/src
                                                   ${CMAKE_SOURCE_DIR}/rings/include

@@ -1,6 +1,7 @@
 // hvmin_test_guest: a domain program driven line by line by a test (hv-min tests only).
 // argv[1] = path of the test's control socket. Each command line gets one reply line,
 // "ok ..." or "err ...". It is a real domain: started by hv-min, attached through libhv.
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -93,6 +94,8 @@ int main(int argc, char** argv) {
     const int ctl = connect_ctl(argv[1]);
     FILE* in = ::fdopen(ctl, "r");
     std::map<int, GrantMapping> maps;
+    std::map<int, IomemMapping> iomaps;
+    std::map<int, UniqueFd> iofds;
     std::map<std::uint32_t, EventChannelBinding> ports;
     int next_map = 1;
     UniqueFd xsfd = svc->take_xenstore_fd();
@@ -190,6 +193,101 @@ int main(int argc, char** argv) {
                 auto r = it->second.reset();
                 maps.erase(it);
                 reply = r ? "ok" : err(r.error());
+            }
+        } else if (cmd == "iomap") {  // iomap GRANTER HANDLE → ok ID SIZE W
+            unsigned dom = 0;
+            unsigned handle = 0;
+            is >> dom >> handle;
+            auto r = svc->iomem().map(DomId(static_cast<std::uint16_t>(dom)), handle);
+            if (r) {
+                reply = "ok " + std::to_string(next_map) + " " + std::to_string(r->size()) + " " +
+                        (r->writable() ? "1" : "0");
+                iomaps.emplace(next_map++, std::move(*r));
+            } else {
+                reply = err(r.error());
+            }
+        } else if (cmd == "iogrant") {  // iogrant DOM: a guest trying to grant I/O memory
+            unsigned dom = 0;
+            is >> dom;
+            UniqueFd m(::memfd_create("guest-bar", MFD_CLOEXEC));
+            if (!m || ::ftruncate(m.get(), 4096) != 0) {
+                reply = "err memfd";
+            } else {
+                auto r = svc->iomem().grant(m.get(), 4096, DomId(static_cast<std::uint16_t>(dom)), false);
+                reply = r ? "ok " + std::to_string(*r) : err(r.error());
+            }
+        } else if (cmd == "iofd") {  // iofd GRANTER HANDLE → ok ID (the fd itself, kept)
+            unsigned dom = 0;
+            unsigned handle = 0;
+            is >> dom >> handle;
+            auto r = svc->iomem().open(DomId(static_cast<std::uint16_t>(dom)), handle);
+            if (r) {
+                iofds.emplace(next_map, std::move(*r));
+                reply = "ok " + std::to_string(next_map++);
+            } else {
+                reply = err(r.error());
+            }
+        } else if (cmd == "iofdmap") {  // iofdmap ID W: mmap the kept fd (W=1: PROT_WRITE too)
+            int id = 0;
+            int w = 0;
+            is >> id >> w;
+            auto it = iofds.find(id);
+            if (it == iofds.end()) {
+                reply = "err nofd";
+            } else {
+                auto m = Mapping::map_shared(it->second.get(), 4096, 0,
+                                             w != 0 ? PROT_READ | PROT_WRITE : PROT_READ);
+                reply = m ? "ok" : err(m.error());
+            }
+        } else if (cmd == "ioprotect") {  // ioprotect ID: try to make a mapping writable
+            int id = 0;
+            is >> id;
+            auto it = iomaps.find(id);
+            if (it == iomaps.end()) {
+                reply = "err nomap";
+            } else {
+                reply = ::mprotect(it->second.data(), it->second.size(), PROT_READ | PROT_WRITE) == 0
+                            ? "ok"
+                            : err(std::error_code(errno, std::system_category()));
+            }
+        } else if (cmd == "iowrite" || cmd == "ioread") {  // io{write,read} ID OFF {TEXT|LEN}
+            int id = 0;
+            std::size_t off = 0;
+            is >> id >> off;
+            auto it = iomaps.find(id);
+            if (it == iomaps.end() || off >= it->second.size()) {
+                reply = "err nomap";
+            } else if (cmd == "iowrite") {
+                std::string t;
+                is >> t;
+                std::memcpy(it->second.data() + off, t.data(), std::min(t.size(), it->second.size() - off));
+                reply = "ok";
+            } else {
+                std::size_t len = 0;
+                is >> len;
+                reply = "ok " + std::string(reinterpret_cast<const char*>(it->second.data() + off),
+                                            std::min(len, it->second.size() - off));
+            }
+        } else if (cmd == "iounmap" || cmd == "ioclose") {
+            int id = 0;
+            is >> id;
+            const std::size_t n = cmd == "iounmap" ? iomaps.erase(id) : iofds.erase(id);
+            reply = n != 0 ? "ok" : "err nomap";
+        } else if (cmd == "iochild") {  // iochild ID: a child process keeps fd ID; ours is closed
+            int id = 0;
+            is >> id;
+            auto it = iofds.find(id);
+            if (it == iofds.end()) {
+                reply = "err nofd";
+            } else {
+                const pid_t child = ::fork();
+                if (child == 0) {
+                    for (;;) {
+                        ::pause();
+                    }
+                }
+                iofds.erase(it);
+                reply = child > 0 ? "ok " + std::to_string(child) : "err fork";
             }
         } else if (cmd == "fds") {
             reply = "ok" + describe_fds();

@@ -258,6 +258,54 @@ private:
     std::shared_ptr<Channel> ch_;
 };
 
+/// A frontend's mapping of an I/O-memory grant (a PCI BAR): MAP_SHARED, writable only for a
+/// read/write grant. Unmapped in its destructor.
+class IomemMapping {
+public:
+    IomemMapping() noexcept = default;
+    IomemMapping(Mapping m, std::uint32_t handle, bool writable) noexcept
+        : map_(std::move(m)), handle_(handle), writable_(writable) {}
+    std::byte* data() const noexcept { return map_.data(); }
+    std::size_t size() const noexcept { return map_.size(); }
+    std::span<std::byte> bytes() const noexcept { return map_.bytes(); }
+    bool valid() const noexcept { return map_.valid(); }
+    bool writable() const noexcept { return writable_; }
+    std::uint32_t handle() const noexcept { return handle_; }
+    void reset() noexcept { map_.reset(); }
+
+private:
+    Mapping map_;
+    std::uint32_t handle_ = 0;
+    bool writable_ = false;
+};
+
+/// I/O memory (PCI BARs): a backend grants an fd of one BAR to one frontend domain, which maps
+/// it. Revoking is verified by hv-min: a frontend process that still holds an fd or a mapping
+/// of it after CoreConfig::iomem_revoke_grace_ms gets its domain destroyed.
+class Iomem {
+public:
+    /// dom0 or a driver domain: grants the first `size` bytes (a multiple of 4096, at most the
+    /// file's size) of the regular file `fd` (a memfd, a sysfs resourceN) to `frontend`,
+    /// read-only or read/write (then `fd` must be O_RDWR). Returns the handle. Errors: EPERM
+    /// (not a backend domain), EINVAL, ESRCH (no such frontend), EACCES, ENOSPC.
+    Result<std::uint32_t> grant(int fd, std::uint64_t size, DomId frontend, bool readonly);
+    /// The granting connection revokes. Errors: ENOENT (never issued), ESTALE (already
+    /// revoked), EPERM (another connection's).
+    Result<void> revoke(std::uint32_t handle);
+    /// The frontend receives the fd of grant `handle` made by `granter` (O_RDONLY for a
+    /// read-only grant); `size`/`readonly` are filled in. Errors: ENOENT (unknown handle or
+    /// another granter's), ESTALE (revoked), EPERM (granted to another domain).
+    Result<UniqueFd> open(DomId granter, std::uint32_t handle, std::uint64_t* size = nullptr,
+                          bool* readonly = nullptr);
+    /// open() and mmap with at most the granted access.
+    Result<IomemMapping> map(DomId granter, std::uint32_t handle);
+
+private:
+    friend class Services;
+    explicit Iomem(std::shared_ptr<Channel> ch) noexcept : ch_(std::move(ch)) {}
+    std::shared_ptr<Channel> ch_;
+};
+
 class Store;  // the XenStore client (xenstore/) fills Services::store
 
 /// Everything a domain program or backend needs from hv-min.
@@ -278,6 +326,7 @@ public:
     Grants& grants() noexcept { return grants_; }
     EventChannels& evtchn() noexcept { return evtchn_; }
     Memory& memory() noexcept { return memory_; }
+    Iomem& iomem() noexcept { return iomem_; }
     Channel& channel() noexcept { return *ch_; }
     /// The xenstore connection hv-min made for this domain, if any (taken once).
     UniqueFd take_xenstore_fd();
@@ -286,13 +335,14 @@ public:
 
 private:
     Services(std::shared_ptr<detail::Session> s, std::shared_ptr<Channel> ch) noexcept
-        : s_(s), ch_(ch), grants_(s, ch), evtchn_(ch), memory_(s, ch) {}
+        : s_(s), ch_(ch), grants_(s, ch), evtchn_(ch), memory_(s, ch), iomem_(ch) {}
     static Result<Services> attach_channel(std::shared_ptr<Channel> ch);
     std::shared_ptr<detail::Session> s_;
     std::shared_ptr<Channel> ch_;
     Grants grants_;
     EventChannels evtchn_;
     Memory memory_;
+    Iomem iomem_;
 };
 
 inline Result<Services> attach() { return Services::attach(); }

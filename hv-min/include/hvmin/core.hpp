@@ -37,6 +37,9 @@ struct CoreConfig {
     /// process group only: a daemon that calls setsid outlives it); else a cgroup2 directory.
     /// Without a usable cgroup2 hierarchy hv-min logs that and falls back to process groups.
     std::string cgroup;
+    /// A frontend that still holds an fd or a mapping of a revoked I/O-memory grant (a PCI BAR)
+    /// gets this long to let go before it is destroyed ("kept a revoked BAR mapping").
+    std::uint32_t iomem_revoke_grace_ms = 2000;
     /// Adaptive polling of the loop: while some connection made a hypercall within this
     /// window, the loop polls its epoll set with zero timeouts before it sleeps, so a caller
     /// making back-to-back hypercalls does not pay an idle-CPU wake-up per call. After a

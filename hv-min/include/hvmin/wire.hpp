@@ -44,6 +44,11 @@ enum class Op : std::uint16_t {
     mem_alloc_extent = 0x0302,   ///< 1 × ExtentRequest → ExtentInfo; fds [extent memfd]
     mem_register_extent = 0x0303,  ///< dom0: 1 × ExtentRequest + fds [sealed memfd] → ExtentInfo
     console_attach = 0x0304,     ///< count 0 → ConsoleInfo; fds [ring page, wait, notify] (a domain's own)
+    // I/O memory (a PCI BAR) granted by a backend to one frontend (XEN_DOMCTL_iomem_permission
+    // plus the guest's mapping of those frames).
+    iomem_grant = 0x0305,   ///< dom0 / driver domain: 1 × IomemGrant + fds [BAR] → 1 × IomemGrant (handle)
+    iomem_map = 0x0306,     ///< 1 × IomemGrant{handle, domid = granter} → 1 × IomemGrant; fds [BAR]
+    iomem_revoke = 0x0307,  ///< the granting connection: 1 × IomemGrant{handle} → rc
     // Toolstack (dom0 only).
     domain_create = 0x0400,      ///< 1 × CreateRequest + strings → 1 × DomainInfo
     domain_destroy = 0x0401,     ///< 1 × DomainRef → rc
@@ -106,6 +111,20 @@ struct ConsoleInfo {
     std::uint32_t pad;
 };
 static_assert(sizeof(ConsoleInfo) == 16);
+
+inline constexpr std::uint32_t kIomemReadonly = 1u << 0;
+
+/// One I/O-memory grant. iomem_grant: in size, flags, domid = the frontend; out handle.
+/// iomem_map: in handle, domid = the granter; out size, flags. iomem_revoke: in handle.
+struct IomemGrant {
+    std::uint64_t size;    ///< bytes, a multiple of 4096
+    std::uint32_t handle;  ///< hv-min-wide, never reused
+    std::uint32_t flags;   ///< kIomem*
+    std::uint16_t domid;
+    std::uint16_t pad;
+    std::uint32_t pad2;
+};
+static_assert(sizeof(IomemGrant) == 24);
 
 struct ExtentRequest {
     std::uint32_t pages;
@@ -189,6 +208,9 @@ constexpr std::size_t element_size(Op op) noexcept {
     case Op::mem_alloc_extent: return sizeof(ExtentRequest);
     case Op::mem_register_extent: return sizeof(ExtentRequest);
     case Op::console_attach: return 1;
+    case Op::iomem_grant:
+    case Op::iomem_map:
+    case Op::iomem_revoke: return sizeof(IomemGrant);
     case Op::domain_create: return sizeof(CreateRequest);
     case Op::domain_destroy: return sizeof(DomainRef);
     case Op::domain_list: return 1;

@@ -389,8 +389,14 @@ int run_grant_suite(Context& ctx) {
         }
         const std::string wait = mode.spin.count() > 0 ? "adaptive" : "sleep";
         const std::string spin_us = std::to_string(mode.spin.count());
-        for (const std::uint32_t batch : {1u, 16u, 64u}) {
-            const std::string name = "copy_batch" + std::to_string(batch) + sfx;
+        struct CopyCase {
+            std::uint32_t batch;
+            bool scattered;
+        };
+        for (const CopyCase cc : {CopyCase{1, false}, CopyCase{16, false}, CopyCase{64, false},
+                                  CopyCase{64, true}}) {
+            const std::string name = "copy_batch" + std::to_string(cc.batch) +
+                                     (cc.scattered ? "_scattered" : "") + sfx;
             if (!selected(ctx, name)) {
                 continue;
             }
@@ -399,31 +405,15 @@ int run_grant_suite(Context& ctx) {
                  "GB/s",
                  "memcpy",
                  true,
-                 {{"batch_ops", std::to_string(batch)},
+                 {{"batch_ops", std::to_string(cc.batch)},
                   {"bytes_per_op", std::to_string(kPage)},
                   {"pages_per_run", std::to_string(copy_pages)},
                   {"working_set_pages", std::to_string(kPages)},
+                  {"dest_order", cc.scattered ? "page i -> frame (7 i) mod 64" : "page i -> frame i"},
                   {"wait", wait},
                   {"spin_window_us", spin_us}}},
-                [&] { return setup->copy(batch, copy_pages); },
-                [&] { return peer->copy(batch, copy_pages); });
-            failures += rc ? 0 : 1;
-        }
-        if (selected(ctx, "copy_batch64_scattered" + sfx)) {
-            auto rc = ctx.run_case(
-                {"copy_batch64_scattered" + sfx,
-                 "GB/s",
-                 "memcpy",
-                 true,
-                 {{"batch_ops", "64"},
-                  {"bytes_per_op", std::to_string(kPage)},
-                  {"pages_per_run", std::to_string(copy_pages)},
-                  {"working_set_pages", std::to_string(kPages)},
-                  {"dest_order", "page i -> frame (7 i) mod 64"},
-                  {"wait", wait},
-                  {"spin_window_us", spin_us}}},
-                [&] { return setup->copy(64, copy_pages, true); },
-                [&] { return peer->copy(64, copy_pages, true); });
+                [&] { return setup->copy(cc.batch, copy_pages, cc.scattered); },
+                [&] { return peer->copy(cc.batch, copy_pages, cc.scattered); });
             failures += rc ? 0 : 1;
         }
         if (selected(ctx, "hypercall_rtt" + sfx)) {

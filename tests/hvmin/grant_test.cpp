@@ -40,6 +40,28 @@ std::int16_t unmap_status(Services& s, grant_handle_t h, std::uint64_t dev_bus_a
 
 std::string gntst(std::int16_t st) { return "err gntst " + std::to_string(st); }
 
+/// One gnttab_copy: each side a grant ref (`*_gref`) or a frame of the caller.
+gnttab_copy make_copy(bool src_gref, std::uint64_t src, domid_t sdom, std::uint16_t soff,
+                      bool dst_gref, std::uint64_t dst, domid_t ddom, std::uint16_t doff,
+                      std::uint16_t len) {
+    auto side = [](gnttab_copy_ptr& p, bool gref, std::uint64_t v, domid_t d, std::uint16_t off) {
+        if (gref) {
+            p.u.ref = static_cast<grant_ref_t>(v);
+        } else {
+            p.u.gmfn = v;
+        }
+        p.domid = d;
+        p.offset = off;
+    };
+    gnttab_copy c{};
+    side(c.source, src_gref, src, sdom, soff);
+    side(c.dest, dst_gref, dst, ddom, doff);
+    c.len = len;
+    c.flags = static_cast<std::uint16_t>((src_gref ? GNTCOPY_source_gref : 0) |
+                                         (dst_gref ? GNTCOPY_dest_gref : 0));
+    return c;
+}
+
 }  // namespace
 
 TEST_CASE("a mapped grant shares the page and pins it with GTF_reading/GTF_writing", "[hvmin][grant]") {
@@ -268,28 +290,7 @@ TEST_CASE("grant copy moves bytes and reports Xen's status for every failed chec
     const auto rw = static_cast<grant_ref_t>(g.num("grant 0 3 0"));
     const auto ro = static_cast<grant_ref_t>(g.num("grant 0 3 1"));
     const auto dom = g.domid.get();
-    auto op = [&](bool src_gref, std::uint64_t src, domid_t sdom, std::uint16_t soff, bool dst_gref,
-                  std::uint64_t dst, domid_t ddom, std::uint16_t doff, std::uint16_t len) {
-        gnttab_copy c{};
-        if (src_gref) {
-            c.source.u.ref = static_cast<grant_ref_t>(src);
-        } else {
-            c.source.u.gmfn = src;
-        }
-        c.source.domid = sdom;
-        c.source.offset = soff;
-        if (dst_gref) {
-            c.dest.u.ref = static_cast<grant_ref_t>(dst);
-        } else {
-            c.dest.u.gmfn = dst;
-        }
-        c.dest.domid = ddom;
-        c.dest.offset = doff;
-        c.len = len;
-        c.flags = static_cast<std::uint16_t>((src_gref ? GNTCOPY_source_gref : 0) |
-                                             (dst_gref ? GNTCOPY_dest_gref : 0));
-        return c;
-    };
+    const auto op = make_copy;
     std::vector<gnttab_copy> ops = {
         op(true, rw, dom, 0, false, lf, DOMID_SELF, 100, 8),          // 0 guest → dom0: okay
         op(false, lf, DOMID_SELF, 0, true, rw, dom, 200, 8),          // 1 dom0 → guest: okay
@@ -563,20 +564,10 @@ TEST_CASE("a batch of copies has the effect of its ops run one by one", "[hvmin]
         refs.push_back(static_cast<grant_ref_t>(g.num("grant 0 " + std::to_string(f) + " 1")));
     }
     auto page = [&](std::uint64_t f) { return *s.memory().frame(f); };
+    // Into dom0's own frame `dst`, from a grant ref or from dom0's frame `src`.
     auto copy_op = [](bool src_gref, std::uint64_t src, domid_t sdom, std::uint64_t dst,
                       std::uint16_t len) {
-        gnttab_copy c{};
-        if (src_gref) {
-            c.source.u.ref = static_cast<grant_ref_t>(src);
-        } else {
-            c.source.u.gmfn = src;
-        }
-        c.source.domid = sdom;
-        c.dest.u.gmfn = dst;
-        c.dest.domid = DOMID_SELF;
-        c.len = len;
-        c.flags = src_gref ? GNTCOPY_source_gref : 0;
-        return c;
+        return make_copy(src_gref, src, sdom, 0, false, dst, DOMID_SELF, 0, len);
     };
 
     SECTION("contiguous granted pages into contiguous frames, around a failed op") {
@@ -622,17 +613,10 @@ TEST_CASE("a batch of copies has the effect of its ops run one by one", "[hvmin]
         const auto rw = static_cast<grant_ref_t>(g.num("grant 0 14 0"));
         grant_handle_t mh = 0;
         REQUIRE(map_status(s, dom, refs[2], GNTMAP_host_map | GNTMAP_readonly, &mh) == GNTST_okay);
-        gnttab_copy into_guest{};
-        into_guest.source.u.gmfn = lf;
-        into_guest.source.domid = DOMID_SELF;
-        into_guest.dest.u.ref = rw;
-        into_guest.dest.domid = dom;
-        into_guest.len = 8;
-        into_guest.flags = GNTCOPY_dest_gref;
         std::memcpy(page(lf), "batched!", 8);
         std::vector<gnttab_copy> ops = {
             copy_op(true, rw, dom, lf + 1, 8),   // rw as a read-only source
-            into_guest,                         // then the same ref as a writable dest
+            make_copy(false, lf, DOMID_SELF, 0, true, rw, dom, 0, 8),  // then as a writable dest
             copy_op(true, refs[2], dom, lf + 2, 1),  // a ref dom0 has mapped
         };
         REQUIRE(s.grants().copy(ops));

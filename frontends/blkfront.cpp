@@ -729,6 +729,21 @@ struct Device::Impl {
         }
     }
 
+    /// Gives a request's pages back so that the next request of its size pops the same pages
+    /// in the same (ascending) order: place() pops the data pages, then the indirect page. A
+    /// part's data pages then stay contiguous in the pool's extent, which lets a trusted
+    /// backend do one fixed-buffer I/O for it instead of one iovec per page.
+    static void release_pages(Queue& q, Shadow& s) {
+        if (s.indirect) {
+            q.free_pages.push_back(*s.indirect);
+        }
+        for (auto it = s.pages.rbegin(); it != s.pages.rend(); ++it) {
+            q.free_pages.push_back(*it);
+        }
+        s.pages.clear();
+        s.indirect.reset();
+    }
+
     Result<void> place(Queue& q, const Part& p) {
         const std::uint32_t id = q.free_ids.back();
         Shadow& s = q.shadows[id];
@@ -742,14 +757,7 @@ struct Device::Impl {
             for (auto ref : temp) {
                 (void)end_grant(*q.mem, ref);
             }
-            for (auto pg : s.pages) {
-                q.free_pages.push_back(pg);
-            }
-            if (s.indirect) {
-                q.free_pages.push_back(*s.indirect);
-            }
-            s.pages.clear();
-            s.indirect.reset();
+            release_pages(q, s);
         };
         if (p.op == Op::discard) {
             blkif_request_discard d{};
@@ -1001,14 +1009,7 @@ struct Device::Impl {
         } else {
             status = -EIO;
         }
-        for (auto pg : s.pages) {
-            q.free_pages.push_back(pg);
-        }
-        if (s.indirect) {
-            q.free_pages.push_back(*s.indirect);
-        }
-        s.pages.clear();
-        s.indirect.reset();
+        release_pages(q, s);
         s.busy = false;
         q.free_ids.push_back(static_cast<std::uint32_t>(rsp.id));
         complete_part(s.part.io_seq, status);

@@ -111,6 +111,51 @@ double cpu_ns_of(int who) {
     return ns(ru.ru_utime) + ns(ru.ru_stime);
 }
 
+/// Run time (ns, from /proc/self/task/*/schedstat) of each io_uring worker thread serving
+/// thread `tid` (the kernel names them iou-wrk-<tid>). Work io_uring punts to them (reads of
+/// tmpfs or page-cache files) is not in the submitter's RUSAGE_THREAD, yet it is the same kind
+/// of work that blkback's workers do inside RUSAGE_SELF: the native side's CPU per I/O counts it.
+std::map<pid_t, double> io_worker_cpu_ns(pid_t tid) {
+    std::map<pid_t, double> out;
+    const std::string want = "iou-wrk-" + std::to_string(tid);
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+        std::string comm;
+        if (std::FILE* f = std::fopen((e.path() / "comm").c_str(), "re")) {
+            char buf[32] = {};
+            if (std::fgets(buf, sizeof buf, f) != nullptr) {
+                comm = buf;
+            }
+            std::fclose(f);
+        }
+        while (!comm.empty() && comm.back() == '\n') {
+            comm.pop_back();
+        }
+        if (comm != want) {
+            continue;
+        }
+        unsigned long long run_ns = 0;
+        if (std::FILE* f = std::fopen((e.path() / "schedstat").c_str(), "re")) {
+            if (std::fscanf(f, "%llu", &run_ns) == 1) {
+                out[static_cast<pid_t>(std::strtol(e.path().filename().c_str(), nullptr, 10))] =
+                    static_cast<double>(run_ns);
+            }
+            std::fclose(f);
+        }
+    }
+    return out;
+}
+
+/// CPU of the io_uring workers of `tid` since `before` (workers started since count in full).
+double io_worker_cpu_since(pid_t tid, const std::map<pid_t, double>& before) {
+    double sum = 0;
+    for (const auto& [t, ns] : io_worker_cpu_ns(tid)) {
+        const auto it = before.find(t);
+        sum += ns - (it == before.end() ? 0.0 : it->second);
+    }
+    return sum;
+}
+
 struct FreeDeleter {
     void operator()(void* p) const noexcept { std::free(p); }
 };
@@ -472,6 +517,8 @@ Result<RunStats> native_run(const Target& t, const Workload& w, std::chrono::mil
         io_uring_sqe_set_data64(sqe, slot);
         started[slot] = Clock::now();
     };
+    const pid_t self_tid = ::gettid();
+    const auto workers0 = io_worker_cpu_ns(self_tid);
     const double cpu0 = cpu_ns_of(RUSAGE_THREAD);
     const auto t0 = Clock::now();
     const auto deadline = t0 + dur;
@@ -522,7 +569,7 @@ Result<RunStats> native_run(const Target& t, const Workload& w, std::chrono::mil
         io_uring_cq_advance(&ring, seen);
     }
     r.secs = std::chrono::duration<double>(Clock::now() - t0).count();
-    r.cpu_ns = cpu_ns_of(RUSAGE_THREAD) - cpu0;
+    r.cpu_ns = cpu_ns_of(RUSAGE_THREAD) - cpu0 + io_worker_cpu_since(self_tid, workers0);
     return r;
 }
 

@@ -1,8 +1,10 @@
 // The emulated PCI device model ("testdev"): a type-0 header that lspci decodes (QEMU's PCI
 // test device IDs), a 32-bit MMIO BAR, a 64-bit prefetchable BAR, an expansion ROM, and
-// PM, MSI, MSI-X and VPD capabilities. Registers behave like hardware: a per-byte writable
-// mask and write-1-to-clear bits, so BAR sizing works on the raw registers too. BAR and ROM
-// memory live in memfds. Layer: L3. One thread at a time.
+// PM, MSI, MSI-X, VPD and a vendor-specific capability whose trigger register raises an
+// interrupt (MSI-X entry, MSI, or INTx, whichever is enabled; masks and the PBA behave as on
+// hardware). Registers behave like hardware: a per-byte writable mask and write-1-to-clear
+// bits, so BAR sizing works on the raw registers too. BAR and ROM memory live in memfds.
+// Layer: L3. One thread at a time.
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -78,6 +80,11 @@ public:
             cfg_[at] = static_cast<std::uint8_t>(cfg_[at] & ~(b & w1c_[at]));
         }
         ++writes_;
+        if (offset <= kTrigger && offset + size > kTrigger) {
+            trigger(static_cast<std::uint8_t>(value >> (8 * (kTrigger - offset))));
+        } else if (offset + size > kMsix + 2 && offset <= kMsix + 3) {
+            deliver_pending();  // MSI-X enable or function mask changed: a pending entry may fire
+        }
         // VPD: a read request (flag 0) completes at once: data = 4 bytes of the VPD image.
         if (offset <= kVpdAddr && offset + size > kVpdAddr) {
             std::uint16_t a = 0;
@@ -118,8 +125,99 @@ public:
     }
 
 private:
-    static constexpr unsigned kPm = 0x40, kMsi = 0x50, kMsix = 0x70, kVpd = 0x80;
+    static constexpr unsigned kPm = 0x40, kMsi = 0x50, kMsix = 0x70, kVpd = 0x80, kVendor = 0x90;
     static constexpr unsigned kVpdAddr = kVpd + 2, kVpdData = kVpd + 4;
+    static constexpr unsigned kTrigger = kVendor + 4, kIgnored = kVendor + 8;
+    static constexpr unsigned kMsixEntries = 8, kMsixTable = 0x800, kMsixPba = 0xc00;
+    static constexpr std::uint8_t kIntxDeassert = 0xff;
+    static constexpr std::uint64_t kIntxBit = 1ULL << 63;
+
+    std::uint16_t reg16(unsigned at) const {
+        std::uint16_t v = 0;
+        std::memcpy(&v, cfg_.data() + at, 2);
+        return v;
+    }
+
+    void raise(std::uint64_t bits) {
+        pending_ |= bits;
+        const std::uint64_t one = 1;
+        (void)!::write(irq_.get(), &one, sizeof one);
+    }
+
+    // The MSI-X table and PBA are BAR0 memory (the memfd): the guest's writes to an entry's
+    // Vector Control land there, so the model reads the mask bit when it needs it.
+    bool entry_masked(unsigned n) const {
+        std::uint32_t ctl = 0;
+        if (::pread(mem_[0].get(), &ctl, sizeof ctl, kMsixTable + 16 * n + 12) != sizeof ctl) {
+            return true;
+        }
+        return (ctl & 1U) != 0;
+    }
+    std::uint64_t pba() const {
+        std::uint64_t v = 0;
+        return ::pread(mem_[0].get(), &v, sizeof v, kMsixPba) == sizeof v ? v : 0;
+    }
+    void set_pba(std::uint64_t v) { (void)!::pwrite(mem_[0].get(), &v, sizeof v, kMsixPba); }
+
+    /// MSI-X enabled and not function-masked: every pending entry now unmasked fires (as
+    /// hardware does when the mask clears) and leaves the PBA.
+    void deliver_pending() {
+        const std::uint16_t ctl = reg16(kMsix + 2);
+        if ((ctl & 0x8000U) == 0 || (ctl & 0x4000U) != 0) {
+            return;
+        }
+        std::uint64_t p = pba();
+        std::uint64_t fire = 0;
+        for (unsigned n = 0; n < kMsixEntries; ++n) {
+            if (((p >> n) & 1U) != 0 && !entry_masked(n)) {
+                fire |= 1ULL << n;
+            }
+        }
+        if (fire != 0) {
+            set_pba(p & ~fire);
+            raise(fire);
+        }
+    }
+
+    /// A write of `n` to the trigger register: raise MSI-X entry n, the MSI vector (n = 0), or
+    /// INTx (n = 0; 0xff deasserts it) — whichever interrupt mode is on. Anything else is
+    /// counted in the ignored register and dropped.
+    void trigger(std::uint8_t n) {
+        deliver_pending();  // an entry unmasked in the table since the last look
+        const std::uint16_t msix = reg16(kMsix + 2);
+        const bool msi = (reg16(kMsi + 2) & 0x1U) != 0;
+        if ((msix & 0x8000U) != 0) {
+            if (n >= kMsixEntries) {
+                return ignore();
+            }
+            if ((msix & 0x4000U) != 0 || entry_masked(n)) {
+                set_pba(pba() | (1ULL << n));  // pending until unmasked
+            } else {
+                raise(1ULL << n);
+            }
+            return;
+        }
+        if (msi) {
+            return n == 0 ? raise(1) : ignore();  // one vector, no per-vector masking
+        }
+        if (n == kIntxDeassert) {
+            cfg_[0x06] = static_cast<std::uint8_t>(cfg_[0x06] & ~0x08U);
+            return;
+        }
+        if (n != 0) {
+            return ignore();
+        }
+        cfg_[0x06] = static_cast<std::uint8_t>(cfg_[0x06] | 0x08U);  // Interrupt Status
+        if ((reg16(0x04) & 0x0400U) == 0) {                           // INTx Disable clear
+            raise(kIntxBit);
+        }
+    }
+    void ignore() {
+        std::uint32_t c = 0;
+        std::memcpy(&c, cfg_.data() + kIgnored, 4);
+        ++c;
+        std::memcpy(cfg_.data() + kIgnored, &c, 4);
+    }
 
     explicit EmulatedSource(const Bdf& b) : bdf_(b) {}
 
@@ -159,7 +257,7 @@ private:
         put(0x02, 2, 0x0005);                 // device: QEMU PCI test device
         put(0x04, 2, 0x0000, 0x0547);         // command: IO, MEM, MASTER, PARITY, SERR, INTX_DISABLE
         put(0x06, 2, 0x0010, 0, 0xf900);      // status: capability list; error bits W1C
-        put(0x08, 4, 0x00ff0001);             // revision 1, class ff00 (unassigned)
+        put(0x08, 4, 0xff000001);             // revision 1, class ff00 (base ff: unassigned)
         put(0x0c, 1, 0x00, 0xff);             // cache line size
         put(0x0d, 1, 0x00, 0xff);             // latency timer
         put(0x0e, 1, 0x00);                   // header type 0, single function
@@ -196,9 +294,21 @@ private:
         put(kMsix + 8, 4, 0x00000c00);
         // VPD: address (flag bit 15) and data.
         put(kVpd, 1, 0x03);
-        put(kVpd + 1, 1, 0x00);
+        put(kVpd + 1, 1, kVendor);
         put(kVpdAddr, 2, 0, 0xffff);
         put(kVpdData, 4, 0, 0xffffffffU);
+        // Vendor-specific: length 12; the trigger register (write-only, reads 0) and the
+        // count of ignored triggers (read-only).
+        put(kVendor, 1, 0x09);
+        put(kVendor + 1, 1, 0x00);
+        put(kVendor + 2, 1, 12);
+        put(kTrigger, 1, 0);
+        put(kIgnored, 4, 0);
+        // The MSI-X table: every entry zeroed (unmasked: guests without BAR access can still
+        // take its vectors); nothing pending.
+        const std::array<std::uint8_t, 16 * kMsixEntries> table{};
+        (void)!::pwrite(mem_[0].get(), table.data(), table.size(), kMsixTable);
+        set_pba(0);
         pending_ = 0;
     }
 

@@ -9,6 +9,8 @@ pkgs=(
   # test oracles and real clients
   libxen-dev xenstore-utils lvm2 util-linux iproute2 iputils-ping procps psmisc
   fio iperf3 libnbd-bin netcat-openbsd fuse3 e2fsprogs kmod
+  # lspci/setpci on hv-guest's --pci-sysfs tree (system test)
+  pciutils
   # README command 1's n-tier part: PostgreSQL 15 (pgbench ships in postgresql-15, its
   # wrapper in postgresql-client-common; pg_isready and createdb in postgresql-client-15)
   postgresql postgresql-client-15

@@ -1,4 +1,4 @@
-// FuseFile: libfuse3's low-level API driven from hv-guest's poll loop (the /dev/fuse fd is
+// FuseMount: libfuse3's low-level API driven from hv-guest's poll loop; FuseFile, a disk on it (the /dev/fuse fd is
 // non-blocking; each request is answered when the disk completes it, so many are in flight).
 // The kernel is the only client here, but what it passes on comes from any process of the
 // domain: offsets and lengths are checked against the disk before anything is issued.
@@ -57,8 +57,6 @@ std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / 
 }  // namespace
 
 struct FuseFile::Impl {
-    fuse_session* se = nullptr;
-    fuse_buf buf{};
     std::shared_ptr<nbd::Export> disk;
     std::shared_ptr<int> alive = std::make_shared<int>(0);  // completions check it
     std::unordered_set<fuse_req_t> open;                    // requests not yet answered
@@ -450,8 +448,9 @@ void send_answer(int sock, int err, int fd) {
     (void)send_fds(sock, bytes_of(err), with_fd ? std::span<const int>(&fd, 1) : std::span<const int>());
 }
 
-/// Mounts a FUSE filesystem on `path` (this process's namespace); returns the errno.
-int mount_fuse_here(const char* path, int& fuse) {
+/// Mounts a FUSE filesystem of type fuse.<subtype> on `path` (this process's namespace);
+/// returns the errno.
+int mount_fuse_here(const char* subtype, const char* path, int& fuse) {
     struct stat st{};
     fuse = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
     if (fuse < 0 || ::stat(path, &st) != 0) {
@@ -460,7 +459,9 @@ int mount_fuse_here(const char* path, int& fuse) {
     char opts[128];
     std::snprintf(opts, sizeof opts, "fd=%d,rootmode=%o,user_id=0,group_id=0,allow_other", fuse,
                   static_cast<unsigned>(st.st_mode & S_IFMT));
-    return ::mount("hvkit-disk", path, "fuse.hvdisk", MS_NOSUID | MS_NODEV, opts) == 0 ? 0 : errno;
+    const std::string type = std::string("fuse.") + subtype;
+    const std::string source = std::string("hvkit-") + subtype;
+    return ::mount(source.c_str(), path, type.c_str(), MS_NOSUID | MS_NODEV, opts) == 0 ? 0 : errno;
 }
 
 [[noreturn]] void mount_helper(int sock) {
@@ -489,7 +490,14 @@ int mount_fuse_here(const char* path, int& fuse) {
         }
         req[n] = '\0';
         int fuse = -1;
-        err = req[0] == 'U' ? (::umount2(req + 1, MNT_DETACH) == 0 ? 0 : errno) : mount_fuse_here(req + 1, fuse);
+        if (req[0] == 'U') {
+            err = ::umount2(req + 1, MNT_DETACH) == 0 ? 0 : errno;
+        } else if (char* nl = std::strchr(req + 1, '\n'); nl != nullptr) {
+            *nl = '\0';  // "M<subtype>\n<path>"
+            err = mount_fuse_here(req + 1, nl + 1, fuse);
+        } else {
+            err = EINVAL;
+        }
         send_answer(sock, err, fuse);
         if (fuse >= 0) {
             ::close(fuse);  // hv-guest holds the only copy now
@@ -556,8 +564,12 @@ Result<UniqueFd> MountNamespace::call(char op, const std::string& path) {
     return fd;
 }
 
-Result<UniqueFd> MountNamespace::mount_fuse(const std::string& path) {
-    auto fd = call('M', path);
+Result<UniqueFd> MountNamespace::mount_fuse(const std::string& path, const std::string& subtype) {
+    if (subtype.empty() || subtype.size() > 16 ||
+        !std::all_of(subtype.begin(), subtype.end(), [](char c) { return c >= 'a' && c <= 'z'; })) {
+        return fail_errno(EINVAL);
+    }
+    auto fd = call('M', subtype + "\n" + path);
     if (fd && !fd->valid()) {
         return fail_errno(EPROTO);
     }
@@ -572,80 +584,83 @@ Result<void> MountNamespace::unmount(const std::string& path) {
     return {};
 }
 
-Result<std::unique_ptr<FuseFile>> FuseFile::mount(MountNamespace& ns, const std::string& path,
-                                                  std::shared_ptr<nbd::Export> disk) {
-    std::unique_ptr<FuseFile> f(new FuseFile());
-    f->path_ = path;
-    f->impl_ = std::make_unique<Impl>();
-    Impl& im = *f->impl_;
-    im.disk = std::move(disk);
-    ::clock_gettime(CLOCK_REALTIME, &im.mounted);
+Result<std::unique_ptr<FuseMount>> FuseMount::mount(MountNamespace& ns, const std::string& path,
+                                                    bool directory, const std::string& subtype,
+                                                    const fuse_lowlevel_ops& ops, void* data) {
+    std::unique_ptr<FuseMount> m(new FuseMount());
+    m->path_ = path;
+    m->directory_ = directory;
     struct stat st{};
     if (::lstat(path.c_str(), &st) != 0) {
-        const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0) {
-            return fail_errno();
+        if (directory) {
+            if (::mkdir(path.c_str(), 0755) != 0) {
+                return fail_errno();
+            }
+        } else {
+            const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+            if (fd < 0) {
+                return fail_errno();
+            }
+            ::close(fd);
         }
-        ::close(fd);
-        f->created_ = true;
-    } else if (!S_ISREG(st.st_mode)) {
+        m->created_ = true;
+    } else if (directory ? !S_ISDIR(st.st_mode) : !S_ISREG(st.st_mode)) {
         return fail_errno(EEXIST);
     }
-    auto dev = ns.mount_fuse(path);
+    auto dev = ns.mount_fuse(path, subtype);
     if (!dev) {
         return fail(dev.error());
     }
-    f->ns_ = &ns;
+    m->ns_ = &ns;
     // libfuse takes an already mounted /dev/fuse fd as the mountpoint "/dev/fd/N" (and closes
     // it in fuse_session_destroy).
     const std::string fdpath = "/dev/fd/" + std::to_string(dev->get());
     char prog[] = "hv-guest";
     char* argv[] = {prog, nullptr};
     fuse_args args = FUSE_ARGS_INIT(1, argv);
-    im.se = fuse_session_new(&args, &kOps, sizeof kOps, &im);
+    m->se_ = fuse_session_new(&args, &ops, sizeof ops, data);
     fuse_opt_free_args(&args);
-    if (im.se == nullptr || fuse_session_mount(im.se, fdpath.c_str()) != 0) {
-        if (im.se != nullptr) {
-            fuse_session_destroy(im.se);
-            im.se = nullptr;
+    if (m->se_ == nullptr || fuse_session_mount(m->se_, fdpath.c_str()) != 0) {
+        if (m->se_ != nullptr) {
+            fuse_session_destroy(m->se_);
+            m->se_ = nullptr;
         }
-        (void)ns.unmount(path);
-        return fail_errno(EIO);
+        return fail_errno(EIO);  // the destructor unmounts
     }
     const int fd = dev->release();
     ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    return f;
+    m->buf_ = new fuse_buf{};
+    return m;
 }
 
-FuseFile::~FuseFile() {
-    if (impl_ && impl_->se != nullptr) {
-        Impl& im = *impl_;
-        im.alive.reset();  // completions still on their way find nothing to answer
-        im.waiting.clear();
-        for (fuse_req_t r : im.open) {
-            fuse_reply_err(r, EIO);
-        }
-        im.open.clear();
-        if (ns_ != nullptr) {
-            (void)ns_->unmount(path_);
-        }
-        fuse_session_destroy(im.se);  // closes /dev/fuse: whatever still uses the file gets ENOTCONN
-        std::free(im.buf.mem);
+FuseMount::~FuseMount() {
+    if (ns_ != nullptr) {
+        (void)ns_->unmount(path_);
+    }
+    if (se_ != nullptr) {
+        fuse_session_destroy(se_);  // closes /dev/fuse: whatever still uses the mount gets ENOTCONN
+    }
+    if (buf_ != nullptr) {
+        std::free(buf_->mem);
+        delete buf_;
     }
     if (created_) {
-        ::unlink(path_.c_str());
+        if (directory_) {
+            ::rmdir(path_.c_str());
+        } else {
+            ::unlink(path_.c_str());
+        }
     }
 }
 
-int FuseFile::fd() const noexcept { return impl_ && impl_->se != nullptr ? fuse_session_fd(impl_->se) : -1; }
+int FuseMount::fd() const noexcept { return se_ != nullptr ? fuse_session_fd(se_) : -1; }
 
-void FuseFile::handle(short revents) {
-    if (dead_ || (revents & (POLLIN | POLLERR | POLLHUP)) == 0) {
+void FuseMount::handle(short revents) {
+    if (dead_ || se_ == nullptr || (revents & (POLLIN | POLLERR | POLLHUP)) == 0) {
         return;
     }
-    Impl& im = *impl_;
     for (unsigned i = 0; i < kRequestsPerRound; ++i) {
-        const int r = fuse_session_receive_buf(im.se, &im.buf);
+        const int r = fuse_session_receive_buf(se_, buf_);
         if (r == -EINTR) {
             continue;
         }
@@ -656,14 +671,42 @@ void FuseFile::handle(short revents) {
             dead_ = true;  // unmounted or the connection aborted
             break;
         }
-        fuse_session_process_buf(im.se, &im.buf);
+        fuse_session_process_buf(se_, buf_);
     }
-    if (fuse_session_exited(im.se) != 0) {
+    if (fuse_session_exited(se_) != 0) {
         dead_ = true;
     }
     if (dead_) {
-        HV_WARN("hv-guest: FUSE file %s: the kernel ended the connection", path_.c_str());
+        HV_WARN("hv-guest: FUSE mount %s: the kernel ended the connection", path_.c_str());
     }
+}
+
+Result<std::unique_ptr<FuseFile>> FuseFile::mount(MountNamespace& ns, const std::string& path,
+                                                  std::shared_ptr<nbd::Export> disk) {
+    std::unique_ptr<FuseFile> f(new FuseFile());
+    f->impl_ = std::make_unique<Impl>();
+    Impl& im = *f->impl_;
+    im.disk = std::move(disk);
+    ::clock_gettime(CLOCK_REALTIME, &im.mounted);
+    auto m = FuseMount::mount(ns, path, false, "hvdisk", kOps, &im);
+    if (!m) {
+        return fail(m.error());
+    }
+    f->mount_ = std::move(*m);
+    return f;
+}
+
+FuseFile::~FuseFile() {
+    if (impl_) {
+        Impl& im = *impl_;
+        im.alive.reset();  // completions still on their way find nothing to answer
+        im.waiting.clear();
+        for (fuse_req_t r : im.open) {
+            fuse_reply_err(r, EIO);
+        }
+        im.open.clear();
+    }
+    mount_.reset();
 }
 
 }  // namespace hv::guest

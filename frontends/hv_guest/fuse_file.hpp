@@ -21,6 +21,10 @@
 #include "hv/expected.hpp"
 #include "hv/unique_fd.hpp"
 
+struct fuse_session;
+struct fuse_buf;
+struct fuse_lowlevel_ops;
+
 namespace hv::guest {
 
 /// The domain's mount namespace: a helper process (forked before any thread exists) that
@@ -33,8 +37,9 @@ public:
     MountNamespace(const MountNamespace&) = delete;
     MountNamespace& operator=(const MountNamespace&) = delete;
 
-    /// Mounts a FUSE filesystem on the regular file `path`; returns its /dev/fuse fd.
-    Result<UniqueFd> mount_fuse(const std::string& path);
+    /// Mounts a FUSE filesystem of type fuse.<subtype> (lower-case letters) on `path`, a
+    /// regular file or a directory; returns its /dev/fuse fd.
+    Result<UniqueFd> mount_fuse(const std::string& path, const std::string& subtype = "hvdisk");
     Result<void> unmount(const std::string& path);
     /// For nsenter(1) --mount=...: the command runs inside.
     std::string ns_file() const { return "/proc/" + std::to_string(pid_) + "/ns/mnt"; }
@@ -44,6 +49,38 @@ private:
     Result<UniqueFd> call(char op, const std::string& path);
     pid_t pid_ = -1;
     UniqueFd sock_;
+};
+
+/// One FUSE filesystem served on hv-guest's poll loop: the libfuse session (low-level API)
+/// over a /dev/fuse fd mounted in the domain's namespace, the receive loop, and the
+/// mountpoint's life. The file system itself is the caller's `ops` (userdata = `data`).
+class FuseMount {
+public:
+    /// Mounts on `path` (created if absent: an empty file, or a directory if `directory`).
+    static Result<std::unique_ptr<FuseMount>> mount(MountNamespace& ns, const std::string& path,
+                                                    bool directory, const std::string& subtype,
+                                                    const fuse_lowlevel_ops& ops, void* data);
+    /// Unmounts, closes /dev/fuse (users of the mount get ENOTCONN), removes what it created.
+    ~FuseMount();
+    FuseMount(const FuseMount&) = delete;
+    FuseMount& operator=(const FuseMount&) = delete;
+
+    const std::string& path() const noexcept { return path_; }
+    int fd() const noexcept;
+    /// Reads and dispatches the requests waiting on fd() (bounded per call).
+    void handle(short revents);
+    /// True once the kernel ended the connection (unmounted from outside, or aborted).
+    bool dead() const noexcept { return dead_; }
+
+private:
+    FuseMount() = default;
+    MountNamespace* ns_ = nullptr;
+    std::string path_;
+    bool created_ = false;
+    bool directory_ = false;
+    bool dead_ = false;
+    fuse_session* se_ = nullptr;
+    fuse_buf* buf_ = nullptr;
 };
 
 class FuseFile {
@@ -56,22 +93,17 @@ public:
     FuseFile(const FuseFile&) = delete;
     FuseFile& operator=(const FuseFile&) = delete;
 
-    const std::string& path() const noexcept { return path_; }
-    int fd() const noexcept;
-    /// Reads and dispatches the requests waiting on fd() (bounded per call).
-    void handle(short revents);
-    /// True once the kernel ended the connection (unmounted from outside, or aborted).
-    bool dead() const noexcept { return dead_; }
+    const std::string& path() const noexcept { return mount_->path(); }
+    int fd() const noexcept { return mount_->fd(); }
+    void handle(short revents) { mount_->handle(revents); }
+    bool dead() const noexcept { return mount_->dead(); }
 
     struct Impl;
 
 private:
     FuseFile() = default;
-    MountNamespace* ns_ = nullptr;
-    std::string path_;
-    bool created_ = false;
-    bool dead_ = false;
     std::unique_ptr<Impl> impl_;
+    std::unique_ptr<FuseMount> mount_;  // destroyed first: no request reaches a dead Impl
 };
 
 }  // namespace hv::guest

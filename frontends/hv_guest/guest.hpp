@@ -33,7 +33,8 @@ struct Context {
     std::filesystem::path socket_dir; ///< where exports live (NBD sockets)
     unsigned wait_disks = 0;          ///< --wait-disks: disks that must be connected before the command
     std::filesystem::path fuse_dir;   ///< --fuse-dir: each disk also as the file <dir>/<dev> (empty: off)
-    MountNamespace* mount_ns = nullptr;  ///< with --fuse-dir: the domain's mount namespace
+    MountNamespace* mount_ns = nullptr;  ///< with --fuse-dir/--pci-sysfs: the domain's mount namespace
+    std::filesystem::path pci_sysfs;  ///< --pci-sysfs: the PCI devices as a /sys/bus/pci tree (empty: off)
 };
 
 /// One kind of device (`device/<type>/*`): one file pair per kind (disk.cpp, nic.cpp...).
@@ -57,5 +58,6 @@ public:
 
 std::unique_ptr<DeviceKind> make_disks(Context& ctx);
 std::unique_ptr<DeviceKind> make_nics(Context& ctx);  ///< nic.cpp
+std::unique_ptr<DeviceKind> make_pci(Context& ctx);   ///< pci.cpp
 
 }  // namespace hv::guest

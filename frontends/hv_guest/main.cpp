@@ -34,8 +34,8 @@ namespace {
 void usage(std::FILE* f) {
     std::fprintf(
         f,
-        "usage: hv-guest [--nbd-dir DIR] [--fuse-dir DIR] [--wait-disks N] [--connect-timeout MS]\n"
-        "                [-- COMMAND ARGS...]\n"
+        "usage: hv-guest [--nbd-dir DIR] [--fuse-dir DIR] [--pci-sysfs DIR] [--wait-disks N]\n"
+        "                [--connect-timeout MS] [-- COMMAND ARGS...]\n"
         "  The standard domain program: run by hv-min as a domain (needs HV_HYPERCALL_FD).\n"
         "  Each disk (device/vbd/*) is exported over NBD on DIR/<dev>.nbd (dev = the backend's\n"
         "  `dev` key, e.g. xvda, or the devid); DIR defaults to $HV_RUNDIR/guest/<domid>.\n"
@@ -45,7 +45,10 @@ void usage(std::FILE* f) {
         "  HV_NBD_URI_<DEV>=nbd+unix:///?socket=<socket> in its environment; hv-guest exits\n"
         "  with its status. Without COMMAND it serves until SIGTERM/SIGINT.\n"
         "  --fuse-dir: the command runs in a mount namespace of the domain, where each disk is also\n"
-        "  the file DIR/<dev> (FUSE; HV_DISK_<DEV>=<file> in the environment).\n");
+        "  the file DIR/<dev> (FUSE; HV_DISK_<DEV>=<file> in the environment).\n"
+        "  The PCI bus (device/pci/0) is connected with pcifront; --pci-sysfs: the command runs in\n"
+        "  the domain's mount namespace, where DIR is shaped like /sys/bus/pci (HV_PCI_SYSFS=DIR):\n"
+        "  lspci -A linux-sysfs -O sysfs.path=DIR.\n");
 }
 
 struct Child {
@@ -100,6 +103,7 @@ int run(int argc, char** argv) {
     hv::log::set_program("hv-guest");
     std::string nbd_dir;
     std::string fuse_dir;
+    std::string pci_sysfs;
     int connect_timeout_ms = 30000;
     unsigned wait_disks = 0;
     std::vector<std::string> command;
@@ -115,6 +119,8 @@ int run(int argc, char** argv) {
             nbd_dir = argv[++i];
         } else if (a == "--fuse-dir" && i + 1 < argc) {
             fuse_dir = argv[++i];
+        } else if (a == "--pci-sysfs" && i + 1 < argc) {
+            pci_sysfs = argv[++i];
         } else if (a == "--wait-disks" && i + 1 < argc) {
             wait_disks = static_cast<unsigned>(std::atoi(argv[++i]));
         } else if (a == "--connect-timeout" && i + 1 < argc) {
@@ -137,7 +143,7 @@ int run(int argc, char** argv) {
     hv::UniqueFd sigfd(::signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
 
     std::unique_ptr<hv::guest::MountNamespace> mount_ns;  // forked before any thread exists
-    if (!fuse_dir.empty()) {
+    if (!fuse_dir.empty() || !pci_sysfs.empty()) {
         auto m = hv::guest::MountNamespace::create();
         if (!m) {
             std::fprintf(stderr, "hv-guest: mount namespace: %s\n", m.error().message().c_str());
@@ -174,10 +180,11 @@ int run(int argc, char** argv) {
         return 1;
     }
     hv::guest::Context ctx{*svc, **xs, domid, hv::xenbus::domain_path(domid), dir,
-                              wait_disks, fuse_dir, mount_ns.get()};
+                              wait_disks, fuse_dir, mount_ns.get(), pci_sysfs};
     std::vector<std::unique_ptr<hv::guest::DeviceKind>> kinds;
     kinds.push_back(hv::guest::make_disks(ctx));
     kinds.push_back(hv::guest::make_nics(ctx));
+    kinds.push_back(hv::guest::make_pci(ctx));
     for (auto& k : kinds) {
         auto r = k->start();
         if (!r) {

@@ -103,7 +103,7 @@ TEST_CASE("identity registers are read-only and read as the device's", "[pciback
     CHECK(d.rd(0x00, 2) == 0x1b36);
     CHECK(d.rd(0x02, 2) == 0x0005);
     CHECK(d.rd(0x00, 4) == 0x00051b36);
-    CHECK(d.rd(0x08, 4) == 0x00ff0001);
+    CHECK(d.rd(0x08, 4) == 0xff000001);
     CHECK(d.rd(0x3c, 1) == 11);
     CHECK(d.rd(0x3d, 1) == 1);
     for (unsigned off : {0x00U, 0x02U, 0x3cU, 0x3dU, 0x0dU, 0x08U, 0x2cU}) {

@@ -29,7 +29,7 @@ TEST_CASE("a guest reads the emulated device's config space through pcifront", "
     REQUIRE(front->devices() == std::vector<pcifront::Address>{kDev0});
 
     CHECK(front->conf_read(kDev0, 0x00, 4).value() == 0x00051b36);
-    CHECK(front->conf_read(kDev0, 0x0a, 2).value() == 0x00ff);
+    CHECK(front->conf_read(kDev0, 0x0a, 2).value() == 0xff00);
     CHECK(front->conf_read(kDev0, 0x10, 4).value() == 0xfebf0000);
     CHECK(front->conf_read(kDev0, 0x42, 2).value() == 0x0003);
     // BAR sizing through the ops.

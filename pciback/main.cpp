@@ -3,11 +3,13 @@
 // wiring only.
 #include <signal.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <string_view>
+#include <thread>
 
 #include "hv/log.hpp"
 #include "hvmin/client.hpp"
@@ -15,6 +17,9 @@
 #include "xenstore/client.hpp"
 
 namespace {
+
+constexpr auto kRegistryWaitStep = std::chrono::milliseconds(20);
+constexpr int kRegistryWaitSteps = 500;  // 10 s
 
 void usage(std::FILE* f) {
     std::fprintf(f,
@@ -85,6 +90,14 @@ int run(int argc, char** argv) {
         return 1;
     }
     auto backend = hv::pci::Backend::create(*svc, **xs, opt);
+    // A driver domain announces its emulated devices in the toolstack's registry, which
+    // `hvctl create` opens to it just after starting it: EACCES until then (bounded wait).
+    for (int i = 0; domain_self && !backend && backend.error() == std::errc::permission_denied &&
+                        !opt.emulated.empty() && i < kRegistryWaitSteps;
+         ++i) {
+        std::this_thread::sleep_for(kRegistryWaitStep);
+        backend = hv::pci::Backend::create(*svc, **xs, opt);
+    }
     if (!backend) {
         std::fprintf(stderr, "pciback: %s\n", backend.error().message().c_str());
         return 1;

@@ -164,6 +164,9 @@ struct PciSpec {
     bool power_mgmt = false;
     bool seize = false;
     std::string rdm_policy;  // "", "strict" or "relaxed"
+    /// Backend domain name ("" = dom0). Our key, as `backend=` on disks and vifs: xl's
+    /// PCI_SPEC_STRING has none (libxl serves PCI from dom0 only).
+    std::string backend;
     /// "%04x:%02x:%02x.%01x", the xenstore `dev-N` spelling.
     std::string bdf() const;
 };

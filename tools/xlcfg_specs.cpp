@@ -840,6 +840,11 @@ SpecResult<PciSpec> parse_pci_spec(std::string_view spec) {
                 return bad("rdm_policy must be strict or relaxed");
             }
             p.rdm_policy = val;
+        } else if (key == "backend") {
+            if (val.empty()) {
+                return bad("backend needs a domain name");
+            }
+            p.backend = val;
         } else {
             return bad("unknown option '" + key + "'");
         }

@@ -6,81 +6,9 @@
 // domain that had none, destroy; and the refusals. Every wait is bounded.
 #include <catch2/catch.hpp>
 
-#include "hv/subprocess.hpp"
-#include "skip.hpp"
-#include "tools_harness.hpp"
-#include "xenstore/client.hpp"
+#include "pci_rig.hpp"
 
 using namespace hv::test::tools;
-
-namespace {
-
-constexpr const char* kTestdev = "1b36:0005";  // pciback's emulated "testdev" model
-
-/// hv-min + pciback --emulate 0001:00:02.0 and 0001:00:03.0, both made assignable.
-struct PciRig {
-    Daemon d;
-    hv::Subprocess pciback;
-    std::unique_ptr<hv::xs::Client> xs;
-
-    PciRig() {
-        hv::test::require_root();
-        REQUIRE(d.ready());
-        hv::SpawnOptions o;
-        o.capture_output = false;
-        o.log_path = d.dir() + "/pciback.log";
-        auto p = hv::Subprocess::spawn({bin_dir + "/pciback", "--rundir", d.rundir(), "--emulate",
-                                        "0001:00:02.0=testdev", "--emulate",
-                                        "0001:00:03.0=testdev"},
-                                       o);
-        REQUIRE(p);
-        pciback = std::move(*p);
-        auto x = hv::xs::Client::connect(d.rundir() + "/xenstored.sock");
-        REQUIRE(x);
-        xs = std::move(*x);
-        REQUIRE(eventually([&] { return xs->read("/hvkit/pci/emulated/0001-00-03-0").has_value(); }));
-        REQUIRE(d.hvctl({"pci-assignable-add", "0001:00:02.0"}).rc == 0);
-        REQUIRE(d.hvctl({"pci-assignable-add", "0001:00:03.0"}).rc == 0);
-    }
-    ~PciRig() {
-        for (const char* n : {"hp", "hp2"}) {
-            (void)d.hvctl({"destroy", n});
-        }
-        pciback = hv::Subprocess{};
-    }
-
-    std::string logs() const {
-        return d.log() + run_process({"/bin/cat", d.dir() + "/pciback.log"}).out;
-    }
-
-    /// A pcifront guest named `name` with `pci` as its pci list; its domid.
-    int create(const std::string& name, const std::string& pci) {
-        const std::string cfg = d.write_cfg(
-            name + ".cfg", "name = \"" + name + "\"\nmemory = 16\nkernel = \"" + bin_dir +
-                               "/hvdemo-domain\"\ncmdline = \"pci --status " + d.status_fifo() +
-                               "\"\npci = [ " + pci + " ]\n");
-        const ProcResult r = d.hvctl({"create", cfg});
-        INFO(r.err << logs());
-        REQUIRE(r.rc == 0);
-        return created_id(r.out);
-    }
-
-    /// The next report of domain `id` other than "attached" (bounded).
-    std::string report(int id) {
-        const std::string prefix = "pci " + std::to_string(id) + " ";
-        for (;;) {
-            const std::string l = d.status_line();
-            if (l.empty()) {
-                return "<no report>";
-            }
-            if (l.rfind(prefix, 0) == 0 && l != prefix + "attached") {
-                return l.substr(prefix.size());
-            }
-        }
-    }
-};
-
-}  // namespace
 
 TEST_CASE("pci devices hot-plug into a running pcifront guest with hvctl",
           "[system][tools][pci][hotplug][root]") {
@@ -91,16 +19,14 @@ TEST_CASE("pci devices hot-plug into a running pcifront guest with hvctl",
     REQUIRE(id > 0);
     const std::string be = "/local/domain/0/backend/pci/" + std::to_string(id) + "/0";
     INFO(rig.logs());
-    CHECK(rig.report(id) == std::string("ok pci 0000:00:00.0=") + kTestdev);
+    CHECK(rig.report(id) == PciRig::one_device());
     CHECK(eventually([&] { return rd(xs, be + "/state") == "4"; }));
     CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n00.0 0001:00:02.0\n");
 
     // Hot-plug: the guest sees it arrive in the next free virtual slot.
-    ProcResult r = d.hvctl({"pci-attach", "hp", "0001:00:03.0,permissive=1"});
-    INFO(r.err);
-    REQUIRE(r.rc == 0);
-    CHECK(rig.report(id) == std::string("ok pci 0000:00:00.0=") + kTestdev + " 0000:00:01.0=" +
-                                kTestdev);
+    rig.attach({"hp", "0001:00:03.0,permissive=1"});
+    ProcResult r;
+    CHECK(rig.report(id) == PciRig::two_devices());
     CHECK(d.hvctl({"pci-list", "hp"}).out ==
           "Vdev Device\n00.0 0001:00:02.0\n01.0 0001:00:03.0\n");
     CHECK(rd(xs, be + "/opts-1") == "msitranslate=0,power_mgmt=0,permissive=1,rdm_policy=relaxed");
@@ -123,11 +49,8 @@ TEST_CASE("pci devices hot-plug into a running pcifront guest with hvctl",
     CHECK(d.hvctl({"pci-assignable-list"}).out == "0001:00:02.0\n0001:00:03.0\n");
 
     // And back again, into the slot it freed.
-    r = d.hvctl({"pci-attach", "hp", "0001:00:02.0"});
-    INFO(r.err);
-    REQUIRE(r.rc == 0);
-    CHECK(rig.report(id) == std::string("ok pci 0000:00:00.0=") + kTestdev + " 0000:00:01.0=" +
-                                kTestdev);
+    rig.attach({"hp", "0001:00:02.0"});
+    CHECK(rig.report(id) == PciRig::two_devices());
     CHECK(d.hvctl({"pci-list", "hp"}).out ==
           "Vdev Device\n01.0 0001:00:03.0\n00.0 0001:00:02.0\n");
 
@@ -144,10 +67,8 @@ TEST_CASE("pci devices hot-plug into a running pcifront guest with hvctl",
     r = d.hvctl({"pci-detach", "hp", "0001:00:02.0"});
     REQUIRE(r.rc == 0);
     CHECK(rig.report(id) == std::string("ok pci 0000:00:01.0=") + kTestdev);
-    r = d.hvctl({"pci-attach", "hp2", "0001:00:02.0"});
-    INFO(r.err);
-    REQUIRE(r.rc == 0);
-    CHECK(rig.report(id2) == std::string("ok pci 0000:00:00.0=") + kTestdev);
+    rig.attach({"hp2", "0001:00:02.0"});
+    CHECK(rig.report(id2) == PciRig::one_device());
     CHECK(d.hvctl({"pci-list", "hp2"}).out == "Vdev Device\n00.0 0001:00:02.0\n");
 
     // destroy releases hp's device: hp2 can take it; both stay assignable.
@@ -155,11 +76,8 @@ TEST_CASE("pci devices hot-plug into a running pcifront guest with hvctl",
     CHECK(r.rc == 0);
     CHECK(r.err.find("did not reach Closed") == std::string::npos);  // pciback closed it
     CHECK_FALSE(xs.read(be + "/num_devs"));
-    r = d.hvctl({"pci-attach", "hp2", "0001:00:03.0"});
-    INFO(r.err);
-    REQUIRE(r.rc == 0);
-    CHECK(rig.report(id2) == std::string("ok pci 0000:00:00.0=") + kTestdev + " 0000:00:01.0=" +
-                                 kTestdev);
+    rig.attach({"hp2", "0001:00:03.0"});
+    CHECK(rig.report(id2) == PciRig::two_devices());
     CHECK(d.hvctl({"destroy", "hp2"}).rc == 0);
     CHECK(d.hvctl({"pci-assignable-remove", "0001:00:02.0"}).rc == 0);
     CHECK(d.hvctl({"pci-assignable-remove", "0001:00:03.0"}).rc == 0);

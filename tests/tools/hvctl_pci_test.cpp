@@ -136,6 +136,9 @@ std::map<std::string, std::string> apply(std::map<std::string, std::string> dir,
             case Op::remove:
                 dir.erase(k);
                 break;
+            case Op::set_perms:
+                FAIL("no permissions in a slot's keys: " << op.path);
+                break;
         }
     }
     return dir;
@@ -255,13 +258,19 @@ TEST_CASE("pci verbs' argument errors exit 2 without connecting", "[tools][pci][
          "hvctl pci-assignable-list: unknown option '-n'\nusage: hvctl pci-assignable-list\n"},
         {{"pci-attach", "g"},
          "hvctl pci-attach: needs a domain and a BDF\nusage: hvctl pci-attach NAME|ID "
-         "BDF[@VSLOT][,permissive=1,...]\n"},
+         "BDF[@VSLOT][,permissive=1,...][,backend=NAME]\n"},
+        {{"pci-attach", "g", "00:05.0", "seize=1"},
+         "hvctl pci-attach: too many arguments\nusage: hvctl pci-attach NAME|ID "
+         "BDF[@VSLOT][,permissive=1,...][,backend=NAME]\n"},
+        {{"pci-attach", "g", "00:05.0", "backend="},
+         "hvctl pci-attach: bad pci spec '00:05.0,backend=': backend needs a domain name\n"
+         "usage: hvctl pci-attach NAME|ID BDF[@VSLOT][,permissive=1,...][,backend=NAME]\n"},
         {{"pci-attach", "g", "00:05.0,bogus=1"},
          "hvctl pci-attach: bad pci spec '00:05.0,bogus=1': unknown option 'bogus'\nusage: hvctl "
-         "pci-attach NAME|ID BDF[@VSLOT][,permissive=1,...]\n"},
+         "pci-attach NAME|ID BDF[@VSLOT][,permissive=1,...][,backend=NAME]\n"},
         {{"pci-attach", "g", "00:05.*"},
          "hvctl pci-attach: '00:05.*': attach each function (.F) by itself\nusage: hvctl "
-         "pci-attach NAME|ID BDF[@VSLOT][,permissive=1,...]\n"},
+         "pci-attach NAME|ID BDF[@VSLOT][,permissive=1,...][,backend=NAME]\n"},
         {{"pci-detach", "g"},
          "hvctl pci-detach: needs a domain and a BDF\nusage: hvctl pci-detach [-f|--force] "
          "NAME|ID BDF\n"},
@@ -298,4 +307,21 @@ TEST_CASE("pci verbs exit 1 when hv-min cannot be reached", "[tools][pci]") {
         CHECK(r.connected);
         CHECK(r.err.rfind("hvctl: cannot reach hv-min in /nonexistent/rundir", 0) == 0);
     }
+}
+
+TEST_CASE("an unanswered hot-plug attach is withdrawn to exactly the bus before it",
+          "[tools][pci]") {
+    const std::string b = "/b";
+    const auto d = three_slots();
+    const PciSpec s = spec("0001:00:07.0@1a,permissive=1");
+    const auto requested = apply(d, b, pci_attach_ops(b, s, 3));
+    CHECK(requested.at("state") == "7");
+    CHECK(requested.at("vdevfn-3") == "d0");
+    CHECK(apply(requested, b, pci_undo_attach_ops(b, s, 3)) == d);
+    // Guarded by what the request wrote: another device in slot 3 is not taken back.
+    const auto ops = pci_undo_attach_ops(b, spec("0001:00:08.0"), 3);
+    CHECK(std::find(ops.begin(), ops.end(),
+                    StoreOp{Op::expect, b + "/dev-3", "0001:00:08.0"}) != ops.end());
+    CHECK(std::find(ops.begin(), ops.end(), StoreOp{Op::expect, b + "/state-3", "1"}) !=
+          ops.end());
 }

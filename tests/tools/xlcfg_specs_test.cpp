@@ -307,6 +307,11 @@ TEST_CASE("pci specs take short and long BDFs, vslots and options", "[tools][pci
     REQUIRE(c);
     CHECK(c->all_functions);
     CHECK(c->bdf() == "0000:02:03.0");
+    CHECK(c->backend.empty());
+    auto d = parse_pci_spec("0001:00:02.0,backend=pcidd,seize=1");
+    REQUIRE(d);
+    CHECK(d->backend == "pcidd");
+    CHECK(d->seize);
 }
 
 TEST_CASE("every pci rejection has its reason", "[tools][pci][hostile]") {
@@ -324,5 +329,7 @@ TEST_CASE("every pci rejection has its reason", "[tools][pci][hostile]") {
     CHECK(pci_err("03:00.0,seize=1,seize=0") == "option 'seize' given twice");
     CHECK(pci_err("03:00.0,rdm_policy=lax") == "rdm_policy must be strict or relaxed");
     CHECK(pci_err("03:00.0,colour=1") == "unknown option 'colour'");
+    CHECK(pci_err("03:00.0,backend=") == "backend needs a domain name");
+    CHECK(pci_err("03:00.0,backend=a,backend=b") == "option 'backend' given twice");
     CHECK(pci_err("03:00.0,") == "option '' is not key=value");
 }

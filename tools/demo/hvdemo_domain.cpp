@@ -5,7 +5,7 @@
 //   hvdemo-domain crash   --status FIFO                 attach, report, abort()
 //   hvdemo-domain peer    --status FIFO --rendezvous FIFO --seed N
 //   hvdemo-domain granter --status FIFO --rendezvous FIFO --seed N --peer DOMID
-//   hvdemo-domain pci     --status FIFO                 pcifront on device/pci/0, report devices
+//   hvdemo-domain pci     --status FIFO [--conf-ops N]  pcifront on device/pci/0, report devices
 //
 // granter: fills the first half of a page (alone in its extent) with a seeded pattern,
 // grants it to the peer, allocates an unbound event channel for it and sends
@@ -55,6 +55,7 @@ struct Args {
     std::string rendezvous;
     std::uint64_t seed = 1;
     long peer = -1;
+    long conf_ops = -1;  // pci: config ops to make once connected (-1: none)
 };
 
 /// The pattern both sides compute: xorshift64 from the seed (salt separates the halves).
@@ -275,10 +276,38 @@ std::string describe_pci(hv::pcifront::Device& dev) {
     return out.empty() ? "none" : out;
 }
 
+/// --conf-ops N, once, on every device of the bus: N config reads (ID registers), N config
+/// writes (cache line size), one read past the config space (refused: an error) and MSI
+/// enabled then disabled; so pciback's counters grow by known amounts. "ok pci-ops N" or the
+/// first failure.
+std::string make_conf_ops(hv::pcifront::Device& dev, long n) {
+    for (const hv::pcifront::Address& a : dev.devices()) {
+        for (long i = 0; i < n; ++i) {
+            if (auto r = dev.conf_read(a, 0, 4); !r) {
+                return "fail conf_read: " + r.error().message();
+            }
+            if (auto w = dev.conf_write(a, 0x0c, 1, static_cast<std::uint32_t>(i & 0xff)); !w) {
+                return "fail conf_write: " + w.error().message();
+            }
+        }
+        if (dev.conf_read(a, 0x1000, 4)) {
+            return "fail conf_read at 0x1000 succeeded";
+        }
+        auto msi = dev.enable_msi(a);
+        if (!msi) {
+            return "fail enable_msi: " + msi.error().message();
+        }
+        if (auto d = dev.disable_msi(a); !d) {
+            return "fail disable_msi: " + d.error().message();
+        }
+    }
+    return "ok pci-ops " + std::to_string(n);
+}
+
 /// pci: waits for the toolstack to give the domain a PCI bus (device/pci/0), connects it
 /// with libpcifront and reports "ok pci <devices>" whenever the set of devices changes
-/// (hot-plug and unplug); runs until destroyed.
-int run_pci(Services& svc, Reporter& rep) {
+/// (hot-plug and unplug), after the first of them --conf-ops' result; runs until destroyed.
+int run_pci(Services& svc, Reporter& rep, long conf_ops) {
     auto xs = hv::xs::Client::from_fd(svc.take_xenstore_fd());
     if (!xs) {
         return rep.fail("xenstore: " + xs.error().message());
@@ -309,6 +338,10 @@ int run_pci(Services& svc, Reporter& rep) {
             (*dev)->generation() != reported) {
             reported = (*dev)->generation();
             rep.line("ok pci " + describe_pci(**dev));
+            if (conf_ops >= 0) {
+                rep.line(make_conf_ops(**dev, conf_ops));
+                conf_ops = -1;
+            }
         }
         auto ev = (*xs)->wait_event(std::chrono::seconds(1));
         if (!ev && ev.error() == std::errc::connection_reset) {
@@ -326,7 +359,7 @@ int run_pci(Services& svc, Reporter& rep) {
 int usage() {
     std::fputs(
         "usage: hvdemo-domain idle|crash|peer|granter|pci --status FIFO "
-        "[--rendezvous FIFO] [--seed N] [--peer DOMID]\n",
+        "[--rendezvous FIFO] [--seed N] [--peer DOMID] [--conf-ops N]\n",
         stderr);
     return 2;
 }
@@ -350,6 +383,8 @@ int main(int argc, char** argv) {
             a.seed = std::strtoull(v, nullptr, 0);
         } else if (k == "--peer") {
             a.peer = std::strtol(v, nullptr, 0);
+        } else if (k == "--conf-ops") {
+            a.conf_ops = std::strtol(v, nullptr, 0);
         } else {
             return usage();
         }
@@ -389,7 +424,7 @@ int main(int argc, char** argv) {
     }
     if (a.role == "pci") {
 #ifdef HVDEMO_PCI
-        return run_pci(*svc, rep);
+        return run_pci(*svc, rep, a.conf_ops);
 #else
         return rep.fail("built without libpcifront");
 #endif

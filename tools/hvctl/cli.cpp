@@ -27,7 +27,8 @@ const Verb verb_table[] = {
      "disk, vif, pci (written as libxl does), driver_domain, trusted,\n"
      "on_poweroff, on_reboot, on_crash. A disk or vif with backend=NAME is served by the\n"
      "driver domain NAME (one created with driver_domain = 1 whose kernel is blkback,\n"
-     "netback or hv-driver); the create fails if no domain has that name. trusted = 1\n"
+     "netback or hv-driver); so is a pci device with backend=NAME (kernel pciback; all of\n"
+     "a domain's pci devices name the same one). The create fails if no domain has that name. trusted = 1\n"
      "lets a driver domain map its frontends' memory (zero copy); without it (isolated)\n"
      "it uses grant copies only. Errors in the file are reported as FILE:LINE: message.\n",
      verb_create},
@@ -137,15 +138,19 @@ const Verb verb_table[] = {
     {"pci-assignable-list", "", "List assignable PCI devices",
      "Prints one dddd:bb:dd.f per line, as xl does, whether or not a domain holds it.\n",
      verb_pci_assignable_list},
-    {"pci-attach", "NAME|ID BDF[@VSLOT][,permissive=1,...]", "Hot-plug a PCI device into a domain",
+    {"pci-attach", "NAME|ID BDF[@VSLOT][,permissive=1,...][,backend=NAME]",
+     "Hot-plug a PCI device into a domain",
      "Assigns an assignable device with xl's pci spec syntax (options permissive,\n"
-     "msitranslate, power_mgmt, seize, rdm_policy). A domain without PCI devices gets its\n"
-     "pci device (backend pciback in Domain-0) and the command waits up to 10 s for pciback\n"
-     "to export it. Otherwise the backend must be Connected (the guest's pcifront is up;\n"
+     "msitranslate, power_mgmt, seize, rdm_policy; ours: backend=NAME, also as a third\n"
+     "argument). A domain without PCI devices gets its pci device, served by pciback in\n"
+     "Domain-0 or in the driver domain NAME (driver_domain = 1, kernel = pciback), and the\n"
+     "command waits up to 10 s for pciback to export it. A domain's devices share one\n"
+     "backend. Otherwise the backend must be Connected (the guest's pcifront is up;\n"
      "waited up to 10 s): the device is added to the next slot with state Reconfiguring in\n"
      "one transaction and the command waits up to 10 s for the guest to take it.\n"
      "Exit 1 if the domain does not exist, the device is not assignable or is assigned\n"
-     "already, or the backend does not take it; exit 2 for a bad spec.\n",
+     "already, the backend domain does not exist or is not a driver domain, or the\n"
+     "backend does not take it (an unanswered request is withdrawn); exit 2 for a bad spec.\n",
      verb_pci_attach},
     {"pci-detach", "[-f|--force] NAME|ID BDF", "Hot-unplug a PCI device from a domain",
      "Asks the guest to let go (slot state Closing, backend Reconfiguring), waits up to 10 s\n"

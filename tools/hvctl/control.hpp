@@ -59,6 +59,7 @@ struct StoreOp {
         expect,  ///< the node must read exactly `value`, else the transaction is abandoned
         write,   ///< write `value` (creating the node: it inherits its parent's permissions)
         remove,  ///< remove the node and its subtree (absent is fine)
+        set_perms,  ///< set the node's permissions to `value`: "n0 r5 ..." (xen-abi §4.5)
     };
     Kind kind = Kind::write;
     std::string path;
@@ -109,6 +110,8 @@ public:
     virtual Result<void> remove_store(const std::string& path) = 0;
     /// Lists one XenStore directory as dom0 (ENOENT if absent).
     virtual Result<std::vector<std::string>> list_store(const std::string& path) = 0;
+    /// One XenStore node's permissions as dom0, owner first ("n0", "r5", ...; ENOENT if absent).
+    virtual Result<std::vector<std::string>> read_perms(const std::string& path) = 0;
     /// Runs `ops` in order in one XenStore transaction as dom0, retried on conflict. An
     /// `expect` that does not hold abandons it with ECANCELED (nothing written): the caller
     /// re-reads and builds the ops again.

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <string>
@@ -318,6 +319,19 @@ public:
         return xs_->directory(path);
     }
 
+    Result<std::vector<std::string>> read_perms(const std::string& path) override {
+        HV_TRY(ensure_xs());
+        auto p = xs_->get_perms(path);
+        if (!p) {
+            return unexpected(p.error());
+        }
+        std::vector<std::string> out;
+        for (const xs::Permission& e : *p) {
+            out.push_back(xs::to_string(e));
+        }
+        return out;
+    }
+
     Result<void> store_transaction(const std::vector<StoreOp>& ops) override {
         HV_TRY(ensure_xs());
         return xs_->transaction([&](xs::TxId tx) -> Result<void> {
@@ -342,6 +356,22 @@ public:
                             return r;
                         }
                         break;
+                    case StoreOp::Kind::set_perms: {
+                        std::vector<xs::Permission> perms;
+                        std::size_t i = 0;
+                        while (i < op.value.size()) {
+                            const std::size_t sp = std::min(op.value.find(' ', i), op.value.size());
+                            auto p = xs::parse_permission(
+                                std::string_view(op.value).substr(i, sp - i));
+                            if (!p) {
+                                return unexpected(p.error());
+                            }
+                            perms.push_back(*p);
+                            i = sp + 1;
+                        }
+                        HV_TRY(xs_->set_perms(op.path, perms, tx));
+                        break;
+                    }
                 }
             }
             return {};

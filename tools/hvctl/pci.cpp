@@ -73,6 +73,20 @@ std::vector<StoreOp> pci_attach_ops(const std::string& bdir, const PciSpec& s, u
     return ops;
 }
 
+std::vector<StoreOp> pci_undo_attach_ops(const std::string& bdir, const PciSpec& s, unsigned n) {
+    std::vector<StoreOp> ops = {
+        {StoreOp::Kind::expect, bdir + "/state", "7"},
+        {StoreOp::Kind::expect, bdir + "/num_devs", std::to_string(n + 1)},
+        {StoreOp::Kind::expect, bdir + "/" + slot_key("dev", n), to_string(pci_addr(s))},
+        {StoreOp::Kind::expect, bdir + "/" + slot_key("state", n), "1"}};
+    for (std::string_view k : kPciSlotKeys) {
+        ops.push_back({StoreOp::Kind::remove, bdir + "/" + slot_key(k, n), {}});
+    }
+    ops.push_back({StoreOp::Kind::write, bdir + "/num_devs", std::to_string(n)});
+    ops.push_back({StoreOp::Kind::write, bdir + "/state", "4"});  // Connected, as before
+    return ops;
+}
+
 std::vector<StoreOp> pci_detach_request_ops(const std::string& bdir, unsigned i,
                                             const PciAddr& a) {
     return {{StoreOp::Kind::expect, bdir + "/state", "4"},
@@ -215,6 +229,87 @@ std::vector<PciAddr> assignable_devices(Control& c) {
 
 bool is_emulated(Control& c, const PciAddr& a) {
     return read_node(c, registry_path(kPciEmulatedDir, a)).has_value();
+}
+
+// ---- driver domains ----
+
+std::optional<DomainRow> pci_backend_domain(Cli& cli, std::string_view verb,
+                                            std::span<const DomainRow> rows,
+                                            const std::string& name) {
+    const std::string want = name.empty() ? "Domain-0" : name;
+    for (const DomainRow& r : rows) {
+        if (r.name != want && !(name.empty() && r.domid == 0)) {
+            continue;
+        }
+        if (r.domid != 0 && !r.driver_domain) {
+            cli.err << "hvctl " << verb << ": pci: backend domain '" << want
+                    << "' is not a driver domain (create it with driver_domain = 1 and kernel = "
+                       "pciback)\n";
+            return std::nullopt;
+        }
+        return r;
+    }
+    cli.err << "hvctl " << verb << ": pci: backend domain '" << want << "' does not exist\n";
+    return std::nullopt;
+}
+
+StoreOp pci_registry_perms(const PciAddr& a, std::uint16_t backend) {
+    // SPEC: xen-abi §4.5: first entry = owner + everyone else's access; dom0 always reads.
+    std::string perms = "n0";
+    if (backend != 0) {
+        perms += " r" + std::to_string(backend);
+    }
+    return {StoreOp::Kind::set_perms, registry_path(kPciAssignableDir, a), perms};
+}
+
+namespace {
+
+/// The emulated registry's permissions with `domid`'s write access added or removed.
+Result<void> edit_emulated_perms(Control& c, std::uint16_t domid, bool allow) {
+    const std::string dir(kPciEmulatedDir);
+    const std::string id = std::to_string(domid);
+    std::vector<StoreOp> ops;
+    std::vector<std::string> perms = {"n0"};
+    if (auto p = c.read_perms(dir)) {
+        perms = std::move(*p);
+    } else if (p.error() == std::errc::no_such_file_or_directory) {
+        ops.push_back({StoreOp::Kind::write, dir, ""});
+    } else {
+        return unexpected(p.error());
+    }
+    std::string text = perms.empty() ? "n0" : perms[0];
+    for (std::size_t i = 1; i < perms.size(); ++i) {
+        if (perms[i].substr(1) != id) {
+            text += " " + perms[i];
+        }
+    }
+    if (allow) {
+        text += " w" + id;
+    }
+    ops.push_back({StoreOp::Kind::set_perms, dir, text});
+    return c.store_transaction(ops);
+}
+
+}  // namespace
+
+Result<void> allow_emulated_registry(Control& c, std::uint16_t domid) {
+    return edit_emulated_perms(c, domid, true);
+}
+
+void revoke_emulated_registry(Control& c, std::uint16_t domid) {
+    const std::string dir(kPciEmulatedDir);
+    auto names = c.list_store(dir);
+    if (!names) {
+        return;
+    }
+    const std::string id = std::to_string(domid);
+    for (const std::string& n : *names) {
+        auto p = c.read_perms(dir + "/" + n);  // owner first: its creator
+        if (p && !p->empty() && (*p)[0].substr(1) == id) {
+            (void)c.remove_store(dir + "/" + n);
+        }
+    }
+    (void)edit_emulated_perms(c, domid, false);
 }
 
 // ---- sysfs ----

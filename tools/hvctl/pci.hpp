@@ -44,6 +44,10 @@ DeviceReq pci_device(std::span<const PciSpec> specs, const std::string& domain_n
 /// §7.4 hot-plug into the Connected backend dir `bdir` holding `n` slots: slot n's keys,
 /// num_devs = n+1 and backend state = 7, guarded by state == 4 and num_devs == n.
 std::vector<StoreOp> pci_attach_ops(const std::string& bdir, const PciSpec& s, unsigned n);
+/// Withdraws an attach request nobody answered: slot n's keys removed, num_devs = n and the
+/// backend state back to Connected, guarded by what pci_attach_ops wrote (state == 7,
+/// num_devs == n+1, dev-n == the device, state-n == 1).
+std::vector<StoreOp> pci_undo_attach_ops(const std::string& bdir, const PciSpec& s, unsigned n);
 /// §7.4 detach request for slot `i` holding `a`: state-i = 5 and backend state = 7, guarded
 /// by state == 4 and dev-i == a.
 std::vector<StoreOp> pci_detach_request_ops(const std::string& bdir, unsigned i,
@@ -106,6 +110,25 @@ bool pci_check_free(Cli& cli, Control& c, std::string_view verb,
 /// (driver_override first) and recorded with its driver, an emulated one recorded; refused
 /// if neither exists. Returns the exit code after printing why (as `verb`).
 int make_pci_assignable(Cli& cli, Control& c, std::string_view verb, const PciAddr& a);
+
+// ---- driver domains (pciback as a domain, devices with backend=NAME) ----
+
+/// The domain that is to serve a PCI bus: `name` ("" or "Domain-0": dom0) among `rows`, which
+/// must be a driver domain (created with driver_domain = 1). nullopt after printing why (as
+/// `verb`): no such domain, or not a driver domain.
+std::optional<DomainRow> pci_backend_domain(Cli& cli, std::string_view verb,
+                                            std::span<const DomainRow> rows,
+                                            const std::string& name);
+/// The registry entry of `a` readable by the backend that serves it (pciback checks it before
+/// exporting the device) and by nobody else: "n0", plus "r<backend>" for a driver domain.
+StoreOp pci_registry_perms(const PciAddr& a, std::uint16_t backend);
+/// A driver domain running pciback announces its emulated devices in kPciEmulatedDir: the
+/// directory gets "w<domid>" (each entry it creates is then its own); nothing else there is
+/// writable by a domain. Called after creating it.
+Result<void> allow_emulated_registry(Control& c, std::uint16_t domid);
+/// At its destroy: "w<domid>" goes, and so do the entries it created (it may not have had the
+/// chance to remove them).
+void revoke_emulated_registry(Control& c, std::uint16_t domid);
 
 // ---- the host's devices (sysfs) ----
 

@@ -54,7 +54,8 @@ void print_config(std::ostream& o, const DomainConfig& c, const CreateSpec& s) {
         o << " backend=" << (v.backend.empty() ? "Domain-0" : v.backend) << "\n";
     }
     for (const PciSpec& p : c.pcis) {
-        o << "pci " << p.bdf() << ": permissive=" << (p.permissive ? 1 : 0) << "\n";
+        o << "pci " << p.bdf() << ": permissive=" << (p.permissive ? 1 : 0)
+          << " backend=" << (p.backend.empty() ? "Domain-0" : p.backend) << "\n";
     }
 }
 
@@ -95,12 +96,26 @@ std::string missing_backend(Control& c, const std::vector<DeviceReq>& devices) {
     return {};
 }
 
-/// Every pci device of `cfg` is assignable (seize=1 makes it so) and held by no domain;
-/// false after printing why.
+/// Every pci device of `cfg` is assignable (seize=1 makes it so) and held by no domain, and
+/// all of them name one backend, dom0 or a live driver domain; each registry entry is then
+/// made readable by that backend. False after printing why.
 bool pci_devices_free(Cli& cli, Control& c, const DomainConfig& cfg) {
     auto rows = c.list();
     if (!rows) {
         cli.err << "hvctl create: " << cfg.name << ": " << rows.error().message() << "\n";
+        return false;
+    }
+    for (const PciSpec& p : cfg.pcis) {
+        if (p.backend != cfg.pcis.front().backend) {
+            // SPEC: §7.3 one pci device (one backend directory) per guest.
+            cli.err << "hvctl create: " << cfg.name << ": pci " << p.bdf() << ": backend '"
+                    << p.backend << "' differs from the first device's '"
+                    << cfg.pcis.front().backend << "': one backend serves a domain's PCI bus\n";
+            return false;
+        }
+    }
+    const auto be = pci_backend_domain(cli, "create", *rows, cfg.pcis.front().backend);
+    if (!be) {
         return false;
     }
     const auto held = pci_assignments(c, *rows);
@@ -113,6 +128,15 @@ bool pci_devices_free(Cli& cli, Control& c, const DomainConfig& cfg) {
         if (!pci_check_free(cli, c, "create", *rows, held, a)) {
             return false;
         }
+    }
+    std::vector<StoreOp> perms;
+    for (const PciSpec& p : cfg.pcis) {
+        perms.push_back(pci_registry_perms(pci_addr(p), be->domid));
+    }
+    if (auto r = c.store_transaction(perms); !r) {
+        cli.err << "hvctl create: " << cfg.name << ": pci registry permissions: "
+                << r.error().message() << "\n";
+        return false;
     }
     return true;
 }
@@ -215,12 +239,18 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
         if (!pci_devices_free(cli, *c, *cfg)) {
             return kExitFailure;
         }
-        devices.push_back(pci_device(cfg->pcis, spec.name, ""));
+        devices.push_back(pci_device(cfg->pcis, spec.name, cfg->pcis.front().backend));
     }
     auto domid = c->create(spec);
     if (!domid) {
         cli.err << "hvctl create: " << spec.name << ": " << domid.error().message() << "\n";
         return kExitFailure;
+    }
+    if (spec.driver_domain && kernel.filename() == "pciback") {
+        if (auto g = allow_emulated_registry(*c, *domid); !g) {
+            cli.err << "warning: " << spec.name << ": " << kPciEmulatedDir << ": "
+                    << g.error().message() << " (its emulated devices stay unannounced)\n";
+        }
     }
     // libxl's memory keys: static-max (maxmem) and target (memory), in KiB; mem-set and list
     // use them.

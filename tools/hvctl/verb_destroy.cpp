@@ -6,6 +6,7 @@
 #include <ostream>
 
 #include "cli.hpp"
+#include "pci.hpp"
 
 namespace hv::tools {
 
@@ -55,6 +56,9 @@ int verb_destroy(Cli& cli, std::span<const std::string> args) {
         }
     }
     auto r = c->destroy(dom->domid, std::chrono::seconds(10));
+    if (dom->driver_domain) {
+        revoke_emulated_registry(*c, dom->domid);  // a pciback domain's announcements
+    }
     for (const auto& [fe, list] : served) {
         if (auto rm = c->remove_devices(fe, list); !rm) {
             cli.err << "warning: " << dom->name << ": removing devices of domain " << fe << ": "

@@ -142,9 +142,23 @@ int hotplug_attach(Cli& cli, Control& c, const DomainRow& dom, const PciSpec& sp
         st == kConnected) {
         return kExitOk;
     }
+    const long long slot_state = read_number(c, st_n);
+    // No answer: take back what the request wrote (slot N, the num_devs bump, state 7), so
+    // the bus is as before and a later attach works. Guarded: if the backend moved meanwhile
+    // (it exported the slot after all, or closed), the slot stays for pci-list/pci-detach.
+    auto undo = run_guarded(c, [&]() -> std::optional<std::vector<StoreOp>> {
+        if (read_number(c, bdir + "/num_devs") != slot + 1 || backend_state(c, bdir) != 7 ||
+            read_number(c, st_n) != 1) {
+            return std::nullopt;
+        }
+        return pci_undo_attach_ops(bdir, spec, slot);
+    });
     cli.err << "hvctl pci-attach: " << dom.name << ": " << to_string(pci_addr(spec))
-            << ": the backend did not complete the hot-plug (backend state " << st << ", slot "
-            << slot << " state " << read_number(c, st_n) << "); see pci-list, pci-detach -f\n";
+            << ": the backend did not complete the hot-plug within "
+            << std::chrono::duration_cast<std::chrono::seconds>(kPciTimeout).count()
+            << " s (backend state " << st << ", slot " << slot << " state " << slot_state
+            << (undo ? "); the request was withdrawn\n"
+                     : "); see pci-list, pci-detach -f\n");
     return kExitFailure;
 }
 
@@ -302,15 +316,18 @@ int verb_pci_assignable_list(Cli& cli, std::span<const std::string> args) {
 }
 
 int verb_pci_attach(Cli& cli, std::span<const std::string> args) {
-    if (args.size() != 2 || (args[0].size() > 1 && args[0][0] == '-')) {
+    // `DOM BDF backend=NAME` is `DOM BDF,backend=NAME`.
+    const bool backend_arg = args.size() == 3 && args[2].starts_with("backend=");
+    if ((args.size() != 2 && !backend_arg) || (args[0].size() > 1 && args[0][0] == '-')) {
         return verb_usage(cli, "pci-attach",
                           args.size() < 2   ? "needs a domain and a BDF"
                           : args.size() > 2 ? "too many arguments"
                                             : "unknown option '" + args[0] + "'");
     }
-    auto spec = parse_pci_spec(args[1]);
+    const std::string text = backend_arg ? args[1] + "," + args[2] : args[1];
+    auto spec = parse_pci_spec(text);
     if (!spec) {
-        return verb_usage(cli, "pci-attach", "bad pci spec '" + args[1] + "': " + spec.error().text);
+        return verb_usage(cli, "pci-attach", "bad pci spec '" + text + "': " + spec.error().text);
     }
     if (spec->all_functions) {
         return verb_usage(cli, "pci-attach", "'" + args[1] + "': attach each function (.F) by itself");
@@ -337,13 +354,33 @@ int verb_pci_attach(Cli& cli, std::span<const std::string> args) {
     if (!pci_check_free(cli, *c, "pci-attach", *rows, pci_assignments(*c, *rows), a)) {
         return kExitFailure;
     }
-    if (auto found = find_pci_backend(*c, *rows, dom->domid)) {
+    const auto be = pci_backend_domain(cli, "pci-attach", *rows, spec->backend);
+    if (!be) {
+        return kExitFailure;
+    }
+    const auto found = find_pci_backend(*c, *rows, dom->domid);
+    if (found && !spec->backend.empty() && found->backend != be->domid) {
+        // SPEC: §7.3 one pci backend directory per guest.
+        cli.err << "hvctl pci-attach: " << dom->name << "'s PCI bus is served by "
+                << holder_name(*rows, found->backend) << ", not " << be->name
+                << ": one backend serves a domain's PCI bus\n";
+        return kExitFailure;
+    }
+    // The backend checks the registry before it exports the device: it must be able to read
+    // this entry (and, in a driver domain, no other).
+    if (auto r = c->store_transaction({pci_registry_perms(a, found ? found->backend : be->domid)});
+        !r) {
+        cli.err << "hvctl pci-attach: " << to_string(a) << ": registry permissions: "
+                << r.error().message() << "\n";
+        return kExitFailure;
+    }
+    if (found) {
         return hotplug_attach(cli, *c, *dom, *spec, *found);
     }
     // The domain's first device: its pci device is created with it, and the backend exports
     // it (state-0 = 3) before the frontend connects.
     const PciSpec one[] = {*spec};
-    return attach_device(cli, *c, "pci-attach", *dom, pci_device(one, dom->name, ""),
+    return attach_device(cli, *c, "pci-attach", *dom, pci_device(one, dom->name, spec->backend),
                          kPciTimeout, [](Control& cc, const std::string& bdir, long long st) {
                              return st >= 2 && st <= kConnected &&
                                     read_number(cc, bdir + "/state-0") == 3;

@@ -14,13 +14,15 @@
 #include <ostream>
 
 #include "cli.hpp"
+#include "pci.hpp"
 
 namespace hv::tools {
 
 namespace {
 
 /// One device of one domain, with its backend's counters. Reads and writes are from the
-/// guest's side: a vbd's reads; a vif's packets received (rx) and sent (tx).
+/// guest's side: a vbd's reads; a vif's packets received (rx) and sent (tx); a PCI device's
+/// config-space reads and writes (no byte counts; its MSI and MSI-X ops are `extra`).
 struct DeviceStat {
     std::uint16_t frontend = 0;
     AttachedDevice dev;
@@ -32,6 +34,8 @@ struct DeviceStat {
     std::uint64_t read_bytes = 0;
     std::uint64_t written_bytes = 0;
     std::uint64_t errors = 0;
+    bool has_bytes = true;
+    std::string extra;  // appended after Errors (pci: "msi=N msix=M")
 };
 
 struct Snapshot {
@@ -67,7 +71,61 @@ std::uint64_t counter(const std::map<std::string, std::string>& keys, const std:
     return v;
 }
 
-DeviceStat device_stat(Control& c, std::uint16_t fe, const AttachedDevice& d) {
+/// The counters the backend wrote under `dir` (name -> value).
+std::map<std::string, std::string> read_counters(Control& c, const std::string& dir, bool& found) {
+    std::map<std::string, std::string> keys;
+    found = false;
+    if (auto names = c.list_store(dir); names) {
+        found = true;
+        for (const std::string& k : *names) {
+            if (auto v = c.read_store(dir + "/" + k); v) {
+                keys[k] = *v;
+            }
+        }
+    }
+    return keys;
+}
+
+/// A pci bus: one row per device the backend exported (its validated `vdev-i`), with
+/// pciback's `statistics/<vdev dddd-bb-dd-f>/{conf_read,conf_write,msi,msix,errors}`; one
+/// "pci -" row while nothing is exported. Counters of devices no longer on the bus (left
+/// behind by an unplug) are not shown.
+void pci_stats(Control& c, std::uint16_t fe, const AttachedDevice& d, const std::string& state,
+               std::vector<DeviceStat>& out) {
+    DeviceStat base;
+    base.frontend = fe;
+    base.dev = d;
+    base.state = state;
+    base.has_bytes = false;
+    const std::size_t before = out.size();
+    if (auto b = read_pci_backend(c, d.backend, fe)) {
+        for (const PciSlot& slot : b->slots) {
+            if (!slot.vdev) {
+                continue;
+            }
+            DeviceStat s = base;
+            char label[32];
+            std::snprintf(label, sizeof label, "pci %02x:%02x.%x", slot.vdev->bus, slot.vdev->dev,
+                          slot.vdev->func);
+            s.label = label;
+            const auto keys = read_counters(
+                c, b->dir + "/statistics/" + registry_name(*slot.vdev), s.has_stats);
+            s.reads = counter(keys, "conf_read");
+            s.writes = counter(keys, "conf_write");
+            s.errors = counter(keys, "errors");
+            s.extra = "msi=" + std::to_string(counter(keys, "msi")) +
+                      " msix=" + std::to_string(counter(keys, "msix"));
+            out.push_back(std::move(s));
+        }
+    }
+    if (out.size() == before) {
+        base.label = "pci -";
+        out.push_back(std::move(base));
+    }
+}
+
+void device_stats(Control& c, std::uint16_t fe, const AttachedDevice& d,
+                  std::vector<DeviceStat>& out) {
     DeviceStat s;
     s.frontend = fe;
     s.dev = d;
@@ -75,6 +133,10 @@ DeviceStat device_stat(Control& c, std::uint16_t fe, const AttachedDevice& d) {
                              "/" + std::to_string(fe) + "/" + std::to_string(d.devid);
     auto st = c.read_store(bdir + "/state");
     s.state = st ? state_name(*st) : "-";
+    if (d.type == "pci") {
+        pci_stats(c, fe, d, s.state, out);
+        return;
+    }
     std::string name = std::to_string(d.devid);
     if (d.type == "vbd") {
         // The backend domain owns this directory and may have rewritten `dev`: only a plain
@@ -88,15 +150,7 @@ DeviceStat device_stat(Control& c, std::uint16_t fe, const AttachedDevice& d) {
         }
     }
     s.label = d.type + " " + name;
-    std::map<std::string, std::string> keys;
-    if (auto names = c.list_store(bdir + "/statistics"); names) {
-        s.has_stats = true;
-        for (const std::string& k : *names) {
-            if (auto v = c.read_store(bdir + "/statistics/" + k); v) {
-                keys[k] = *v;
-            }
-        }
-    }
+    const auto keys = read_counters(c, bdir + "/statistics", s.has_stats);
     if (d.type == "vbd") {
         s.reads = counter(keys, "rd_req");
         s.writes = counter(keys, "wr_req");
@@ -111,7 +165,7 @@ DeviceStat device_stat(Control& c, std::uint16_t fe, const AttachedDevice& d) {
         s.errors =
             counter(keys, "tx_errors") + counter(keys, "tx_dropped") + counter(keys, "rx_dropped");
     }
-    return s;
+    out.push_back(std::move(s));
 }
 
 Result<Snapshot> take_snapshot(Control& c) {
@@ -131,7 +185,7 @@ Result<Snapshot> take_snapshot(Control& c) {
             continue;  // died meanwhile
         }
         for (const AttachedDevice& d : *devs) {
-            snap.devices.push_back(device_stat(c, r.domid, d));
+            device_stats(c, r.domid, d, snap.devices);
         }
     }
     return snap;
@@ -184,20 +238,19 @@ std::string format_snapshot(const Snapshot& s, const Snapshot* prev) {
     out += line;
     for (const DeviceStat& d : s.devices) {
         const std::string be = domain_name(s, d.dev.backend);
-        if (!d.has_stats) {
-            std::snprintf(line, sizeof line, "%-24s %-12s %-16s %-12s %10s %10s %12s %12s %7s\n",
-                          domain_name(s, d.frontend).c_str(), d.label.c_str(), be.c_str(),
-                          d.state.c_str(), "-", "-", "-", "-", "-");
-        } else {
-            std::snprintf(
-                line, sizeof line, "%-24s %-12s %-16s %-12s %10llu %10llu %12llu %12llu %7llu\n",
-                domain_name(s, d.frontend).c_str(), d.label.c_str(), be.c_str(), d.state.c_str(),
-                static_cast<unsigned long long>(d.reads), static_cast<unsigned long long>(d.writes),
-                static_cast<unsigned long long>(d.read_bytes),
-                static_cast<unsigned long long>(d.written_bytes),
-                static_cast<unsigned long long>(d.errors));
-        }
+        auto num = [&](std::uint64_t v, bool shown = true) {
+            return d.has_stats && shown ? std::to_string(v) : std::string("-");
+        };
+        std::snprintf(line, sizeof line, "%-24s %-12s %-16s %-12s %10s %10s %12s %12s %7s",
+                      domain_name(s, d.frontend).c_str(), d.label.c_str(), be.c_str(),
+                      d.state.c_str(), num(d.reads).c_str(), num(d.writes).c_str(),
+                      num(d.read_bytes, d.has_bytes).c_str(),
+                      num(d.written_bytes, d.has_bytes).c_str(), num(d.errors).c_str());
         out += line;
+        if (d.has_stats && !d.extra.empty()) {
+            out += " " + d.extra;
+        }
+        out += "\n";
     }
     return out;
 }

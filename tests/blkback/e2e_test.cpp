@@ -373,15 +373,30 @@ TEST_CASE("the frontend going back to Initialising reconnects with new rings",
     write_read_check(v, img, 0, 32, 2, 3);
 }
 
+namespace {
+/// A connected vbd with persistent grants on a 2048-page guest (the persistent-grant tests).
+struct PersistentVbd {
+    explicit PersistentVbd(BackendOptions opt = {})
+        : env(opt), g(env, "fe", 2048), img(env.image("disk.img", kDisk)), v(env, g, 51712, img, options()) {
+        v.connect();
+    }
+    static VbdOptions options() {
+        VbdOptions o;
+        o.persistent = true;
+        return o;
+    }
+    Env env;
+    Guest g;
+    std::string img;
+    Vbd v;
+};
+}  // namespace
+
 TEST_CASE("the persistent grant cache is bounded by the ring and evicts the least recently used",
           "[blkback][e2e]") {
-    Env env;
-    Guest g(env, "fe", 2048);
-    const auto img = env.image("disk.img", kDisk);
-    VbdOptions o;
-    o.persistent = true;
-    Vbd v(env, g, 51712, img, o);
-    v.connect();
+    PersistentVbd pv{};
+    Guest& g = pv.g;
+    Vbd& v = pv.v;
     const unsigned cap = v.ring_size() * BLKIF_MAX_SEGMENTS_PER_REQUEST;  // 352 for one page
     std::vector<Page> pages;
     for (unsigned i = 0; i < cap + 40; ++i) {
@@ -418,13 +433,10 @@ TEST_CASE("idle persistent grants are purged, the frontend may reuse them", "[bl
     BackendOptions opt;
     opt.persistent_grant_idle = std::chrono::milliseconds(100);
     opt.stats_interval = std::chrono::milliseconds(20);
-    Env env(opt);
-    Guest g(env, "fe", 2048);
-    const auto img = env.image("disk.img", kDisk);
-    VbdOptions o;
-    o.persistent = true;
-    Vbd v(env, g, 51712, img, o);
-    v.connect();
+    PersistentVbd pv{opt};
+    Guest& g = pv.g;
+    Vbd& v = pv.v;
+    const std::string& img = pv.img;
     std::vector<Page> pages;
     for (unsigned i = 0; i < 20; ++i) {
         pages.push_back(v.page());
@@ -450,13 +462,9 @@ TEST_CASE("idle persistent grants are purged, the frontend may reuse them", "[bl
 TEST_CASE("max_persistent_grants bounds the cache below the ring's size", "[blkback][e2e]") {
     BackendOptions opt;
     opt.max_persistent_grants = 8;
-    Env env(opt);
-    Guest g(env, "fe", 2048);
-    const auto img = env.image("disk.img", kDisk);
-    VbdOptions o;
-    o.persistent = true;
-    Vbd v(env, g, 51712, img, o);
-    v.connect();
+    PersistentVbd pv{opt};
+    Guest& g = pv.g;
+    Vbd& v = pv.v;
     std::vector<Page> pages;
     for (unsigned i = 0; i < 12; ++i) {
         pages.push_back(v.page());
@@ -578,13 +586,10 @@ TEST_CASE("copy mode: indirect pages of a pass are copied in batches, a bad one 
 // read-only cannot be cached (persistent grants are read-write) and is mapped once per request.
 TEST_CASE("map mode caches a read-write indirect page as a persistent grant",
           "[blkback][e2e]") {
-    Env env;
-    Guest g(env, "fe", 2048);
-    const auto img = env.image("disk.img", kDisk);
-    VbdOptions o;
-    o.persistent = true;
-    Vbd v(env, g, 51712, img, o);
-    v.connect();
+    PersistentVbd pv{};
+    Guest& g = pv.g;
+    Vbd& v = pv.v;
+    const std::string& img = pv.img;
     const bool rw_indirect = GENERATE(true, false);
     INFO("indirect page granted " << (rw_indirect ? "read-write" : "read-only"));
     Page ind = v.page(/*readonly=*/!rw_indirect);

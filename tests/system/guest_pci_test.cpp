@@ -10,10 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "hv/subprocess.hpp"
-#include "skip.hpp"
-#include "tools_harness.hpp"
-#include "xenstore/client.hpp"
+#include "pci_rig.hpp"
 
 using namespace hv::test::tools;
 
@@ -28,54 +25,33 @@ std::string slurp(const std::string& p) {
 
 bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
 
-/// hv-min + pciback --emulate 0001:00:02.0 and 0001:00:03.0, both assignable.
+/// pci_rig.hpp's PciRig (hv-min, pciback with testdevs at 0001:00:02.0 and 0001:00:03.0)
+/// with an hv-guest domain "pg" whose command is a shell script.
 struct Rig {
-    Daemon d;
-    hv::Subprocess pciback;
-    std::unique_ptr<hv::xs::Client> xs;
+    PciRig pci;
+    Daemon& d = pci.d;
 
     Rig() {
-        hv::test::require_root();
         hv::test::skip_unless(std::filesystem::exists("/usr/bin/lspci") && std::filesystem::exists("/usr/bin/setpci"),
                               "needs pciutils (scripts/install-deps.sh)");
         hv::test::skip_unless(std::filesystem::exists("/dev/fuse"), "needs /dev/fuse");
-        REQUIRE(d.ready());
-        hv::SpawnOptions o;
-        o.capture_output = false;
-        o.log_path = d.dir() + "/pciback.log";
-        auto p = hv::Subprocess::spawn({bin_dir + "/pciback", "--rundir", d.rundir(), "--emulate",
-                                        "0001:00:02.0=testdev", "--emulate", "0001:00:03.0=testdev"},
-                                       o);
-        REQUIRE(p);
-        pciback = std::move(*p);
-        auto x = hv::xs::Client::connect(d.rundir() + "/xenstored.sock");
-        REQUIRE(x);
-        xs = std::move(*x);
-        REQUIRE(eventually([&] { return xs->read("/hvkit/pci/emulated/0001-00-03-0").has_value(); }));
-        REQUIRE(d.hvctl({"pci-assignable-add", "0001:00:02.0"}).rc == 0);
-        REQUIRE(d.hvctl({"pci-assignable-add", "0001:00:03.0"}).rc == 0);
     }
-    ~Rig() {
-        (void)d.hvctl({"destroy", "pg"});
-        pciback = hv::Subprocess{};
-    }
-    std::string logs() const {
-        return d.log() + run_process({"/bin/cat", d.dir() + "/pciback.log"}).out;
-    }
+    ~Rig() { (void)d.hvctl({"destroy", "pg"}); }
+    std::string logs() const { return pci.logs(); }
 
     /// Runs `script` (sh) as the command of an hv-guest domain with `pci`; waits for it to
     /// write `done` and the domain to go. The script sees $S (the tree) and $O (outputs).
-    void run(const std::string& pci, const std::string& script) {
-        start(pci, script);
+    void run(const std::string& devices, const std::string& script) {
+        start(devices, script);
         finish();
     }
-    void start(const std::string& pci, const std::string& script) {
+    void start(const std::string& devices, const std::string& script) {
         const std::string out = d.dir() + "/out";
         std::filesystem::create_directories(out);
         const std::string sh = d.write_cfg("guest.sh", "S=$HV_PCI_SYSFS\nO=" + out + "\n" + script + "\ntouch $O/done\n");
         const std::string cfg = d.write_cfg(
             "pg.cfg", "name = \"pg\"\nmemory = 16\nkernel = \"" + bin_dir + "/hv-guest\"\ncmdline = \"--pci-sysfs " +
-                          d.dir() + "/sysfs -- /bin/sh " + sh + "\"\npci = [ " + pci + " ]\n");
+                          d.dir() + "/sysfs -- /bin/sh " + sh + "\"\npci = [ " + devices + " ]\n");
         const ProcResult r = d.hvctl({"create", cfg});
         INFO(r.err << logs());
         REQUIRE(r.rc == 0);

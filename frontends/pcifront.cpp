@@ -2,6 +2,7 @@
 #include "frontends/pcifront.hpp"
 
 #include <poll.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,6 +17,41 @@
 #include "xenstore/client.hpp"
 
 namespace hv::pcifront {
+
+struct BarMapping::State {
+    Address addr;
+    void* base = nullptr;
+    std::size_t len = 0;
+    bool writable = false;
+    bool revoked = false;
+    ~State() {
+        if (base != nullptr) {
+            ::munmap(base, len);
+        }
+    }
+    /// The BAR's pages are replaced by an inaccessible reservation in one step (no window in
+    /// which another mapping could take the range while the program still holds the pointer).
+    void revoke() noexcept {
+        if (base != nullptr && !revoked) {
+            void* p = ::mmap(base, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                             -1, 0);
+            if (p == MAP_FAILED) {
+                ::munmap(base, len);  // never keep the BAR mapped
+                base = nullptr;
+            }
+            revoked = true;
+        }
+    }
+};
+
+BarMapping& BarMapping::operator=(BarMapping&&) noexcept = default;
+BarMapping::~BarMapping() = default;
+std::byte* BarMapping::data() const noexcept {
+    return s_ ? static_cast<std::byte*>(s_->base) : nullptr;
+}
+std::size_t BarMapping::size() const noexcept { return s_ ? s_->len : 0; }
+bool BarMapping::writable() const noexcept { return s_ && s_->writable && !s_->revoked; }
+bool BarMapping::valid() const noexcept { return s_ && s_->base != nullptr && !s_->revoked; }
 
 namespace {
 
@@ -52,6 +88,17 @@ public:
         }
     }
 };
+
+/// "%x:%x:%x.%x" (vdev-i). GUEST: the backend wrote it.
+std::optional<Address> parse_vdev(const std::string& s) {
+    unsigned d = 0, b = 0, sl = 0, f = 0;
+    char tail = 0;
+    if (std::sscanf(s.c_str(), "%x:%x:%x.%x%c", &d, &b, &sl, &f, &tail) != 4 || d > 0xffff ||
+        b > 0xff || sl > 31 || f > 7) {
+        return std::nullopt;
+    }
+    return Address{d, b, (sl << 3) | f};
+}
 
 /// "%x:%x" (root-j). GUEST: the backend wrote it.
 bool parse_root(const std::string& s, std::uint32_t& domain, std::uint32_t& bus) {
@@ -108,6 +155,22 @@ struct Device::Impl {
     void detach_closing() noexcept;
     Result<xen_pci_op> do_op(const xen_pci_op& op);
     Result<void> on_state_change();
+
+    std::vector<std::weak_ptr<BarMapping::State>> bars;  // handed out, maybe still mapped
+    template <class Pred>
+    void revoke_bars(Pred pred) noexcept {
+        std::erase_if(bars, [&](const std::weak_ptr<BarMapping::State>& w) {
+            auto st = w.lock();
+            if (!st) {
+                return true;
+            }
+            if (!pred(*st)) {
+                return false;
+            }
+            st->revoke();
+            return true;
+        });
+    }
 };
 
 Result<void> Device::Impl::publish() {
@@ -153,6 +216,7 @@ Result<void> Device::Impl::publish() {
 }
 
 void Device::Impl::teardown() noexcept {
+    revoke_bars([](const BarMapping::State&) { return true; });
     evtchn = {};
     if (set_up) {
         (void)hv.grants().end_access(ref);
@@ -228,13 +292,14 @@ void Device::Impl::detach_closing() noexcept {
             continue;
         }
         auto v = xs.read(bdir + "/vdev-" + std::to_string(i));
-        unsigned d = 0, b = 0, s = 0, f = 0;
-        char tail = 0;
-        if (!v || std::sscanf(v->c_str(), "%x:%x:%x.%x%c", &d, &b, &s, &f, &tail) != 4 || s > 31 ||
-            f > 7) {
+        const auto addr = v ? parse_vdev(*v) : std::nullopt;
+        if (!addr) {
             continue;
         }
-        const Address a{d, b, (s << 3) | f};
+        const Address a = *addr;
+        // Its BARs go first: the backend revokes them once we answer, and hv-min destroys a
+        // domain that still maps one.
+        revoke_bars([&a](const BarMapping::State& s) { return s.addr == a; });
         if (std::erase(devices, a) != 0) {
             ++generation;
             HV_INFO("pcifront %s: %s removed", fdir.c_str(), to_string(a).c_str());
@@ -512,6 +577,55 @@ std::string Device::frontend_dir() const { return impl_->fdir; }
 std::string Device::backend_dir() const { return impl_->bdir; }
 std::string Device::watch_token() const { return impl_->token; }
 DomId Device::backend_id() const noexcept { return impl_->backend; }
+
+Result<BarMapping> Device::map_bar(const Address& a, unsigned index) {
+    Impl& m = *impl_;
+    if (m.phase != Phase::connected || !m.set_up) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    if (index > 6 || std::find(m.devices.begin(), m.devices.end(), a) == m.devices.end()) {
+        return fail_errno(index > 6 ? EINVAL : ENODEV);
+    }
+    auto n = xenbus::read_uint(m.xs, m.bdir + "/num_devs", 256);
+    if (!n) {
+        return fail(n.error());
+    }
+    std::optional<unsigned> slot;
+    for (unsigned i = 0; i < *n && !slot; ++i) {
+        // A slot that was unplugged keeps its vdev-i: only an exported one (state-i 3) counts.
+        auto st = xenbus::read_uint(m.xs, m.bdir + "/state-" + std::to_string(i), 16);
+        auto v = m.xs.read(m.bdir + "/vdev-" + std::to_string(i));
+        if (st && *st == XenbusState::XenbusStateInitialised && v && parse_vdev(*v) == a) {
+            slot = i;
+        }
+    }
+    if (!slot) {
+        return fail_errno(ENODEV);
+    }
+    // GUEST (the backend's): a handle it wrote; hv-min decides whether it is ours.
+    auto h = xenbus::read_uint(m.xs, m.bdir + "/bar-" + std::to_string(*slot) + "-" +
+                                         std::to_string(index), 0xffffffffu);
+    if (!h) {
+        return fail_errno(ENOENT);
+    }
+    std::uint64_t size = 0;
+    bool ro = true;
+    auto fd = m.hv.iomem().open(m.backend, static_cast<std::uint32_t>(*h), &size, &ro);
+    if (!fd) {
+        return fail(fd.error());
+    }
+    void* p = ::mmap(nullptr, size, ro ? PROT_READ : PROT_READ | PROT_WRITE, MAP_SHARED, fd->get(), 0);
+    if (p == MAP_FAILED) {
+        return fail_errno();
+    }
+    auto st = std::make_shared<BarMapping::State>();
+    st->addr = a;
+    st->base = p;
+    st->len = size;
+    st->writable = !ro;
+    m.bars.push_back(st);
+    return BarMapping(std::move(st));  // the fd closes here: only the mapping stays
+}
 xen_pci_sharedinfo* Device::shared_for_test() noexcept { return impl_->sh; }
 void Device::kick_for_test() noexcept { (void)impl_->evtchn.notify(); }
 

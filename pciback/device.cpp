@@ -235,8 +235,10 @@ Result<void> PciDevice::export_slot(unsigned i) {
     for (const auto& e : exports_) {
         if (e->phys == *phys) {
             // Already ours (a repeated attach request): just confirm it.
-            HV_TRY(write_keys(xs, bdir_, {{"vdev-" + idx, to_vdev_string(e->virt)},
-                                           {"state-" + idx, "3"}}));
+            auto kv = bar_keys(*e);
+            kv.emplace_back("vdev-" + idx, to_vdev_string(e->virt));
+            kv.emplace_back("state-" + idx, "3");
+            HV_TRY(write_keys(xs, bdir_, kv));
             return {};
         }
     }
@@ -275,8 +277,12 @@ Result<void> PciDevice::export_slot(unsigned i) {
     const std::string vdev = to_vdev_string(e->virt);
     HV_INFO("pciback %s: exporting %s (%s%s) as %s", bdir_.c_str(), dev->c_str(),
             e->src->describe().c_str(), co.permissive ? ", permissive" : "", vdev.c_str());
+    grant_bars(*e);
+    auto kv = bar_keys(*e);
+    kv.emplace_back("vdev-" + idx, vdev);
+    kv.emplace_back("state-" + idx, "3");
     exports_.push_back(std::move(e));
-    auto w = write_keys(xs, bdir_, {{"vdev-" + idx, vdev}, {"state-" + idx, "3"}});
+    auto w = write_keys(xs, bdir_, kv);
     if (!w) {
         unexport(*phys);
         return fail(w.error());
@@ -284,10 +290,62 @@ Result<void> PciDevice::export_slot(unsigned i) {
     return {};
 }
 
+void PciDevice::grant_bars(Exported& e) noexcept {
+    // SPEC: design §8 "BARs mapped into the frontend": each memory BAR (and the ROM, read-only)
+    // becomes an hv-min I/O-memory grant for this frontend alone.
+    for (unsigned n = 0; n <= kRomIndex; ++n) {
+        const BarInfo b = e.src->bar(n);
+        const int fd = e.src->bar_fd(n);
+        if (b.size == 0 || b.is_io() || fd < 0) {
+            continue;
+        }
+        auto h = be_.hv_.iomem().grant(fd, b.size, ref_.frontend, n == kRomIndex);
+        if (!h) {
+            HV_WARN("pciback %s: %s BAR %u not granted to dom%u: %s", bdir_.c_str(),
+                    to_string(e.phys).c_str(), n, ref_.frontend.get(), h.error().message().c_str());
+            continue;
+        }
+        e.bar_handles[n] = *h;
+    }
+}
+
+std::vector<std::pair<std::string, std::string>> PciDevice::bar_keys(const Exported& e) const {
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (unsigned n = 0; n < e.bar_handles.size(); ++n) {
+        if (e.bar_handles[n] != 0) {
+            kv.emplace_back("bar-" + std::to_string(e.index) + "-" + std::to_string(n),
+                            std::to_string(e.bar_handles[n]));
+        }
+    }
+    return kv;
+}
+
+void PciDevice::revoke_bars(Exported& e) noexcept {
+    for (unsigned n = 0; n < e.bar_handles.size(); ++n) {
+        if (e.bar_handles[n] == 0) {
+            continue;
+        }
+        // hv-min verifies that the frontend let go; one that kept it is destroyed.
+        // ESTALE: hv-min ended it already (the frontend died).
+        if (auto r = be_.hv_.iomem().revoke(std::exchange(e.bar_handles[n], 0));
+            !r && r.error() != std::error_code(ESTALE, std::system_category())) {
+            HV_WARN("pciback %s: revoking BAR %u of %s: %s", bdir_.c_str(), n,
+                    to_string(e.phys).c_str(), r.error().message().c_str());
+        }
+        (void)be_.xs_.rm(bdir_ + "/bar-" + std::to_string(e.index) + "-" + std::to_string(n));
+    }
+    // The next assignee gets memory no former one can reach.
+    if (auto r = e.src->renew_memory(); !r) {
+        HV_WARN("pciback %s: %s: new BAR memory: %s", bdir_.c_str(), to_string(e.phys).c_str(),
+                r.error().message().c_str());
+    }
+}
+
 void PciDevice::unexport(Bdf phys) noexcept {
     for (auto it = exports_.begin(); it != exports_.end(); ++it) {
         if ((*it)->phys == phys) {
             release(**it);
+            revoke_bars(**it);
             // Reset to the initial config state before the device goes back to the host.
             (void)(*it)->src->reset();
             HV_INFO("pciback %s: %s released", bdir_.c_str(), to_string(phys).c_str());

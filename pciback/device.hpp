@@ -85,6 +85,12 @@ private:
     PciDevice(Backend& be, xenbus::DeviceRef ref);
     Result<void> export_slot(unsigned i);
     void unexport(Bdf phys) noexcept;  // by value: callers pass a member of what it erases
+    /// Grants each memory BAR and the ROM (read-only) of `e` to the frontend (hv-min iomem).
+    void grant_bars(Exported& e) noexcept;
+    /// `bar-<index>-<n>` = handle for each granted BAR.
+    std::vector<std::pair<std::string, std::string>> bar_keys(const Exported& e) const;
+    /// Revokes them, removes their keys, gives the source fresh memory.
+    void revoke_bars(Exported& e) noexcept;
     Result<void> publish_roots();
     Result<void> setup_backend();
     Result<void> reconfigure();

@@ -4,6 +4,7 @@
 // source and the interrupt router do the I/O). One thread.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -29,6 +30,9 @@ struct Exported {
     std::unique_ptr<DeviceSource> src;
     std::unique_ptr<ConfigSpace> cs;
     OpCounters counters;
+    /// hv-min I/O-memory handles of BAR 0..5 and the ROM (kRomIndex), published as
+    /// `bar-<index>-<n>`; 0 = not granted.
+    std::array<std::uint32_t, 7> bar_handles{};
 };
 
 /// Routes a device's MSI vectors / MSI-X entries to event channels of its frontend.

@@ -64,6 +64,11 @@ public:
     virtual int bar_fd(unsigned index) const noexcept = 0;
     /// Back to the device's initial config state (teardown).
     virtual Result<void> reset() noexcept = 0;
+    /// Called when the device leaves a frontend: BAR memory the next assignee gets must not be
+    /// reachable through anything the previous one held. The emulated model replaces its
+    /// memfds (a stale write of an old guest lands in the old file); host memory is the
+    /// device's own (hv-min verified that the old guest let go of it).
+    virtual Result<void> renew_memory() noexcept { return {}; }
     /// Readable (eventfd) when the device raised an interrupt; -1 if it never does.
     virtual int interrupt_fd() const noexcept { return -1; }
     /// Which vectors are pending since the last call (bit i: MSI vector / MSI-X entry i);

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 
 #include "hv/unique_fd.hpp"
@@ -35,19 +36,7 @@ class EmulatedSource final : public DeviceSource {
 public:
     static Result<std::unique_ptr<DeviceSource>> create(const Bdf& bdf) {
         std::unique_ptr<EmulatedSource> s(new EmulatedSource(bdf));
-        for (unsigned i : {0U, 2U, kRomIndex}) {
-            const BarInfo b = s->bar(i);
-            UniqueFd fd(::memfd_create("hvkit-pci-bar", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-            if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(b.size)) != 0) {
-                return fail_errno();
-            }
-            s->mem_[i] = std::move(fd);
-        }
-        // An option ROM header (0x55 0xAA) so tools that read it see a ROM.
-        const unsigned char sig[3] = {0x55, 0xaa, 0x80};
-        if (::pwrite(s->mem_[kRomIndex].get(), sig, sizeof sig, 0) != sizeof sig) {
-            return fail_errno();
-        }
+        HV_TRY(s->renew_memory());
         s->irq_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
         if (!s->irq_) {
             return fail_errno();
@@ -115,6 +104,25 @@ public:
 
     Result<void> reset() noexcept override {
         init_config();
+        return {};
+    }
+    /// New memfds for the BARs and the ROM (zeroed; the ROM signed again).
+    Result<void> renew_memory() noexcept override {
+        std::array<UniqueFd, kRomIndex + 1> fresh;
+        for (unsigned i : {0U, 2U, kRomIndex}) {
+            const BarInfo b = bar(i);
+            UniqueFd fd(::memfd_create("hvkit-pci-bar", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+            if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(b.size)) != 0) {
+                return fail_errno();
+            }
+            fresh[i] = std::move(fd);
+        }
+        // An option ROM header (0x55 0xAA) so tools that read it see a ROM.
+        const unsigned char sig[3] = {0x55, 0xaa, 0x80};
+        if (::pwrite(fresh[kRomIndex].get(), sig, sizeof sig, 0) != sizeof sig) {
+            return fail_errno();
+        }
+        mem_ = std::move(fresh);
         return {};
     }
     int interrupt_fd() const noexcept override { return irq_.get(); }

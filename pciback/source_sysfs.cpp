@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cinttypes>
+#include <string>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -48,6 +50,14 @@ public:
                 s->bars_[i].flags = raw ? (*raw & 1U ? *raw & 0x3U : *raw & 0xfU) : 0;
             }
         }
+        // Memory BARs are granted to the frontend as their resourceN files (mmap-able; I/O
+        // BARs and the ROM file are not).
+        for (unsigned i = 0; i < 6; ++i) {
+            if (s->bars_[i].size != 0 && !s->bars_[i].is_io()) {
+                const auto file = s->dir_ / ("resource" + std::to_string(i));
+                s->res_[i] = UniqueFd(::open(file.c_str(), O_RDWR | O_CLOEXEC));
+            }
+        }
         auto cmd = s->config_read(0x04, 2);
         s->initial_command_ = cmd ? static_cast<std::uint16_t>(*cmd) : 0;
         return std::unique_ptr<DeviceSource>(std::move(s));
@@ -81,7 +91,7 @@ public:
     }
 
     BarInfo bar(unsigned i) const noexcept override { return i <= kRomIndex ? bars_[i] : BarInfo{}; }
-    int bar_fd(unsigned) const noexcept override { return -1; }
+    int bar_fd(unsigned i) const noexcept override { return i < 6 ? res_[i].get() : -1; }
 
     Result<void> reset() noexcept override {
         // The command register back to what it was at export (decoding and bus mastering off
@@ -96,6 +106,7 @@ private:
     UniqueFd config_;
     unsigned size_ = 256;
     std::array<BarInfo, kRomIndex + 1> bars_{};
+    std::array<UniqueFd, 6> res_{};  // resourceN of memory BARs (-1: none or not openable)
     std::uint16_t initial_command_ = 0;
 };
 

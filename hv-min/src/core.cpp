@@ -1723,8 +1723,8 @@ struct Core::Impl {
     }
 
     /// Revokes the grants `pred` selects. A frontend that received one must no longer hold an
-    /// fd of it or map it: if it still does, it gets CoreConfig::iomem_revoke_grace_ms to let
-    /// go (a cooperating guest unmaps when its backend closes), then it is destroyed.
+    /// fd of it or map it once CoreConfig::iomem_revoke_grace_ms is over (a cooperating guest
+    /// unmaps when its backend reconfigures or closes); if it still does, it is destroyed.
     template <class Pred>
     void revoke_iomem_if(Pred pred, const char* why) {
         for (auto& g : iomem_grants.take_if(pred)) {
@@ -1732,15 +1732,14 @@ struct Core::Impl {
             if (!g.mapped || fe == nullptr || fe->serial != g.frontend_serial) {
                 continue;  // never handed out, or its frontend is gone: nothing to check
             }
+            // Checked now (logged) and again when the grace ends, whatever this check finds:
+            // an fd that was in flight in a socket of the domain now may be received later.
             pid_t who = 0;
-            if (!iomem::referenced(domain_pids(*fe), g.id, &who)) {
-                HV_DEBUG("hv-min: iomem %u of dom%u %s; dom%u holds none of it", g.handle,
-                         g.granter, why, g.frontend);
-                continue;
+            if (iomem::referenced(domain_pids(*fe), g.id, &who)) {
+                HV_INFO("hv-min: iomem %u of dom%u %s; dom%u (pid %d) still refers to it: %u ms "
+                        "to let go", g.handle, g.granter, why, g.frontend, who,
+                        cfg.iomem_revoke_grace_ms);
             }
-            HV_INFO("hv-min: iomem %u of dom%u %s; dom%u (pid %d) still refers to it: %u ms "
-                    "to let go", g.handle, g.granter, why, g.frontend, who,
-                    cfg.iomem_revoke_grace_ms);
             iomem_pending.push_back(iomem::Pending{
                 g.handle, g.frontend, g.frontend_serial, std::move(g.fd), g.id,
                 std::chrono::steady_clock::now() +

@@ -1,8 +1,6 @@
 // pciback + libpcifront end to end: the xenbus handshake (xen-abi.md §7.4), a guest reading
 // and writing the emulated device's config space through pcifront, hot-plug, teardown.
 #include <catch2/catch.hpp>
-#include <filesystem>
-#include <fstream>
 
 #include "harness.hpp"
 
@@ -66,12 +64,7 @@ TEST_CASE("a device missing from the assignable registry is refused with an erro
 TEST_CASE("an assignable host device is exported from sysfs", "[pciback][e2e][sysfs]") {
     BackendOptions o = emulating({});
     hv::test::TempDir sys("pciback-sysfs");
-    const auto dev = sys.path() / "0000:00:05.0";
-    std::filesystem::create_directories(dev);
-    std::string cfg(256, '\0');
-    cfg[0] = '\xf4'; cfg[1] = '\x1a'; cfg[2] = '\x00'; cfg[3] = '\x10';
-    std::ofstream(dev / "config", std::ios::binary) << cfg;
-    std::ofstream(dev / "resource") << "";
+    fake_host_device(sys.path(), "0000:00:05.0", std::string("\xf4\x1a\x00\x10", 4), "");
     o.sysfs_root = sys.path();
     Env env(o);
     Guest g(env, "g1");
@@ -90,17 +83,7 @@ TEST_CASE("devices hot-plug into and out of a running guest through Reconfigurin
     REQUIRE(env.wait_value(b + "/state", "4"));
     REQUIRE(front->devices().size() == 1);
 
-    const auto drive = [&](const std::string& until) {
-        // The guest's event loop: state events until the backend reads `until`.
-        const auto deadline = std::chrono::steady_clock::now() + 10s;
-        while (env.read(b + "/state") != until || front->phase() != pcifront::Phase::connected) {
-            REQUIRE(std::chrono::steady_clock::now() < deadline);
-            auto ev = g.xs->wait_event(200ms);
-            if (ev && ev->token == front->watch_token()) {
-                REQUIRE(front->on_state_change());
-            }
-        }
-    };
+    const auto drive = [&](const std::string& until) { g.drive(*front, until); };
     env.hotplug_add(g.domid, "0001:00:03.0");
     drive("4");
     CHECK(env.read(b + "/state-1") == "3");

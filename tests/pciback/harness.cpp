@@ -1,12 +1,18 @@
 // pciback end-to-end harness implementation (see harness.hpp).
 #include "harness.hpp"
 
+#include <sys/stat.h>
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include "donor_channel.hpp"
+#include "hv/fd_passing.hpp"
 #include "skip.hpp"
 
 namespace hv::pci::test {
@@ -26,6 +32,7 @@ Env::Env(std::optional<BackendOptions> backend_opt) {
     hv::test::require_root();  // hv-min takes dom0 connections from uid 0 only
     hvmin::CoreConfig cfg;
     cfg.rundir = dir.path();
+    cfg.iomem_revoke_grace_ms = 500;  // a guest keeping a revoked BAR dies within the test
     auto c = hvmin::Core::create(cfg);
     REQUIRE(c);
     core = std::move(*c);
@@ -159,6 +166,17 @@ std::string Env::read(const std::string& path) {
     return v ? *v : std::string("<") + v.error().message() + ">";
 }
 
+std::filesystem::path fake_host_device(const std::filesystem::path& root, const std::string& bdf,
+                                       const std::string& config, const std::string& resource) {
+    const auto dev = root / bdf;
+    std::filesystem::create_directories(dev);
+    std::string cfg = config;
+    cfg.resize(256, '\0');
+    std::ofstream(dev / "config", std::ios::binary) << cfg;
+    std::ofstream(dev / "resource") << resource;
+    return dev;
+}
+
 // ---- Guest ----
 
 Guest::Guest(Env& e, const std::string& name) : env(e) {
@@ -181,6 +199,59 @@ Guest::Guest(Env& e, const std::string& name) : env(e) {
 }
 
 Guest::~Guest() { kill(); }
+
+void Guest::drive(pcifront::Device& front, const std::string& until) {
+    const std::string b = env.bdir(domid);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (env.read(b + "/state") != until || front.phase() != pcifront::Phase::connected) {
+        REQUIRE(std::chrono::steady_clock::now() < deadline);
+        auto ev = xs->wait_event(200ms);
+        if (ev && ev->token == front.watch_token()) {
+            REQUIRE(front.on_state_change());
+        }
+    }
+}
+
+void Guest::give_to_domain(int fd, char tag) {
+    struct stat want {};
+    REQUIRE(::fstat(fd, &want) == 0);
+    auto r = hv::send_fds(donor_.get(), hv::bytes_of(tag), std::span<const int>(&fd, 1));
+    REQUIRE(r);
+    // Until the domain's process holds it (an fd in flight is in nobody's table yet).
+    auto doms = env.ts->list();
+    REQUIRE(doms);
+    pid_t pid = -1;
+    for (const auto& d : *doms) {
+        if (d.domid == domid) {
+            pid = d.pid;
+        }
+    }
+    REQUIRE(pid > 0);
+    const std::string proc = "/proc/" + std::to_string(pid);
+    const auto holds = [&] {
+        std::error_code ec;
+        for (const auto& e : std::filesystem::directory_iterator(proc + "/fd", ec)) {
+            struct stat st {};
+            if (::stat(e.path().c_str(), &st) == 0 && st.st_ino == want.st_ino && st.st_dev == want.st_dev) {
+                return true;
+            }
+        }
+        std::ifstream maps(proc + "/maps");
+        std::string line;
+        while (std::getline(maps, line)) {
+            unsigned long long ino = 0;
+            if (std::sscanf(line.c_str(), "%*s %*s %*s %*s %llu", &ino) == 1 && ino == want.st_ino) {
+                return true;
+            }
+        }
+        return false;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!holds()) {
+        REQUIRE(std::chrono::steady_clock::now() < deadline);
+        std::this_thread::sleep_for(5ms);
+    }
+}
 
 void Guest::kill() {
     if (!donor_.valid()) {

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -24,6 +25,11 @@ namespace hv::pci::test {
 
 using namespace std::chrono_literals;
 using xenbus::XenbusState;
+
+/// A host device in a fake sysfs tree: root/<bdf>/config (256 bytes: `config` zero-padded) and
+/// root/<bdf>/resource (`resource`, the kernel's "start end flags" lines). Returns its directory.
+std::filesystem::path fake_host_device(const std::filesystem::path& root, const std::string& bdf,
+                                       const std::string& config, const std::string& resource);
 
 /// Backend options hosting the emulated model at each BDF.
 BackendOptions emulating(std::initializer_list<const char*> bdfs);
@@ -72,6 +78,12 @@ public:
     void kill();
     /// libpcifront on device/pci/0, connected (REQUIREs success).
     std::unique_ptr<pcifront::Device> connect(pcifront::Options o = {});
+    /// The guest's event loop: state events to `front` until the backend's state reads
+    /// `until` and the frontend is Connected (REQUIREs, 10 s).
+    void drive(pcifront::Device& front, const std::string& until);
+    /// Hands `fd` to the domain's own process (the donor), which keeps it open (`tag` 'K')
+    /// or maps it and closes it ('M'): a guest that holds on to a BAR.
+    void give_to_domain(int fd, char tag);
 
     Env& env;
     DomId domid{0};

@@ -63,6 +63,29 @@ struct Options {
 
 enum class Phase : std::uint8_t { waiting, connected, reconfiguring, closed, dead };
 
+/// A BAR (0..5) or the expansion ROM (6, read-only) of an exported device, mapped into this
+/// domain (hv-min I/O memory the backend granted to it). Unmapped in its destructor. When the
+/// device is unplugged or the bus closes, the library revokes it first: the range then stays
+/// reserved but every access faults (as a removed device's would), and valid() is false.
+class BarMapping {
+public:
+    struct State;
+    BarMapping() noexcept = default;
+    explicit BarMapping(std::shared_ptr<State> s) noexcept : s_(std::move(s)) {}
+    BarMapping(BarMapping&&) noexcept = default;
+    BarMapping& operator=(BarMapping&&) noexcept;
+    ~BarMapping();
+    std::byte* data() const noexcept;
+    std::size_t size() const noexcept;
+    std::span<std::byte> bytes() const noexcept { return {data(), size()}; }
+    bool writable() const noexcept;
+    /// False once unplugged/closed (or never mapped).
+    bool valid() const noexcept;
+
+private:
+    std::shared_ptr<State> s_;
+};
+
 class Device {
 public:
     /// Prepares the PCI bus `devid` (device/pci/<devid>): reads its backend, watches both
@@ -99,6 +122,12 @@ public:
     Result<std::vector<hvmin::EventChannelBinding>> enable_msix(const Address& a,
                                                                 std::span<const std::uint16_t> entries);
     Result<void> disable_msix(const Address& a);
+    /// Maps BAR `index` (0..5; 6 = the ROM, read-only) of device `a`: the backend's
+    /// `bar-<i>-<index>` handle (i: the slot whose vdev-i is `a`) through hv-min.
+    /// Errors: Errc::not_connected, ENODEV (no such device now), ENOENT (that BAR is not
+    /// granted: unimplemented, I/O space, or the backend could not), hv-min's errors
+    /// (ESTALE: revoked meanwhile), mmap errors.
+    Result<BarMapping> map_bar(const Address& a, unsigned index);
     /// One raw op (hostile-backend and hostile-frontend tests): returns the backend's
     /// answer whatever its err. Errors: transport only (timed_out, not_connected).
     Result<rings::xen_pci_op> do_op(const rings::xen_pci_op& op);

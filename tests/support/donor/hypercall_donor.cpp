@@ -1,13 +1,19 @@
 // A domain program that hands its hypercall channel ($HV_HYPERCALL_FD) to the test process
 // (SCM_RIGHTS, with one tag byte, over the Unix socket named by argv[1]) and then lives until
 // that socket closes. The test attaches the channel in-process (hvmin::Services::attach_fd) and
-// plays the frontend domain itself. Used by the blkback and netback end-to-end tests.
+// plays the frontend domain itself. Used by the blkback, netback and pciback end-to-end tests.
+// Being the domain's process, it can also hold what the domain is meant to let go of: an fd
+// the test sends it with tag 'K' is kept open, one with tag 'M' is mmapped (one page, read-only,
+// shared) and closed (pciback's test of a guest that keeps a revoked BAR).
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <span>
+#include <vector>
 
 #include "hv/fd_passing.hpp"
 
@@ -33,8 +39,19 @@ int main(int argc, char** argv) {
         return 1;
     }
     ::close(hfd);
-    char buf[64];
-    while (::read(s, buf, sizeof buf) > 0) {
+    std::vector<hv::UniqueFd> kept;
+    for (;;) {
+        char buf[64];
+        auto m = hv::recv_fds(s, std::as_writable_bytes(std::span(buf)), 4);
+        if (!m || m->eof || m->bytes == 0) {
+            return 0;
+        }
+        for (auto& fd : m->fds) {
+            if (buf[0] == 'M') {
+                (void)::mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fd.get(), 0);
+            } else {
+                kept.push_back(std::move(fd));
+            }
+        }
     }
-    return 0;
 }

@@ -8,6 +8,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <fstream>
@@ -118,7 +119,13 @@ bool referenced(std::span<const pid_t> pids, FileId id, pid_t* who) {
 }
 
 Result<std::uint32_t> Table::add(Grant g) {
-    if (grants_.size() >= kMaxGrants) {
+    // Dom0's processes (the toolstack's backends) are counted per connection.
+    const auto mine = static_cast<std::size_t>(
+        std::count_if(grants_.begin(), grants_.end(), [&g](const auto& kv) {
+            return g.granter == 0 ? kv.second.granter_conn == g.granter_conn
+                                  : kv.second.granter == g.granter;
+        }));
+    if (grants_.size() >= kMaxGrants || mine >= kMaxPerGranter) {
         return fail_errno(ENOSPC);
     }
     g.handle = next_++;

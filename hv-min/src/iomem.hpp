@@ -69,7 +69,10 @@ bool referenced(std::span<const pid_t> pids, FileId id, pid_t* who = nullptr);
 class Table {
 public:
     static constexpr std::size_t kMaxGrants = 4096;
-    /// Errors: ENOSPC (table full).
+    /// Each grant holds an fd in hv-min: one granter may not use up the table (or hv-min's fds).
+    static constexpr std::size_t kMaxPerGranter = 256;
+    /// Errors: ENOSPC (table full, or the granting domain — a dom0 connection for dom0 —
+    /// holds kMaxPerGranter).
     Result<std::uint32_t> add(Grant g);
     Grant* find(std::uint32_t handle);
     /// True for a handle that was handed out once (it may be revoked since).

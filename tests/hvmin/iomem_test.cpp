@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "harness.hpp"
 #include "iomem.hpp"
@@ -157,6 +158,18 @@ TEST_CASE("iomem: grant arguments are checked", "[hvmin][iomem]") {
                                   std::span(&fd, 1));
     REQUIRE(raw);
     CHECK(raw->hdr.rc == -EINVAL);
+    req.flags = 0;
+    req.handle = 5;  // an out field
+    raw = h.dom0().channel().call(wire::Op::iomem_grant, 1, as_bytes(std::span(&req, 1)),
+                                  std::span(&fd, 1));
+    REQUIRE(raw);
+    CHECK(raw->hdr.rc == -EINVAL);
+    req.handle = 0;
+    req.pad2 = 1;
+    raw = h.dom0().channel().call(wire::Op::iomem_grant, 1, as_bytes(std::span(&req, 1)),
+                                  std::span(&fd, 1));
+    REQUIRE(raw);
+    CHECK(raw->hdr.rc == -EINVAL);
     req = wire::IomemGrant{};
     req.handle = 1;
     req.flags = 1;
@@ -166,6 +179,27 @@ TEST_CASE("iomem: grant arguments are checked", "[hvmin][iomem]") {
     raw = h.dom0().channel().call(wire::Op::iomem_revoke, 1, as_bytes(std::span(&req, 1)));
     REQUIRE(raw);
     CHECK(raw->hdr.rc == -EINVAL);
+}
+
+TEST_CASE("iomem: one granting domain or dom0 connection holds at most 256 grants", "[hvmin][iomem]") {
+    Harness h;
+    Puppet g(h, "fe");
+    UniqueFd bar = bar_memfd(4096);
+    std::vector<std::uint32_t> handles;
+    for (std::size_t i = 0; i < iomem::Table::kMaxPerGranter; ++i) {
+        auto r = h.dom0().iomem().grant(bar.get(), 4096, g.domid, true);
+        REQUIRE(r);
+        handles.push_back(*r);
+    }
+    auto full = h.dom0().iomem().grant(bar.get(), 4096, g.domid, true);
+    REQUIRE_FALSE(full);
+    CHECK(full.error().value() == ENOSPC);
+    // Another dom0 process (connection) has its own allowance.
+    auto other = Services::connect_dom0(h.dir.path());
+    REQUIRE(other);
+    CHECK(other->iomem().grant(bar.get(), 4096, g.domid, true));
+    REQUIRE(h.dom0().iomem().revoke(handles.back()));
+    CHECK(h.dom0().iomem().grant(bar.get(), 4096, g.domid, true));
 }
 
 TEST_CASE("iomem: another dom0 connection may not revoke a grant it did not make",

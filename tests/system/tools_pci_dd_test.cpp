@@ -110,7 +110,7 @@ TEST_CASE("a pci-attach no backend answers is withdrawn, and a later attach work
           "Vdev Device\n00.0 0001:00:02.0\n01.0 0001:00:03.0\n");
 }
 
-TEST_CASE("pciback as an isolated driver domain serves a pcifront guest; its destroy closes it",
+TEST_CASE("pciback as an isolated driver domain serves a pcifront guest, and its destroy closes it",
           "[system][tools][pci][driver-domain][root]") {
     PciRig rig(PciRig::Mode::driver_domain);
     Daemon& d = rig.d;
@@ -161,6 +161,7 @@ TEST_CASE("pciback as an isolated driver domain serves a pcifront guest; its des
     r = d.hvctl({"pci-detach", "hp", "0001:00:03.0"});
     REQUIRE(r.rc == 0);
     CHECK(rig.report(id) == PciRig::one_device());
+    CHECK(perms_text(xs, "/hvkit/pci/assignable/0001-00-03-0") == "n0");  // served no more
     r = d.hvctl({"pci-attach", "hp", "0001:00:03.0,backend=Domain-0"});
     CHECK(r.rc == 1);
     CHECK(r.err ==

@@ -464,6 +464,10 @@ int verb_pci_detach(Cli& cli, std::span<const std::string> args) {
                 << "'s keys: " << rm.error().message() << "\n";
         return kExitFailure;
     }
+    if (found->backend != 0 && assignable_driver(*c, *a)) {
+        // The driver domain no longer serves it: its registry entry is dom0's alone again.
+        (void)c->store_transaction({pci_registry_perms(*a, 0)});
+    }
     return kExitOk;
 }
 

@@ -93,7 +93,10 @@ TEST_CASE("lspci and setpci in an hv-guest domain read and write through pcifron
                 "$P -s 00:00.0 VENDOR_ID.w INTERRUPT_LINE.b >> $O/ro 2>&1\n"
                 "$P -s 00:00.0 BASE_ADDRESS_0.l=0x12345000 > /dev/null 2>&1\n"
                 "$P -s 00:00.0 BASE_ADDRESS_0.l > $O/bar0 2>&1\n"
-                "echo x > $D/vendor 2> /dev/null; echo $? > $O/ro_attr\n");
+                "echo x > $D/vendor 2> /dev/null; echo $? > $O/ro_attr\n"
+                "$P -s 00:00.0 CAP_MSI+2.w=0x0001 > $O/msi 2>&1\n"
+                "$P -s 00:00.0 52.w >> $O/msi 2>&1\n"
+                "dd if=/dev/zero of=$D/config bs=1 seek=256 count=1 conv=notrunc > $O/big 2>&1\n");
     INFO(rig.logs());
     CHECK(rig.out("ls") == "0000:00:00.0\n0000:00:01.0\n");
     const std::string attrs = rig.out("attrs");
@@ -136,6 +139,12 @@ TEST_CASE("lspci and setpci in an hv-guest domain read and write through pcifron
     CHECK(rig.out("ro") == "1b36\n0b\n");
     CHECK(rig.out("bar0") == "febf0000\n");
     CHECK(rig.out("ro_attr") != "0\n");
+    // Refusals reach the tool as errnos: pciback's access_denied (MSI flags belong to the
+    // enable_msi op) is EPERM, and the MSI flags keep their value; config ends at 256 bytes.
+    const std::string msi = rig.out("msi");
+    CHECK(contains(msi, "Operation not permitted"));
+    CHECK(contains(msi, "\n0080\n"));
+    CHECK(contains(rig.out("big"), "File too large"));
 }
 
 TEST_CASE("the sysfs tree follows PCI hot-plug in a running hv-guest domain", "[system][guest][pci][hotplug][root]") {

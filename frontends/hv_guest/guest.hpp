@@ -35,6 +35,7 @@ struct Context {
     std::filesystem::path fuse_dir;   ///< --fuse-dir: each disk also as the file <dir>/<dev> (empty: off)
     MountNamespace* mount_ns = nullptr;  ///< with --fuse-dir/--pci-sysfs: the domain's mount namespace
     std::filesystem::path pci_sysfs;  ///< --pci-sysfs: the PCI devices as a /sys/bus/pci tree (empty: off)
+    unsigned wait_pci = 0;            ///< --wait-pci: PCI devices that must be connected before the command
 };
 
 /// One kind of device (`device/<type>/*`): one file pair per kind (disk.cpp, nic.cpp...).

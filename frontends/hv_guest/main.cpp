@@ -35,7 +35,7 @@ void usage(std::FILE* f) {
     std::fprintf(
         f,
         "usage: hv-guest [--nbd-dir DIR] [--fuse-dir DIR] [--pci-sysfs DIR] [--wait-disks N]\n"
-        "                [--connect-timeout MS] [-- COMMAND ARGS...]\n"
+        "                [--wait-pci N] [--connect-timeout MS] [-- COMMAND ARGS...]\n"
         "  The standard domain program: run by hv-min as a domain (needs HV_HYPERCALL_FD).\n"
         "  Each disk (device/vbd/*) is exported over NBD on DIR/<dev>.nbd (dev = the backend's\n"
         "  `dev` key, e.g. xvda, or the devid); DIR defaults to $HV_RUNDIR/guest/<domid>.\n"
@@ -48,7 +48,8 @@ void usage(std::FILE* f) {
         "  the file DIR/<dev> (FUSE; HV_DISK_<DEV>=<file> in the environment).\n"
         "  The PCI bus (device/pci/0) is connected with pcifront; --pci-sysfs: the command runs in\n"
         "  the domain's mount namespace, where DIR is shaped like /sys/bus/pci (HV_PCI_SYSFS=DIR):\n"
-        "  lspci -A linux-sysfs -O sysfs.path=DIR.\n");
+        "  lspci -A linux-sysfs -O sysfs.path=DIR. --wait-pci N: COMMAND also waits for the bus to be\n"
+        "  connected with at least N devices (the toolstack may write it after the domain started).\n");
 }
 
 struct Child {
@@ -106,6 +107,7 @@ int run(int argc, char** argv) {
     std::string pci_sysfs;
     int connect_timeout_ms = 30000;
     unsigned wait_disks = 0;
+    unsigned wait_pci = 0;
     std::vector<std::string> command;
     for (int i = 1; i < argc; ++i) {
         const std::string_view a = argv[i];
@@ -123,6 +125,8 @@ int run(int argc, char** argv) {
             pci_sysfs = argv[++i];
         } else if (a == "--wait-disks" && i + 1 < argc) {
             wait_disks = static_cast<unsigned>(std::atoi(argv[++i]));
+        } else if (a == "--wait-pci" && i + 1 < argc) {
+            wait_pci = static_cast<unsigned>(std::atoi(argv[++i]));
         } else if (a == "--connect-timeout" && i + 1 < argc) {
             connect_timeout_ms = std::atoi(argv[++i]);
         } else if (a == "-h" || a == "--help") {
@@ -180,7 +184,7 @@ int run(int argc, char** argv) {
         return 1;
     }
     hv::guest::Context ctx{*svc, **xs, domid, hv::xenbus::domain_path(domid), dir,
-                              wait_disks, fuse_dir, mount_ns.get(), pci_sysfs};
+                              wait_disks, fuse_dir, mount_ns.get(), pci_sysfs, wait_pci};
     std::vector<std::unique_ptr<hv::guest::DeviceKind>> kinds;
     kinds.push_back(hv::guest::make_disks(ctx));
     kinds.push_back(hv::guest::make_nics(ctx));

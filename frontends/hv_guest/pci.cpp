@@ -67,7 +67,10 @@ public:
     /// Brings the slots in line with the bus's devices (new ones sized, gone ones hidden).
     void sync() {
         std::vector<pcifront::Address> now;
-        if (front_ != nullptr && front_->phase() == pcifront::Phase::connected) {
+        // While Reconfiguring, devices() already lacks the ones being unplugged and still has
+        // the others: they stay listed.
+        if (front_ != nullptr && (front_->phase() == pcifront::Phase::connected ||
+                                  front_->phase() == pcifront::Phase::reconfiguring)) {
             now = front_->devices();
         }
         for (auto& s : slots_) {
@@ -586,7 +589,11 @@ public:
         }
     }
     bool ready() const override {
-        return !initial_ || failed_ || (front_ && front_->phase() == pcifront::Phase::connected);
+        const bool connected = front_ && front_->phase() == pcifront::Phase::connected;
+        if (ctx_.wait_pci > 0) {  // bounded by --connect-timeout like the disks
+            return connected && front_->devices().size() >= ctx_.wait_pci;
+        }
+        return !initial_ || failed_ || connected;
     }
     void env(std::vector<std::string>& out) const override {
         if (mount_) {

@@ -50,7 +50,7 @@ struct Rig {
         std::filesystem::create_directories(out);
         const std::string sh = d.write_cfg("guest.sh", "S=$HV_PCI_SYSFS\nO=" + out + "\n" + script + "\ntouch $O/done\n");
         const std::string cfg = d.write_cfg(
-            "pg.cfg", "name = \"pg\"\nmemory = 16\nkernel = \"" + bin_dir + "/hv-guest\"\ncmdline = \"--pci-sysfs " +
+            "pg.cfg", "name = \"pg\"\nmemory = 16\nkernel = \"" + bin_dir + "/hv-guest\"\ncmdline = \"--wait-pci 2 --pci-sysfs " +
                           d.dir() + "/sysfs -- /bin/sh " + sh + "\"\npci = [ " + devices + " ]\n");
         const ProcResult r = d.hvctl({"create", cfg});
         INFO(r.err << logs());

@@ -532,13 +532,8 @@ Result<RunStats> native_run(const Target& t, const Workload& w, std::chrono::mil
             return fail_errno(-src);
         }
         if (w.poll) {  // as blkback's polling mode: peek the CQ for the window before sleeping
-            unsigned probes = 0;
-            (void)spin_until(
-                [&] {
-                    yield_every_64(probes);
-                    return io_uring_cq_ready(&ring) > 0;
-                },
-                kPollWindow);
+            (void)spin_until([&] { return io_uring_cq_ready(&ring) > 0; }, kPollWindow,
+                             SpinYield::every_64);
         }
         io_uring_cqe* cqe = nullptr;
         __kernel_timespec ts{kWaitTimeoutMs / 1000, 0};

@@ -449,7 +449,8 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
             continue;
         }
         if (const auto b = spin.budget();
-            b.count() > 0 && hv::spin_until([&] { return st.dev->responses_pending(); }, b)) {
+            b.count() > 0 && hv::spin_until([&] { return st.dev->responses_pending(); }, b,
+                                            hv::SpinYield::every_64)) {
             continue;
         }
         const int pr = ::poll(pfds.data(), pfds.size(), 50);

@@ -24,6 +24,7 @@
 #include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
+#include "xenbus/backend_driver.hpp"
 #include "xenbus/xenbus.hpp"
 #include "xenstore/client.hpp"
 
@@ -66,27 +67,28 @@ Result<StorageSpec> parse_storage(std::string_view params, std::string_view mode
 
 /// One vbd. Acts on the state reached, not on the edge; disconnect() is idempotent and runs
 /// before every connect().
-class BlkDevice {
+class BlkDevice final : public xenbus::BackendDevice {
 public:
     static Result<std::unique_ptr<BlkDevice>> create(hvmin::Services& hv, xs::Client& xs,
                                                      xenbus::DeviceRef ref,
                                                      const BackendOptions& opt, int halt_fd);
-    ~BlkDevice();
+    ~BlkDevice() override;
     BlkDevice(const BlkDevice&) = delete;
     BlkDevice& operator=(const BlkDevice&) = delete;
 
     /// Re-reads the backend and frontend state and acts on them. False: the device is gone
     /// (its directory was removed, or it closed while `online` is 0): destroy it.
-    bool reevaluate() noexcept;
+    bool reevaluate() noexcept override;
     /// Checks the rings; a halted ring moves this vbd (only) to Closing with an error node.
     void check_rings() noexcept;
+    void on_halt() noexcept override { check_rings(); }
     /// Writes statistics/ if they changed (never recreates a removed directory).
-    void write_statistics() noexcept;
+    void write_statistics() noexcept override;
     /// Stops the workers (in-flight I/O drains first), then drops mappings. Idempotent.
-    void disconnect() noexcept;
+    void disconnect() noexcept override;
 
-    const std::string& backend_dir() const noexcept { return bdir_; }
-    const std::string& frontend_state_path() const noexcept { return fe_state_path_; }
+    const std::string& backend_dir() const noexcept override { return bdir_; }
+    const std::string& frontend_state_path() const noexcept override { return fe_state_path_; }
     xenbus::DeviceRef ref() const noexcept { return ref_; }
     bool connected() const noexcept { return !rings_.empty(); }
     RingStatsSnapshot stats() const noexcept;
@@ -121,41 +123,16 @@ private:
     std::vector<std::unique_ptr<RingWorker>> rings_;  // last member: workers stop first
 };
 
-/// All vbds this domain serves: watches /local/domain/<self>/backend/vbd.
-class Backend {
+/// All vbds this domain serves: the shared xenbus::BackendDriver over
+/// /local/domain/<self>/backend/vbd, making a BlkDevice per vbd.
+class Backend final : public xenbus::BackendDriver {
 public:
     /// `hv` and `xs` must outlive the Backend. Errors: watch/eventfd failures.
     static Result<std::unique_ptr<Backend>> create(hvmin::Services& hv, xs::Client& xs,
                                                    BackendOptions opt);
-    ~Backend();  ///< stop(), then every vbd disconnects
-    Backend(const Backend&) = delete;
-    Backend& operator=(const Backend&) = delete;
-
-    /// Serves on the calling thread until stop(). Errors: the XenStore connection was lost.
-    Result<void> run() noexcept;
-    /// run() on an internal thread.
-    void start();
-    /// Makes run() return; joins the internal thread; disconnects every vbd. Idempotent.
-    void stop() noexcept;
-    std::size_t device_count() const noexcept { return device_count_.load(); }
 
 private:
-    Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept;
-    void on_event(const std::string& path) noexcept;
-    void rescan() noexcept;
-    void drop_devices() noexcept;
-
-    hvmin::Services& hv_;
-    xs::Client& xs_;
-    BackendOptions opt_;
-    std::string root_;
-    UniqueFd stop_fd_;
-    UniqueFd halt_fd_;
-    std::atomic<bool> stopping_{false};
-    std::atomic<std::size_t> device_count_{0};
-    std::optional<xs::ScopedWatch> root_watch_;
-    std::map<xenbus::DeviceRef, std::unique_ptr<BlkDevice>> devices_;
-    std::jthread thread_;
+    using BackendDriver::BackendDriver;
 };
 
 }  // namespace hv::blk

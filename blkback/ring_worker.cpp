@@ -992,15 +992,13 @@ struct RingWorker::Impl {
             return false;
         }
         auto& h = header();
-        unsigned probes = 0;
         const bool found = spin_until(
             [&] {
-                yield_every_64(probes);
                 return (want_requests && rings::detail::load_acquire(h.req_prod) != req_cons) ||
                        (want_io && engine->has_completions()) ||
                        stopping.load(std::memory_order_relaxed);
             },
-            budget);
+            budget, SpinYield::every_64);
         if (found) {
             stats.add(stats.spin_hits);
         }

@@ -890,10 +890,8 @@ struct Device::Impl {
         }
         const auto budget = spin.budget();
         if (budget.count() > 0 && !ios.empty()) {
-            unsigned probes = 0;
             const bool found = spin_until(
                 [&] {
-                    yield_every_64(probes);
                     for (Queue& q : queues) {
                         // GUEST-like: only compared; poll() validates the index before use.
                         if (rings::detail::load_acquire(q.ring.shared().rsp_prod) != q.ring.rsp_cons()) {
@@ -902,7 +900,7 @@ struct Device::Impl {
                     }
                     return false;
                 },
-                budget);
+                budget, SpinYield::every_64);
             if (found) {
                 return true;
             }
@@ -1081,31 +1079,8 @@ Result<void> Device::on_state_change() { return impl_->on_state_change(); }
 Result<void> Device::wait_connected(
     std::chrono::milliseconds timeout,
     const std::function<void(const std::string&, const std::string&)>& other) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    HV_TRY(impl_->on_state_change());
-    while (impl_->phase != Phase::connected) {
-        if (impl_->phase == Phase::dead) {
-            return fail(make_error_code(Errc::device_gone));
-        }
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) {
-            return fail(make_error_code(Errc::timed_out));
-        }
-        auto ev = impl_->xs.wait_event(
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
-        if (!ev) {
-            if (ev.error() == std::error_code(ETIMEDOUT, std::system_category())) {
-                return fail(make_error_code(Errc::timed_out));
-            }
-            return fail(ev.error());
-        }
-        if (ev->token == impl_->token) {
-            HV_TRY(impl_->on_state_change());
-        } else if (other) {
-            other(ev->path, ev->token);
-        }
-    }
-    return {};
+    return xenbus::wait_phase_connected(*impl_, timeout, make_error_code(Errc::device_gone),
+                                        make_error_code(Errc::timed_out), other);
 }
 
 Result<void> Device::submit(const Io& io) { return impl_->submit(io); }

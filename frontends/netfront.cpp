@@ -249,20 +249,17 @@ Result<void> Device::Impl::on_state_change() {
     if (phase == Phase::dead) {
         return fail(make_error_code(Errc::device_gone));
     }
-    auto own = xenbus::read_optional(xs, fdir + "/state");
-    if (!own) {
-        return fail(own.error());
+    auto state = xenbus::backend_state_unless_removed(xs, fdir, bdir);
+    if (!state) {
+        return fail(state.error());
     }
-    if (!*own) {
+    if (!*state) {
         teardown();
         phase = Phase::dead;
         return fail(make_error_code(Errc::device_gone));
     }
-    auto bs = xenbus::read_state(xs, bdir);
-    if (!bs) {
-        return fail(bs.error());
-    }
-    switch (*bs) {
+    const XenbusState bs = **state;
+    switch (bs) {
         case XenbusState::XenbusStateInitWait:
             if (!set_up) {
                 if (auto r = setup(); !r) {
@@ -283,10 +280,10 @@ Result<void> Device::Impl::on_state_change() {
             if (set_up || phase == Phase::connected) {
                 teardown();
             }
-            phase = *bs == XenbusState::XenbusStateUnknown ? Phase::dead : Phase::closed;
-            (void)xenbus::switch_state(xs, fdir, *bs == XenbusState::XenbusStateClosing
-                                                      ? XenbusState::XenbusStateClosed
-                                                      : XenbusState::XenbusStateInitialising);
+            phase = bs == XenbusState::XenbusStateUnknown ? Phase::dead : Phase::closed;
+            (void)xenbus::switch_state(xs, fdir, bs == XenbusState::XenbusStateClosing
+                                                     ? XenbusState::XenbusStateClosed
+                                                     : XenbusState::XenbusStateInitialising);
             break;
         default:
             break;
@@ -586,31 +583,8 @@ Result<void> Device::on_state_change() { return impl_->on_state_change(); }
 Result<void> Device::wait_connected(
     std::chrono::milliseconds timeout,
     const std::function<void(const std::string&, const std::string&)>& other) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    HV_TRY(impl_->on_state_change());
-    while (impl_->phase != Phase::connected) {
-        if (impl_->phase == Phase::dead) {
-            return fail(make_error_code(Errc::device_gone));
-        }
-        const auto now = std::chrono::steady_clock::now();
-        if (now >= deadline) {
-            return fail(make_error_code(Errc::timed_out));
-        }
-        auto ev = impl_->xs.wait_event(
-            std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
-        if (!ev) {
-            if (ev.error() == std::error_code(ETIMEDOUT, std::system_category())) {
-                return fail(make_error_code(Errc::timed_out));
-            }
-            return fail(ev.error());
-        }
-        if (ev->token == impl_->token) {
-            HV_TRY(impl_->on_state_change());
-        } else if (other) {
-            other(ev->path, ev->token);
-        }
-    }
-    return {};
+    return xenbus::wait_phase_connected(*impl_, timeout, make_error_code(Errc::device_gone),
+                                        make_error_code(Errc::timed_out), other);
 }
 
 Result<void> Device::send(unsigned queue, std::span<const std::byte> frame, const Offload& off) {
@@ -635,7 +609,8 @@ std::size_t Device::receive(std::vector<Packet>& out, std::size_t n,
         // Polling: within the spin window, watch the response indices before sleeping (poll()
         // armed rsp_event, so the sleep below still wakes on the next response).
         if (const auto b = impl_->spin.budget();
-            b.count() > 0 && hv::spin_until([&] { return responses_pending(); }, b)) {
+            b.count() > 0 && hv::spin_until([&] { return responses_pending(); }, b,
+                                                   hv::SpinYield::every_64)) {
             const std::size_t k = impl_->poll(out);
             if (k > 0) {
                 impl_->spin.worked();

@@ -348,20 +348,17 @@ Result<void> Device::Impl::on_state_change() {
     if (phase == Phase::dead) {
         return fail(make_error_code(Errc::device_gone));
     }
-    auto own = xenbus::read_optional(xs, fdir + "/state");
-    if (!own) {
-        return fail(own.error());
+    auto state = xenbus::backend_state_unless_removed(xs, fdir, bdir);
+    if (!state) {
+        return fail(state.error());
     }
-    if (!*own) {
+    if (!*state) {
         teardown();
         phase = Phase::dead;
         return fail(make_error_code(Errc::device_gone));
     }
-    auto bs = xenbus::read_state(xs, bdir);
-    if (!bs) {
-        return fail(bs.error());
-    }
-    switch (*bs) {
+    const XenbusState bs = **state;
+    switch (bs) {
         case XenbusState::XenbusStateInitWait:
         case XenbusState::XenbusStateInitialised:
             if (!set_up) {
@@ -401,7 +398,7 @@ Result<void> Device::Impl::on_state_change() {
             // SPEC: Linux pcifront: the bus closes and stays closed (no reconnect loop with a
             // backend that keeps failing).
             teardown();
-            phase = *bs == XenbusState::XenbusStateUnknown ? Phase::dead : Phase::closed;
+            phase = bs == XenbusState::XenbusStateUnknown ? Phase::dead : Phase::closed;
             (void)xenbus::switch_state(xs, fdir, XenbusState::XenbusStateClosed);
             break;
         default:
@@ -451,28 +448,8 @@ Result<void> Device::on_state_change() { return impl_->on_state_change(); }
 Result<void> Device::wait_connected(
     std::chrono::milliseconds timeout,
     const std::function<void(const std::string&, const std::string&)>& other) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    HV_TRY(on_state_change());
-    while (impl_->phase != Phase::connected) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) {
-            return fail(make_error_code(Errc::timed_out));
-        }
-        auto ev = impl_->xs.wait_event(left);
-        if (!ev) {
-            if (ev.error() == std::error_code(ETIMEDOUT, std::system_category())) {
-                return fail(make_error_code(Errc::timed_out));
-            }
-            return fail(ev.error());
-        }
-        if (ev->token == impl_->token) {
-            HV_TRY(on_state_change());
-        } else if (other) {
-            other(ev->path, ev->token);
-        }
-    }
-    return {};
+    return xenbus::wait_phase_connected(*impl_, timeout, make_error_code(Errc::device_gone),
+                                        make_error_code(Errc::timed_out), other);
 }
 
 Phase Device::phase() const noexcept { return impl_->phase; }

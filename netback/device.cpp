@@ -1,9 +1,9 @@
-// netback control plane: Backend (watches backend/vif) and VifDevice (one vif's xenbus state
-// machine, keys of xen-abi.md §6.6, host side, Queues). Layer: L2. Runs on the control thread.
+// netback control plane: Backend (the shared xenbus::BackendDriver over backend/vif) and
+// VifDevice (one vif's xenbus state machine, keys of xen-abi.md §6.6, host side, Queues).
+// Layer: L2. Runs on the control thread.
 #include "netback/device.hpp"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,40 +17,18 @@
 
 namespace hv::net {
 
+using xenbus::errno_of;
+using xenbus::write_keys;
 using xenbus::XenbusState;
 
 namespace {
 
 constexpr std::string_view kType = "vif";
-constexpr std::string_view kRootToken = "netback-root";
 constexpr std::string_view kFrontToken = "netback-fe";
 
 bool is_errno(const std::error_code& ec, int e) {
     return ec == std::error_code(e, std::system_category());
 }
-int errno_of(const std::error_code& ec) {
-    return ec.category() == std::system_category() ? ec.value() : EIO;
-}
-
-/// Writes keys into `dir` in one transaction, only while `dir/state` exists (never resurrects
-/// a removed device directory). Returns false if the directory was gone.
-Result<bool> write_keys(xs::Client& xs, const std::string& dir,
-                        const std::vector<std::pair<std::string, std::string>>& kv) {
-    return xs.transaction([&](xs::TxId tx) -> Result<bool> {
-        auto st = xenbus::read_optional(xs, dir + "/state", tx);
-        if (!st) {
-            return fail(st.error());
-        }
-        if (!*st) {
-            return false;
-        }
-        for (const auto& [k, v] : kv) {
-            HV_TRY(xs.write(dir + "/" + k, v, tx));
-        }
-        return true;
-    });
-}
-
 /// A 0/1 feature flag of the frontend: absent or unparseable reads as `dflt` (Linux
 /// xenbus_read_unsigned).
 bool read_flag(xs::Client& xs, const std::string& path, bool dflt) {
@@ -484,162 +462,21 @@ void VifDevice::write_statistics() noexcept {
 // ---------------------------------------------------------------------------------------------
 // Backend
 
-Backend::Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept
-    : hv_(hv), xs_(xs), opt_(std::move(opt)) {}
+namespace {
 
-Backend::~Backend() { stop(); }
+bool is_own_vif_key(std::string_view path) noexcept {
+    return path.ends_with("/hotplug-status");  // only netback writes it
+}
+
+}  // namespace
 
 Result<std::unique_ptr<Backend>> Backend::create(hvmin::Services& hv, xs::Client& xs,
                                                  BackendOptions opt) {
-    std::unique_ptr<Backend> b(new Backend(hv, xs, std::move(opt)));
-    b->root_ = xenbus::domain_path(hv.domid()) + "/backend/" + std::string(kType);
-    b->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    b->halt_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (b->stop_fd_.get() < 0 || b->halt_fd_.get() < 0) {
-        return fail_errno();
-    }
-    auto w = xs.watch_scoped(b->root_, kRootToken);
-    if (!w) {
-        return fail(w.error());
-    }
-    b->root_watch_.emplace(std::move(*w));
-    return b;
-}
-
-void Backend::rescan() noexcept {
-    auto list = xenbus::list_backend_devices(xs_, hv_.domid(), kType);
-    if (!list) {
-        return;
-    }
-    for (auto it = devices_.begin(); it != devices_.end();) {
-        if (std::find(list->begin(), list->end(), it->first) == list->end()) {
-            it = devices_.erase(it);
-        } else {
-            ++it;
-        }
-    }
-    for (const auto& ref : *list) {
-        on_event(xenbus::backend_dir(hv_.domid(), kType, ref.frontend, ref.devid) + "/state");
-    }
-    device_count_.store(devices_.size());
-}
-
-void Backend::on_event(const std::string& path) noexcept {
-    if (path.find("/statistics") != std::string::npos || path.ends_with("/hotplug-status")) {
-        return;  // our own writes
-    }
-    std::vector<xenbus::DeviceRef> touched;
-    if (path.starts_with(root_)) {
-        auto ref = xenbus::device_of_backend_path(path, hv_.domid(), kType);
-        if (!ref) {
-            rescan();
-            return;
-        }
-        if (devices_.find(*ref) == devices_.end()) {
-            auto st = xenbus::read_optional(
-                xs_, xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid) + "/state");
-            // A device the toolstack is removing (online=0) is never adopted: only its
-            // last state writes remain, and a new device would reopen it.
-            auto online = xenbus::read_optional(
-                xs_, xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid) + "/online");
-            if (!st || !*st || (online && *online && **online == "0")) {
-                return;
-            }
-            auto d = VifDevice::create(hv_, xs_, *ref, opt_, halt_fd_.get());
-            if (!d) {
-                HV_LOG_RL(warn, "netback: vif %u/%u: %s", ref->frontend.get(), ref->devid,
-                          d.error().message().c_str());
-                return;
-            }
-            devices_.emplace(*ref, std::move(*d));
-        }
-        touched.push_back(*ref);
-    } else {
-        for (const auto& [ref, dev] : devices_) {
-            if (path == dev->frontend_state_path()) {
-                touched.push_back(ref);
-            }
-        }
-    }
-    for (const auto& ref : touched) {
-        auto it = devices_.find(ref);
-        if (it != devices_.end() && !it->second->reevaluate()) {
-            HV_INFO("netback %s: removed", it->second->backend_dir().c_str());
-            devices_.erase(it);
-        }
-    }
-    device_count_.store(devices_.size());
-}
-
-void Backend::drop_devices() noexcept {
-    for (auto& [ref, dev] : devices_) {
-        dev->disconnect();
-        auto st = xenbus::read_state(xs_, dev->backend_dir());
-        if (st && *st == XenbusState::XenbusStateClosing) {
-            (void)xenbus::switch_state(xs_, dev->backend_dir(), XenbusState::XenbusStateClosed);
-        }
-    }
-    devices_.clear();
-    device_count_.store(0);
-}
-
-Result<void> Backend::run() noexcept {
-    std::array<pollfd, 3> fds{};
-    fds[0] = {xs_.watch_fd(), POLLIN, 0};
-    fds[1] = {stop_fd_.get(), POLLIN, 0};
-    fds[2] = {halt_fd_.get(), POLLIN, 0};
-    auto next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
-    Result<void> result;
-    while (!stopping_.load(std::memory_order_acquire)) {
-        const auto now = std::chrono::steady_clock::now();
-        const auto wait_ms = std::max<long long>(
-            0, std::chrono::duration_cast<std::chrono::milliseconds>(next_stats - now).count());
-        if (::poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(wait_ms, 1000))) <
-                0 &&
-            errno != EINTR) {
-            result = fail_errno();
-            break;
-        }
-        while (auto ev = xs_.next_event()) {
-            on_event(ev->path);
-        }
-        std::uint64_t v = 0;
-        if (::read(halt_fd_.get(), &v, sizeof v) == static_cast<ssize_t>(sizeof v)) {
-            for (auto& [ref, dev] : devices_) {
-                dev->check_queues();
-            }
-        }
-        if (std::chrono::steady_clock::now() >= next_stats) {
-            for (auto& [ref, dev] : devices_) {
-                dev->write_statistics();
-            }
-            next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
-        }
-        if (!xs_.connected()) {
-            HV_ERROR("netback: XenStore connection lost");
-            result = fail_errno(ECONNRESET);
-            break;
-        }
-    }
-    drop_devices();
-    return result;
-}
-
-void Backend::start() {
-    thread_ = std::jthread([this] {
-        if (auto r = run(); !r) {
-            HV_ERROR("netback: %s", r.error().message().c_str());
-        }
-    });
-}
-
-void Backend::stop() noexcept {
-    stopping_.store(true, std::memory_order_release);
-    const std::uint64_t one = 1;
-    (void)!::write(stop_fd_.get(), &one, sizeof one);
-    if (thread_.joinable()) {
-        thread_.join();
-    }
+    const xenbus::DriverConfig cfg{.type = kType, .name = "netback",
+                                   .stats_interval = opt.stats_interval};
+    using Factory = xenbus::DeviceFactoryOf<VifDevice, hvmin::Services, BackendOptions>;
+    return make<Backend>(hv.domid(), xs, cfg,
+                         std::make_unique<Factory>(hv, xs, std::move(opt), is_own_vif_key));
 }
 
 }  // namespace hv::net

@@ -23,6 +23,7 @@
 #include "hvmin/client.hpp"
 #include "netback/metrics.hpp"
 #include "netback/queue.hpp"
+#include "xenbus/backend_driver.hpp"
 #include "xenbus/xenbus.hpp"
 #include "xenstore/client.hpp"
 
@@ -56,26 +57,27 @@ struct BackendOptions {
 
 /// One vif. Acts on the state reached, not on the edge; disconnect() is idempotent and runs
 /// before every connect().
-class VifDevice {
+class VifDevice final : public xenbus::BackendDevice {
 public:
     static Result<std::unique_ptr<VifDevice>> create(hvmin::Services& hv, xs::Client& xs,
                                                      xenbus::DeviceRef ref,
                                                      const BackendOptions& opt, int halt_fd);
-    ~VifDevice();
+    ~VifDevice() override;
     VifDevice(const VifDevice&) = delete;
     VifDevice& operator=(const VifDevice&) = delete;
 
     /// Re-reads both states (and `rate`) and acts on them. False: the device is gone.
-    bool reevaluate() noexcept;
+    bool reevaluate() noexcept override;
     /// A halted queue disables this vif (only): Closing with an error node.
     void check_queues() noexcept;
+    void on_halt() noexcept override { check_queues(); }
     /// Writes statistics/ if they changed (never recreates a removed directory).
-    void write_statistics() noexcept;
+    void write_statistics() noexcept override;
     /// Stops the queues, then removes the host side. Idempotent.
-    void disconnect() noexcept;
+    void disconnect() noexcept override;
 
-    const std::string& backend_dir() const noexcept { return bdir_; }
-    const std::string& frontend_state_path() const noexcept { return fe_state_path_; }
+    const std::string& backend_dir() const noexcept override { return bdir_; }
+    const std::string& frontend_state_path() const noexcept override { return fe_state_path_; }
     xenbus::DeviceRef ref() const noexcept { return ref_; }
     bool connected() const noexcept { return !queues_.empty(); }
     VifStatsSnapshot stats() const noexcept;
@@ -110,40 +112,16 @@ private:
     std::vector<std::unique_ptr<Queue>> queues_;  // last member: queues stop first
 };
 
-/// All vifs this domain serves: watches /local/domain/<self>/backend/vif.
-class Backend {
+/// Every vif this domain serves: the shared xenbus::BackendDriver over
+/// /local/domain/<self>/backend/vif, making a VifDevice per vif.
+class Backend final : public xenbus::BackendDriver {
 public:
     /// `hv` and `xs` must outlive the Backend.
     static Result<std::unique_ptr<Backend>> create(hvmin::Services& hv, xs::Client& xs,
                                                    BackendOptions opt);
-    ~Backend();
-    Backend(const Backend&) = delete;
-    Backend& operator=(const Backend&) = delete;
-
-    /// Serves on the calling thread until stop(). Errors: the XenStore connection was lost.
-    Result<void> run() noexcept;
-    void start();
-    /// Makes run() return; joins; disconnects every vif. Idempotent.
-    void stop() noexcept;
-    std::size_t device_count() const noexcept { return device_count_.load(); }
 
 private:
-    Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept;
-    void on_event(const std::string& path) noexcept;
-    void rescan() noexcept;
-    void drop_devices() noexcept;
-
-    hvmin::Services& hv_;
-    xs::Client& xs_;
-    BackendOptions opt_;
-    std::string root_;
-    UniqueFd stop_fd_;
-    UniqueFd halt_fd_;
-    std::atomic<bool> stopping_{false};
-    std::atomic<std::size_t> device_count_{0};
-    std::optional<xs::ScopedWatch> root_watch_;
-    std::map<xenbus::DeviceRef, std::unique_ptr<VifDevice>> devices_;
-    std::jthread thread_;
+    using BackendDriver::BackendDriver;
 };
 
 }  // namespace hv::net

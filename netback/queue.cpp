@@ -207,7 +207,8 @@ void Queue::Impl::run() noexcept {
                     }
                     return (++probe % 8) == 0 && ::poll(fds.data(), n, 0) > 0;
                 },
-                std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(wait_ms)));
+                std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(wait_ms)),
+                hv::SpinYield::every_64);
         }
         if (ready) {
             VifStats::add(stats.poll_wakeups);

@@ -1,8 +1,8 @@
-// pciback control plane: Backend and PciDevice (device.hpp). Layer: L2. Backend's thread.
+// pciback control plane: Host (what the buses share), Backend (the shared xenbus::BackendDriver)
+// and PciDevice (device.hpp). Layer: L2. The driver's control thread.
 #include "pciback/device.hpp"
 
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,36 +14,15 @@
 
 namespace hv::pci {
 
+using xenbus::errno_of;
+using xenbus::write_keys;
 using xenbus::XenbusState;
 using namespace hv::rings;
 
 namespace {
 
 constexpr std::string_view kType = "pci";
-constexpr std::string_view kRootToken = "pciback-root";
 constexpr std::string_view kFrontToken = "pciback-fe";
-
-int errno_of(const std::error_code& ec) {
-    return ec.category() == std::system_category() ? ec.value() : EIO;
-}
-
-/// Writes keys into `dir` in one transaction, only while `dir/state` exists.
-Result<bool> write_keys(xs::Client& xs, const std::string& dir,
-                        const std::vector<std::pair<std::string, std::string>>& kv) {
-    return xs.transaction([&](xs::TxId tx) -> Result<bool> {
-        auto st = xenbus::read_optional(xs, dir + "/state", tx);
-        if (!st) {
-            return fail(st.error());
-        }
-        if (!*st) {
-            return false;
-        }
-        for (const auto& [k, v] : kv) {
-            HV_TRY(xs.write(dir + "/" + k, v, tx));
-        }
-        return true;
-    });
-}
 
 /// `permissive=1` among the comma-separated options of opts-i (others are libxl's).
 bool permissive_of(std::string_view opts) {
@@ -90,7 +69,7 @@ Result<EmulatedSpec> parse_emulate(std::string_view arg) {
 // ---------------------------------------------------------------------------------------------
 // PciDevice
 
-PciDevice::PciDevice(Backend& be, xenbus::DeviceRef ref) : be_(be), ref_(ref) {}
+PciDevice::PciDevice(Host& be, xenbus::DeviceRef ref) : be_(be), ref_(ref) {}
 
 PciDevice::~PciDevice() {
     disconnect();
@@ -99,7 +78,7 @@ PciDevice::~PciDevice() {
     }
 }
 
-Result<std::unique_ptr<PciDevice>> PciDevice::create(Backend& be, xenbus::DeviceRef ref) {
+Result<std::unique_ptr<PciDevice>> PciDevice::create(Host& be, xenbus::DeviceRef ref) {
     std::unique_ptr<PciDevice> d(new PciDevice(be, ref));
     d->bdir_ = xenbus::backend_dir(be.hv_.domid(), kType, ref.frontend, ref.devid);
     auto fe = be.xs_.read(d->bdir_ + "/frontend");
@@ -557,39 +536,33 @@ void PciDevice::write_statistics() noexcept {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Backend
+// Host and Backend
 
-Backend::Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept
-    : hv_(hv), xs_(xs), opt_(std::move(opt)) {}
-
-Backend::~Backend() {
-    stop();
+Host::~Host() {
     for (const auto& e : opt_.emulated) {
         (void)xs_.rm(std::string(kEmulatedDir) + "/" + registry_key(e.bdf));
     }
 }
 
-Result<std::unique_ptr<Backend>> Backend::create(hvmin::Services& hv, xs::Client& xs,
-                                                 BackendOptions opt) {
-    std::unique_ptr<Backend> b(new Backend(hv, xs, std::move(opt)));
-    b->root_ = xenbus::domain_path(hv.domid()) + "/backend/" + std::string(kType);
-    b->stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!b->stop_fd_) {
-        return fail_errno();
-    }
-    for (const auto& e : b->opt_.emulated) {
+Result<void> Host::publish_emulated() {
+    for (const auto& e : opt_.emulated) {
         // So the toolstack can tell an emulated device from a missing one.
-        HV_TRY(xs.write(std::string(kEmulatedDir) + "/" + registry_key(e.bdf), e.model));
+        HV_TRY(xs_.write(std::string(kEmulatedDir) + "/" + registry_key(e.bdf), e.model));
     }
-    auto w = xs.watch_scoped(b->root_, kRootToken);
-    if (!w) {
-        return fail(w.error());
-    }
-    b->root_watch_.emplace(std::move(*w));
-    return b;
+    return {};
 }
 
-Result<std::unique_ptr<DeviceSource>> Backend::open_source(const Bdf& bdf, std::string& why) {
+Result<std::unique_ptr<xenbus::BackendDevice>> Host::make_device(xenbus::DeviceRef ref, int) {
+    return xenbus::upcast<xenbus::BackendDevice>(PciDevice::create(*this, ref));
+}
+
+bool Host::is_own_key(std::string_view path) const noexcept {
+    // Echoes of keys only pciback writes.
+    const std::string_view leaf = path.substr(path.rfind('/') + 1);
+    return leaf.starts_with("vdev-") || leaf.starts_with("root-") || leaf == "root_num";
+}
+
+Result<std::unique_ptr<DeviceSource>> Host::open_source(const Bdf& bdf, std::string& why) {
     if (in_use_.count(bdf) != 0) {
         why = "in use by another domain";
         return fail_errno(EBUSY);
@@ -615,138 +588,19 @@ Result<std::unique_ptr<DeviceSource>> Backend::open_source(const Bdf& bdf, std::
     return src;
 }
 
-void Backend::rescan() noexcept {
-    auto list = xenbus::list_backend_devices(xs_, hv_.domid(), kType);
-    if (!list) {
-        return;
+Result<std::unique_ptr<Backend>> Backend::create(hvmin::Services& hv, xs::Client& xs,
+                                                 BackendOptions opt) {
+    const xenbus::DriverConfig cfg{.type = kType,
+                                   .name = "pciback",
+                                   .stats_interval = opt.stats_interval,
+                                   .close_on_stop = xenbus::CloseOnStop::no};
+    auto host = std::make_unique<Host>(hv, xs, std::move(opt));
+    Host& h = *host;
+    auto b = make<Backend>(hv.domid(), xs, cfg, std::move(host));
+    if (b) {
+        HV_TRY(h.publish_emulated());  // on failure, b's Host removes what it wrote
     }
-    for (auto it = devices_.begin(); it != devices_.end();) {
-        if (std::find(list->begin(), list->end(), it->first) == list->end()) {
-            it = devices_.erase(it);
-        } else {
-            ++it;
-        }
-    }
-    for (const auto& ref : *list) {
-        on_event(xenbus::backend_dir(hv_.domid(), kType, ref.frontend, ref.devid) + "/state");
-    }
-    device_count_.store(devices_.size());
-}
-
-void Backend::on_event(const std::string& path) noexcept {
-    if (path.find("/statistics") != std::string::npos) {
-        return;
-    }
-    std::vector<xenbus::DeviceRef> touched;
-    if (path.starts_with(root_)) {
-        // Echoes of keys only pciback writes.
-        const auto slash = path.rfind('/');
-        const std::string_view leaf = std::string_view(path).substr(slash + 1);
-        if (leaf.starts_with("vdev-") || leaf.starts_with("root-") || leaf == "root_num") {
-            return;
-        }
-        auto ref = xenbus::device_of_backend_path(path, hv_.domid(), kType);
-        if (!ref) {
-            rescan();
-            return;
-        }
-        if (devices_.find(*ref) == devices_.end()) {
-            const std::string dir = xenbus::backend_dir(hv_.domid(), kType, ref->frontend, ref->devid);
-            auto st = xenbus::read_optional(xs_, dir + "/state");
-            auto online = xenbus::read_optional(xs_, dir + "/online");
-            if (!st || !*st || (online && *online && **online == "0")) {
-                return;
-            }
-            auto d = PciDevice::create(*this, *ref);
-            if (!d) {
-                HV_LOG_RL(warn, "pciback: device %u/%u: %s", ref->frontend.get(), ref->devid,
-                          d.error().message().c_str());
-                return;
-            }
-            devices_.emplace(*ref, std::move(*d));
-        }
-        touched.push_back(*ref);
-    } else {
-        for (const auto& [ref, dev] : devices_) {
-            if (path == dev->frontend_state_path()) {
-                touched.push_back(ref);
-            }
-        }
-    }
-    for (const auto& ref : touched) {
-        auto it = devices_.find(ref);
-        if (it != devices_.end() && !it->second->reevaluate()) {
-            HV_INFO("pciback %s: removed", it->second->backend_dir().c_str());
-            devices_.erase(it);
-        }
-    }
-    device_count_.store(devices_.size());
-}
-
-Result<void> Backend::run() noexcept {
-    std::vector<pollfd> fds;
-    std::vector<int> dev_fds;
-    auto next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
-    Result<void> result;
-    while (!stopping_.load(std::memory_order_acquire)) {
-        fds.clear();
-        fds.push_back({xs_.watch_fd(), POLLIN, 0});
-        fds.push_back({stop_fd_.get(), POLLIN, 0});
-        dev_fds.clear();
-        for (const auto& [ref, dev] : devices_) {
-            dev->pollable(dev_fds);
-        }
-        for (const int fd : dev_fds) {
-            fds.push_back({fd, POLLIN, 0});
-        }
-        const auto now = std::chrono::steady_clock::now();
-        const auto wait_ms = std::clamp<long long>(
-            std::chrono::duration_cast<std::chrono::milliseconds>(next_stats - now).count(), 0, 1000);
-        if (::poll(fds.data(), fds.size(), static_cast<int>(wait_ms)) < 0 && errno != EINTR) {
-            result = fail_errno();
-            break;
-        }
-        for (auto& [ref, dev] : devices_) {
-            dev->service();
-        }
-        while (auto ev = xs_.next_event()) {
-            on_event(ev->path);
-        }
-        if (std::chrono::steady_clock::now() >= next_stats) {
-            for (auto& [ref, dev] : devices_) {
-                dev->write_statistics();
-            }
-            next_stats = std::chrono::steady_clock::now() + opt_.stats_interval;
-        }
-        if (!xs_.connected()) {
-            HV_ERROR("pciback: XenStore connection lost");
-            result = fail_errno(ECONNRESET);
-            break;
-        }
-    }
-    for (auto& [ref, dev] : devices_) {
-        dev->disconnect();
-    }
-    devices_.clear();
-    device_count_.store(0);
-    return result;
-}
-
-void Backend::start() {
-    thread_ = std::jthread([this] {
-        if (auto r = run(); !r) {
-            HV_ERROR("pciback: %s", r.error().message().c_str());
-        }
-    });
-}
-
-void Backend::stop() noexcept {
-    stopping_.store(true, std::memory_order_release);
-    const std::uint64_t one = 1;
-    (void)!::write(stop_fd_.get(), &one, sizeof one);
-    if (thread_.joinable()) {
-        thread_.join();
-    }
+    return b;
 }
 
 }  // namespace hv::pci

@@ -25,6 +25,7 @@
 #include "hvmin/client.hpp"
 #include "pciback/op.hpp"
 #include "pciback/source.hpp"
+#include "xenbus/backend_driver.hpp"
 #include "xenbus/xenbus.hpp"
 #include "xenstore/client.hpp"
 
@@ -49,30 +50,30 @@ struct BackendOptions {
 inline constexpr std::string_view kAssignableDir = "/hvkit/pci/assignable";
 inline constexpr std::string_view kEmulatedDir = "/hvkit/pci/emulated";
 
-class Backend;
+class Host;
 
 /// One frontend's PCI bus (backend/pci/<fe>/0).
-class PciDevice final : public DeviceLookup, public InterruptRouter {
+class PciDevice final : public xenbus::BackendDevice, public DeviceLookup, public InterruptRouter {
 public:
-    static Result<std::unique_ptr<PciDevice>> create(Backend& be, xenbus::DeviceRef ref);
+    static Result<std::unique_ptr<PciDevice>> create(Host& be, xenbus::DeviceRef ref);
     ~PciDevice() override;
     PciDevice(const PciDevice&) = delete;
     PciDevice& operator=(const PciDevice&) = delete;
 
     /// Re-reads both states and the device slots and acts on what it finds. False: the
     /// device is gone (directory removed, or closed with online = 0): destroy it.
-    bool reevaluate() noexcept;
+    bool reevaluate() noexcept override;
     /// Serves a pending op (if the frontend set XEN_PCIF_active) and forwards device
     /// interrupts. Never blocks.
-    void service() noexcept;
+    void service() noexcept override;
     /// fds that make service() worth calling.
-    void pollable(std::vector<int>& out) const;
-    void write_statistics() noexcept;
+    void pollable(std::vector<int>& out) const override;
+    void write_statistics() noexcept override;
     /// Unmaps the shared page, closes channels, resets every exported device. Idempotent.
-    void disconnect() noexcept;
+    void disconnect() noexcept override;
 
-    const std::string& backend_dir() const noexcept { return bdir_; }
-    const std::string& frontend_state_path() const noexcept { return fe_state_path_; }
+    const std::string& backend_dir() const noexcept override { return bdir_; }
+    const std::string& frontend_state_path() const noexcept override { return fe_state_path_; }
     bool connected() const noexcept { return shared_.valid(); }
     std::size_t exported() const noexcept { return exports_.size(); }
 
@@ -82,7 +83,7 @@ public:
     void release(Exported& dev) noexcept override;
 
 private:
-    PciDevice(Backend& be, xenbus::DeviceRef ref);
+    PciDevice(Host& be, xenbus::DeviceRef ref);
     Result<void> export_slot(unsigned i);
     void unexport(Bdf phys) noexcept;  // by value: callers pass a member of what it erases
     /// Grants each memory BAR and the ROM (read-only) of `e` to the frontend (hv-min iomem).
@@ -97,7 +98,7 @@ private:
     Result<void> connect();
     void fail_device(int err, const std::string& msg) noexcept;
 
-    Backend& be_;
+    Host& be_;
     xenbus::DeviceRef ref_;
     std::string bdir_, fdir_, fe_state_path_;
     bool probed_ = false;
@@ -118,26 +119,25 @@ private:
     std::vector<Vector> vectors_;
 };
 
-/// Every frontend's PCI bus this domain serves: watches /local/domain/<self>/backend/pci.
-class Backend {
+/// What the PciDevices of one backend share (the DeviceFactory of its driver): services,
+/// options, and which host devices are in use. Records the emulated devices in the registry
+/// (publish_emulated()) and removes them when destroyed, after every device is gone.
+class Host final : public xenbus::DeviceFactory {
 public:
-    /// Records the emulated devices in the registry. `hv`, `xs` must outlive the Backend.
-    static Result<std::unique_ptr<Backend>> create(hvmin::Services& hv, xs::Client& xs,
-                                                   BackendOptions opt);
-    ~Backend();  ///< stop(); devices disconnected and reset; registry entries removed
-    Backend(const Backend&) = delete;
-    Backend& operator=(const Backend&) = delete;
+    /// `hv`, `xs` must outlive the Host.
+    Host(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept
+        : hv_(hv), xs_(xs), opt_(std::move(opt)) {}
+    ~Host() override;
+    Host(const Host&) = delete;
+    Host& operator=(const Host&) = delete;
 
-    Result<void> run() noexcept;
-    void start();
-    void stop() noexcept;
-    std::size_t device_count() const noexcept { return device_count_.load(); }
+    Result<void> publish_emulated();
+    Result<std::unique_ptr<xenbus::BackendDevice>> make_device(xenbus::DeviceRef ref,
+                                                               int halt_fd) override;
+    bool is_own_key(std::string_view path) const noexcept override;
 
 private:
     friend class PciDevice;
-    Backend(hvmin::Services& hv, xs::Client& xs, BackendOptions opt) noexcept;
-    void on_event(const std::string& path) noexcept;
-    void rescan() noexcept;
     /// A fresh source for `bdf`: emulated if this backend hosts it, else a host device that
     /// the toolstack made assignable. Errors: ENODEV (not assignable), EBUSY (in use).
     Result<std::unique_ptr<DeviceSource>> open_source(const Bdf& bdf, std::string& why);
@@ -145,14 +145,20 @@ private:
     hvmin::Services& hv_;
     xs::Client& xs_;
     BackendOptions opt_;
-    std::string root_;
-    UniqueFd stop_fd_;
-    std::atomic<bool> stopping_{false};
-    std::atomic<std::size_t> device_count_{0};
     std::set<Bdf> in_use_;
-    std::optional<xs::ScopedWatch> root_watch_;
-    std::map<xenbus::DeviceRef, std::unique_ptr<PciDevice>> devices_;
-    std::jthread thread_;
+};
+
+/// Every frontend's PCI bus this domain serves: the shared xenbus::BackendDriver over
+/// /local/domain/<self>/backend/pci, making a PciDevice per bus.
+class Backend final : public xenbus::BackendDriver {
+public:
+    /// Records the emulated devices in the registry. `hv`, `xs` must outlive the Backend.
+    /// Destroyed: stopped; devices disconnected and reset; registry entries removed.
+    static Result<std::unique_ptr<Backend>> create(hvmin::Services& hv, xs::Client& xs,
+                                                   BackendOptions opt);
+
+private:
+    using BackendDriver::BackendDriver;
 };
 
 }  // namespace hv::pci

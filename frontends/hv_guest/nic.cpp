@@ -216,7 +216,7 @@ public:
             unsigned probe = 0;
             const bool ready = hv::spin_until(
                 [&] { return responses_pending() || ((++probe % 8) == 0 && taps_readable()); },
-                spin_.budget());
+                spin_.budget(), hv::SpinYield::every_64);
             if (!ready) {
                 break;
             }

@@ -37,6 +37,34 @@ TEST_CASE("spin_until returns as soon as the condition holds and false after its
     CHECK(std::chrono::steady_clock::now() - t0 >= 2ms);
 }
 
+TEST_CASE("a yielding spin_until keeps its contract: true when ready, false after its budget",
+          "[common][spin]") {
+    // Past 64 probes, so the yields happen; the result and the budget are unchanged by them.
+    int calls = 0;
+    CHECK(hv::spin_until([&] { return ++calls == 1000; }, 10s, hv::SpinYield::every_64));
+    CHECK(calls == 1000);
+
+    calls = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK_FALSE(hv::spin_until(
+        [&] {
+            ++calls;
+            return false;
+        },
+        2ms, hv::SpinYield::every_64));
+    CHECK(std::chrono::steady_clock::now() - t0 >= 2ms);
+    CHECK(calls > 64);
+
+    std::atomic<bool> flag{false};
+    std::thread t([&] {
+        std::this_thread::sleep_for(1ms);
+        flag.store(true, std::memory_order_release);
+    });
+    CHECK(hv::spin_until([&] { return flag.load(std::memory_order_acquire); }, 10s,
+                         hv::SpinYield::every_64));
+    t.join();
+}
+
 TEST_CASE("spin_until sees a store made by another thread while it spins", "[common][spin]") {
     std::atomic<bool> flag{false};
     std::thread t([&] {

@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <future>
 #include <memory>
 #include <thread>
 
@@ -209,4 +210,24 @@ TEST_CASE("a domain home made as libxl makes it lets the domain find its devices
     CHECK(is_errno(other->read("/local/domain/3/name").error(), EACCES));
     CHECK(is_errno(other->directory("/local/domain/3/device").error(), EACCES));
     CHECK(is_errno(s.server->make_domain_home(DomId(0), "x").error(), EINVAL));
+}
+
+TEST_CASE("write_keys writes in one go and never resurrects a removed device directory",
+          "[xenbus][state]") {
+    Store s;
+    REQUIRE(xenbus::create_device(*s.dom0, vbd(3, 0)));
+    const auto bdir = xenbus::backend_dir(DomId(0), "vbd", DomId(3), 51712);
+    auto w = xenbus::write_keys(*s.dom0, bdir, {{"sectors", "2048"}, {"info", "0"}});
+    REQUIRE(w);
+    CHECK(*w);
+    CHECK(*s.dom0->read(bdir + "/sectors") == "2048");
+    CHECK(*s.dom0->read(bdir + "/info") == "0");
+    REQUIRE(xenbus::remove_device(*s.dom0, DomId(0), "vbd", DomId(3), 51712));
+    w = xenbus::write_keys(*s.dom0, bdir, {{"sectors", "4096"}});
+    REQUIRE(w);
+    CHECK_FALSE(*w);
+    CHECK(is_errno(s.dom0->read(bdir).error(), ENOENT));
+
+    CHECK(xenbus::errno_of(std::error_code(ENOSPC, std::system_category())) == ENOSPC);
+    CHECK(xenbus::errno_of(std::make_error_code(std::future_errc::no_state)) == EIO);
 }

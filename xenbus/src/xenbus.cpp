@@ -73,6 +73,28 @@ Result<bool> switch_state(xs::Client& xs, std::string_view dir, XenbusState stat
     });
 }
 
+Result<bool> write_keys(xs::Client& xs, std::string_view dir,
+                        const std::vector<std::pair<std::string, std::string>>& kv) {
+    const std::string base(dir);
+    return xs.transaction([&](xs::TxId tx) -> Result<bool> {
+        auto st = read_optional(xs, base + "/state", tx);
+        if (!st) {
+            return fail(st.error());
+        }
+        if (!*st) {
+            return false;  // SPEC: never resurrect a removed device directory
+        }
+        for (const auto& [k, v] : kv) {
+            HV_TRY(xs.write(base + "/" + k, v, tx));
+        }
+        return true;
+    });
+}
+
+int errno_of(const std::error_code& ec) noexcept {
+    return ec.category() == std::system_category() ? ec.value() : EIO;
+}
+
 Result<std::optional<std::string>> read_optional(xs::Client& xs, std::string_view path,
                                                  xs::TxId tx) {
     auto v = xs.read(path, tx);
@@ -176,6 +198,52 @@ std::optional<DeviceRef> device_of_backend_path(std::string_view path, DomId bac
         return std::nullopt;
     }
     return DeviceRef{DomId(static_cast<std::uint16_t>(*fe)), static_cast<std::uint32_t>(*dev)};
+}
+
+Result<std::optional<XenbusState>> backend_state_unless_removed(xs::Client& xs,
+                                                                std::string_view fdir,
+                                                                std::string_view bdir) {
+    auto own = read_optional(xs, std::string(fdir) + "/state");
+    if (!own) {
+        return fail(own.error());
+    }
+    if (!*own) {
+        return std::optional<XenbusState>();
+    }
+    auto bs = read_state(xs, bdir);
+    if (!bs) {
+        return fail(bs.error());
+    }
+    return std::optional<XenbusState>(*bs);
+}
+
+Result<void> wait_connected(xs::Client& xs, const FrontendWait& wait,
+                            std::chrono::milliseconds timeout,
+                            const std::function<void(const std::string&, const std::string&)>& other) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    HV_TRY(wait.on_change());
+    for (;;) {
+        auto done = wait.connected();
+        if (!done) {
+            return fail(done.error());
+        }
+        if (*done) {
+            return {};
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (now >= deadline) {
+            return fail(wait.timed_out);
+        }
+        auto ev = xs.wait_event(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now));
+        if (!ev) {
+            return fail(is_errno(ev.error(), ETIMEDOUT) ? wait.timed_out : ev.error());
+        }
+        if (ev->token == wait.token) {
+            HV_TRY(wait.on_change());
+        } else if (other) {
+            other(ev->path, ev->token);
+        }
+    }
 }
 
 Result<void> create_device(xs::Client& xs, const DeviceSpec& spec) {

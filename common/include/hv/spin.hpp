@@ -30,20 +30,20 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
-/// For a `ready()` of spin_until: every 64th call gives the CPU to another runnable task
-/// (sched_yield, which returns at once when there is none). When a machine has fewer free cores
-/// than spinners, the peer that would produce the work then runs instead of waiting out the
-/// spinner's time slice (measured: QD1 block I/O p50 3.7 ms → 0.2 ms at load 20 on 2 cores).
-inline void yield_every_64(unsigned& probes) noexcept {
-    if ((++probes & 63U) == 0) {
-        ::sched_yield();
-    }
-}
+/// Whether spin_until gives way while it spins. `every_64`: every 64th probe calls
+/// sched_yield(), which returns at once when no other task is runnable on this CPU. When a
+/// machine has fewer free cores than spinners, the peer that would produce the work then runs
+/// instead of waiting out the spinner's time slice (measured: QD1 block I/O p50 3.7 ms → 0.2 ms
+/// at load 20 on 2 cores). Use it where the awaited work comes from another thread or process
+/// of this host (a ring's peer, io_uring's kernel worker); a spin on memory only the hardware
+/// or a peer on its own core writes needs no yield.
+enum class SpinYield : bool { no, every_64 };
 
 /// Calls `ready()` until it returns true or `budget` has passed. True when ready() was.
-/// A zero budget calls ready() exactly once. Never sleeps.
+/// A zero budget calls ready() exactly once. Never sleeps (sched_yield() is not a sleep: the
+/// spinner stays runnable).
 template <class Ready>
-bool spin_until(Ready&& ready, std::chrono::nanoseconds budget) {
+bool spin_until(Ready&& ready, std::chrono::nanoseconds budget, SpinYield yield = SpinYield::no) {
     if (ready()) {
         return true;
     }
@@ -51,12 +51,15 @@ bool spin_until(Ready&& ready, std::chrono::nanoseconds budget) {
         return false;
     }
     const auto end = std::chrono::steady_clock::now() + budget;
-    for (;;) {
+    for (unsigned rounds = 1;; ++rounds) {
         for (int i = 0; i < 32; ++i) {  // read the clock only every few probes
             cpu_relax();
             if (ready()) {
                 return true;
             }
+        }
+        if (yield == SpinYield::every_64 && (rounds & 1U) == 0) {
+            ::sched_yield();  // every second round of 32 probes
         }
         if (std::chrono::steady_clock::now() >= end) {
             return ready();

@@ -6,11 +6,15 @@
 // thread that may use the Client.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <system_error>
+#include <utility>
 #include <vector>
 
 #include "hv/expected.hpp"
@@ -38,6 +42,14 @@ Result<XenbusState> read_state(xs::Client& xs, std::string_view dir);
 /// `state` still exists (a removed device directory is never resurrected) and differs.
 /// Returns false if the node was gone and nothing was written. EAGAIN is retried.
 Result<bool> switch_state(xs::Client& xs, std::string_view dir, XenbusState state);
+
+/// Writes `kv` (key relative to `dir`, value) in one transaction, only while `dir/state`
+/// exists: a removed device directory is never resurrected. False if it was gone.
+Result<bool> write_keys(xs::Client& xs, std::string_view dir,
+                        const std::vector<std::pair<std::string, std::string>>& kv);
+
+/// The errno a device error node carries for `ec` (EIO for a non-system error).
+int errno_of(const std::error_code& ec) noexcept;
 
 /// A node that may be absent: nullopt for ENOENT, the error for anything else.
 Result<std::optional<std::string>> read_optional(xs::Client& xs, std::string_view path,
@@ -69,6 +81,50 @@ Result<std::vector<DeviceRef>> list_backend_devices(xs::Client& xs, DomId backen
 /// Parses a path below /local/domain/<be>/backend/<type>/<fe>/<devid>[/...] into its device.
 std::optional<DeviceRef> device_of_backend_path(std::string_view path, DomId backend,
                                                 std::string_view type);
+
+// ---- frontend side ----
+
+/// A frontend's first read on every event of its watches: the backend's state (read_state of
+/// `bdir`), or nullopt when the frontend's own `fdir/state` is gone: the toolstack removed the
+/// device, and the frontend tears down and stops. Errors: XenStore errors other than ENOENT.
+Result<std::optional<XenbusState>> backend_state_unless_removed(xs::Client& xs,
+                                                                std::string_view fdir,
+                                                                std::string_view bdir);
+
+/// What a frontend's wait for Connected needs from its device.
+struct FrontendWait {
+    std::string_view token;                   ///< the token of the device's own watches
+    std::function<Result<void>()> on_change;  ///< re-reads both states and acts on them
+    /// True once connected; an error (the device died) ends the wait with it.
+    std::function<Result<bool>()> connected;
+    std::error_code timed_out;                ///< the frontend's own "timed out" error
+};
+/// Calls `on_change()` now and on each event of `wait.token` until `connected()` says so;
+/// events of other tokens go to `other` (may be empty). Errors: `wait.timed_out` after
+/// `timeout`, on_change()'s and connected()'s errors, XenStore errors.
+Result<void> wait_connected(xs::Client& xs, const FrontendWait& wait,
+                            std::chrono::milliseconds timeout,
+                            const std::function<void(const std::string&, const std::string&)>& other);
+
+/// wait_connected for a frontend device (its private state) whose `phase` has the enumerators
+/// `connected` and `dead`, re-evaluated by `on_state_change()`, with watches of `token` on
+/// `xs`. Errors: `gone` once the device is dead, `timed_out`, as wait_connected.
+template <class Device>
+Result<void> wait_phase_connected(
+    Device& d, std::chrono::milliseconds timeout, std::error_code gone, std::error_code timed_out,
+    const std::function<void(const std::string&, const std::string&)>& other) {
+    using Phase = decltype(d.phase);
+    const FrontendWait wait{.token = d.token,
+                            .on_change = [&] { return d.on_state_change(); },
+                            .connected = [&]() -> Result<bool> {
+                                if (d.phase == Phase::dead) {
+                                    return fail(gone);
+                                }
+                                return d.phase == Phase::connected;
+                            },
+                            .timed_out = timed_out};
+    return wait_connected(d.xs, wait, timeout, other);
+}
 
 // ---- toolstack side (libxl_device.c conventions) ----
 

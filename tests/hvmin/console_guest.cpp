@@ -1,8 +1,9 @@
 // hvmin_console_guest: a domain program for the console tests.
 //   echo TEXT      prints TEXT, then answers each stdin line L with "got: L" ("quit" ends it)
 //   bulk BYTES     prints BYTES bytes of numbered lines, then "bulk done", and exits
-//   hostile WHAT   (HV_CONSOLE=off) corrupts its console ring: WHAT = out (out_prod beyond the
-//                  ring) or in (in_cons beyond it), notifies, and waits to be destroyed
+//   hostile WHAT [GO]  (HV_CONSOLE=off) corrupts its console ring: WHAT = out (out_prod beyond
+//                  the ring) or in (in_cons beyond it), notifies, and waits to be destroyed; with
+//                  GO, only once the file GO exists (the test connects its client first)
 #include <unistd.h>
 
 #include <atomic>
@@ -51,6 +52,11 @@ int main(int argc, char** argv) {
         auto con = hv::hvmin::console_attach(*svc);
         if (!con) {
             return 1;
+        }
+        if (argc > 3) {
+            while (::access(argv[3], F_OK) != 0) {
+                ::usleep(5000);
+            }
         }
         auto* intf = con->intf();
         if (std::strcmp(argv[2], "out") == 0) {

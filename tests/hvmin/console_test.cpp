@@ -179,9 +179,13 @@ TEST_CASE("HV_CONSOLE=off leaves the program's fds alone", "[hvmin][console]") {
 TEST_CASE("an out_prod beyond the ring disconnects only that console", "[hvmin][console][hostile]") {
     hv::hvmin::test::Harness h;
     const DomId good = start(h, "good", {"echo", "fine"});
-    const DomId bad = start(h, "bad", {"hostile", "out"}, {"HV_CONSOLE=off"});
+    // The guest corrupts its ring only once our client is connected: the backend removes the
+    // socket at once, so a connect after the corruption would find no socket (seen under load).
+    const fs::path go = h.dir.path() / "go";
+    const DomId bad = start(h, "bad", {"hostile", "out", go.string()}, {"HV_CONSOLE=off"});
     UniqueFd sb = connect_console(h, bad);
     REQUIRE(sb);
+    std::ofstream(go).put('1');
     bool eof = false;
     (void)read_until(sb.get(), "never", &eof);
     CHECK(eof);  // the backend closed its clients

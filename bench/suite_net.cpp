@@ -51,6 +51,7 @@ struct NetVariant {
     hv::net::DataMode mode;
     unsigned spin_us;
     const char* describe;
+    bool pool = true;  ///< map mode: feature-hvkit-persistent-pool offered (kept mappings)
 };
 /// A spin window long enough to cover a round trip through the guests on this machine.
 constexpr unsigned kPollUs = 200;
@@ -58,11 +59,19 @@ constexpr NetVariant kBaseline{"", hv::net::DataMode::copy, 0, "grant copy, no p
 constexpr NetVariant kMap{"_map", hv::net::DataMode::map, 0, "map mode, no polling"};
 constexpr NetVariant kPoll{"_poll", hv::net::DataMode::copy, kPollUs, "grant copy, polling"};
 constexpr NetVariant kMapPoll{"_map_poll", hv::net::DataMode::map, kPollUs, "map mode, polling"};
+/// Map mode as Xen's netback maps: every batch maps and unmaps (no persistent pool).
+constexpr NetVariant kMapNoPool{"_map_nopool", hv::net::DataMode::map, 0,
+                                "map mode, map+unmap per batch, no polling", false};
+constexpr NetVariant kMapPollNoPool{"_map_poll_nopool", hv::net::DataMode::map, kPollUs,
+                                    "map mode, map+unmap per batch, polling", false};
 
 void add_variant_config(CaseSpec& cs, const NetVariant& v) {
     cs.config.emplace_back("data_path", v.mode == hv::net::DataMode::map ? "map" : "copy");
     cs.config.emplace_back("poll_us", std::to_string(v.spin_us));
     cs.config.emplace_back("variant", v.describe);
+    if (v.mode == hv::net::DataMode::map) {
+        cs.config.emplace_back("persistent_pool", v.pool ? "1" : "0");
+    }
 }
 
 /// One bridge kind: a host namespace with the bridge for our guests ("hvg") and the one for the
@@ -630,7 +639,8 @@ Result<Sample> dpdk_pkt64(const std::string& testpmd, const std::filesystem::pat
 
 Result<std::string> run_pkt64_case(Context& ctx) {
     if (!wanted(ctx, {"pkt64_rings_loop", "pkt64_rings_loop_map", "pkt64_rings_loop_poll",
-                      "pkt64_rings_loop_map_poll"})) {
+                      "pkt64_rings_loop_map_poll", "pkt64_rings_loop_map_nopool",
+                      "pkt64_rings_loop_map_poll_nopool"})) {
         return std::string("ok");
     }
     std::string why_no_peer;
@@ -686,7 +696,7 @@ Result<std::string> run_pkt64_case(Context& ctx) {
         }
     }
     std::uint32_t devid = 0;
-    for (const NetVariant& v : {kBaseline, kMap, kPoll, kMapPoll}) {
+    for (const NetVariant& v : {kBaseline, kMapNoPool, kMap, kPoll, kMapPollNoPool, kMapPoll}) {
         const std::string name = std::string("pkt64_rings_loop") + v.suffix;
         if (!wanted(ctx, {name})) {
             continue;
@@ -697,6 +707,7 @@ Result<std::string> run_pkt64_case(Context& ctx) {
         o.max_queues = 1;
         o.mode = v.mode;
         o.spin = std::chrono::microseconds(v.spin_us);
+        o.persistent_pool = v.pool;
         auto b = hv::net::Backend::create(*be_svc, **bx, o);
         if (!b) {
             return fail(b.error());

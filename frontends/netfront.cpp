@@ -4,7 +4,10 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
+#include <span>
+#include <thread>
 
 #include "hv/log.hpp"
 #include "hv/rings/netif_l4.hpp"
@@ -84,6 +87,7 @@ struct Device::Impl {
     DomId backend{0};
     Phase phase = Phase::waiting;
     bool split = false;
+    bool pool = false;  // feature-hvkit-persistent-pool negotiated
     bool set_up = false;
     bool rx_hold = false;
     std::optional<std::uint32_t> rx_gref_override;  // test hook: a hostile frontend's rx grefs
@@ -115,6 +119,7 @@ Result<void> Device::Impl::setup() {
         return fail(make_error_code(Errc::backend_protocol));
     }
     split = opt.split && flag(xs, bdir + "/feature-split-event-channels");
+    pool = opt.persistent_pool && flag(xs, bdir + "/feature-hvkit-persistent-pool");
     unsigned nq = 1;
     if (auto m = xenbus::read_uint(xs, bdir + "/multi-queue-max-queues", 1024); m && *m > 0) {
         nq = std::min<unsigned>(std::max(1U, opt.max_queues), static_cast<unsigned>(*m));
@@ -214,6 +219,9 @@ Result<void> Device::Impl::setup() {
         HV_TRY(xs.write(fdir + "/feature-gso-tcpv6", opt.gso_tcpv6 ? "1" : "0", tx));
         HV_TRY(xs.write(fdir + "/feature-no-csum-offload", opt.csum ? "0" : "1", tx));
         HV_TRY(xs.write(fdir + "/feature-ipv6-csum-offload", opt.csum ? "1" : "0", tx));
+        // Our buffer pages are a fixed pool granted until teardown (always so; the key lets a
+        // mapping backend rely on it).
+        HV_TRY(xs.write(fdir + "/feature-hvkit-persistent-pool", pool ? "1" : "0", tx));
         return {};
     });
     if (!w) {
@@ -443,14 +451,21 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
             }
         }
         // Data slots: slot 0 then, while the previous data slot had more_data, the next ones.
-        std::vector<std::size_t> data_slots{pos};
+        // At most kMaxRxSlots + 1 entries (the loop stops past the limit): no heap per packet.
+        std::array<std::size_t, kMaxRxSlots + 2> slot_at{};
+        std::size_t nslots = 0;
+        slot_at[nslots++] = pos;
         bool more = (r0.flags & rings::NETRXF_more_data) != 0;
         while (complete && more) {
             if (i >= q.rx_pending.size()) {
                 complete = false;
                 break;
             }
-            data_slots.push_back(i);
+            if (nslots == slot_at.size()) {
+                bad = true;
+                break;
+            }
+            slot_at[nslots++] = i;
             more = (q.rx_pending[i++].flags & rings::NETRXF_more_data) != 0;
             if (i - pos > kMaxRxSlots) {
                 bad = true;
@@ -464,6 +479,7 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
             }
             break;  // wait for the rest
         }
+        const std::span<const std::size_t> data_slots(slot_at.data(), nslots);
         std::size_t total = 0;
         for (std::size_t s : data_slots) {
             total += static_cast<std::size_t>(std::max<std::int16_t>(q.rx_pending[s].status, 0));
@@ -548,6 +564,20 @@ Device::Device(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 
 Device::~Device() {
     if (impl_->phase != Phase::dead) {
+        // The backend keeps our pool mapped while connected (revoking a mapped grant fails
+        // and would leave it granted): unless it has let go already (Closing, Closed, gone),
+        // ask it to close first, as Linux's xennet_remove waits for the backend, bounded.
+        auto let_go = [&] {
+            auto st = xenbus::read_uint(impl_->xs, impl_->bdir + "/state", 0xff);
+            return !st || *st >= static_cast<std::uint64_t>(XenbusState::XenbusStateClosing);
+        };
+        if (impl_->pool && impl_->set_up && !let_go()) {
+            (void)xenbus::switch_state(impl_->xs, impl_->fdir, XenbusState::XenbusStateClosing);
+            const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+            while (!let_go() && std::chrono::steady_clock::now() < deadline) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            }
+        }
         impl_->teardown();
         (void)xenbus::switch_state(impl_->xs, impl_->fdir, XenbusState::XenbusStateClosed);
     }
@@ -660,6 +690,7 @@ std::vector<int> Device::pollable_fds() const {
 Phase Device::phase() const noexcept { return impl_->phase; }
 unsigned Device::queues() const noexcept { return static_cast<unsigned>(impl_->queues.size()); }
 bool Device::split() const noexcept { return impl_->split; }
+bool Device::persistent_pool() const noexcept { return impl_->pool; }
 std::uint32_t Device::devid() const noexcept { return impl_->devid; }
 std::string Device::mac() const {
     auto m = impl_->xs.read(impl_->fdir + "/mac");

@@ -84,6 +84,10 @@ DataMode VifDevice::data_mode() const noexcept {
     return want;
 }
 
+bool VifDevice::offers_persistent_pool() const noexcept {
+    return opt_.persistent_pool && data_mode() == DataMode::map;
+}
+
 Result<void> VifDevice::probe() {
     // SPEC: netback_probe(): the features this backend offers, before InitWait.
     std::vector<std::pair<std::string, std::string>> kv = {
@@ -99,6 +103,8 @@ Result<void> VifDevice::probe() {
         {"feature-split-event-channels", opt_.split_event_channels ? "1" : "0"},
         {"multi-queue-max-queues", std::to_string(max_queues())},
         {"feature-ctrl-ring", "0"},
+        // hvkit's own (README "Persistent pool"): only a mapping backend can keep grants mapped.
+        {"feature-hvkit-persistent-pool", offers_persistent_pool() ? "1" : "0"},
     };
     auto w = write_keys(xs_, bdir_, kv);
     if (!w) {
@@ -245,6 +251,8 @@ Result<void> VifDevice::connect() {
         }
     }
     const DataMode mode = data_mode();
+    const bool persistent_pool = offers_persistent_pool() &&
+                                 read_flag(xs_, fdir_ + "/feature-hvkit-persistent-pool", false);
     std::chrono::microseconds spin = opt_.spin;
     if (auto p = xenbus::read_optional(xs_, bdir_ + "/poll-us"); p && *p) {
         // The toolstack's per-vif choice; anything but a decimal up to one second is ignored.
@@ -294,6 +302,7 @@ Result<void> VifDevice::connect() {
         c.rate = rate_;
         c.rx_drain_timeout = opt_.rx_drain_timeout;
         c.mode = mode;
+        c.persistent_pool = persistent_pool;
         c.spin = spin;
         cfgs.push_back(std::move(c));
     }
@@ -453,6 +462,9 @@ void VifDevice::write_statistics() noexcept {
                          {d + "tx_grant_maps", std::to_string(s.tx_grant_maps)},
                          {d + "rx_grant_copies", std::to_string(s.rx_grant_copies)},
                          {d + "rx_grant_maps", std::to_string(s.rx_grant_maps)},
+                         {d + "tx_grant_pool", std::to_string(s.tx_grant_pool)},
+                         {d + "rx_grant_pool", std::to_string(s.rx_grant_pool)},
+                         {d + "pool_maps", std::to_string(s.pool_maps)},
                          {d + "poll_wakeups", std::to_string(s.poll_wakeups)}});
     if (w) {
         last_stats_ = s;

@@ -53,6 +53,9 @@ struct BackendOptions {
     /// Each queue's spin window (hv::SpinPolicy) before it sleeps; a vif's `poll-us` backend
     /// key overrides it. Default: the process default (HVKIT_POLL_US).
     std::chrono::microseconds spin = hv::default_spin();
+    /// Map mode: offer feature-hvkit-persistent-pool (keep a frontend's pool grants mapped
+    /// while connected, README "Persistent pool"). false: map and unmap per batch.
+    bool persistent_pool = true;
 };
 
 /// One vif. Acts on the state reached, not on the edge; disconnect() is idempotent and runs
@@ -92,6 +95,7 @@ private:
     void fail_device(int err, const std::string& msg) noexcept;
     unsigned max_queues() const noexcept;
     DataMode data_mode() const noexcept;
+    bool offers_persistent_pool() const noexcept;
 
     hvmin::Services& hv_;
     xs::Client& xs_;

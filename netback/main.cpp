@@ -27,7 +27,7 @@ int main(int argc, char** argv) {
     p.synopsis =
         "usage: netback [--rundir DIR] [--domain-self] [--loop] [--max-queues N]\n"
         "               [--no-split] [--ovs-db REMOTE] [--netns NAME|PATH]\n"
-        "               [--mode copy|map] [--poll-us N]\n"
+        "               [--mode copy|map] [--poll-us N] [--no-persistent]\n"
         "  Serves the vifs of /local/domain/<self>/backend/vif until SIGTERM.\n";
     p.options =
         "  --loop            no taps: every frame a frontend sends comes back to it\n"
@@ -38,7 +38,8 @@ int main(int argc, char** argv) {
         "                    (/run/netns/NAME, or a path): a driver domain's choice\n"
         "  --mode copy|map   how packet bytes move (default: map when trusted, else copy)\n"
         "  --poll-us N       spin window of each queue before it sleeps, in microseconds\n"
-        "                    (default $HVKIT_POLL_US or 0; a vif's poll-us key overrides)\n";
+        "                    (default $HVKIT_POLL_US or 0; a vif's poll-us key overrides)\n"
+        "  --no-persistent   map mode: do not offer feature-hvkit-persistent-pool\n";
     p.option = [&](int n, char** args, int& i) {
         const std::string_view a = args[i];
         if (a == "--loop") {
@@ -65,6 +66,8 @@ int main(int argc, char** argv) {
                 return 2;
             }
             opt.mode = m == "map" ? hv::net::DataMode::map : hv::net::DataMode::copy;
+        } else if (a == "--no-persistent") {
+            opt.persistent_pool = false;
         } else if (a == "--poll-us" && i + 1 < n) {
             opt.spin = std::chrono::microseconds(
                 std::min<unsigned long>(std::strtoul(args[++i], nullptr, 10), 1000000));

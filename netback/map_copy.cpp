@@ -10,12 +10,34 @@ namespace hv::net {
 
 using rings::XEN_PAGE_SIZE;
 
+namespace {
+
+/// Moves one op's bytes between the frontend's mapped page `guest` and our local page.
+void move_bytes(rings::gnttab_copy& op, std::byte* guest, const LocalPages& local) noexcept {
+    const bool from_guest = (op.flags & rings::GNTCOPY_source_gref) != 0;
+    const auto& l = from_guest ? op.dest : op.source;
+    std::byte* mine = local.base + (l.u.gmfn - local.first_frame) * XEN_PAGE_SIZE + l.offset;
+    // GUEST: the frontend may write its page meanwhile; the bytes land in (or come from) our
+    // private copy, which is all that is parsed afterwards.
+    if (from_guest) {
+        std::memcpy(mine, guest + op.source.offset, op.len);
+    } else {
+        std::memcpy(guest + op.dest.offset, mine, op.len);
+    }
+    op.status = rings::GNTST_okay;
+}
+
+}  // namespace
+
 Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPages& local,
-                            std::span<rings::gnttab_copy> ops) noexcept {
+                            std::span<rings::gnttab_copy> ops, Counts* counts) noexcept {
+    Counts c;
     reqs_.clear();
+    keep_req_.clear();
     map_of_op_.clear();
     maps_.clear();
-    // One map request per run of ops on the same grant in the same direction.
+    // One map request per run of ops on the same grant in the same direction; with the
+    // persistent pool, ops on a kept mapping are done here without any request.
     for (auto& op : ops) {
         const bool from_guest = (op.flags & rings::GNTCOPY_source_gref) != 0;
         const bool to_guest = (op.flags & rings::GNTCOPY_dest_gref) != 0;
@@ -33,16 +55,41 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
             continue;
         }
         const bool readonly = from_guest;  // tx reads the frontend's page; rx writes it
-        if (reqs_.empty() || reqs_.back().ref.get() != g.u.ref || reqs_.back().readonly != readonly) {
+        bool keep = false;
+        if (persistent_) {
+            // A kept mapping was checked by hv-min when it was made (ref in range, granted to
+            // us by this frontend, writable if kept writable) and stays pinned: the frontend
+            // cannot revoke it meanwhile (end_access answers grant_in_use, as in Xen).
+            if (auto it = kept_.find(g.u.ref); it != kept_.end()) {
+                if (readonly || it->second.writable) {
+                    move_bytes(op, it->second.map.data(), local);
+                    ++c.pooled;
+                    map_of_op_.push_back(UINT_MAX);
+                    continue;
+                }
+            } else {
+                keep = kept_.size() + reqs_.size() < kMaxKept;
+            }
+        }
+        if (reqs_.empty() || reqs_.back().ref.get() != g.u.ref ||
+            reqs_.back().readonly != readonly) {
             reqs_.push_back(hvmin::MapRequest{frontend, GrantRef(g.u.ref), readonly});
+            keep_req_.push_back(keep ? 1 : 0);
         }
         map_of_op_.push_back(static_cast<unsigned>(reqs_.size() - 1));
     }
     if (reqs_.empty()) {
+        if (counts != nullptr) {
+            *counts = c;
+        }
         return {};
     }
     auto mapped = grants.map_batch(reqs_);
     if (!mapped) {
+        // Ops already moved through kept mappings stand; the others were not carried out.
+        if (counts != nullptr) {
+            *counts = c;
+        }
         return fail(mapped.error());
     }
     for (std::size_t i = 0; i < ops.size(); ++i) {
@@ -51,36 +98,78 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
             continue;
         }
         auto& r = (*mapped)[m];
-        rings::gnttab_copy& op = ops[i];
         if (!r) {
             // GUEST: hv-min refused the grant (range, domain, permission): this op fails alone.
-            op.status = rings::GNTST_permission_denied;
+            ops[i].status = rings::GNTST_permission_denied;
             continue;
         }
-        const bool from_guest = (op.flags & rings::GNTCOPY_source_gref) != 0;
-        const auto& l = from_guest ? op.dest : op.source;
-        std::byte* mine = local.base + (l.u.gmfn - local.first_frame) * XEN_PAGE_SIZE + l.offset;
-        // GUEST: the frontend may write its page meanwhile; the bytes land in (or come from) our
-        // private copy, which is all that is parsed afterwards.
-        if (from_guest) {
-            std::memcpy(mine, r->data() + op.source.offset, op.len);
+        move_bytes(ops[i], r->data(), local);
+        if (keep_req_[m] != 0) {
+            ++c.pooled;
         } else {
-            std::memcpy(r->data() + op.dest.offset, mine, op.len);
+            ++c.transient;
         }
-        op.status = rings::GNTST_okay;
     }
-    for (auto& r : *mapped) {
-        if (r) {
-            maps_.push_back(std::move(*r));
+    for (std::size_t m = 0; m < mapped->size(); ++m) {
+        auto& r = (*mapped)[m];
+        if (!r) {
+            continue;
+        }
+        if (keep_req_[m] != 0 && !kept_.contains(reqs_[m].ref.get())) {
+            kept_.emplace(reqs_[m].ref.get(), Kept{std::move(*r), !reqs_[m].readonly});
+            ++c.kept_new;
+        } else {
+            maps_.push_back(std::move(*r));  // a second request for the same grant: transient
         }
     }
     // Unmapped before any response is written: a frontend that revokes after the response finds
     // its grant free, as after a copy.
+    if (!maps_.empty()) {
+        if (auto u = grants.unmap_batch(maps_); !u) {
+            HV_LOG_RL(error, "netback: unmapping %zu frontend grants: %s", maps_.size(),
+                      u.error().message().c_str());
+        }
+    }
+    maps_.clear();
+    if (counts != nullptr) {
+        *counts = c;
+    }
+    return {};
+}
+
+void MapCopier::drop(hvmin::Grants& grants) noexcept {
+    if (kept_.empty()) {
+        return;
+    }
+    maps_.clear();
+    for (auto& [ref, k] : kept_) {
+        maps_.push_back(std::move(k.map));
+    }
+    kept_.clear();
     if (auto u = grants.unmap_batch(maps_); !u) {
-        HV_LOG_RL(error, "netback: unmapping %zu frontend grants: %s", maps_.size(),
+        HV_LOG_RL(error, "netback: unmapping %zu kept frontend grants: %s", maps_.size(),
                   u.error().message().c_str());
     }
     maps_.clear();
+}
+
+Result<void> run_grant_ops(DataMode mode, MapCopier& mapper, hvmin::Grants& grants, DomId frontend,
+                           const LocalPages& local, std::span<rings::gnttab_copy> ops,
+                           const GrantOpCounters& c) noexcept {
+    if (mode != DataMode::map) {
+        HV_TRY(grants.copy(ops));
+        VifStats::add(c.copies, ops.size());
+        return {};
+    }
+    MapCopier::Counts n;
+    auto r = mapper.run(grants, frontend, local, ops, &n);
+    // Kept mappings made and ops moved through them count even when the batch's map failed.
+    VifStats::add(c.pool, n.pooled);
+    VifStats::add(c.pool_maps, n.kept_new);
+    if (!r) {
+        return r;
+    }
+    VifStats::add(c.maps, ops.size() - n.pooled);
     return {};
 }
 

@@ -2,18 +2,22 @@
 // GNTTABOP_copy-shaped ops by mapping each op's frontend grant (one GNTTABOP_map_grant_ref
 // batch), moving the bytes with memcpy, and unmapping (one GNTTABOP_unmap_grant_ref batch)
 // before returning, so the frontend may revoke its grants as soon as it sees the responses.
+// With the frontend's persistent pool (feature-hvkit-persistent-pool, netback/README.md) the
+// grants it names are mapped once and kept until drop(): the data path is then memcpy only.
 // Layer: L2. Threads: one Queue's worker (it owns the Grants passed in).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "hv/expected.hpp"
 #include "hv/rings/xen/grant_table.hpp"
 #include "hv/strong.hpp"
 #include "hvmin/client.hpp"
+#include "netback/metrics.hpp"
 
 namespace hv::net {
 
@@ -40,13 +44,53 @@ struct LocalPages {
 /// `scratch` keeps its capacity between calls.
 class MapCopier {
 public:
+    /// Mappings kept per queue at most: netfront's pool is one page per tx and per rx ring
+    /// slot (2 x 256), so an honest frontend fits and a hostile one pins no more than that;
+    /// grants beyond it go through a mapping made and dropped within the batch.
+    static constexpr std::size_t kMaxKept = 512;
+
+    /// What one run() did (for the statistics).
+    struct Counts {
+        std::uint64_t pooled = 0;     ///< ops moved through a kept mapping
+        std::uint64_t transient = 0;  ///< ops moved through a mapping dropped within the batch
+        std::uint64_t kept_new = 0;   ///< grants mapped and kept by this run
+    };
+
+    /// Keep mappings across batches (the frontend's persistent pool). Set before the first run.
+    void set_persistent(bool on) noexcept { persistent_ = on; }
+    bool persistent() const noexcept { return persistent_; }
+
     Result<void> run(hvmin::Grants& grants, DomId frontend, const LocalPages& local,
-                     std::span<rings::gnttab_copy> ops) noexcept;
+                     std::span<rings::gnttab_copy> ops, Counts* counts = nullptr) noexcept;
+    /// Unmaps every kept mapping (one batch); call before `grants` goes away (disconnect).
+    void drop(hvmin::Grants& grants) noexcept;
+    std::size_t kept() const noexcept { return kept_.size(); }
 
 private:
+    struct Kept {
+        hvmin::GrantMapping map;
+        bool writable = false;
+    };
+    bool persistent_ = false;
+    std::unordered_map<std::uint32_t, Kept> kept_;  ///< by grant ref (persistent only)
+    std::vector<std::uint8_t> keep_req_;  ///< per reqs_ entry: 1 = keep the mapping
     std::vector<hvmin::MapRequest> reqs_;
     std::vector<unsigned> map_of_op_;   ///< per op: index into reqs_ (UINT_MAX: op invalid)
     std::vector<hvmin::GrantMapping> maps_;
 };
+
+/// One direction's counters of VifStats (tx or rx).
+struct GrantOpCounters {
+    std::atomic<std::uint64_t>& copies;
+    std::atomic<std::uint64_t>& maps;
+    std::atomic<std::uint64_t>& pool;
+    std::atomic<std::uint64_t>& pool_maps;
+};
+
+/// Carries out `ops` the way `mode` says (GNTTABOP_copy, or `mapper`) and counts them into `c`
+/// when the transport succeeded. The Result is the transport's; op statuses say the rest.
+Result<void> run_grant_ops(DataMode mode, MapCopier& mapper, hvmin::Grants& grants, DomId frontend,
+                           const LocalPages& local, std::span<rings::gnttab_copy> ops,
+                           const GrantOpCounters& c) noexcept;
 
 }  // namespace hv::net

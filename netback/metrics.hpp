@@ -23,6 +23,11 @@ struct VifStatsSnapshot {
     std::uint64_t tx_grant_maps = 0;
     std::uint64_t rx_grant_copies = 0;
     std::uint64_t rx_grant_maps = 0;
+    /// Map mode with the frontend's persistent pool: pieces moved through kept mappings, and
+    /// the grants mapped (and kept) to do so: once per pool grant while connected.
+    std::uint64_t tx_grant_pool = 0;
+    std::uint64_t rx_grant_pool = 0;
+    std::uint64_t pool_maps = 0;
     std::uint64_t poll_wakeups = 0;  ///< waits ended by spinning (polling), without a sleep
     friend bool operator==(const VifStatsSnapshot&, const VifStatsSnapshot&) = default;
     VifStatsSnapshot& operator+=(const VifStatsSnapshot& o) noexcept {
@@ -37,6 +42,9 @@ struct VifStatsSnapshot {
         tx_grant_maps += o.tx_grant_maps;
         rx_grant_copies += o.rx_grant_copies;
         rx_grant_maps += o.rx_grant_maps;
+        tx_grant_pool += o.tx_grant_pool;
+        rx_grant_pool += o.rx_grant_pool;
+        pool_maps += o.pool_maps;
         poll_wakeups += o.poll_wakeups;
         return *this;
     }
@@ -62,6 +70,9 @@ public:
         s.tx_grant_maps = tx_grant_maps.load(std::memory_order_relaxed);
         s.rx_grant_copies = rx_grant_copies.load(std::memory_order_relaxed);
         s.rx_grant_maps = rx_grant_maps.load(std::memory_order_relaxed);
+        s.tx_grant_pool = tx_grant_pool.load(std::memory_order_relaxed);
+        s.rx_grant_pool = rx_grant_pool.load(std::memory_order_relaxed);
+        s.pool_maps = pool_maps.load(std::memory_order_relaxed);
         s.poll_wakeups = poll_wakeups.load(std::memory_order_relaxed);
         return s;
     }
@@ -77,6 +88,9 @@ public:
     std::atomic<std::uint64_t> tx_grant_maps{0};
     std::atomic<std::uint64_t> rx_grant_copies{0};
     std::atomic<std::uint64_t> rx_grant_maps{0};
+    std::atomic<std::uint64_t> tx_grant_pool{0};
+    std::atomic<std::uint64_t> rx_grant_pool{0};
+    std::atomic<std::uint64_t> pool_maps{0};
     std::atomic<std::uint64_t> poll_wakeups{0};
 };
 

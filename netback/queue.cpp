@@ -301,9 +301,9 @@ Result<std::unique_ptr<Queue>> Queue::create(hvmin::Services svc, std::unique_pt
     q.rx_pages = {*first + TxPath::kPages, *base + std::size_t{TxPath::kPages} * XEN_PAGE_SIZE,
                   RxPath::kPages};
     q.tx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.tx, q.tx_pages, q.cfg.name,
-                 q.cfg.mode);
+                 q.cfg.mode, q.cfg.persistent_pool);
     q.rx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.rx, q.rx_pages,
-                 q.cfg.rx_drain_timeout, q.cfg.name, q.cfg.mode);
+                 q.cfg.rx_drain_timeout, q.cfg.name, q.cfg.mode, q.cfg.persistent_pool);
     q.tx->set_rate(q.cfg.rate, Clock::now());
     q.wake_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (q.wake_fd.get() < 0) {

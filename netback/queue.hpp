@@ -34,6 +34,8 @@ struct QueueConfig {
     std::chrono::milliseconds rx_drain_timeout{10000};  ///< Linux rx_drain_timeout_msecs
     std::string name;       ///< "<fe>/<devid>/q<n>" for logs
     DataMode mode = DataMode::copy;
+    /// Map mode and the frontend's feature-hvkit-persistent-pool: keep its grants mapped.
+    bool persistent_pool = false;
     /// Spin window (hv::SpinPolicy): while work arrived within it, the worker spins on the ring
     /// indices and the engine before sleeping. 0: sleep at once.
     std::chrono::microseconds spin{0};

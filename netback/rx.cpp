@@ -34,7 +34,7 @@ RxPacketInfo rx_info_from_vnet(const VnetHdr& h, std::size_t len) noexcept {
 
 RxPath::RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
                RxFrontend fe, LocalPages pages, std::chrono::milliseconds drain_timeout,
-               std::string name, DataMode mode)
+               std::string name, DataMode mode, bool persistent)
     : grants_(grants),
       engine_(engine),
       stats_(stats),
@@ -49,7 +49,10 @@ RxPath::RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
     rsps_.reserve(rings::ring_entries_for_pages<rings::NetifRxProtocol>(1));
     ops_.reserve(kMaxOps);
     pend_.reserve(256);
+    mapper_.set_persistent(persistent && mode == DataMode::map);
 }
+
+RxPath::~RxPath() { mapper_.drop(grants_); }
 
 void RxPath::drop_held(const char* why) noexcept {
     VifStats::add(stats_.rx_dropped);
@@ -179,15 +182,13 @@ void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
     }
     bool copy_ok = true;
     if (!ops_.empty()) {
-        auto r = mode_ == DataMode::map ? mapper_.run(grants_, frontend_, pages_, ops_)
-                                        : grants_.copy(ops_);
+        auto r = run_grant_ops(mode_, mapper_, grants_, frontend_, pages_, ops_,
+                               {stats_.rx_grant_copies, stats_.rx_grant_maps,
+                                stats_.rx_grant_pool, stats_.pool_maps});
         if (!r) {
             HV_LOG_RL(error, "netback %s: rx grant %s: %s", name_.c_str(),
                       mode_ == DataMode::map ? "map" : "copy", r.error().message().c_str());
             copy_ok = false;
-        } else {
-            VifStats::add(mode_ == DataMode::map ? stats_.rx_grant_maps : stats_.rx_grant_copies,
-                          ops_.size());
         }
     }
     for (const Pending& p : pend_) {

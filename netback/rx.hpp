@@ -49,7 +49,11 @@ public:
 
     RxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
            RxFrontend fe, LocalPages pages, std::chrono::milliseconds drain_timeout,
-           std::string name, DataMode mode = DataMode::copy);
+           std::string name, DataMode mode = DataMode::copy, bool persistent = false);
+    /// Kept mappings (persistent pool) are unmapped here.
+    ~RxPath();
+    RxPath(const RxPath&) = delete;
+    RxPath& operator=(const RxPath&) = delete;
 
     /// Delivers frames while rx requests last. Never blocks.
     RxRun run(RxRing& ring, Clock::time_point now) noexcept;

@@ -60,7 +60,8 @@ bool CreditBucket::take(std::uint64_t bytes, Clock::time_point now) noexcept {
 // ---- TxPath ----------------------------------------------------------------------------------
 
 TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
-               TxConfig cfg, LocalPages pages, std::string name, DataMode mode)
+               TxConfig cfg, LocalPages pages, std::string name, DataMode mode,
+               bool persistent)
     : grants_(grants),
       engine_(engine),
       stats_(stats),
@@ -73,7 +74,10 @@ TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
     batch_.reserve(256);
     ops_.reserve(kPages + 2 * kBatchPackets);
     rsp_.resize(rings::ring_entries_for_pages<rings::NetifTxProtocol>(1));
+    mapper_.set_persistent(persistent && mode == DataMode::map);
 }
+
+TxPath::~TxPath() { mapper_.drop(grants_); }
 
 TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
     TxRun out;
@@ -188,15 +192,13 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
     }
     if (!ops_.empty()) {
         bool copy_ok = true;
-        auto r = mode_ == DataMode::map ? mapper_.run(grants_, frontend_, pages_, ops_)
-                                        : grants_.copy(ops_);
+        auto r = run_grant_ops(mode_, mapper_, grants_, frontend_, pages_, ops_,
+                               {stats_.tx_grant_copies, stats_.tx_grant_maps,
+                                stats_.tx_grant_pool, stats_.pool_maps});
         if (!r) {
             HV_LOG_RL(error, "netback %s: grant %s: %s", name_.c_str(),
                       mode_ == DataMode::map ? "map" : "copy", r.error().message().c_str());
             copy_ok = false;
-        } else {
-            VifStats::add(mode_ == DataMode::map ? stats_.tx_grant_maps : stats_.tx_grant_copies,
-                          ops_.size());
         }
         for (Entry& e : batch_) {
             if (e.buf < 0 || e.copied) {

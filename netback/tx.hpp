@@ -77,7 +77,12 @@ public:
     static constexpr std::size_t kArea = std::size_t{kPages} * rings::XEN_PAGE_SIZE;
 
     TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
-           TxConfig cfg, LocalPages pages, std::string name, DataMode mode = DataMode::copy);
+           TxConfig cfg, LocalPages pages, std::string name, DataMode mode = DataMode::copy,
+           bool persistent = false);
+    /// Kept mappings (persistent pool) are unmapped here.
+    ~TxPath();
+    TxPath(const TxPath&) = delete;
+    TxPath& operator=(const TxPath&) = delete;
 
     /// Drains the tx ring as far as credit allows. Never blocks.
     TxRun run(TxRing& ring, Clock::time_point now) noexcept;

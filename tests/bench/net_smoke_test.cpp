@@ -216,8 +216,9 @@ TEST_CASE("hvbench --quick net prints one schema-valid line per case and leaves 
     INFO(proc->output());
     CHECK(*rc == 0);
 
-    std::set<std::string> expected{"pkt64_rings_loop", "pkt64_rings_loop_map",
-                                   "pkt64_rings_loop_poll", "pkt64_rings_loop_map_poll"};
+    std::set<std::string> expected{"pkt64_rings_loop",           "pkt64_rings_loop_map",
+                                   "pkt64_rings_loop_poll",      "pkt64_rings_loop_map_poll",
+                                   "pkt64_rings_loop_map_nopool", "pkt64_rings_loop_map_poll_nopool"};
     for (const char* fabric : {"bridge", "ovs"}) {
         for (const char* variant : {"", "_map", "_map_poll"}) {
             for (const char* c : {"tcp_%s_1stream%s", "tcp_%s_4streams%s", "udp_rtt_%s%s"}) {

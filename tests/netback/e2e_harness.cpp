@@ -101,6 +101,11 @@ void Guest::kill() {
     svc.reset();
 }
 
+void Guest::crash() {
+    donor_.reset();
+    (void)env.ts->wait_for_death(domid, 10s);
+}
+
 // ---- Vif ----
 
 Vif::Vif(Env& e, Guest& g, std::uint32_t id, netfront::Options o,

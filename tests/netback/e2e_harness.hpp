@@ -49,6 +49,9 @@ public:
     Guest(Env& env, const std::string& name);
     ~Guest();
     void kill();
+    /// Kills the domain (its connections close) but keeps `svc` and `xs` as objects, so a
+    /// frontend built on them can still be destroyed afterwards (a crashed guest).
+    void crash();
     Env& env;
     DomId domid{0};
     std::optional<hvmin::Services> svc;

@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <thread>
 
 #include "e2e_harness.hpp"
 
@@ -142,12 +143,16 @@ TEST_CASE("19 follow-on slots drop the packet, 21 disable the vif", "[netback][h
 
 TEST_CASE("a grant that does not exist or is granted to another domain gets an error response",
           "[netback][hostile]") {
-    // Both data paths: hv-min checks the grant in the copy hypercall, or when map mode maps it.
-    const DataMode mode = GENERATE(DataMode::copy, DataMode::map);
-    INFO("mode " << (mode == DataMode::map ? "map" : "copy"));
+    // Every data path: hv-min checks the grant in the copy hypercall, or when map mode maps it
+    // (per batch, or once to keep it with the persistent pool: a refused one is not kept).
+    const int path = GENERATE(0, 1, 2);
+    const char* names[] = {"copy", "map", "pool"};
+    INFO("path " << names[path]);
     BackendOptions o = Env::loop_options();
-    o.mode = mode;
+    o.mode = path == 0 ? DataMode::copy : DataMode::map;
+    o.persistent_pool = path == 2;
     Two t(o);
+    CHECK(t.bad.nf->persistent_pool() == (path == 2));
     auto p = t.bad.nf->raw_tx_page(0);
     REQUIRE(p);
     SECTION("a ref beyond the grant table") {
@@ -169,6 +174,84 @@ TEST_CASE("a grant that does not exist or is granted to another domain gets an e
     CHECK(r[0].status == wire::NETIF_RSP_ERROR);
     CHECK(echoes(t.bad));
     CHECK(t.bad.wait_backend_key("statistics/tx_errors", "1"));
+}
+
+TEST_CASE("a pool grant the backend keeps mapped cannot be revoked until the vif disconnects",
+          "[netback][hostile][pool]") {
+    Two t;  // dom0 netback: map mode with the persistent pool
+    REQUIRE(t.bad.nf->persistent_pool());
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    const auto f = raw_frame(100, 9);
+    std::memcpy(p->data, f.data(), f.size());
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 100, 0)}));
+    auto r = tx_responses(t.bad, 1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == wire::NETIF_RSP_OKAY);
+    // SPEC: Xen's gnttab_end_foreign_access_ref fails while the grantee maps the entry.
+    auto e = t.g1.svc->grants().end_access(p->gref);
+    REQUIRE_FALSE(e);
+    CHECK(e.error() == hvmin::Errc::grant_in_use);
+    CHECK(echoes(t.bad));
+    // The frontend closes: netback unmaps what it kept before it answers Closing.
+    REQUIRE(xenbus::switch_state(*t.g1.xs, t.bad.fdir(), XenbusState::XenbusStateClosing));
+    REQUIRE(t.bad.wait_backend(XenbusState::XenbusStateClosing));
+    CHECK(t.g1.svc->grants().end_access(p->gref));
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("a pool grant revoked before the backend mapped it gets an error response",
+          "[netback][hostile][pool]") {
+    Two t;
+    REQUIRE(t.bad.nf->persistent_pool());
+    auto p = t.bad.nf->raw_tx_page(0);  // never sent yet: not mapped by the backend
+    REQUIRE(p);
+    const auto f = raw_frame(100, 10);
+    std::memcpy(p->data, f.data(), f.size());
+    REQUIRE(t.g1.svc->grants().end_access(p->gref));
+    REQUIRE(t.bad.nf->raw_tx(0, std::vector{req(*p, 0, 100, 0)}));
+    auto r = tx_responses(t.bad, 1);
+    REQUIRE(r.size() == 1);
+    CHECK(r[0].status == wire::NETIF_RSP_ERROR);
+    CHECK(t.bad.wait_backend_key("statistics/tx_errors", "1"));
+    CHECK(t.bad.backend_key("state") == "4");  // the vif keeps serving
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("a frontend dying with its pool mapped leaves the backend serving others",
+          "[netback][hostile][pool]") {
+    Env env;
+    Guest victim(env, "victim");
+    Guest other(env, "other");
+    Vif good(env, other, 0);
+    {
+        Vif v(env, victim, 0);
+        REQUIRE(v.nf->persistent_pool());
+        for (std::uint32_t i = 0; i < 300; ++i) {  // every rx buffer mapped and kept
+            const auto f = raw_frame(64, i);
+            REQUIRE(v.nf->send(0, f));
+            std::vector<Packet> got;
+            REQUIRE(v.nf->receive(got, 1, 5s) == 1);
+        }
+        REQUIRE(v.wait_backend_key("statistics/tx_packets", "300"));
+        CHECK(std::stoull(v.backend_key("statistics/pool_maps")) > 256);
+        victim.crash();
+        // The toolstack removes the dead domain's vif (Vif's destructor): netback disconnects
+        // and unmaps what it kept (hv-min dropped the pins at the death already).
+    }
+    const auto dir = xenbus::backend_dir(DomId(0), "vif", victim.domid, 0);
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (env.xs->read(dir + "/state") && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(10ms);
+    }
+    CHECK_FALSE(env.xs->read(dir + "/state"));
+    CHECK(echoes(good));
+    // A new guest's pool is mapped and kept as before.
+    Guest next(env, "next");
+    Vif n(env, next, 0);
+    REQUIRE(n.nf->persistent_pool());
+    CHECK(echoes(n));
+    CHECK(n.wait_backend_key("statistics/pool_maps", "2"));
 }
 
 TEST_CASE("an unknown extra type disables the vif", "[netback][hostile]") {

@@ -40,30 +40,118 @@ std::size_t echo_count(Vif& v, const std::vector<std::byte>& f, std::chrono::mil
 
 }  // namespace
 
-TEST_CASE("map mode and copy mode each carry every frame size, and statistics say which ran",
+TEST_CASE("copy, map and persistent-pool mode each carry every frame size, and statistics say "
+          "which ran",
           "[netback][e2e][map]") {
-    const DataMode mode = GENERATE(DataMode::copy, DataMode::map);
-    INFO("mode " << name(mode));
-    Env env(options(mode));
+    // pool: map mode with feature-hvkit-persistent-pool (netfront offers it by default).
+    enum class Path { copy, map, pool };
+    const Path path = GENERATE(Path::copy, Path::map, Path::pool);
+    const char* names[] = {"copy", "map", "pool"};
+    INFO("path " << names[static_cast<int>(path)]);
+    BackendOptions o = options(path == Path::copy ? DataMode::copy : DataMode::map);
+    o.persistent_pool = path == Path::pool;
+    Env env(o);
     Guest g(env, "g1");
     Vif v(env, g, 0);
+    CHECK(v.nf->persistent_pool() == (path == Path::pool));
+    CHECK(v.backend_key("feature-hvkit-persistent-pool") == (path == Path::pool ? "1" : "0"));
     unsigned n = 0;
-    for (std::size_t len : {14U, 60U, 1514U, 4096U, 4097U, 20000U, 65535U}) {
-        const auto f = raw_frame(len, static_cast<std::uint32_t>(len));
-        REQUIRE(v.nf->send(0, f));
-        std::vector<Packet> got;
-        REQUIRE(v.nf->receive(got, 1, 5s) == 1);
-        CHECK(got[0].data == f);
-        ++n;
+    // Both directions, twice over, so the second round runs on mappings the first one kept.
+    for (int round = 0; round < 2; ++round) {
+        for (std::size_t len : {14U, 60U, 1514U, 4096U, 4097U, 20000U, 65535U}) {
+            const auto f = raw_frame(len, static_cast<std::uint32_t>(len + round));
+            REQUIRE(v.nf->send(0, f));
+            std::vector<Packet> got;
+            REQUIRE(v.nf->receive(got, 1, 5s) == 1);
+            CHECK(got[0].data == f);
+            ++n;
+        }
     }
     REQUIRE(stats_settled(v, n));
-    const bool map = mode == DataMode::map;
-    CHECK((stat(v, "tx_grant_maps") > 0) == map);
-    CHECK((stat(v, "rx_grant_maps") > 0) == map);
-    CHECK((stat(v, "tx_grant_copies") > 0) == !map);
-    CHECK((stat(v, "rx_grant_copies") > 0) == !map);
+    CHECK((stat(v, "tx_grant_maps") > 0) == (path == Path::map));
+    CHECK((stat(v, "rx_grant_maps") > 0) == (path == Path::map));
+    CHECK((stat(v, "tx_grant_copies") > 0) == (path == Path::copy));
+    CHECK((stat(v, "rx_grant_copies") > 0) == (path == Path::copy));
+    CHECK((stat(v, "tx_grant_pool") > 0) == (path == Path::pool));
+    CHECK((stat(v, "rx_grant_pool") > 0) == (path == Path::pool));
+    if (path == Path::pool) {
+        // Each pool grant is mapped once: at most one per tx and rx buffer page, and fewer
+        // maps than pieces moved (the second round found its grants mapped).
+        const auto maps = stat(v, "pool_maps");
+        CHECK(maps > 0);
+        CHECK(maps <= 2 * 256);
+        CHECK(maps < stat(v, "tx_grant_pool") + stat(v, "rx_grant_pool"));
+    } else {
+        CHECK(stat(v, "pool_maps") == 0);
+    }
     CHECK(stat(v, "tx_errors") == 0);
     CHECK(stat(v, "rx_dropped") == 0);
+}
+
+TEST_CASE("the persistent pool maps each pool grant once however many frames pass",
+          "[netback][e2e][map][pool]") {
+    Env env(options(DataMode::map));
+    Guest g(env, "g1");
+    Vif v(env, g, 0);
+    REQUIRE(v.nf->persistent_pool());
+    // Windows of 64 frames: netfront's tx pages and all 256 rx buffers take turns.
+    auto burst = [&](unsigned frames, std::uint32_t seed) {
+        unsigned back = 0;
+        for (unsigned sent = 0; sent < frames; sent += 64) {
+            for (unsigned i = 0; i < 64; ++i) {
+                REQUIRE(v.nf->send(0, raw_frame(64 + i, seed + sent + i)));
+            }
+            std::vector<Packet> got;
+            back += static_cast<unsigned>(v.nf->receive(got, 64, 5s));
+        }
+        return back;
+    };
+    REQUIRE(burst(640, 1) == 640);
+    REQUIRE(stats_settled(v, 640));
+    const auto first = stat(v, "pool_maps");
+    CHECK(first > 256);  // every rx buffer came round at least once
+    CHECK(first <= 2 * 256);
+    REQUIRE(burst(1280, 5000) == 1280);
+    REQUIRE(stats_settled(v, 640 + 1280));
+    CHECK(stat(v, "pool_maps") == first);
+    // A frame may be two pieces (split at a local page boundary), never fewer than one.
+    CHECK(stat(v, "tx_grant_pool") >= 640 + 1280);
+    CHECK(stat(v, "rx_grant_pool") >= 640 + 1280);
+    CHECK(stat(v, "tx_grant_maps") == 0);
+    CHECK(stat(v, "rx_grant_maps") == 0);
+}
+
+TEST_CASE("without the pool on either side, map mode maps and unmaps per batch",
+          "[netback][e2e][map][pool]") {
+    const bool backend_offers = GENERATE(false, true);
+    INFO("backend offers the pool: " << backend_offers);
+    BackendOptions o = options(DataMode::map);
+    o.persistent_pool = backend_offers;
+    Env env(o);
+    Guest g(env, "g1");
+    netfront::Options fo;
+    fo.persistent_pool = false;  // when the backend offers it, the frontend declines
+    Vif v(env, g, 0, backend_offers ? fo : netfront::Options{});
+    CHECK_FALSE(v.nf->persistent_pool());
+    CHECK(v.backend_key("feature-hvkit-persistent-pool") == (backend_offers ? "1" : "0"));
+    CHECK(v.env.xs->read(v.fdir() + "/feature-hvkit-persistent-pool").value_or("") == "0");
+    for (std::uint32_t i = 0; i < 3; ++i) {
+        REQUIRE(echo_count(v, raw_frame(100, i), 5s) == 1);
+    }
+    REQUIRE(stats_settled(v, 3));
+    CHECK(stat(v, "tx_grant_maps") == 3);
+    CHECK(stat(v, "rx_grant_maps") == 3);
+    CHECK(stat(v, "pool_maps") == 0);
+    CHECK(stat(v, "tx_grant_pool") == 0);
+}
+
+TEST_CASE("a copying netback does not offer the persistent pool", "[netback][e2e][map][pool]") {
+    Env env(options(DataMode::copy));
+    Guest g(env, "g1");
+    Vif v(env, g, 0);
+    CHECK(v.backend_key("feature-hvkit-persistent-pool") == "0");
+    CHECK_FALSE(v.nf->persistent_pool());
+    REQUIRE(echo_count(v, raw_frame(100, 1), 5s) == 1);
 }
 
 TEST_CASE("a trusted netback (dom0) uses map mode unless told to copy", "[netback][e2e][map]") {
@@ -73,8 +161,11 @@ TEST_CASE("a trusted netback (dom0) uses map mode unless told to copy", "[netbac
     Vif v(env, g, 0);
     REQUIRE(echo_count(v, raw_frame(100, 1), 5s) == 1);
     REQUIRE(stats_settled(v, 1));
-    CHECK(stat(v, "tx_grant_maps") == 1);
-    CHECK(stat(v, "rx_grant_maps") == 1);
+    // ... with the persistent pool: both pieces through mappings it keeps.
+    CHECK(stat(v, "tx_grant_pool") == 1);
+    CHECK(stat(v, "rx_grant_pool") == 1);
+    CHECK(stat(v, "pool_maps") == 2);
+    CHECK(stat(v, "tx_grant_maps") == 0);
     CHECK(stat(v, "tx_grant_copies") == 0);
 }
 

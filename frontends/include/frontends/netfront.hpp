@@ -52,6 +52,11 @@ struct Options {
     bool gso_tcpv6 = true;     ///< feature-gso-tcpv6
     bool csum = true;          ///< partial checksums accepted (else feature-no-csum-offload=1)
     bool rx_notify = true;     ///< feature-rx-notify: kick the backend when posting rx buffers
+    /// feature-hvkit-persistent-pool (netback/README.md): when the backend offers it, tell it
+    /// that the tx/rx buffer pages (granted once at connect) stay granted until disconnect, so
+    /// it may keep them mapped; closing then waits (≤ 2 s) for the backend to let go before
+    /// revoking them.
+    bool persistent_pool = true;
     /// receive()'s spin window (hv::SpinPolicy): while packets arrived within it, it watches
     /// the response indices before sleeping. Default: the process default (HVKIT_POLL_US).
     std::chrono::microseconds spin = hv::default_spin();
@@ -134,6 +139,8 @@ public:
     Phase phase() const noexcept;
     unsigned queues() const noexcept;
     bool split() const noexcept;
+    /// feature-hvkit-persistent-pool was negotiated (both sides offered it).
+    bool persistent_pool() const noexcept;
     std::uint32_t devid() const noexcept;
     std::string mac() const;  ///< the `mac` key of the frontend dir ("" if absent)
     std::string frontend_dir() const;

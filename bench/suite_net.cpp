@@ -484,9 +484,12 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
            std::to_string(lost);
 }
 
-/// 2 MiB hugepages for the DPDK peer, set up for one run and restored after: the pool
+/// 2 MiB hugepages for the DPDK peer, set up for one run and given back after: the pool
 /// (/proc/sys/vm/nr_hugepages) raised by `pages`, a hugetlbfs mounted at `dir`. Failure leaves
-/// everything as it was (the peer then runs with --no-huge).
+/// everything as it was (the peer then runs with --no-huge). Giving back subtracts what this run
+/// added from the pool as it is then (not a write of the old value: another process may have
+/// changed the pool meanwhile), and both steps are logged on stderr, where the smoke test
+/// checks them (the machine-wide value is not ours to compare).
 class HugePages {
 public:
     static Result<std::unique_ptr<HugePages>> setup(const std::filesystem::path& dir,
@@ -497,12 +500,15 @@ public:
         if (!before) {
             return fail(before.error());
         }
-        h->before_ = *before;
-        HV_TRY(write_pool(*before + pages));
-        h->raised_ = true;
+        const auto raised = write_pool(*before + pages);
         auto now = read_pool();
-        if (!now || *now < *before + pages) {
-            return fail_errno(ENOMEM);  // the destructor restores the pool
+        if (now && *now > *before) {
+            h->added_ = *now - *before;  // what the kernel gave: the destructor returns it
+            std::fprintf(stderr, "hvbench net: hugepages: pool raised by %ld (%ld -> %ld)\n",
+                         h->added_, *before, *now);
+        }
+        if (!raised || !now || *now < *before + pages) {
+            return fail_errno(ENOMEM);
         }
         std::filesystem::create_directories(dir);
         if (::mount("nodev", dir.c_str(), "hugetlbfs", MS_NOSUID | MS_NODEV, "pagesize=2M") != 0) {
@@ -515,8 +521,18 @@ public:
         if (mounted_) {
             (void)::umount2(dir_.c_str(), MNT_DETACH);
         }
-        if (raised_) {
-            (void)write_pool(before_);
+        if (added_ > 0) {
+            auto now = read_pool();
+            if (!now) {
+                std::fprintf(stderr, "hvbench net: hugepages: cannot read the pool to give back "
+                                     "%ld pages\n", added_);
+                return;
+            }
+            const long target = std::max(0L, *now - added_);
+            const bool ok = static_cast<bool>(write_pool(target));
+            const long after = read_pool().value_or(-1);
+            std::fprintf(stderr, "hvbench net: hugepages: gave back %ld (%ld -> %ld)%s\n",
+                         *now - after, *now, after, ok ? "" : ": write refused");
         }
     }
     const std::filesystem::path& dir() const noexcept { return dir_; }
@@ -540,8 +556,7 @@ private:
         return {};
     }
     std::filesystem::path dir_;
-    long before_ = 0;
-    bool raised_ = false;
+    long added_ = 0;  // pages this run added to the pool
     bool mounted_ = false;
 };
 

@@ -16,18 +16,25 @@ namespace {
 
 struct Run {
     int status = -1;
+    std::string pid;  // hvbench's: its loop files, VG and images carry it
     std::vector<std::string> lines;
 };
 
 Run run(const std::string& args) {
     Run r;
-    std::FILE* p = ::popen((std::string(HVBENCH_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
+    // The shell prints its pid, then becomes hvbench (same pid).
+    std::FILE* p = ::popen(
+        ("echo $$; exec " + std::string(HVBENCH_PATH) + " " + args + " 2>/dev/null").c_str(), "r");
     REQUIRE(p != nullptr);
     char buf[8192];
     while (std::fgets(buf, sizeof buf, p) != nullptr) {
         std::string l(buf);
         if (!l.empty() && l.back() == '\n') {
             l.pop_back();
+        }
+        if (r.pid.empty()) {
+            r.pid = l;
+            continue;
         }
         r.lines.push_back(l);
     }
@@ -50,13 +57,16 @@ std::string sh_out(const std::string& cmd) {
     return out;
 }
 
-/// What the blk suite may leave behind: loop devices over its PV files, its VGs, its files.
-std::string leftovers() {
-    std::string s = sh_out("losetup -a | grep hvbench-blk");
-    s += sh_out("vgs --noheadings -o vg_name | grep hvbenchblk");
+/// What the blk run `pid` may leave behind: the loop device over its PV file, its VG, its
+/// files. Only that run's names: other runs (other helpers' benches) may be live meanwhile.
+std::string leftovers(const std::string& pid) {
+    REQUIRE(!pid.empty());
+    std::string s = sh_out("losetup -a | grep 'hvbench-blk-pv\\." + pid + "\\.img'");
+    s += sh_out("vgs --noheadings -o vg_name | grep -w hvbenchblk" + pid);
     for (const char* dir : {"/dev/shm", "/var/tmp"}) {
         for (const auto& e : std::filesystem::directory_iterator(dir)) {
-            if (e.path().filename().string().rfind("hvbench-blk", 0) == 0) {
+            const std::string f = e.path().filename().string();
+            if (f.rfind("hvbench-blk", 0) == 0 && f.ends_with("." + pid + ".img")) {
                 s += e.path().string() + "\n";
             }
         }
@@ -123,7 +133,6 @@ TEST_CASE("hvbench --quick blk prints one well-formed line per case and leaves n
     hv::test::require_root();
     hv::test::skip_unless(std::system("command -v lvcreate >/dev/null && command -v losetup >/dev/null") == 0,
                           "needs losetup and the lvm2 tools");
-    REQUIRE(leftovers().empty());
     std::set<std::string> cases;
     for (const char* filter : {"4k", "1m_qd8_map"}) {
         const Run r = run(std::string("--quick --case ") + filter + " blk");
@@ -132,7 +141,7 @@ TEST_CASE("hvbench --quick blk prints one well-formed line per case and leaves n
             check_line(l);
             cases.insert(field(l, "case"));
         }
-        CHECK(leftovers().empty());
+        CHECK(leftovers(r.pid).empty());
     }
     // 3 targets × (5 4 KiB workloads, 2 of them polled, × 2 modes + the 1 MiB map case)
     CHECK(cases.size() == 33);
@@ -143,5 +152,5 @@ TEST_CASE("hvbench blk with a case filter matching nothing prints no line and le
     const Run r = run("--quick --case no_such_case blk");
     CHECK(r.status == 0);
     CHECK(r.lines.empty());
-    CHECK(leftovers().empty());
+    CHECK(leftovers(r.pid).empty());
 }

@@ -108,6 +108,7 @@ enum class Tag : std::uint64_t {
     exit_grace = 7,
     cgroup = 8,
     iomem = 9,
+    kill_watch = 10,
 };
 constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
     return (static_cast<std::uint64_t>(t) << 56) | id;
@@ -204,6 +205,8 @@ struct Domain {
     UniqueFd pidfd;     // reset once the program is reaped
     procs::Cgroup cg;   // every process of the domain (invalid: hv-min runs without cgroups)
     UniqueFd exit_grace;  // armed when its socket closed first: SIGKILL when it expires
+    UniqueFd kill_watch;  // armed at its first SIGKILL: reports and retries if it outlives it
+    bool kill_reported = false;
     std::uint64_t primary_conn = 0;
     UniqueFd xs_fd;  // the domain's xenstore end, handed over at its first attach
     std::uint64_t console_frame = 0;    // its console ring page (a one-page extent)
@@ -484,6 +487,9 @@ struct Core::Impl {
                     break;
                 case Tag::iomem:
                     on_iomem_timer();
+                    break;
+                case Tag::kill_watch:
+                    on_kill_watch(static_cast<std::uint16_t>(id));
                     break;
                 case Tag::xenstore:
 #ifdef HVMIN_WITH_XENSTORE
@@ -2183,6 +2189,58 @@ struct Core::Impl {
         if (d.pid > 0 && d.pidfd.valid()) {
             ::kill(-d.pid, SIGKILL);
         }
+        if (d.state != wire::DomainState::running) {
+            arm_kill_watch(d);
+        }
+    }
+
+    /// After CoreConfig::kill_report_ms, then every second: is the dying domain gone yet?
+    void arm_kill_watch(Domain& d) {
+        if (d.kill_watch.valid() || cfg.kill_report_ms == 0) {
+            return;
+        }
+        UniqueFd t(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+        if (!t) {
+            return;
+        }
+        itimerspec its{};
+        its.it_value.tv_sec = cfg.kill_report_ms / 1000;
+        its.it_value.tv_nsec = static_cast<long>(cfg.kill_report_ms % 1000) * 1000000;
+        its.it_interval.tv_sec = 1;
+        if (::timerfd_settime(t.get(), 0, &its, nullptr) != 0 ||
+            !watch(t.get(), EPOLLIN, ev_key(Tag::kill_watch, d.domid))) {
+            return;
+        }
+        d.kill_watch = std::move(t);
+    }
+
+    /// A dying domain outlived its SIGKILL by kill_report_ms (or one more second): a process
+    /// blocked in the kernel (state D: a FUSE request its server never answers, I/O to a
+    /// suspended device) cannot die until that wait ends. Say once which processes remain and
+    /// where they wait; kill again (a process that forked meanwhile is caught too).
+    void on_kill_watch(std::uint16_t domid) {
+        auto it = domains.find(domid);
+        if (it == domains.end() || !it->second->kill_watch.valid()) {
+            return;
+        }
+        Domain& d = *it->second;
+        std::uint64_t expirations = 0;
+        if (::read(d.kill_watch.get(), &expirations, sizeof expirations) != sizeof expirations) {
+            return;  // not expired: a stale event for a recycled domid
+        }
+        if (!d.kill_reported) {
+            d.kill_reported = true;
+            std::string left;
+            for (const pid_t p : domain_pids(d)) {
+                left += (left.empty() ? "" : "; ") + procs::describe_process(p);
+            }
+            HV_WARN("hv-min: domain %u (%s) is still dying %u ms after SIGKILL: %s; killing it "
+                    "again every second",
+                    d.domid, d.name.c_str(), cfg.kill_report_ms,
+                    left.empty() ? "its program is not reaped yet" : left.c_str());
+        }
+        kill_procs(d);
+        maybe_finish(d);
     }
 
     /// Shutdown only: waits (bounded) until the domain's cgroup holds no process.
@@ -2242,6 +2300,13 @@ struct Core::Impl {
         d.gnt_map.reset();
         d.gnt_fd.reset();
         d.cg.remove();
+        if (d.kill_watch.valid()) {
+            (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, d.kill_watch.get(), nullptr);
+            d.kill_watch.reset();
+        }
+        if (d.kill_reported) {
+            HV_INFO("hv-min: domain %u (%s): its last process is gone", d.domid, d.name.c_str());
+        }
         release_xenstore(d.domid);
         raise_virq(VIRQ_DOM_EXC);
     }

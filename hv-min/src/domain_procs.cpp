@@ -111,6 +111,40 @@ std::optional<std::string> own_cgroup2_path(std::string_view proc_self_cgroup) {
     return found;
 }
 
+std::optional<std::string> describe_stat(std::string_view stat) {
+    const auto open = stat.find('(');
+    const auto close = stat.rfind(')');
+    if (open == std::string_view::npos || close == std::string_view::npos || close < open ||
+        close + 2 >= stat.size() || stat[close + 1] != ' ') {
+        return std::nullopt;
+    }
+    const char state = stat[close + 2];
+    if (state < 'A' || state > 'z') {
+        return std::nullopt;
+    }
+    std::string name(stat.substr(open + 1, close - open - 1));
+    for (char& c : name) {
+        c = (c < 0x20 || c == 0x7f) ? '?' : c;  // a process names itself: keep logs one line
+    }
+    return name + " state " + state;
+}
+
+std::string describe_process(pid_t pid) {
+    const std::string base = "/proc/" + std::to_string(pid);
+    const std::string stat = slurp((base + "/stat").c_str());
+    auto d = describe_stat(stat);
+    if (!d) {
+        return "pid " + std::to_string(pid) + " (gone)";
+    }
+    std::string wchan = slurp((base + "/wchan").c_str());
+    if (wchan.empty() || wchan == "0") {
+        wchan = "-";
+    }
+    const auto sp = d->rfind(" state ");
+    return "pid " + std::to_string(pid) + " (" + d->substr(0, sp) + ")" + d->substr(sp) +
+           " wchan " + wchan;
+}
+
 bool Cgroup::populated() const {
     if (!events_) {
         return false;

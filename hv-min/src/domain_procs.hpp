@@ -25,6 +25,14 @@ std::optional<std::filesystem::path> find_cgroup2_mount(std::string_view proc_mo
 /// This process's cgroup v2 path ("0::PATH" line) in /proc/self/cgroup-formatted text.
 std::optional<std::string> own_cgroup2_path(std::string_view proc_self_cgroup);
 
+/// "NAME state S" from a /proc/PID/stat-formatted text (the name may hold spaces and ')': the
+/// state follows the last ')'); nullopt for text of another shape.
+std::optional<std::string> describe_stat(std::string_view proc_pid_stat);
+/// "pid P (NAME) state S wchan W" for a live process, read from /proc (what a process that
+/// SIGKILL has not ended is waiting in: state D and the kernel function of wchan); "pid P
+/// (gone)" when it is no longer there.
+std::string describe_process(pid_t pid);
+
 /// One domain's cgroup. Empty (dir().empty()) when hv-min runs without cgroups.
 class Cgroup {
 public:

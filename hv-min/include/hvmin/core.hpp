@@ -32,6 +32,11 @@ struct CoreConfig {
     /// released), but its process gets this long to exit before hv-min SIGKILLs it, so its
     /// death reports the program's own exit status. 0 = SIGKILL at once.
     std::uint32_t exit_grace_ms = 1000;
+    /// A dying domain whose processes SIGKILL has not all ended after this long (one blocked
+    /// in the kernel, state D) is logged once with each remaining pid, its state and wchan;
+    /// hv-min keeps killing it every second, and it stays listed as dying until it is gone.
+    /// 0 = neither log nor retry.
+    std::uint32_t kill_report_ms = 10000;
     /// Where each domain's cgroup (every process it starts) is made: "" = under hv-min's own
     /// cgroup in the cgroup2 mount found in /proc/mounts; "none" = no cgroups (a domain is its
     /// process group only: a daemon that calls setsid outlives it); else a cgroup2 directory.

@@ -120,3 +120,63 @@ TEST_CASE("run() with a busy-poll window serves, goes back to sleep and stops",
     CHECK(c.read("/spin").payload == "199");
     // ~Harness: stop() must end run() whether it is spinning or asleep.
 }
+
+TEST_CASE("64 connections pipelining more than one read slot each are all answered in order",
+          "[xenstore][server]") {
+    // One round reads every ready connection into a 16 KiB slot (batched) or buffer; 1000
+    // requests (19 KB) per connection overflow it, so the rest is read on.
+    Harness h;
+    RawConn setup = h.dom0();
+    REQUIRE(ok(setup.write("/n", "v")));
+    std::vector<RawConn> conns;
+    for (int i = 0; i < 64; ++i) {
+        conns.push_back(h.dom0());
+    }
+    constexpr std::uint32_t kPerConn = 1000;
+    std::string burst;
+    for (std::uint32_t r = 1; r <= kPerConn; ++r) {
+        burst += RawConn::frame(MsgType::XS_READ, nul_join({"/n"}), 0, r);
+    }
+    REQUIRE(burst.size() > 16384);
+    for (auto& c : conns) {
+        REQUIRE(c.send_bytes(burst));
+    }
+    for (auto& c : conns) {
+        for (std::uint32_t r = 1; r <= kPerConn; ++r) {
+            auto m = c.recv();
+            REQUIRE(m);
+            REQUIRE(m->req_id == r);
+            REQUIRE(m->type == MsgType::XS_READ);
+            REQUIRE(m->payload == "v");
+        }
+    }
+    CHECK(h.server().protocol_disconnects() == 0);
+}
+
+TEST_CASE("SOCK_SEQPACKET connections get their largest messages whole", "[xenstore][server]") {
+    // A packet is read whole or truncated: a read (batched or not) must take 16 + 4096 bytes.
+    Harness h;
+    std::vector<RawConn> conns;
+    for (int i = 0; i < 4; ++i) {
+        int sv[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+        REQUIRE(h.server().add_connection(hv::UniqueFd(sv[0]), hv::DomId{0}).has_value());
+        conns.emplace_back(hv::UniqueFd(sv[1]));
+    }
+    for (int i = 0; i < 4; ++i) {
+        const std::string path = "/seq" + std::to_string(i);
+        const std::string value(4096 - path.size() - 1, static_cast<char>('a' + i));
+        REQUIRE(conns[i].send(MsgType::XS_WRITE, path + '\0' + value));
+    }
+    for (int i = 0; i < 4; ++i) {
+        auto m = conns[i].recv();
+        REQUIRE(m);
+        CHECK(ok(*m));
+    }
+    for (int i = 0; i < 4; ++i) {
+        const std::string path = "/seq" + std::to_string(i);
+        const Msg m = conns[i].read(path);
+        CHECK(m.payload == std::string(4096 - path.size() - 1, static_cast<char>('a' + i)));
+    }
+    CHECK(h.server().protocol_disconnects() == 0);
+}

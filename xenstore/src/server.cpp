@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "hv/log.hpp"
+#include "hv/sock_batch.hpp"
 #include "hv/spin.hpp"
 #include "xenstore/core.hpp"
 #include "xenstore/wire.hpp"
@@ -38,6 +39,12 @@ constexpr std::uint64_t tag(Kind k, std::uint64_t v) { return (std::uint64_t{k} 
 
 constexpr std::size_t kReadChunk = 16384;
 constexpr std::size_t kReadBudget = 256 * 1024;  // per connection per round: fairness
+constexpr int kMaxEvents = 64;                  // per epoll_wait
+// Batched rounds (ServerConfig::batch_io): each ready connection's first read lands in its own
+// slot of this size; a connection that fills its slot is read on with plain reads. As large as
+// a plain read, so a SOCK_SEQPACKET connection's packets arrive whole either way.
+constexpr std::size_t kSlotBytes = kReadChunk;
+constexpr unsigned kBatchEntries = kMaxEvents;
 
 }  // namespace
 
@@ -45,6 +52,8 @@ struct Server::Impl {
     struct Sock {
         UniqueFd fd;
         std::uint32_t armed = EPOLLIN;  // the events epoll watches for on this fd
+        std::uint64_t send_round = 0;   // the batched round that last listed it for sending
+        std::uint64_t read_round = 0;   // the batched round that last read it
     };
 
     ServerConfig cfg;
@@ -63,6 +72,16 @@ struct Server::Impl {
     std::atomic<bool> stopping{false};
     std::uint64_t protocol_disconnects = 0;
     char buf[kReadChunk];
+    // Batched rounds: the io_uring batch (absent: batch_io off, or io_uring unavailable), the
+    // read slots, and scratch lists reused every round.
+    std::optional<SockBatch> batch;
+    std::unique_ptr<char[]> slots;  // kMaxEvents slots; pages are touched only as reads fill them
+    std::uint64_t round = 0;
+    std::vector<ConnId> recv_ids;
+    std::vector<ConnId> send_ids;
+    std::vector<ConnId> out_ready;  // EPOLLOUT this round
+    std::vector<std::uint64_t> deferred;  // listener/wake/timer events, handled after the I/O
+    std::vector<SockBatch::Completion> done;
 
     explicit Impl(ServerConfig c) : cfg(c), core(std::move(c)) {}
 
@@ -146,14 +165,8 @@ struct Server::Impl {
     /// Hands bytes (possibly none: input buffered while throttled) to the core and sends the
     /// replies. False: close the connection.
     bool feed(ConnId id, Sock& s, std::string_view bytes) {
-        if (auto r = core.feed(id, bytes); !r) {
-            ++protocol_disconnects;
+        if (!feed_core(id, bytes)) {
             return false;
-        }
-        if (core.partial_since(id)) {
-            partial.insert(id);
-        } else {
-            partial.erase(id);
         }
         // Watch events for other connections go out before this one's replies: a watcher
         // learns of a change one send(2) sooner. (Order matters only within a connection.)
@@ -168,6 +181,21 @@ struct Server::Impl {
             }
         }
         return flush(id, s);
+    }
+
+    /// feed() without sending: replies and events stay queued (batched rounds send them all at
+    /// once). False: close the connection.
+    bool feed_core(ConnId id, std::string_view bytes) {
+        if (auto r = core.feed(id, bytes); !r) {
+            ++protocol_disconnects;
+            return false;
+        }
+        if (core.partial_since(id)) {
+            partial.insert(id);
+        } else {
+            partial.erase(id);
+        }
+        return true;
     }
 
     /// Reads what the peer sent, sending replies as they are produced. False: close it.
@@ -284,6 +312,13 @@ struct Server::Impl {
 
     /// One epoll_wait and everything it reported. The number of events handled.
     Result<int> process(int timeout_ms);
+    /// process()'s work on connections, one syscall per read and per send.
+    void serve_each(const epoll_event* evs, int n);
+    /// The same in batches: every ready connection read in one io_uring_enter, every
+    /// connection with output written in another (SockBatch), then the other events.
+    void serve_batched(const epoll_event* evs, int n);
+    void handle_other(Kind kind, std::uint64_t val);
+    void send_batch();
 
     void expire_partials() {
         std::uint64_t ticks = 0;
@@ -325,6 +360,15 @@ Result<std::unique_ptr<Server>> Server::create(ServerConfig cfg) {
     }
     HV_TRY(impl->watch_fd(impl->wake.get(), EPOLLIN, tag(kWake, 0)));
     HV_TRY(impl->watch_fd(impl->timer.get(), EPOLLIN, tag(kTimer, 0)));
+    if (impl->cfg.batch_io) {
+        if (auto b = SockBatch::create(kBatchEntries)) {
+            impl->batch.emplace(std::move(*b));
+            impl->slots.reset(new char[std::size_t{kMaxEvents} * kSlotBytes]);
+        } else {
+            HV_LOG(warn, "xenstore: io_uring unavailable (%s): one syscall per read and send",
+                   b.error().message().c_str());
+        }
+    }
     return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -417,8 +461,8 @@ Result<void> Server::process(int timeout_ms) {
 }
 
 Result<int> Server::Impl::process(int timeout_ms) {
-    epoll_event evs[64];
-    const int n = ::epoll_wait(ep.get(), evs, 64, timeout_ms);
+    epoll_event evs[kMaxEvents];
+    const int n = ::epoll_wait(ep.get(), evs, kMaxEvents, timeout_ms);
     if (n < 0) {
         if (errno == EINTR) {
             return 0;
@@ -429,50 +473,194 @@ Result<int> Server::Impl::process(int timeout_ms) {
         return 0;  // nothing happened: nothing to settle either
     }
     std::lock_guard lk(mu);
-    Impl& s = *this;
+    if (batch) {
+        serve_batched(evs, n);
+    } else {
+        serve_each(evs, n);
+    }
+    settle();
+    return n;
+}
+
+void Server::Impl::handle_other(Kind kind, std::uint64_t val) {
+    switch (kind) {
+        case kListen:
+            if (val < listeners.size()) {
+                accept_all(listeners[val].get());
+            }
+            break;
+        case kWake: {
+            std::uint64_t v = 0;
+            (void)!::read(wake.get(), &v, sizeof v);
+            break;
+        }
+        case kTimer:
+            expire_partials();
+            break;
+        case kConn:
+            break;
+    }
+}
+
+void Server::Impl::serve_each(const epoll_event* evs, int n) {
     for (int i = 0; i < n; ++i) {
         const std::uint64_t data = evs[i].data.u64;
         const auto kind = static_cast<Kind>(data >> kKindShift);
         const std::uint64_t val = data & ((std::uint64_t{1} << kKindShift) - 1);
-        switch (kind) {
-            case kListen:
-                if (val < s.listeners.size()) {
-                    s.accept_all(s.listeners[val].get());
-                }
-                break;
-            case kWake: {
-                std::uint64_t v = 0;
-                (void)!::read(s.wake.get(), &v, sizeof v);
-                break;
-            }
-            case kTimer:
-                s.expire_partials();
-                break;
-            case kConn: {
-                auto it = s.socks.find(val);
-                if (it == s.socks.end()) {
-                    break;  // closed earlier in this round
-                }
-                bool keep = true;
-                const std::uint32_t ev = evs[i].events;
-                if ((ev & (EPOLLHUP | EPOLLERR)) && !(it->second.armed & EPOLLIN)) {
-                    keep = false;  // throttled and the peer is gone: nothing left to serve
-                } else if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                    keep = s.read_conn(val, it->second);
-                }
-                if (keep && (evs[i].events & EPOLLOUT)) {
-                    it = s.socks.find(val);
-                    keep = it != s.socks.end() && s.flush(val, it->second);
-                }
-                if (!keep) {
-                    s.close_conn(val);
-                }
-                break;
-            }
+        if (kind != kConn) {
+            handle_other(kind, val);
+            continue;
+        }
+        auto it = socks.find(val);
+        if (it == socks.end()) {
+            continue;  // closed earlier in this round
+        }
+        bool keep = true;
+        const std::uint32_t ev = evs[i].events;
+        if ((ev & (EPOLLHUP | EPOLLERR)) && !(it->second.armed & EPOLLIN)) {
+            keep = false;  // throttled and the peer is gone: nothing left to serve
+        } else if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            keep = read_conn(val, it->second);
+        }
+        if (keep && (ev & EPOLLOUT)) {
+            it = socks.find(val);
+            keep = it != socks.end() && flush(val, it->second);
+        }
+        if (!keep) {
+            close_conn(val);
         }
     }
-    s.settle();
-    return n;
+}
+
+void Server::Impl::serve_batched(const epoll_event* evs, int n) {
+    ++round;
+    recv_ids.clear();
+    out_ready.clear();
+    deferred.clear();
+    // 1. One read per ready, admitted connection, all in one batch. Accepting and timer expiry
+    //    wait until it ran: they close and open fds, which a queued read must not meet.
+    for (int i = 0; i < n; ++i) {
+        const std::uint64_t data = evs[i].data.u64;
+        const auto kind = static_cast<Kind>(data >> kKindShift);
+        const std::uint64_t val = data & ((std::uint64_t{1} << kKindShift) - 1);
+        if (kind != kConn) {
+            deferred.push_back(data);
+            continue;
+        }
+        auto it = socks.find(val);
+        if (it == socks.end()) {
+            continue;
+        }
+        const std::uint32_t ev = evs[i].events;
+        if ((ev & (EPOLLHUP | EPOLLERR)) && !(it->second.armed & EPOLLIN)) {
+            close_conn(val);  // throttled and the peer is gone: nothing left to serve
+            continue;
+        }
+        if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+            if (core.admit(val)) {
+                char* slot = slots.get() + recv_ids.size() * kSlotBytes;
+                (void)batch->recv(it->second.fd.get(), slot, kSlotBytes, val);  // <= 64 reads
+                recv_ids.push_back(val);
+                it->second.read_round = round;
+            } else {
+                rearm(val, it->second);  // over the outstanding quota: stop watching input
+            }
+        }
+        if (ev & EPOLLOUT) {
+            out_ready.push_back(val);
+        }
+    }
+    batch->run(done);
+    // 2. Hand what was read to the core; replies and events stay queued.
+    for (std::size_t k = 0; k < done.size(); ++k) {
+        const ConnId id = done[k].cookie;
+        const ssize_t res = done[k].res;
+        auto it = socks.find(id);
+        if (it == socks.end()) {
+            continue;
+        }
+        if (res == -EAGAIN || res == -EWOULDBLOCK) {
+            continue;  // spurious readiness: rearmed below
+        }
+        if (res <= 0) {
+            close_conn(id);  // EOF or a socket error
+            continue;
+        }
+        const char* slot = slots.get() + k * kSlotBytes;
+        if (!feed_core(id, std::string_view(slot, static_cast<std::size_t>(res)))) {
+            close_conn(id);
+            continue;
+        }
+        if (static_cast<std::size_t>(res) == kSlotBytes && !read_conn(id, it->second)) {
+            close_conn(id);  // the slot was full: read on (and answer) as serve_each does
+        }
+    }
+    // 3. Send everything queued, in one batch: other connections' watch events before the
+    //    replies of the connections that were read (a watcher learns of a change sooner).
+    send_batch();
+    for (std::uint64_t data : deferred) {
+        handle_other(static_cast<Kind>(data >> kKindShift),
+                     data & ((std::uint64_t{1} << kKindShift) - 1));
+    }
+}
+
+void Server::Impl::send_batch() {
+    core.take_dirty(fed_dirty);
+    send_ids.clear();
+    auto list = [&](ConnId id) {
+        auto it = socks.find(id);
+        if (it != socks.end() && it->second.send_round != round) {
+            it->second.send_round = round;
+            send_ids.push_back(id);
+        }
+    };
+    for (ConnId id : fed_dirty) {
+        auto it = socks.find(id);
+        if (it != socks.end() && it->second.read_round != round) {
+            list(id);
+        }
+    }
+    for (ConnId id : out_ready) {
+        list(id);
+    }
+    for (ConnId id : recv_ids) {
+        list(id);  // also those with nothing to send: rearmed below
+    }
+    for (std::size_t from = 0; from < send_ids.size();) {
+        std::size_t to = from;
+        for (; to < send_ids.size(); ++to) {
+            const ConnId id = send_ids[to];
+            auto it = socks.find(id);
+            const std::string_view out = core.output(id);
+            if (it != socks.end() && !out.empty() &&
+                !batch->send(it->second.fd.get(), out.data(), out.size(), id)) {
+                break;  // the batch is full: send these, then go on from here
+            }
+        }
+        batch->run(done);
+        for (const auto& c : done) {
+            auto it = socks.find(c.cookie);
+            if (it == socks.end()) {
+                continue;
+            }
+            if (c.res > 0) {
+                core.consume_output(c.cookie, static_cast<std::size_t>(c.res));
+            } else if (c.res == -ENOTSOCK) {
+                if (!flush(c.cookie, it->second)) {  // write(2) there
+                    close_conn(c.cookie);
+                }
+            } else if (c.res != -EAGAIN && c.res != -EWOULDBLOCK) {
+                close_conn(c.cookie);  // the peer is gone (EPIPE, ECONNRESET, ...)
+            }
+        }
+        for (std::size_t k = from; k < to; ++k) {
+            auto it = socks.find(send_ids[k]);
+            if (it != socks.end()) {
+                rearm(send_ids[k], it->second);  // EPOLLOUT while output is left; EPOLLIN per quota
+            }
+        }
+        from = to;
+    }
 }
 
 Result<void> Server::run() {

@@ -1,6 +1,6 @@
 // xenstored: the hvkit XenStore server as a standalone daemon on a Unix socket.
 //   xenstored [--socket PATH] [--quota NAME=VALUE]... [--partial-timeout-ms N]
-//             [--max-output BYTES] [--busy-poll-us N]
+//             [--max-output BYTES] [--busy-poll-us N] [--no-batch-io]
 // Without --socket: $XENSTORED_PATH, else $XENSTORED_RUNDIR/socket, else
 // /var/run/xenstored/socket (libxenstore's defaults). Every socket client is dom0.
 #include <csignal>
@@ -27,7 +27,8 @@ void on_signal(int) {
 int usage() {
     std::fprintf(stderr,
                  "usage: xenstored [--socket PATH] [--quota NAME=VALUE]... "
-                 "[--partial-timeout-ms N] [--max-output BYTES] [--busy-poll-us N]\n"
+                 "[--partial-timeout-ms N] [--max-output BYTES] [--busy-poll-us N] "
+                 "[--no-batch-io]\n"
                  "quota names: nodes watches transactions outstanding transaction-nodes "
                  "permissions path-max node-size memory\n");
     return 2;
@@ -92,6 +93,8 @@ int main(int argc, char** argv) {
                 return usage();
             }
             cfg.busy_poll = std::chrono::microseconds(n);
+        } else if (a == "--no-batch-io") {
+            cfg.batch_io = false;  // one read(2)/send(2) per connection (ServerConfig::batch_io)
         } else if (a == "-h" || a == "--help") {
             usage();
             return 0;

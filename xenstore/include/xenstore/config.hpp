@@ -49,6 +49,10 @@ struct ServerConfig {
     /// blocks again: a client's next request (or a watcher's) arriving within the window costs
     /// the server no wake-up. 0 disables it. process() itself never spins.
     std::chrono::microseconds busy_poll{0};
+    /// Each round reads every ready connection in one io_uring_enter(2) and sends every
+    /// queued reply and event in another (hv::SockBatch), instead of one read(2) and one
+    /// send(2) per connection. false, or io_uring unavailable: one syscall each.
+    bool batch_io = true;
 };
 
 }  // namespace hv::xs

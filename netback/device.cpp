@@ -11,6 +11,7 @@
 #include <cerrno>
 
 #include "hv/log.hpp"
+#include "netback/dpdk.hpp"
 #include "netback/netlink.hpp"
 #include "netback/ovs.hpp"
 #include "netback/tap.hpp"
@@ -67,6 +68,10 @@ Result<std::unique_ptr<VifDevice>> VifDevice::create(hvmin::Services& hv, xs::Cl
 }
 
 unsigned VifDevice::max_queues() const noexcept {
+    if (dpdk_) {
+        return 1;  // one queue pair per DPDK port: a peer enables the queues it wants, and a
+                   // netback queue on a pair the peer left disabled could never send
+    }
     if (opt_.max_queues != 0) {
         return opt_.max_queues;
     }
@@ -88,8 +93,22 @@ bool VifDevice::offers_persistent_pool() const noexcept {
     return opt_.persistent_pool && data_mode() == DataMode::map;
 }
 
+bool VifDevice::dpdk_vif() const {
+    if (opt_.host == HostMode::loop) {
+        return false;
+    }
+    auto rd = [&](const char* key) {
+        auto v = xenbus::read_optional(xs_, bdir_ + "/" + key);
+        return v && *v ? **v : std::string();
+    };
+    return rd("type") == "dpdk" || rd("script").find("dpdk") != std::string::npos;
+}
+
 Result<void> VifDevice::probe() {
-    // SPEC: netback_probe(): the features this backend offers, before InitWait.
+    // SPEC: netback_probe(): the features this backend offers, before InitWait. A DPDK vif
+    // (decided here: it offers one queue) takes the same offloads (its engine segments TSO
+    // frames and completes checksums in software).
+    dpdk_ = dpdk_vif();
     std::vector<std::pair<std::string, std::string>> kv = {
         {"feature-sg", "1"},
         {"feature-gso-tcpv4", "1"},
@@ -135,6 +154,7 @@ void VifDevice::disconnect() noexcept {
     }
     ovs_bridge_.clear();
     tap_.reset();  // the tap disappears with its last queue fd
+    port_.reset();  // stops and removes the DPDK port (and its vhost-user socket)
 }
 
 void VifDevice::fail_device(int err, const std::string& msg) noexcept {
@@ -169,6 +189,35 @@ Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_host_side(unsign
     unsigned mtu = 1500;
     if (auto m = xenbus::parse_uint(rd("mtu"), 65535); m && *m >= 68) {
         mtu = static_cast<unsigned>(*m);
+    }
+    if (dpdk_) {
+        // A vhost-user server port on the `bridge` path, one queue pair per netif queue; a
+        // DPDK switch (OVS-DPDK dpdkvhostuserclient, testpmd virtio-user) connects to it.
+        const std::string sock = rd("bridge");
+        if (sock.empty() || sock.front() != '/') {
+            HV_WARN("netback %s: a DPDK vif needs bridge=<absolute vhost-user socket path>, "
+                    "not '%s'", bdir_.c_str(), sock.c_str());
+            return fail(std::make_error_code(std::errc::invalid_argument));
+        }
+        DpdkPortConfig dc;
+        dc.name = "net_vhost_" + std::to_string(ref_.frontend.get()) + "_" +
+                  std::to_string(ref_.devid);
+        dc.args = vhost_server_args(sock, queues);
+        dc.queues = queues;
+        dc.mtu = std::min(mtu, 9600U);
+        auto port = DpdkPort::open(dc);
+        if (!port) {
+            return fail(port.error());
+        }
+        port_ = std::move(*port);
+        for (unsigned i = 0; i < queues; ++i) {
+            auto e = port_->make_engine(i);
+            if (!e) {
+                return fail(e.error());
+            }
+            engines.push_back(std::move(*e));
+        }
+        return engines;
     }
     TapConfig tc;
     tc.name = name;
@@ -334,7 +383,8 @@ Result<void> VifDevice::connect() {
     // The host side is ready: what a hotplug script would report. Connected follows.
     HV_TRY(write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}));
     HV_INFO("netback %s: connected: %u queue(s), %s%s", bdir_.c_str(), queues,
-            tap_ ? "tap " : "loop engine", tap_ ? tap_->name().c_str() : "");
+            tap_ ? "tap " : port_ ? "DPDK port " : "loop engine",
+            tap_ ? tap_->name().c_str() : port_ ? port_->name().c_str() : "");
     return {};
 }
 

@@ -2,7 +2,8 @@
 // domain's backend/vif tree and keeps one VifDevice per vif; a VifDevice runs the xenbus state
 // machine (netfront skips Initialised; we connect on frontend Connected and publish Connected
 // only after hotplug-status=connected, which we write once the host side is ready), creates the
-// host side (tap `vif<fe>.<devid>` on a Linux or OVS bridge, or a loop engine) and one Queue per
+// host side (tap `vif<fe>.<devid>` on a Linux or OVS bridge, a DPDK vhost-user port, or a
+// loop engine) and one Queue per
 // queue. Layer: L2. Threads: everything runs on the Backend's control thread (run()); start()/
 // stop() and the read-only accessors may be called from any thread.
 #pragma once
@@ -30,6 +31,7 @@
 namespace hv::net {
 
 class Tap;
+class DpdkPort;
 
 /// Where a vif's frames go on the host.
 enum class HostMode : std::uint8_t {
@@ -111,7 +113,12 @@ private:
     VifStatsSnapshot last_stats_{};
     VifStatsSnapshot retired_stats_{};
     std::optional<xs::ScopedWatch> fe_watch_;
+    /// A DPDK vif (`script=vif-dpdk` or `type=dpdk`): its `bridge` key is the vhost-user
+    /// socket path. Decided at probe (what we offer depends on it): dpdk_.
+    bool dpdk_vif() const;
+    bool dpdk_ = false;
     std::unique_ptr<Tap> tap_;                  // host side; removed after the queues stop
+    std::unique_ptr<DpdkPort> port_;            // or this (DPDK vif); also after the queues
     std::string ovs_bridge_;                    // non-empty: port added to this OVS bridge
     std::vector<std::unique_ptr<Queue>> queues_;  // last member: queues stop first
 };

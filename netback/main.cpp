@@ -16,6 +16,7 @@
 
 #include "hv/unique_fd.hpp"
 #include "netback/device.hpp"
+#include "netback/dpdk.hpp"
 #include "xenbus/backend_main.hpp"
 
 int main(int argc, char** argv) {
@@ -28,6 +29,7 @@ int main(int argc, char** argv) {
         "usage: netback [--rundir DIR] [--domain-self] [--loop] [--max-queues N]\n"
         "               [--no-split] [--ovs-db REMOTE] [--netns NAME|PATH]\n"
         "               [--mode copy|map] [--poll-us N] [--no-persistent]\n"
+        "               [--dpdk-eal ARGS]\n"
         "  Serves the vifs of /local/domain/<self>/backend/vif until SIGTERM.\n";
     p.options =
         "  --loop            no taps: every frame a frontend sends comes back to it\n"
@@ -39,7 +41,10 @@ int main(int argc, char** argv) {
         "  --mode copy|map   how packet bytes move (default: map when trusted, else copy)\n"
         "  --poll-us N       spin window of each queue before it sleeps, in microseconds\n"
         "                    (default $HVKIT_POLL_US or 0; a vif's poll-us key overrides)\n"
-        "  --no-persistent   map mode: do not offer feature-hvkit-persistent-pool\n";
+        "  --no-persistent   map mode: do not offer feature-hvkit-persistent-pool\n"
+        "  --dpdk-eal ARGS   DPDK EAL arguments (one string, split at spaces), used when\n"
+        "                    the first DPDK vif (script=vif-dpdk) starts the EAL; default:\n"
+        "                    -l <first CPU> --no-pci --no-huge -m 256 --no-shconf ...\n";
     p.option = [&](int n, char** args, int& i) {
         const std::string_view a = args[i];
         if (a == "--loop") {
@@ -68,6 +73,11 @@ int main(int argc, char** argv) {
             opt.mode = m == "map" ? hv::net::DataMode::map : hv::net::DataMode::copy;
         } else if (a == "--no-persistent") {
             opt.persistent_pool = false;
+        } else if (a == "--dpdk-eal" && i + 1 < n) {
+            if (auto r = hv::net::dpdk_set_eal_args(args[++i]); !r) {
+                std::fprintf(stderr, "netback: --dpdk-eal: %s\n", r.error().message().c_str());
+                return 1;
+            }
         } else if (a == "--poll-us" && i + 1 < n) {
             opt.spin = std::chrono::microseconds(
                 std::min<unsigned long>(std::strtoul(args[++i], nullptr, 10), 1000000));

@@ -703,6 +703,16 @@ SpecResult<VifSpec> parse_vif_spec(std::string_view spec) {
                 return bad("mac '" + std::string(val) + "' is a multicast address");
             }
             v.mac = m;
+        } else if (key == "bridge" && val.starts_with('/')) {
+            // A DPDK vif's vhost-user socket (script=vif-dpdk, checked below): a Unix socket
+            // path, absolute, without spaces.
+            if (val.size() > 107 || val.find(' ') != std::string_view::npos ||
+                val.find('\t') != std::string_view::npos) {
+                return bad("invalid bridge '" + std::string(val) +
+                           "' (a vhost-user socket path: absolute, at most 107 characters, no "
+                           "spaces)");
+            }
+            v.bridge = val;
         } else if (key == "bridge" || key == "vifname" || key == "gatewaydev") {
             if (!valid_ifname(val)) {
                 return bad("invalid " + key + " '" + std::string(val) +
@@ -744,6 +754,16 @@ SpecResult<VifSpec> parse_vif_spec(std::string_view spec) {
         } else {
             return bad("unknown parameter '" + key + "'");
         }
+    }
+    // script=vif-dpdk: netback serves the vif on a DPDK vhost-user port whose socket is
+    // `bridge`; a path is a bridge only for such a vif.
+    const bool dpdk = v.script.find("dpdk") != std::string::npos;
+    if (dpdk && !v.bridge.starts_with('/')) {
+        return bad("script=" + v.script + " needs bridge=<vhost-user socket path> (absolute)");
+    }
+    if (!dpdk && v.bridge.starts_with('/')) {
+        return bad("bridge '" + v.bridge + "' is a path: only a DPDK vif (script=vif-dpdk) "
+                   "takes a vhost-user socket");
     }
     return v;
 }

@@ -279,13 +279,32 @@ TEST_CASE("block-list and network-list print xl's tables with -1 for what is not
     CHECK(format_block_list({}) ==
           "Vdev  BE  handle state evt-ch ring-ref BE-path                       \n");
     const std::vector<NicRow> vifs = {
-        {0, 0, "00:16:3e:01:02:03", 0, 4, 12, 20, 21, "/local/domain/0/backend/vif/3/0"},
-        {1, 0, "00:16:3e:0a:0b:0c", 1, 1, -1, -1, -1, "/local/domain/0/backend/vif/3/1"},
+        {0, 0, "00:16:3e:01:02:03", 0, 4, 12, 20, 21, "/local/domain/0/backend/vif/3/0", ""},
+        {1, 0, "00:16:3e:0a:0b:0c", 1, 1, -1, -1, -1, "/local/domain/0/backend/vif/3/1", ""},
     };
     CHECK(format_network_list(vifs) ==
           "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path                       \n"
           "0   0  00:16:3e:01:02:03     0     4     12    20/21          /local/domain/0/backend/vif/3/0\n"
           "1   0  00:16:3e:0a:0b:0c     1     1     -1    -1/-1          /local/domain/0/backend/vif/3/1\n");
+    // A DPDK vif's row ends with its socket.
+    const std::vector<NicRow> dpdk = {
+        {0, 0, "00:16:3e:01:02:03", 0, 4, 12, 20, 21, "/local/domain/0/backend/vif/3/0",
+         "vhost-user:/run/hvkit/vm1.sock"},
+    };
+    CHECK(format_network_list(dpdk) ==
+          "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-path                       \n"
+          "0   0  00:16:3e:01:02:03     0     4     12    20/21          /local/domain/0/backend/vif/3/0 vhost-user:/run/hvkit/vm1.sock\n");
+}
+
+TEST_CASE("a DPDK vif's script and socket reach the backend keys", "[tools][hvctl]") {
+    auto r = parse_vif_spec("bridge=/run/hvkit/vm1.sock, script=vif-dpdk, mac=00:16:3e:00:00:07");
+    REQUIRE(r);
+    const DeviceReq d = vif_device(*r, 0);
+    CHECK(d.backend_keys.at("script") == "vif-dpdk");
+    CHECK(d.backend_keys.at("bridge") == "/run/hvkit/vm1.sock");
+    // Without a script the toolstack's default stays vif-bridge.
+    CHECK(vif_device(*parse_vif_spec("bridge=xenbr0"), 0).backend_keys.at("script") ==
+          "vif-bridge");
 }
 
 TEST_CASE("disk and vif specs become libxl's device keys", "[tools][hvctl]") {

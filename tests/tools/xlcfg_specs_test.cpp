@@ -222,6 +222,13 @@ TEST_CASE("vif specs fill every field and normalise the mac", "[tools][vif]") {
     CHECK(parse_vif_spec("untrusted")->trusted == false);
 }
 
+TEST_CASE("a DPDK vif spec names its vhost-user socket as the bridge", "[tools][vif]") {
+    auto r = parse_vif_spec("bridge=/run/hvkit/vm1.sock, script=vif-dpdk, mac=00:16:3e:00:00:07");
+    REQUIRE(r);
+    CHECK(r->bridge == "/run/hvkit/vm1.sock");
+    CHECK(r->script == "vif-dpdk");
+}
+
 TEST_CASE("vif rates convert exactly as libxl does", "[tools][vif]") {
     struct Case {
         const char* rate;
@@ -264,6 +271,18 @@ TEST_CASE("every vif rejection has its reason", "[tools][vif][hostile]") {
     CHECK(vif_err("devid=x") == "invalid devid 'x' (0..65535)");
     CHECK(vif_err("mtu=67") == "invalid mtu '67' (68..65535)");
     CHECK(vif_err("accel=x") == "unknown parameter 'accel'");
+    // DPDK vifs: a socket path goes with script=vif-dpdk and nothing else.
+    CHECK(vif_err("bridge=/run/x.sock") ==
+          "bridge '/run/x.sock' is a path: only a DPDK vif (script=vif-dpdk) takes a vhost-user "
+          "socket");
+    CHECK(vif_err("bridge=xenbr0,script=vif-dpdk") ==
+          "script=vif-dpdk needs bridge=<vhost-user socket path> (absolute)");
+    CHECK(vif_err("script=vif-dpdk") ==
+          "script=vif-dpdk needs bridge=<vhost-user socket path> (absolute)");
+    CHECK(vif_err("bridge=/run/a b.sock,script=vif-dpdk")
+              .rfind("invalid bridge '/run/a b.sock'", 0) == 0);
+    CHECK(vif_err("bridge=/" + std::string(107, 'x') + ",script=vif-dpdk")
+              .rfind("invalid bridge '/xxx", 0) == 0);
     CHECK(vif_err("bridge=a,bridge=b") == "'bridge' given twice");
     CHECK(vif_err("promisc") == "unknown flag 'promisc' (expected key=value)");
     CHECK(vif_err("bridge=a\x01") == "control character in vif spec");

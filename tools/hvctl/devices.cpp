@@ -81,7 +81,11 @@ DeviceReq vif_device(const VifSpec& v, std::uint32_t devid) {
     r.devid = devid;
     const std::string mac = v.mac ? v.mac_string() : random_xen_mac();
     const std::string handle = std::to_string(devid);
-    r.backend_keys = {{"mac", mac}, {"handle", handle}, {"script", "vif-bridge"}};
+    // The script names the host side for netback: vif-bridge (default), vif-openvswitch, or
+    // vif-dpdk (then `bridge` is the vhost-user socket path).
+    r.backend_keys = {{"mac", mac},
+                      {"handle", handle},
+                      {"script", v.script.empty() ? "vif-bridge" : v.script}};
     if (!v.bridge.empty()) {
         r.backend_keys["bridge"] = v.bridge;
     }
@@ -123,10 +127,14 @@ std::string format_network_list(std::span<const NicRow> rows) {
     out += line;
     for (const NicRow& r : rows) {
         // As xl: the MAC runs straight into the right-aligned handle column.
-        std::snprintf(line, sizeof line, "%-3u %-2d %-17s%6d %5d %6lld %5lld/%-11lld %-30s\n",
+        std::snprintf(line, sizeof line, "%-3u %-2d %-17s%6d %5d %6lld %5lld/%-11lld %-30s",
                       r.idx, r.backend, r.mac.c_str(), r.handle, r.state, r.evtch, r.tx_ref,
                       r.rx_ref, r.be_path.c_str());
         out += line;
+        if (!r.host.empty()) {
+            out += " " + r.host;
+        }
+        out += "\n";
     }
     return out;
 }

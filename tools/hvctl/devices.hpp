@@ -45,6 +45,9 @@ struct NicRow {
     long long tx_ref = -1;
     long long rx_ref = -1;
     std::string be_path;
+    /// A DPDK vif (script names dpdk): "vhost-user:<socket>", printed after BE-path (xl has no
+    /// such vifs, so its rows stay as xl prints them). Empty for other vifs.
+    std::string host;
 };
 std::string format_block_list(std::span<const BlockRow> rows);
 std::string format_network_list(std::span<const NicRow> rows);

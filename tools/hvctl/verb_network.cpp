@@ -42,6 +42,16 @@ NicRow nic_row(Control& c, std::uint16_t domid, const AttachedDevice& d) {
     // Where the toolstack put the backend, not the frontend's `backend` node: nothing the
     // guest writes is printed.
     r.be_path = backend_dir(d.backend, "vif", domid, d.devid);
+    // A DPDK vif: its socket. The backend dir is the backend domain's to write (a driver
+    // domain): printed only when it is a plain path (printable, no spaces).
+    const auto script = read_node(c, r.be_path + "/script");
+    if (script && script->find("dpdk") != std::string::npos) {
+        auto sock = read_node(c, r.be_path + "/bridge");
+        const bool plain = sock && !sock->empty() && sock->size() <= 108 &&
+                           std::all_of(sock->begin(), sock->end(),
+                                       [](char ch) { return ch > 0x20 && ch < 0x7f; });
+        r.host = "vhost-user:" + (plain ? *sock : std::string("?"));
+    }
     return r;
 }
 

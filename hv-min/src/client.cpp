@@ -163,20 +163,36 @@ std::span<const std::byte> as_bytes_of(const T& v) {
 
 Result<Channel::Reply> Channel::receive(std::uint32_t seq, int timeout_ms) {
     // No spin while the CPUs are oversubscribed: hv-min's loop would wait for a CPU.
-    const auto spin = cpus_oversubscribed() ? std::chrono::microseconds{0} : reply_spin();
+    auto spin = cpus_oversubscribed() ? std::chrono::microseconds{0} : reply_spin();
     for (;;) {
-        pollfd p{fd_.get(), POLLIN, 0};
-        const int n = hv::spin_poll(&p, 1, timeout_ms, spin);
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
+        // While spinning, the probe is the nonblocking receive itself (as a ring consumer
+        // probes its producer index): a poll(2) per probe, then a recvmsg for the reply, and a
+        // sched_yield between probes, cost two more syscalls and up to a probe's delay per call.
+        Result<transport::Received> msg = fail_errno(EAGAIN);
+        if (spin.count() > 0) {
+            if (!hv::spin_until(
+                    [&] {
+                        msg = transport::receive(fd_.get());
+                        return msg || msg.error() != std::errc::resource_unavailable_try_again;
+                    },
+                    spin, SpinYield::every_64)) {
+                spin = std::chrono::microseconds{0};  // a quiet window: sleep from now on
             }
-            return fail_errno();
         }
-        if (n == 0) {
-            return fail(make_error_code(Errc::timed_out));
+        if (!msg && msg.error() == std::errc::resource_unavailable_try_again) {
+            pollfd p{fd_.get(), POLLIN, 0};
+            const int n = ::poll(&p, 1, timeout_ms);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                return fail_errno();
+            }
+            if (n == 0) {
+                return fail(make_error_code(Errc::timed_out));
+            }
+            msg = transport::receive(fd_.get());
         }
-        auto msg = transport::receive(fd_.get());
         if (!msg) {
             if (msg.error() == std::errc::resource_unavailable_try_again) {
                 continue;
@@ -208,11 +224,12 @@ Result<Channel::Reply> Channel::call(wire::Op op, std::uint32_t count,
                                      int timeout_ms) {
     std::lock_guard lk(mu_);
     wire::Header h{wire::kMagic, static_cast<std::uint16_t>(op), 0, count, ++seq_};
-    std::vector<std::byte> msg(sizeof h + body.size());
-    std::memcpy(msg.data(), &h, sizeof h);
+    out_.resize(sizeof h + body.size());  // no allocation once it has held a batch this big
+    std::memcpy(out_.data(), &h, sizeof h);
     if (!body.empty()) {
-        std::memcpy(msg.data() + sizeof h, body.data(), body.size());
+        std::memcpy(out_.data() + sizeof h, body.data(), body.size());
     }
+    const std::span<const std::byte> msg(out_);
     for (;;) {
         auto s = transport::send_raw_fds(fd_.get(), msg, fds);
         if (s) {
@@ -560,10 +577,15 @@ Result<void> Grants::copy(std::span<gnttab_copy> ops) {
     if (r->hdr.rc != 0) {
         return fail_errno(-r->hdr.rc);
     }
-    if (r->body.size() != ops.size_bytes()) {
+    // The reply is one wire::CopyStatus per op (its only out field).
+    if (r->hdr.count != ops.size() || r->body.size() != ops.size() * sizeof(wire::CopyStatus)) {
         return fail(make_error_code(Errc::protocol));
     }
-    std::memcpy(ops.data(), r->body.data(), ops.size_bytes());
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        wire::CopyStatus st;
+        std::memcpy(&st, r->body.data() + i * sizeof st, sizeof st);
+        ops[i].status = st;
+    }
     return {};
 }
 

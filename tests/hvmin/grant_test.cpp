@@ -332,6 +332,45 @@ TEST_CASE("grant copy moves bytes and reports Xen's status for every failed chec
     CHECK(g.num("flags " + std::to_string(ro)) == (GTF_permit_access | GTF_readonly));
 }
 
+TEST_CASE("the copy reply carries one int16 status per op and nothing else", "[hvmin][grant]") {
+    Harness h;
+    auto& s = h.dom0();
+    auto local = s.memory().alloc_extent(2);
+    REQUIRE(local);
+    const std::uint64_t lf = *local;
+    std::memcpy(*s.memory().frame(lf), "abcdefgh", 8);
+    const std::vector<gnttab_copy> ops = {
+        make_copy(false, lf, DOMID_SELF, 0, false, lf + 1, DOMID_SELF, 0, 8),     // okay
+        make_copy(false, lf, DOMID_SELF, 4090, false, lf + 1, DOMID_SELF, 0, 8),  // bad_copy_arg
+        make_copy(true, 100000, DOMID_SELF, 0, false, lf, DOMID_SELF, 0, 8),      // bad_gntref
+    };
+    wire::Header hd{wire::kMagic, static_cast<std::uint16_t>(wire::Op::gnttab_copy), 0,
+                    static_cast<std::uint32_t>(ops.size()), 41};
+    std::vector<std::byte> d(sizeof hd + ops.size() * sizeof(gnttab_copy));
+    std::memcpy(d.data(), &hd, sizeof hd);
+    std::memcpy(d.data() + sizeof hd, ops.data(), ops.size() * sizeof(gnttab_copy));
+    auto r = s.channel().call_raw(d, 5000);
+    REQUIRE(r);
+    CHECK(r->hdr.rc == 0);
+    CHECK(r->hdr.seq == 41);
+    REQUIRE(r->hdr.count == ops.size());
+    REQUIRE(r->body.size() == ops.size() * sizeof(wire::CopyStatus));
+    wire::CopyStatus st[3];
+    std::memcpy(st, r->body.data(), sizeof st);
+    CHECK(st[0] == GNTST_okay);
+    CHECK(st[1] == GNTST_bad_copy_arg);
+    CHECK(st[2] == GNTST_bad_gntref);
+    CHECK(std::memcmp(*s.memory().frame(lf + 1), "abcdefgh", 8) == 0);
+    // An empty batch: an empty reply.
+    hd.count = 0;
+    std::memcpy(d.data(), &hd, sizeof hd);
+    auto e = s.channel().call_raw(std::span(d).first(sizeof hd), 5000);
+    REQUIRE(e);
+    CHECK(e->hdr.rc == 0);
+    CHECK(e->hdr.count == 0);
+    CHECK(e->body.empty());
+}
+
 TEST_CASE("batched maps report per-element status and map what succeeded", "[hvmin][grant]") {
     Harness h;
     Puppet g(h, "granter");

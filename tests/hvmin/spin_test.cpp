@@ -206,6 +206,38 @@ TEST_CASE(
     CHECK(std::chrono::steady_clock::now() - t0 >= 30ms);
 }
 
+TEST_CASE("the hypercall client skips the late reply of an old call, spinning or not",
+          "[hvmin][spin]") {
+    IgnoreLoad spin_even_when_loaded;
+    int sv[2];
+    REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+    Channel ch{UniqueFd(sv[0])};
+    UniqueFd server(sv[1]);
+    for (const auto spin : {0us, 100'000us}) {
+        INFO("spin " << spin.count() << " us");
+        ch.set_reply_spin(spin);
+        std::thread t([&server] {
+            std::byte buf[512];
+            const ssize_t n = ::recv(server.get(), buf, sizeof buf, 0);
+            if (n < static_cast<ssize_t>(sizeof(wire::Header))) {
+                return;
+            }
+            wire::Header h;
+            std::memcpy(&h, buf, sizeof h);
+            // First the reply to an earlier call (rc 5), then, a moment later, this one's.
+            wire::ReplyHeader stale{wire::kMagic, h.op, 0, 0, h.seq - 1, 5, 0};
+            (void)!::send(server.get(), &stale, sizeof stale, MSG_NOSIGNAL);
+            std::this_thread::sleep_for(2ms);
+            wire::ReplyHeader r{wire::kMagic, h.op, 0, 0, h.seq, 0, 0};
+            (void)!::send(server.get(), &r, sizeof r, MSG_NOSIGNAL);
+        });
+        auto r = ch.call(wire::Op::evtchn_status, 0, {}, {}, 5000);
+        t.join();
+        REQUIRE(r);
+        CHECK(r->hdr.rc == 0);
+    }
+}
+
 TEST_CASE("an event channel wait with a spin budget sees events sent during and after it",
           "[hvmin][spin][evtchn]") {
     Harness h;

@@ -57,8 +57,8 @@ public:
     /// Sends raw bytes as one datagram and waits for one reply (tests of hostile input).
     Result<Reply> call_raw(std::span<const std::byte> datagram, int timeout_ms = kDefaultTimeoutMs);
     int fd() const noexcept { return fd_.get(); }
-    /// How long call() polls (zero timeouts) for its reply before it sleeps; 0 = sleep at
-    /// once. Default: hv::default_spin() (HVKIT_POLL_US, else 0). Any thread.
+    /// How long call() probes (nonblocking receives) for its reply before it sleeps; 0 = sleep
+    /// at once. Default: hv::default_spin() (HVKIT_POLL_US, else 0). Any thread.
     void set_reply_spin(std::chrono::microseconds spin) noexcept {
         reply_spin_us_.store(spin.count(), std::memory_order_relaxed);
     }
@@ -75,6 +75,7 @@ private:
     std::mutex mu_;
     UniqueFd fd_;
     std::uint32_t seq_ = 0;
+    std::vector<std::byte> out_;  // call()'s request datagram, reused (under mu_)
     std::atomic<std::chrono::microseconds::rep> reply_spin_us_{hv::default_spin().count()};
     std::unordered_map<std::uint32_t, std::shared_ptr<detail::ExtentMap>> extents_;
 };

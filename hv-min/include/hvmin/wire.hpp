@@ -1,7 +1,8 @@
 // The hypercall transport between hv-min and its clients (design §3): one SOCK_SEQPACKET per
 // connection; a request is a Header + `count` fixed-size elements; the reply is a ReplyHeader +
 // the same elements with their out fields filled in (per-element status), plus fds through
-// SCM_RIGHTS. Shared by hv::hvmin_core (decoder) and hv::hvmin_client (encoder).
+// SCM_RIGHTS; gnttab_copy's reply carries only the statuses (CopyStatus[count]). Shared by
+// hv::hvmin_core (decoder) and hv::hvmin_client (encoder).
 // Layer: hv-min (L1). Header-only, no syscalls.
 #pragma once
 
@@ -75,6 +76,10 @@ struct ReplyHeader {
     std::uint32_t nfds;   // fds attached with SCM_RIGHTS
 };
 static_assert(sizeof(ReplyHeader) == 24);
+
+/// gnttab_copy's reply element: the op's GNTST_* status (the only out field of gnttab_copy),
+/// one per request element, in order.
+using CopyStatus = std::int16_t;
 
 inline constexpr std::uint32_t kAttachTrusted = 1u << 0;     ///< may receive extent fds (map mode)
 inline constexpr std::uint32_t kAttachPrivileged = 1u << 1;  ///< dom0

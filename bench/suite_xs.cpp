@@ -12,6 +12,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cerrno>
@@ -201,6 +202,26 @@ public:
         remember_pid(pid);
         HV_TRY((*s)->wait_ready());
         return s;
+    }
+
+    /// CPU time the server's process has used so far (all its threads, from schedstat), ns;
+    /// NaN if unreadable.
+    double cpu_ns() const {
+        const pid_t pid = ours_ ? ours_->pid() : peer_pid_;
+        double total = 0;
+        std::error_code ec;
+        const std::filesystem::path tasks = "/proc/" + std::to_string(pid) + "/task";
+        for (const auto& t : std::filesystem::directory_iterator(tasks, ec)) {
+            FILE* f = std::fopen((t.path() / "schedstat").c_str(), "r");
+            unsigned long long ns = 0;
+            if (f != nullptr) {
+                if (std::fscanf(f, "%llu", &ns) == 1) {
+                    total += static_cast<double>(ns);
+                }
+                std::fclose(f);
+            }
+        }
+        return ec ? std::numeric_limits<double>::quiet_NaN() : total;
     }
 
     ~Server() {
@@ -866,6 +887,7 @@ int run_xs_suite(Context& ctx) {
         bool higher;
         std::vector<std::pair<std::string, std::string>> config;
         std::function<Result<Sample>(const std::string& socket)> measure;
+        std::uint64_t ops;  // requests (or events) one measure() makes: for CPU per op
     };
     std::vector<Case> cases;
     for (const Op op : {Op::read, Op::write}) {
@@ -885,14 +907,16 @@ int run_xs_suite(Context& ctx) {
                                   {"value_bytes", std::to_string(kValue.size())}},
                                  [=](const std::string& s) {
                                      return pipelined(s, op, nconns, depth, total);
-                                 }});
+                                 },
+                                 (total + nconns - 1) / nconns * nconns});
             }
         }
     }
     const std::uint64_t watch_n = ctx.scale(5'000, 50);
     cases.push_back({"watch_fire_latency", "ns", false,
                      {{"events_per_run", std::to_string(watch_n)}},
-                     [=](const std::string& s) { return watch_latency(s, watch_n); }});
+                     [=](const std::string& s) { return watch_latency(s, watch_n); },
+                     watch_n});
 
     int failures = 0;
     const unsigned runs = ctx.options().runs == 0 ? 1 : ctx.options().runs;
@@ -904,15 +928,32 @@ int run_xs_suite(Context& ctx) {
         Series mine;
         std::vector<Series> mine_variants(variants.size());
         Series echo;
+        // Each server's CPU time per request (ns) in each run: load-independent where the
+        // throughput is not (a loaded machine delays whoever is waited for).
+        std::vector<std::pair<std::string, std::vector<double>>> cpu_per_op;
+        auto measure_on = [&](const Server& srv, const std::string& key) -> Result<Sample> {
+            const double before = srv.cpu_ns();
+            auto r = c.measure(srv.socket);
+            const double used = srv.cpu_ns() - before;
+            if (r && c.ops > 0) {
+                auto it = std::find_if(cpu_per_op.begin(), cpu_per_op.end(),
+                                       [&](const auto& e) { return e.first == key; });
+                if (it == cpu_per_op.end()) {
+                    it = cpu_per_op.insert(cpu_per_op.end(), {key, {}});
+                }
+                it->second.push_back(used / static_cast<double>(c.ops));
+            }
+            return r;
+        };
         std::vector<Series> theirs(peers.size());
         bool ok = true;
         for (unsigned r = 0; r < runs && ok; ++r) {
             if (floor) {
-                if (auto e = c.measure((*floor)->socket)) {
+                if (auto e = measure_on(**floor, "echo_floor")) {
                     echo.samples.push_back(*e);
                 }
             }
-            auto s = c.measure((*ours)->socket);
+            auto s = measure_on(**ours, "ours");
             if (!s) {
                 std::fprintf(stderr, "hvbench xs/%s: ours failed: %s\n", c.name.c_str(),
                              s.error().message().c_str());
@@ -921,7 +962,7 @@ int run_xs_suite(Context& ctx) {
             }
             mine.samples.push_back(*s);
             for (std::size_t v = 0; v < variants.size() && ok; ++v) {
-                auto vs = c.measure(variants[v].server->socket);
+                auto vs = measure_on(*variants[v].server, variants[v].key);
                 if (!vs) {
                     std::fprintf(stderr, "hvbench xs/%s: ours (%s) failed: %s\n", c.name.c_str(),
                                  variants[v].what, vs.error().message().c_str());
@@ -934,7 +975,7 @@ int run_xs_suite(Context& ctx) {
                 break;
             }
             for (std::size_t p = 0; p < peers.size(); ++p) {
-                auto ps = c.measure(peers[p]->socket);
+                auto ps = measure_on(*peers[p], peers[p]->name);
                 if (!ps) {
                     std::fprintf(stderr, "hvbench xs/%s: %s failed: %s\n", c.name.c_str(),
                                  peers[p]->name.c_str(), ps.error().message().c_str());
@@ -985,6 +1026,11 @@ int run_xs_suite(Context& ctx) {
             }
         }
         spec.config.emplace_back("client_spin_us", std::to_string(client_spin().count()));
+        for (auto& [key, v] : cpu_per_op) {
+            char buf[32];
+            std::snprintf(buf, sizeof buf, "%.0f", percentile(v, 50));
+            spec.config.emplace_back("server_cpu_ns_per_op_" + key, buf);
+        }
         if (!echo.samples.empty()) {
             beside_peer("echo_floor", echo.median().value);
         }

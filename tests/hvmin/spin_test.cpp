@@ -84,6 +84,29 @@ struct CpuHogs {
     CpuHogs& operator=(const CpuHogs&) = delete;
 };
 
+/// A stand-in for hv-min: answers one request on `server` after `delay` with an empty reply
+/// of the same seq and op; with `stale_first`, sends the reply of the call before it (seq - 1,
+/// rc 5) before the delay.
+std::thread answer_once(UniqueFd& server, std::chrono::microseconds delay,
+                        bool stale_first = false) {
+    return std::thread([&server, delay, stale_first] {
+        std::byte buf[512];
+        const ssize_t n = ::recv(server.get(), buf, sizeof buf, 0);
+        if (n < static_cast<ssize_t>(sizeof(wire::Header))) {
+            return;
+        }
+        wire::Header h;
+        std::memcpy(&h, buf, sizeof h);
+        if (stale_first) {
+            wire::ReplyHeader stale{wire::kMagic, h.op, 0, 0, h.seq - 1, 5, 0};
+            (void)!::send(server.get(), &stale, sizeof stale, MSG_NOSIGNAL);
+        }
+        std::this_thread::sleep_for(delay);
+        wire::ReplyHeader r{wire::kMagic, h.op, 0, 0, h.seq, 0, 0};
+        (void)!::send(server.get(), &r, sizeof r, MSG_NOSIGNAL);
+    });
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -162,40 +185,35 @@ TEST_CASE("hv-min's loop with a zero window always sleeps", "[hvmin][spin]") {
 }
 
 TEST_CASE(
-    "the hypercall client gets its reply within or after its spin or without one and "
-    "still times out",
+    "the hypercall client gets its reply within or after its spin or without one, skips a "
+    "late reply of an old call and still times out",
     "[hvmin][spin]") {
     IgnoreLoad spin_even_when_loaded;
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
     Channel ch{UniqueFd(sv[0])};
     UniqueFd server(sv[1]);
-    // Answers each request after `delay` with an empty reply of the same seq and op.
-    auto answer_after = [&](std::chrono::microseconds delay) {
-        return std::thread([&server, delay] {
-            std::byte buf[512];
-            const ssize_t n = ::recv(server.get(), buf, sizeof buf, 0);
-            if (n < static_cast<ssize_t>(sizeof(wire::Header))) {
-                return;
-            }
-            wire::Header h;
-            std::memcpy(&h, buf, sizeof h);
-            std::this_thread::sleep_for(delay);
-            wire::ReplyHeader r{wire::kMagic, h.op, 0, 0, h.seq, 0, 0};
-            (void)!::send(server.get(), &r, sizeof r, MSG_NOSIGNAL);
-        });
-    };
     for (const auto spin : {0us, 50us, 100'000us}) {
         for (const auto delay : {0us, 5000us}) {
             INFO("spin " << spin.count() << " us, reply after " << delay.count() << " us");
             ch.set_reply_spin(spin);
             CHECK(ch.reply_spin() == spin);
-            auto t = answer_after(delay);
+            auto t = answer_once(server, delay);
             auto r = ch.call(wire::Op::evtchn_status, 0, {}, {}, 5000);
             t.join();
             REQUIRE(r);
             CHECK(r->hdr.rc == 0);
         }
+    }
+    // The late reply of an earlier call comes first: skipped, spinning or not.
+    for (const auto spin : {0us, 100'000us}) {
+        INFO("spin " << spin.count() << " us, a stale reply first");
+        ch.set_reply_spin(spin);
+        auto t = answer_once(server, 2ms, true);
+        auto r = ch.call(wire::Op::evtchn_status, 0, {}, {}, 5000);
+        t.join();
+        REQUIRE(r);
+        CHECK(r->hdr.rc == 0);
     }
     // No reply at all: the spin ends, the sleep ends at the timeout.
     ch.set_reply_spin(5ms);
@@ -204,38 +222,6 @@ TEST_CASE(
     REQUIRE_FALSE(r);
     CHECK(r.error() == make_error_code(hvmin::Errc::timed_out));
     CHECK(std::chrono::steady_clock::now() - t0 >= 30ms);
-}
-
-TEST_CASE("the hypercall client skips the late reply of an old call, spinning or not",
-          "[hvmin][spin]") {
-    IgnoreLoad spin_even_when_loaded;
-    int sv[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
-    Channel ch{UniqueFd(sv[0])};
-    UniqueFd server(sv[1]);
-    for (const auto spin : {0us, 100'000us}) {
-        INFO("spin " << spin.count() << " us");
-        ch.set_reply_spin(spin);
-        std::thread t([&server] {
-            std::byte buf[512];
-            const ssize_t n = ::recv(server.get(), buf, sizeof buf, 0);
-            if (n < static_cast<ssize_t>(sizeof(wire::Header))) {
-                return;
-            }
-            wire::Header h;
-            std::memcpy(&h, buf, sizeof h);
-            // First the reply to an earlier call (rc 5), then, a moment later, this one's.
-            wire::ReplyHeader stale{wire::kMagic, h.op, 0, 0, h.seq - 1, 5, 0};
-            (void)!::send(server.get(), &stale, sizeof stale, MSG_NOSIGNAL);
-            std::this_thread::sleep_for(2ms);
-            wire::ReplyHeader r{wire::kMagic, h.op, 0, 0, h.seq, 0, 0};
-            (void)!::send(server.get(), &r, sizeof r, MSG_NOSIGNAL);
-        });
-        auto r = ch.call(wire::Op::evtchn_status, 0, {}, {}, 5000);
-        t.join();
-        REQUIRE(r);
-        CHECK(r->hdr.rc == 0);
-    }
 }
 
 TEST_CASE("an event channel wait with a spin budget sees events sent during and after it",

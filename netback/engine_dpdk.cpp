@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "hv/cpu.hpp"
 #include "hv/log.hpp"
 #include "netback/dpdk.hpp"
 #include "netback/netlink.hpp"
@@ -169,17 +170,7 @@ Result<TcpLayout> tcp_layout(const std::uint8_t* f, std::size_t len, const VnetH
 }  // namespace
 
 std::string dpdk_default_eal_args() {
-    unsigned cpu = 0;
-    cpu_set_t set;
-    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-        for (unsigned c = 0; c < CPU_SETSIZE; ++c) {
-            if (CPU_ISSET(c, &set)) {
-                cpu = c;
-                break;
-            }
-        }
-    }
-    return "-l " + std::to_string(cpu) +
+    return "-l " + std::to_string(hv::first_allowed_cpu()) +
            " --no-pci --no-huge -m 256 --no-shconf --file-prefix hvnb-" +
            std::to_string(::getpid()) + " --no-telemetry --log-level=notice";
 }

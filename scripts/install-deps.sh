@@ -6,6 +6,8 @@ pkgs=(
   cmake ninja-build g++ clang libfuzzer-14-dev libclang-rt-14-dev pkg-config
   # libraries
   liburing-dev catch2 libbenchmark-dev libboost-dev liblvm2-dev libdevmapper-dev libfuse3-dev
+  # netback's DPDK vifs (optional at build time); their tests also need dpdk-dev's dpdk-testpmd
+  libdpdk-dev
   # test oracles and real clients
   libxen-dev xenstore-utils lvm2 util-linux iproute2 iputils-ping procps psmisc
   fio iperf3 libnbd-bin netcat-openbsd fuse3 e2fsprogs kmod

@@ -73,8 +73,8 @@ std::vector<Bytes> receive_frames(NetEngine& e, std::size_t want,
     return got;
 }
 
-/// A TCP/IPv4 frame of `payload` with a partial checksum, as a guest's TSO hands it over.
-Bytes tso_frame_v4(const Bytes& payload, std::uint8_t flags = tcpf::ACK | tcpf::PSH) {
+/// 10.9.0.1:4000 -> 10.9.0.2:5000, sequence number 1000.
+TcpSpec tcp_spec(std::uint8_t flags = tcpf::ACK | tcpf::PSH) {
     TcpSpec t;
     t.src = kA;
     t.dst = kB;
@@ -84,7 +84,12 @@ Bytes tso_frame_v4(const Bytes& payload, std::uint8_t flags = tcpf::ACK | tcpf::
     t.dport = 5000;
     t.seq = 1000;
     t.flags = flags;
-    return tcp_frame(t, payload, true);
+    return t;
+}
+
+/// A TCP/IPv4 frame of `payload` with a partial checksum, as a guest's TSO hands it over.
+Bytes tso_frame_v4(const Bytes& payload, std::uint8_t flags = tcpf::ACK | tcpf::PSH) {
+    return tcp_frame(tcp_spec(flags), payload, true);
 }
 
 /// The same over IPv6 (fd00::1 -> fd00::2), built here: frames.hpp speaks IPv4 only.
@@ -296,17 +301,8 @@ TEST_CASE("a DPDK vhost-user port exchanges frames with a testpmd peer", "[netba
 
     SECTION("a frame with F_NEEDS_CSUM leaves with its checksum completed") {
         const Bytes payload(333, 0x5a);
-        TcpSpec t;
-        t.src = kA;
-        t.dst = kB;
-        t.s = ip4("10.9.0.1");
-        t.d = ip4("10.9.0.2");
-        t.sport = 4000;
-        t.dport = 5000;
-        t.seq = 1;
-        t.flags = tcpf::ACK | tcpf::PSH;
-        Bytes partial = tcp_frame(t, payload, true);
-        const Bytes full = tcp_frame(t, payload, false);
+        const Bytes partial = tso_frame_v4(payload);
+        const Bytes full = tcp_frame(tcp_spec(), payload, false);
         REQUIRE(partial != full);
         VnetHdr h;
         h.flags = VnetHdr::F_NEEDS_CSUM;

@@ -6,7 +6,6 @@
 // dies with the thread that started it.
 #pragma once
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "hv/cpu.hpp"
 #include "hv/expected.hpp"
 #include "hv/subprocess.hpp"
 
@@ -52,17 +52,7 @@ inline hv::Result<hv::Subprocess> start_testpmd(const std::string& testpmd,
                                                 const std::string& topology,
                                                 const std::string& log_path) {
     // Both lcores (main and forwarding) on the first CPU we may use: the forwarding core spins.
-    unsigned cpu = 0;
-    cpu_set_t set;
-    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-        for (unsigned c = 0; c < CPU_SETSIZE; ++c) {
-            if (CPU_ISSET(c, &set)) {
-                cpu = c;
-                break;
-            }
-        }
-    }
-    const std::string c = std::to_string(cpu);
+    const std::string c = std::to_string(hv::first_allowed_cpu());
     std::vector<std::string> a{testpmd,
                                "--lcores",
                                "0@" + c + ",1@" + c,

@@ -39,6 +39,24 @@ const std::string kWaitEth0 =
     "i=0; while ! ip link show eth0 >/dev/null 2>&1; do i=$((i+1)); "
     "[ $i -gt 400 ] && echo no eth0 && exit 90; sleep 0.05; done; ";
 
+/// Shell: write `bytes` random bytes to $HV_RUNDIR/sent.bin and serve them once with nc on
+/// port 5001 (then stay up while the peer checks).
+std::string serve_file(unsigned bytes) {
+    return "head -c " + std::to_string(bytes) +
+           " /dev/urandom > $HV_RUNDIR/sent.bin && nc -N -l 5001 < $HV_RUNDIR/sent.bin; sleep 60";
+}
+
+/// Shell: fetch the file ga serves with nc on port 5001 (retrying until it listens), compare
+/// its sha256 with what ga wrote, and mark success in $HV_RUNDIR/gb.ok.
+std::string fetch_and_check(const std::string& ip) {
+    return "for i in $(seq 50); do nc -w 5 " + ip +
+           " 5001 < /dev/null > $HV_RUNDIR/got.bin && "
+           "[ -s $HV_RUNDIR/got.bin ] && break; sleep 0.1; done; "
+           "sha256sum < $HV_RUNDIR/got.bin > $HV_RUNDIR/got.sum && "
+           "sha256sum < $HV_RUNDIR/sent.bin | cmp - $HV_RUNDIR/got.sum && echo ok > "
+           "$HV_RUNDIR/gb.ok";
+}
+
 enum class Switch { linux_bridge, ovs, dpdk };
 
 struct Rig {
@@ -223,9 +241,8 @@ TEST_CASE("two hv-guest domains on a Linux bridge: ping, iperf3 both ways, nc fi
     const DomId a = rig.guest("ga",
                               kWaitEth0 +
                                   "ip addr add 10.9.0.1/24 dev eth0 && "
-                                  "iperf3 -s -D >/dev/null && "
-                                  "head -c 3000000 /dev/urandom > $HV_RUNDIR/sent.bin && "
-                                  "nc -N -l 5001 < $HV_RUNDIR/sent.bin; sleep 60",
+                                  "iperf3 -s -D >/dev/null && " +
+                                  serve_file(3000000),
                               1);
     const DomId b = rig.guest(
         "gb",
@@ -235,11 +252,8 @@ TEST_CASE("two hv-guest domains on a Linux bridge: ping, iperf3 both ways, nc fi
             "iperf3 -c 10.9.0.1 -t 2 >/dev/null && "
             // The iperf3 server takes one test at a time and may still be closing the first.
             "ok=0; for i in 1 2 3 4 5; do sleep 0.5; "
-            "iperf3 -c 10.9.0.1 -t 2 -R >/dev/null && ok=1 && break; done; [ $ok = 1 ] && "
-            "for i in $(seq 50); do nc -w 5 10.9.0.1 5001 < /dev/null > $HV_RUNDIR/got.bin && "
-            "[ -s $HV_RUNDIR/got.bin ] && break; sleep 0.1; done; "
-            "sha256sum < $HV_RUNDIR/got.bin > $HV_RUNDIR/got.sum && "
-            "sha256sum < $HV_RUNDIR/sent.bin | cmp - $HV_RUNDIR/got.sum && echo ok > $HV_RUNDIR/gb.ok",
+            "iperf3 -c 10.9.0.1 -t 2 -R >/dev/null && ok=1 && break; done; [ $ok = 1 ] && " +
+            fetch_and_check("10.9.0.1"),
         2);
     auto death = rig.ts->wait_for_death(b, 60s);
     REQUIRE(death);
@@ -258,18 +272,14 @@ TEST_CASE("two hv-guest domains on a private OVS netdev bridge: ping and nc file
     Rig rig(Switch::ovs);
     const DomId a = rig.guest("ga",
                               kWaitEth0 +
-                                  "ip addr add 10.9.1.1/24 dev eth0 && "
-                                  "head -c 2000000 /dev/urandom > $HV_RUNDIR/sent.bin && "
-                                  "nc -N -l 5001 < $HV_RUNDIR/sent.bin; sleep 60",
+                                  "ip addr add 10.9.1.1/24 dev eth0 && " +
+                                  serve_file(2000000),
                               1);
     const DomId b = rig.guest(
         "gb",
         kWaitEth0 +
-            "ip addr add 10.9.1.2/24 dev eth0 && ping -c 3 -W 2 10.9.1.1 && "
-            "for i in $(seq 50); do nc -w 5 10.9.1.1 5001 < /dev/null > $HV_RUNDIR/got.bin && "
-            "[ -s $HV_RUNDIR/got.bin ] && break; sleep 0.1; done; "
-            "sha256sum < $HV_RUNDIR/got.bin > $HV_RUNDIR/got.sum && "
-            "sha256sum < $HV_RUNDIR/sent.bin | cmp - $HV_RUNDIR/got.sum && echo ok > $HV_RUNDIR/gb.ok",
+            "ip addr add 10.9.1.2/24 dev eth0 && ping -c 3 -W 2 10.9.1.1 && " +
+            fetch_and_check("10.9.1.1"),
         2);
     auto death = rig.ts->wait_for_death(b, 60s);
     REQUIRE(death);
@@ -288,9 +298,8 @@ TEST_CASE("two hv-guest domains on DPDK vhost-user vifs joined by dpdk-testpmd: 
         kWaitEth0 +
             "ip addr add 10.9.2.1/24 dev eth0 && "
             "for i in $(seq 100); do ping -c 1 -W 1 10.9.2.2 >/dev/null && "
-            "echo ok > $HV_RUNDIR/ga.ping && break; sleep 0.2; done; "
-            "head -c 3000000 /dev/urandom > $HV_RUNDIR/sent.bin && "
-            "nc -N -l 5001 < $HV_RUNDIR/sent.bin; sleep 60",
+            "echo ok > $HV_RUNDIR/ga.ping && break; sleep 0.2; done; " +
+            serve_file(3000000),
         1);
     const DomId b = rig.guest(
         "gb",
@@ -298,11 +307,8 @@ TEST_CASE("two hv-guest domains on DPDK vhost-user vifs joined by dpdk-testpmd: 
             "ip addr add 10.9.2.2/24 dev eth0 && "
             "ok=0; for i in $(seq 100); do ping -c 1 -W 1 10.9.2.1 >/dev/null && ok=1 && break; "
             "sleep 0.2; done; [ $ok = 1 ] && ping -c 3 -W 2 10.9.2.1 > $HV_RUNDIR/gb.ping && "
-            "for i in $(seq 100); do [ -s $HV_RUNDIR/ga.ping ] && break; sleep 0.1; done; "
-            "for i in $(seq 50); do nc -w 5 10.9.2.1 5001 < /dev/null > $HV_RUNDIR/got.bin && "
-            "[ -s $HV_RUNDIR/got.bin ] && break; sleep 0.2; done; "
-            "sha256sum < $HV_RUNDIR/got.bin > $HV_RUNDIR/got.sum && "
-            "sha256sum < $HV_RUNDIR/sent.bin | cmp - $HV_RUNDIR/got.sum && echo ok > $HV_RUNDIR/gb.ok",
+            "for i in $(seq 100); do [ -s $HV_RUNDIR/ga.ping ] && break; sleep 0.1; done; " +
+            fetch_and_check("10.9.2.1"),
         2);
     rig.start_switch("ga", "gb");
     auto death = rig.ts->wait_for_death(b, 90s);

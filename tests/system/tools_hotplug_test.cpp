@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "hv/subprocess.hpp"
+#include "netback/dpdk.hpp"
 #include "nbd_client.hpp"
 #include "netns.hpp"
 #include "skip.hpp"
@@ -426,4 +427,30 @@ TEST_CASE("network-attach hot-plugs a NIC on a bridge into a running guest where
     CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth1"}).rc == 0; }, 15s));
     CHECK(d.hvctl({"network-detach", "hp", "1"}).rc == 0);
     CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth1"}).rc != 0; }, 5s));
+}
+
+TEST_CASE("network-attach hot-plugs a DPDK vif: netback listens on its vhost-user socket, "
+          "network-list prints it, network-detach removes it",
+          "[system][tools][hotplug][dpdk][root]") {
+    hv::test::skip_unless(hv::net::dpdk_built(), "netback was built without DPDK (libdpdk-dev)");
+    HotplugRig rig;
+    Daemon& d = rig.d;
+    const std::string sock = d.dir() + "/hp-dpdk.sock";
+    // A path is a bridge only for a DPDK vif.
+    CHECK(d.hvctl({"network-attach", "hp", "bridge=" + sock}).rc != 0);
+    const ProcResult a = d.hvctl(
+        {"network-attach", "hp", "bridge=" + sock + ", script=vif-dpdk, mac=00:16:3e:5a:00:09"});
+    INFO(a.err << rig.logs());
+    REQUIRE(a.rc == 0);
+    // netback (the program: its EAL started by this first DPDK vif) serves the socket.
+    REQUIRE(eventually([&] { return std::filesystem::is_socket(sock); }, 10s));
+    CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc == 0; }, 15s));
+    const ProcResult l = d.hvctl({"network-list", "hp"});
+    CHECK(l.rc == 0);
+    CHECK(l.out.find(" vhost-user:" + sock + "\n") != std::string::npos);
+    const ProcResult det = d.hvctl({"network-detach", "hp", "00:16:3e:5a:00:09"});
+    INFO(det.err << rig.logs());
+    CHECK(det.rc == 0);
+    // The port and its socket go with the vif.
+    CHECK(eventually([&] { return !std::filesystem::exists(sock); }, 10s));
 }

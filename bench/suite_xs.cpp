@@ -394,8 +394,8 @@ void echo_serve(UniqueFd listener) {
 
 // ---- the raw-wire client ----
 
-/// How long the client polls without sleeping before it blocks (hv::spin_poll), the same for
-/// every server: HV_XS_CLIENT_SPIN_US, else the process default (HVKIT_POLL_US), else
+/// How long the client polls without sleeping before it blocks (hv::spin_epoll_wait), the same
+/// for every server: HV_XS_CLIENT_SPIN_US, else the process default (HVKIT_POLL_US), else
 /// kDefaultClientSpin. It takes the client's own wake-up out of every server's figure alike, so
 /// what remains is the server's. Like every hvkit waiter it does not spin while the machine's
 /// CPUs are oversubscribed (hv::cpus_oversubscribed()).
@@ -417,15 +417,10 @@ std::chrono::microseconds client_budget() {
     return cpus_oversubscribed() ? std::chrono::microseconds{0} : client_spin();
 }
 
-/// epoll_wait(2) after spinning on the epoll fd's readiness for up to client_budget().
+/// epoll_wait(2) after up to client_budget() of zero-timeout ones (hv::spin_epoll_wait: the
+/// probe that finds work also collects it).
 int epoll_spin(int ep, epoll_event* evs, int max, int timeout_ms) {
-    pollfd p{ep, POLLIN, 0};
-    const int pr = spin_poll(&p, 1, timeout_ms, client_budget());
-    if (pr <= 0) {
-        return pr;
-    }
-    const int n = ::epoll_wait(ep, evs, max, 0);
-    return n != 0 ? n : ::epoll_wait(ep, evs, max, timeout_ms);
+    return spin_epoll_wait(ep, evs, max, timeout_ms, client_budget());
 }
 
 int poll_spin(pollfd* fds, nfds_t n, int timeout_ms) {

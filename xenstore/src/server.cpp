@@ -310,8 +310,9 @@ struct Server::Impl {
         ::timerfd_settime(timer.get(), 0, &its, nullptr);
     }
 
-    /// One epoll_wait and everything it reported. The number of events handled.
-    Result<int> process(int timeout_ms);
+    /// One epoll_wait (preceded by up to `spin` of zero-timeout ones) and everything it
+    /// reported. The number of events handled.
+    Result<int> process(int timeout_ms, std::chrono::microseconds spin = {});
     /// process()'s work on connections, one syscall per read and per send.
     void serve_each(const epoll_event* evs, int n);
     /// The same in batches: every ready connection read in one io_uring_enter, every
@@ -460,9 +461,9 @@ Result<void> Server::process(int timeout_ms) {
     return {};
 }
 
-Result<int> Server::Impl::process(int timeout_ms) {
+Result<int> Server::Impl::process(int timeout_ms, std::chrono::microseconds spin) {
     epoll_event evs[kMaxEvents];
-    const int n = ::epoll_wait(ep.get(), evs, kMaxEvents, timeout_ms);
+    const int n = spin_epoll_wait(ep.get(), evs, kMaxEvents, timeout_ms, spin);
     if (n < 0) {
         if (errno == EINTR) {
             return 0;
@@ -668,15 +669,12 @@ Result<void> Server::run() {
     // the machine has a CPU to spare), the wait for the next event first polls the epoll fd
     // without sleeping for that long, then sleeps; after a quiet window it sleeps at once, so an
     // idle server never spins.
+    // The spin probes are the epoll_wait itself (hv::spin_epoll_wait): the probe that finds
+    // work also collects it, with no separate poll(2) first.
     SpinPolicy policy(impl_->cfg.busy_poll);
-    pollfd ready{impl_->ep.get(), POLLIN, 0};
     while (!impl_->stopping.load(std::memory_order_acquire)) {
         const auto budget = cpus_oversubscribed() ? std::chrono::microseconds{0} : policy.budget();
-        if (budget.count() > 0 && spin_poll(&ready, 1, -1, budget) < 0 && errno != EINTR) {
-            return fail_errno();
-        }
-        // After spin_poll the epoll set is ready (or a signal came): collect without sleeping.
-        auto n = impl_->process(budget.count() > 0 ? 0 : -1);
+        auto n = impl_->process(-1, budget);
         if (!n) {
             return fail(n.error());
         }

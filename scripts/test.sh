@@ -45,8 +45,11 @@ if ((fuzz)) && command -v clang++ >/dev/null; then
   shopt -s nullglob
   for f in build-fuzz/bin/fuzz_*; do
     corpus=$(mktemp -d)
-    echo "-- $f (20 s)"
-    "$f" -max_total_time=20 -rss_limit_mb=2048 "$corpus" >"$corpus.log" 2>&1 \
+    # Checked-in seeds (tests/fuzz/corpus/<name without fuzz_>/) are read, never written.
+    seeds=tests/fuzz/corpus/$(basename "$f" | sed 's/^fuzz_//')
+    [[ -d $seeds ]] || seeds=
+    echo "-- $f (20 s)${seeds:+, seeds $seeds}"
+    "$f" -max_total_time=20 -rss_limit_mb=2048 "$corpus" ${seeds:+"$seeds"} >"$corpus.log" 2>&1 \
       || { tail -40 "$corpus.log"; exit 1; }
     rm -rf "$corpus" "$corpus.log"
   done

@@ -25,6 +25,7 @@
 #include "frontends/pcifront.hpp"
 #include "fuse_file.hpp"
 #include "guest.hpp"
+#include "pci_sysfs.hpp"
 #include "hv/log.hpp"
 #include "hvmin/client.hpp"
 #include "xenbus/xenbus.hpp"
@@ -37,20 +38,9 @@ constexpr const char* kWatchToken = "hv-guest-pci";
 constexpr fuse_ino_t kRootIno = FUSE_ROOT_ID;
 constexpr fuse_ino_t kDevicesIno = 2;
 constexpr fuse_ino_t kSlotInoBase = 64;  // device k: directory 64·(k+1), its files after it
-constexpr unsigned kVpdSize = 32768;     // the VPD address space (15 bits)
-constexpr unsigned kVpdPolls = 100;      // reads of the VPD flag before giving up on a dword
-
-enum class File : unsigned {
-    config, vendor, device, subsystem_vendor, subsystem_device, klass, revision, irq, resource,
-    modalias, vpd, count
-};
-constexpr std::array<const char*, static_cast<unsigned>(File::count)> kFileNames = {
-    "config", "vendor", "device", "subsystem_vendor", "subsystem_device", "class", "revision",
-    "irq", "resource", "modalias", "vpd"};
-
-// Linux's resource flags (include/linux/ioport.h), as sysfs `resource` shows them.
-constexpr std::uint64_t kResIo = 0x100, kResMem = 0x200, kResPrefetch = 0x2000,
-                        kResReadonly = 0x4000, kResSizealign = 0x40000, kResMem64 = 0x100000;
+using sysfs::File;
+using sysfs::kFileNames;
+using sysfs::kVpdSize;
 
 struct Slot {
     pcifront::Address addr;
@@ -238,7 +228,7 @@ public:
         const unsigned end = static_cast<unsigned>(std::min<std::uint64_t>(pos + size, s.config_size));
         std::size_t done = 0;
         while (pos < end) {
-            const unsigned n = access_size(pos, end - pos);
+            const unsigned n = sysfs::access_size(pos, end - pos);
             std::uint32_t v = 0;
             std::memcpy(&v, data + done, n);
             auto r = front_->conf_write(s.addr, pos, n, v);
@@ -258,12 +248,6 @@ public:
 private:
     static fuse_ino_t dir_ino(std::size_t k) { return kSlotInoBase * (k + 1); }
     static bool is_dir(fuse_ino_t ino) { return ino >= kSlotInoBase && ino % kSlotInoBase == 0; }
-    static unsigned access_size(unsigned pos, unsigned left) {
-        if (pos % 4 == 0 && left >= 4) {
-            return 4;
-        }
-        return pos % 2 == 0 && left >= 2 ? 2 : 1;
-    }
     /// pciback's answers as errnos: access_denied (a field guests may not write) is EPERM.
     static int errno_of(const std::error_code& e) {
         if (e == pcifront::op_error(rings::XEN_PCI_ERR_access_denied)) {
@@ -312,202 +296,52 @@ private:
         return true;
     }
 
-    std::optional<std::uint32_t> cfg(const Slot& s, unsigned off, unsigned size) {
-        if (front_ == nullptr) {
-            return std::nullopt;
-        }
-        auto v = front_->conf_read(s.addr, off, size);
-        return v ? std::optional<std::uint32_t>(*v) : std::nullopt;
-    }
-
-    std::size_t config_read(const Slot& s, unsigned off, std::vector<std::uint8_t>& out) {
-        std::size_t done = 0;
-        while (done < out.size()) {
-            const unsigned pos = off + static_cast<unsigned>(done);
-            const unsigned n = access_size(pos, static_cast<unsigned>(out.size() - done));
-            const auto v = cfg(s, pos, n);
-            if (!v) {
-                break;
-            }
-            std::memcpy(out.data() + done, &*v, n);
-            done += n;
-        }
-        return done;
-    }
-
-    /// VPD through the capability: write the dword's address (flag clear), wait for the
-    /// flag, read the data register. pciback refuses only VPD writes (flag set).
-    std::size_t vpd_read(const Slot& s, unsigned off, std::vector<std::uint8_t>& out) {
-        std::size_t done = 0;
-        while (done < out.size()) {
-            const unsigned pos = off + static_cast<unsigned>(done);
-            const unsigned dword = pos & ~3U;
-            if (!front_->conf_write(s.addr, s.vpd_cap + 2, 2, dword)) {
-                break;
-            }
-            std::optional<std::uint32_t> data;
-            for (unsigned i = 0; i < kVpdPolls && !data; ++i) {
-                const auto flag = cfg(s, s.vpd_cap + 2, 2);
-                if (!flag) {
-                    break;
-                }
-                if ((*flag & 0x8000U) != 0) {
-                    data = cfg(s, s.vpd_cap + 4, 4);
-                }
-            }
-            if (!data) {
-                break;
-            }
-            const unsigned skip = pos - dword;
-            const std::size_t n = std::min<std::size_t>(4 - skip, out.size() - done);
-            std::memcpy(out.data() + done, reinterpret_cast<const std::uint8_t*>(&*data) + skip, n);
-            done += n;
-        }
-        return done;
-    }
-
-    std::optional<std::string> attribute(const Slot& s, File f) {
-        char b[128];
-        auto hex = [&](unsigned off, unsigned size, const char* fmt) -> std::optional<std::string> {
-            const auto v = cfg(s, off, size);
-            if (!v) {
+    /// One slot's config space through pcifront's ops (the backend's answers).
+    class FrontConfig final : public sysfs::ConfigSpace {
+    public:
+        FrontConfig(pcifront::Device* front, const pcifront::Address& addr)
+            : front_(front), addr_(addr) {}
+        std::optional<std::uint32_t> read(unsigned off, unsigned size) override {
+            if (front_ == nullptr) {
                 return std::nullopt;
             }
-            std::snprintf(b, sizeof b, fmt, *v);
-            return std::string(b);
-        };
-        switch (f) {
-            case File::vendor: return hex(0x00, 2, "0x%04x\n");
-            case File::device: return hex(0x02, 2, "0x%04x\n");
-            case File::subsystem_vendor: return hex(0x2c, 2, "0x%04x\n");
-            case File::subsystem_device: return hex(0x2e, 2, "0x%04x\n");
-            case File::revision: return hex(0x08, 1, "0x%02x\n");
-            case File::irq: return hex(0x3c, 1, "%u\n");
-            case File::klass: {
-                const auto v = cfg(s, 0x08, 4);
-                if (!v) {
-                    return std::nullopt;
-                }
-                std::snprintf(b, sizeof b, "0x%06x\n", *v >> 8);
-                return std::string(b);
-            }
-            case File::modalias: {
-                const auto id = cfg(s, 0x00, 4);
-                const auto sub = cfg(s, 0x2c, 4);
-                const auto cls = cfg(s, 0x08, 4);
-                if (!id || !sub || !cls) {
-                    return std::nullopt;
-                }
-                std::snprintf(b, sizeof b, "pci:v%08Xd%08Xsv%08Xsd%08Xbc%02Xsc%02Xi%02X\n", *id & 0xffff,
-                              *id >> 16, *sub & 0xffff, *sub >> 16, *cls >> 24, (*cls >> 16) & 0xff,
-                              (*cls >> 8) & 0xff);
-                return std::string(b);
-            }
-            case File::resource: return s.resource;
-            default: return std::nullopt;
+            auto v = front_->conf_read(addr_, off, size);
+            return v ? std::optional<std::uint32_t>(*v) : std::nullopt;
         }
-    }
-
-    /// Sizes one BAR-like register through the ops (pciback virtualises them: the device
-    /// never sees the probe): the value read back after writing `probe`, then the original.
-    std::optional<std::uint32_t> size_mask(const Slot& s, unsigned off, std::uint32_t probe) {
-        const auto orig = cfg(s, off, 4);
-        if (!orig || !front_->conf_write(s.addr, off, 4, probe)) {
-            return std::nullopt;
+        bool write(unsigned off, unsigned size, std::uint32_t value) override {
+            return front_ != nullptr && static_cast<bool>(front_->conf_write(addr_, off, size, value));
         }
-        const auto m = cfg(s, off, 4);
-        (void)front_->conf_write(s.addr, off, 4, *orig);
-        return m;
-    }
 
-    /// What Linux knows from enumeration: BAR addresses, sizes and flags (`resource`), the
-    /// config size (4096 with a PCI Express capability) and where VPD is.
+    private:
+        pcifront::Device* front_;
+        pcifront::Address addr_;
+    };
+
+    std::size_t config_read(const Slot& s, unsigned off, std::vector<std::uint8_t>& out) {
+        FrontConfig cs(front_, s.addr);
+        return sysfs::config_read(cs, off, out);
+    }
+    std::size_t vpd_read(const Slot& s, unsigned off, std::vector<std::uint8_t>& out) {
+        FrontConfig cs(front_, s.addr);
+        return sysfs::vpd_read(cs, s.vpd_cap, off, out);
+    }
+    std::optional<std::string> attribute(const Slot& s, File f) {
+        if (f == File::resource) {
+            return s.resource;
+        }
+        FrontConfig cs(front_, s.addr);
+        return sysfs::attribute(cs, f);
+    }
+    /// What Linux knows from enumeration (sysfs::probe), kept until the device goes.
     void probe(Slot& s) {
-        const auto hdr = cfg(s, 0x0e, 1);
-        const auto status = cfg(s, 0x06, 2);
-        if (!hdr || !status) {
+        FrontConfig cs(front_, s.addr);
+        auto p = sysfs::probe(cs);
+        if (!p) {
             return;
         }
-        const unsigned type = *hdr & 0x7f;
-        const unsigned bars = type == 0 ? 6 : type == 1 ? 2 : 0;
-        const unsigned rom = type == 0 ? 0x30 : 0x38;
-        std::string res;
-        char line[80];
-        auto add = [&](std::uint64_t start, std::uint64_t size, std::uint64_t flags) {
-            const std::uint64_t end = size != 0 ? start + size - 1 : 0;
-            std::snprintf(line, sizeof line, "0x%016llx 0x%016llx 0x%016llx\n",
-                          static_cast<unsigned long long>(size != 0 ? start : 0),
-                          static_cast<unsigned long long>(end),
-                          static_cast<unsigned long long>(size != 0 ? flags : 0));
-            res += line;
-        };
-        for (unsigned i = 0; i < bars; ++i) {
-            const unsigned off = 0x10 + 4 * i;
-            const auto v = cfg(s, off, 4);
-            const auto m = size_mask(s, off, 0xffffffffU);
-            if (!v || !m) {
-                add(0, 0, 0);
-                continue;
-            }
-            if ((*v & 1U) != 0) {  // I/O
-                const std::uint32_t mask = *m & 0xfffffffcU & 0xffffU;
-                add(*v & 0xfffffffcU, mask != 0 ? (~mask & 0xffffU) + 1 : 0, kResIo | kResSizealign | (*v & 3U));
-                continue;
-            }
-            std::uint64_t base = *v & 0xfffffff0U;
-            std::uint64_t mask = *m & 0xfffffff0U;
-            std::uint64_t flags = kResMem | kResSizealign | (*v & 0xfU);
-            if ((*v & 8U) != 0) {
-                flags |= kResPrefetch;
-            }
-            const bool is64 = ((*v >> 1) & 3U) == 2 && i + 1 < bars;
-            if (is64) {
-                const auto hi = cfg(s, off + 4, 4);
-                const auto mhi = size_mask(s, off + 4, 0xffffffffU);
-                base |= hi ? std::uint64_t{*hi} << 32 : 0;
-                mask |= (mhi ? std::uint64_t{*mhi} : 0xffffffffULL) << 32;
-                flags |= kResMem64;
-            } else {
-                mask |= 0xffffffff00000000ULL;
-            }
-            add(base, mask != 0 && (mask & 0xfffffff0U) != 0 ? ~mask + 1 : 0, flags);
-            if (is64) {
-                add(0, 0, 0);  // the upper half is not a resource of its own
-                ++i;
-            }
-        }
-        for (unsigned i = bars; i < 6; ++i) {
-            add(0, 0, 0);
-        }
-        const auto rv = cfg(s, rom, 4);
-        const auto rm = size_mask(s, rom, 0xfffff800U);
-        if (rv && rm && (*rm & 0xfffff800U) != 0) {
-            add(*rv & 0xfffff800U, (~(*rm & 0xfffff800U)) + 1ULL,
-                kResMem | kResPrefetch | kResReadonly | kResSizealign);
-        } else {
-            add(0, 0, 0);
-        }
-        s.resource = res;
-        // Capabilities: PCI Express (config size) and VPD. The list is the device's (or a
-        // lying backend's): bounded walk.
-        s.config_size = 256;
-        s.vpd_cap = 0;
-        if ((*status & 0x10U) != 0) {
-            auto at = cfg(s, type == 2 ? 0x14 : 0x34, 1);
-            for (unsigned n = 0; at && *at >= 0x40 && n < 48; ++n) {
-                const unsigned p = *at & 0xfcU;
-                const auto id = cfg(s, p, 1);
-                if (!id) {
-                    break;
-                }
-                if (*id == 0x10) {
-                    s.config_size = 4096;
-                } else if (*id == 0x03 && s.vpd_cap == 0) {
-                    s.vpd_cap = p;
-                }
-                at = cfg(s, p + 1, 1);
-            }
-        }
+        s.resource = std::move(p->resource);
+        s.config_size = p->config_size;
+        s.vpd_cap = p->vpd_cap;
     }
 
     pcifront::Device*& front_;

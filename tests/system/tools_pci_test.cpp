@@ -155,7 +155,7 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
     // --force nothing changes; with it the slot goes and the higher one moves down.
     r = d.hvctl({"pci-detach", "g1", "0001:00:02.0"});
     CHECK(r.rc == 1);
-    CHECK(r.err.find("hvctl pci-detach: pci backend at " + be + " is not ready (state 1") !=
+    CHECK(r.err.find("hvctl pci-detach: pci bus at " + be + " is not ready (backend state 1,") !=
           std::string::npos);
     CHECK(rd(xs, be + "/num_devs") == "2");
     CHECK(rd(xs, be + "/dev-0") == "0001:00:02.0");
@@ -175,7 +175,7 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
     CHECK(d.hvctl({"pci-assignable-list"}).out == "0001:00:02.0\n0001:00:03.0\n");
     r = d.hvctl({"pci-attach", "g1", "0001:00:02.0"});  // hot-plug needs a Connected backend
     CHECK(r.rc == 1);
-    CHECK(r.err.find("hvctl pci-attach: pci backend at " + be + " is not ready") !=
+    CHECK(r.err.find("hvctl pci-attach: pci bus at " + be + " is not ready") !=
           std::string::npos);
     CHECK(rd(xs, be + "/num_devs") == "1");
 

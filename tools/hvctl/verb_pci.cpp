@@ -96,14 +96,28 @@ long long backend_state(Control& c, const std::string& bdir) {
     return read_number(c, bdir + "/state");
 }
 
-/// Waits (bounded) for the backend at `bdir` to be Connected; false after printing why.
+/// Waits (bounded) for both ends of the bus at `bdir` to be Connected; false after printing
+/// why. The frontend too: after a withdrawn hot-plug it may still be in Reconfiguring (it
+/// answered our 7 and rescans once the backend answers its ops again); a new request's 7 would
+/// then find it there, the backend would take that stale answer for the new round and go to
+/// Reconfigured before the frontend came back to Connected, which then never rescans (Linux
+/// pcifront too rescans on Reconfigured only from Reconfiguring).
 bool wait_connected(Cli& cli, Control& c, std::string_view verb, const std::string& bdir) {
     long long st = -1;
-    if (poll_until([&] { return (st = backend_state(c, bdir)) == kConnected; }, kPciTimeout)) {
+    long long fst = -1;
+    const auto fdir = read_node(c, bdir + "/frontend");
+    const bool both = poll_until(
+        [&] {
+            st = backend_state(c, bdir);
+            fst = fdir ? read_number(c, *fdir + "/state") : -1;
+            return st == kConnected && fst == kConnected;
+        },
+        kPciTimeout);
+    if (both) {
         return true;
     }
-    cli.err << "hvctl " << verb << ": pci backend at " << bdir << " is not ready (state " << st
-            << ", not Connected within "
+    cli.err << "hvctl " << verb << ": pci bus at " << bdir << " is not ready (backend state "
+            << st << ", frontend state " << fst << ", not both Connected within "
             << std::chrono::duration_cast<std::chrono::seconds>(kPciTimeout).count()
             << " s: is the guest's pcifront connected?)\n";
     return false;

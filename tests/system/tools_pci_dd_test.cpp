@@ -119,3 +119,120 @@ TEST_CASE("a pci-attach waits for a Connected frontend, one no backend answers i
     CHECK(d.hvctl({"pci-list", "hp"}).out ==
           "Vdev Device\n00.0 0001:00:02.0\n01.0 0001:00:03.0\n");
 }
+
+TEST_CASE("pciback as an isolated driver domain serves a pcifront guest, and its destroy closes it",
+          "[system][tools][pci][driver-domain][root]") {
+    PciRig rig(PciRig::Mode::driver_domain);
+    Daemon& d = rig.d;
+    hv::xs::Client& xs = *rig.xs;
+    const int dd = rig.pciback_domid;
+    REQUIRE(dd > 0);
+    INFO(rig.logs());
+    // The registry: announced by the driver domain (its own entries), writable by no guest.
+    CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0").rfind("n" + std::to_string(dd), 0) ==
+          0);
+    CHECK(perms_text(xs, "/hvkit/pci/emulated").find("w" + std::to_string(dd)) !=
+          std::string::npos);
+
+    const int id = rig.create("hp", "'0001:00:02.0,backend=pcidd'", "--conf-ops 3");
+    CHECK(rig.report(id) == PciRig::one_device());
+    CHECK(rig.report(id) == "ok pci-ops 3");  // config and MSI ops over the pciif page
+    const std::string be =
+        "/local/domain/" + std::to_string(dd) + "/backend/pci/" + std::to_string(id) + "/0";
+    const std::string fe = "/local/domain/" + std::to_string(id) + "/device/pci/0";
+    CHECK(eventually([&] { return rd(xs, be + "/state") == "4"; }));
+    CHECK(rd(xs, fe + "/backend-id") == std::to_string(dd));
+    // libxl's permissions: each side reads the other's directory, nothing more; the registry
+    // entry of the device it serves is readable by the driver domain, the other one is not.
+    CHECK(perms_text(xs, be) == "n" + std::to_string(dd) + " r" + std::to_string(id));
+    CHECK(perms_text(xs, fe) == "n" + std::to_string(id) + " r" + std::to_string(dd));
+    CHECK(perms_text(xs, "/hvkit/pci/assignable/0001-00-02-0") == "n0 r" + std::to_string(dd));
+    CHECK(perms_text(xs, "/hvkit/pci/assignable/0001-00-03-0") == "n0");
+    CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n00.0 0001:00:02.0\n");
+
+    // hvctl stat: the device with its driver domain and the ops the guest made.
+    std::string stat;
+    std::optional<PciRow> row;
+    CHECK(eventually(
+        [&] {
+            stat = d.hvctl({"stat"}).out;
+            row = pci_row(stat, "hp", "00:00.0", "pcidd");
+            return row && row->writes == 3 && row->msi == 2;
+        },
+        std::chrono::seconds(10)));
+    INFO(stat);
+
+    // Hot-plug through the driver domain (backend= as a third argument).
+    rig.attach({"hp", "0001:00:03.0", "backend=pcidd"});
+    ProcResult r;
+    CHECK(rig.report(id) == PciRig::two_devices());
+    CHECK(perms_text(xs, "/hvkit/pci/assignable/0001-00-03-0") == "n0 r" + std::to_string(dd));
+    // The bus is pcidd's: a device for another backend is refused.
+    r = d.hvctl({"pci-detach", "hp", "0001:00:03.0"});
+    REQUIRE(r.rc == 0);
+    CHECK(rig.report(id) == PciRig::one_device());
+    CHECK(perms_text(xs, "/hvkit/pci/assignable/0001-00-03-0") == "n0");  // served no more
+    r = d.hvctl({"pci-attach", "hp", "0001:00:03.0,backend=Domain-0"});
+    CHECK(r.rc == 1);
+    CHECK(r.err ==
+          "hvctl pci-attach: hp's PCI bus is served by pcidd (id " + std::to_string(dd) +
+              "), not Domain-0: one backend serves a domain's PCI bus\n");
+
+    // Destroying the driver domain closes what it serves: the guest loses its bus, both
+    // directories go, its announcements and its registry access too; the guest lives on.
+    r = d.hvctl({"destroy", PciRig::kDriverDomain});
+    CHECK(r.rc == 0);
+    CHECK(r.err.find("did not reach Closed") == std::string::npos);
+    rig.pciback_domid = 0;
+    CHECK_FALSE(xs.read(be));
+    CHECK_FALSE(xs.read(fe));
+    CHECK_FALSE(xs.read("/hvkit/pci/emulated/0001-00-02-0"));
+    CHECK(perms_text(xs, "/hvkit/pci/emulated").find("w" + std::to_string(dd)) ==
+          std::string::npos);
+    CHECK(d.hvctl({"list", "hp"}).rc == 0);
+    CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n");
+}
+
+TEST_CASE("a pci backend= naming no domain or a domain that is not a driver domain is refused",
+          "[system][tools][pci][driver-domain][root]") {
+    PciRig rig(PciRig::Mode::driver_domain);
+    Daemon& d = rig.d;
+    const std::string guest = "name = \"hp\"\nmemory = 16\nkernel = \"" + bin_dir +
+                              "/hvdemo-domain\"\ncmdline = \"pci --status " + d.status_fifo() +
+                              "\"\n";
+    ProcResult r = d.hvctl(
+        {"create", d.write_cfg("a.cfg", guest + "pci = [ '0001:00:02.0,backend=nosuch' ]\n")});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("hvctl create: pci: backend domain 'nosuch' does not exist\n") !=
+          std::string::npos);
+    r = d.hvctl({"create", d.write_cfg("b.cfg", guest + "pci = [ '0001:00:02.0,backend=pcidd', "
+                                                        "'0001:00:03.0' ]\n")});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("one backend serves a domain's PCI bus") != std::string::npos);
+    CHECK(d.hvctl({"list", "hp"}).rc == 1);  // nothing created
+
+    // A plain domain is no backend.
+    r = d.hvctl({"create", d.write_cfg("hp2.cfg", "name = \"hp2\"\nmemory = 16\nkernel = \"" +
+                                                      bin_dir + "/hvdemo-domain\"\ncmdline = "
+                                                                "\"idle --status " +
+                                                      d.status_fifo() + "\"\n")});
+    REQUIRE(r.rc == 0);
+    r = d.hvctl({"create", d.write_cfg("c.cfg", guest + "pci = [ '0001:00:02.0,backend=hp2' ]\n")});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("hvctl create: pci: backend domain 'hp2' is not a driver domain") !=
+          std::string::npos);
+    REQUIRE(d.hvctl({"create", d.write_cfg("hp.cfg", guest)}).rc == 0);
+    for (const char* b : {"nosuch", "hp2"}) {
+        r = d.hvctl({"pci-attach", "hp", "0001:00:02.0", std::string("backend=") + b});
+        CHECK(r.rc == 1);
+        CHECK(r.err.find(std::string("hvctl pci-attach: pci: backend domain '") + b + "' ") !=
+              std::string::npos);
+    }
+    CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n");
+    CHECK(rig.d.hvctl({"pci-assignable-list"}).out == "0001:00:02.0\n0001:00:03.0\n");
+    // And the driver domain takes it.
+    r = d.hvctl({"pci-attach", "hp", "0001:00:02.0", "backend=pcidd"});
+    INFO(r.err << rig.logs());
+    CHECK(r.rc == 0);
+    CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n00.0 0001:00:02.0\n");
+}

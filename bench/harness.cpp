@@ -106,8 +106,30 @@ double percentile(std::vector<double> v, double pct) {
     return v[k];
 }
 
+bool Options::selects(std::string_view name) const {
+    if (filter.empty()) {
+        return true;
+    }
+    std::string_view rest = filter;
+    while (true) {
+        const std::size_t comma = rest.find(',');
+        std::string_view term = rest.substr(0, comma);
+        if (!term.empty() && term.back() == '$') {
+            if (name == term.substr(0, term.size() - 1)) {
+                return true;
+            }
+        } else if (!term.empty() && name.find(term) != std::string_view::npos) {
+            return true;
+        }
+        if (comma == std::string_view::npos) {
+            return false;
+        }
+        rest.remove_prefix(comma + 1);
+    }
+}
+
 hv::Result<void> Context::run_case(const CaseSpec& spec, const Measure& ours, const Measure& peer) {
-    if (!opts_.filter.empty() && spec.name.find(opts_.filter) == std::string::npos) {
+    if (!opts_.selects(spec.name)) {
         return {};
     }
     const unsigned runs = opts_.runs == 0 ? 1 : opts_.runs;

@@ -12,6 +12,7 @@
 #include <limits>
 #include <string>
 #include <utility>
+#include <string_view>
 #include <vector>
 
 #include "hv/expected.hpp"
@@ -24,7 +25,12 @@ struct Options {
     bool quick = false;     // --quick: a few milliseconds per case (CI smoke mode)
     std::string json_path;  // --json FILE: also write the JSON lines there
     std::string plot_path;  // --plot FILE.svg: bar chart of ratios
-    std::string filter;     // --case SUBSTR: only cases whose name contains it
+    std::string filter;     // --case PATTERN: see selects()
+
+    /// Whether --case lets the case `name` run. PATTERN is a comma-separated list of terms; a
+    /// term matches names that contain it, or, ending in '$', only the name equal to the rest
+    /// (`pkt64_rings_loop_map$` runs that case and not `pkt64_rings_loop_map_poll`).
+    [[nodiscard]] bool selects(std::string_view name) const;
 };
 
 /// One measurement of one side (ours or the peer) in one run.

@@ -1,5 +1,5 @@
 // hvbench: runs benchmark suites, each case beside its peer, one JSON line per case.
-//   hvbench [--runs N] [--quick] [--json FILE] [--plot FILE.svg] [--case SUBSTR] SUITE...|all
+//   hvbench [--runs N] [--quick] [--json FILE] [--plot FILE.svg] [--case PATTERN] SUITE...|all
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -51,12 +51,13 @@ constexpr HelperEntry helpers[] = {
 void usage(FILE* f) {
     std::fprintf(f,
                  "usage: hvbench [--runs N] [--quick] [--json FILE] [--plot FILE.svg] "
-                 "[--case SUBSTR] SUITE...|all\n"
+                 "[--case PATTERN] SUITE...|all\n"
                  "  --runs N     median of N runs per case (default 5; 1 with --quick)\n"
                  "  --quick      few-millisecond smoke mode (CI)\n"
                  "  --json FILE  also write the JSON lines to FILE\n"
                  "  --plot FILE  write an SVG bar chart of ours/peer ratios\n"
-                 "  --case STR   only cases whose name contains STR\n"
+                 "  --case PAT   only cases whose name contains PAT; a comma-separated list of such\n"
+                 "               terms; a term ending in '$' must equal the whole name\n"
                  "suites:\n");
     for (const auto& s : suites) {
         std::fprintf(f, "  %-8.*s %.*s\n", static_cast<int>(s.name.size()), s.name.data(),

@@ -719,7 +719,7 @@ std::string case_name(const std::string& label, const Workload& w, blk::DataMode
 }
 
 bool selected(Context& ctx, const std::string& name) {
-    return ctx.options().filter.empty() || name.find(ctx.options().filter) != std::string::npos;
+    return ctx.options().selects(name);
 }
 
 Result<void> run_blk_case(Context& ctx, Stack& st, const Target& t, const Workload& w,

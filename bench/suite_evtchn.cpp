@@ -252,8 +252,7 @@ int run_evtchn_suite(Context& ctx) {
     std::optional<DomainPair> pair;
     int failures = 0;
     for (const Mode& m : modes) {
-        if (!ctx.options().filter.empty() &&
-            std::string(m.name).find(ctx.options().filter) == std::string::npos) {
+        if (!ctx.options().selects(m.name)) {
             continue;
         }
         if (!pair) {

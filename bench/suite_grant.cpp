@@ -349,7 +349,7 @@ Result<Sample> mmap_munmap(std::uint64_t n) {
 }
 
 bool selected(const Context& ctx, const std::string& name) {
-    return ctx.options().filter.empty() || name.find(ctx.options().filter) != std::string::npos;
+    return ctx.options().selects(name);
 }
 
 }  // namespace

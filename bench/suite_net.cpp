@@ -286,11 +286,10 @@ Result<std::unique_ptr<GuestPair>> make_guests(Fabric& f, const NetVariant& v) {
     return g;
 }
 
-/// Whether --case lets any case whose name contains `part` run (skip set-up otherwise).
+/// Whether --case lets any of `names` run (skip set-up otherwise).
 bool wanted(const Context& ctx, const std::vector<std::string>& names) {
-    const std::string& f = ctx.options().filter;
     for (const auto& n : names) {
-        if (f.empty() || n.find(f) != std::string::npos) {
+        if (ctx.options().selects(n)) {
             return true;
         }
     }

@@ -916,7 +916,7 @@ int run_xs_suite(Context& ctx) {
     int failures = 0;
     const unsigned runs = ctx.options().runs == 0 ? 1 : ctx.options().runs;
     for (auto& c : cases) {
-        if (!ctx.options().filter.empty() && c.name.find(ctx.options().filter) == std::string::npos) {
+        if (!ctx.options().selects(c.name)) {
             continue;
         }
         // Ours and every peer alternately, run by run, on the same workload.

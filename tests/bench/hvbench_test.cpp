@@ -373,6 +373,19 @@ TEST_CASE("hvbench --case keeps only the matching cases", "[bench]") {
     }
 }
 
+TEST_CASE("hvbench --case takes a comma-separated list and '$' for a whole name", "[bench]") {
+    // blkif_2threads is also the start of blkif_2threads_4pages; '$' keeps only the first.
+    const Run r = run_hvbench("--quick --case 'blkif_2threads$,netif_tx_2threads_vs' ring");
+    REQUIRE(r.exit_code == 0);
+    std::vector<std::string> names;
+    for (const auto& line : r.lines) {
+        auto obj = parse_flat_object(line);
+        REQUIRE(obj);
+        names.push_back((*obj)["case"].text);
+    }
+    CHECK(names == std::vector<std::string>{"blkif_2threads", "netif_tx_2threads_vs_pipe"});
+}
+
 TEST_CASE("hvbench rejects unknown suites and bad options", "[bench]") {
     CHECK(run_hvbench("nosuchsuite").exit_code == 2);
     CHECK(run_hvbench("--runs 0 ring").exit_code == 2);

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <thread>
+#include <utility>
 
 #include "hv/log.hpp"
 #include "hv/rings/netif_l4.hpp"
@@ -88,6 +90,7 @@ struct Device::Impl {
     Phase phase = Phase::waiting;
     bool split = false;
     bool pool = false;  // feature-hvkit-persistent-pool negotiated
+    TxOffloads tx_off;  // what the backend takes (setup())
     bool set_up = false;
     bool rx_hold = false;
     std::optional<std::uint32_t> rx_gref_override;  // test hook: a hostile frontend's rx grefs
@@ -120,6 +123,14 @@ Result<void> Device::Impl::setup() {
     }
     split = opt.split && flag(xs, bdir + "/feature-split-event-channels");
     pool = opt.persistent_pool && flag(xs, bdir + "/feature-hvkit-persistent-pool");
+    // SPEC: netif.h "Offload"; Linux xennet_fix_features(): the backend's keys say what it
+    // takes from us. feature-no-csum-offload absent = IPv4 partial checksums taken;
+    // feature-ipv6-csum-offload absent = not taken; TSO needs sg and its checksum offload.
+    tx_off.sg = opt.sg && flag(xs, bdir + "/feature-sg");
+    tx_off.csum4 = !flag(xs, bdir + "/feature-no-csum-offload");
+    tx_off.csum6 = flag(xs, bdir + "/feature-ipv6-csum-offload");
+    tx_off.gso_tcpv4 = tx_off.sg && tx_off.csum4 && flag(xs, bdir + "/feature-gso-tcpv4");
+    tx_off.gso_tcpv6 = tx_off.sg && tx_off.csum6 && flag(xs, bdir + "/feature-gso-tcpv6");
     unsigned nq = 1;
     if (auto m = xenbus::read_uint(xs, bdir + "/multi-queue-max-queues", 1024); m && *m > 0) {
         nq = std::min<unsigned>(std::max(1U, opt.max_queues), static_cast<unsigned>(*m));
@@ -306,9 +317,29 @@ Result<void> Device::Impl::send(unsigned qi, std::span<const std::byte> frame, c
     Queue& q = queues[qi];
     const std::size_t len = frame.size();
     const bool gso = off.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE;
-    if (len < 14 || len > rings::XEN_NETIF_MAX_TX_SIZE || (!opt.sg && len > XEN_PAGE_SIZE) ||
-        (gso && (off.gso_size == 0 || off.gso_type > rings::XEN_NETIF_GSO_TYPE_TCPV6))) {
+    const bool gso_offered = off.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV4 ? tx_off.gso_tcpv4
+                             : off.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV6 ? tx_off.gso_tcpv6
+                                                                              : false;
+    if (len < 14 || len > rings::XEN_NETIF_MAX_TX_SIZE || (!tx_off.sg && len > XEN_PAGE_SIZE) ||
+        (gso && (off.gso_size == 0 || !gso_offered))) {
         return fail(make_error_code(Errc::bad_packet));
+    }
+    // A partial checksum the backend does not take for this IP version is completed here
+    // (Linux: skb_checksum_help once the feature is off): its value goes into the page copy.
+    std::optional<std::pair<std::size_t, std::uint16_t>> csum_fix;  // frame offset, value
+    bool csum_blank = off.csum_blank;
+    if (csum_blank && !gso && !(tx_off.csum4 && tx_off.csum6)) {
+        const std::span<const std::uint8_t> f(reinterpret_cast<const std::uint8_t*>(frame.data()),
+                                              len);
+        const auto l4 = rings::netif_find_l4(f);
+        const std::size_t at = l4 ? rings::netif_l4_csum_offset(*l4, len) : 0;
+        if (at == 0) {
+            return fail(make_error_code(Errc::bad_packet));
+        }
+        if (!(l4->ipv6 ? tx_off.csum6 : tx_off.csum4)) {
+            csum_fix.emplace(l4->off + at, rings::netif_partial_csum(f, l4->off));
+            csum_blank = false;
+        }
     }
     const unsigned frags = static_cast<unsigned>((len + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
     const unsigned slots = frags + (gso ? 1U : 0U);
@@ -324,7 +355,14 @@ Result<void> Device::Impl::send(unsigned qi, std::span<const std::byte> frame, c
         q.tx_busy[id] = true;
         const std::size_t at = std::size_t{f} * XEN_PAGE_SIZE;
         const std::size_t n = std::min<std::size_t>(XEN_PAGE_SIZE, len - at);
-        std::memcpy(q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE, frame.data() + at, n);
+        std::byte* page = q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE;
+        std::memcpy(page, frame.data() + at, n);
+        if (csum_fix && csum_fix->first >= at && csum_fix->first < at + n) {
+            // The field's offset is even (IP headers are multiples of 4 or 8 bytes), so both
+            // bytes are in this page.
+            page[csum_fix->first - at] = static_cast<std::byte>(csum_fix->second >> 8);
+            page[csum_fix->first - at + 1] = static_cast<std::byte>(csum_fix->second & 0xff);
+        }
         rings::netif_tx_request r{};
         r.gref = q.tx_grefs[id].get();
         r.offset = 0;
@@ -332,7 +370,7 @@ Result<void> Device::Impl::send(unsigned qi, std::span<const std::byte> frame, c
         r.size = static_cast<std::uint16_t>(f == 0 ? len : n);
         if (f == 0) {
             r.flags = static_cast<std::uint16_t>(
-                (off.csum_blank ? rings::NETTXF_csum_blank : 0) |
+                (csum_blank ? rings::NETTXF_csum_blank : 0) |
                 (off.data_validated || off.csum_blank ? rings::NETTXF_data_validated : 0) |
                 (gso ? rings::NETTXF_extra_info : 0));
         }
@@ -687,6 +725,7 @@ std::vector<int> Device::pollable_fds() const {
     return fds;
 }
 
+TxOffloads Device::tx_offloads() const noexcept { return impl_->tx_off; }
 Phase Device::phase() const noexcept { return impl_->phase; }
 unsigned Device::queues() const noexcept { return static_cast<unsigned>(impl_->queues.size()); }
 bool Device::split() const noexcept { return impl_->split; }

@@ -93,6 +93,13 @@ bool VifDevice::offers_persistent_pool() const noexcept {
     return opt_.persistent_pool && data_mode() == DataMode::map;
 }
 
+TxConfig VifDevice::offered_tx() const noexcept {
+    TxConfig c = opt_.tx_offers;
+    c.gso_tcpv4 = c.gso_tcpv4 && c.csum4;  // TSO is partial-checksum traffic
+    c.gso_tcpv6 = c.gso_tcpv6 && c.csum6;
+    return c;
+}
+
 bool VifDevice::dpdk_vif() const {
     if (opt_.host == HostMode::loop) {
         return false;
@@ -109,11 +116,14 @@ Result<void> VifDevice::probe() {
     // (decided here: it offers one queue) takes the same offloads (its engine segments TSO
     // frames and completes checksums in software).
     dpdk_ = dpdk_vif();
+    const TxConfig off = offered_tx();
+    auto b = [](bool v) { return std::string(v ? "1" : "0"); };
     std::vector<std::pair<std::string, std::string>> kv = {
         {"feature-sg", "1"},
-        {"feature-gso-tcpv4", "1"},
-        {"feature-gso-tcpv6", "1"},
-        {"feature-ipv6-csum-offload", "1"},
+        {"feature-gso-tcpv4", b(off.gso_tcpv4)},
+        {"feature-gso-tcpv6", b(off.gso_tcpv6)},
+        {"feature-ipv6-csum-offload", b(off.csum6)},
+        {"feature-no-csum-offload", b(!off.csum4)},
         {"feature-rx-copy", "1"},
         {"feature-rx-flip", "0"},
         {"feature-rx-notify", "1"},
@@ -344,7 +354,7 @@ Result<void> VifDevice::connect() {
             c.tx_port = c.rx_port = EvtchnPort(static_cast<std::uint32_t>(*e));
         }
         c.rx_notify = rx_notify;
-        c.tx = TxConfig{};  // we offer TCPv4 and TCPv6 GSO
+        c.tx = offered_tx();  // what probe() offered
         c.rx.sg = sg;
         c.rx.gso_tcpv4 = gso4;
         c.rx.gso_tcpv6 = gso6;

@@ -58,6 +58,12 @@ struct BackendOptions {
     /// Map mode: offer feature-hvkit-persistent-pool (keep a frontend's pool grants mapped
     /// while connected, README "Persistent pool"). false: map and unmap per batch.
     bool persistent_pool = true;
+    /// What frontends may send us (xen-abi §6.6): IPv4 partial checksums (false: we write
+    /// feature-no-csum-offload = 1), IPv6 ones (feature-ipv6-csum-offload), TSO per IP version
+    /// (feature-gso-tcpv4/-v6, offered only with that version's checksum offload). A frame
+    /// asking for what was not offered is dropped with an error (netback/README.md, tx table).
+    /// All on by default, as Linux netback; `--no-gso`, `--no-ipv6-csum`, `--no-csum-offload`.
+    TxConfig tx_offers;
 };
 
 /// One vif. Acts on the state reached, not on the edge; disconnect() is idempotent and runs
@@ -98,6 +104,8 @@ private:
     unsigned max_queues() const noexcept;
     DataMode data_mode() const noexcept;
     bool offers_persistent_pool() const noexcept;
+    /// opt_.tx_offers with TSO only where its checksum offload is offered.
+    TxConfig offered_tx() const noexcept;
 
     hvmin::Services& hv_;
     xs::Client& xs_;

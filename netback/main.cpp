@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
         "usage: netback [--rundir DIR] [--domain-self] [--loop] [--max-queues N]\n"
         "               [--no-split] [--ovs-db REMOTE] [--netns NAME|PATH]\n"
         "               [--mode copy|map] [--poll-us N] [--no-persistent]\n"
-        "               [--dpdk-eal ARGS]\n"
+        "               [--no-gso] [--no-ipv6-csum] [--no-csum-offload] [--dpdk-eal ARGS]\n"
         "  Serves the vifs of /local/domain/<self>/backend/vif until SIGTERM.\n";
     p.options =
         "  --loop            no taps: every frame a frontend sends comes back to it\n"
@@ -42,6 +42,9 @@ int main(int argc, char** argv) {
         "  --poll-us N       spin window of each queue before it sleeps, in microseconds\n"
         "                    (default $HVKIT_POLL_US or 0; a vif's poll-us key overrides)\n"
         "  --no-persistent   map mode: do not offer feature-hvkit-persistent-pool\n"
+        "  --no-gso          do not offer feature-gso-tcpv4/-v6 (frontends segment)\n"
+        "  --no-ipv6-csum    do not offer feature-ipv6-csum-offload (nor IPv6 TSO)\n"
+        "  --no-csum-offload offer no partial checksums at all (feature-no-csum-offload=1)\n"
         "  --dpdk-eal ARGS   DPDK EAL arguments (one string, split at spaces), used when\n"
         "                    the first DPDK vif (script=vif-dpdk) starts the EAL; default:\n"
         "                    -l <first CPU> --no-pci --no-huge -m 256 --no-shconf ...\n";
@@ -73,6 +76,12 @@ int main(int argc, char** argv) {
             opt.mode = m == "map" ? hv::net::DataMode::map : hv::net::DataMode::copy;
         } else if (a == "--no-persistent") {
             opt.persistent_pool = false;
+        } else if (a == "--no-gso") {
+            opt.tx_offers.gso_tcpv4 = opt.tx_offers.gso_tcpv6 = false;
+        } else if (a == "--no-ipv6-csum") {
+            opt.tx_offers.csum6 = false;
+        } else if (a == "--no-csum-offload") {
+            opt.tx_offers.csum4 = opt.tx_offers.csum6 = false;
         } else if (a == "--dpdk-eal" && i + 1 < n) {
             if (auto r = hv::net::dpdk_set_eal_args(args[++i]); !r) {
                 std::fprintf(stderr, "netback: --dpdk-eal: %s\n", r.error().message().c_str());

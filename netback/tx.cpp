@@ -229,7 +229,8 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         std::byte* data = pages_.base + static_cast<std::size_t>(e.buf);
         const std::size_t len = e.pkt.total_size;
         // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len and fixup.
-        auto hdr = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), len}, len);
+        auto hdr =
+            tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), len}, len, cfg_);
         if (!hdr) {
             VifStats::add(stats_.tx_errors);
             HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),

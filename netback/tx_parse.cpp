@@ -75,6 +75,8 @@ std::string_view to_string(TxError e) noexcept {
             return "cannot set up checksum offload";
         case TxError::gso_not_tcp:
             return "GSO on a packet that is not TCP";
+        case TxError::csum_not_offered:
+            return "checksum offload not offered for this IP version";
         case TxError::host_dropped:
             return "dropped by host";
     }
@@ -278,7 +280,8 @@ std::uint16_t fold16(std::uint32_t sum) noexcept {
 }  // namespace
 
 hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<std::uint8_t> frame,
-                                                 std::size_t frame_len) noexcept {
+                                                 std::size_t frame_len,
+                                                 const TxConfig& cfg) noexcept {
     VnetHdr h;
     const bool gso = p.gso_type != wire::XEN_NETIF_GSO_TYPE_NONE;
     if (!p.csum_blank() && !gso) {
@@ -295,6 +298,9 @@ hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<st
     const std::size_t csum_offset = wire::netif_l4_csum_offset(*l4, f.size());
     if (csum_offset == 0) {
         return hv::unexpected(TxError::csum_setup_failed);
+    }
+    if (!(l4->ipv6 ? cfg.csum6 : cfg.csum4)) {
+        return hv::unexpected(TxError::csum_not_offered);
     }
     h.flags = VnetHdr::F_NEEDS_CSUM;
     h.csum_start = static_cast<std::uint16_t>(l4->off);

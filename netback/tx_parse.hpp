@@ -51,6 +51,7 @@ enum class TxError : std::uint8_t {
     gso_type_not_offered,   // a defined GSO type the backend did not offer (drop)
     csum_setup_failed,      // csum_blank/GSO but no IPv4/IPv6 TCP/UDP header to offload on (drop)
     gso_not_tcp,            // GSO extra on a packet that is not TCP of that IP version (drop)
+    csum_not_offered,       // csum_blank on an IP version whose checksum offload was not offered (drop)
     host_dropped,           // not a parse result: the worker dropped a good packet (engine, credit)
 };
 std::string_view to_string(TxError e) noexcept;
@@ -59,6 +60,8 @@ std::string_view to_string(TxError e) noexcept;
 struct TxConfig {
     bool gso_tcpv4 = true;   // feature-gso-tcpv4 offered
     bool gso_tcpv6 = true;   // feature-gso-tcpv6 offered
+    bool csum4 = true;       // IPv4 partial checksums taken (feature-no-csum-offload absent/0)
+    bool csum6 = true;       // IPv6 partial checksums taken (feature-ipv6-csum-offload = 1)
     unsigned max_slots = XEN_NETBK_LEGACY_SLOTS_MAX;  // follow-on slots accepted
     /// Follow-on slots beyond this: fatal. Clamped to [max_slots, default_fatal_skb_slots].
     unsigned fatal_slots = default_fatal_skb_slots;
@@ -124,9 +127,12 @@ unsigned build_tx_responses(const TxPacket& p, std::int16_t status,
 /// header: csum_start/csum_offset point at its checksum. For a GSO packet without csum_blank
 /// the pseudo-header sum is written into `frame`'s checksum field (the fixup). GSO needs TCP of
 /// the matching IP version; hdr_len covers the TCP header. NETTXF_data_validated alone gives
-/// F_DATA_VALID. Errors are drop reasons: TxError::csum_setup_failed / gso_not_tcp.
+/// F_DATA_VALID. A partial checksum (csum_blank or GSO) of an IP version `cfg` does not take
+/// (csum4/csum6: what the backend offered) is refused. Errors are drop reasons:
+/// TxError::csum_setup_failed / gso_not_tcp / csum_not_offered.
 hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<std::uint8_t> frame,
-                                                 std::size_t frame_len) noexcept;
+                                                 std::size_t frame_len,
+                                                 const TxConfig& cfg = {}) noexcept;
 
 // ---- RX (backend -> frontend) ----------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 // network namespace (created here with unshare(CLONE_NEWNET) on the main thread before the
 // command starts, so the command inherits it), MAC from the vif's `mac` key, one tap queue per
 // netfront queue; frames are pumped between the tap and libnetfront. Tx offloads (partial
-// checksums, TSO) go to netback as csum_blank / GSO extras; rx offloads come back the same way
+// checksums, TSO) go to netback as csum_blank / GSO extras, and the tap is given only those the
+// backend offered (netfront::Device::tx_offloads()); rx offloads come back the same way
 // and are written to the tap as its virtio-net header (NEEDS_CSUM at the spot netfront found,
 // GSO type and MSS), so a 64 KiB TSO segment crosses whole in both directions.
 // Layer: frontends (program). Threads: the main thread only.
@@ -95,8 +96,23 @@ bool parse_mac(const std::string& s, std::array<unsigned char, 6>& out) {
     return true;
 }
 
+/// The tap's TUNSETOFFLOAD flags: what the guest's stack may hand us, which is what the backend
+/// takes (netfront's negotiated tx offloads). TUN_F_CSUM covers both IP versions: with only one
+/// of them taken, netfront completes the other's checksums. No TSO without its checksum
+/// offload (the kernel refuses TSO without CSUM; netfront's TxOffloads already implies it).
+unsigned tap_offloads(const netfront::TxOffloads& t) {
+    unsigned f = 0;
+    if (t.csum4 || t.csum6) {
+        f |= TUN_F_CSUM;
+        f |= t.gso_tcpv4 ? TUN_F_TSO4 : 0U;
+        f |= t.gso_tcpv6 ? TUN_F_TSO6 : 0U;
+    }
+    return f;
+}
+
 /// Opens the tap `name` with `queues` queues in the current namespace.
-Result<std::vector<UniqueFd>> open_tap(const std::string& name, unsigned queues) {
+Result<std::vector<UniqueFd>> open_tap(const std::string& name, unsigned queues,
+                                       unsigned offloads) {
     std::vector<UniqueFd> fds;
     for (unsigned q = 0; q < queues; ++q) {
         UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK));
@@ -114,9 +130,9 @@ Result<std::vector<UniqueFd>> open_tap(const std::string& name, unsigned queues)
         if (::ioctl(fd.get(), TUNSETVNETHDRSZ, &hdr) != 0) {
             return fail_errno();
         }
-        // What the guest's stack may hand us: partial checksums and TSO go to netback as
-        // csum_blank and GSO extras (netback offers both).
-        if (::ioctl(fd.get(), TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) != 0) {
+        // What the guest's stack may hand us: partial checksums and TSO go to the backend as
+        // csum_blank and GSO extras, so only what it offered (tap_offloads()).
+        if (::ioctl(fd.get(), TUNSETOFFLOAD, offloads) != 0) {
             return fail_errno();
         }
         fds.push_back(std::move(fd));
@@ -363,7 +379,8 @@ private:
 
     Result<void> bring_up(Nic& n) {
         HV_TRY(enter_netns());
-        auto taps = open_tap(n.name, n.nf->queues());
+        const netfront::TxOffloads t = n.nf->tx_offloads();
+        auto taps = open_tap(n.name, n.nf->queues(), tap_offloads(t));
         if (!taps) {
             return fail(taps.error());
         }
@@ -377,8 +394,9 @@ private:
             HV_TRY(link_ioctl(n.name, SIOCSIFHWADDR, ifr));
         }
         HV_TRY(set_up(n.name));
-        HV_INFO("hv-guest: %s up (%u queue(s), mac %s)", n.name.c_str(), n.nf->queues(),
-                n.nf->mac().c_str());
+        HV_INFO("hv-guest: %s up (%u queue(s), mac %s, tx offloads:%s%s%s%s)", n.name.c_str(),
+                n.nf->queues(), n.nf->mac().c_str(), t.csum4 ? " csum4" : "",
+                t.csum6 ? " csum6" : "", t.gso_tcpv4 ? " tso4" : "", t.gso_tcpv6 ? " tso6" : "");
         return {};
     }
 
@@ -433,7 +451,12 @@ private:
                     break;
                 }
                 if (!s) {
-                    ++n.tx_dropped;  // a frame netfront cannot carry
+                    // A frame netfront cannot carry (never an offload the tap was not given:
+                    // the kernel hands us only what TUNSETOFFLOAD allowed).
+                    ++n.tx_dropped;
+                    HV_LOG_RL(warn, "hv-guest: %s: tx frame dropped (%zu bytes, gso type %u): %s",
+                              n.name.c_str(), frame.size(), unsigned{off.gso_type},
+                              s.error().message().c_str());
                 }
             }
         }

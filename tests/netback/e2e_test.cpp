@@ -4,7 +4,11 @@
 // statistics, reconnect and teardown.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <cstring>
+
 #include "e2e_harness.hpp"
+#include "hv/rings/netif_l4.hpp"
 
 namespace hv::net::test {
 namespace {
@@ -165,6 +169,108 @@ TEST_CASE("a GSO frame for a frontend without that GSO feature is dropped on rx 
     REQUIRE(v.nf->receive(got, 1, 5s) == 1);
     CHECK(got[0].data.size() == 100);
     CHECK(v.wait_backend_key("statistics/rx_dropped", "1"));
+}
+
+TEST_CASE("netfront sends only the offloads the backend offered: no TSO without "
+          "feature-gso-tcpv4/-v6, IPv6 checksums completed without feature-ipv6-csum-offload",
+          "[netback][e2e][offload]") {
+    BackendOptions bo = Env::loop_options();
+    bo.tx_offers.gso_tcpv4 = bo.tx_offers.gso_tcpv6 = false;
+    bo.tx_offers.csum6 = false;
+    Env env(bo);
+    Guest g(env, "g1");
+    Vif v(env, g, 0);
+    CHECK(v.backend_key("feature-gso-tcpv4") == "0");
+    CHECK(v.backend_key("feature-gso-tcpv6") == "0");
+    CHECK(v.backend_key("feature-ipv6-csum-offload") == "0");
+    CHECK(v.backend_key("feature-no-csum-offload") == "0");
+    const netfront::TxOffloads t = v.nf->tx_offloads();
+    CHECK(t.sg);
+    CHECK(t.csum4);
+    CHECK_FALSE(t.csum6);
+    CHECK_FALSE(t.gso_tcpv4);
+    CHECK_FALSE(t.gso_tcpv6);
+    // A GSO frame never reaches the ring: netfront refuses it.
+    CHECK(v.nf->send(0, tcp4_frame(20000, 1), Offload{true, true, wire::XEN_NETIF_GSO_TYPE_TCPV4, 1448})
+              .error() == netfront::make_error_code(netfront::Errc::bad_packet));
+    CHECK(v.nf->send(0, tcp6_frame(20000, 1), Offload{true, true, wire::XEN_NETIF_GSO_TYPE_TCPV6, 1428})
+              .error() == netfront::make_error_code(netfront::Errc::bad_packet));
+    // csum_blank on a frame without a TCP/UDP header cannot be completed: refused too.
+    CHECK(v.nf->send(0, raw_frame(100, 1), Offload{true, false, 0, 0}).error() ==
+          netfront::make_error_code(netfront::Errc::bad_packet));
+    // IPv6 partial checksum, 3 pages: completed by netfront, sent validated, not csum_blank.
+    const auto f6 = tcp6_frame(9000, 5);
+    Packet p = echo(v, f6, Offload{true, false, 0, 0});
+    CHECK_FALSE(p.offload.csum_blank);
+    CHECK(p.offload.data_validated);
+    REQUIRE(p.data.size() == f6.size());
+    CHECK(std::equal(p.data.begin(), p.data.begin() + 54 + 16, f6.begin()));
+    CHECK(std::equal(p.data.begin() + 54 + 18, p.data.end(), f6.begin() + 54 + 18));
+    // The field held the pseudo-header sum (here: whatever the sender left); completed means
+    // the segment as sent sums, with that value, to all ones.
+    const auto* sent = reinterpret_cast<const std::uint8_t*>(p.data.data());
+    const std::uint32_t pseudo = std::to_integer<std::uint32_t>(f6[54 + 16]) << 8 |
+                                 std::to_integer<std::uint32_t>(f6[54 + 17]);
+    std::uint32_t sum = wire::netif_sum16({sent + 54, p.data.size() - 54}, pseudo);
+    while ((sum >> 16) != 0) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    CHECK(sum == 0xffff);
+    // IPv4 partial checksums are still offloaded.
+    p = echo(v, tcp4_frame(1000, 9), Offload{true, false, 0, 0});
+    CHECK(p.offload.csum_blank);
+    CHECK(v.nf->counters().tx_errors == 0);
+}
+
+TEST_CASE("a backend offering no checksum offload: feature-no-csum-offload, no TSO, netfront "
+          "completes every partial checksum", "[netback][e2e][offload]") {
+    BackendOptions bo = Env::loop_options();
+    bo.tx_offers.csum4 = bo.tx_offers.csum6 = false;
+    Env env(bo);
+    Guest g(env, "g1");
+    Vif v(env, g, 0);
+    CHECK(v.backend_key("feature-no-csum-offload") == "1");
+    CHECK(v.backend_key("feature-gso-tcpv4") == "0");  // TSO is offered only with its csum
+    CHECK(v.backend_key("feature-gso-tcpv6") == "0");
+    const netfront::TxOffloads t = v.nf->tx_offloads();
+    CHECK_FALSE(t.csum4);
+    CHECK_FALSE(t.gso_tcpv4);
+    const Packet p = echo(v, tcp4_frame(1000, 9), Offload{true, false, 0, 0});
+    CHECK_FALSE(p.offload.csum_blank);
+    CHECK(p.offload.data_validated);
+    CHECK(v.nf->counters().tx_errors == 0);
+}
+
+TEST_CASE("a frontend asking for an offload the backend did not offer gets an error response",
+          "[netback][e2e][offload][hostile]") {
+    // A frontend ignoring the negotiation (netfront's own checks cannot be bypassed, so the
+    // test writes the slots by hand): IPv6 csum_blank to a backend without IPv6 csum offload.
+    BackendOptions bo = Env::loop_options();
+    bo.tx_offers.csum6 = false;
+    Env env(bo);
+    Guest g(env, "g1");
+    Vif v(env, g, 0);
+    Guest g2(env, "g2");
+    Vif other(env, g2, 0);
+    auto page = v.nf->raw_tx_page(0);
+    REQUIRE(page);
+    const auto f6 = tcp6_frame(200, 3);
+    std::memcpy(page->data, f6.data(), f6.size());
+    wire::netif_tx_request r{};
+    r.gref = page->gref.get();
+    r.id = page->id;
+    r.size = static_cast<std::uint16_t>(f6.size());
+    r.flags = wire::NETTXF_csum_blank | wire::NETTXF_data_validated;
+    REQUIRE(v.nf->raw_tx(0, std::span(&r, 1)));
+    CHECK(v.wait_backend_key("statistics/tx_errors", "1"));
+    std::vector<Packet> none;
+    v.nf->poll(none);
+    const auto rsp = v.nf->take_tx_responses();
+    REQUIRE(rsp.size() == 1);
+    CHECK(rsp[0].status == wire::NETIF_RSP_ERROR);
+    // The vif keeps serving, and so does the other guest's.
+    CHECK(echo(v, raw_frame(60, 1)).data.size() == 60);
+    CHECK(echo(other, raw_frame(60, 2)).data.size() == 60);
 }
 
 TEST_CASE("shared and split event channels both carry traffic", "[netback][e2e]") {

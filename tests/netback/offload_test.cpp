@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "frames.hpp"
+#include "hv/rings/netif_l4.hpp"
 #include "netback/tx_parse.hpp"
 
 namespace {
@@ -254,6 +255,48 @@ TEST_CASE("GSO without csum_blank gets Linux's checksum fixup", "[netback][offlo
     REQUIRE(h.has_value());
     CHECK(h->flags == VnetHdr::F_NEEDS_CSUM);
     CHECK(full == partial);  // the checksum field now holds the pseudo-header sum
+}
+
+TEST_CASE("a partial checksum of an IP version the backend did not offer is dropped",
+          "[netback][offload][hostile]") {
+    auto f4 = tcp4();
+    auto f6 = ip6(6, {}, 6, 20);
+    TxConfig no6;
+    no6.csum6 = false;
+    CHECK(tx_offload_header(meta(w::NETTXF_csum_blank), f6, f6.size(), no6).error() ==
+          TxError::csum_not_offered);
+    CHECK(tx_offload_header(meta(w::NETTXF_csum_blank), f4, f4.size(), no6).has_value());
+    // A validated packet of that version needs no offload and still goes through.
+    CHECK(tx_offload_header(meta(w::NETTXF_data_validated), f6, f6.size(), no6).has_value());
+    TxConfig no4;
+    no4.csum4 = false;
+    CHECK(tx_offload_header(meta(w::NETTXF_csum_blank), f4, f4.size(), no4).error() ==
+          TxError::csum_not_offered);
+    // GSO is partial-checksum traffic: refused too (even when the GSO type itself passed).
+    CHECK(tx_offload_header(meta(0, w::XEN_NETIF_GSO_TYPE_TCPV4, 1448), f4, f4.size(), no4)
+              .error() == TxError::csum_not_offered);
+    CHECK(tx_offload_header(meta(w::NETTXF_csum_blank), f6, f6.size(), no4).has_value());
+}
+
+TEST_CASE("netif_partial_csum completes a partial checksum into the full one",
+          "[netback][offload]") {
+    TcpSpec t;
+    t.s = ip4("10.0.0.1");
+    t.d = ip4("10.0.0.2");
+    t.sport = 7;
+    t.dport = 8;
+    for (std::size_t n : {0U, 1U, 777U, 5000U}) {
+        std::vector<std::uint8_t> pl(n);
+        for (std::size_t i = 0; i < n; ++i) {
+            pl[i] = static_cast<std::uint8_t>(i * 31 + 3);
+        }
+        Bytes partial = tcp_frame(t, pl, true);
+        const Bytes full = tcp_frame(t, pl, false);
+        const std::uint16_t v = w::netif_partial_csum(partial, 34);
+        partial[34 + 16] = static_cast<std::uint8_t>(v >> 8);
+        partial[34 + 17] = static_cast<std::uint8_t>(v);
+        CHECK(partial == full);
+    }
 }
 
 TEST_CASE("to_string names every tx error", "[netback][tx]") {

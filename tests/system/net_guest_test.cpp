@@ -74,12 +74,14 @@ struct Rig {
     std::string testpmd;               // Switch::dpdk: the switch joining the vifs' sockets
     std::optional<hv::Subprocess> pmd;
 
-    explicit Rig(Switch which = Switch::linux_bridge) : sw(which) {
+    /// `offers`: what netback offers frontends on tx (BackendOptions::tx_offers).
+    explicit Rig(Switch which = Switch::linux_bridge, TxConfig offers = {}) : sw(which) {
         hv::test::require_root();
         auto ns = hv::test::NetNs::create("hvnet");
         REQUIRE(ns);
         host.emplace(std::move(*ns));
         BackendOptions o;
+        o.tx_offers = offers;
         if (sw == Switch::ovs) {
             hv::test::skip_unless(::access("/usr/sbin/ovs-vswitchd", X_OK) == 0,
                                   "needs Open vSwitch (ovs-vswitchd)");
@@ -240,6 +242,7 @@ TEST_CASE("two hv-guest domains on a Linux bridge: ping, iperf3 both ways, nc fi
     Rig rig;
     const DomId a = rig.guest("ga",
                               kWaitEth0 +
+                                  "ethtool -k eth0 > $HV_RUNDIR/ga.features; "
                                   "ip addr add 10.9.0.1/24 dev eth0 && "
                                   "iperf3 -s -D >/dev/null && " +
                                   serve_file(3000000),
@@ -265,6 +268,56 @@ TEST_CASE("two hv-guest domains on a Linux bridge: ping, iperf3 both ways, nc fi
     CHECK(rig.stat_above(b, "tx_bytes", 3000000));
     CHECK(rig.stat(a, "tx_errors") == 0);
     CHECK(rig.stat(b, "tx_errors") == 0);
+    // netback offers TSO and checksum offload: the guest's tap takes both.
+    const std::string feat = rig.file("ga.features");
+    INFO(feat);
+    CHECK(feat.find("tcp-segmentation-offload: on") != std::string::npos);
+    CHECK(feat.find("tx-checksumming: on") != std::string::npos);
+}
+
+TEST_CASE("a backend offering no TSO and no IPv6 checksum offload: the guests' taps take no "
+          "TSO and TCP over IPv4 and IPv6 still crosses", "[netback][system][root][offload]") {
+    TxConfig offers;
+    offers.gso_tcpv4 = offers.gso_tcpv6 = false;
+    offers.csum6 = false;
+    Rig rig(Switch::linux_bridge, offers);
+    // ga serves the same file over IPv4, then IPv6; gb fetches both and compares. A GSO frame
+    // or an IPv6 partial checksum reaching netback would be an error response (tx_errors) and
+    // would stall the copy: hv-guest must give its tap only what was negotiated, and complete
+    // IPv6 checksums itself (the tap's TUN_F_CSUM covers both IP versions).
+    const DomId a = rig.guest(
+        "ga",
+        kWaitEth0 +
+            "ethtool -k eth0 > $HV_RUNDIR/ga.features; "
+            "ip addr add 10.9.3.1/24 dev eth0 && ip -6 addr add fd00:9:3::1/64 dev eth0 nodad && "
+            "head -c 2000000 /dev/urandom > $HV_RUNDIR/sent.bin && "
+            "nc -N -l 5001 < $HV_RUNDIR/sent.bin && nc -6 -N -l 5002 < $HV_RUNDIR/sent.bin; "
+            "sleep 60",
+        1);
+    const DomId b = rig.guest(
+        "gb",
+        kWaitEth0 +
+            "ip addr add 10.9.3.2/24 dev eth0 && ip -6 addr add fd00:9:3::2/64 dev eth0 nodad && " +
+            fetch_and_check("10.9.3.1") +
+            " && for i in $(seq 50); do nc -6 -w 5 fd00:9:3::1 5002 < /dev/null > "
+            "$HV_RUNDIR/got6.bin && [ -s $HV_RUNDIR/got6.bin ] && break; sleep 0.1; done; "
+            "sha256sum < $HV_RUNDIR/got6.bin > $HV_RUNDIR/got6.sum && "
+            "sha256sum < $HV_RUNDIR/sent.bin | cmp - $HV_RUNDIR/got6.sum && echo ok > "
+            "$HV_RUNDIR/gb6.ok",
+        2);
+    auto death = rig.ts->wait_for_death(b, 60s);
+    REQUIRE(death);
+    CHECK(rig.marker("gb.ok"));
+    CHECK(rig.marker("gb6.ok"));
+    const std::string feat = rig.file("ga.features");
+    INFO(feat);
+    CHECK(feat.find("tcp-segmentation-offload: off") != std::string::npos);
+    CHECK(feat.find("tx-checksumming: on") != std::string::npos);
+    CHECK(rig.stat_above(a, "tx_bytes", 4000000));
+    CHECK(rig.stat_above(b, "rx_bytes", 4000000));
+    CHECK(rig.stat(a, "tx_errors") == 0);
+    CHECK(rig.stat(b, "tx_errors") == 0);
+    CHECK(rig.stat(a, "tx_dropped") == 0);
 }
 
 TEST_CASE("two hv-guest domains on a private OVS netdev bridge: ping and nc file copy",

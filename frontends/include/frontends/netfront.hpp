@@ -75,6 +75,18 @@ struct Offload {
     std::uint16_t csum_offset = 0;
 };
 
+/// What the backend takes from us (read from its directory at InitWait, xen-abi §6.6), so what
+/// send() may ask for: sg = feature-sg (and Options::sg); csum4 = not feature-no-csum-offload;
+/// csum6 = feature-ipv6-csum-offload; gso_tcpv4/v6 = feature-gso-tcpv4/-v6, each only with sg
+/// and the checksum offload of its IP version (Linux netfront's xennet_fix_features).
+struct TxOffloads {
+    bool sg = false;
+    bool csum4 = false;
+    bool csum6 = false;
+    bool gso_tcpv4 = false;
+    bool gso_tcpv6 = false;
+};
+
 struct Packet {
     std::vector<std::byte> data;
     Offload offload;
@@ -120,7 +132,11 @@ public:
                                                          const std::string& token)>& other = {});
 
     /// Queues one Ethernet frame on `queue` (sg fragments, GSO extra, csum flags from `off`).
-    /// Errors: not_connected, busy (ring or pages full: poll() first), bad_packet.
+    /// Only what tx_offloads() allows goes to the backend: a partial checksum (csum_blank) of an
+    /// IP version the backend does not take is completed here and sent as data_validated.
+    /// Errors: not_connected, busy (ring or pages full: poll() first), bad_packet (also: a GSO
+    /// type the backend did not offer, more than one page without sg, or csum_blank the
+    /// backend does not take on a frame without a TCP/UDP header to complete it in).
     Result<void> send(unsigned queue, std::span<const std::byte> frame, const Offload& off = {});
     /// Handles tx responses and received packets on every queue; appends packets to `out`.
     /// Never blocks. Returns the number of packets appended.
@@ -136,6 +152,8 @@ public:
     /// it sleeps on pollable_fds()). A broken index also reads true (poll() then fails the device).
     bool responses_pending() noexcept;
 
+    /// The backend's tx offloads, as negotiated at the last InitWait (all false before).
+    TxOffloads tx_offloads() const noexcept;
     Phase phase() const noexcept;
     unsigned queues() const noexcept;
     bool split() const noexcept;

@@ -103,4 +103,37 @@ inline std::size_t netif_l4_csum_offset(const NetifL4& l4, std::size_t frame_len
     return 0;
 }
 
+/// One's-complement sum of `d` (16-bit big-endian words, an odd last byte padded with zero),
+/// added to `sum` and not folded.
+inline std::uint32_t netif_sum16(std::span<const std::uint8_t> d, std::uint32_t sum) noexcept {
+    std::uint64_t s = sum;
+    std::size_t i = 0;
+    for (; i + 1 < d.size(); i += 2) {
+        s += static_cast<std::uint32_t>(d[i] << 8 | d[i + 1]);
+    }
+    if (i < d.size()) {
+        s += static_cast<std::uint32_t>(d[i] << 8);
+    }
+    while ((s >> 32) != 0) {
+        s = (s & 0xffffffffU) + (s >> 32);
+    }
+    return static_cast<std::uint32_t>(s);
+}
+
+/// What a partial checksum (NETTXF_csum_blank, virtio F_NEEDS_CSUM) asks of whoever completes
+/// it: the field at `csum_start + csum_offset` holds the pseudo-header sum; the sum from
+/// `csum_start` to the end of the frame, complemented, is the checksum (0 is sent as 0xffff,
+/// as Linux's skb_checksum_help does, so a UDP checksum is never "none"). Returns the value
+/// (host order) to store in the field; the caller writes it (the frame may be scattered).
+/// Precondition: csum_start + csum_offset + 2 <= f.size().
+inline std::uint16_t netif_partial_csum(std::span<const std::uint8_t> f,
+                                        std::size_t csum_start) noexcept {
+    std::uint32_t s = netif_sum16(f.subspan(csum_start), 0);
+    while ((s >> 16) != 0) {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    const auto v = static_cast<std::uint16_t>(~s);
+    return v == 0 ? 0xffff : v;
+}
+
 }  // namespace hv::rings

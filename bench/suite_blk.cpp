@@ -111,6 +111,15 @@ double cpu_ns_of(int who) {
     return ns(ru.ru_utime) + ns(ru.ru_stime);
 }
 
+/// The in-place buffer of each device: as large as the largest workload's QD × block size.
+std::size_t max_inflight_bytes() {
+    std::size_t m = 0;
+    for (const auto& w : kWorkloads) {
+        m = std::max(m, static_cast<std::size_t>(w.qd) * w.bs);
+    }
+    return m;
+}
+
 /// Run time (ns, from /proc/self/task/*/schedstat) of each io_uring worker thread serving
 /// thread `tid` (the kernel names them iou-wrk-<tid>). Work io_uring punts to them (reads of
 /// tmpfs or page-cache files) is not in the submitter's RUSAGE_THREAD, yet it is the same kind
@@ -175,8 +184,11 @@ Result<AlignedBuf> aligned_buffer(std::size_t bytes) {
 struct FrontState {
     std::unique_ptr<xs::Client> xs;
     std::map<std::uint32_t, std::unique_ptr<blkfront::Device>> devs;
+    std::map<std::uint32_t, std::span<std::byte>> bufs;  // each device's in-place buffer
     std::vector<std::pair<std::uint64_t, int>> done;
+    std::vector<std::pair<std::uint64_t, int>> batch;  // swapped with done: no allocation per batch
 };
+
 FrontState* front_state = nullptr;
 
 Result<std::string> front_open(hvmin::Services& svc, std::uint32_t devid, std::uint64_t spin_us) {
@@ -200,6 +212,14 @@ Result<std::string> front_open(hvmin::Services& svc, std::uint32_t devid, std::u
     HV_TRY((*d)->on_state_change());
     HV_TRY((*d)->wait_connected(std::chrono::milliseconds(kWaitTimeoutMs)));
     const auto sectors = (*d)->info().sectors;
+    // The I/O buffers are domain memory libblkfront uses in place (no copy through its pool),
+    // as native io_uring reads into and writes from its own buffers.
+    auto b = (*d)->alloc_buffer(max_inflight_bytes());
+    if (!b) {
+        return fail(b.error());
+    }
+    std::memset(b->data(), 0x5a, b->size());
+    front_state->bufs[devid] = *b;
     front_state->devs[devid] = std::move(*d);
     return "ok " + std::to_string(sectors);
 }
@@ -218,9 +238,9 @@ Result<std::string> front_run(const std::vector<std::uint64_t>& a) {
         return fail_errno(EINVAL);
     }
     Offsets off(a[5], bs, a[2] != 0, a[7]);
-    auto buf = aligned_buffer(static_cast<std::size_t>(qd) * bs);
-    if (!buf) {
-        return fail(buf.error());
+    const std::span<std::byte> buf = front_state->bufs[static_cast<std::uint32_t>(a[0])];
+    if (buf.size() < static_cast<std::size_t>(qd) * bs) {
+        return fail_errno(EINVAL);
     }
     std::vector<Clock::time_point> started(qd);
     std::vector<double> lat;
@@ -232,7 +252,7 @@ Result<std::string> front_run(const std::vector<std::uint64_t>& a) {
     auto issue = [&](std::uint32_t slot) -> Result<void> {
         started[slot] = Clock::now();
         return dev.submit({write ? blkfront::Op::write : blkfront::Op::read, off.next(), bs,
-                           buf->get() + static_cast<std::size_t>(slot) * bs, slot});
+                           buf.data() + static_cast<std::size_t>(slot) * bs, slot});
     };
     for (std::uint32_t s = 0; s < qd; ++s) {
         HV_TRY(issue(s));
@@ -260,8 +280,9 @@ Result<std::string> front_run(const std::vector<std::uint64_t>& a) {
             }
             continue;
         }
-        auto batch = std::move(front_state->done);
-        front_state->done.clear();
+        auto& batch = front_state->batch;
+        batch.clear();
+        batch.swap(front_state->done);
         const auto now = Clock::now();
         for (const auto& [cookie, status] : batch) {
             if (status != 0 || cookie >= qd) {
@@ -850,6 +871,7 @@ Result<std::string> blk_helper(hvmin::Services& svc, const std::vector<std::stri
         return front_run(nums);
     }
     if (w[0] == "close" && nums.size() == 1) {
+        state.bufs.erase(static_cast<std::uint32_t>(nums[0]));
         state.devs.erase(static_cast<std::uint32_t>(nums[0]));
         return std::string("ok");
     }

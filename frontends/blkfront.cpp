@@ -11,7 +11,6 @@
 #include <deque>
 #include <optional>
 #include <thread>
-#include <unordered_map>
 
 #include "hv/log.hpp"
 #include "hv/mapping.hpp"
@@ -63,17 +62,28 @@ namespace {
 
 /// One piece of a user I/O that fits one ring request.
 struct Part {
-    std::uint64_t io_seq = 0;  // key of the owning UserIo
+    std::uint32_t io = 0;  // index of the owning UserIo in Impl::ios
     Op op = Op::read;
     std::uint64_t offset_bytes = 0;
     std::uint64_t length = 0;
     std::byte* buf = nullptr;
 };
 
+/// A submitted I/O; a slot of Impl::ios (reused through free_ios: no allocation per I/O).
 struct UserIo {
     std::uint64_t cookie = 0;
     unsigned parts_left = 0;
     int status = 0;
+    bool live = false;
+};
+
+/// Memory from alloc_buffer(): one extent of this domain, used in place by requests whose
+/// buffer starts in it at a page boundary. Kept for the Device's life (as the pool).
+struct InPlaceBuffer {
+    std::byte* base = nullptr;
+    std::uint64_t first_frame = 0;
+    std::uint32_t pages = 0;
+    std::vector<std::optional<GrantRef>> refs;  // persistent mode: each page granted once
 };
 
 /// A granted (or grantable) 4 KiB page of this domain.
@@ -89,6 +99,7 @@ struct Shadow {
     Part part;
     std::uint8_t rsp_op = 0;              // operation the response must carry
     std::vector<std::uint32_t> pages;     // pool page indices holding the data
+    bool in_place = false;                // data pages are an InPlaceBuffer's (no pool copy)
     std::optional<std::uint32_t> indirect;  // pool page index of the indirect page
     std::vector<GrantRef> temp_refs;        // non-persistent grants, revoked at the response
 };
@@ -136,8 +147,12 @@ struct Device::Impl {
     std::vector<std::unique_ptr<QueueMem>> mems;
     std::vector<Queue> queues;  // last data member in use: torn down before mems
     std::deque<Part> backlog;
-    std::unordered_map<std::uint64_t, UserIo> ios;
-    std::uint64_t next_seq = 1;
+    std::vector<UserIo> ios;               // slots; free ones listed in free_ios
+    std::vector<std::uint32_t> free_ios;
+    std::size_t live_ios = 0;
+    std::vector<std::unique_ptr<InPlaceBuffer>> buffers;  // alloc_buffer(); never shrinks
+    std::vector<blkif_request_segment> seg_scratch;     // place(): one request's segments
+    std::vector<std::uint8_t> pushed;                   // issue(): queues with new requests
     unsigned rr = 0;
     unsigned reconnects = 0;
     bool was_connected = false;
@@ -150,10 +165,9 @@ struct Device::Impl {
 
     // ---- completion ----------------------------------------------------------------------
 
-    void complete_part(std::uint64_t seq, int status) {
-        auto it = ios.find(seq);
-        HV_ASSERT(it != ios.end());
-        UserIo& u = it->second;
+    void complete_part(std::uint32_t io, int status) {
+        HV_ASSERT(io < ios.size() && ios[io].live);
+        UserIo& u = ios[io];
         if (status != 0 && u.status == 0) {
             u.status = status;
         }
@@ -161,7 +175,9 @@ struct Device::Impl {
         if (--u.parts_left == 0) {
             const std::uint64_t cookie = u.cookie;
             const int st = u.status;
-            ios.erase(it);
+            u.live = false;
+            free_ios.push_back(io);
+            --live_ios;
             if (on_complete) {
                 on_complete(cookie, st);
             }
@@ -181,7 +197,7 @@ struct Device::Impl {
             }
         }
         for (const auto& p : parts) {
-            complete_part(p.io_seq, status);
+            complete_part(p.io, status);
         }
     }
 
@@ -197,6 +213,21 @@ struct Device::Impl {
         }
         if (info.persistent) {
             pg.ref = *r;  // SPEC: blkif.h feature-persistent: granted RW once, reused
+        }
+        return *r;
+    }
+
+    /// Grants page `pg` of an in-place buffer: as grant_page() (persistent: once, kept).
+    Result<GrantRef> grant_buffer_page(InPlaceBuffer& b, std::uint32_t pg, bool readonly) {
+        if (b.refs[pg]) {
+            return *b.refs[pg];
+        }
+        auto r = hv.grants().grant_access(be_id, b.first_frame + pg, readonly);
+        if (!r) {
+            return fail(r.error());
+        }
+        if (info.persistent) {
+            b.refs[pg] = *r;
         }
         return *r;
     }
@@ -341,6 +372,17 @@ struct Device::Impl {
             for (auto& pg : q.mem->pool) {
                 if (pg.ref && end_grant(*q.mem, *pg.ref)) {
                     pg.ref.reset();
+                }
+            }
+        }
+        for (auto& b : buffers) {
+            for (auto& ref : b->refs) {
+                // Not reusable-tracked per queue: a grant the backend keeps goes to `deferred`.
+                if (ref && hv.grants().end_access(*ref)) {
+                    ref.reset();
+                } else if (ref) {
+                    deferred.push_back(*ref);
+                    ref.reset();
                 }
             }
         }
@@ -643,33 +685,82 @@ struct Device::Impl {
         if (io.op == Op::flush && !info.flush && !info.barrier) {
             return fail(std::error_code(EOPNOTSUPP, std::system_category()));
         }
-        const std::uint64_t seq = next_seq++;
-        UserIo u{io.cookie, 0, 0};
+        if (free_ios.empty()) {
+            free_ios.push_back(static_cast<std::uint32_t>(ios.size()));
+            ios.emplace_back();
+        }
+        const std::uint32_t idx = free_ios.back();
+        free_ios.pop_back();
+        ++live_ios;
+        UserIo& u = ios[idx];
+        u = UserIo{io.cookie, 0, 0, true};
         if (io.op == Op::read || io.op == Op::write) {
             const std::uint64_t chunk = max_part_bytes();
             for (std::uint64_t off = 0; off < io.length; off += chunk) {
                 const std::uint64_t len = std::min(chunk, io.length - off);
-                backlog.push_back(Part{seq, io.op, io.offset_bytes + off, len, io.buf + off});
+                backlog.push_back(Part{idx, io.op, io.offset_bytes + off, len, io.buf + off});
                 ++u.parts_left;
             }
         } else {
-            backlog.push_back(Part{seq, io.op, io.offset_bytes, io.length, nullptr});
+            backlog.push_back(Part{idx, io.op, io.offset_bytes, io.length, nullptr});
             u.parts_left = 1;
         }
-        ios.emplace(seq, u);
         if (phase == Phase::connected) {
             issue();
         }
         return {};
     }
 
-    /// Pages a part needs from the pool (data + indirect page).
+    /// Pages a part needs from the pool (data, unless in place, + indirect page).
     unsigned pages_needed(const Part& p) const noexcept {
         if (p.op != Op::read && p.op != Op::write) {
             return 0;
         }
         const auto data = static_cast<unsigned>((p.length + kPage - 1) / kPage);
-        return data + (data > BLKIF_MAX_SEGMENTS_PER_REQUEST ? 1U : 0U);
+        const unsigned indirect = data > BLKIF_MAX_SEGMENTS_PER_REQUEST ? 1U : 0U;
+        return in_place_buffer(p) != nullptr ? indirect : data + indirect;
+    }
+
+    /// The alloc_buffer() memory a read/write part uses in place: its buffer starts at a page
+    /// boundary of one and lies in it whole. nullptr: the part goes through the pool.
+    InPlaceBuffer* in_place_buffer(const Part& p) const noexcept {
+        for (const auto& b : buffers) {
+            const auto begin = reinterpret_cast<std::uintptr_t>(b->base);
+            const auto at = reinterpret_cast<std::uintptr_t>(p.buf);
+            const std::uint64_t size = std::uint64_t{b->pages} * kPage;
+            if (at >= begin && at - begin < size) {
+                const std::uint64_t off = at - begin;
+                return off % kPage == 0 && p.length <= size - off ? b.get() : nullptr;
+            }
+        }
+        return nullptr;
+    }
+
+    Result<std::span<std::byte>> alloc_buffer(std::size_t bytes) {
+        const std::uint64_t pages = (std::uint64_t{bytes} + kPage - 1) / kPage;
+        if (pages == 0 || pages > UINT32_MAX) {
+            return fail(make_error_code(Errc::bad_request));
+        }
+        auto first = hv.memory().alloc_extent(static_cast<std::uint32_t>(pages));
+        if (!first) {
+            return fail(first.error());
+        }
+        auto base = hv.memory().frame(*first);
+        if (!base) {
+            return fail(base.error());
+        }
+        // An extent's frames are one contiguous mapping (libhv maps each extent whole).
+        auto last = hv.memory().frame(*first + pages - 1);
+        if (!last || *last != *base + (pages - 1) * kPage) {
+            return fail(last ? make_error_code(Errc::bad_request) : last.error());
+        }
+        auto b = std::make_unique<InPlaceBuffer>();
+        b->base = *base;
+        b->first_frame = *first;
+        b->pages = static_cast<std::uint32_t>(pages);
+        b->refs.resize(pages);
+        buffers.push_back(std::move(b));
+        return std::span<std::byte>(*base, pages * kPage);
     }
 
     /// Moves backlog parts onto rings while slots and pages last; pushes and notifies.
@@ -677,21 +768,21 @@ struct Device::Impl {
         if (phase != Phase::connected || queues.empty()) {
             return;
         }
-        std::vector<bool> pushed(queues.size(), false);
+        pushed.assign(queues.size(), 0);
         while (!backlog.empty()) {
             const Part& p = backlog.front();
             if ((p.op == Op::read || p.op == Op::write) && p.length > max_part_bytes()) {
                 // Limits shrank across a reconnect: re-split (xen-abi §5.7 "re-split to the new limits").
                 Part big = p;
                 backlog.pop_front();
-                auto it = ios.find(big.io_seq);
-                HV_ASSERT(it != ios.end());
-                --it->second.parts_left;
+                HV_ASSERT(big.io < ios.size() && ios[big.io].live);
+                UserIo& u = ios[big.io];
+                --u.parts_left;
                 std::vector<Part> parts;
                 for (std::uint64_t off = 0; off < big.length; off += max_part_bytes()) {
-                    parts.push_back(Part{big.io_seq, big.op, big.offset_bytes + off,
+                    parts.push_back(Part{big.io, big.op, big.offset_bytes + off,
                                          std::min(max_part_bytes(), big.length - off), big.buf + off});
-                    ++it->second.parts_left;
+                    ++u.parts_left;
                 }
                 for (auto r = parts.rbegin(); r != parts.rend(); ++r) {
                     backlog.push_front(*r);
@@ -712,9 +803,9 @@ struct Device::Impl {
                 if (!r) {
                     HV_LOG_RL(error, "blkfront %u: issuing a request failed: %s", devid,
                               r.error().message().c_str());
-                    complete_part(part.io_seq, -EIO);
+                    complete_part(part.io, -EIO);
                 }
-                pushed[qi] = true;
+                pushed[qi] = 1;
                 rr = qi + 1;
                 placed = true;
             }
@@ -723,7 +814,7 @@ struct Device::Impl {
             }
         }
         for (unsigned qi = 0; qi < queues.size(); ++qi) {
-            if (pushed[qi] && queues[qi].ring.push_requests()) {
+            if (pushed[qi] != 0 && queues[qi].ring.push_requests()) {
                 (void)queues[qi].evt.notify();
             }
         }
@@ -750,6 +841,7 @@ struct Device::Impl {
         s.part = p;
         s.pages.clear();
         s.indirect.reset();
+        s.in_place = false;
         const auto handle = static_cast<blkif_vdev_t>(devid & 0xFFFF);
         const bool persistent = info.persistent;
         std::vector<GrantRef> temp;  // non-persistent grants made here (revoked on failure)
@@ -782,19 +874,31 @@ struct Device::Impl {
         } else {
             const bool write = p.op == Op::write;
             const auto nseg = static_cast<unsigned>((p.length + kPage - 1) / kPage);
-            std::vector<blkif_request_segment> segs(nseg);
+            seg_scratch.resize(std::max<std::size_t>(seg_scratch.size(), nseg));
+            const std::span<blkif_request_segment> segs(seg_scratch.data(), nseg);
+            InPlaceBuffer* in_place = in_place_buffer(p);
+            s.in_place = in_place != nullptr;
             for (unsigned i = 0; i < nseg; ++i) {
-                const std::uint32_t pg = q.free_pages.back();
-                q.free_pages.pop_back();
-                s.pages.push_back(pg);
-                PoolPage& page = q.mem->pool[pg];
                 const std::uint64_t off = std::uint64_t{i} * kPage;
                 const std::uint64_t n = std::min<std::uint64_t>(kPage, p.length - off);
-                if (write) {
-                    std::memcpy(page.data, p.buf + off, n);
+                Result<GrantRef> ref = GrantRef(0);
+                if (in_place != nullptr) {
+                    // The caller's own granted page: no copy in, none out at the response.
+                    const auto pg = static_cast<std::uint32_t>(
+                        (reinterpret_cast<std::uintptr_t>(p.buf) -
+                         reinterpret_cast<std::uintptr_t>(in_place->base)) / kPage + i);
+                    ref = grant_buffer_page(*in_place, pg, persistent ? false : write);
+                } else {
+                    const std::uint32_t pg = q.free_pages.back();
+                    q.free_pages.pop_back();
+                    s.pages.push_back(pg);
+                    PoolPage& page = q.mem->pool[pg];
+                    if (write) {
+                        std::memcpy(page.data, p.buf + off, n);
+                    }
+                    // SPEC: persistent grants must be RW (sharp edge 9); others RO for writes.
+                    ref = grant_page(page, persistent ? false : write);
                 }
-                // SPEC: persistent grants must be RW (sharp edge 9); others RO for writes.
-                auto ref = grant_page(page, persistent ? false : write);
                 if (!ref) {
                     undo();
                     return fail(ref.error());
@@ -889,7 +993,7 @@ struct Device::Impl {
             return false;  // poll() did the final check
         }
         const auto budget = spin.budget();
-        if (budget.count() > 0 && !ios.empty()) {
+        if (budget.count() > 0 && live_ios != 0) {
             const bool found = spin_until(
                 [&] {
                     for (Queue& q : queues) {
@@ -988,7 +1092,7 @@ struct Device::Impl {
         }
         int status = 0;
         if (rsp.status == BLKIF_RSP_OKAY) {
-            if (s.part.op == Op::read) {
+            if (s.part.op == Op::read && !s.in_place) {
                 for (std::size_t i = 0; i < s.pages.size(); ++i) {
                     const std::uint64_t off = i * kPage;
                     const std::uint64_t n = std::min<std::uint64_t>(kPage, s.part.length - off);
@@ -1010,7 +1114,7 @@ struct Device::Impl {
         release_pages(q, s);
         s.busy = false;
         q.free_ids.push_back(static_cast<std::uint32_t>(rsp.id));
-        complete_part(s.part.io_seq, status);
+        complete_part(s.part.io, status);
         return true;
     }
 };
@@ -1084,6 +1188,9 @@ Result<void> Device::wait_connected(
 }
 
 Result<void> Device::submit(const Io& io) { return impl_->submit(io); }
+Result<std::span<std::byte>> Device::alloc_buffer(std::size_t bytes) {
+    return impl_->alloc_buffer(bytes);
+}
 void Device::poll() { impl_->poll(); }
 
 bool Device::spin_for_responses() { return impl_->spin_for_responses(); }
@@ -1102,7 +1209,7 @@ std::uint32_t Device::devid() const noexcept { return impl_->devid; }
 std::string Device::frontend_dir() const { return impl_->fe_dir; }
 std::string Device::backend_dir() const { return impl_->be_dir; }
 std::string Device::watch_token() const { return impl_->token; }
-std::size_t Device::outstanding() const noexcept { return impl_->ios.size(); }
+std::size_t Device::outstanding() const noexcept { return impl_->live_ios; }
 unsigned Device::reconnects() const noexcept { return impl_->reconnects; }
 
 }  // namespace hv::blkfront

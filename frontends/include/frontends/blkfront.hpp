@@ -77,7 +77,8 @@ enum class Op : std::uint8_t { read, write, flush, discard };
 
 /// One I/O. offset/length in bytes, multiples of sector_size. read: `buf` receives `length`
 /// bytes; write: `buf` holds them; flush/discard: no buffer. The buffer must stay valid until
-/// the completion (it is any memory of the program: data moves through granted pool pages).
+/// the completion. It is any memory of the program (data then moves through granted pool
+/// pages, one copy), or memory from Device::alloc_buffer() used in place (no copy).
 struct Io {
     Op op = Op::read;
     std::uint64_t offset_bytes = 0;
@@ -119,6 +120,17 @@ public:
     Result<void> wait_connected(std::chrono::milliseconds timeout,
                                 const std::function<void(const std::string& path,
                                                          const std::string& token)>& other = {});
+
+    /// In-place I/O memory: `bytes` (rounded up to 4 KiB pages) of this domain's own memory,
+    /// page aligned, valid as long as the Device (frames are never given back). An Io whose
+    /// `buf` starts in such a buffer at a 4 KiB boundary, with all of its `length` inside it,
+    /// moves data straight between the buffer and the backend: a read completes into the
+    /// buffer, a write goes from it, with no copy through the queue's pool. Its pages are
+    /// granted the way the pool's are: with persistent grants once, read-write, until the
+    /// device closes or reconnects, so the backend can write them at any time meanwhile (the
+    /// pool's copy-out is the defence against that; in place trades it for the copy); without,
+    /// per request, revoked at the response. Errors: hv-min's (memory).
+    Result<std::span<std::byte>> alloc_buffer(std::size_t bytes);
 
     /// Queues one I/O. Success: exactly one completion will come (from poll(), or from
     /// on_state_change() / the destructor when the device dies). Failure: nothing queued.

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -223,6 +224,12 @@ Result<Channel::Reply> Channel::call(wire::Op op, std::uint32_t count,
                                      std::span<const std::byte> body, std::span<const int> fds,
                                      int timeout_ms) {
     std::lock_guard lk(mu_);
+    return call_locked(op, count, body, fds, timeout_ms);
+}
+
+Result<Channel::Reply> Channel::call_locked(wire::Op op, std::uint32_t count,
+                                            std::span<const std::byte> body,
+                                            std::span<const int> fds, int timeout_ms) {
     wire::Header h{wire::kMagic, static_cast<std::uint16_t>(op), 0, count, ++seq_};
     out_.resize(sizeof h + body.size());  // no allocation once it has held a batch this big
     std::memcpy(out_.data(), &h, sizeof h);
@@ -261,6 +268,161 @@ Result<Channel::Reply> Channel::call_raw(std::span<const std::byte> datagram, in
         std::memcpy(&seq, datagram.data() + offsetof(wire::Header, seq), sizeof seq);
     }
     return receive(seq, timeout_ms);
+}
+
+// ---- the hypercall page -----------------------------------------------------------------------
+
+bool Channel::default_use_page() noexcept {
+    const char* e = std::getenv("HV_HYPERCALL_PAGE");
+    return e == nullptr || std::strcmp(e, "off") != 0;
+}
+
+Result<HypercallPage> HypercallPage::create(const wire::PageInfo& info, std::vector<UniqueFd>& fds) {
+    if (fds.size() != 2 || info.bytes != wire::kPageBytes || info.max_ops != wire::kPageMaxOps ||
+        info.status_offset != wire::kPageStatusOffset || info.ops_offset != wire::kPageOpsOffset) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    auto m = Mapping::map_shared(fds[0].get(), wire::kPageBytes);
+    if (!m) {
+        return fail(m.error());
+    }
+    return HypercallPage(std::move(*m), std::move(fds[1]));
+}
+
+void HypercallPage::ring() const noexcept {
+    const char b = 'r';
+    // EAGAIN: the socket is full of unread doorbells, so hv-min has one pending anyway.
+    (void)::send(wake_.get(), &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+Result<std::int32_t> HypercallPage::call(wire::Op op, std::uint32_t count,
+                                         std::span<const std::byte> body,
+                                         std::span<wire::CopyStatus> statuses,
+                                         std::chrono::microseconds spin, int timeout_ms,
+                                         int sock_fd) {
+    wire::PageHeader* h = header();
+    if (!body.empty()) {
+        std::memcpy(data() + wire::kPageOpsOffset, body.data(), body.size());
+    }
+    h->req.op = static_cast<std::uint16_t>(op);
+    h->req.flags = 0;
+    h->req.count = count;
+    const std::uint32_t seq = ++seq_;
+    // ORDER: release pairs with hv-min's acquire load of req.seq (take_page_request): the ops
+    // and the request line are in place first. The seq_cst fence pairs with hv-min's fence
+    // between its store of hv_sleeping and its last look at the pages before it sleeps.
+    std::atomic_ref(h->req.seq).store(seq, std::memory_order_release);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (std::atomic_ref(h->rsp.hv_sleeping).load(std::memory_order_relaxed) != 0) {
+        ring();
+    }
+    // ORDER: acquire pairs with hv-min's release store of rsp.seq after the statuses and rc.
+    auto done = [&] { return std::atomic_ref(h->rsp.seq).load(std::memory_order_acquire) == seq; };
+    if (!hv::spin_until(done, spin, SpinYield::every_64)) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        for (;;) {
+            // ORDER: the seq_cst fence pairs with hv-min's between its store of rsp.seq and its
+            // load of caller_sleeping: either we see the reply now or it writes the socket.
+            std::atomic_ref(h->req.caller_sleeping).store(1, std::memory_order_relaxed);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            if (done()) {
+                break;
+            }
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            pollfd p[2] = {{wake_.get(), POLLIN, 0}, {sock_fd, 0, 0}};  // sock: hang-up only
+            const int n = ::poll(p, 2, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+            if (n < 0 && errno != EINTR) {
+                return fail_errno();
+            }
+            if (n == 0) {
+                std::atomic_ref(h->req.caller_sleeping).store(0, std::memory_order_relaxed);
+                return fail(make_error_code(Errc::timed_out));
+            }
+            if (n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+                char buf[64];
+                const ssize_t r = ::recv(wake_.get(), buf, sizeof buf, MSG_DONTWAIT);
+                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+                    if (done()) {
+                        break;
+                    }
+                    return fail(make_error_code(Errc::disconnected));
+                }
+            }
+            if (n > 0 && (p[1].revents & (POLLHUP | POLLERR)) != 0 && !done()) {
+                return fail(make_error_code(Errc::disconnected));
+            }
+        }
+        std::atomic_ref(h->req.caller_sleeping).store(0, std::memory_order_relaxed);
+    }
+    if (count != 0) {
+        std::memcpy(statuses.data(), data() + wire::kPageStatusOffset,
+                    count * sizeof(wire::CopyStatus));
+    }
+    return std::atomic_ref(h->rsp.rc).load(std::memory_order_relaxed);
+}
+
+Result<void> Channel::setup_page() {
+    std::lock_guard lk(mu_);
+    return setup_page_locked();
+}
+
+Result<void> Channel::setup_page_locked() {
+    if (page_) {
+        return {};
+    }
+    auto r = call_locked(wire::Op::page_setup, 0, {}, {}, kDefaultTimeoutMs);
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->hdr.rc != 0) {
+        return fail_errno(-r->hdr.rc);
+    }
+    wire::PageInfo info;
+    if (r->body.size() != sizeof info) {
+        return fail(make_error_code(Errc::protocol));
+    }
+    std::memcpy(&info, r->body.data(), sizeof info);
+    auto p = HypercallPage::create(info, r->fds);
+    if (!p) {
+        return fail(p.error());
+    }
+    page_.emplace(std::move(*p));
+    return {};
+}
+
+Result<bool> Channel::call_page(wire::Op op, std::uint32_t count, std::span<const std::byte> body,
+                                std::span<wire::CopyStatus> statuses, int timeout_ms) {
+    if (!use_page() || count > wire::kPageMaxOps || statuses.size() < count) {
+        return false;
+    }
+    std::lock_guard lk(mu_);
+    if (!page_) {
+        if (page_refused_) {
+            return false;
+        }
+        if (auto s = setup_page_locked(); !s) {
+            // An hv-min without pages (ENOSYS), out of fds, or with another layout: the
+            // socket from now on. A lost connection is the caller's to see.
+            if (s.error() == Errc::disconnected || s.error() == Errc::timed_out) {
+                return fail(s.error());
+            }
+            HV_DEBUG("libhv: no hypercall page (%s): copies go through the socket",
+                     s.error().message().c_str());
+            page_refused_ = true;
+            return false;
+        }
+    }
+    // No spin while the CPUs are oversubscribed: hv-min's loop would wait for a CPU.
+    const auto spin = cpus_oversubscribed() ? std::chrono::microseconds{0} : reply_spin();
+    auto rc = page_->call(op, count, body, statuses, spin, timeout_ms, fd_.get());
+    if (!rc) {
+        return fail(rc.error());
+    }
+    if (*rc != 0) {
+        return fail_errno(-*rc);
+    }
+    return true;
 }
 
 std::shared_ptr<detail::ExtentMap> Channel::extent(std::uint32_t id) {
@@ -569,6 +731,20 @@ Result<void> Grants::unmap_batch(std::span<GrantMapping> maps) {
 }
 
 Result<void> Grants::copy(std::span<gnttab_copy> ops) {
+    if (ops.size() <= wire::kPageMaxOps) {
+        std::array<wire::CopyStatus, wire::kPageMaxOps> st;
+        auto paged = ch_->call_page(wire::Op::gnttab_copy, static_cast<std::uint32_t>(ops.size()),
+                                    std::as_bytes(ops), st);
+        if (!paged) {
+            return fail(paged.error());
+        }
+        if (*paged) {
+            for (std::size_t i = 0; i < ops.size(); ++i) {
+                ops[i].status = st[i];
+            }
+            return {};
+        }
+    }
     auto r = ch_->call(wire::Op::gnttab_copy, static_cast<std::uint32_t>(ops.size()),
                        std::as_bytes(ops));
     if (!r) {

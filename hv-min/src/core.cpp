@@ -92,6 +92,9 @@ constexpr std::size_t kMaxMaptrack = 1u << 16;
 // until EAGAIN cost a recvmsg per hypercall (hypercall_rtt 4.23 -> 4.00 us without it); a
 // connection that pipelines gets one per pass, as every other connection does (fairness).
 constexpr int kMessagesPerWakeup = 1;
+// While hv-min's loop spins and some connection has a hypercall page, one probe in this many is
+// an epoll_wait (a syscall); the others only read the pages' request words.
+constexpr unsigned kPageProbesPerEpoll = 4;
 constexpr std::uint32_t kMaxPins = 0xFFFF;
 // Dom0's grant table is shared by all dom0 processes: each attached connection grants from its
 // own slice of one frame (512 refs).
@@ -109,6 +112,7 @@ enum class Tag : std::uint64_t {
     cgroup = 8,
     iomem = 9,
     kill_watch = 10,
+    page_wake = 11,
 };
 constexpr std::uint64_t ev_key(Tag t, std::uint64_t id) {
     return (static_cast<std::uint64_t>(t) << 56) | id;
@@ -127,6 +131,15 @@ Result<UniqueFd> make_memfd(const char* name, std::uint64_t bytes) {
         return fail_errno();
     }
     return fd;
+}
+
+/// A nonblocking, close-on-exec AF_UNIX socket pair of `type`: {hv-min's end, the peer's}.
+Result<std::pair<UniqueFd, UniqueFd>> socket_pair(int type) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) {
+        return fail_errno();
+    }
+    return std::pair<UniqueFd, UniqueFd>{UniqueFd(sv[0]), UniqueFd(sv[1])};
 }
 
 struct Extent {
@@ -252,6 +265,12 @@ struct Conn {
     std::uint32_t virq_bound[NR_VIRQS] = {};
     int gref_slice = -1;  // dom0: which slice of dom0's grant table this connection grants from
     bool xs_given = false;
+    // The shared hypercall page (Op::page_setup), if any: hv-min's mapping of the sealed memfd,
+    // its end of the wake socket (doorbell in, done out), and the last request seq it served,
+    // kept here and never read back from the page.
+    Mapping page;
+    UniqueFd page_wake;
+    std::uint32_t page_seq = 0;
 };
 
 /// Builds one reply datagram.
@@ -292,6 +311,8 @@ struct Core::Impl {
     std::atomic<std::uint64_t> spin_hits{0};
     std::atomic<bool> stopping{false};
     SpinPolicy spin;  // worked() on every hypercall served; loop thread only
+    std::vector<Conn*> paged;  // connections with a hypercall page (removed in drop_conn)
+    bool pages_asleep = false;  // hv_sleeping as last written into every page
 #ifdef HVMIN_WITH_XENSTORE
     std::unique_ptr<xs::Server> xs;
 #endif
@@ -440,25 +461,60 @@ struct Core::Impl {
     Result<void> run() {
         epoll_event evs[64];
         spin = SpinPolicy(cfg.spin_window);
+        unsigned passes_without_epoll = 0;  // passes that found page work and polled nothing
         while (!stopping.load(std::memory_order_acquire)) {
+            if (serve_pages()) {
+                spin.worked();
+            }
             int n = 0;
+            bool page_work = false;
             // Hypercalls arrived within the window: poll (zero timeouts) for the next before
             // sleeping; a quiet window and we sleep at once. Not while more threads are
             // runnable than there are CPUs: the caller would then wait for our spin to end.
             const auto budget =
                 cpus_oversubscribed() ? std::chrono::microseconds{0} : spin.budget();
-            // Each probe is one epoll_wait with a zero timeout; spin_until yields only every
-            // 64 probes (a sched_yield after every probe doubled the probe's cost and so the
-            // delay before a request is seen).
+            // Each probe looks at the hypercall pages (memory reads) and is, or with pages
+            // every kPageProbesPerEpoll-th probe is, one epoll_wait with a zero timeout;
+            // spin_until yields only every 64 probes (a sched_yield after every probe doubled
+            // the probe's cost and so the delay before a request is seen).
+            unsigned probe = 0;
             if (budget.count() > 0 &&
-                spin_until([&] { return (n = ::epoll_wait(epfd.get(), evs, 64, 0)) != 0; },
-                           budget, SpinYield::every_64) &&
-                n > 0) {
+                spin_until(
+                    [&] {
+                        if (pages_pending()) {
+                            page_work = true;
+                            return true;
+                        }
+                        if (!paged.empty() && ++probe % kPageProbesPerEpoll != 0) {
+                            return false;
+                        }
+                        return (n = ::epoll_wait(epfd.get(), evs, 64, 0)) != 0;
+                    },
+                    budget, SpinYield::every_64) &&
+                (n > 0 || page_work)) {
                 spin_hits.fetch_add(1, std::memory_order_relaxed);
             }
-            if (n == 0) {
-                sleeps.fetch_add(1, std::memory_order_relaxed);
-                n = ::epoll_wait(epfd.get(), evs, 64, -1);
+            if (!page_work) {
+                passes_without_epoll = 0;  // the epoll set was looked at (or will be, asleep)
+            } else if (++passes_without_epoll >= kPageProbesPerEpoll) {
+                // Pages that always have a new request (a caller posting without pause) must
+                // not keep the sockets from being looked at: every few such passes, one look.
+                passes_without_epoll = 0;
+                n = ::epoll_wait(epfd.get(), evs, 64, 0);
+            }
+            if (n == 0 && !page_work) {
+                // Before sleeping, tell every page's caller to ring the doorbell, then look
+                // once more. ORDER: the seq_cst fence pairs with the caller's fence between its
+                // release store of req.seq and its load of hv_sleeping (Dekker): either we see
+                // its request here or it sees hv_sleeping and rings.
+                set_pages_asleep(true);
+                std::atomic_thread_fence(std::memory_order_seq_cst);
+                page_work = pages_pending();
+                if (!page_work) {
+                    sleeps.fetch_add(1, std::memory_order_relaxed);
+                    n = ::epoll_wait(epfd.get(), evs, 64, -1);
+                }
+                set_pages_asleep(false);
             }
             if (n < 0) {
                 if (errno == EINTR) {
@@ -493,6 +549,9 @@ struct Core::Impl {
                     break;
                 case Tag::kill_watch:
                     on_kill_watch(static_cast<std::uint16_t>(id));
+                    break;
+                case Tag::page_wake:
+                    on_page_wake(id);  // the page itself is served at the top of the pass
                     break;
                 case Tag::xenstore:
 #ifdef HVMIN_WITH_XENSTORE
@@ -706,6 +765,9 @@ struct Core::Impl {
             break;
         case Op::iomem_revoke:
             op_iomem_revoke(c, d, r);
+            break;
+        case Op::page_setup:
+            op_page_setup(c, r);
             break;
         case Op::domain_create:
             op_create(d, r);
@@ -1113,6 +1175,12 @@ struct Core::Impl {
         if (d.count != 0) {
             std::memcpy(ops.data(), d.body.data(), sizeof(gnttab_copy) * d.count);
         }
+        run_copy(self, ops);
+        put_copy_statuses(r, ops);
+    }
+
+    /// Runs a batch already copied out of guest memory; fills each op's status.
+    void run_copy(Domain& self, std::vector<gnttab_copy>& ops) {
         copy_claims.assign(ops.size(), CopyClaim{});
         CopyCache src_cache;
         CopyCache dst_cache;
@@ -1149,7 +1217,6 @@ struct Core::Impl {
             release_side(c.src);
             release_side(c.dst);
         }
-        put_copy_statuses(r, ops);
     }
 
     /// The copy reply: one int16 status per op, in order (wire::CopyStatus), not the 40-byte
@@ -1561,14 +1628,152 @@ struct Core::Impl {
         }
     }
 
-    void op_clone(Conn& c, Reply& r) {
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) != 0) {
-            r.hdr.rc = -errno;
+    // ---- the hypercall page (wire.hpp "The hypercall page") ----------------------------------
+
+    static wire::PageHeader* page_header(const Conn& c) {
+        return c.page.as<wire::PageHeader>();
+    }
+
+    /// Gives the connection its hypercall page: a sealed memfd hv-min made and maps (the caller
+    /// cannot resize it, so hv-min never faults on it), and one end of a wake socket pair.
+    void op_page_setup(Conn& c, Reply& r) {
+        if (c.page.valid()) {
+            r.hdr.rc = -EEXIST;
             return;
         }
-        UniqueFd mine(sv[0]);
-        UniqueFd theirs(sv[1]);
+        auto fd = make_memfd("hvmin-hcpage", wire::kPageBytes);
+        if (!fd) {
+            r.hdr.rc = -fd.error().value();
+            return;
+        }
+        auto m = Mapping::map_shared(fd->get(), wire::kPageBytes);
+        if (!m) {
+            r.hdr.rc = -m.error().value();
+            return;
+        }
+        auto pair = socket_pair(SOCK_STREAM);
+        if (!pair) {
+            r.hdr.rc = -pair.error().value();
+            return;
+        }
+        auto& [mine, theirs] = *pair;
+        if (auto w = watch(mine.get(), EPOLLIN, ev_key(Tag::page_wake, c.id)); !w) {
+            r.hdr.rc = -w.error().value();
+            return;
+        }
+        c.page = std::move(*m);
+        c.page_wake = std::move(mine);
+        c.page_seq = 0;
+        std::atomic_ref(page_header(c)->rsp.hv_sleeping)
+            .store(pages_asleep ? 1u : 0u, std::memory_order_relaxed);
+        paged.push_back(&c);
+        const wire::PageInfo info{wire::kPageBytes, wire::kPageMaxOps, wire::kPageStatusOffset,
+                                  wire::kPageOpsOffset};
+        r.hdr.count = 1;
+        r.add(info);
+        r.fds.push_back(std::move(*fd));
+        r.fds.push_back(std::move(theirs));
+    }
+
+    /// True if some page holds a request not served yet (one load per page).
+    bool pages_pending() const {
+        for (const Conn* c : paged) {
+            // GUEST: a hint only; serve_page reads the request properly.
+            if (std::atomic_ref(page_header(*c)->req.seq).load(std::memory_order_relaxed) !=
+                c->page_seq) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    void set_pages_asleep(bool asleep) {
+        if (paged.empty() || asleep == pages_asleep) {
+            pages_asleep = asleep;
+            return;
+        }
+        pages_asleep = asleep;
+        for (const Conn* c : paged) {
+            std::atomic_ref(page_header(*c)->rsp.hv_sleeping)
+                .store(asleep ? 1u : 0u, std::memory_order_relaxed);
+        }
+    }
+
+    /// Serves at most one request per page (as one datagram per connection per pass).
+    bool serve_pages() {
+        bool any = false;
+        // Serving a page never drops a connection, so `paged` does not change meanwhile.
+        for (Conn* c : paged) {
+            any |= serve_page(*c);
+        }
+        return any;
+    }
+
+    bool serve_page(Conn& c) {
+        wire::PageCall call;
+        wire::DecodeError err{};
+        std::vector<gnttab_copy>& ops = copy_ops;
+        ops.resize(wire::kPageMaxOps);
+        const wire::PageTake t = wire::take_page_request(c.page.data(), c.page_seq, call, ops, err);
+        if (t == wire::PageTake::none) {
+            return false;
+        }
+        c.page_seq = call.seq;
+        served.fetch_add(1);
+        wire::PageHeader* h = page_header(c);
+        std::int32_t rc = 0;
+        Domain* self = find_domain(c.domid);
+        if (t == wire::PageTake::rejected) {
+            HV_LOG_RL(warn, "hv-min: dom%u posted a malformed request in its hypercall page (%d)",
+                      c.domid, static_cast<int>(err));
+            rc = err == wire::DecodeError::unknown_op ? -ENOSYS : -EINVAL;
+        } else if (self == nullptr) {
+            rc = -ESRCH;
+        } else {
+            ops.resize(call.count);
+            run_copy(*self, ops);
+            std::byte* st = c.page.data() + wire::kPageStatusOffset;
+            for (std::size_t i = 0; i < ops.size(); ++i) {
+                const wire::CopyStatus v = ops[i].status;
+                std::memcpy(st + i * sizeof v, &v, sizeof v);
+            }
+        }
+        std::atomic_ref(h->rsp.rc).store(rc, std::memory_order_relaxed);
+        // ORDER: release pairs with the caller's acquire load of rsp.seq (statuses, rc first);
+        // the seq_cst fence with the caller's fence between its store of caller_sleeping and
+        // its re-check of rsp.seq: either it sees the reply or we see that it sleeps.
+        std::atomic_ref(h->rsp.seq).store(call.seq, std::memory_order_release);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        // GUEST: only decides whether to write the wake socket (a lie costs the caller a send).
+        if (std::atomic_ref(h->req.caller_sleeping).load(std::memory_order_relaxed) != 0) {
+            const char done = 'd';
+            // A full socket (a caller that never reads it) already has a wake-up pending.
+            (void)::send(c.page_wake.get(), &done, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+        }
+        return true;
+    }
+
+    /// The doorbell: drains what the caller sent (bounded per pass). Its end closed (EOF) is
+    /// the connection's end, as its hypercall socket's would be.
+    void on_page_wake(std::uint64_t id) {
+        auto it = conns.find(id);
+        if (it == conns.end()) {
+            return;
+        }
+        char buf[256];
+        const ssize_t n = ::recv(it->second->page_wake.get(), buf, sizeof buf, MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            conn_gone(id, nullptr);
+        }
+    }
+
+    void op_clone(Conn& c, Reply& r) {
+        auto pair = socket_pair(SOCK_SEQPACKET);
+        if (!pair) {
+            r.hdr.rc = -pair.error().value();
+            return;
+        }
+        auto& [mine, theirs] = *pair;
         const int fl = ::fcntl(theirs.get(), F_GETFL);
         (void)::fcntl(theirs.get(), F_SETFL, fl & ~O_NONBLOCK);
         auto added = add_conn(std::move(mine), c.domid, c.privileged);
@@ -2488,6 +2693,10 @@ struct Core::Impl {
         std::unique_ptr<Conn> c = std::move(it->second);
         conns.erase(it);
         (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
+        if (c->page_wake) {
+            (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, c->page_wake.get(), nullptr);
+            std::erase(paged, c.get());
+        }
         // The I/O memory it granted (its backend ended, or was dropped) is revoked.
         revoke_iomem_if([id](const iomem::Grant& g) { return g.granter_conn == id; },
                         "revoked: its backend's connection closed");
@@ -2547,6 +2756,7 @@ struct Core::Impl {
             wait_cgroup_empty(d);
             finish_domain(id);
         }
+        paged.clear();
         conns.clear();
     }
 };

@@ -1,6 +1,11 @@
 // libFuzzer target for hv-min's hypercall transport: every input is first decoded directly,
 // then sent as one datagram from a dom0 connection to a real in-process Core, which must
-// answer it (error status or per-element statuses) and keep serving.
+// answer it (error status or per-element statuses) and keep serving. Every input is also a
+// hypercall page's contents (request line, then ops): read by wire::take_page_request, then
+// posted in dom0's real page, which hv-min must answer too.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -23,6 +28,7 @@ struct World {
     std::string dir;
     std::unique_ptr<hv::hvmin::Core> core;
     std::optional<hv::hvmin::Services> dom0;
+    std::optional<hv::hvmin::Services> paged;  // a second dom0 connection with a page
 };
 
 World& world() {
@@ -48,6 +54,11 @@ World& world() {
             std::abort();
         }
         x->dom0.emplace(std::move(*s));
+        auto p = x->dom0->clone();
+        if (!p || !p->channel().setup_page()) {
+            std::abort();
+        }
+        x->paged.emplace(std::move(*p));
         // Real grants for the dispatcher to chew on: dom0 grants a few of its frames to itself.
         auto f = x->dom0->memory().alloc_extent(4);
         if (f) {
@@ -62,6 +73,48 @@ World& world() {
 
 }  // namespace
 
+/// The input as a page: its first 64 bytes the request line (seq replaced by a new one), the
+/// rest the ops. hv-min must publish a reply for it.
+void post_in_page(World& w, std::span<const std::byte> in) {
+    using namespace hv::hvmin;
+    // The pure decoder first, on a private copy.
+    static std::byte local[wire::kPageBytes];
+    std::memset(local, 0, sizeof local);
+    std::memcpy(local, in.data(), std::min(in.size(), sizeof(wire::PageRequest)));
+    if (in.size() > sizeof(wire::PageRequest)) {
+        const auto ops = in.subspan(sizeof(wire::PageRequest));
+        std::memcpy(local + wire::kPageOpsOffset, ops.data(),
+                    std::min<std::size_t>(ops.size(), wire::kPageBytes - wire::kPageOpsOffset));
+    }
+    static hv::rings::gnttab_copy out[wire::kPageMaxOps];
+    wire::PageCall call;
+    wire::DecodeError err{};
+    const auto* h = reinterpret_cast<const wire::PageHeader*>(local);
+    const wire::PageTake t = wire::take_page_request(local, h->req.seq + 1, call, out, err);
+    if (t == wire::PageTake::none || (t == wire::PageTake::request && call.count > wire::kPageMaxOps)) {
+        std::abort();
+    }
+    // Then hv-min, through the real page.
+    HypercallPage* page = w.paged->channel().page();
+    wire::PageHeader* ph = page->header();
+    static std::uint32_t seq = 0;
+    std::memcpy(page->data() + wire::kPageOpsOffset, local + wire::kPageOpsOffset,
+                wire::kPageBytes - wire::kPageOpsOffset);
+    wire::PageRequest req;
+    std::memcpy(&req, local, sizeof req);
+    ph->req.op = req.op;
+    ph->req.flags = req.flags;
+    ph->req.count = req.count;
+    std::atomic_ref(ph->req.seq).store(++seq, std::memory_order_release);
+    page->ring();
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::atomic_ref(ph->rsp.seq).load(std::memory_order_acquire) != seq) {
+        if (std::chrono::steady_clock::now() > end) {
+            std::abort();  // hv-min did not answer the page
+        }
+    }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     using namespace hv::hvmin;
     const std::span<const std::byte> msg(reinterpret_cast<const std::byte*>(data), size);
@@ -71,6 +124,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (ok && d.body.size() > msg.size()) {
         std::abort();
     }
+    post_in_page(world(), msg);
     if (size == 0 || size > wire::kMaxMessage) {
         return 0;  // empty = EOF on SEQPACKET; oversize is dropped by the kernel path
     }

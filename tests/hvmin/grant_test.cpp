@@ -282,6 +282,9 @@ TEST_CASE("grant copy moves bytes and reports Xen's status for every failed chec
     Harness h;
     Puppet g(h, "granter");
     auto& s = h.dom0();
+    // Through the hypercall page (the default) and through the socket: the same results.
+    const bool use_page = GENERATE(true, false);
+    s.channel().set_use_page(use_page);
     auto local = s.memory().alloc_extent(2);
     REQUIRE(local);
     const std::uint64_t lf = *local;
@@ -330,6 +333,7 @@ TEST_CASE("grant copy moves bytes and reports Xen's status for every failed chec
     // Copies hold no pin once done.
     CHECK(g.num("flags " + std::to_string(rw)) == GTF_permit_access);
     CHECK(g.num("flags " + std::to_string(ro)) == (GTF_permit_access | GTF_readonly));
+    CHECK((s.channel().page() != nullptr) == use_page);
 }
 
 TEST_CASE("the copy reply carries one int16 status per op and nothing else", "[hvmin][grant]") {
@@ -591,6 +595,7 @@ TEST_CASE("a batch of copies has the effect of its ops run one by one", "[hvmin]
     Harness h;
     Puppet g(h, "granter");
     auto& s = h.dom0();
+    s.channel().set_use_page(GENERATE(true, false));  // hypercall page, socket
     const auto dom = g.domid.get();
     auto local = s.memory().alloc_extent(4);
     REQUIRE(local);

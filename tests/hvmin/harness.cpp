@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -12,9 +13,20 @@
 #include <sstream>
 #include <thread>
 
+#include "hv/spin.hpp"
+
 extern char** environ;
 
 namespace hv::hvmin::test {
+
+std::chrono::nanoseconds process_cpu_time() {
+    timespec ts{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+
+IgnoreLoad::IgnoreLoad() { hv::set_spin_ignores_load(true); }
+IgnoreLoad::~IgnoreLoad() { hv::set_spin_ignores_load(false); }
 
 DaemonRun start_daemon(const std::string& rundir, const std::vector<std::string>& extra) {
     std::vector<std::string> args = {HVMIN_DAEMON, "--rundir", rundir, "--foreground"};

@@ -55,6 +55,18 @@ struct DaemonRun {
 };
 DaemonRun start_daemon(const std::string& rundir, const std::vector<std::string>& extra = {});
 
+/// This process's CPU time so far (tests that check a loop does not spin).
+std::chrono::nanoseconds process_cpu_time();
+
+/// Spinning is off while the CPUs are oversubscribed (hv::cpus_oversubscribed); tests of the
+/// spinning itself must see it on a loaded machine too.
+struct IgnoreLoad {
+    IgnoreLoad();
+    ~IgnoreLoad();
+    IgnoreLoad(const IgnoreLoad&) = delete;
+    IgnoreLoad& operator=(const IgnoreLoad&) = delete;
+};
+
 /// Splits "ok 1 2" → {"ok","1","2"}.
 std::vector<std::string> words(const std::string& s);
 

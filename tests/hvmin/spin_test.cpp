@@ -31,12 +31,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-std::chrono::nanoseconds process_cpu_time() {
-    timespec ts{};
-    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
-}
-
 /// A loopback interdomain pair of dom0 (both ends in this process).
 std::pair<EventChannelBinding, EventChannelBinding> loopback_pair(Services& dom0) {
     auto a = dom0.evtchn().alloc_unbound(DomId(0));
@@ -47,14 +41,6 @@ std::pair<EventChannelBinding, EventChannelBinding> loopback_pair(Services& dom0
     return {std::move(*a), std::move(*b)};
 }
 
-/// Spinning is off while the CPUs are oversubscribed (hv::cpus_oversubscribed); tests of the
-/// spinning itself must see it on a loaded machine too.
-struct IgnoreLoad {
-    IgnoreLoad() { hv::set_spin_ignores_load(true); }
-    ~IgnoreLoad() { hv::set_spin_ignores_load(false); }
-    IgnoreLoad(const IgnoreLoad&) = delete;
-    IgnoreLoad& operator=(const IgnoreLoad&) = delete;
-};
 
 /// cpus + 2 threads that never sleep, until destroyed; waits until cpus_oversubscribed() sees
 /// them.

@@ -15,6 +15,7 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "hvmin/client.hpp"
 #include "hvmin/wire.hpp"
@@ -369,6 +370,42 @@ int main(int argc, char** argv) {
                 }
             }
             reply = "ok " + std::to_string(sent);
+        } else if (cmd == "pagespam") {
+            // Hostile: sets up the primary connection's hypercall page, then a thread posts
+            // garbage requests (random op, flags, count, ops; a new seq each time, never
+            // waiting for a reply) and rings the doorbell, until the domain dies.
+            if (auto r = svc->channel().setup_page(); !r) {
+                reply = err(r.error());
+            } else {
+                HypercallPage* page = svc->channel().page();
+                std::thread([page] {
+                    std::uint64_t x = 0x9E3779B97F4A7C15ull;
+                    auto next = [&x] {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        return x;
+                    };
+                    for (std::uint32_t seq = 1;; ++seq) {
+                        wire::PageHeader* h = page->header();
+                        for (std::size_t i = wire::kPageOpsOffset; i + 8 <= wire::kPageBytes; i += 8) {
+                            const std::uint64_t v = next();
+                            std::memcpy(page->data() + i, &v, 8);
+                        }
+                        const std::uint64_t v = next();
+                        h->req.op = (v & 1) ? static_cast<std::uint16_t>(wire::Op::gnttab_copy)
+                                            : static_cast<std::uint16_t>(v >> 8);
+                        h->req.flags = (v & 6) == 6 ? 1 : 0;
+                        h->req.count = static_cast<std::uint32_t>((v >> 24) % 300);
+                        h->req.caller_sleeping = static_cast<std::uint32_t>(v >> 40) & 1;
+                        std::atomic_ref(h->req.seq).store(seq, std::memory_order_release);
+                        if ((seq & 15) == 0) {
+                            page->ring();
+                        }
+                    }
+                }).detach();
+                reply = "ok";
+            }
         } else if (cmd == "rawentry") {
             // Writes a grant entry directly, bypassing libhv's checks (hostile granter).
             unsigned ref = 0;

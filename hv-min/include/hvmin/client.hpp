@@ -38,6 +38,38 @@ class Session;     // per-domain state shared by all channels of one attach
 /// $HV_RUNDIR, or /run/hvkit.
 std::filesystem::path default_rundir();
 
+/// A connection's shared hypercall page (wire.hpp "The hypercall page"): batched grant copies
+/// through shared memory, with a wake socket for the sleeping cases. Owned by its Channel and
+/// used under the Channel's mutex.
+class HypercallPage {
+public:
+    /// From page_setup's reply: the PageInfo and fds [memfd, wake socket]. Errc::protocol if
+    /// the layout is not this library's.
+    static Result<HypercallPage> create(const wire::PageInfo& info, std::vector<UniqueFd>& fds);
+
+    /// Posts one request (`count` elements of `body`, count ≤ wire::kPageMaxOps) and waits for
+    /// its reply: spins on the reply seq for `spin`, then sleeps on the wake socket (and on
+    /// `sock_fd` hanging up), at most `timeout_ms`. Copies the statuses into `statuses` and
+    /// returns the reply's rc (0 / -errno). Errors: Errc::timed_out, Errc::disconnected.
+    Result<std::int32_t> call(wire::Op op, std::uint32_t count, std::span<const std::byte> body,
+                              std::span<wire::CopyStatus> statuses, std::chrono::microseconds spin,
+                              int timeout_ms, int sock_fd);
+
+    /// The shared bytes (wire::kPageBytes) and their header: tests that play a hostile caller.
+    std::byte* data() const noexcept { return map_.data(); }
+    wire::PageHeader* header() const noexcept { return map_.as<wire::PageHeader>(); }
+    /// The caller's end of the wake socket (tests).
+    int wake_fd() const noexcept { return wake_.get(); }
+    /// Rings hv-min's doorbell (one byte on the wake socket).
+    void ring() const noexcept;
+
+private:
+    HypercallPage(Mapping m, UniqueFd wake) noexcept : map_(std::move(m)), wake_(std::move(wake)) {}
+    Mapping map_;
+    UniqueFd wake_;
+    std::uint32_t seq_ = 0;
+};
+
 /// One hypercall socket. Calls are synchronous request/reply; a mutex makes a shared Channel
 /// safe, but each thread should own one (Services::clone) so calls do not serialise.
 class Channel {
@@ -66,18 +98,40 @@ public:
         return std::chrono::microseconds(reply_spin_us_.load(std::memory_order_relaxed));
     }
 
+    /// Batched gnttab_copy (`count` ≤ wire::kPageMaxOps) through this connection's hypercall
+    /// page, set up at the first such call: true and the statuses filled in, or false when
+    /// there is no page (page use off, the batch too large, or hv-min refused the set-up) and
+    /// the caller must use the socket. A non-zero reply rc is returned as that errno.
+    Result<bool> call_page(wire::Op op, std::uint32_t count, std::span<const std::byte> body,
+                           std::span<wire::CopyStatus> statuses, int timeout_ms = kDefaultTimeoutMs);
+    /// Whether call_page may use a hypercall page. Default: on, unless the environment has
+    /// HV_HYPERCALL_PAGE=off (then every batch goes through the socket). Any thread.
+    void set_use_page(bool on) noexcept { use_page_.store(on, std::memory_order_relaxed); }
+    bool use_page() const noexcept { return use_page_.load(std::memory_order_relaxed); }
+    /// Sets the page up now if there is none (tests). Errors: page_setup's rc, transport errors.
+    Result<void> setup_page();
+    /// The page once set up, else nullptr (tests that play a hostile caller).
+    HypercallPage* page() noexcept { return page_ ? &*page_ : nullptr; }
+
     /// Trusted map mode: peers' extents this connection has received (hv-min sends each once).
     std::shared_ptr<detail::ExtentMap> extent(std::uint32_t id);
     void add_extent(std::uint32_t id, std::shared_ptr<detail::ExtentMap> e);
 
 private:
     Result<Reply> receive(std::uint32_t seq, int timeout_ms);
+    Result<Reply> call_locked(wire::Op op, std::uint32_t count, std::span<const std::byte> body,
+                              std::span<const int> fds, int timeout_ms);
+    Result<void> setup_page_locked();
     std::mutex mu_;
     UniqueFd fd_;
     std::uint32_t seq_ = 0;
     std::vector<std::byte> out_;  // call()'s request datagram, reused (under mu_)
     std::atomic<std::chrono::microseconds::rep> reply_spin_us_{hv::default_spin().count()};
     std::unordered_map<std::uint32_t, std::shared_ptr<detail::ExtentMap>> extents_;
+    std::atomic<bool> use_page_{default_use_page()};
+    bool page_refused_ = false;  // page_setup failed once: the socket from now on
+    std::optional<HypercallPage> page_;
+    static bool default_use_page() noexcept;
 };
 
 class Grants;

@@ -6,6 +6,7 @@
 // Layer: hv-min (L1). Header-only, no syscalls.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -50,6 +51,9 @@ enum class Op : std::uint16_t {
     iomem_grant = 0x0305,   ///< dom0 / driver domain: 1 × IomemGrant + fds [BAR] → 1 × IomemGrant (handle)
     iomem_map = 0x0306,     ///< 1 × IomemGrant{handle, domid = granter} → 1 × IomemGrant; fds [BAR]
     iomem_revoke = 0x0307,  ///< the granting connection: 1 × IomemGrant{handle} → rc
+    /// count 0 → PageInfo; fds [page memfd (sealed), doorbell (write end), done (read end)]:
+    /// this connection's shared hypercall page (see "The hypercall page" below).
+    page_setup = 0x0308,
     // Toolstack (dom0 only).
     domain_create = 0x0400,      ///< 1 × CreateRequest + strings → 1 × DomainInfo
     domain_destroy = 0x0401,     ///< 1 × DomainRef → rc
@@ -193,6 +197,62 @@ struct DeathInfo {
 };
 static_assert(sizeof(DeathInfo) == 8);
 
+// ---- The hypercall page ---------------------------------------------------------------------
+// A connection's batched grant copies can go through shared memory instead of its socket: a
+// region hv-min creates (a sealed memfd: the caller can neither shrink it nor pick its place in
+// hv-min), in which the caller writes the ops and then a new request sequence number; hv-min's
+// loop sees the number (between its epoll probes while it spins, or after the doorbell when it
+// slept), copies the ops out once, validates and runs them exactly as the socket path does,
+// writes the int16 statuses and publishes the reply sequence number. The caller spins on that,
+// then sleeps on the done pipe. Two pipes carry the wake-ups: doorbell (caller → hv-min, rung
+// when hv-min's loop said it is asleep) and done (hv-min → caller, written when the caller said
+// it sleeps); each end a process writes is its own file, so the peer cannot make it block.
+
+/// Largest batch through the page; a larger one goes through the socket.
+inline constexpr std::uint32_t kPageMaxOps = 256;
+inline constexpr std::uint32_t kPageStatusOffset = 128;   ///< CopyStatus[kPageMaxOps]
+inline constexpr std::uint32_t kPageOpsOffset = 1024;     ///< gnttab_copy[kPageMaxOps]
+inline constexpr std::uint32_t kPageBytes = 12288;        ///< three 4 KiB pages
+
+/// Written by the caller only (hv-min reads it once per request).
+struct PageRequest {
+    std::uint32_t seq;      ///< new value = a new request; stored last (release)
+    std::uint16_t op;       ///< Op::gnttab_copy
+    std::uint16_t flags;    ///< 0
+    std::uint32_t count;    ///< ≤ kPageMaxOps
+    /// Non-zero: the caller sleeps on the done pipe; hv-min reads it (once) after publishing
+    /// each reply, and writes the pipe if set.
+    std::uint32_t caller_sleeping;
+    std::uint8_t pad[48];
+};
+static_assert(sizeof(PageRequest) == 64);
+
+/// Written by hv-min only (the caller reads it; hv-min never reads it back).
+struct PageReply {
+    std::uint32_t seq;          ///< the request seq whose statuses and rc are in place
+    std::int32_t rc;            ///< 0, or -errno as a socket reply's rc
+    std::uint32_t hv_sleeping;  ///< non-zero: hv-min's loop sleeps; ring the doorbell
+    std::uint8_t pad[52];
+};
+static_assert(sizeof(PageReply) == 64);
+
+struct PageHeader {
+    PageRequest req;
+    PageReply rsp;
+};
+static_assert(sizeof(PageHeader) == kPageStatusOffset);
+static_assert(kPageStatusOffset + kPageMaxOps * sizeof(std::int16_t) <= kPageOpsOffset);
+static_assert(kPageOpsOffset + kPageMaxOps * sizeof(rings::gnttab_copy) <= kPageBytes);
+
+/// page_setup's reply element: the layout constants, so a client can check them.
+struct PageInfo {
+    std::uint32_t bytes;
+    std::uint32_t max_ops;
+    std::uint32_t status_offset;
+    std::uint32_t ops_offset;
+};
+static_assert(sizeof(PageInfo) == 16);
+
 /// Size of one request element for `op`, or 0 for an unknown op.
 constexpr std::size_t element_size(Op op) noexcept {
     switch (op) {
@@ -216,6 +276,7 @@ constexpr std::size_t element_size(Op op) noexcept {
     case Op::iomem_grant:
     case Op::iomem_map:
     case Op::iomem_revoke: return sizeof(IomemGrant);
+    case Op::page_setup: return 1;
     case Op::domain_create: return sizeof(CreateRequest);
     case Op::domain_destroy: return sizeof(DomainRef);
     case Op::domain_list: return 1;
@@ -277,6 +338,7 @@ inline bool decode(std::span<const std::byte> msg, Decoded& out, DecodeError& er
     case Op::attach:
     case Op::clone_channel:
     case Op::console_attach:
+    case Op::page_setup:
     case Op::domain_list:
         min_count = 0;
         max_count = 0;
@@ -304,6 +366,59 @@ inline bool decode(std::span<const std::byte> msg, Decoded& out, DecodeError& er
     }
     out = Decoded{op, h.count, h.seq, body};
     return true;
+}
+
+}  // namespace hv::hvmin::wire
+
+namespace hv::hvmin::wire {
+
+/// What take_page_request found.
+enum class PageTake { none, request, rejected };
+
+/// A request taken out of a hypercall page: the header fields as read once.
+struct PageCall {
+    std::uint32_t seq = 0;
+    Op op{};
+    std::uint32_t count = 0;
+};
+
+/// hv-min's read of a hypercall page: `none` if the request seq still equals `last_seq`; else
+/// the request line is read once and checked (flags 0 → else bad_flags; op gnttab_copy → else
+/// unknown_op; count ≤ kPageMaxOps → else bad_count: `rejected` with `err`), and for a valid
+/// request the `count` ops are copied once into `ops` (kPageMaxOps elements): `request`.
+/// GUEST: `page` (kPageBytes) is the caller's to write at any moment; nothing is read twice and
+/// only `call`/`ops` are used afterwards.
+inline PageTake take_page_request(const std::byte* page, std::uint32_t last_seq, PageCall& call,
+                                  std::span<rings::gnttab_copy> ops, DecodeError& err) noexcept {
+    auto* h = reinterpret_cast<PageHeader*>(const_cast<std::byte*>(page));
+    // ORDER: acquire pairs with the caller's release store of req.seq (after its ops).
+    const std::uint32_t seq = std::atomic_ref(h->req.seq).load(std::memory_order_acquire);
+    if (seq == last_seq) {
+        return PageTake::none;
+    }
+    PageRequest r;
+    __builtin_memcpy(&r, &h->req, sizeof r);
+    std::atomic_signal_fence(std::memory_order_seq_cst);  // the copy only from here on
+    call.seq = seq;  // the one loaded with acquire, not the copy's
+    call.op = static_cast<Op>(r.op);
+    call.count = r.count;
+    if (r.flags != 0) {
+        err = DecodeError::bad_flags;
+        return PageTake::rejected;
+    }
+    if (call.op != Op::gnttab_copy) {
+        err = DecodeError::unknown_op;
+        return PageTake::rejected;
+    }
+    if (call.count > kPageMaxOps || call.count > ops.size()) {
+        err = DecodeError::bad_count;
+        return PageTake::rejected;
+    }
+    if (call.count != 0) {
+        __builtin_memcpy(ops.data(), page + kPageOpsOffset, call.count * sizeof(rings::gnttab_copy));
+    }
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    return PageTake::request;
 }
 
 }  // namespace hv::hvmin::wire

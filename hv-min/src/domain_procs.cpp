@@ -353,7 +353,13 @@ long clone3_child(int* pidfd, int cgroup_fd) {
     a.pidfd = reinterpret_cast<std::uintptr_t>(pidfd);
     a.exit_signal = SIGCHLD;
     a.cgroup = cgroup_fd >= 0 ? static_cast<std::uint64_t>(cgroup_fd) : 0;
-    return ::syscall(SYS_clone3, &a, sizeof a);
+    const long r = ::syscall(SYS_clone3, &a, sizeof a);
+    if (r >= 0 || errno != ENOSYS || cgroup_fd >= 0) {
+        return r;
+    }
+    // No clone3 (valgrind): the older clone(2) does the same for us (CLONE_PIDFD: 5.2). On
+    // x86-64 its arguments are flags, stack, parent_tid (where the pidfd goes), child_tid, tls.
+    return ::syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, nullptr, pidfd, nullptr, nullptr);
 }
 
 /// The child between clone3 and execve: a copy of a multithreaded process, so only

@@ -96,7 +96,11 @@ struct Device::Impl {
     std::optional<std::uint32_t> rx_gref_override;  // test hook: a hostile frontend's rx grefs
     hv::SpinPolicy spin;
     Counters counters;
-    std::vector<rings::netif_tx_response> tx_log;
+    /// take_tx_responses(): a ring of the last kTxLogMax responses; tx_log_n counts every one
+    /// ever logged, tx_log_taken those handed out.
+    std::vector<rings::netif_tx_response> tx_log = std::vector<rings::netif_tx_response>(kTxLogMax);
+    std::uint64_t tx_log_n = 0, tx_log_taken = 0;
+    std::vector<std::byte> rx_scratch;  // a multi-slot packet, made contiguous for its view
     std::vector<xs::ScopedWatch> watches;
     std::vector<Queue> queues;
 
@@ -110,9 +114,12 @@ struct Device::Impl {
     }
     Result<void> on_state_change();
     Result<void> send(unsigned q, std::span<const std::byte> frame, const Offload& off);
-    std::size_t poll(std::vector<Packet>& out);
+    Result<std::size_t> send_burst(unsigned q, std::span<const std::span<const std::byte>> frames);
+    /// Writes one frame's slots (no push). Errors: bad_packet, busy.
+    Result<void> put_frame(Queue& q, std::span<const std::byte> frame, const Offload& off);
+    std::size_t poll(Device::PacketFn fn, void* ctx);
     bool tx_responses(Queue& q);
-    std::size_t rx_packets(Queue& q, unsigned qi, std::vector<Packet>& out);
+    std::size_t rx_packets(Queue& q, unsigned qi, Device::PacketFn fn, void* ctx);
     void kick_tx(Queue& q) { (void)q.ev_tx.notify(); }
     void kick_rx(Queue& q) { (void)(split ? q.ev_rx.notify() : q.ev_tx.notify()); }
 };
@@ -315,6 +322,34 @@ Result<void> Device::Impl::send(unsigned qi, std::span<const std::byte> frame, c
         return fail(make_error_code(Errc::not_connected));
     }
     Queue& q = queues[qi];
+    HV_TRY(put_frame(q, frame, off));  // on failure nothing of this frame was written
+    if (q.tx.push_requests()) {
+        kick_tx(q);
+    }
+    return {};
+}
+
+Result<std::size_t> Device::Impl::send_burst(unsigned qi,
+                                             std::span<const std::span<const std::byte>> frames) {
+    if (phase != Phase::connected || qi >= queues.size()) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    Queue& q = queues[qi];
+    std::size_t n = 0;
+    while (n < frames.size() && put_frame(q, frames[n], {})) {
+        ++n;
+    }
+    if (phase != Phase::connected) {
+        return fail(make_error_code(Errc::not_connected));  // died meanwhile: `q` is gone
+    }
+    // ORDER: one release store of req_prod and one fence for the whole burst (push_requests).
+    if (n > 0 && q.tx.push_requests()) {
+        kick_tx(q);
+    }
+    return n;
+}
+
+Result<void> Device::Impl::put_frame(Queue& q, std::span<const std::byte> frame, const Offload& off) {
     const std::size_t len = frame.size();
     const bool gso = off.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE;
     const bool gso_offered = off.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV4 ? tx_off.gso_tcpv4
@@ -344,7 +379,9 @@ Result<void> Device::Impl::send(unsigned qi, std::span<const std::byte> frame, c
     const unsigned frags = static_cast<unsigned>((len + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
     const unsigned slots = frags + (gso ? 1U : 0U);
     if (q.tx.free_requests() < slots || q.tx_free.size() < frags) {
-        (void)tx_responses(q);
+        if (!tx_responses(q)) {
+            return fail(make_error_code(Errc::not_connected));  // died: `q` is gone
+        }
         if (q.tx.free_requests() < slots || q.tx_free.size() < frags) {
             return fail(make_error_code(Errc::busy));
         }
@@ -387,9 +424,6 @@ Result<void> Device::Impl::send(unsigned qi, std::span<const std::byte> frame, c
             q.tx.commit_request();
         }
     }
-    if (q.tx.push_requests()) {
-        kick_tx(q);
-    }
     return {};
 }
 
@@ -400,10 +434,7 @@ bool Device::Impl::tx_responses(Queue& q) {
         return false;
     }
     while (auto r = q.tx.take_response()) {
-        if (tx_log.size() == kTxLogMax) {
-            tx_log.erase(tx_log.begin(), tx_log.begin() + kTxLogMax / 2);
-        }
-        tx_log.push_back(*r);
+        tx_log[tx_log_n++ % kTxLogMax] = *r;
         if (r->status == rings::NETIF_RSP_NULL) {
             continue;  // an extra-info slot
         }
@@ -423,9 +454,9 @@ bool Device::Impl::tx_responses(Queue& q) {
     return true;
 }
 
-bool locate_csum(Packet& p) noexcept {
-    const std::span<const std::uint8_t> f(reinterpret_cast<const std::uint8_t*>(p.data.data()),
-                                          p.data.size());
+bool locate_csum(std::span<const std::byte> frame, Offload& off) noexcept {
+    const std::span<const std::uint8_t> f(reinterpret_cast<const std::uint8_t*>(frame.data()),
+                                          frame.size());
     const auto l4 = rings::netif_find_l4(f);
     if (!l4 || l4->off > 0xffff) {
         return false;
@@ -434,17 +465,17 @@ bool locate_csum(Packet& p) noexcept {
     if (at == 0) {
         return false;
     }
-    if (p.offload.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE &&
+    if (off.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE &&
         (l4->proto != rings::netif_ipproto_tcp ||
-         l4->ipv6 != (p.offload.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV6))) {
+         l4->ipv6 != (off.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV6))) {
         return false;
     }
-    p.offload.csum_start = static_cast<std::uint16_t>(l4->off);
-    p.offload.csum_offset = static_cast<std::uint16_t>(at);
+    off.csum_start = static_cast<std::uint16_t>(l4->off);
+    off.csum_offset = static_cast<std::uint16_t>(at);
     return true;
 }
 
-std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>& out) {
+std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, Device::PacketFn fn, void* ctx) {
     auto n = q.rx.unconsumed_responses();
     if (!n) {
         die("rx ring: impossible rsp_prod");
@@ -461,7 +492,7 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
         // Find the packet's extent: slot 0, its extras, its data slots.
         std::size_t i = pos;
         const auto r0 = q.rx_pending[i++];
-        Packet p;
+        PacketView p;
         p.queue = qi;
         bool bad = false;
         bool complete = true;
@@ -517,33 +548,49 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
             }
             break;  // wait for the rest
         }
+        // The data: one slot is lent in place, several are joined in the scratch buffer (its
+        // capacity kept, so no allocation once it has held the largest packet).
         const std::span<const std::size_t> data_slots(slot_at.data(), nslots);
-        std::size_t total = 0;
-        for (std::size_t s : data_slots) {
-            total += static_cast<std::size_t>(std::max<std::int16_t>(q.rx_pending[s].status, 0));
-        }
-        p.data.reserve(total);  // one allocation (growing a 64 KiB packet slot by slot churns mmap)
-        for (std::size_t s : data_slots) {
+        auto slot_bytes = [&](std::size_t s) -> std::span<const std::byte> {
             const auto& r = q.rx_pending[s];
-            if (bad || r.status < 0 || std::size_t{r.offset} + static_cast<std::size_t>(r.status) >
-                                           XEN_PAGE_SIZE) {
-                bad = true;
-                break;
+            if (r.status < 0 ||
+                std::size_t{r.offset} + static_cast<std::size_t>(r.status) > XEN_PAGE_SIZE) {
+                return {};
             }
             const std::uint32_t idx = first_idx + static_cast<std::uint32_t>(s);
             const std::byte* page = q.rx_pages + std::size_t{idx & (kRingSize - 1)} * XEN_PAGE_SIZE;
-            p.data.insert(p.data.end(), page + r.offset, page + r.offset + r.status);
+            return {page + r.offset, static_cast<std::size_t>(r.status)};
+        };
+        auto slot_ok = [&](std::size_t s) {
+            const auto& r = q.rx_pending[s];
+            return r.status >= 0 &&
+                   std::size_t{r.offset} + static_cast<std::size_t>(r.status) <= XEN_PAGE_SIZE;
+        };
+        if (!bad && nslots == 1) {
+            bad = !slot_ok(data_slots[0]);
+            p.data = slot_bytes(data_slots[0]);
+        } else if (!bad) {
+            rx_scratch.clear();
+            for (std::size_t s : data_slots) {
+                if (!slot_ok(s)) {
+                    bad = true;
+                    break;
+                }
+                const auto b = slot_bytes(s);
+                rx_scratch.insert(rx_scratch.end(), b.begin(), b.end());
+            }
+            p.data = rx_scratch;
         }
         p.offload.csum_blank = (r0.flags & rings::NETRXF_csum_blank) != 0;
         p.offload.data_validated = (r0.flags & rings::NETRXF_data_validated) != 0;
         if (!bad && (p.offload.csum_blank || p.offload.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE)) {
-            bad = !locate_csum(p);
+            bad = !locate_csum(p.data, p.offload);
         }
         if (bad) {
             ++counters.rx_errors;
         } else {
             ++counters.rx_packets;
-            out.push_back(std::move(p));
+            fn(ctx, p);  // the slots are re-posted only below, after the callback
             ++got;
         }
         pos = i;
@@ -566,7 +613,7 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, std::vector<Packet>&
     return got;
 }
 
-std::size_t Device::Impl::poll(std::vector<Packet>& out) {
+std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx) {
     std::size_t got = 0;
     for (unsigned qi = 0; qi < queues.size() && phase == Phase::connected; ++qi) {
         Queue& q = queues[qi];
@@ -578,7 +625,7 @@ std::size_t Device::Impl::poll(std::vector<Packet>& out) {
             if (!tx_responses(q)) {
                 return got;
             }
-            got += rx_packets(q, qi, out);
+            got += rx_packets(q, qi, fn, ctx);
             if (phase != Phase::connected) {
                 return got;
             }
@@ -659,12 +706,23 @@ Result<void> Device::send(unsigned queue, std::span<const std::byte> frame, cons
     return impl_->send(queue, frame, off);
 }
 
-std::size_t Device::poll(std::vector<Packet>& out) { return impl_->poll(out); }
+Result<std::size_t> Device::send_burst(unsigned queue,
+                                       std::span<const std::span<const std::byte>> frames) {
+    return impl_->send_burst(queue, frames);
+}
+
+std::size_t Device::poll(PacketFn fn, void* ctx) { return impl_->poll(fn, ctx); }
+
+std::size_t Device::poll(std::vector<Packet>& out) {
+    return poll_each([&out](const PacketView& v) {
+        out.push_back(Packet{{v.data.begin(), v.data.end()}, v.offload, v.queue});
+    });
+}
 
 std::size_t Device::receive(std::vector<Packet>& out, std::size_t n,
                             std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::size_t got = impl_->poll(out);
+    std::size_t got = poll(out);
     if (got > 0) {
         impl_->spin.worked();
     }
@@ -679,7 +737,7 @@ std::size_t Device::receive(std::vector<Packet>& out, std::size_t n,
         if (const auto b = impl_->spin.budget();
             b.count() > 0 && hv::spin_until([&] { return responses_pending(); }, b,
                                                    hv::SpinYield::every_64)) {
-            const std::size_t k = impl_->poll(out);
+            const std::size_t k = poll(out);
             if (k > 0) {
                 impl_->spin.worked();
                 got += k;
@@ -691,7 +749,7 @@ std::size_t Device::receive(std::vector<Packet>& out, std::size_t n,
             fds.push_back({fd, POLLIN, 0});
         }
         (void)::poll(fds.data(), fds.size(), static_cast<int>(std::min<long long>(left.count(), 50)));
-        const std::size_t k = impl_->poll(out);
+        const std::size_t k = poll(out);
         if (k > 0) {
             impl_->spin.worked();
             got += k;
@@ -787,7 +845,15 @@ void Device::raw_rx_hold(bool hold) {
 }
 
 std::vector<rings::netif_tx_response> Device::take_tx_responses() {
-    return std::exchange(impl_->tx_log, {});
+    Impl& d = *impl_;
+    std::vector<rings::netif_tx_response> out;
+    std::uint64_t from = std::max(d.tx_log_taken, d.tx_log_n > kTxLogMax ? d.tx_log_n - kTxLogMax : 0);
+    out.reserve(static_cast<std::size_t>(d.tx_log_n - from));
+    for (; from < d.tx_log_n; ++from) {
+        out.push_back(d.tx_log[from % kTxLogMax]);
+    }
+    d.tx_log_taken = d.tx_log_n;
+    return out;
 }
 
 }  // namespace hv::netfront

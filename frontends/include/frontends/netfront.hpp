@@ -15,6 +15,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "hv/expected.hpp"
@@ -93,6 +94,16 @@ struct Packet {
     unsigned queue = 0;
 };
 
+/// A received packet lent to poll()'s callback: valid only during the call. `data` is the rx
+/// page itself for a one-slot packet (no copy), else a scratch buffer the device reuses.
+/// GUEST: the rx pages stay granted to the backend (the pool), so it may still write them
+/// while the callback reads: copy what must stay consistent before checking it.
+struct PacketView {
+    std::span<const std::byte> data;
+    Offload offload;
+    unsigned queue = 0;
+};
+
 enum class Phase : std::uint8_t {
     waiting,    ///< handshake in progress
     connected,  ///< packets flow
@@ -110,7 +121,8 @@ struct Counters {
 /// offload.csum_start/csum_offset from the packet's IPv4/IPv6 TCP/UDP headers. False (the
 /// packet is an rx error) when there are none, or the GSO type names another IP version or
 /// the transport is not TCP. GUEST: the bytes are the backend's.
-bool locate_csum(Packet& p) noexcept;
+bool locate_csum(std::span<const std::byte> frame, Offload& off) noexcept;
+inline bool locate_csum(Packet& p) noexcept { return locate_csum(p.data, p.offload); }
 
 class Device {
 public:
@@ -138,9 +150,25 @@ public:
     /// type the backend did not offer, more than one page without sg, or csum_blank the
     /// backend does not take on a frame without a TCP/UDP header to complete it in).
     Result<void> send(unsigned queue, std::span<const std::byte> frame, const Offload& off = {});
+    /// Queues frames (no offload) on `queue` as send() does, in order, and publishes them with
+    /// one producer-index update and at most one kick (a burst, as DPDK's tx_burst). Returns how
+    /// many were queued: fewer than frames.size() when the ring or the pages ran out (poll()
+    /// first) or a frame cannot be sent (it is the first not queued; send() it to see why).
+    /// Errors (nothing queued): not_connected.
+    Result<std::size_t> send_burst(unsigned queue, std::span<const std::span<const std::byte>> frames);
     /// Handles tx responses and received packets on every queue; appends packets to `out`.
     /// Never blocks. Returns the number of packets appended.
     std::size_t poll(std::vector<Packet>& out);
+    /// As poll(), but lends each received packet to `fn(ctx, view)` instead of copying it into a
+    /// Packet: no allocation per packet. `fn` must not call back into this Device.
+    using PacketFn = void (*)(void* ctx, const PacketView& p);
+    std::size_t poll(PacketFn fn, void* ctx);
+    /// poll(fn, ctx) with a callable taking `const PacketView&`.
+    template <class F>
+    std::size_t poll_each(F&& fn) {
+        return poll([](void* c, const PacketView& p) { (*static_cast<std::remove_reference_t<F>*>(c))(p); },
+                    static_cast<void*>(&fn));
+    }
     /// Waits (≤ timeout) until at least `n` packets were received (appended to `out`).
     /// Returns how many arrived.
     std::size_t receive(std::vector<Packet>& out, std::size_t n,
@@ -188,7 +216,8 @@ public:
     /// instead of their own; nullopt restores the real ones.
     void raw_rx_gref(std::optional<std::uint32_t> gref);
     /// The tx responses (id, status) seen since the last call, NULL ones included: at most the
-    /// last 4096 (older ones are forgotten, so a program that never asks keeps no backlog).
+    /// last 4096 (older ones are forgotten, so a program that never asks keeps no backlog;
+    /// a fixed ring, so keeping them costs one store per response).
     std::vector<rings::netif_tx_response> take_tx_responses();
 
     struct Impl;

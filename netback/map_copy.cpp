@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstring>
 
+#include "hv/assert.hpp"
 #include "hv/log.hpp"
 
 namespace hv::net {
@@ -60,9 +61,9 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
             // A kept mapping was checked by hv-min when it was made (ref in range, granted to
             // us by this frontend, writable if kept writable) and stays pinned: the frontend
             // cannot revoke it meanwhile (end_access answers grant_in_use, as in Xen).
-            if (auto it = kept_.find(g.u.ref); it != kept_.end()) {
-                if (readonly || it->second.writable) {
-                    move_bytes(op, it->second.map.data(), local);
+            if (const int k = find_kept(g.u.ref); k >= 0) {
+                if (readonly || kept_[static_cast<unsigned>(k)].writable) {
+                    move_bytes(op, kept_[static_cast<unsigned>(k)].map.data(), local);
                     ++c.pooled;
                     map_of_op_.push_back(UINT_MAX);
                     continue;
@@ -115,8 +116,8 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
         if (!r) {
             continue;
         }
-        if (keep_req_[m] != 0 && !kept_.contains(reqs_[m].ref.get())) {
-            kept_.emplace(reqs_[m].ref.get(), Kept{std::move(*r), !reqs_[m].readonly});
+        if (keep_req_[m] != 0 && find_kept(reqs_[m].ref.get()) < 0) {
+            add_kept(Kept{reqs_[m].ref.get(), !reqs_[m].readonly, std::move(*r)});
             ++c.kept_new;
         } else {
             maps_.push_back(std::move(*r));  // a second request for the same grant: transient
@@ -137,15 +138,26 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
     return {};
 }
 
+void MapCopier::add_kept(Kept k) noexcept {
+    HV_ASSERT(kept_.size() < kMaxKept);
+    std::uint32_t h = slot_of(k.ref);
+    while (table_[h] != 0) {
+        h = (h + 1) & (kTable - 1);
+    }
+    kept_.push_back(std::move(k));
+    table_[h] = static_cast<std::uint16_t>(kept_.size());
+}
+
 void MapCopier::drop(hvmin::Grants& grants) noexcept {
     if (kept_.empty()) {
         return;
     }
     maps_.clear();
-    for (auto& [ref, k] : kept_) {
+    for (auto& k : kept_) {
         maps_.push_back(std::move(k.map));
     }
     kept_.clear();
+    table_.fill(0);
     if (auto u = grants.unmap_batch(maps_); !u) {
         HV_LOG_RL(error, "netback: unmapping %zu kept frontend grants: %s", maps_.size(),
                   u.error().message().c_str());

@@ -10,7 +10,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
-#include <unordered_map>
+#include <array>
+#include <bit>
 #include <vector>
 
 #include "hv/expected.hpp"
@@ -68,11 +69,31 @@ public:
 
 private:
     struct Kept {
-        hvmin::GrantMapping map;
+        std::uint32_t ref = 0;
         bool writable = false;
+        hvmin::GrantMapping map;
     };
+    /// Index of `ref`'s kept mapping in kept_, or -1. An open-addressing table (linear probing,
+    /// never deleted from but as a whole): a lookup per op is a hash and a compare or two.
+    int find_kept(std::uint32_t ref) const noexcept {
+        for (std::uint32_t h = slot_of(ref);; h = (h + 1) & (kTable - 1)) {
+            const std::uint16_t k = table_[h];
+            if (k == 0) {
+                return -1;
+            }
+            if (kept_[k - 1U].ref == ref) {
+                return k - 1;
+            }
+        }
+    }
+    void add_kept(Kept k) noexcept;
+    static constexpr std::uint32_t kTable = 2 * kMaxKept;  ///< power of two, half full at most
+    static std::uint32_t slot_of(std::uint32_t ref) noexcept {
+        return (ref * 0x9E3779B1U) >> (32 - std::countr_zero(kTable));
+    }
     bool persistent_ = false;
-    std::unordered_map<std::uint32_t, Kept> kept_;  ///< by grant ref (persistent only)
+    std::vector<Kept> kept_;  ///< persistent only; at most kMaxKept
+    std::array<std::uint16_t, kTable> table_{};  ///< 0 = empty, else 1 + index into kept_
     std::vector<std::uint8_t> keep_req_;  ///< per reqs_ entry: 1 = keep the mapping
     std::vector<hvmin::MapRequest> reqs_;
     std::vector<unsigned> map_of_op_;   ///< per op: index into reqs_ (UINT_MAX: op invalid)

@@ -71,7 +71,7 @@ TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
       name_(std::move(name)),
       mode_(mode) {
     pend_.reserve(512);
-    batch_.reserve(256);
+    batch_.resize(kBatchPackets);  // entries reused batch after batch (no allocation per packet)
     ops_.reserve(kPages + 2 * kBatchPackets);
     rsp_.resize(rings::ring_entries_for_pages<rings::NetifTxProtocol>(1));
     mapper_.set_persistent(persistent && mode == DataMode::map);
@@ -107,7 +107,19 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
         }
         bool stop = false;
         while (!view.empty() && !stop) {
-            TxPacket p = parse_tx(view, cfg_);
+            // Room for the packet slot 0 declares (its total size): else copy out what the batch
+            // holds first. The entry is then parsed in place and committed (++batch_n_) if kept.
+            const std::size_t need = (std::size_t{view[0].size} + kAlign - 1) / kAlign * kAlign;
+            if ((bufs_used_ == kBatchPackets || area_used_ + need > kArea) && !flush(ring, out)) {
+                stop = true;
+                break;
+            }
+            if (batch_n_ == batch_.size()) {
+                batch_.emplace_back();  // grows to the largest batch once, then is reused
+            }
+            Entry& e = batch_[batch_n_];
+            const TxPacket& p = e.pkt;
+            parse_tx(view, cfg_, e.pkt);
             if (p.verdict == TxVerdict::none) {
                 break;
             }
@@ -125,14 +137,9 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                     stop = true;
                     break;
                 }
-                const std::size_t need = (std::size_t{p.total_size} + kAlign - 1) / kAlign * kAlign;
-                if ((bufs_used_ == kBatchPackets || area_used_ + need > kArea) &&
-                    !flush(ring, out)) {
-                    stop = true;
-                    break;
-                }
-                Entry e;
-                e.pkt = p;
+                e.status = rings::NETIF_RSP_ERROR;
+                e.copied = false;
+                e.done = false;
                 e.buf = static_cast<int>(area_used_);
                 area_used_ += need;
                 ++bufs_used_;
@@ -160,18 +167,20 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                     }
                 }
                 e.op_count = static_cast<unsigned>(ops_.size()) - e.op_first;
-                batch_.push_back(e);
+                ++batch_n_;
             } else {
                 // drop (guest fault, counted) or multicast (no filter: answered OKAY).
-                Entry e;
-                e.pkt = p;
+                e.buf = -1;
+                e.op_first = e.op_count = 0;
+                e.copied = false;
+                e.done = false;
                 e.status = to_netif_status(p.verdict, p.error);
                 if (p.verdict == TxVerdict::drop) {
                     VifStats::add(stats_.tx_errors);
                     HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
                               std::string(to_string(p.error)).c_str());
                 }
-                batch_.push_back(e);
+                ++batch_n_;
             }
             pend_head_ += p.slots_consumed;
             view = view.subspan(p.slots_consumed);
@@ -187,9 +196,10 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
 }
 
 bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
-    if (batch_.empty()) {
+    if (batch_n_ == 0) {
         return true;
     }
+    const std::span<Entry> batch(batch_.data(), batch_n_);
     if (!ops_.empty()) {
         bool copy_ok = true;
         auto r = run_grant_ops(mode_, mapper_, grants_, frontend_, pages_, ops_,
@@ -200,7 +210,7 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
                       mode_ == DataMode::map ? "map" : "copy", r.error().message().c_str());
             copy_ok = false;
         }
-        for (Entry& e : batch_) {
+        for (Entry& e : batch) {
             if (e.buf < 0 || e.copied) {
                 continue;
             }
@@ -221,8 +231,9 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         ops_.clear();
     }
     std::size_t k = 0;
-    for (; k < batch_.size(); ++k) {
-        Entry& e = batch_[k];
+    std::uint64_t sent = 0, sent_bytes = 0;  // statistics: one update per batch
+    for (; k < batch.size(); ++k) {
+        Entry& e = batch[k];
         if (e.buf < 0 || e.done) {
             continue;
         }
@@ -250,22 +261,29 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
             e.done = true;
             continue;
         }
-        VifStats::add(stats_.tx_packets);
-        VifStats::add(stats_.tx_bytes, len);
+        ++sent;
+        sent_bytes += len;
         e.status = rings::NETIF_RSP_OKAY;
         e.done = true;
     }
+    if (sent > 0) {
+        VifStats::add(stats_.tx_packets, sent);
+        VifStats::add(stats_.tx_bytes, sent_bytes);
+    }
     for (std::size_t i = 0; i < k; ++i) {
-        const unsigned n = build_tx_responses(batch_[i].pkt, batch_[i].status, rsp_);
+        const unsigned n = build_tx_responses(batch[i].pkt, batch[i].status, rsp_);
         for (unsigned j = 0; j < n; ++j) {
             ring.put_response(rsp_[j]);
         }
     }
+    // ORDER: one release store of rsp_prod and one fence for the whole batch.
     if (k > 0 && ring.push_responses()) {
         out.notify = true;
     }
-    batch_.erase(batch_.begin(), batch_.begin() + static_cast<std::ptrdiff_t>(k));
-    if (batch_.empty()) {
+    // The engine was busy: the entries from k on (copied already) move to the front and wait.
+    std::copy(batch.begin() + static_cast<std::ptrdiff_t>(k), batch.end(), batch.begin());
+    batch_n_ -= k;
+    if (batch_n_ == 0) {
         bufs_used_ = 0;
         area_used_ = 0;
         return true;

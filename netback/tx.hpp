@@ -115,7 +115,8 @@ private:
     CreditBucket bucket_;
     std::vector<rings::netif_tx_request> pend_;  ///< private copies of taken requests
     std::size_t pend_head_ = 0;
-    std::vector<Entry> batch_;
+    std::vector<Entry> batch_;    ///< [0, batch_n_) in use; the rest is kept storage (reused)
+    std::size_t batch_n_ = 0;
     std::vector<rings::gnttab_copy> ops_;
     std::vector<rings::netif_tx_response> rsp_;
     unsigned bufs_used_ = 0;      ///< forwarded packets in the batch

@@ -15,18 +15,16 @@ namespace {
 
 constexpr unsigned page_size = wire::XEN_PAGE_SIZE;
 
-TxPacket fatal(TxPacket p, TxError e) noexcept {
+void fatal(TxPacket& p, TxError e) noexcept {
     p.verdict = TxVerdict::fatal;
     p.error = e;
     p.slots_consumed = 0;
-    return p;
 }
 
-TxPacket dropped(TxPacket p, TxError e, unsigned consumed) noexcept {
+void dropped(TxPacket& p, TxError e, unsigned consumed) noexcept {
     p.verdict = TxVerdict::drop;
     p.error = e;
     p.slots_consumed = consumed;
-    return p;
 }
 
 wire::netif_extra_info extra_from_slot(const wire::netif_tx_request& slot) noexcept {
@@ -83,12 +81,13 @@ std::string_view to_string(TxError e) noexcept {
     return "?";
 }
 
-TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg) noexcept {
-    TxPacket p;
+void parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg,
+              TxPacket& p) noexcept {
+    static_cast<TxPacketHead&>(p) = TxPacketHead{};  // frags[0, nr_frags) are written below
     if (slots.empty()) {
         p.verdict = TxVerdict::none;
         p.error = TxError::empty;
-        return p;
+        return;
     }
     const unsigned max_slots = std::min(cfg.max_slots, default_fatal_skb_slots);
     const unsigned fatal_slots = std::clamp(cfg.fatal_slots, max_slots, default_fatal_skb_slots);
@@ -107,14 +106,16 @@ TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig&
         wire::netif_extra_info extra{};
         do {
             if (idx >= slots.size()) {
-                return fatal(p, TxError::missing_extra);
+                fatal(p, TxError::missing_extra);
+                return;
             }
             extra = extra_from_slot(slots[idx]);
             ++idx;
             ++p.extra_count;
             if (extra.type == wire::XEN_NETIF_EXTRA_TYPE_NONE ||
                 extra.type >= wire::XEN_NETIF_EXTRA_TYPE_MAX) {
-                return fatal(p, TxError::extra_type_invalid);
+                fatal(p, TxError::extra_type_invalid);
+                return;
             }
             switch (extra.type) {  // a later extra of the same type replaces an earlier one
                 case wire::XEN_NETIF_EXTRA_TYPE_GSO:
@@ -153,7 +154,7 @@ TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig&
         }
         p.verdict = TxVerdict::multicast;
         p.slots_consumed = static_cast<unsigned>(idx);
-        return p;
+        return;
     }
 
     // xenvif_count_requests: follow-on slots while more_data, size bookkeeping, limits.
@@ -164,10 +165,12 @@ TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig&
         bool more = true;
         while (more) {
             if (idx >= slots.size()) {
-                return fatal(p, TxError::missing_fragment);
+                fatal(p, TxError::missing_fragment);
+                return;
             }
             if (n >= fatal_slots) {
-                return fatal(p, TxError::too_many_slots_fatal);
+                fatal(p, TxError::too_many_slots_fatal);
+                return;
             }
             if (drop == TxError::none && n >= max_slots) {
                 drop = TxError::too_many_slots;
@@ -181,7 +184,8 @@ TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig&
             ++n;
             ++idx;
             if (unsigned{txp.offset} + txp.size > page_size) {
-                return fatal(p, TxError::crosses_page);
+                fatal(p, TxError::crosses_page);
+                return;
             }
             p.frags[p.nr_frags++] = frag_of(txp);  // n <= fatal_slots: fits
             more = (txp.flags & wire::NETTXF_more_data) != 0;
@@ -189,35 +193,40 @@ TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig&
     }
     const unsigned consumed = static_cast<unsigned>(idx);
     if (drop != TxError::none) {
-        return dropped(p, drop, consumed);
+        dropped(p, drop, consumed);
+        return;
     }
     p.frags[0].size = remaining;  // the first fragment's own length
     if (remaining < eth_header_bytes) {
-        return dropped(p, TxError::packet_too_small, consumed);
+        dropped(p, TxError::packet_too_small, consumed);
+        return;
     }
     if (unsigned{first.offset} + remaining > page_size) {
-        return fatal(p, TxError::crosses_page);
+        fatal(p, TxError::crosses_page);
+        return;
     }
 
     // xenvif_set_skb_gso
     if (have_gso) {
         if (gso.u.gso.size == 0) {
-            return fatal(p, TxError::gso_size_zero);
+            fatal(p, TxError::gso_size_zero);
+            return;
         }
         const std::uint8_t t = gso.u.gso.type;
         if (t != wire::XEN_NETIF_GSO_TYPE_TCPV4 && t != wire::XEN_NETIF_GSO_TYPE_TCPV6) {
-            return fatal(p, TxError::gso_type_unknown);
+            fatal(p, TxError::gso_type_unknown);
+            return;
         }
         const bool offered = t == wire::XEN_NETIF_GSO_TYPE_TCPV4 ? cfg.gso_tcpv4 : cfg.gso_tcpv6;
         if (!offered) {
-            return dropped(p, TxError::gso_type_not_offered, consumed);
+            dropped(p, TxError::gso_type_not_offered, consumed);
+            return;
         }
         p.gso_type = t;
         p.gso_size = gso.u.gso.size;
     }
     p.verdict = TxVerdict::forward;
     p.slots_consumed = consumed;
-    return p;
 }
 
 std::int16_t to_netif_status(TxVerdict v, TxError e, bool filter_ok) noexcept {

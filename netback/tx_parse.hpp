@@ -75,7 +75,9 @@ struct TxFragment {
     std::uint16_t id = 0;  // echoed in the response
 };
 
-struct TxPacket {
+/// Everything of a TxPacket but its fragment table: parse_tx() resets exactly this, so a packet
+/// parsed into reused storage costs no clearing of the (mostly unused) table.
+struct TxPacketHead {
     TxVerdict verdict = TxVerdict::fatal;
     TxError error = TxError::none;
     /// Ring slots to advance req_cons by (requests + extras). 0 on fatal.
@@ -87,8 +89,8 @@ struct TxPacket {
     std::uint16_t flags = 0;  // slot 0's NETTXF_*
     /// frags[0] = first fragment (size = its own length), then the follow-on slots in order.
     /// On drop every consumed request is listed (up to fatal_slots + 1), so each gets a response.
+    /// Entries from nr_frags on are stale.
     unsigned nr_frags = 0;
-    std::array<TxFragment, 1 + default_fatal_skb_slots> frags{};
 
     bool csum_blank() const noexcept { return (flags & wire::NETTXF_csum_blank) != 0; }
     bool data_validated() const noexcept { return (flags & wire::NETTXF_data_validated) != 0; }
@@ -103,10 +105,22 @@ struct TxPacket {
     std::array<std::uint8_t, 6> mcast_addr{};
 };
 
+struct TxPacket : TxPacketHead {
+    std::array<TxFragment, 1 + default_fatal_skb_slots> frags{};
+};
+
 /// Parses the packet starting at slots[0] (the slot at req_cons); `slots` are *copies* of all
 /// unconsumed requests (the caller copied them out of shared memory once). Follows Linux
 /// netback's xenvif_tx_build_gops / xenvif_get_extras / xenvif_count_requests, in that order.
-TxPacket parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg) noexcept;
+/// The same into `out` (the worker's reused batch storage: no per-packet copy of the table).
+void parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg,
+              TxPacket& out) noexcept;
+inline TxPacket parse_tx(std::span<const wire::netif_tx_request> slots,
+                         const TxConfig& cfg) noexcept {
+    TxPacket p;
+    parse_tx(slots, cfg, p);
+    return p;
+}
 
 /// The single mapping from an outcome to the status of the packet's request responses.
 /// forward -> OKAY; multicast -> OKAY or ERROR (filter_ok); drop and host_dropped -> ERROR

@@ -28,7 +28,10 @@ std::uint64_t stat(Vif& v, const std::string& key) {
 
 /// Waits until statistics/tx_packets reaches n (statistics are written every 50 ms).
 bool stats_settled(Vif& v, std::uint64_t n) {
-    return v.wait_backend_key("statistics/tx_packets", std::to_string(n));
+    // Both directions: a snapshot published between a packet's tx and its rx pass has
+    // tx_packets = n with the rx counters one short (seen under load).
+    return v.wait_backend_key("statistics/tx_packets", std::to_string(n)) &&
+           v.wait_backend_key("statistics/rx_packets", std::to_string(n));
 }
 
 /// Sends `f` and returns the packets received within `timeout`.

@@ -11,6 +11,7 @@
 #include <array>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 #include "hv/log.hpp"
@@ -224,6 +225,7 @@ void BlkDevice::disconnect() noexcept {
         retired_stats_ += r->stats();
     }
     rings_.clear();
+    ring_keys_.clear();
 }
 
 void BlkDevice::fail_device(int err, const std::string& msg) noexcept {
@@ -238,8 +240,34 @@ void BlkDevice::fail_device(int err, const std::string& msg) noexcept {
     (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateClosing);
 }
 
+std::string BlkDevice::frontend_ring_keys() const {
+    auto raw = [&](const std::string& key) {
+        auto v = xenbus::read_optional(xs_, fdir_ + "/" + key);
+        return v && *v ? **v : std::string("-");
+    };
+    const std::string nq_s = raw("multi-queue-num-queues");
+    const std::string order_s = raw("ring-page-order");
+    std::string sig = nq_s + "|" + order_s;
+    // GUEST: the counts only bound how many keys are read (connect() validates them).
+    const auto nq = std::strtoul(nq_s.c_str(), nullptr, 10);
+    const auto order = std::strtoul(order_s.c_str(), nullptr, 10);
+    const unsigned queues = nq >= 2 && nq <= 64 ? static_cast<unsigned>(nq) : 1U;
+    const bool paged = order_s != "-";
+    const unsigned pages = paged && order <= opt_.max_ring_page_order ? 1U << order : 1U;
+    for (unsigned q = 0; q < queues; ++q) {
+        const std::string dir = queues == 1 ? "" : "queue-" + std::to_string(q) + "/";
+        sig += "|" + raw(dir + "event-channel");
+        for (unsigned i = 0; i < pages; ++i) {
+            sig += "," + raw(dir + (paged ? "ring-ref" + std::to_string(i) : std::string("ring-ref")));
+        }
+    }
+    return sig;
+}
+
 Result<void> BlkDevice::connect() {
     const auto fail_with = [](int e) { return fail_errno(e); };
+    // Read before and after the keys used below: equal only if they did not change meanwhile.
+    const std::string keys_before = frontend_ring_keys();
     // SPEC: xen-blkback/xenbus.c connect_ring; GUEST: every frontend key may hold anything.
     BlkifAbi abi = BlkifAbi::x86_32;  // sharp edge 4: absent ⇒ x86_32 on x86
     auto proto = xenbus::read_optional(xs_, fdir_ + "/protocol");
@@ -344,6 +372,8 @@ Result<void> BlkDevice::connect() {
         workers.push_back(std::move(*w));
     }
     rings_ = std::move(workers);
+    const std::string keys_after = frontend_ring_keys();
+    ring_keys_ = keys_before == keys_after ? keys_after : std::string();
     // SPEC: blkback connect(): the at-connect keys in one transaction, then Connected.
     std::vector<std::pair<std::string, std::string>> kv = {
         {"sectors", std::to_string(limits_.sectors)},
@@ -413,8 +443,17 @@ bool BlkDevice::reevaluate() noexcept {
                 *bstate == XenbusState::XenbusStateClosed) {
                 break;
             }
-            if (*bstate == XenbusState::XenbusStateConnected && connected()) {
+            // Connected already, to the rings the frontend's keys still name. A frontend that
+            // started over (Initialising, new rings, Initialised) between two of our reads is
+            // seen here only by its keys: e.g. a restarted blkback connected to the rings a
+            // frontend was leaving, and whose refs it then granted for other pages; serving
+            // those would lose its I/O (the state alone never showed the restart).
+            if (*bstate == XenbusState::XenbusStateConnected && connected() &&
+                !ring_keys_.empty() && frontend_ring_keys() == ring_keys_) {
                 break;
+            }
+            if (connected()) {
+                HV_INFO("blkback %s: the frontend's ring keys changed: connecting again", bdir_.c_str());
             }
             disconnect();
             if (auto c = connect(); !c) {

@@ -98,6 +98,9 @@ private:
               const BackendOptions& opt, int halt_fd);
     Result<void> probe();
     Result<void> connect();
+    /// The frontend's transport keys as they are now (queue count, ring order, each queue's
+    /// ring refs and event channel), raw: what connect() bound must still be what they say.
+    std::string frontend_ring_keys() const;
     Result<std::unique_ptr<BlockEngine>> open_engine() const;
     void fail_device(int err, const std::string& msg) noexcept;
 
@@ -119,6 +122,7 @@ private:
     DeviceLimits limits_;
     RingStatsSnapshot last_stats_{};
     RingStatsSnapshot retired_stats_{};  // of rings already stopped
+    std::string ring_keys_;  // frontend_ring_keys() the rings were connected with ("" = unsure)
     std::optional<xs::ScopedWatch> fe_watch_;
     std::vector<std::unique_ptr<RingWorker>> rings_;  // last member: workers stop first
 };

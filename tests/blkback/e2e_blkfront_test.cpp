@@ -352,6 +352,29 @@ std::size_t granted_in(Guest& g, std::span<const std::byte> buf) {
     }
     return n;
 }
+
+/// A 16 MiB image served as vbd 51712 in `mode`, to a domain whose libblkfront options offer
+/// persistent grants or not (one queue, 256 indirect segments).
+struct ModeRig {
+    ModeRig(DataMode mode, bool persistent)
+        : opt(options(mode)), env(opt), g(env, "fe", 4096), img(env.image("disk.img", 16ULL << 20)),
+          v(env, g, 51712, img) {
+        fo.max_queues = 1;
+        fo.max_indirect_segments = 256;
+        fo.persistent = persistent;
+    }
+    static BackendOptions options(DataMode mode) {
+        BackendOptions o;
+        o.mode = mode;
+        return o;
+    }
+    BackendOptions opt;
+    Env env;
+    Guest g;
+    std::string img;
+    Vbd v;
+    hv::blkfront::Options fo;
+};
 }  // namespace
 
 // Device::alloc_buffer(): I/O whose buffer starts at a page of such a buffer moves straight
@@ -363,16 +386,8 @@ TEST_CASE("in-place buffers: reads land in and writes go from the caller's grant
     const auto mode = GENERATE(DataMode::map, DataMode::copy);
     const bool persistent = GENERATE(true, false);
     INFO("mode " << (mode == DataMode::map ? "map" : "copy") << " persistent " << persistent);
-    BackendOptions opt;
-    opt.mode = mode;
-    Env env(opt);
-    Guest g(env, "fe", 4096);
-    const auto img = env.image("disk.img", 16ULL << 20);
-    Vbd v(env, g, 51712, img);
-    hv::blkfront::Options fo;
-    fo.max_queues = 1;
-    fo.max_indirect_segments = 256;
-    fo.persistent = persistent;
+    ModeRig rig(mode, persistent);
+    auto& [opt, env, g, img, v, fo] = rig;
     constexpr std::size_t kMiB = 1U << 20;
     std::span<std::byte> buf;
     std::vector<std::byte> want(kMiB);
@@ -430,16 +445,8 @@ TEST_CASE("a blkback restart under a connected libblkfront loses no I/O", "[blkb
     const auto mode = GENERATE(DataMode::map, DataMode::copy);
     const bool persistent = GENERATE(true, false);
     INFO("mode " << (mode == DataMode::map ? "map" : "copy") << " persistent " << persistent);
-    BackendOptions opt;
-    opt.mode = mode;
-    Env env(opt);
-    Guest g(env, "fe", 4096);
-    const auto img = env.image("disk.img", 16ULL << 20);
-    Vbd v(env, g, 51712, img);
-    hv::blkfront::Options fo;
-    fo.max_queues = 1;
-    fo.max_indirect_segments = 256;
-    fo.persistent = persistent;
+    ModeRig rig(mode, persistent);
+    auto& [opt, env, g, img, v, fo] = rig;
     Front f(g, 51712, fo);
     std::vector<std::byte> w(64 << 10);
     std::vector<std::byte> r(w.size());

@@ -128,7 +128,8 @@ bool Options::selects(std::string_view name) const {
     }
 }
 
-hv::Result<void> Context::run_case(const CaseSpec& spec, const Measure& ours, const Measure& peer) {
+hv::Result<void> Context::run_case(const CaseSpec& spec, const Measure& ours, const Measure& peer,
+                                   const AfterRuns& after_runs) {
     if (!opts_.selects(spec.name)) {
         return {};
     }
@@ -160,6 +161,9 @@ hv::Result<void> Context::run_case(const CaseSpec& spec, const Measure& ours, co
     CaseResult r;
     r.suite = suite_;
     r.spec = spec;
+    if (after_runs) {
+        after_runs(r.spec.config);
+    }
     r.runs = runs;
     r.ours = {median(ov), median(op50), median(op99)};
     r.peer = {median(pv), median(pp50), median(pp99)};

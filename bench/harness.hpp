@@ -50,6 +50,10 @@ struct CaseSpec {
     std::vector<std::pair<std::string, std::string>> config;
 };
 
+/// Adds figures the runs gathered (e.g. CPU time per byte) to a case's config, once after the
+/// runs and before its JSON line is printed.
+using AfterRuns = std::function<void(std::vector<std::pair<std::string, std::string>>& config)>;
+
 /// The reported result of a case (medians over runs).
 struct CaseResult {
     std::string suite;
@@ -78,7 +82,8 @@ public:
     /// Runs ours and the peer alternately (runs times each, so both see the same machine
     /// state), takes medians, prints the JSON line and a progress line on stderr.
     /// Errors: the first failing measurement's.
-    hv::Result<void> run_case(const CaseSpec& spec, const Measure& ours, const Measure& peer);
+    hv::Result<void> run_case(const CaseSpec& spec, const Measure& ours, const Measure& peer,
+                              const AfterRuns& after_runs = {});
 
     const std::vector<CaseResult>& results() const noexcept { return results_; }
 

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include <poll.h>
+#include <time.h>
 
 #include <cmath>
 #include <limits>
@@ -346,7 +347,25 @@ Result<void> run_fabric(Context& ctx, bool ovs) {
             return fail(guests.error());
         }
         GuestPair& g = **guests;
+        // CPU per byte moved, per run: both guests' domains (hv-guest: tap, netfront; from
+        // hv-min's per-domain accounting) and this process (netback's queue threads, which
+        // also write the taps and so run the bridge in their syscalls, and hv-min's core doing
+        // the grant copies). Unlike Gbit/s, it hardly moves with the machine's load.
+        auto guests_cpu_ns = [&]() -> double {
+            double ns = 0;
+            for (const auto& d : g.host->toolstack().list().value_or(
+                     std::vector<hvmin::DomainStatus>{})) {
+                ns += static_cast<double>(d.cpu_time_ns);
+            }
+            return ns;
+        };
+        auto self_cpu_ns = [] {
+            timespec ts{};
+            ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+            return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
+        };
         for (unsigned streams : {1u, 4u}) {
+            std::vector<double> guest_ns_per_kb, backend_ns_per_kb;
             CaseSpec spec{n[streams == 1 ? 0 : 1],
                           "Gbit/s",
                           peer_name,
@@ -357,12 +376,32 @@ Result<void> run_fabric(Context& ctx, bool ovs) {
                            {"tool", "iperf3"},
                            {"path", "hv-guest netfront -> netback tap -> bridge"}}};
             add_variant_config(spec, v);
+            auto cpu_figures = [&](std::vector<std::pair<std::string, std::string>>& cfg) {
+                if (guest_ns_per_kb.empty()) {
+                    return;
+                }
+                char buf[32];
+                std::snprintf(buf, sizeof buf, "%.0f", percentile(guest_ns_per_kb, 50));
+                cfg.emplace_back("cpu_ns_per_kb_guests", buf);
+                std::snprintf(buf, sizeof buf, "%.0f", percentile(backend_ns_per_kb, 50));
+                cfg.emplace_back("cpu_ns_per_kb_netback_hvmin", buf);
+            };
             HV_TRY(ctx.run_case(
                 spec,
                 [&]() -> Result<Sample> {
+                    const double g0 = guests_cpu_ns();
+                    const double b0 = self_cpu_ns();
                     auto r = nt::iperf3_gbps(g.ns_a.get(), g.ns_b.get(), "10.77.0.1", streams, secs);
                     if (!r) {
                         return fail(r.error());
+                    }
+                    const double kb = *r * 1e9 / 8 * secs / 1024;
+                    if (kb > 0) {
+                        guest_ns_per_kb.push_back((guests_cpu_ns() - g0) / kb);
+                        backend_ns_per_kb.push_back((self_cpu_ns() - b0) / kb);
+                        std::fprintf(stderr, "hvbench net/%s: CPU per KiB: guests %.0f ns, "
+                                     "netback+hv-min %.0f ns\n", spec.name.c_str(),
+                                     guest_ns_per_kb.back(), backend_ns_per_kb.back());
                     }
                     return Sample{*r};
                 },
@@ -372,7 +411,8 @@ Result<void> run_fabric(Context& ctx, bool ovs) {
                         return fail(r.error());
                     }
                     return Sample{*r};
-                }));
+                },
+                cpu_figures));
         }
         const unsigned count = static_cast<unsigned>(ctx.scale(20000, 300));
         CaseSpec rtt{n[2],

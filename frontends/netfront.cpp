@@ -120,6 +120,8 @@ struct Device::Impl {
     std::size_t poll(Device::PacketFn fn, void* ctx);
     bool tx_responses(Queue& q);
     std::size_t rx_packets(Queue& q, unsigned qi, Device::PacketFn fn, void* ctx);
+    /// Posts rx requests for every free page but those of the last `pending` responses taken.
+    void repost(Queue& q, unsigned pending);
     void kick_tx(Queue& q) { (void)q.ev_tx.notify(); }
     void kick_rx(Queue& q) { (void)(split ? q.ev_rx.notify() : q.ev_tx.notify()); }
 };
@@ -590,14 +592,24 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, Device::PacketFn fn,
             ++counters.rx_errors;
         } else {
             ++counters.rx_packets;
-            fn(ctx, p);  // the slots are re-posted only below, after the callback
+            fn(ctx, p);  // its slots are re-posted only after the callback
             ++got;
         }
         pos = i;
+        // Its pages are free again: post them at once, so the backend can fill them while
+        // the callback hands the next packets on (hv-guest's tap write runs the guest's whole
+        // stack per packet; holding them until the end of a batch of 64 KiB packets left the
+        // ring empty and the backend holding frames: 4-stream iperf3 fell to 0.4 Gbit/s).
+        repost(q, static_cast<unsigned>(q.rx_pending.size() - pos));
     }
     q.rx_pending.erase(q.rx_pending.begin(), q.rx_pending.begin() + static_cast<std::ptrdiff_t>(pos));
-    // Only slots whose packet is complete are re-posted (pending ones still hold data).
-    const unsigned pending = static_cast<unsigned>(q.rx_pending.size());
+    repost(q, static_cast<unsigned>(q.rx_pending.size()));
+    return got;
+}
+
+void Device::Impl::repost(Queue& q, unsigned pending) {
+    // Only slots whose packet was handed on are re-posted: the `pending` responses taken last
+    // still hold data in their pages, and request index j names page j & (size-1).
     bool any = false;
     while (!rx_hold && q.rx.free_requests() > pending) {
         const unsigned k = q.rx.req_prod_pvt() & (kRingSize - 1);
@@ -610,7 +622,6 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, Device::PacketFn fn,
     if (any && q.rx.push_requests() && opt.rx_notify) {
         kick_rx(q);
     }
-    return got;
 }
 
 std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx) {

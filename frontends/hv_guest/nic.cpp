@@ -442,8 +442,7 @@ private:
                                                        static_cast<std::size_t>(r) - kHdr);
                 auto s = n.nf->send(q, frame, off);
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
-                    rx_.clear();
-                    deliver(n, n.nf->poll(rx_));
+                    (void)deliver(n);
                     s = n.nf->send(q, frame, off);
                 }
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
@@ -460,15 +459,15 @@ private:
                 }
             }
         }
-        rx_.clear();
-        const std::size_t got = n.nf->poll(rx_);
-        deliver(n, got);
+        const std::size_t got = deliver(n);
         return moved || got > 0;
     }
 
-    void deliver(Nic& n, std::size_t count) {
-        for (std::size_t i = rx_.size() - count; i < rx_.size(); ++i) {
-            const auto& p = rx_[i];
+    /// netfront → tap: each received packet, lent by netfront (a one-slot packet in its rx
+    /// page, a longer one joined in netfront's reused buffer), is written with one writev: no
+    /// allocation or copy per packet here.
+    std::size_t deliver(Nic& n) {
+        return n.nf->poll_each([&](const netfront::PacketView& p) {
             VirtioNetHdr h{};
             if (p.offload.csum_blank || p.offload.gso_type != wire::XEN_NETIF_GSO_TYPE_NONE) {
                 h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;  // netfront located the checksum field
@@ -490,7 +489,7 @@ private:
                             {const_cast<std::byte*>(p.data.data()), p.data.size()}};
             const unsigned q = std::min<unsigned>(p.queue, static_cast<unsigned>(n.taps.size() - 1));
             (void)!::writev(n.taps[q].get(), iov, 2);
-        }
+        });
     }
 
     Context& ctx_;
@@ -501,7 +500,6 @@ private:
     bool in_netns_ = false;
     bool netns_failed_ = false;
     std::vector<std::byte> buf_ = std::vector<std::byte>(kHdr + 65536);
-    std::vector<netfront::Packet> rx_;
     hv::SpinPolicy spin_{hv::default_spin()};
     std::vector<pollfd> spin_fds_;
 };

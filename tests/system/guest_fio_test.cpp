@@ -16,6 +16,7 @@
 using namespace hv;
 using namespace std::chrono_literals;
 
+using hv::test::guest::check_fio_verify;
 using hv::test::guest::GuestSystem;
 
 namespace {
@@ -30,22 +31,7 @@ void require_fio_tools() {
 TEST_CASE("fio's nbd engine writes randomly to a guest disk and verifies it with crc32c", "[system][guest][root]") {
     require_fio_tools();
     GuestSystem g(32 << 20);
-    auto r = run({"fio", "--name=guest-verify", "--ioengine=nbd", "--uri=" + g.uri(), "--rw=randwrite",
-                  "--bs=4k", "--size=16m", "--iodepth=8", "--verify=crc32c", "--do_verify=1",
-                  "--verify_fatal=1", "--randseed=1234", "--output-format=terse"},
-                 120000);
-    REQUIRE(r);
-    INFO(r->output);
-    CHECK(r->exit_code == 0);
-    CHECK(r->output.find("guest-verify") != std::string::npos);  // the terse result line
-    // A second pass that only verifies what the first one wrote (same seed, same layout).
-    auto v = run({"fio", "--name=guest-verify", "--ioengine=nbd", "--uri=" + g.uri(), "--rw=randwrite",
-                  "--bs=4k", "--size=16m", "--iodepth=8", "--verify=crc32c", "--verify_only=1",
-                  "--verify_fatal=1", "--randseed=1234", "--output-format=terse"},
-                 120000);
-    REQUIRE(v);
-    INFO(v->output);
-    CHECK(v->exit_code == 0);
+    check_fio_verify(g.uri(), "16m");
 }
 
 TEST_CASE("nbdcopy copies a file into a guest disk and back out unchanged", "[system][guest][root]") {

@@ -37,9 +37,18 @@ inline bool wait_file(const std::filesystem::path& p, std::chrono::milliseconds 
     return true;
 }
 
+/// The backing store of the guest's disk xvda.
+struct Disk {
+    /// `params` and `type` of the backend dir; empty params: a fresh sparse image file in the
+    /// fixture's directory (type "file").
+    std::string params;
+    std::string type = "file";
+};
+
 /// `guest_args` go to hv-guest after its --nbd-dir (e.g. {"--fuse-dir", D, "--", "sh", ...}).
 struct GuestSystem {
-    explicit GuestSystem(std::uint64_t disk_bytes, std::vector<std::string> guest_args = {}) {
+    explicit GuestSystem(std::uint64_t disk_bytes, std::vector<std::string> guest_args = {},
+                         Disk disk = {}) {
         hv::test::require_root();
         hv::SpawnOptions o;
         o.capture_output = false;
@@ -60,10 +69,13 @@ struct GuestSystem {
         REQUIRE(x);
         xs = std::move(*x);
 
-        image = (dir.path() / "disk.img").string();
-        hv::UniqueFd fd(::open(image.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        REQUIRE(fd.valid());
-        REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(disk_bytes)) == 0);
+        if (disk.params.empty()) {
+            image = (dir.path() / "disk.img").string();
+            hv::UniqueFd fd(::open(image.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+            REQUIRE(fd.valid());
+            REQUIRE(::ftruncate(fd.get(), static_cast<off_t>(disk_bytes)) == 0);
+            disk.params = image;
+        }
 
         hv::hvmin::DomainConfig cfg;
         cfg.name = "guest";
@@ -87,7 +99,7 @@ struct GuestSystem {
         s.frontend = domid;
         s.backend = hv::DomId(0);
         s.devid = 51712;
-        s.backend_keys = {{"params", image}, {"type", "file"}, {"mode", "w"}, {"dev", "xvda"},
+        s.backend_keys = {{"params", disk.params}, {"type", disk.type}, {"mode", "w"}, {"dev", "xvda"},
                           {"device-type", "disk"}};
         s.frontend_keys = {{"virtual-device", "51712"}, {"device-type", "disk"}};
         REQUIRE(hv::xenbus::create_device(*xs, s));
@@ -111,9 +123,27 @@ struct GuestSystem {
     std::optional<hv::hvmin::Toolstack> ts;
     std::unique_ptr<hv::xs::Client> xs;
     hv::DomId domid{0};
-    std::string image;
+    std::string image;  ///< the sparse image file ("" when the Disk named its own store)
     std::string socket;
 };
+
+/// Debian's fio with its nbd engine on `uri`: random 4 KiB writes over the first `size`
+/// (e.g. "16m") verified with crc32c, then a second, verify-only pass (same seed and layout)
+/// that checks what the first one left on the disk.
+inline void check_fio_verify(const std::string& uri, const std::string& size) {
+    for (const char* pass : {"--do_verify=1", "--verify_only=1"}) {
+        INFO(pass);
+        auto r = hv::run({"fio", "--name=guest-verify", "--ioengine=nbd", "--uri=" + uri,
+                          "--rw=randwrite", "--bs=4k", "--size=" + size, "--iodepth=8",
+                          "--verify=crc32c", pass, "--verify_fatal=1", "--randseed=1234",
+                          "--output-format=terse"},
+                         120000);
+        REQUIRE(r);
+        INFO(r->output);
+        CHECK(r->exit_code == 0);
+        CHECK(r->output.find("guest-verify") != std::string::npos);  // the terse result line
+    }
+}
 
 
 }  // namespace hv::test::guest

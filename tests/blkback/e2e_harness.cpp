@@ -427,6 +427,40 @@ void fill(std::byte* p, std::size_t len, std::uint32_t seed) {
     }
 }
 
+void write_read_check(Vbd& v, const std::string& image, unsigned q, std::uint64_t sector,
+                      unsigned pages, std::uint32_t seed) {
+    std::vector<Page> wp;
+    std::vector<rings::blkif_request_segment> segs;
+    for (unsigned i = 0; i < pages; ++i) {
+        wp.push_back(v.page());
+        fill(wp.back().data, 4096, seed + i);
+        segs.push_back(seg(wp.back().gref));
+    }
+    auto r = v.submit(q, v.rw(rings::BLKIF_OP_WRITE, 7000 + seed, sector, segs));
+    CHECK(r.id == 7000 + seed);
+    CHECK(r.operation == rings::BLKIF_OP_WRITE);
+    REQUIRE(r.status == rings::BLKIF_RSP_OKAY);
+    const auto file = read_file(image, sector * 512, std::size_t{pages} * 4096);
+    for (unsigned i = 0; i < pages; ++i) {
+        REQUIRE(std::memcmp(file.data() + std::size_t{i} * 4096, wp[i].data, 4096) == 0);
+    }
+    std::vector<Page> rp;
+    segs.clear();
+    for (unsigned i = 0; i < pages; ++i) {
+        rp.push_back(v.page());
+        std::memset(rp.back().data, 0xEE, 4096);
+        segs.push_back(seg(rp.back().gref));
+    }
+    r = v.submit(q, v.rw(rings::BLKIF_OP_READ, 9000 + seed, sector, segs));
+    CHECK(r.id == 9000 + seed);
+    CHECK(r.operation == rings::BLKIF_OP_READ);
+    REQUIRE(r.status == rings::BLKIF_RSP_OKAY);
+    for (unsigned i = 0; i < pages; ++i) {
+        REQUIRE(std::memcmp(rp[i].data, wp[i].data, 4096) == 0);
+    }
+}
+
+
 rings::blkif_request_segment seg(GrantRef g, std::uint8_t first, std::uint8_t last) {
     rings::blkif_request_segment s{};
     s.gref = g.get();

@@ -160,5 +160,9 @@ std::vector<std::byte> read_file(const std::string& path, std::uint64_t off, std
 /// Fills a page with a pattern derived from `seed`.
 void fill(std::byte* p, std::size_t len, std::uint32_t seed);
 rings::blkif_request_segment seg(GrantRef g, std::uint8_t first = 0, std::uint8_t last = 7);
+/// Writes `pages` whole pages at `sector` through queue q (ids 7000/9000 + seed), reads them
+/// back into fresh pages and checks both `image` (the backing file) and the data read.
+void write_read_check(Vbd& v, const std::string& image, unsigned q, std::uint64_t sector,
+                      unsigned pages, std::uint32_t seed);
 
 }  // namespace hv::blk::test

@@ -48,15 +48,18 @@ inline void sh_ok(const std::string& cmd) {
     REQUIRE(r.status == 0);
 }
 
-/// A loop device over a sparse file of `size` bytes; detached on destruction.
+/// A loop device over a sparse file of `size` bytes (logical block size `sector_size`, or
+/// losetup's default 512 when 0); detached on destruction.
 class LoopDevice {
 public:
-    LoopDevice(const std::string& file, std::uint64_t size) {
+    LoopDevice(const std::string& file, std::uint64_t size, unsigned sector_size = 0) {
         const int fd = ::open(file.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
         REQUIRE(fd >= 0);
         REQUIRE(::ftruncate(fd, static_cast<off_t>(size)) == 0);
         ::close(fd);
-        const CmdResult r = sh("losetup --find --show " + file);
+        const std::string ss =
+            sector_size != 0 ? "--sector-size " + std::to_string(sector_size) + " " : "";
+        const CmdResult r = sh("losetup --find --show " + ss + file);
         if (r.status != 0) {
             hv::test::skip("no free loop device (losetup failed)");
         }

@@ -127,20 +127,8 @@ TEST_CASE("a loop device with 4096-byte sectors is served with that block size",
           "[blkback][root][uring]") {
     require_root_storage();
     hv::test::TempDir dir("hvkit-blk-loop");
-    const std::string file = (dir / "disk4k.img").string();
-    {
-        const int fd = ::open(file.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-        REQUIRE(fd >= 0);
-        REQUIRE(::ftruncate(fd, 4 << 20) == 0);
-        ::close(fd);
-    }
-    const CmdResult r = sh("losetup --find --show --sector-size 4096 " + file);
-    REQUIRE(r.status == 0);
-    const std::string dev = r.output.substr(0, r.output.find('\n'));
-    struct Detach {
-        std::string d;
-        ~Detach() { (void)sh("losetup -d " + d); }
-    } detach{dev};
+    LoopDevice loop((dir / "disk4k.img").string(), 4 << 20, 4096);
+    const std::string& dev = loop.path();
     auto made = make_uring_engine(dev, {});
     REQUIRE(made.has_value());
     auto& e = **made;

@@ -497,8 +497,9 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
             sent += *k;
         }
         // Each frame is lent in its rx page (no copy, no allocation) and let go, as testpmd's
-        // rxonly frees its mbufs.
-        const std::size_t n = st.dev->poll_each([](const netfront::PacketView&) {});
+        // rxonly frees its mbufs. Unarmed: while this loop spins the backend sends no event.
+        const std::size_t n =
+            st.dev->poll_each([](const netfront::PacketView&) {}, netfront::Device::Arm::no);
         received += std::min<std::uint64_t>(n, sent - received - lost);
         if (n > 0) {
             idle_ms = 0;
@@ -509,6 +510,9 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
             b.count() > 0 && hv::spin_until([&] { return st.dev->responses_pending(); }, b,
                                             hv::SpinYield::every_64)) {
             continue;
+        }
+        if (st.dev->arm()) {
+            continue;  // responses came while arming: no sleep
         }
         const int pr = ::poll(pfds.data(), pfds.size(), 50);
         if (pr < 0 && errno != EINTR) {

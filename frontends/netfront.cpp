@@ -117,7 +117,8 @@ struct Device::Impl {
     Result<std::size_t> send_burst(unsigned q, std::span<const std::span<const std::byte>> frames);
     /// Writes one frame's slots (no push). Errors: bad_packet, busy.
     Result<void> put_frame(Queue& q, std::span<const std::byte> frame, const Offload& off);
-    std::size_t poll(Device::PacketFn fn, void* ctx);
+    std::size_t poll(Device::PacketFn fn, void* ctx, bool arm);
+    bool arm() noexcept;
     bool tx_responses(Queue& q);
     std::size_t rx_packets(Queue& q, unsigned qi, Device::PacketFn fn, void* ctx);
     /// Posts rx requests for every free page but those of the last `pending` responses taken.
@@ -624,14 +625,16 @@ void Device::Impl::repost(Queue& q, unsigned pending) {
     }
 }
 
-std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx) {
+std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx, bool arm) {
     std::size_t got = 0;
     for (unsigned qi = 0; qi < queues.size() && phase == Phase::connected; ++qi) {
         Queue& q = queues[qi];
         for (int round = 0; round < 64; ++round) {
-            (void)q.ev_tx.ack();
-            if (split) {
-                (void)q.ev_rx.ack();
+            if (arm) {
+                (void)q.ev_tx.ack();
+                if (split) {
+                    (void)q.ev_rx.ack();
+                }
             }
             if (!tx_responses(q)) {
                 return got;
@@ -639,6 +642,9 @@ std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx) {
             got += rx_packets(q, qi, fn, ctx);
             if (phase != Phase::connected) {
                 return got;
+            }
+            if (!arm) {
+                break;  // a spinning caller comes back; arm() before it sleeps
             }
             auto a = q.tx.final_check_for_responses();
             auto b = q.rx.final_check_for_responses();
@@ -652,6 +658,24 @@ std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx) {
         }
     }
     return got;
+}
+
+bool Device::Impl::arm() noexcept {
+    bool more = false;
+    for (auto& q : queues) {
+        // Stale notifications first: one that comes after the arming below stays readable.
+        (void)q.ev_tx.ack();
+        if (split) {
+            (void)q.ev_rx.ack();
+        }
+        auto a = q.tx.final_check_for_responses();
+        auto b = q.rx.final_check_for_responses();
+        if (!a || !b) {
+            return true;  // poll() finds the impossible index and fails the device
+        }
+        more = more || *a || *b;
+    }
+    return more;
 }
 
 // ---- Device ----------------------------------------------------------------------------------
@@ -722,7 +746,11 @@ Result<std::size_t> Device::send_burst(unsigned queue,
     return impl_->send_burst(queue, frames);
 }
 
-std::size_t Device::poll(PacketFn fn, void* ctx) { return impl_->poll(fn, ctx); }
+std::size_t Device::poll(PacketFn fn, void* ctx, Arm arm) {
+    return impl_->poll(fn, ctx, arm == Arm::yes);
+}
+
+bool Device::arm() noexcept { return impl_->phase == Phase::connected && impl_->arm(); }
 
 std::size_t Device::poll(std::vector<Packet>& out) {
     return poll_each([&out](const PacketView& v) {

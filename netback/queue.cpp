@@ -100,6 +100,17 @@ struct Queue::Impl {
             (void)ev_tx.notify();
         }
     }
+    /// Reads the wake fd and acks the channels (after a sleep, or a spin that saw an fd).
+    void drain_fds() noexcept {
+        std::uint64_t v = 0;
+        (void)!::read(wake_fd.get(), &v, sizeof v);
+        if (ev_tx.valid()) {
+            (void)ev_tx.ack();
+        }
+        if (ev_rx.valid()) {
+            (void)ev_rx.ack();
+        }
+    }
     void run() noexcept;
 };
 
@@ -132,26 +143,6 @@ void Queue::Impl::run() noexcept {
             throttled = tr.throttled_until;
             engine_busy = tr.engine_busy;
             holding = rx->holding();
-            bool again = false;
-            if (!throttled && !engine_busy) {
-                auto f = tx_ring.final_check_for_requests(1);
-                if (!f) {
-                    halt("tx ring: " + f.error().message());
-                    continue;
-                }
-                again = again || *f;
-            }
-            if (rr.waiting_for > 0) {
-                auto f = rx_ring.final_check_for_requests(rr.waiting_for);
-                if (!f) {
-                    halt("rx ring: " + f.error().message());
-                    continue;
-                }
-                again = again || *f;
-            }
-            if (again) {
-                continue;
-            }
         }
         std::array<pollfd, 4> fds{};
         nfds_t n = 0;
@@ -184,14 +175,15 @@ void Queue::Impl::run() noexcept {
             }
         }
         // Polling: while work came within the spin window, watch the ring indices (no syscall)
-        // and, every few probes, the fds (engine, channels, wake) before sleeping. The final
-        // checks above have already armed the events, so a sleep after the spin loses nothing.
+        // and, every few probes, the fds (engine, channels, wake) before arming anything. The
+        // events stay unarmed meanwhile, so a frontend that produces sends no notification (no
+        // syscall on either side); the final checks below arm them only before a real sleep.
         const auto budget = spin.budget();
-        bool ready = false;
         if (budget.count() > 0 && !halted.load(std::memory_order_relaxed) && !throttled &&
             wait_ms > 0) {
             unsigned probe = 0;
-            ready = hv::spin_until(
+            bool fd_ready = false;
+            const bool ready = hv::spin_until(
                 [&] {
                     if (!engine_busy) {
                         auto u = tx_ring.unconsumed();
@@ -205,24 +197,45 @@ void Queue::Impl::run() noexcept {
                             return true;
                         }
                     }
-                    return (++probe % 8) == 0 && ::poll(fds.data(), n, 0) > 0;
+                    fd_ready = (++probe % 8) == 0 && ::poll(fds.data(), n, 0) > 0;
+                    return fd_ready;
                 },
                 std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(wait_ms)),
                 hv::SpinYield::every_64);
+            if (ready) {
+                VifStats::add(stats.poll_wakeups);
+                if (fd_ready) {
+                    drain_fds();  // else nothing was signalled that needs reading
+                }
+                continue;
+            }
         }
-        if (ready) {
-            VifStats::add(stats.poll_wakeups);
-        } else {
-            (void)::poll(fds.data(), n, static_cast<int>(wait_ms));
+        if (!halted.load(std::memory_order_relaxed)) {
+            // The final checks (xen-abi §1.5): arm the events, fence, look again. Work found
+            // means another pass instead of the sleep.
+            bool again = false;
+            if (!throttled && !engine_busy) {
+                auto f = tx_ring.final_check_for_requests(1);
+                if (!f) {
+                    halt("tx ring: " + f.error().message());
+                    continue;
+                }
+                again = again || *f;
+            }
+            if (rx_waiting_for > 0) {
+                auto f = rx_ring.final_check_for_requests(rx_waiting_for);
+                if (!f) {
+                    halt("rx ring: " + f.error().message());
+                    continue;
+                }
+                again = again || *f;
+            }
+            if (again) {
+                continue;
+            }
         }
-        std::uint64_t v = 0;
-        (void)!::read(wake_fd.get(), &v, sizeof v);
-        if (ev_tx.valid()) {
-            (void)ev_tx.ack();
-        }
-        if (ev_rx.valid()) {
-            (void)ev_rx.ack();
-        }
+        (void)::poll(fds.data(), n, static_cast<int>(wait_ms));
+        drain_fds();
     }
 }
 

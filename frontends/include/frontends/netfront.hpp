@@ -161,14 +161,25 @@ public:
     std::size_t poll(std::vector<Packet>& out);
     /// As poll(), but lends each received packet to `fn(ctx, view)` instead of copying it into a
     /// Packet: no allocation per packet. `fn` must not call back into this Device.
+    /// Arm::yes (as poll(out)): acks the event channels and arms the response events before
+    /// returning (the final check, xen-abi §1.5), so the caller may then sleep on
+    /// pollable_fds(). Arm::no: one pass over the rings and nothing else: no syscall, and the
+    /// backend, finding the events unarmed, sends no notification — for a caller that polls in a
+    /// loop (spinning) and calls arm() before it sleeps.
     using PacketFn = void (*)(void* ctx, const PacketView& p);
-    std::size_t poll(PacketFn fn, void* ctx);
-    /// poll(fn, ctx) with a callable taking `const PacketView&`.
+    enum class Arm : bool { no, yes };
+    std::size_t poll(PacketFn fn, void* ctx, Arm arm = Arm::yes);
+    /// poll(fn, ctx, arm) with a callable taking `const PacketView&`.
     template <class F>
-    std::size_t poll_each(F&& fn) {
-        return poll([](void* c, const PacketView& p) { (*static_cast<std::remove_reference_t<F>*>(c))(p); },
-                    static_cast<void*>(&fn));
+    std::size_t poll_each(F&& fn, Arm arm = Arm::yes) {
+        using Fn = std::remove_reference_t<F>;  // may be const: cast back to what it was
+        return poll([](void* c, const PacketView& p) { (*static_cast<Fn*>(c))(p); },
+                    const_cast<void*>(static_cast<const void*>(&fn)), arm);
     }
+    /// Before sleeping on pollable_fds() after polls with Arm::no: acks the channels and arms
+    /// the response events. True: responses came meanwhile (poll instead of sleeping), or a
+    /// ring index is impossible (poll() then fails the device). False when not connected.
+    bool arm() noexcept;
     /// Waits (≤ timeout) until at least `n` packets were received (appended to `out`).
     /// Returns how many arrived.
     std::size_t receive(std::vector<Packet>& out, std::size_t n,

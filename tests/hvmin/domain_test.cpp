@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <cstring>
 #include <filesystem>
@@ -209,6 +210,155 @@ TEST_CASE("each created domain gets a xenstore connection bound to its domid", "
     auto ev = dom0.wait_event(5000ms);
     REQUIRE(ev);
     CHECK(ev->path == "@releaseDomain");
+}
+
+namespace {
+const std::string kEacces = "err system " + std::to_string(EACCES);
+const std::string kEperm = "err system " + std::to_string(EPERM);
+
+std::string home_of(DomId d) { return "/local/domain/" + std::to_string(d.get()); }
+
+/// The test's own dom0 connection to the harness's XenStore.
+std::unique_ptr<xs::Client> dom0_store(Harness& h) {
+    auto x = xs::Client::connect((h.dir / "xenstored.sock").string(), {5000ms});
+    REQUIRE(x);
+    return std::move(*x);
+}
+
+/// dom0's reply to a raw message (each arg NUL-terminated), NULs shown as spaces.
+std::string raw(xs::Client& c, xs::MsgType t, const std::vector<std::string>& args) {
+    std::string payload;
+    for (const auto& a : args) {
+        payload += a;
+        payload += '\0';
+    }
+    auto r = c.request(t, payload);
+    REQUIRE(r);
+    std::string out = *r;
+    std::replace(out.begin(), out.end(), '\0', ' ');
+    return out;
+}
+}  // namespace
+
+TEST_CASE("a real guest domain is denied other domains' and dom0's nodes, their watch events, "
+          "owner changes and privileged messages, and is allowed its own home",
+          "[hvmin][domain][xenstore][hostile][issue-3]") {
+    Harness h;
+    auto x0 = dom0_store(h);
+    auto& dom0 = *x0;
+    Puppet a(h, "xsa");
+    Puppet b(h, "xsb");
+    const std::string ida = std::to_string(a.domid.get());
+    const std::string idb = std::to_string(b.domid.get());
+    const std::string hb = home_of(b.domid);
+    REQUIRE(dom0.write("/tool/secret", "dom0's"));
+
+    // Its own home (made by hv-min at creation): data/ is its own, the home itself read-only.
+    CHECK(a.cmd("xswrite data/x 1") == "ok");
+    CHECK(a.cmd("xsread data/x") == "ok 1");
+    CHECK(a.cmd("xsread domid") == "ok " + ida);
+    CHECK(a.cmd("xswrite domid 7") == kEacces);
+    CHECK(a.cmd("xsraw 10 " + ida) == "ok " + home_of(a.domid) + " ");  // GET_DOMAIN_PATH
+    CHECK(a.cmd("xsgetperms data/x") == "ok n" + ida);
+
+    // Another domain's nodes and dom0's: no read, write or removal.
+    REQUIRE(b.cmd("xswrite data/secret b") == "ok");
+    CHECK(a.cmd("xsread " + hb + "/data/secret") == kEacces);
+    CHECK(a.cmd("xsread /tool/secret") == kEacces);
+    CHECK(a.cmd("xswrite " + hb + "/data/evil 1") == kEacces);
+    CHECK(a.cmd("xswrite /tool/evil 1") == kEacces);
+    CHECK(a.cmd("xsrm " + hb + "/data/secret") == kEacces);
+    CHECK(dom0.read(hb + "/data/secret").value_or("") == "b");
+    CHECK_FALSE(dom0.read(hb + "/data/evil"));
+
+    // Watches: registering is allowed (and gives the initial event), but no event comes for a
+    // node it cannot read. Its own watch's event, written after b's, is the next it sees.
+    REQUIRE(a.cmd("xswatch " + hb + "/data spy") == "ok");
+    CHECK(a.cmd("xsevent 5000") == "ok " + hb + "/data spy");
+    REQUIRE(a.cmd("xswatch data mine") == "ok");
+    CHECK(a.cmd("xsevent 5000") == "ok data mine");
+    REQUIRE(b.cmd("xswrite data/secret2 b") == "ok");
+    REQUIRE(dom0.write(home_of(a.domid) + "/data/ping", "1"));
+    CHECK(a.cmd("xsevent 5000") == "ok data/ping mine");
+
+    // Permissions: only the owner sets them (EACCES), only dom0 changes an owner (EPERM).
+    CHECK(a.cmd("xsperms " + hb + "/data/secret n" + ida) == kEacces);
+    CHECK(a.cmd("xsperms " + home_of(a.domid) + " n" + ida) == kEacces);
+    CHECK(a.cmd("xsperms data/x n" + idb) == kEperm);
+    CHECK(a.cmd("xsgetperms data/x") == "ok n" + ida);
+    CHECK(b.cmd("xsread " + home_of(a.domid) + "/data/x") == kEacces);
+    // ... and what the owner grants, the other domain gets.
+    REQUIRE(a.cmd("xsperms data/x n" + ida + " r" + idb) == "ok");
+    CHECK(b.cmd("xsread " + home_of(a.domid) + "/data/x") == "ok 1");
+    CHECK(b.cmd("xswrite " + home_of(a.domid) + "/data/x 2") == kEacces);
+
+    // Privileged messages (xen-abi §4.2): EACCES, nothing changed.
+    for (const std::string& m :
+         {"8 " + idb + " 0 0",           // INTRODUCE
+          "9 " + idb,                    // RELEASE
+          "17 " + idb,                   // IS_DOMAIN_INTRODUCED
+          "18 " + idb,                   // RESUME
+          "19 " + ida + " " + idb,       // SET_TARGET
+          "24 " + ida + " 1",            // SET_FEATURE
+          "25 " + ida + " nodes",        // GET_QUOTA
+          "26 " + ida + " nodes 100000", // SET_QUOTA
+          std::string("0 check")}) {     // CONTROL
+        INFO(m);
+        CHECK(a.cmd("xsraw " + m) == kEacces);
+    }
+    CHECK(raw(dom0, xs::MsgType::XS_IS_DOMAIN_INTRODUCED, {idb}) == "T ");
+    CHECK(raw(dom0, xs::MsgType::XS_GET_QUOTA, {ida, "nodes"}) ==
+          raw(dom0, xs::MsgType::XS_GET_QUOTA, {"nodes"}));
+    // b was not harmed: its node and its connection work.
+    CHECK(b.cmd("xsread data/secret") == "ok b");
+}
+
+TEST_CASE("a dom0 watch on @introduceDomain fires when hv-min creates a domain, an unprivileged "
+          "one only once granted read",
+          "[hvmin][domain][xenstore][issue-3]") {
+    Harness h;
+    auto x0 = dom0_store(h);
+    auto& dom0 = *x0;
+    Puppet a(h, "watcher");
+    REQUIRE(dom0.watch("@introduceDomain", "intro"));
+    auto first = dom0.wait_event(5000ms);  // the initial event
+    REQUIRE(first);
+    CHECK(first->path == "@introduceDomain");
+    REQUIRE(a.cmd("xswatch @introduceDomain intro") == "ok");
+    CHECK(a.cmd("xsevent 5000") == "ok @introduceDomain intro");
+    REQUIRE(a.cmd("xswatch data mine") == "ok");
+    CHECK(a.cmd("xsevent 5000") == "ok data mine");
+
+    Puppet b(h, "newcomer");
+    auto ev = dom0.wait_event(5000ms);
+    REQUIRE(ev);
+    CHECK(ev->path == "@introduceDomain");
+    CHECK(ev->token == "intro");
+    CHECK(raw(dom0, xs::MsgType::XS_IS_DOMAIN_INTRODUCED, {std::to_string(b.domid.get())}) ==
+          "T ");
+    // a may not see it: its next event is the one dom0 causes in its home afterwards.
+    REQUIRE(dom0.write(home_of(a.domid) + "/data/ping", "1"));
+    CHECK(a.cmd("xsevent 5000") == "ok data/ping mine");
+
+    // Granted read on @introduceDomain, a sees the next creation.
+    REQUIRE(dom0.set_perms("@introduceDomain",
+                           {xs::Permission{DomId(0), xs::Access::none},
+                            xs::Permission{a.domid, xs::Access::read}}));
+    Puppet c(h, "third");
+    CHECK(a.cmd("xsevent 5000") == "ok @introduceDomain intro");
+    auto ev2 = dom0.wait_event(5000ms);
+    REQUIRE(ev2);
+    CHECK(ev2->path == "@introduceDomain");
+
+    // The release side: a domain's exit fires @releaseDomain and it is no longer introduced.
+    REQUIRE(dom0.watch("@releaseDomain", "rel"));
+    REQUIRE(dom0.wait_event(5000ms));  // the initial event
+    c.cmd("exit 0");
+    auto rel = dom0.wait_event(5000ms);
+    REQUIRE(rel);
+    CHECK(rel->path == "@releaseDomain");
+    CHECK(raw(dom0, xs::MsgType::XS_IS_DOMAIN_INTRODUCED, {std::to_string(c.domid.get())}) ==
+          "F ");
 }
 #endif
 

@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -80,6 +81,79 @@ std::string describe_maps() {
     }
     return out;
 }
+
+#ifdef HVMIN_TEST_HAVE_XENSTORE
+/// The XenStore commands, on the domain's own connection:
+///   xsread PATH | xswrite PATH VALUE | xsrm PATH | xswatch PATH TOKEN | xsunwatch PATH TOKEN
+///   xsevent MS (next watch event: "ok PATH TOKEN", or the error, e.g. ETIMEDOUT)
+///   xsperms PATH PERM... (SET_PERMS, e.g. "xsperms data/x n5 r0") | xsgetperms PATH
+///   xsraw TYPE ARG... (any message: each ARG NUL-terminated; reply NULs shown as spaces)
+std::string xs_command(xs::Client& xs, const std::string& cmd, std::istringstream& is) {
+    std::string path;
+    is >> path;
+    auto done = [](const Result<void>& r) { return r ? std::string("ok") : err(r.error()); };
+    if (cmd == "xswrite") {
+        std::string value;
+        is >> value;
+        return done(xs.write(path, value));
+    }
+    if (cmd == "xsread") {
+        auto r = xs.read(path);
+        return r ? "ok " + *r : err(r.error());
+    }
+    if (cmd == "xsrm") {
+        return done(xs.rm(path));
+    }
+    if (cmd == "xswatch" || cmd == "xsunwatch") {
+        std::string token;
+        is >> token;
+        return done(cmd == "xswatch" ? xs.watch(path, token) : xs.unwatch(path, token));
+    }
+    if (cmd == "xsevent") {
+        auto e = xs.wait_event(std::chrono::milliseconds(std::stol(path)));
+        return e ? "ok " + e->path + " " + e->token : err(e.error());
+    }
+    if (cmd == "xsperms") {
+        std::vector<xs::Permission> perms;
+        std::string p;
+        while (is >> p) {
+            auto parsed = xs::parse_permission(p);
+            if (!parsed) {
+                return "err perm";
+            }
+            perms.push_back(*parsed);
+        }
+        return done(xs.set_perms(path, perms));
+    }
+    if (cmd == "xsgetperms") {
+        auto r = xs.get_perms(path);
+        if (!r) {
+            return err(r.error());
+        }
+        std::string out = "ok";
+        for (const auto& p : *r) {
+            out += " " + xs::to_string(p);
+        }
+        return out;
+    }
+    if (cmd == "xsraw") {
+        std::string payload;
+        std::string a;
+        while (is >> a) {
+            payload += a;
+            payload += '\0';
+        }
+        auto r = xs.request(static_cast<xs::MsgType>(std::stoul(path)), payload);
+        if (!r) {
+            return err(r.error());
+        }
+        std::string out = *r;
+        std::replace(out.begin(), out.end(), '\0', ' ');
+        return "ok " + out;
+    }
+    return "err usage";
+}
+#endif
 
 }  // namespace
 
@@ -434,25 +508,14 @@ int main(int argc, char** argv) {
                                          std::as_bytes(std::span(&a, 1)));
             reply = r ? "ok " + std::to_string(r->hdr.rc) : err(r.error());
 #ifdef HVMIN_TEST_HAVE_XENSTORE
-        } else if (cmd == "xswrite" || cmd == "xsread") {
+        } else if (cmd.rfind("xs", 0) == 0) {
             if (!xs && xsfd.valid()) {
                 auto c = xs::Client::from_fd(std::move(xsfd), {std::chrono::milliseconds(5000)});
                 if (c) {
                     xs = std::move(*c);
                 }
             }
-            std::string path;
-            std::string value;
-            is >> path >> value;
-            if (!xs) {
-                reply = "err noxs";
-            } else if (cmd == "xswrite") {
-                auto r = xs->write(path, value);
-                reply = r ? "ok" : err(r.error());
-            } else {
-                auto r = xs->read(path);
-                reply = r ? "ok " + *r : err(r.error());
-            }
+            reply = xs ? xs_command(*xs, cmd, is) : "err noxs";
 #endif
         } else if (cmd == "mapmany") {
             // One batched map of refs first..first+n-1: "ok <okay count> <status of the last>".

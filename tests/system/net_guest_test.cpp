@@ -14,6 +14,7 @@
 #include <fstream>
 #include <thread>
 #include <optional>
+#include <regex>
 #include <string>
 
 #include "hvmin/client.hpp"
@@ -46,15 +47,65 @@ std::string serve_file(unsigned bytes) {
            " /dev/urandom > $HV_RUNDIR/sent.bin && nc -N -l 5001 < $HV_RUNDIR/sent.bin; sleep 60";
 }
 
-/// Shell: fetch the file ga serves with nc on port 5001 (retrying until it listens), compare
-/// its sha256 with what ga wrote, and mark success in $HV_RUNDIR/gb.ok.
-std::string fetch_and_check(const std::string& ip) {
-    return "for i in $(seq 50); do nc -w 5 " + ip +
-           " 5001 < /dev/null > $HV_RUNDIR/got.bin && "
-           "[ -s $HV_RUNDIR/got.bin ] && break; sleep 0.1; done; "
-           "sha256sum < $HV_RUNDIR/got.bin > $HV_RUNDIR/got.sum && "
-           "sha256sum < $HV_RUNDIR/sent.bin | cmp - $HV_RUNDIR/got.sum && echo ok > "
-           "$HV_RUNDIR/gb.ok";
+/// Shell: fetch the file served with nc on `port` of `ip` (retrying until it listens), compare
+/// its sha256 with the server's copy $HV_RUNDIR/<sent>, and mark success in $HV_RUNDIR/<marker>.
+std::string fetch_and_check(const std::string& ip, const std::string& port = "5001",
+                            const std::string& sent = "sent.bin",
+                            const std::string& marker = "gb.ok") {
+    const std::string got = "$HV_RUNDIR/got-" + port + ".bin";
+    return "for i in $(seq 50); do nc -w 5 " + ip + " " + port + " < /dev/null > " + got +
+           " && [ -s " + got + " ] && break; sleep 0.1; done; sha256sum < " + got +
+           " > " + got + ".sum && sha256sum < $HV_RUNDIR/" + sent + " | cmp - " + got +
+           ".sum && echo ok > $HV_RUNDIR/" + marker;
+}
+
+/// Shell: iperf3 TCP for 1 s to `ip` (`reverse`: the server sends), its JSON report in
+/// $HV_RUNDIR/<name>.json. The server takes one test at a time and may still be closing the
+/// previous one (the client then reports "error" in its JSON, sometimes with exit status 0):
+/// retried a few times.
+std::string iperf(const std::string& ip, const std::string& name, bool reverse) {
+    const std::string json = "$HV_RUNDIR/" + name + ".json";
+    return "ok=0; for i in 1 2 3 4 5; do iperf3 -c " + ip + " -t 1 -J" + (reverse ? " -R" : "") +
+           " > " + json + " && ! grep -q '\"error\"' " + json +
+           " && ok=1 && break; sleep 0.5; done; [ $ok = 1 ]";
+}
+
+/// iperf3's own accounting of one test (its -J report, end.sum_sent / end.sum_received).
+struct IperfBytes {
+    std::uint64_t sent = 0;
+    std::uint64_t received = 0;
+};
+
+std::optional<IperfBytes> iperf_bytes(const std::string& json) {
+    auto field = [&](const char* sum) -> std::optional<std::uint64_t> {
+        std::smatch m;
+        const std::regex re(std::string("\"") + sum + "\":\\s*\\{[^}]*\"bytes\":\\s*([0-9]+)");
+        if (!std::regex_search(json, m, re)) {
+            return std::nullopt;
+        }
+        return std::stoull(m[1]);
+    };
+    auto sent = field("sum_sent");
+    auto received = field("sum_received");
+    if (!sent || !received) {
+        return std::nullopt;
+    }
+    return IperfBytes{*sent, *received};
+}
+
+/// Checks one iperf3 report: the receiver counted real traffic, never more than was sent, and
+/// at most what TCP can hold in flight less (iperf3's receiver stops counting at the test's
+/// end, so bytes still in socket buffers and on the path are sent but not received: up to
+/// tcp_wmem + tcp_rmem, 4 + 6 MiB by default). Returns the received bytes (0 when unusable).
+std::uint64_t check_iperf(const std::string& json, const std::string& what) {
+    INFO(what << " iperf3 report:\n" << json.substr(0, 4000));
+    const auto b = iperf_bytes(json);
+    REQUIRE(b);
+    INFO(what << ": sent " << b->sent << ", received " << b->received);
+    CHECK(b->received >= 1000000);
+    CHECK(b->received <= b->sent);
+    CHECK(b->sent - std::min(b->sent, b->received) <= (16U << 20));
+    return b->received;
 }
 
 enum class Switch { linux_bridge, ovs, dpdk };
@@ -62,6 +113,7 @@ enum class Switch { linux_bridge, ovs, dpdk };
 struct Rig {
     hv::test::TempDir dir{"net-system"};
     std::optional<hv::test::NetNs> host;
+    std::optional<hv::test::NetNs> peer;  // a plain namespace host on br0 (add_peer)
     std::optional<OvsInstance> ovs;  // before the backend: its ports go first
     std::unique_ptr<hvmin::Core> core;
     std::optional<hvmin::Toolstack> ts;
@@ -69,6 +121,8 @@ struct Rig {
     std::optional<hvmin::Services> be_svc;
     std::unique_ptr<xs::Client> be_xs;
     std::unique_ptr<Backend> backend;
+
+    std::vector<hv::Subprocess> peer_servers;  // in `peer`; before the namespace: killed first
 
     Switch sw;
     std::string testpmd;               // Switch::dpdk: the switch joining the vifs' sockets
@@ -135,6 +189,7 @@ struct Rig {
         backend->start();
     }
     ~Rig() {
+        peer_servers.clear();
         if (pmd) {
             pmd.reset();
             hv::test::remove_testpmd_rundir(::getpid());
@@ -203,6 +258,61 @@ struct Rig {
         pmd.emplace(std::move(*p));
     }
 
+    /// A plain namespace host: its own namespace whose eth0 (`cidr`) is a veth whose other
+    /// end, peer0, is a port of br0 (Linux bridge: enslaved; OVS: ovs-vsctl add-port).
+    void add_peer(const std::string& cidr) {
+        auto ns = hv::test::NetNs::create("hvpeer");
+        REQUIRE(ns);
+        peer.emplace(std::move(*ns));
+        auto in_host = [&](const std::vector<std::string>& argv) {
+            auto r = host->exec(argv);
+            REQUIRE(r);
+            INFO(r->output);
+            REQUIRE(r->exit_code == 0);
+        };
+        in_host({"ip", "link", "add", "peer0", "type", "veth", "peer", "name", "eth0", "netns",
+                 peer->name()});
+        if (sw == Switch::ovs) {
+            REQUIRE(ovs->add_port("br0", "peer0"));
+        } else {
+            in_host({"ip", "link", "set", "peer0", "master", "br0"});
+        }
+        in_host({"ip", "link", "set", "peer0", "up"});
+        for (const std::vector<std::string>& c :
+             {std::vector<std::string>{"ip", "addr", "add", cidr, "dev", "eth0"},
+              {"ip", "link", "set", "eth0", "up"}}) {
+            auto r = peer->exec(c);
+            REQUIRE(r);
+            INFO(r->output);
+            REQUIRE(r->exit_code == 0);
+        }
+    }
+
+    /// Runs a server in the peer's namespace until the rig goes (killed by pid: `argv` must
+    /// be the server itself, or a shell that execs it).
+    void peer_serve(const std::vector<std::string>& argv) {
+        hv::SpawnOptions o;
+        o.netns_fd = peer->fd();
+        o.capture_output = false;
+        o.log_path = (dir / "peer.log").string();
+        auto p = hv::Subprocess::spawn(argv, o);
+        REQUIRE(p);
+        peer_servers.push_back(std::move(*p));
+    }
+
+    /// The peer serves `bytes` random bytes (kept in peer.bin) once with nc on port 5002, and
+    /// runs an iperf3 server.
+    void peer_serve_file_and_iperf(unsigned bytes) {
+        const std::string bin = (dir / "peer.bin").string();
+        auto r = hv::run({"/bin/sh", "-c",
+                          "head -c " + std::to_string(bytes) + " /dev/urandom > " + bin},
+                         10000);
+        REQUIRE(r);
+        REQUIRE(r->exit_code == 0);
+        peer_serve({"/bin/sh", "-c", "exec nc -N -l 5002 < " + bin});
+        peer_serve({"iperf3", "-s"});
+    }
+
     std::string file(const std::string& name) {
         std::ifstream f(dir / name);
         return std::string((std::istreambuf_iterator<char>(f)), {});
@@ -237,35 +347,48 @@ struct Rig {
 
 }  // namespace
 
-TEST_CASE("two hv-guest domains on a Linux bridge: ping, iperf3 both ways, nc file copy",
-          "[netback][system][root]") {
-    Rig rig;
+namespace {
+
+/// Two hv-guest domains ga (.1) and gb (.2) and a plain namespace host (.100) on br0 of
+/// `sw`, in 10.9.<net>.0/24; netback offers 2 queues. gb pings both (and `extra_ping`), runs
+/// iperf3 both ways with ga and with the host, and fetches a file from each with nc (sha256
+/// checked). Then iperf3's own accounting is checked, and set beside netback's statistics.
+void guests_and_namespace_host(Switch sw, int net, const std::string& extra_ping) {
+    Rig rig(sw);
+    const std::string p = "10.9." + std::to_string(net) + ".";
+    rig.add_peer(p + "100/24");
+    rig.peer_serve_file_and_iperf(2000000);
     const DomId a = rig.guest("ga",
-                              kWaitEth0 +
-                                  "ethtool -k eth0 > $HV_RUNDIR/ga.features; "
-                                  "ip addr add 10.9.0.1/24 dev eth0 && "
-                                  "iperf3 -s -D >/dev/null && " +
-                                  serve_file(3000000),
+                              kWaitEth0 + "ethtool -k eth0 > $HV_RUNDIR/ga.features; " +
+                                  "ip addr add " + p + "1/24 dev eth0 && " +
+                                  "{ iperf3 -s >/dev/null 2>&1 & } && " + serve_file(3000000),
                               1);
     const DomId b = rig.guest(
         "gb",
-        kWaitEth0 +
-            "ip addr add 10.9.0.2/24 dev eth0 && "
-            "ping -c 3 -W 2 10.9.0.1 && ping -c 2 -W 2 10.9.0.254 && "
-            "iperf3 -c 10.9.0.1 -t 2 >/dev/null && "
-            // The iperf3 server takes one test at a time and may still be closing the first.
-            "ok=0; for i in 1 2 3 4 5; do sleep 0.5; "
-            "iperf3 -c 10.9.0.1 -t 2 -R >/dev/null && ok=1 && break; done; [ $ok = 1 ] && " +
-            fetch_and_check("10.9.0.1"),
+        kWaitEth0 + "ip addr add " + p + "2/24 dev eth0 && " +
+            "ip -d link show eth0 > $HV_RUNDIR/gb.link && " +  //
+            "ping -c 3 -W 2 " + p + "1 && ping -c 2 -W 2 " + p + "100 && " + extra_ping +
+            iperf(p + "1", "gb-to-ga", false) + " && " + iperf(p + "1", "ga-to-gb", true) +
+            " && " + fetch_and_check(p + "1") + " && " + iperf(p + "100", "gb-to-host", false) +
+            " && " + iperf(p + "100", "host-to-gb", true) + " && " +
+            fetch_and_check(p + "100", "5002", "peer.bin", "gb.host.ok"),
         2);
-    auto death = rig.ts->wait_for_death(b, 60s);
+    auto death = rig.ts->wait_for_death(b, 90s);
+    INFO("peer log:\n" << rig.file("peer.log"));
     REQUIRE(death);
-    // hv-min may see the socket close before the exit: the command's own marker decides.
+    // hv-min may see the socket close before the exit: the command's own markers decide.
     CHECK(rig.marker("gb.ok"));
-    // Bytes accounted: iperf3 (2 s) and the 3 MB copy crossed both vifs.
-    CHECK(rig.stat_above(a, "rx_bytes", 3000000));
-    CHECK(rig.stat_above(a, "tx_bytes", 3000000));
-    CHECK(rig.stat_above(b, "tx_bytes", 3000000));
+    CHECK(rig.marker("gb.host.ok"));
+    const std::uint64_t to_a = check_iperf(rig.file("gb-to-ga.json"), "gb -> ga");
+    const std::uint64_t from_a = check_iperf(rig.file("ga-to-gb.json"), "ga -> gb");
+    const std::uint64_t to_host = check_iperf(rig.file("gb-to-host.json"), "gb -> host");
+    const std::uint64_t from_host = check_iperf(rig.file("host-to-gb.json"), "host -> gb");
+    // netback's counters saw at least what iperf3 counted, plus the 3 MB copy (rx = towards
+    // the guest, tx = from it).
+    CHECK(rig.stat_above(a, "rx_bytes", to_a));
+    CHECK(rig.stat_above(a, "tx_bytes", from_a + 3000000));
+    CHECK(rig.stat_above(b, "tx_bytes", to_a + to_host));
+    CHECK(rig.stat_above(b, "rx_bytes", from_a + from_host + 3000000 + 2000000));
     CHECK(rig.stat(a, "tx_errors") == 0);
     CHECK(rig.stat(b, "tx_errors") == 0);
     // netback offers TSO and checksum offload: the guest's tap takes both.
@@ -273,6 +396,36 @@ TEST_CASE("two hv-guest domains on a Linux bridge: ping, iperf3 both ways, nc fi
     INFO(feat);
     CHECK(feat.find("tcp-segmentation-offload: on") != std::string::npos);
     CHECK(feat.find("tx-checksumming: on") != std::string::npos);
+
+    // Multi-queue: netback offers 2, hv-guest asks for up to 4: both ends of each vif have 2.
+    // gb's eth0 as its own namespace saw it; ga's vif tap in netback's namespace (gb's went
+    // with its domain).
+    const std::string two = "multi_queue numqueues 2 ";
+    INFO("gb eth0: " << rig.file("gb.link"));
+    CHECK(rig.file("gb.link").find(two) != std::string::npos);
+    auto tap = rig.host->exec({"ip", "-d", "link", "show", "vif" + std::to_string(a.get()) + ".0"});
+    REQUIRE(tap);
+    INFO("ga's vif: " << tap->output);
+    CHECK(tap->output.find(two) != std::string::npos);
+    for (DomId d : {a, b}) {
+        const std::string fdir = "/local/domain/" + std::to_string(d.get()) + "/device/vif/0";
+        CHECK(rig.xs->read(fdir + "/multi-queue-num-queues").value_or("") == "2");
+        CHECK(rig.xs->read(fdir + "/queue-1/tx-ring-ref"));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("two hv-guest domains and a plain namespace host on a Linux bridge: ping, iperf3 both "
+          "ways with its own accounting checked, nc file copies, two queues per NIC",
+          "[netback][system][root][issue-5]") {
+    guests_and_namespace_host(Switch::linux_bridge, 0, "ping -c 2 -W 2 10.9.0.254 && ");
+}
+
+TEST_CASE("two hv-guest domains and a plain namespace host on a private OVS netdev bridge: ping, "
+          "iperf3 both ways with its own accounting checked, nc file copies, two queues per NIC",
+          "[netback][system][root][issue-5]") {
+    guests_and_namespace_host(Switch::ovs, 1, "");
 }
 
 TEST_CASE("a backend offering no TSO and no IPv6 checksum offload: the guests' taps take no "
@@ -318,27 +471,6 @@ TEST_CASE("a backend offering no TSO and no IPv6 checksum offload: the guests' t
     CHECK(rig.stat(a, "tx_errors") == 0);
     CHECK(rig.stat(b, "tx_errors") == 0);
     CHECK(rig.stat(a, "tx_dropped") == 0);
-}
-
-TEST_CASE("two hv-guest domains on a private OVS netdev bridge: ping and nc file copy",
-          "[netback][system][root]") {
-    Rig rig(Switch::ovs);
-    const DomId a = rig.guest("ga",
-                              kWaitEth0 +
-                                  "ip addr add 10.9.1.1/24 dev eth0 && " +
-                                  serve_file(2000000),
-                              1);
-    const DomId b = rig.guest(
-        "gb",
-        kWaitEth0 +
-            "ip addr add 10.9.1.2/24 dev eth0 && ping -c 3 -W 2 10.9.1.1 && " +
-            fetch_and_check("10.9.1.1"),
-        2);
-    auto death = rig.ts->wait_for_death(b, 60s);
-    REQUIRE(death);
-    CHECK(rig.marker("gb.ok"));
-    CHECK(rig.stat_above(a, "tx_bytes", 2000000));
-    CHECK(rig.stat_above(b, "rx_bytes", 2000000));
 }
 
 TEST_CASE("two hv-guest domains on DPDK vhost-user vifs joined by dpdk-testpmd: ping both ways, "

@@ -16,6 +16,7 @@
 
 #include "hv/subprocess.hpp"
 #include "netback/dpdk.hpp"
+#include "netback/ovs.hpp"
 #include "nbd_client.hpp"
 #include "netns.hpp"
 #include "skip.hpp"
@@ -27,34 +28,58 @@ using namespace std::chrono_literals;
 
 namespace {
 
+enum class WithOvs : bool { no, yes };
+
 /// hv-min + blkback + netback (in `ns`, with bridge xenbr0 and a host veth 10.78.0.1/24),
-/// and one hv-guest domain "hp" with no devices at start.
+/// and one hv-guest domain "hp" with no devices at start. WithOvs::yes adds a private OVS
+/// (netdev datapath) in `ns` with bridge ovsbr0 and a host veth 10.79.0.1/24 on it, and
+/// netback gets its database (--ovs-db).
 struct HotplugRig {
     Daemon d;
     std::optional<hv::test::NetNs> ns;
+    std::optional<hv::net::OvsInstance> ovs;  // before netback: its ports go first
     hv::Subprocess blkback;
     hv::Subprocess netback;
     std::string nbd_dir;
     int domid = -1;
 
-    HotplugRig() {
+    explicit HotplugRig(WithOvs with_ovs = WithOvs::no) {
         hv::test::require_root();
         REQUIRE(d.ready());
         auto n = hv::test::NetNs::create("hvatt");
         REQUIRE(n);
         ns.emplace(std::move(*n));
-        for (const std::vector<std::string>& c :
-             {std::vector<std::string>{"ip", "link", "add", "xenbr0", "type", "bridge"},
-              {"ip", "link", "add", "hosteth", "type", "veth", "peer", "name", "hostport"},
-              {"ip", "link", "set", "hostport", "master", "xenbr0"},
-              {"ip", "addr", "add", "10.78.0.1/24", "dev", "hosteth"},
-              {"ip", "link", "set", "xenbr0", "up"},
-              {"ip", "link", "set", "hostport", "up"},
-              {"ip", "link", "set", "hosteth", "up"}}) {
-            auto r = ns->exec(c);
-            REQUIRE(r);
-            INFO(r->output);
-            REQUIRE(r->exit_code == 0);
+        auto in_ns = [&](const std::vector<std::vector<std::string>>& cmds) {
+            for (const auto& c : cmds) {
+                auto r = ns->exec(c);
+                REQUIRE(r);
+                INFO(r->output);
+                REQUIRE(r->exit_code == 0);
+            }
+        };
+        in_ns({{"ip", "link", "add", "xenbr0", "type", "bridge"},
+               {"ip", "link", "add", "hosteth", "type", "veth", "peer", "name", "hostport"},
+               {"ip", "link", "set", "hostport", "master", "xenbr0"},
+               {"ip", "addr", "add", "10.78.0.1/24", "dev", "hosteth"},
+               {"ip", "link", "set", "xenbr0", "up"},
+               {"ip", "link", "set", "hostport", "up"},
+               {"ip", "link", "set", "hosteth", "up"}});
+        std::vector<std::string> netback_args{bin_dir + "/netback", "--rundir", d.rundir()};
+        if (with_ovs == WithOvs::yes) {
+            hv::net::OvsOptions oo;
+            oo.netns_fd = ns->fd();
+            oo.run_dir = d.dir() + "/ovs";
+            std::filesystem::create_directories(oo.run_dir);
+            auto i = hv::net::OvsInstance::start(oo);
+            REQUIRE(i);
+            ovs.emplace(std::move(*i));
+            REQUIRE(ovs->add_bridge("ovsbr0"));
+            in_ns({{"ip", "link", "add", "ovseth", "type", "veth", "peer", "name", "ovsport"}});
+            REQUIRE(ovs->add_port("ovsbr0", "ovsport"));
+            in_ns({{"ip", "addr", "add", "10.79.0.1/24", "dev", "ovseth"},
+                   {"ip", "link", "set", "ovsport", "up"},
+                   {"ip", "link", "set", "ovseth", "up"}});
+            netback_args.insert(netback_args.end(), {"--ovs-db", ovs->db()});
         }
         hv::SpawnOptions o;
         o.capture_output = false;
@@ -64,7 +89,7 @@ struct HotplugRig {
         blkback = std::move(*b);
         o.log_path = d.dir() + "/netback.log";
         o.netns_fd = ns->fd();
-        auto nb = hv::Subprocess::spawn({bin_dir + "/netback", "--rundir", d.rundir()}, o);
+        auto nb = hv::Subprocess::spawn(netback_args, o);
         REQUIRE(nb);
         netback = std::move(*nb);
         nbd_dir = d.dir() + "/nbd";
@@ -427,6 +452,55 @@ TEST_CASE("network-attach hot-plugs a NIC on a bridge into a running guest where
     CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth1"}).rc == 0; }, 15s));
     CHECK(d.hvctl({"network-detach", "hp", "1"}).rc == 0);
     CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth1"}).rc != 0; }, 5s));
+}
+
+TEST_CASE("network-attach with only script=vif-openvswitch (xl's way) puts the vif on the OVS "
+          "bridge, where ping goes through, and network-detach takes it off",
+          "[system][tools][hotplug][ovs][root][issue-5]") {
+    hv::test::skip_unless(::access("/usr/sbin/ovs-vswitchd", X_OK) == 0,
+                          "needs Open vSwitch (ovs-vswitchd)");
+    HotplugRig rig(WithOvs::yes);
+    Daemon& d = rig.d;
+    // xl's vif spec has no type=ovs: the script alone names Open vSwitch.
+    const ProcResult typed = d.hvctl({"network-attach", "hp", "bridge=ovsbr0, type=ovs"});
+    CHECK(typed.rc != 0);
+    CHECK(typed.err.find("invalid type 'ovs'") != std::string::npos);
+    const ProcResult a = d.hvctl(
+        {"network-attach", "hp", "bridge=ovsbr0, script=vif-openvswitch, mac=00:16:3e:5a:00:0b"});
+    INFO(a.err << rig.logs());
+    REQUIRE(a.rc == 0);
+    const std::string vif = "vif" + std::to_string(rig.domid) + ".0";
+    {
+        auto x = hv::xs::Client::connect(d.rundir() + "/xenstored.sock");
+        REQUIRE(x);
+        const std::string be = "/local/domain/0/backend/vif/" + std::to_string(rig.domid) + "/0";
+        CHECK((*x)->read(be + "/script").value_or("") == "vif-openvswitch");
+        CHECK((*x)->read(be + "/type").value_or("") == "vif");
+        CHECK((*x)->read(be + "/bridge").value_or("") == "ovsbr0");
+    }
+    REQUIRE(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc == 0; }, 15s));
+    REQUIRE(rig.in_guest({"/usr/sbin/ip", "addr", "add", "10.79.0.2/24", "dev", "eth0"}).rc == 0);
+    // netback made the tap a port of the OVS bridge, not of the Linux bridge.
+    auto ports = hv::net::ovs_vsctl(rig.ovs->db(), {"list-ports", "ovsbr0"});
+    REQUIRE(ports);
+    CHECK(ports->find(vif) != std::string::npos);
+    auto enslaved = rig.ns->exec({"ip", "-o", "link", "show", "master", "xenbr0"});
+    REQUIRE(enslaved);
+    CHECK(enslaved->output.find(vif) == std::string::npos);
+    // The host veth on ovsbr0 reaches the guest through OVS, the tap and the rings.
+    auto ping = rig.ns->exec({"ping", "-c", "3", "-W", "2", "10.79.0.2"}, 20000);
+    REQUIRE(ping);
+    INFO(ping->output << rig.logs());
+    CHECK(ping->exit_code == 0);
+    CHECK(ping->output.find("3 received") != std::string::npos);
+
+    const ProcResult det = d.hvctl({"network-detach", "hp", "00:16:3e:5a:00:0b"});
+    INFO(det.err << rig.logs());
+    CHECK(det.rc == 0);
+    CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc != 0; }, 5s));
+    ports = hv::net::ovs_vsctl(rig.ovs->db(), {"list-ports", "ovsbr0"});
+    REQUIRE(ports);
+    CHECK(ports->find(vif) == std::string::npos);
 }
 
 TEST_CASE("network-attach hot-plugs a DPDK vif: netback listens on its vhost-user socket, "

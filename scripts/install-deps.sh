@@ -13,6 +13,8 @@ pkgs=(
   fio iperf3 libnbd-bin netcat-openbsd fuse3 e2fsprogs kmod
   # lspci/setpci on hv-guest's --pci-sysfs tree (system test)
   pciutils
+  # ethtool -k in a guest: its tap's offloads follow what netback offered (netback system test)
+  ethtool
   # README command 1's n-tier part: PostgreSQL 15 (pgbench ships in postgresql-15, its
   # wrapper in postgresql-client-common; pg_isready and createdb in postgresql-client-15)
   postgresql postgresql-client-15

@@ -1,7 +1,8 @@
 // hvbench suite `grant`: batched GNTTABOP_copy from a granting domain's pages into a dom0
 // connection's own extent (GB/s, batches of 1/16/64 pages) beside memcpy of the same bytes in
 // one process; the hypercall round trip (EVTCHNOP_status) beside a SOCK_SEQPACKET echo; and a
-// trusted grant map + unmap beside mmap + munmap of one memfd page. hv-min runs in-process;
+// trusted grant map + unmap beside mmap + munmap of one memfd page. Copies go through dom0's
+// hypercall page (libhv's default; HV_HYPERCALL_PAGE=off: the socket). hv-min runs in-process;
 // the granter is a real domain (an hvbench helper process). Each case runs sleeping (hv-min's
 // loop and the caller's reply wait never spin) and adaptive (`*_adaptive`: both spin within
 // hvmin::kCoreSpinWindow after work, as deployed; the echo peer spins the same way).
@@ -411,7 +412,8 @@ int run_grant_suite(Context& ctx) {
                   {"working_set_pages", std::to_string(kPages)},
                   {"dest_order", cc.scattered ? "page i -> frame (7 i) mod 64" : "page i -> frame i"},
                   {"wait", wait},
-                  {"spin_window_us", spin_us}}},
+                  {"spin_window_us", spin_us},
+                  {"transport", setup->host->dom0().channel().use_page() ? "page" : "socket"}}},
                 [&] { return setup->copy(cc.batch, copy_pages, cc.scattered); },
                 [&] { return peer->copy(cc.batch, copy_pages, cc.scattered); });
             failures += rc ? 0 : 1;

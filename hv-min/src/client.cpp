@@ -277,7 +277,8 @@ bool Channel::default_use_page() noexcept {
     return e == nullptr || std::strcmp(e, "off") != 0;
 }
 
-Result<HypercallPage> HypercallPage::create(const wire::PageInfo& info, std::vector<UniqueFd>& fds) {
+Result<HypercallPage> HypercallPage::create(const wire::PageInfo& info,
+                                            std::vector<UniqueFd>& fds) {
     if (fds.size() != 2 || info.bytes != wire::kPageBytes || info.max_ops != wire::kPageMaxOps ||
         info.status_offset != wire::kPageStatusOffset || info.ops_offset != wire::kPageOpsOffset) {
         return fail(make_error_code(Errc::protocol));
@@ -319,7 +320,8 @@ Result<std::int32_t> HypercallPage::call(wire::Op op, std::uint32_t count,
     // ORDER: acquire pairs with hv-min's release store of rsp.seq after the statuses and rc.
     auto done = [&] { return std::atomic_ref(h->rsp.seq).load(std::memory_order_acquire) == seq; };
     if (!hv::spin_until(done, spin, SpinYield::every_64)) {
-        const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        const auto deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
         for (;;) {
             // ORDER: the seq_cst fence pairs with hv-min's between its store of rsp.seq and its
             // load of caller_sleeping: either we see the reply now or it writes the socket.

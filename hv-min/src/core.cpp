@@ -311,7 +311,7 @@ struct Core::Impl {
     std::atomic<std::uint64_t> spin_hits{0};
     std::atomic<bool> stopping{false};
     SpinPolicy spin;  // worked() on every hypercall served; loop thread only
-    std::vector<Conn*> paged;  // connections with a hypercall page (removed in drop_conn)
+    std::vector<Conn*> paged;   // connections with a hypercall page (removed in drop_conn)
     bool pages_asleep = false;  // hv_sleeping as last written into every page
 #ifdef HVMIN_WITH_XENSTORE
     std::unique_ptr<xs::Server> xs;

@@ -3,6 +3,8 @@
 // answer it (error status or per-element statuses) and keep serving. Every input is also a
 // hypercall page's contents (request line, then ops): read by wire::take_page_request, then
 // posted in dom0's real page, which hv-min must answer too.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -10,7 +12,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <unistd.h>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -91,7 +92,8 @@ void post_in_page(World& w, std::span<const std::byte> in) {
     wire::DecodeError err{};
     const auto* h = reinterpret_cast<const wire::PageHeader*>(local);
     const wire::PageTake t = wire::take_page_request(local, h->req.seq + 1, call, out, err);
-    if (t == wire::PageTake::none || (t == wire::PageTake::request && call.count > wire::kPageMaxOps)) {
+    if (t == wire::PageTake::none ||
+        (t == wire::PageTake::request && call.count > wire::kPageMaxOps)) {
         std::abort();
     }
     // Then hv-min, through the real page.

@@ -25,8 +25,12 @@ std::chrono::nanoseconds process_cpu_time() {
     return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
 }
 
-IgnoreLoad::IgnoreLoad() { hv::set_spin_ignores_load(true); }
-IgnoreLoad::~IgnoreLoad() { hv::set_spin_ignores_load(false); }
+IgnoreLoad::IgnoreLoad() {
+    hv::set_spin_ignores_load(true);
+}
+IgnoreLoad::~IgnoreLoad() {
+    hv::set_spin_ignores_load(false);
+}
 
 DaemonRun start_daemon(const std::string& rundir, const std::vector<std::string>& extra) {
     std::vector<std::string> args = {HVMIN_DAEMON, "--rundir", rundir, "--foreground"};

@@ -106,12 +106,14 @@ TEST_CASE("batched copies go through the hypercall page by default, the socket w
     // The page's set-up is one hypercall of its own; each batch is one request either way.
     CHECK(h.core->requests_served() - served == (use_page ? 2u : 1u));
     // A batch larger than the page holds goes through the socket.
-    std::vector<gnttab_copy> big(wire::kPageMaxOps + 1, copy_from_ref(ref, g.domid.get(), *local, 8));
+    std::vector<gnttab_copy> big(wire::kPageMaxOps + 1,
+                                 copy_from_ref(ref, g.domid.get(), *local, 8));
     REQUIRE(s.grants().copy(big));
     CHECK(big.back().status == GNTST_okay);
 }
 
-TEST_CASE("the hypercall page is a sealed memfd of hv-min's, one per connection", "[hvmin][page][hostile]") {
+TEST_CASE("the hypercall page is a sealed memfd of hv-min's, one per connection",
+          "[hvmin][page][hostile]") {
     Harness h;
     auto& s = h.dom0();
     auto r = s.channel().call(wire::Op::page_setup, 0, {});
@@ -247,7 +249,8 @@ TEST_CASE("a domain spamming its hypercall page, then dying, does not stop hv-mi
     auto copy_ok = [&](Services& svc) {
         std::vector<gnttab_copy> ops(16, copy_from_ref(ref, g.domid.get(), *local, 8));
         return svc.grants().copy(ops) &&
-               std::all_of(ops.begin(), ops.end(), [](const gnttab_copy& o) { return o.status == 0; });
+               std::all_of(ops.begin(), ops.end(),
+                           [](const gnttab_copy& o) { return o.status == 0; });
     };
     unsigned ok = 0;
     for (int i = 0; i < 200; ++i) {
@@ -308,7 +311,7 @@ struct StandInPage {
     UniqueFd memfd;
     UniqueFd server;  // hv-min's end of the wake socket
     std::optional<HypercallPage> page;
-    Mapping map;      // the stand-in's own view of the page
+    Mapping map;  // the stand-in's own view of the page
     StandInPage() {
         memfd = UniqueFd(::memfd_create("test-page", MFD_CLOEXEC));
         REQUIRE(memfd);
@@ -322,9 +325,9 @@ struct StandInPage {
         std::vector<UniqueFd> fds;
         fds.emplace_back(::dup(memfd.get()));
         fds.emplace_back(sv[1]);
-        auto p = HypercallPage::create({wire::kPageBytes, wire::kPageMaxOps,
-                                        wire::kPageStatusOffset, wire::kPageOpsOffset},
-                                       fds);
+        auto p = HypercallPage::create(
+            {wire::kPageBytes, wire::kPageMaxOps, wire::kPageStatusOffset, wire::kPageOpsOffset},
+            fds);
         REQUIRE(p);
         page.emplace(std::move(*p));
     }
@@ -349,9 +352,10 @@ struct StandInPage {
 
 }  // namespace
 
-TEST_CASE("a page call gets its reply within or after its spin, rings a sleeping hv-min, "
-          "and times out or sees hv-min go",
-          "[hvmin][page][spin]") {
+TEST_CASE(
+    "a page call gets its reply within or after its spin, rings a sleeping hv-min, "
+    "and times out or sees hv-min go",
+    "[hvmin][page][spin]") {
     IgnoreLoad spin_even_when_loaded;
     StandInPage s;
     int sock[2];
@@ -396,9 +400,10 @@ TEST_CASE("a page call gets its reply within or after its spin, rings a sleeping
     CHECK(r.error() == make_error_code(hvmin::Errc::disconnected));
 }
 
-TEST_CASE("hv-min's spinning loop serves page requests without a doorbell and sleeps after a "
-          "quiet window",
-          "[hvmin][page][spin]") {
+TEST_CASE(
+    "hv-min's spinning loop serves page requests without a doorbell and sleeps after a "
+    "quiet window",
+    "[hvmin][page][spin]") {
     IgnoreLoad spin_even_when_loaded;
     CoreConfig cfg;
     cfg.spin_window = 20ms;  // generous: on a loaded machine the next call still comes within it

@@ -41,7 +41,6 @@ std::pair<EventChannelBinding, EventChannelBinding> loopback_pair(Services& dom0
     return {std::move(*a), std::move(*b)};
 }
 
-
 /// cpus + 2 threads that never sleep, until destroyed; waits until cpus_oversubscribed() sees
 /// them.
 struct CpuHogs {

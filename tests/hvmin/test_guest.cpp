@@ -462,7 +462,8 @@ int main(int argc, char** argv) {
                     };
                     for (std::uint32_t seq = 1;; ++seq) {
                         wire::PageHeader* h = page->header();
-                        for (std::size_t i = wire::kPageOpsOffset; i + 8 <= wire::kPageBytes; i += 8) {
+                        for (std::size_t i = wire::kPageOpsOffset; i + 8 <= wire::kPageBytes;
+                             i += 8) {
                             const std::uint64_t v = next();
                             std::memcpy(page->data() + i, &v, 8);
                         }

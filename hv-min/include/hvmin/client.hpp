@@ -103,7 +103,8 @@ public:
     /// there is no page (page use off, the batch too large, or hv-min refused the set-up) and
     /// the caller must use the socket. A non-zero reply rc is returned as that errno.
     Result<bool> call_page(wire::Op op, std::uint32_t count, std::span<const std::byte> body,
-                           std::span<wire::CopyStatus> statuses, int timeout_ms = kDefaultTimeoutMs);
+                           std::span<wire::CopyStatus> statuses,
+                           int timeout_ms = kDefaultTimeoutMs);
     /// Whether call_page may use a hypercall page. Default: on, unless the environment has
     /// HV_HYPERCALL_PAGE=off (then every batch goes through the socket). Any thread.
     void set_use_page(bool on) noexcept { use_page_.store(on, std::memory_order_relaxed); }

@@ -51,8 +51,8 @@ enum class Op : std::uint16_t {
     iomem_grant = 0x0305,   ///< dom0 / driver domain: 1 × IomemGrant + fds [BAR] → 1 × IomemGrant (handle)
     iomem_map = 0x0306,     ///< 1 × IomemGrant{handle, domid = granter} → 1 × IomemGrant; fds [BAR]
     iomem_revoke = 0x0307,  ///< the granting connection: 1 × IomemGrant{handle} → rc
-    /// count 0 → PageInfo; fds [page memfd (sealed), doorbell (write end), done (read end)]:
-    /// this connection's shared hypercall page (see "The hypercall page" below).
+    /// count 0 → PageInfo; fds [page memfd (sealed), wake socket (the caller's end)]: this
+    /// connection's shared hypercall page (see "The hypercall page" below).
     page_setup = 0x0308,
     // Toolstack (dom0 only).
     domain_create = 0x0400,      ///< 1 × CreateRequest + strings → 1 × DomainInfo
@@ -204,24 +204,25 @@ static_assert(sizeof(DeathInfo) == 8);
 // loop sees the number (between its epoll probes while it spins, or after the doorbell when it
 // slept), copies the ops out once, validates and runs them exactly as the socket path does,
 // writes the int16 statuses and publishes the reply sequence number. The caller spins on that,
-// then sleeps on the done pipe. Two pipes carry the wake-ups: doorbell (caller → hv-min, rung
-// when hv-min's loop said it is asleep) and done (hv-min → caller, written when the caller said
-// it sleeps); each end a process writes is its own file, so the peer cannot make it block.
+// then sleeps on the wake socket. One stream socket pair carries both wake-ups: the doorbell
+// (caller → hv-min, rung when hv-min's loop said it is asleep) and done (hv-min → caller, sent
+// when the caller said it sleeps); each end is its process's own file, so the peer cannot make
+// its sends block.
 
 /// Largest batch through the page; a larger one goes through the socket.
 inline constexpr std::uint32_t kPageMaxOps = 256;
-inline constexpr std::uint32_t kPageStatusOffset = 128;   ///< CopyStatus[kPageMaxOps]
-inline constexpr std::uint32_t kPageOpsOffset = 1024;     ///< gnttab_copy[kPageMaxOps]
-inline constexpr std::uint32_t kPageBytes = 12288;        ///< three 4 KiB pages
+inline constexpr std::uint32_t kPageStatusOffset = 128;  ///< CopyStatus[kPageMaxOps]
+inline constexpr std::uint32_t kPageOpsOffset = 1024;    ///< gnttab_copy[kPageMaxOps]
+inline constexpr std::uint32_t kPageBytes = 12288;       ///< three 4 KiB pages
 
 /// Written by the caller only (hv-min reads it once per request).
 struct PageRequest {
-    std::uint32_t seq;      ///< new value = a new request; stored last (release)
-    std::uint16_t op;       ///< Op::gnttab_copy
-    std::uint16_t flags;    ///< 0
-    std::uint32_t count;    ///< ≤ kPageMaxOps
-    /// Non-zero: the caller sleeps on the done pipe; hv-min reads it (once) after publishing
-    /// each reply, and writes the pipe if set.
+    std::uint32_t seq;    ///< new value = a new request; stored last (release)
+    std::uint16_t op;     ///< Op::gnttab_copy
+    std::uint16_t flags;  ///< 0
+    std::uint32_t count;  ///< ≤ kPageMaxOps
+    /// Non-zero: the caller sleeps on the wake socket; hv-min reads it (once) after publishing
+    /// each reply, and sends one byte on the wake socket if set.
     std::uint32_t caller_sleeping;
     std::uint8_t pad[48];
 };
@@ -415,7 +416,8 @@ inline PageTake take_page_request(const std::byte* page, std::uint32_t last_seq,
         return PageTake::rejected;
     }
     if (call.count != 0) {
-        __builtin_memcpy(ops.data(), page + kPageOpsOffset, call.count * sizeof(rings::gnttab_copy));
+        __builtin_memcpy(ops.data(), page + kPageOpsOffset,
+                         call.count * sizeof(rings::gnttab_copy));
     }
     std::atomic_signal_fence(std::memory_order_seq_cst);
     return PageTake::request;

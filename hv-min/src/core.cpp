@@ -1651,7 +1651,7 @@ struct Core::Impl {
             r.hdr.rc = -m.error().value();
             return;
         }
-        auto pair = socket_pair(SOCK_STREAM);
+        auto pair = socket_pair(SOCK_SEQPACKET);  // not STREAM: that is the xenstore end
         if (!pair) {
             r.hdr.rc = -pair.error().value();
             return;

@@ -204,7 +204,7 @@ static_assert(sizeof(DeathInfo) == 8);
 // loop sees the number (between its epoll probes while it spins, or after the doorbell when it
 // slept), copies the ops out once, validates and runs them exactly as the socket path does,
 // writes the int16 statuses and publishes the reply sequence number. The caller spins on that,
-// then sleeps on the wake socket. One stream socket pair carries both wake-ups: the doorbell
+// then sleeps on the wake socket. One seqpacket socket pair carries both wake-ups: the doorbell
 // (caller → hv-min, rung when hv-min's loop said it is asleep) and done (hv-min → caller, sent
 // when the caller said it sleeps); each end is its process's own file, so the peer cannot make
 // its sends block.

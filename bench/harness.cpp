@@ -288,6 +288,39 @@ const std::string& cpu_model() {
     return model;
 }
 
+int allowed_cpu(unsigned index) noexcept {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0 || CPU_COUNT(&allowed) <= 1) {
+        return -1;
+    }
+    unsigned want = index % static_cast<unsigned>(CPU_COUNT(&allowed));
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &allowed) && want-- == 0) {
+            return cpu;
+        }
+    }
+    return -1;
+}
+
+ScopedPin::ScopedPin(int cpu) noexcept {
+    CPU_ZERO(&saved_);
+    if (cpu < 0 || cpu >= CPU_SETSIZE ||
+        ::pthread_getaffinity_np(::pthread_self(), sizeof saved_, &saved_) != 0) {
+        return;
+    }
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    pinned_ = ::pthread_setaffinity_np(::pthread_self(), sizeof one, &one) == 0;
+}
+
+ScopedPin::~ScopedPin() {
+    if (pinned_) {
+        (void)::pthread_setaffinity_np(::pthread_self(), sizeof saved_, &saved_);
+    }
+}
+
 void pin_to_cpu(unsigned index) noexcept {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);

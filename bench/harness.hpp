@@ -6,6 +6,8 @@
 // declare it in bench/suites.hpp and add one row to the table in bench/main.cpp.
 #pragma once
 
+#include <sched.h>
+
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -112,5 +114,23 @@ const std::string& cpu_model();
 
 /// Pins the calling thread to one CPU (index modulo the CPUs we may run on). Best effort.
 void pin_to_cpu(unsigned index) noexcept;
+
+/// The CPU number of the `index`-th (modulo their count) CPU the calling thread may run on;
+/// -1 when it may run on only one (nothing to place apart).
+int allowed_cpu(unsigned index) noexcept;
+
+/// Pins the calling thread to CPU `cpu` while it lives (threads it starts meanwhile inherit
+/// that) and gives it back its previous affinity after. cpu < 0: does nothing. Best effort.
+class ScopedPin {
+public:
+    explicit ScopedPin(int cpu) noexcept;
+    ~ScopedPin();
+    ScopedPin(const ScopedPin&) = delete;
+    ScopedPin& operator=(const ScopedPin&) = delete;
+
+private:
+    cpu_set_t saved_;
+    bool pinned_ = false;
+};
 
 }  // namespace hv::bench

@@ -457,14 +457,25 @@ Result<std::string> front_open(hvmin::Services& svc, FrontState& st, std::uint32
     return std::string("ok");
 }
 
-/// Sends `count` 64-byte frames (at most `window` unanswered) and counts them back from the
-/// loop engine. A frame not back after 200 ms of silence is counted lost (netback may drop when
-/// its rx side cannot keep up) and the window reopens. "ok <elapsed ns> <received> <lost>".
-Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64_t window,
-                                std::chrono::microseconds spin_window) {
+/// How a pkt64 case counts a frame done.
+enum class Pkt64Path {
+    loop,  ///< round trip: back on the rx ring from netback's loop engine
+    tx,    ///< one way: answered OKAY on the tx ring by netback, whose sink engine dropped it
+};
+
+/// Sends `count` 64-byte frames (at most `window` unanswered) from CPU `cpu` (< 0: unpinned).
+/// loop: counts them back from the loop engine; a frame not back after 200 ms of silence is
+/// counted lost (netback may drop when its rx side cannot keep up) and the window reopens.
+/// tx: counts their tx responses; every one must be OKAY (an error response or a frame
+/// unanswered for 2 s fails the run: nothing may be lost on the way into netback).
+/// "ok <elapsed ns> <done> <lost>".
+Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t count,
+                                std::uint64_t window, std::chrono::microseconds spin_window,
+                                int cpu) {
     if (!st.dev) {
         return fail_errno(ENOTCONN);
     }
+    ScopedPin pin(cpu);  // one CPU, as each testpmd process of the peer
     std::vector<std::byte> frame(64, std::byte{0x5a});
     for (int i = 0; i < 6; ++i) {
         frame[static_cast<std::size_t>(i)] = std::byte{0xff};                // broadcast
@@ -479,6 +490,7 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
     for (int fd : st.dev->pollable_fds()) {
         pfds.push_back(pollfd{fd, POLLIN, 0});
     }
+    const netfront::Counters c0 = st.dev->counters();
     std::uint64_t sent = 0, received = 0, lost = 0;
     int idle_ms = 0;
     hv::SpinPolicy spin(spin_window);  // like testpmd, poll the rings while frames flow
@@ -498,8 +510,15 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
         }
         // Each frame is lent in its rx page (no copy, no allocation) and let go, as testpmd's
         // rxonly frees its mbufs. Unarmed: while this loop spins the backend sends no event.
-        const std::size_t n =
+        std::size_t n =
             st.dev->poll_each([](const netfront::PacketView&) {}, netfront::Device::Arm::no);
+        if (path == Pkt64Path::tx) {
+            const netfront::Counters c = st.dev->counters();
+            if (c.tx_errors != c0.tx_errors || n != 0) {
+                return fail(bad_data_error());  // an error response, or a frame from a sink
+            }
+            n = static_cast<std::size_t>(c.tx_packets - c0.tx_packets - received);
+        }
         received += std::min<std::uint64_t>(n, sent - received - lost);
         if (n > 0) {
             idle_ms = 0;
@@ -518,9 +537,10 @@ Result<std::string> front_pkt64(FrontState& st, std::uint64_t count, std::uint64
         if (pr < 0 && errno != EINTR) {
             return fail_errno();
         }
-        if (pr == 0 && (idle_ms += 50) >= 200) {
-            if (st.dev->phase() != netfront::Phase::connected) {
-                return fail_errno(ENOTCONN);
+        if (pr == 0 && (idle_ms += 50) >= (path == Pkt64Path::tx ? 2000 : 200)) {
+            if (st.dev->phase() != netfront::Phase::connected || path == Pkt64Path::tx) {
+                return fail(path == Pkt64Path::tx ? timed_out_error()
+                                                  : std::make_error_code(std::errc::not_connected));
             }
             lost += sent - received - lost;
             idle_ms = 0;
@@ -704,10 +724,57 @@ Result<Sample> dpdk_pkt64(const std::string& testpmd, const std::filesystem::pat
     return Sample{pps[pps.size() / 2]};
 }
 
+/// The pkt64 cases, one way first (the peer's shape), then the round trips.
+struct Pkt64Case {
+    Pkt64Path path;
+    NetVariant variant;
+    std::string name() const {
+        return std::string(path == Pkt64Path::tx ? "pkt64_rings_tx" : "pkt64_rings_loop") +
+               variant.suffix;
+    }
+};
+const Pkt64Case kPkt64Cases[] = {
+    {Pkt64Path::tx, kBaseline},      {Pkt64Path::tx, kMap},
+    {Pkt64Path::tx, kPoll},          {Pkt64Path::tx, kMapPoll},
+    {Pkt64Path::loop, kBaseline},    {Pkt64Path::loop, kMapNoPool},
+    {Pkt64Path::loop, kMap},         {Pkt64Path::loop, kPoll},
+    {Pkt64Path::loop, kMapPollNoPool}, {Pkt64Path::loop, kMapPoll},
+};
+
+/// Waits (bounded: statistics are written every 100 ms here) until netback's statistics for
+/// the vif show `tx_packets` frames taken, with no tx error and no tx drop.
+Result<void> check_tx_statistics(xs::Client& xs, DomId fe, std::uint32_t devid,
+                                 std::uint64_t tx_packets) {
+    const std::string dir =
+        xenbus::backend_dir(DomId(0), "vif", fe, devid) + "/statistics/";
+    auto get = [&](const char* key) { return xenbus::read_uint(xs, dir + key, UINT64_MAX); };
+    const auto deadline = std::chrono::steady_clock::now() + 3s;
+    for (;;) {
+        auto p = get("tx_packets");
+        auto e = get("tx_errors");
+        auto d = get("tx_dropped");
+        if (p && e && d && *p == tx_packets && *e == 0 && *d == 0) {
+            return {};
+        }
+        if (std::chrono::steady_clock::now() > deadline) {
+            std::fprintf(stderr, "hvbench net: netback counted tx_packets %lld (want %llu), "
+                         "tx_errors %lld, tx_dropped %lld\n",
+                         p ? static_cast<long long>(*p) : -1LL,
+                         static_cast<unsigned long long>(tx_packets),
+                         e ? static_cast<long long>(*e) : -1LL,
+                         d ? static_cast<long long>(*d) : -1LL);
+            return fail(bad_data_error());
+        }
+        std::this_thread::sleep_for(20ms);
+    }
+}
+
 Result<std::string> run_pkt64_case(Context& ctx) {
-    if (!wanted(ctx, {"pkt64_rings_loop", "pkt64_rings_loop_map", "pkt64_rings_loop_poll",
-                      "pkt64_rings_loop_map_poll", "pkt64_rings_loop_map_nopool",
-                      "pkt64_rings_loop_map_poll_nopool"})) {
+    std::vector<std::string> names;
+    for (const auto& c : kPkt64Cases) {
+        names.push_back(c.name());
+    }
+    if (!wanted(ctx, names)) {
         return std::string("ok");
     }
     std::string why_no_peer;
@@ -726,11 +793,24 @@ Result<std::string> run_pkt64_case(Context& ctx) {
         why_no_peer = "dpdk-testpmd not found in PATH (Debian 12 ships it in dpdk-dev: "
                       "scripts/install-deps.sh)";
     }
-    auto h = BenchHost::create(true);
-    if (!h) {
-        return fail(h.error());
+    // Placement, as the peer's two testpmd processes (CPU 0: vhost-user, CPU 1: virtio-user):
+    // netback's threads and hv-min's (which carry out its grant copies, as Xen does on the
+    // backend's CPU) on the first CPU we may use, the frontend domain on the second.
+    const int be_cpu = allowed_cpu(0);
+    const int fe_cpu = allowed_cpu(1);
+    const std::string placement =
+        be_cpu < 0 ? std::string("unpinned (one CPU allowed)")
+                   : "netback queue and hv-min on CPU " + std::to_string(be_cpu) +
+                         ", frontend on CPU " + std::to_string(fe_cpu);
+    std::unique_ptr<BenchHost> host;
+    {
+        ScopedPin pin(be_cpu);  // hv-min's threads start here and stay
+        auto h = BenchHost::create(true);
+        if (!h) {
+            return fail(h.error());
+        }
+        host = std::move(*h);
     }
-    auto host = std::move(*h);
     const auto sock = (host->rundir() / "xenstored.sock").string();
     auto x = xs::Client::connect(sock);
     if (!x) {
@@ -762,19 +842,25 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                          hp.error().message().c_str());
         }
     }
+    // --quick (CI's smoke): the peer runs beside the first case only and its sample stands for
+    // the others (each run starts two testpmd processes: seconds on a loaded machine).
+    std::optional<Sample> quick_peer;
     std::uint32_t devid = 0;
-    for (const NetVariant& v : {kBaseline, kMapNoPool, kMap, kPoll, kMapPollNoPool, kMapPoll}) {
-        const std::string name = std::string("pkt64_rings_loop") + v.suffix;
+    for (const Pkt64Case& pc : kPkt64Cases) {
+        const NetVariant& v = pc.variant;
+        const bool tx = pc.path == Pkt64Path::tx;
+        const std::string name = pc.name();
         if (!wanted(ctx, {name})) {
             continue;
         }
         // A backend per variant (its data path and spin window), serving a fresh vif.
         hv::net::BackendOptions o;
-        o.host = hv::net::HostMode::loop;
+        o.host = tx ? hv::net::HostMode::sink : hv::net::HostMode::loop;
         o.max_queues = 1;
         o.mode = v.mode;
         o.spin = std::chrono::microseconds(v.spin_us);
         o.persistent_pool = v.pool;
+        o.stats_interval = 100ms;
         auto b = hv::net::Backend::create(*be_svc, **bx, o);
         if (!b) {
             return fail(b.error());
@@ -783,7 +869,10 @@ Result<std::string> run_pkt64_case(Context& ctx) {
             std::unique_ptr<hv::net::Backend>& b;
             ~Stop() { b->stop(); }
         } stop{*b};
-        (*b)->start();
+        {
+            ScopedPin pin(be_cpu);  // the control thread, and the queue threads it starts
+            (*b)->start();
+        }
         xenbus::DeviceSpec spec;
         spec.type = "vif";
         spec.frontend = d->domid;
@@ -800,8 +889,15 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                     {{"frame_bytes", "64"},
                      {"frames", std::to_string(count)},
                      {"window", std::to_string(window)},
-                     {"path", "netfront tx -> netback loop engine -> netfront rx (helper domain)"},
-                     {"counted", "frames back on rx per second (lost frames not counted)"},
+                     {"path", tx ? "one way: netfront tx -> netback (grant copy or map+memcpy "
+                                   "into its own pages, checks, tx response) -> sink engine "
+                                   "(helper domain)"
+                                 : "round trip: netfront tx -> netback loop engine -> "
+                                   "netfront rx (helper domain)"},
+                     {"counted", tx ? "frames answered OKAY on the tx ring per second (netback's "
+                                      "tx_packets checked equal, no tx error or drop)"
+                                    : "frames back on rx per second (lost frames not counted)"},
+                     {"placement", placement},
                      {"peer_path", "dpdk-testpmd virtio-user txonly -> vhost-user rxonly, one "
                                    "CPU each (polling), Rx-pps median"}}};
         add_variant_config(cs, v);
@@ -811,11 +907,17 @@ Result<std::string> run_pkt64_case(Context& ctx) {
         cs.config.emplace_back("peer_memory", huge ? "2MiB hugepages (pool raised for the run, "
                                                      "restored after)"
                                                    : "--no-huge (memfd)");
+        if (quick_peer) {
+            cs.config.emplace_back("peer_measured", "beside the first pkt64 case (--quick)");
+        }
+        std::uint64_t taken = 0;  // frames netback's sink took on this vif (all runs)
         HV_TRY(ctx.run_case(
             cs,
             [&]() -> Result<Sample> {
-                auto r = d->ctl.call("pkt64 " + std::to_string(count) + " " +
-                                         std::to_string(window) + " " + std::to_string(v.spin_us),
+                auto r = d->ctl.call(std::string(tx ? "pkt64tx " : "pkt64 ") +
+                                         std::to_string(count) + " " + std::to_string(window) +
+                                         " " + std::to_string(v.spin_us) + " " +
+                                         std::to_string(fe_cpu + 1),
                                      60000);
                 if (!r) {
                     return fail(r.error());
@@ -834,14 +936,27 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                                  name.c_str(), static_cast<unsigned long long>(*lost),
                                  static_cast<unsigned long long>(count));
                 }
+                if (tx) {
+                    taken += *rx;
+                    if (auto c = check_tx_statistics(**bx, d->domid, devid, taken); !c) {
+                        return fail(c.error());
+                    }
+                }
                 return Sample{static_cast<double>(*rx) * 1e9 / static_cast<double>(*ns)};
             },
             [&]() -> Result<Sample> {
                 if (testpmd.empty()) {
                     return Sample{std::numeric_limits<double>::quiet_NaN()};
                 }
-                return dpdk_pkt64(testpmd, host->rundir(), huge.get(),
-                                  static_cast<unsigned>(ctx.scale(5, 2)));
+                if (quick_peer) {
+                    return *quick_peer;
+                }
+                auto p = dpdk_pkt64(testpmd, host->rundir(), huge.get(),
+                                    static_cast<unsigned>(ctx.scale(5, 2)));
+                if (p && ctx.quick()) {
+                    quick_peer = *p;
+                }
+                return p;
             }));
         HV_TRY(d->ctl.call("close"));
         (void)xenbus::remove_device(**x, DomId(0), "vif", d->domid, devid);
@@ -874,8 +989,12 @@ Result<std::string> net_helper(hvmin::Services& svc, const std::vector<std::stri
         state.dev.reset();
         return std::string("ok");
     }
-    if (w[0] == "pkt64" && nums.size() == 3 && nums[1] > 0 && nums[2] <= 1000000) {
-        return front_pkt64(state, nums[0], nums[1], std::chrono::microseconds(nums[2]));
+    // pkt64[tx] COUNT WINDOW SPIN_US CPU+1 (0: unpinned)
+    if ((w[0] == "pkt64" || w[0] == "pkt64tx") && nums.size() == 4 && nums[1] > 0 &&
+        nums[2] <= 1000000 && nums[3] <= CPU_SETSIZE) {
+        return front_pkt64(state, w[0] == "pkt64tx" ? Pkt64Path::tx : Pkt64Path::loop, nums[0],
+                           nums[1], std::chrono::microseconds(nums[2]),
+                           static_cast<int>(nums[3]) - 1);
     }
     return fail_errno(EINVAL);
 }

@@ -101,7 +101,7 @@ TxConfig VifDevice::offered_tx() const noexcept {
 }
 
 bool VifDevice::dpdk_vif() const {
-    if (opt_.host == HostMode::loop) {
+    if (opt_.host != HostMode::tap) {
         return false;
     }
     auto rd = [&](const char* key) {
@@ -178,9 +178,10 @@ void VifDevice::fail_device(int err, const std::string& msg) noexcept {
 Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_host_side(unsigned queues,
                                                                           const Features& rx_off) {
     std::vector<std::unique_ptr<NetEngine>> engines;
-    if (opt_.host == HostMode::loop) {
+    if (opt_.host != HostMode::tap) {
         for (unsigned i = 0; i < queues; ++i) {
-            auto e = make_loop_engine(256, Features{true, true, true});
+            auto e = opt_.host == HostMode::loop ? make_loop_engine(256, Features{true, true, true})
+                                                 : make_sink_engine(Features{true, true, true});
             if (!e) {
                 return fail(e.error());
             }
@@ -393,7 +394,10 @@ Result<void> VifDevice::connect() {
     // The host side is ready: what a hotplug script would report. Connected follows.
     HV_TRY(write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}));
     HV_INFO("netback %s: connected: %u queue(s), %s%s", bdir_.c_str(), queues,
-            tap_ ? "tap " : port_ ? "DPDK port " : "loop engine",
+            tap_                           ? "tap "
+            : port_                        ? "DPDK port "
+            : opt_.host == HostMode::sink ? "sink engine"
+                                           : "loop engine",
             tap_ ? tap_->name().c_str() : port_ ? port_->name().c_str() : "");
     return {};
 }

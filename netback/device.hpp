@@ -3,7 +3,7 @@
 // machine (netfront skips Initialised; we connect on frontend Connected and publish Connected
 // only after hotplug-status=connected, which we write once the host side is ready), creates the
 // host side (tap `vif<fe>.<devid>` on a Linux or OVS bridge, a DPDK vhost-user port, or a
-// loop engine) and one Queue per
+// loop or sink engine) and one Queue per
 // queue. Layer: L2. Threads: everything runs on the Backend's control thread (run()); start()/
 // stop() and the read-only accessors may be called from any thread.
 #pragma once
@@ -37,6 +37,7 @@ class DpdkPort;
 enum class HostMode : std::uint8_t {
     tap,   ///< a tap per vif (IFF_VNET_HDR), attached to the `bridge` key's bridge
     loop,  ///< every frame the frontend sends comes back to it (tests, benchmarks)
+    sink,  ///< every frame the frontend sends is taken and dropped (make_sink_engine)
 };
 
 struct BackendOptions {

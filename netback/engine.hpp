@@ -102,6 +102,11 @@ hv::Result<void> check_offload(const VnetHdr& hdr, std::size_t frame_len,
 hv::Result<std::unique_ptr<NetEngine>> make_loop_engine(unsigned capacity = 64,
                                                         Features features = {true, true, true});
 
+/// A sink engine: every frame sent is checked (check_offload), taken and dropped, as by a switch
+/// port that discards; receive() never has one and notify_fd() is never readable. The
+/// one-direction peer of DPDK's rxonly (hvbench pkt64_rings_tx*); never busy.
+hv::Result<std::unique_ptr<NetEngine>> make_sink_engine(Features features = {true, true, true});
+
 /// A tap engine over one queue fd of a Tap (tap.hpp), which must have been opened with
 /// IFF_VNET_HDR and `features` set with TUNSETOFFLOAD. Takes ownership of the fd.
 hv::Result<std::unique_ptr<NetEngine>> make_tap_engine(hv::UniqueFd queue_fd, Features features,

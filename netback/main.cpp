@@ -26,13 +26,14 @@ int main(int argc, char** argv) {
     p.name = "netback";
     p.serves = "vifs";
     p.synopsis =
-        "usage: netback [--rundir DIR] [--domain-self] [--loop] [--max-queues N]\n"
+        "usage: netback [--rundir DIR] [--domain-self] [--loop|--sink] [--max-queues N]\n"
         "               [--no-split] [--ovs-db REMOTE] [--netns NAME|PATH]\n"
         "               [--mode copy|map] [--poll-us N] [--no-persistent]\n"
         "               [--no-gso] [--no-ipv6-csum] [--no-csum-offload] [--dpdk-eal ARGS]\n"
         "  Serves the vifs of /local/domain/<self>/backend/vif until SIGTERM.\n";
     p.options =
         "  --loop            no taps: every frame a frontend sends comes back to it\n"
+        "  --sink            no taps: every frame a frontend sends is taken and dropped\n"
         "  --max-queues N    multi-queue-max-queues (default: min(8, CPUs))\n"
         "  --no-split        do not offer feature-split-event-channels\n"
         "  --ovs-db REMOTE   OVSDB remote for type=ovs vifs (e.g. unix:/run/ovs/db.sock)\n"
@@ -52,6 +53,8 @@ int main(int argc, char** argv) {
         const std::string_view a = args[i];
         if (a == "--loop") {
             opt.host = hv::net::HostMode::loop;
+        } else if (a == "--sink") {
+            opt.host = hv::net::HostMode::sink;
         } else if (a == "--no-split") {
             opt.split_event_channels = false;
         } else if (a == "--max-queues" && i + 1 < n) {

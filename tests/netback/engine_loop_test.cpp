@@ -1,5 +1,6 @@
 // The loop engine through the NetEngine contract: frames and headers come back, full means busy
-// with nothing queued, notify_fd is readable exactly while frames wait.
+// with nothing queued, notify_fd is readable exactly while frames wait. And the sink engine:
+// takes and drops every frame the offload check lets through.
 #include <catch2/catch.hpp>
 
 #include <poll.h>
@@ -125,4 +126,55 @@ TEST_CASE("the loop engine refuses a receive buffer below max_frame_bytes",
     std::vector<std::byte> big((*e)->max_frame_bytes());
     RxBuffer ok{big};
     CHECK(*(*e)->receive({&ok, 1}) == 1);  // the frame was not lost
+}
+
+TEST_CASE("the sink engine takes every good frame, returns none and is never readable",
+          "[netback][engine][contract]") {
+    auto e = make_sink_engine();
+    REQUIRE(e.has_value());
+    NetEngine& eng = **e;
+    CHECK(eng.max_frame_bytes() == max_gso_frame_bytes);
+    auto f = frame(3000, 5);
+    const iovec iov[2] = {{f.data(), 54}, {f.data() + 54, f.size() - 54}};
+    VnetHdr h;
+    h.flags = VnetHdr::F_NEEDS_CSUM;
+    h.gso_type = VnetHdr::GSO_TCPV4;
+    h.gso_size = 1448;
+    h.csum_start = 34;
+    h.csum_offset = 16;
+    for (int i = 0; i < 1000; ++i) {  // never busy: it holds nothing
+        REQUIRE(eng.send(h, iov).has_value());
+    }
+    CHECK_FALSE(readable(eng.notify_fd()));
+    std::vector<std::byte> buf(eng.max_frame_bytes());
+    RxBuffer rx{buf};
+    auto n = eng.receive({&rx, 1});
+    REQUIRE(n.has_value());
+    CHECK(*n == 0);
+}
+
+TEST_CASE("the sink engine refuses what every engine refuses", "[netback][engine][contract]") {
+    auto e = make_sink_engine(Features{true, true, false});
+    REQUIRE(e.has_value());
+    NetEngine& eng = **e;
+    auto f = frame(100, 3);
+    const iovec iov{f.data(), f.size()};
+    VnetHdr h;
+    h.flags = VnetHdr::F_NEEDS_CSUM;
+    h.csum_start = 90;
+    h.csum_offset = 16;  // checksum field past the end of the frame
+    CHECK(eng.send(h, {&iov, 1}).error() == Errc::bad_offload);
+    h.csum_start = 34;
+    h.gso_type = VnetHdr::GSO_TCPV6;  // not offered
+    h.gso_size = 1448;
+    CHECK(eng.send(h, {&iov, 1}).error() == Errc::frame_too_big);
+    const iovec tiny{f.data(), 13};
+    CHECK(eng.send({}, {&tiny, 1}).error() == Errc::frame_too_small);
+    auto no_csum = make_sink_engine(Features{false, false, false});
+    REQUIRE(no_csum.has_value());
+    h = {};
+    h.flags = VnetHdr::F_NEEDS_CSUM;
+    h.csum_start = 34;
+    h.csum_offset = 16;
+    CHECK((*no_csum)->send(h, {&iov, 1}).error() == Errc::bad_offload);
 }

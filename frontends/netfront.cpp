@@ -31,6 +31,8 @@ constexpr unsigned kRingSize = rings::ring_entries_for_pages<rings::NetifTxProto
 static_assert(kRingSize == rings::ring_entries_for_pages<rings::NetifRxProtocol>(1));
 /// Slots a received packet may use (netfront: XEN_NETIF_NR_SLOTS_MIN data slots + extras).
 constexpr unsigned kMaxRxSlots = rings::XEN_NETIF_NR_SLOTS_MIN + 4;
+/// Pages of the largest frame (XEN_NETIF_MAX_TX_SIZE, or a lease of 64 KiB).
+constexpr unsigned kMaxTxFrags = 16;
 /// take_tx_responses() keeps at most this many (the oldest half goes when it is full).
 constexpr std::size_t kTxLogMax = 4096;
 
@@ -75,6 +77,8 @@ struct Queue {
     std::byte* rx_pages = nullptr;      // kRingSize pages, granted writable
     std::vector<GrantRef> tx_grefs, rx_grefs;
     std::vector<std::uint16_t> tx_free;  // free tx page ids
+    std::vector<std::uint16_t> lent;     // tx page ids lent by tx_pages(), in frame order
+    std::vector<iovec> lent_iov;         // their pages
     std::vector<bool> tx_busy;
     std::vector<rings::netif_rx_response> rx_pending;  // copies, a packet may be incomplete
 };
@@ -101,6 +105,7 @@ struct Device::Impl {
     std::vector<rings::netif_tx_response> tx_log = std::vector<rings::netif_tx_response>(kTxLogMax);
     std::uint64_t tx_log_n = 0, tx_log_taken = 0;
     std::vector<std::byte> rx_scratch;  // a multi-slot packet, made contiguous for its view
+    std::array<iovec, kMaxRxSlots + 2> rx_parts{};  // the lent packet's data slots
     std::vector<xs::ScopedWatch> watches;
     std::vector<Queue> queues;
 
@@ -115,8 +120,27 @@ struct Device::Impl {
     Result<void> on_state_change();
     Result<void> send(unsigned q, std::span<const std::byte> frame, const Offload& off);
     Result<std::size_t> send_burst(unsigned q, std::span<const std::span<const std::byte>> frames);
+    /// Ring slots and pages a frame takes.
+    struct FrameShape {
+        unsigned frags = 0;  ///< pages (data slots)
+        unsigned slots = 0;  ///< ring slots: the pages and a GSO extra
+    };
+    /// send()'s checks of a frame of `len` bytes with `off`. Errors: bad_packet.
+    Result<FrameShape> check_frame(std::size_t len, const Offload& off) const;
+    /// True when `q` has the ring slots and free pages `f` needs (tx responses taken first
+    /// if not). False also when that found a broken ring (phase is no longer connected).
+    bool room(Queue& q, const FrameShape& f);
     /// Writes one frame's slots (no push). Errors: bad_packet, busy.
     Result<void> put_frame(Queue& q, std::span<const std::byte> frame, const Offload& off);
+    /// Writes the slots of a frame of `len` bytes already in the pages `ids` (taken off the
+    /// free list; given back on failure), completing a checksum the backend does not take.
+    /// No push. Room was checked. Errors: bad_packet.
+    Result<void> put_pages(Queue& q, std::span<const std::uint16_t> ids, std::size_t len,
+                           const Offload& off);
+    Result<std::span<const iovec>> tx_pages(unsigned q, std::size_t max_bytes);
+    Result<void> send_pages(unsigned q, std::size_t len, const Offload& off);
+    /// Gives the pages lent by tx_pages() back to the free list.
+    void end_lease(Queue& q) noexcept;
     std::size_t poll(Device::PacketFn fn, void* ctx, bool arm);
     bool arm() noexcept;
     bool tx_responses(Queue& q);
@@ -352,8 +376,8 @@ Result<std::size_t> Device::Impl::send_burst(unsigned qi,
     return n;
 }
 
-Result<void> Device::Impl::put_frame(Queue& q, std::span<const std::byte> frame, const Offload& off) {
-    const std::size_t len = frame.size();
+Result<Device::Impl::FrameShape> Device::Impl::check_frame(std::size_t len,
+                                                          const Offload& off) const {
     const bool gso = off.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE;
     const bool gso_offered = off.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV4 ? tx_off.gso_tcpv4
                              : off.gso_type == rings::XEN_NETIF_GSO_TYPE_TCPV6 ? tx_off.gso_tcpv6
@@ -362,47 +386,83 @@ Result<void> Device::Impl::put_frame(Queue& q, std::span<const std::byte> frame,
         (gso && (off.gso_size == 0 || !gso_offered))) {
         return fail(make_error_code(Errc::bad_packet));
     }
+    FrameShape f;
+    f.frags = static_cast<unsigned>((len + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
+    f.slots = f.frags + (gso ? 1U : 0U);
+    return f;
+}
+
+bool Device::Impl::room(Queue& q, const FrameShape& f) {
+    if (q.tx.free_requests() >= f.slots && q.tx_free.size() >= f.frags) {
+        return true;
+    }
+    // tx_responses() fails (and kills the device) only on a broken ring: callers then see
+    // phase != connected.
+    return tx_responses(q) && q.tx.free_requests() >= f.slots && q.tx_free.size() >= f.frags;
+}
+
+Result<void> Device::Impl::put_frame(Queue& q, std::span<const std::byte> frame, const Offload& off) {
+    const std::size_t len = frame.size();
+    auto checked = check_frame(len, off);
+    if (!checked) {
+        return fail(checked.error());
+    }
+    const FrameShape shape = *checked;
+    if (!room(q, shape)) {
+        return fail(make_error_code(phase == Phase::connected ? Errc::busy : Errc::not_connected));
+    }
+    std::array<std::uint16_t, kMaxTxFrags> ids{};
+    for (unsigned f = 0; f < shape.frags; ++f) {
+        ids[f] = q.tx_free.back();
+        q.tx_free.pop_back();
+        const std::size_t at = std::size_t{f} * XEN_PAGE_SIZE;
+        std::memcpy(q.tx_pages + std::size_t{ids[f]} * XEN_PAGE_SIZE, frame.data() + at,
+                    std::min<std::size_t>(XEN_PAGE_SIZE, len - at));
+    }
+    return put_pages(q, {ids.data(), shape.frags}, len, off);
+}
+
+Result<void> Device::Impl::put_pages(Queue& q, std::span<const std::uint16_t> ids, std::size_t len,
+                                     const Offload& off) {
+    const bool gso = off.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE;
+    auto page = [&](std::size_t f) { return q.tx_pages + std::size_t{ids[f]} * XEN_PAGE_SIZE; };
     // A partial checksum the backend does not take for this IP version is completed here
-    // (Linux: skb_checksum_help once the feature is off): its value goes into the page copy.
-    std::optional<std::pair<std::size_t, std::uint16_t>> csum_fix;  // frame offset, value
+    // (Linux: skb_checksum_help once the feature is off): its value goes into the page.
+    // The headers are looked for in the first page (Linux pulls at most 256 bytes of IPv6
+    // headers for its checksum setup).
     bool csum_blank = off.csum_blank;
     if (csum_blank && !gso && !(tx_off.csum4 && tx_off.csum6)) {
-        const std::span<const std::uint8_t> f(reinterpret_cast<const std::uint8_t*>(frame.data()),
-                                              len);
-        const auto l4 = rings::netif_find_l4(f);
-        const std::size_t at = l4 ? rings::netif_l4_csum_offset(*l4, len) : 0;
+        const std::span<const std::uint8_t> head(reinterpret_cast<const std::uint8_t*>(page(0)),
+                                                 std::min<std::size_t>(len, XEN_PAGE_SIZE));
+        const auto l4 = rings::netif_find_l4(head);
+        const std::size_t at = l4 ? rings::netif_l4_csum_offset(*l4, head.size()) : 0;
         if (at == 0) {
+            for (auto id : ids) {
+                q.tx_free.push_back(id);
+            }
             return fail(make_error_code(Errc::bad_packet));
         }
         if (!(l4->ipv6 ? tx_off.csum6 : tx_off.csum4)) {
-            csum_fix.emplace(l4->off + at, rings::netif_partial_csum(f, l4->off));
+            // Sum from csum_start to the end, page by page: csum_start is even and every page
+            // but the last is whole, so each piece starts on an even offset of the frame.
+            std::uint32_t sum = 0;
+            for (std::size_t f = 0; f < ids.size(); ++f) {
+                const std::size_t from = f == 0 ? l4->off : 0;
+                const std::size_t to = std::min<std::size_t>(XEN_PAGE_SIZE, len - f * XEN_PAGE_SIZE);
+                sum = rings::netif_sum16(
+                    {reinterpret_cast<const std::uint8_t*>(page(f)) + from, to - from}, sum);
+            }
+            const std::uint16_t v = rings::netif_fold_csum(sum);
+            // The field's offset is even and within the first page (checked above).
+            page(0)[l4->off + at] = static_cast<std::byte>(v >> 8);
+            page(0)[l4->off + at + 1] = static_cast<std::byte>(v & 0xff);
             csum_blank = false;
         }
     }
-    const unsigned frags = static_cast<unsigned>((len + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
-    const unsigned slots = frags + (gso ? 1U : 0U);
-    if (q.tx.free_requests() < slots || q.tx_free.size() < frags) {
-        if (!tx_responses(q)) {
-            return fail(make_error_code(Errc::not_connected));  // died: `q` is gone
-        }
-        if (q.tx.free_requests() < slots || q.tx_free.size() < frags) {
-            return fail(make_error_code(Errc::busy));
-        }
-    }
-    for (unsigned f = 0; f < frags; ++f) {
-        const std::uint16_t id = q.tx_free.back();
-        q.tx_free.pop_back();
+    for (std::size_t f = 0; f < ids.size(); ++f) {
+        const std::uint16_t id = ids[f];
         q.tx_busy[id] = true;
-        const std::size_t at = std::size_t{f} * XEN_PAGE_SIZE;
-        const std::size_t n = std::min<std::size_t>(XEN_PAGE_SIZE, len - at);
-        std::byte* page = q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE;
-        std::memcpy(page, frame.data() + at, n);
-        if (csum_fix && csum_fix->first >= at && csum_fix->first < at + n) {
-            // The field's offset is even (IP headers are multiples of 4 or 8 bytes), so both
-            // bytes are in this page.
-            page[csum_fix->first - at] = static_cast<std::byte>(csum_fix->second >> 8);
-            page[csum_fix->first - at + 1] = static_cast<std::byte>(csum_fix->second & 0xff);
-        }
+        const std::size_t n = std::min<std::size_t>(XEN_PAGE_SIZE, len - f * XEN_PAGE_SIZE);
         rings::netif_tx_request r{};
         r.gref = q.tx_grefs[id].get();
         r.offset = 0;
@@ -414,7 +474,7 @@ Result<void> Device::Impl::put_frame(Queue& q, std::span<const std::byte> frame,
                 (off.data_validated || off.csum_blank ? rings::NETTXF_data_validated : 0) |
                 (gso ? rings::NETTXF_extra_info : 0));
         }
-        if (f + 1 < frags) {
+        if (f + 1 < ids.size()) {
             r.flags = static_cast<std::uint16_t>(r.flags | rings::NETTXF_more_data);
         }
         q.tx.put_request(r);
@@ -426,6 +486,66 @@ Result<void> Device::Impl::put_frame(Queue& q, std::span<const std::byte> frame,
             std::memcpy(static_cast<void*>(&q.tx.next_request()), &x, sizeof x);
             q.tx.commit_request();
         }
+    }
+    return {};
+}
+
+Result<std::span<const iovec>> Device::Impl::tx_pages(unsigned qi, std::size_t max_bytes) {
+    if (phase != Phase::connected || qi >= queues.size()) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    if (max_bytes == 0 || max_bytes > kMaxTxFrags * XEN_PAGE_SIZE) {
+        return fail(std::make_error_code(std::errc::invalid_argument));
+    }
+    Queue& q = queues[qi];
+    const auto frags = static_cast<unsigned>((max_bytes + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
+    if (q.lent.size() >= frags) {
+        return std::span<const iovec>(q.lent_iov.data(), q.lent_iov.size());
+    }
+    end_lease(q);
+    if (!room(q, FrameShape{frags, frags + 1})) {
+        return fail(make_error_code(phase == Phase::connected ? Errc::busy : Errc::not_connected));
+    }
+    for (unsigned f = 0; f < frags; ++f) {
+        const std::uint16_t id = q.tx_free.back();
+        q.tx_free.pop_back();
+        q.lent.push_back(id);
+        q.lent_iov.push_back({q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE, XEN_PAGE_SIZE});
+    }
+    return std::span<const iovec>(q.lent_iov.data(), q.lent_iov.size());
+}
+
+void Device::Impl::end_lease(Queue& q) noexcept {
+    for (auto id : q.lent) {
+        q.tx_free.push_back(id);
+    }
+    q.lent.clear();
+    q.lent_iov.clear();
+}
+
+Result<void> Device::Impl::send_pages(unsigned qi, std::size_t len, const Offload& off) {
+    if (phase != Phase::connected || qi >= queues.size()) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    Queue& q = queues[qi];
+    if (q.lent.empty() || len > q.lent.size() * XEN_PAGE_SIZE) {
+        return fail(std::make_error_code(std::errc::invalid_argument));
+    }
+    auto shape = check_frame(len, off);
+    if (!shape) {
+        end_lease(q);
+        return fail(shape.error());
+    }
+    if (q.tx.free_requests() < shape->slots && !room(q, *shape)) {
+        return fail(make_error_code(phase == Phase::connected ? Errc::busy : Errc::not_connected));
+    }
+    std::array<std::uint16_t, kMaxTxFrags> ids{};
+    std::copy_n(q.lent.begin(), shape->frags, ids.begin());
+    q.lent.erase(q.lent.begin(), q.lent.begin() + shape->frags);
+    end_lease(q);  // the pages the frame did not need
+    HV_TRY(put_pages(q, {ids.data(), shape->frags}, len, off));
+    if (q.tx.push_requests()) {
+        kick_tx(q);
     }
     return {};
 }
@@ -552,42 +672,47 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, Device::PacketFn fn,
             break;  // wait for the rest
         }
         // The data: one slot is lent in place, several are joined in the scratch buffer (its
-        // capacity kept, so no allocation once it has held the largest packet).
+        // capacity kept, so no allocation once it has held the largest packet) unless the
+        // caller takes them as parts (Options::lend_slots).
         const std::span<const std::size_t> data_slots(slot_at.data(), nslots);
-        auto slot_bytes = [&](std::size_t s) -> std::span<const std::byte> {
-            const auto& r = q.rx_pending[s];
+        for (std::size_t k = 0; !bad && k < nslots; ++k) {
+            const auto& r = q.rx_pending[data_slots[k]];
             if (r.status < 0 ||
                 std::size_t{r.offset} + static_cast<std::size_t>(r.status) > XEN_PAGE_SIZE) {
-                return {};
+                bad = true;
+                break;
             }
-            const std::uint32_t idx = first_idx + static_cast<std::uint32_t>(s);
-            const std::byte* page = q.rx_pages + std::size_t{idx & (kRingSize - 1)} * XEN_PAGE_SIZE;
-            return {page + r.offset, static_cast<std::size_t>(r.status)};
-        };
-        auto slot_ok = [&](std::size_t s) {
-            const auto& r = q.rx_pending[s];
-            return r.status >= 0 &&
-                   std::size_t{r.offset} + static_cast<std::size_t>(r.status) <= XEN_PAGE_SIZE;
-        };
-        if (!bad && nslots == 1) {
-            bad = !slot_ok(data_slots[0]);
-            p.data = slot_bytes(data_slots[0]);
-        } else if (!bad) {
+            const std::uint32_t idx = first_idx + static_cast<std::uint32_t>(data_slots[k]);
+            std::byte* page = q.rx_pages + std::size_t{idx & (kRingSize - 1)} * XEN_PAGE_SIZE;
+            rx_parts[k] = {page + r.offset, static_cast<std::size_t>(r.status)};
+        }
+        auto join = [&] {
             rx_scratch.clear();
-            for (std::size_t s : data_slots) {
-                if (!slot_ok(s)) {
-                    bad = true;
-                    break;
-                }
-                const auto b = slot_bytes(s);
-                rx_scratch.insert(rx_scratch.end(), b.begin(), b.end());
+            for (std::size_t k = 0; k < nslots; ++k) {
+                const auto* b = static_cast<const std::byte*>(rx_parts[k].iov_base);
+                rx_scratch.insert(rx_scratch.end(), b, b + rx_parts[k].iov_len);
             }
-            p.data = rx_scratch;
+            return std::span<const std::byte>(rx_scratch);
+        };
+        if (!bad) {
+            p.parts = {rx_parts.data(), nslots};
+            if (nslots == 1) {
+                p.data = {static_cast<const std::byte*>(rx_parts[0].iov_base), rx_parts[0].iov_len};
+            } else if (!opt.lend_slots) {
+                p.data = join();
+            }
         }
         p.offload.csum_blank = (r0.flags & rings::NETRXF_csum_blank) != 0;
         p.offload.data_validated = (r0.flags & rings::NETRXF_data_validated) != 0;
         if (!bad && (p.offload.csum_blank || p.offload.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE)) {
-            bad = !locate_csum(p.data, p.offload);
+            // The headers: the first slot holds them whole but for freak packets, which are
+            // joined to be looked at (the same answer as for the whole packet either way).
+            const std::span<const std::byte> first(
+                static_cast<const std::byte*>(rx_parts[0].iov_base), rx_parts[0].iov_len);
+            bad = !locate_csum(p.data.empty() ? first : p.data, p.offload);
+            if (bad && p.data.empty()) {
+                bad = !locate_csum(join(), p.offload);
+            }
         }
         if (bad) {
             ++counters.rx_errors;
@@ -741,6 +866,14 @@ Result<void> Device::send(unsigned queue, std::span<const std::byte> frame, cons
     return impl_->send(queue, frame, off);
 }
 
+Result<std::span<const iovec>> Device::tx_pages(unsigned queue, std::size_t max_bytes) {
+    return impl_->tx_pages(queue, max_bytes);
+}
+
+Result<void> Device::send_pages(unsigned queue, std::size_t len, const Offload& off) {
+    return impl_->send_pages(queue, len, off);
+}
+
 Result<std::size_t> Device::send_burst(unsigned queue,
                                        std::span<const std::span<const std::byte>> frames) {
     return impl_->send_burst(queue, frames);
@@ -754,7 +887,13 @@ bool Device::arm() noexcept { return impl_->phase == Phase::connected && impl_->
 
 std::size_t Device::poll(std::vector<Packet>& out) {
     return poll_each([&out](const PacketView& v) {
-        out.push_back(Packet{{v.data.begin(), v.data.end()}, v.offload, v.queue});
+        Packet& p = out.emplace_back(Packet{{v.data.begin(), v.data.end()}, v.offload, v.queue});
+        if (v.data.empty()) {  // Options::lend_slots: join the parts
+            for (const iovec& part : v.parts) {
+                const auto* b = static_cast<const std::byte*>(part.iov_base);
+                p.data.insert(p.data.end(), b, b + part.iov_len);
+            }
+        }
     });
 }
 
@@ -839,7 +978,7 @@ Counters Device::counters() const noexcept { return impl_->counters; }
 unsigned Device::tx_outstanding() const noexcept {
     unsigned n = 0;
     for (const auto& q : impl_->queues) {
-        n += static_cast<unsigned>(kRingSize - q.tx_free.size());
+        n += static_cast<unsigned>(kRingSize - q.tx_free.size() - q.lent.size());
     }
     return n;
 }

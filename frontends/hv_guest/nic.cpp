@@ -43,6 +43,10 @@ namespace wire = hv::rings;
 /// Devids probed when device/vif cannot be listed.
 constexpr std::uint32_t kProbeDevids = 16;
 constexpr std::size_t kHdr = 12;  // struct virtio_net_hdr_mrg_rxbuf (TUNSETVNETHDRSZ 12)
+/// Data slots of a received packet at most (netfront's limit: XEN_NETIF_NR_SLOTS_MIN).
+constexpr std::size_t kMaxParts = wire::XEN_NETIF_NR_SLOTS_MIN + 2;
+/// Largest frame read from a tap: 64 KiB (a TSO frame the tap hands us) in 16 tx pages.
+constexpr std::size_t kMaxTxFrame = 65536;
 
 /// struct virtio_net_hdr (linux/virtio_net.h is not valid C++: a member named `class`).
 struct VirtioNetHdr {
@@ -150,8 +154,10 @@ struct Nic {
     /// Per queue: a frame read from the tap that netfront had no room for (sent first next
     /// time; the tap is not read meanwhile, so the guest's stack sees backpressure, not loss).
     struct Held {
-        std::vector<std::byte> frame;
+        std::vector<std::byte> frame;  ///< the frame, unless it is in netfront's lent pages
         netfront::Offload off;
+        bool in_pages = false;  ///< in the tx pages netfront lent (tx_pages): len bytes
+        std::size_t len = 0;
     };
     std::vector<std::optional<Held>> held;
 };
@@ -352,6 +358,8 @@ private:
             n.name = "eth" + std::to_string(id);
             netfront::Options o;
             o.max_queues = 4;
+            // Received packets are written to the tap from their rx pages (writev), not joined.
+            o.lend_slots = true;
             // rx with offloads too: a 64 KiB TSO segment crosses as one packet and goes to the
             // tap with its partial checksum and GSO type (the guest's stack takes both).
             auto d = netfront::Device::create(ctx_.hv, ctx_.xs, id, o);
@@ -406,7 +414,9 @@ private:
         bool moved = false;
         for (unsigned q = 0; q < n.taps.size(); ++q) {
             if (n.held[q]) {
-                auto s = n.nf->send(q, n.held[q]->frame, n.held[q]->off);
+                Nic::Held& h = *n.held[q];
+                auto s = h.in_pages ? n.nf->send_pages(q, h.len, h.off)
+                                    : n.nf->send(q, h.frame, h.off);
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
                     continue;  // still no room: wait for tx responses
                 }
@@ -416,12 +426,34 @@ private:
                 n.held[q].reset();
             }
             for (int i = 0; i < 256; ++i) {
-                const ssize_t r = ::read(n.taps[q].get(), buf_.data(), buf_.size());
+                // The frame goes straight into free tx pages netfront lends (readv: the header
+                // here, the frame there; one spill byte to notice a frame the tap would
+                // truncate), or, when too few are free, into our buffer to be copied by send().
+                auto pages = n.nf->tx_pages(q, kMaxTxFrame);
+                std::byte* hdr_at = buf_.data();
+                ssize_t r = 0;
+                if (pages) {
+                    iov_[0] = {hdr_.data(), kHdr};
+                    std::copy(pages->begin(), pages->end(), iov_.begin() + 1);
+                    iov_[1 + pages->size()] = {&spill_, 1};
+                    r = ::readv(n.taps[q].get(), iov_.data(), static_cast<int>(pages->size() + 2));
+                    hdr_at = hdr_.data();
+                } else {
+                    r = ::read(n.taps[q].get(), buf_.data(), buf_.size());
+                }
                 if (r < static_cast<ssize_t>(kHdr)) {
                     break;
                 }
+                const std::size_t len = static_cast<std::size_t>(r) - kHdr;
+                moved = true;
+                if (len > kMaxTxFrame) {
+                    ++n.tx_dropped;  // longer than the tap may hand us: torn, not sent
+                    HV_LOG_RL(warn, "hv-guest: %s: tx frame over %zu bytes dropped", n.name.c_str(),
+                              kMaxTxFrame);
+                    continue;
+                }
                 VirtioNetHdr h{};
-                std::memcpy(&h, buf_.data(), sizeof h);
+                std::memcpy(&h, hdr_at, sizeof h);
                 netfront::Offload off;
                 off.csum_blank = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) != 0;
                 off.data_validated = off.csum_blank || (h.flags & VIRTIO_NET_HDR_F_DATA_VALID) != 0;
@@ -437,16 +469,19 @@ private:
                     default:
                         break;
                 }
-                moved = true;
-                const std::span<const std::byte> frame(buf_.data() + kHdr,
-                                                       static_cast<std::size_t>(r) - kHdr);
-                auto s = n.nf->send(q, frame, off);
+                const std::span<const std::byte> frame(buf_.data() + kHdr, len);
+                auto send = [&] {
+                    return pages ? n.nf->send_pages(q, len, off) : n.nf->send(q, frame, off);
+                };
+                auto s = send();
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
                     (void)deliver(n);
-                    s = n.nf->send(q, frame, off);
+                    s = send();
                 }
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
-                    n.held[q] = Nic::Held{{frame.begin(), frame.end()}, off};
+                    // Held until there is room; a frame in lent pages stays there.
+                    n.held[q] = pages ? Nic::Held{{}, off, true, len}
+                                      : Nic::Held{{frame.begin(), frame.end()}, off, false, 0};
                     break;
                 }
                 if (!s) {
@@ -454,7 +489,7 @@ private:
                     // the kernel hands us only what TUNSETOFFLOAD allowed).
                     ++n.tx_dropped;
                     HV_LOG_RL(warn, "hv-guest: %s: tx frame dropped (%zu bytes, gso type %u): %s",
-                              n.name.c_str(), frame.size(), unsigned{off.gso_type},
+                              n.name.c_str(), len, unsigned{off.gso_type},
                               s.error().message().c_str());
                 }
             }
@@ -485,10 +520,13 @@ private:
             }
             std::array<std::byte, kHdr> hdr{};
             std::memcpy(hdr.data(), &h, sizeof h);
-            iovec iov[2] = {{hdr.data(), kHdr},
-                            {const_cast<std::byte*>(p.data.data()), p.data.size()}};
+            // The header, then the packet straight from its rx pages (one iovec per slot).
+            std::array<iovec, 1 + kMaxParts> iov;
+            iov[0] = {hdr.data(), kHdr};
+            const std::size_t parts = std::min(p.parts.size(), kMaxParts);
+            std::copy_n(p.parts.begin(), parts, iov.begin() + 1);
             const unsigned q = std::min<unsigned>(p.queue, static_cast<unsigned>(n.taps.size() - 1));
-            (void)!::writev(n.taps[q].get(), iov, 2);
+            (void)!::writev(n.taps[q].get(), iov.data(), static_cast<int>(1 + parts));
         });
     }
 
@@ -499,7 +537,10 @@ private:
     std::size_t initial_ = 0;
     bool in_netns_ = false;
     bool netns_failed_ = false;
-    std::vector<std::byte> buf_ = std::vector<std::byte>(kHdr + 65536);
+    std::vector<std::byte> buf_ = std::vector<std::byte>(kHdr + kMaxTxFrame);
+    std::array<std::byte, kHdr> hdr_{};                    // a frame read into lent tx pages: its header
+    std::array<iovec, 2 + kMaxTxFrame / 4096> iov_{};      // that header, the pages, the spill byte
+    std::byte spill_{};
     hv::SpinPolicy spin_{hv::default_spin()};
     std::vector<pollfd> spin_fds_;
 };

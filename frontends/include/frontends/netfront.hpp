@@ -6,6 +6,8 @@
 // by ONE thread: every member, control and data path, from that thread.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -61,6 +63,10 @@ struct Options {
     /// receive()'s spin window (hv::SpinPolicy): while packets arrived within it, it watches
     /// the response indices before sleeping. Default: the process default (HVKIT_POLL_US).
     std::chrono::microseconds spin = hv::default_spin();
+    /// Lent rx packets (poll(fn, ctx), poll_each) of more than one slot are not joined into a
+    /// contiguous buffer: their PacketView::data is empty and PacketView::parts names the
+    /// bytes in their rx pages (for a caller that writes them on with writev: no copy).
+    bool lend_slots = false;
 };
 
 /// Offload metadata of a packet (tx: what to ask for; rx: what the backend said).
@@ -95,11 +101,14 @@ struct Packet {
 };
 
 /// A received packet lent to poll()'s callback: valid only during the call. `data` is the rx
-/// page itself for a one-slot packet (no copy), else a scratch buffer the device reuses.
+/// page itself for a one-slot packet (no copy), else a scratch buffer the device reuses, or
+/// empty with Options::lend_slots. `parts` always names the packet's bytes where they lie in
+/// the rx pages, one entry per data slot, in order (one entry for a one-slot packet).
 /// GUEST: the rx pages stay granted to the backend (the pool), so it may still write them
 /// while the callback reads: copy what must stay consistent before checking it.
 struct PacketView {
     std::span<const std::byte> data;
+    std::span<const iovec> parts;
     Offload offload;
     unsigned queue = 0;
 };
@@ -156,6 +165,20 @@ public:
     /// first) or a frame cannot be sent (it is the first not queued; send() it to see why).
     /// Errors (nothing queued): not_connected.
     Result<std::size_t> send_burst(unsigned queue, std::span<const std::span<const std::byte>> frames);
+    /// Zero-copy send, step 1: lends free tx pages of `queue` for one frame of up to
+    /// `max_bytes` (≤ 65535), page f holding the frame's bytes [f × 4096, (f + 1) × 4096), so
+    /// the caller can read the frame straight into them (readv from a tap). The pages stay
+    /// lent until send_pages() or teardown; asking again returns the same lease while it is
+    /// big enough. Errors: not_connected, busy (fewer free pages or ring slots than such a
+    /// frame needs: poll() first, or send() from a buffer of its own).
+    Result<std::span<const iovec>> tx_pages(unsigned queue, std::size_t max_bytes);
+    /// Step 2: sends the first `len` bytes of the lent pages as send() sends a frame (same
+    /// checks, offloads and errors; a checksum completed here is written into the pages) and
+    /// ends the lease: the frame's pages go to the backend, the others back to the free list.
+    /// Errors: not_connected; EINVAL without a lease or with `len` beyond it; busy (ring slots
+    /// were taken by other sends since tx_pages(): the lease and its bytes stay, retry after
+    /// poll()); bad_packet (the lease ends, the frame is dropped).
+    Result<void> send_pages(unsigned queue, std::size_t len, const Offload& off = {});
     /// Handles tx responses and received packets on every queue; appends packets to `out`.
     /// Never blocks. Returns the number of packets appended.
     std::size_t poll(std::vector<Packet>& out);

@@ -120,6 +120,17 @@ inline std::uint32_t netif_sum16(std::span<const std::uint8_t> d, std::uint32_t 
     return static_cast<std::uint32_t>(s);
 }
 
+/// The checksum field's value for an unfolded sum of everything from csum_start on (pieces
+/// summed with netif_sum16, each but the last of even length): folded, complemented, and 0
+/// sent as 0xffff, as Linux's skb_checksum_help does, so a UDP checksum is never "none".
+inline std::uint16_t netif_fold_csum(std::uint32_t sum) noexcept {
+    while ((sum >> 16) != 0) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    const auto v = static_cast<std::uint16_t>(~sum);
+    return v == 0 ? 0xffff : v;
+}
+
 /// What a partial checksum (NETTXF_csum_blank, virtio F_NEEDS_CSUM) asks of whoever completes
 /// it: the field at `csum_start + csum_offset` holds the pseudo-header sum; the sum from
 /// `csum_start` to the end of the frame, complemented, is the checksum (0 is sent as 0xffff,
@@ -128,12 +139,7 @@ inline std::uint32_t netif_sum16(std::span<const std::uint8_t> d, std::uint32_t 
 /// Precondition: csum_start + csum_offset + 2 <= f.size().
 inline std::uint16_t netif_partial_csum(std::span<const std::uint8_t> f,
                                         std::size_t csum_start) noexcept {
-    std::uint32_t s = netif_sum16(f.subspan(csum_start), 0);
-    while ((s >> 16) != 0) {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    const auto v = static_cast<std::uint16_t>(~s);
-    return v == 0 ? 0xffff : v;
+    return netif_fold_csum(netif_sum16(f.subspan(csum_start), 0));
 }
 
 }  // namespace hv::rings

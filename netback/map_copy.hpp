@@ -66,6 +66,13 @@ public:
     /// Unmaps every kept mapping (one batch); call before `grants` goes away (disconnect).
     void drop(hvmin::Grants& grants) noexcept;
     std::size_t kept() const noexcept { return kept_.size(); }
+    /// The page of `ref`'s kept mapping (read-only or writable), or nullptr: valid until
+    /// drop(). GUEST: the frontend may write it at any time; only what is copied out is
+    /// stable.
+    const std::byte* kept_page(std::uint32_t ref) const noexcept {
+        const int k = persistent_ ? find_kept(ref) : -1;
+        return k < 0 ? nullptr : kept_[static_cast<unsigned>(k)].map.data();
+    }
 
 private:
     struct Kept {

@@ -79,6 +79,15 @@ TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
 
 TxPath::~TxPath() { mapper_.drop(grants_); }
 
+bool TxPath::all_kept(const TxPacket& p) const noexcept {
+    for (unsigned i = 0; i < p.nr_frags; ++i) {
+        if (mapper_.kept_page(p.frags[i].gref) == nullptr) {
+            return false;
+        }
+    }
+    return true;
+}
+
 TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
     TxRun out;
     if (!flush(ring, out)) {
@@ -141,17 +150,31 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                 e.copied = false;
                 e.done = false;
                 e.buf = static_cast<int>(area_used_);
-                area_used_ += need;
+                const bool direct = p.total_size >= kDirectMin && all_kept(p);
+                e.head = direct ? static_cast<std::uint32_t>(tx_offload_header_bytes)
+                                : p.total_size;
+                area_used_ += (std::size_t{e.head} + kAlign - 1) / kAlign * kAlign;
                 ++bufs_used_;
                 e.op_first = static_cast<unsigned>(ops_.size());
-                // Fragments into the packet's linear buffer; a copy never crosses a local page.
+                e.iov_first = static_cast<unsigned>(iovs_.size());
+                // Fragments into the packet's linear buffer, the first e.head bytes of them (a
+                // copy never crosses a local page); a direct packet's rest as iovecs into the
+                // kept mappings (parse_tx checked every fragment to lie within its page).
                 std::size_t pos = static_cast<std::size_t>(e.buf);
+                std::size_t left = e.head;
                 for (unsigned i = 0; i < p.nr_frags; ++i) {
                     const TxFragment& fr = p.frags[i];
+                    const std::size_t copy = std::min<std::size_t>(fr.size, left);
+                    left -= copy;
+                    if (copy < fr.size) {
+                        const std::byte* page = mapper_.kept_page(fr.gref);
+                        iovs_.push_back({const_cast<std::byte*>(page) + fr.offset + copy,
+                                         fr.size - copy});
+                    }
                     std::size_t done = 0;
-                    while (done < fr.size) {
+                    while (done < copy) {
                         const std::size_t in_page = pos % XEN_PAGE_SIZE;
-                        const std::size_t n = std::min<std::size_t>(fr.size - done, XEN_PAGE_SIZE - in_page);
+                        const std::size_t n = std::min<std::size_t>(copy - done, XEN_PAGE_SIZE - in_page);
                         rings::gnttab_copy op{};
                         op.source.u.ref = fr.gref;
                         op.source.domid = frontend_.get();
@@ -167,6 +190,7 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                     }
                 }
                 e.op_count = static_cast<unsigned>(ops_.size()) - e.op_first;
+                e.iov_count = static_cast<unsigned>(iovs_.size()) - e.iov_first;
                 ++batch_n_;
             } else {
                 // drop (guest fault, counted) or multicast (no filter: answered OKAY).
@@ -232,6 +256,7 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
     }
     std::size_t k = 0;
     std::uint64_t sent = 0, sent_bytes = 0;  // statistics: one update per batch
+    std::uint64_t direct = 0, direct_pieces = 0;  // sent straight from kept mappings
     for (; k < batch.size(); ++k) {
         Entry& e = batch[k];
         if (e.buf < 0 || e.done) {
@@ -240,8 +265,8 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         std::byte* data = pages_.base + static_cast<std::size_t>(e.buf);
         const std::size_t len = e.pkt.total_size;
         // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len and fixup.
-        auto hdr =
-            tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), len}, len, cfg_);
+        auto hdr = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), e.head},
+                                     len, cfg_);
         if (!hdr) {
             VifStats::add(stats_.tx_errors);
             HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
@@ -250,8 +275,10 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
             e.done = true;
             continue;
         }
-        const iovec iov{data, len};
-        if (auto s = engine_.send(*hdr, {&iov, 1}); !s) {
+        // The copied head (all of the packet unless direct), then a direct packet's rest.
+        send_iov_[0] = {data, e.head};
+        std::copy_n(iovs_.begin() + e.iov_first, e.iov_count, send_iov_.begin() + 1);
+        if (auto s = engine_.send(*hdr, {send_iov_.data(), 1 + std::size_t{e.iov_count}}); !s) {
             if (s.error() == make_error_code(Errc::busy)) {
                 out.engine_busy = true;  // keep this and the later entries; retry
                 break;
@@ -263,12 +290,16 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         }
         ++sent;
         sent_bytes += len;
+        direct_pieces += e.iov_count;
+        direct += e.iov_count > 0 ? 1U : 0U;
         e.status = rings::NETIF_RSP_OKAY;
         e.done = true;
     }
     if (sent > 0) {
         VifStats::add(stats_.tx_packets, sent);
         VifStats::add(stats_.tx_bytes, sent_bytes);
+        VifStats::add(stats_.tx_grant_pool, direct_pieces);
+        VifStats::add(stats_.tx_direct, direct);
     }
     for (std::size_t i = 0; i < k; ++i) {
         const unsigned n = build_tx_responses(batch[i].pkt, batch[i].status, rsp_);
@@ -286,6 +317,7 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
     if (batch_n_ == 0) {
         bufs_used_ = 0;
         area_used_ = 0;
+        iovs_.clear();
         return true;
     }
     return false;

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <tuple>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -91,10 +92,18 @@ public:
     unsigned pending() const noexcept { return static_cast<unsigned>(pend_.size() - pend_head_); }
 
 private:
+    /// A packet longer than this whose pages are all kept mappings (map mode, persistent pool)
+    /// is sent from them: only its first tx_offload_header_bytes are copied (the headers that
+    /// are parsed and that the host sees), the rest goes to the engine straight from the
+    /// frontend's pages (one copy less per byte: the tap's writev is the only one).
+    static constexpr std::size_t kDirectMin = 2048;
+
     struct Entry {
         TxPacket pkt;
         std::int16_t status = rings::NETIF_RSP_ERROR;
         int buf = -1;             ///< byte offset in the copy area, forward only
+        std::uint32_t head = 0;   ///< bytes of the packet in the copy area (all, unless direct)
+        unsigned iov_first = 0, iov_count = 0;  ///< direct: the rest, in iovs_
         unsigned op_first = 0, op_count = 0;
         bool copied = false;      ///< grant copy done (status known)
         bool done = false;        ///< status final (sent, or refused)
@@ -102,6 +111,8 @@ private:
     /// Copies, sends and answers the batch in ring order. False: the engine is busy and the
     /// entries from the refused one on stay (their data already copied) for the next call.
     bool flush(TxRing& ring, TxRun& out) noexcept;
+    /// Every fragment's grant is a kept mapping (so the packet can be sent direct).
+    bool all_kept(const TxPacket& p) const noexcept;
 
     hvmin::Grants& grants_;
     NetEngine& engine_;
@@ -118,6 +129,8 @@ private:
     std::vector<Entry> batch_;    ///< [0, batch_n_) in use; the rest is kept storage (reused)
     std::size_t batch_n_ = 0;
     std::vector<rings::gnttab_copy> ops_;
+    std::vector<iovec> iovs_;     ///< direct packets' bytes past their head, in kept mappings
+    std::array<iovec, 1 + std::tuple_size_v<decltype(TxPacket::frags)>> send_iov_{};  ///< one send
     std::vector<rings::netif_tx_response> rsp_;
     unsigned bufs_used_ = 0;      ///< forwarded packets in the batch
     std::size_t area_used_ = 0;   ///< bytes of the copy area they take

@@ -299,7 +299,8 @@ hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<st
         }
         return h;
     }
-    const std::span<std::uint8_t> f = frame.first(std::min(frame.size(), frame_len));
+    const std::span<std::uint8_t> f =
+        frame.first(std::min({frame.size(), frame_len, tx_offload_header_bytes}));
     const auto l4 = wire::netif_find_l4(f);
     if (!l4 || l4->off > 0xffff) {
         return hv::unexpected(TxError::csum_setup_failed);

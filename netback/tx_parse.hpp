@@ -133,6 +133,11 @@ std::int16_t to_netif_status(TxVerdict v, TxError e, bool filter_ok = true) noex
 unsigned build_tx_responses(const TxPacket& p, std::int16_t status,
                             std::span<wire::netif_tx_response> out) noexcept;
 
+/// How far into a frame tx_offload_header() looks for headers: Ethernet, 256 bytes of IP
+/// headers (Linux netback's pull limit for IPv6, MAX_IPV6_HDR_LEN) and a TCP header with the
+/// largest options, rounded up.
+inline constexpr std::size_t tx_offload_header_bytes = 384;
+
 /// The virtio-net header for a forwarded packet, from its flags/GSO extra and its headers, as
 /// Linux netback's checksum_setup/skb_checksum_setup does. `frame` is the backend's private copy
 /// of the packet (at least its headers; `frame_len` the whole length). NETTXF_csum_blank (or a
@@ -143,7 +148,10 @@ unsigned build_tx_responses(const TxPacket& p, std::int16_t status,
 /// the matching IP version; hdr_len covers the TCP header. NETTXF_data_validated alone gives
 /// F_DATA_VALID. A partial checksum (csum_blank or GSO) of an IP version `cfg` does not take
 /// (csum4/csum6: what the backend offered) is refused. Errors are drop reasons:
-/// TxError::csum_setup_failed / gso_not_tcp / csum_not_offered.
+/// TxError::csum_setup_failed / gso_not_tcp / csum_not_offered. The headers, through the whole
+/// TCP/UDP header, must lie in the first tx_offload_header_bytes of the frame (more is
+/// csum_setup_failed): what a backend copies privately before sending the rest from the
+/// frontend's pages.
 hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<std::uint8_t> frame,
                                                  std::size_t frame_len,
                                                  const TxConfig& cfg = {}) noexcept;

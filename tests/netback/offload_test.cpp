@@ -304,3 +304,29 @@ TEST_CASE("to_string names every tx error", "[netback][tx]") {
         CHECK(to_string(static_cast<TxError>(e)) != "?");
     }
 }
+
+TEST_CASE("offload headers must end within tx_offload_header_bytes of the frame's start",
+          "[netback][offload][hostile]") {
+    // Destination options of 200 bytes: TCP header at 254..274, within the limit; of 328 bytes
+    // (more than Linux's 256 bytes of IPv6 headers): TCP header at 382..402, beyond it. The
+    // frame's bytes past the limit do not count: only the first 384 are copied privately
+    // by a backend sending the rest from the frontend's pages.
+    auto fits = ip6(60, {ext_hdr(6, 24)}, 6, 20);
+    fits.resize(fits.size() + 2000, 0x33);
+    auto h = tx_offload_header(meta(w::NETTXF_csum_blank, w::XEN_NETIF_GSO_TYPE_TCPV6, 1400),
+                               fits, fits.size());
+    REQUIRE(h.has_value());
+    CHECK(h->csum_start == 14 + 40 + 200);
+    CHECK(h->hdr_len == 14 + 40 + 200 + 20);
+    auto beyond = ip6(60, {ext_hdr(6, 40)}, 6, 20);
+    beyond.resize(beyond.size() + 2000, 0x33);
+    CHECK(tx_offload_header(meta(w::NETTXF_csum_blank), beyond, beyond.size()).error() ==
+          TxError::csum_setup_failed);
+    CHECK(tx_offload_header(meta(w::NETTXF_csum_blank, w::XEN_NETIF_GSO_TYPE_TCPV6, 1400), beyond,
+                            beyond.size())
+              .error() == TxError::csum_setup_failed);
+    // Only the copied head is passed in: the same answers.
+    CHECK(tx_offload_header(meta(w::NETTXF_csum_blank), std::span(fits).first(tx_offload_header_bytes),
+                            fits.size())
+              .has_value());
+}

@@ -540,14 +540,21 @@ void PciDevice::write_statistics() noexcept {
 
 Host::~Host() {
     for (const auto& e : opt_.emulated) {
+        // A driver domain may not (EACCES): its entries are the toolstack's, gone at destroy.
         (void)xs_.rm(std::string(kEmulatedDir) + "/" + registry_key(e.bdf));
     }
 }
 
 Result<void> Host::publish_emulated() {
     for (const auto& e : opt_.emulated) {
-        // So the toolstack can tell an emulated device from a missing one.
-        HV_TRY(xs_.write(std::string(kEmulatedDir) + "/" + registry_key(e.bdf), e.model));
+        // So the toolstack can tell an emulated device from a missing one. A driver domain's
+        // entries are written by the toolstack (`hvctl create`), readable by it and not
+        // writable: found there, nothing to do; EACCES until then (main.cpp waits).
+        const std::string path = std::string(kEmulatedDir) + "/" + registry_key(e.bdf);
+        if (auto v = xs_.read(path); v && *v == e.model) {
+            continue;
+        }
+        HV_TRY(xs_.write(path, e.model));
     }
     return {};
 }

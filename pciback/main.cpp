@@ -50,8 +50,8 @@ int main(int argc, char** argv) {
     p.make = [&](hv::hvmin::Services& hv, hv::xs::Client& xs, bool domain_self) {
         HV_INFO("pciback: %zu emulated device(s)", opt.emulated.size());
         auto backend = hv::pci::Backend::create(hv, xs, opt);
-        // A driver domain announces its emulated devices in the toolstack's registry, which
-        // `hvctl create` opens to it just after starting it: EACCES until then (bounded wait).
+        // A driver domain finds its emulated devices in the toolstack's registry, where
+        // `hvctl create` records them just after starting it: EACCES until then (bounded wait).
         for (int i = 0; domain_self && !backend &&
                         backend.error() == std::errc::permission_denied &&
                         !opt.emulated.empty() && i < kRegistryWaitSteps;

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <regex>
 
+#include "domain_probe.hpp"
 #include "pci_rig.hpp"
 
 using namespace hv::test::tools;
@@ -28,15 +29,6 @@ std::optional<PciRow> pci_row(const std::string& stat, const std::string& dom,
     return PciRow{std::stoull(m[1]), std::stoull(m[2]), std::stoull(m[3]), std::stoull(m[4]),
                   std::stoull(m[5])};
 }
-
-/// Stops a process for the scope (a backend that does not answer).
-struct Stopped {
-    pid_t pid;
-    explicit Stopped(pid_t p) : pid(p) { ::kill(pid, SIGSTOP); }
-    ~Stopped() { ::kill(pid, SIGCONT); }
-    Stopped(const Stopped&) = delete;
-    Stopped& operator=(const Stopped&) = delete;
-};
 
 }  // namespace
 
@@ -128,11 +120,11 @@ TEST_CASE("pciback as an isolated driver domain serves a pcifront guest, and its
     const int dd = rig.pciback_domid;
     REQUIRE(dd > 0);
     INFO(rig.logs());
-    // The registry: announced by the driver domain (its own entries), writable by no guest.
-    CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0").rfind("n" + std::to_string(dd), 0) ==
-          0);
-    CHECK(perms_text(xs, "/hvkit/pci/emulated").find("w" + std::to_string(dd)) !=
-          std::string::npos);
+    // The registry: its emulated devices recorded by the toolstack, readable by it alone; no
+    // domain may write there.
+    CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0") == "n0 r" + std::to_string(dd));
+    CHECK(rd(xs, "/hvkit/pci/emulated/0001-00-02-0/backend-id") == std::to_string(dd));
+    CHECK(perms_text(xs, "/hvkit/pci/emulated") == "n0");
 
     const int id = rig.create("hp", "'0001:00:02.0,backend=pcidd'", "--conf-ops 3");
     CHECK(rig.report(id) == PciRig::one_device());
@@ -187,8 +179,7 @@ TEST_CASE("pciback as an isolated driver domain serves a pcifront guest, and its
     CHECK_FALSE(xs.read(be));
     CHECK_FALSE(xs.read(fe));
     CHECK_FALSE(xs.read("/hvkit/pci/emulated/0001-00-02-0"));
-    CHECK(perms_text(xs, "/hvkit/pci/emulated").find("w" + std::to_string(dd)) ==
-          std::string::npos);
+    CHECK(perms_text(xs, "/hvkit/pci/emulated") == "n0");
     CHECK(d.hvctl({"list", "hp"}).rc == 0);
     CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n");
 }
@@ -235,4 +226,87 @@ TEST_CASE("a pci backend= naming no domain or a domain that is not a driver doma
     INFO(r.err << rig.logs());
     CHECK(r.rc == 0);
     CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n00.0 0001:00:02.0\n");
+}
+
+TEST_CASE("a second pciback driver domain can neither declare nor alter registry entries, and "
+          "the first keeps serving",
+          "[system][tools][pci][driver-domain][hostile][root]") {
+    PciRig rig(PciRig::Mode::driver_domain);
+    Daemon& d = rig.d;
+    hv::xs::Client& xs = *rig.xs;
+    const int dd = rig.pciback_domid;
+    REQUIRE(dd > 0);
+    const int id = rig.create("hp", "'0001:00:02.0,backend=pcidd'");
+    REQUIRE(rig.report(id) == PciRig::one_device());
+    INFO(rig.logs());
+
+    // An address someone emulates already is refused before the domain exists.
+    const std::string dd_cfg = "memory = 16\ndriver_domain = 1\nkernel = \"" + bin_dir +
+                               "/pciback\"\n";
+    ProcResult r = d.hvctl({"create", d.write_cfg("dd3.cfg", "name = \"pcidd3\"\n" + dd_cfg +
+                                                               "cmdline = \"--emulate "
+                                                               "0001:00:02.0=testdev\"\n")});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("hvctl create: pcidd3: pci 0001:00:02.0 is emulated already") !=
+          std::string::npos);
+    CHECK(d.hvctl({"list", "pcidd3"}).rc == 1);
+    CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0") == "n0 r" + std::to_string(dd));
+
+    r = d.hvctl({"create", d.write_cfg("dd2.cfg", "name = \"pcidd2\"\n" + dd_cfg +
+                                                    "cmdline = \"--emulate "
+                                                    "0001:00:04.0=testdev\"\n")});
+    REQUIRE(r.rc == 0);
+    const int dd2 = created_id(r.out);
+    const std::string own = "/hvkit/pci/emulated/0001-00-04-0";
+    CHECK(perms_text(xs, own) == "n0 r" + std::to_string(dd2));
+    const Dom p2 = find_domain(d.rundir(), "pcidd2");
+    REQUIRE(p2.pid > 0);
+    // As pcidd2 itself (its process stopped, its own XenStore connection). A reply still on
+    // its way to pciback (it may be starting up) would answer our first request: we start
+    // over until our own first read is answered.
+    bool probed = false;
+    eventually([&] {
+        Stopped stop(p2.pid);
+        hv::UniqueFd xfd = steal_xenstore_fd(p2.pid);  // none yet while pciback starts
+        if (!xfd && errno == ENOSYS) {
+            hv::test::skip("pidfd_getfd is not available on this kernel");
+        }
+        if (!xfd) {
+            return false;
+        }
+        auto as_dd2 = hv::xs::Client::from_fd(std::move(xfd));
+        REQUIRE(as_dd2);
+        hv::xs::Client& x2 = **as_dd2;
+        if (auto v = x2.read(own); !v || *v != "testdev") {  // its own entry: readable
+            return false;
+        }
+        probed = true;
+        const std::string first = "/hvkit/pci/emulated/0001-00-02-0";
+        const auto denied = std::errc::permission_denied;
+        auto code = [](const auto& res) { return res ? std::error_code() : res.error(); };
+        CHECK(code(x2.read(first)) == denied);
+        CHECK(code(x2.write(first, "evil")) == denied);                            // alter
+        CHECK(code(x2.rm(first)) == denied);                                       // remove
+        CHECK(code(x2.write("/hvkit/pci/emulated/0001-00-09-0", "x")) == denied);  // declare
+        CHECK(code(x2.write(own, "other")) == denied);
+        CHECK(code(x2.rm(own)) == denied);
+        auto rw = hv::xs::parse_permission("b" + std::to_string(dd2));
+        REQUIRE(rw);
+        CHECK(code(x2.set_perms(own, {*rw})) == denied);
+        CHECK(code(x2.write("/hvkit/pci/assignable/0001-00-02-0", "")) == denied);
+        CHECK(code(x2.write("/hvkit/pci/assignable/0001-00-04-0", "")) == denied);
+        return true;
+    });
+    REQUIRE(probed);
+    CHECK(rd(xs, "/hvkit/pci/emulated/0001-00-02-0") == "testdev");
+    CHECK_FALSE(xs.read("/hvkit/pci/emulated/0001-00-09-0"));
+    CHECK(perms_text(xs, "/hvkit/pci/emulated") == "n0");
+
+    // The first one keeps serving: a hot-plug through it.
+    rig.attach({"hp", "0001:00:03.0", "backend=pcidd"});
+    CHECK(rig.report(id) == PciRig::two_devices());
+    // pcidd2's destroy takes its entry, nothing of pcidd's.
+    CHECK(d.hvctl({"destroy", "pcidd2"}).rc == 0);
+    CHECK_FALSE(xs.read(own));
+    CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0") == "n0 r" + std::to_string(dd));
 }

@@ -262,38 +262,53 @@ StoreOp pci_registry_perms(const PciAddr& a, std::uint16_t backend) {
     return {StoreOp::Kind::set_perms, registry_path(kPciAssignableDir, a), perms};
 }
 
-namespace {
-
-/// The emulated registry's permissions with `domid`'s write access added or removed.
-Result<void> edit_emulated_perms(Control& c, std::uint16_t domid, bool allow) {
-    const std::string dir(kPciEmulatedDir);
-    const std::string id = std::to_string(domid);
-    std::vector<StoreOp> ops;
-    std::vector<std::string> perms = {"n0"};
-    if (auto p = c.read_perms(dir)) {
-        perms = std::move(*p);
-    } else if (p.error() == std::errc::no_such_file_or_directory) {
-        ops.push_back({StoreOp::Kind::write, dir, ""});
-    } else {
-        return unexpected(p.error());
-    }
-    std::string text = perms.empty() ? "n0" : perms[0];
-    for (std::size_t i = 1; i < perms.size(); ++i) {
-        if (perms[i].substr(1) != id) {
-            text += " " + perms[i];
+std::vector<std::pair<PciAddr, std::string>> pciback_emulated(std::span<const std::string> argv) {
+    std::vector<std::pair<PciAddr, std::string>> out;
+    for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
+        if (argv[i] != "--emulate") {
+            continue;
+        }
+        const std::string& arg = argv[++i];
+        const auto eq = arg.find('=');
+        if (eq == std::string::npos) {
+            continue;
+        }
+        auto a = parse_bdf_arg(std::string_view(arg).substr(0, eq));
+        const std::string model = arg.substr(eq + 1, arg.find(',', eq) - eq - 1);
+        if (a && !model.empty()) {
+            out.emplace_back(*a, model);
         }
     }
-    if (allow) {
-        text += " w" + id;
-    }
-    ops.push_back({StoreOp::Kind::set_perms, dir, text});
-    return c.store_transaction(ops);
+    return out;
 }
 
-}  // namespace
+std::optional<PciAddr> emulated_already(Control& c,
+                                        std::span<const std::pair<PciAddr, std::string>> devs) {
+    for (const auto& [a, model] : devs) {
+        if (read_node(c, registry_path(kPciEmulatedDir, a))) {
+            return a;
+        }
+    }
+    return std::nullopt;
+}
 
-Result<void> allow_emulated_registry(Control& c, std::uint16_t domid) {
-    return edit_emulated_perms(c, domid, true);
+Result<void> declare_emulated_registry(Control& c, std::uint16_t domid,
+                                       std::span<const std::pair<PciAddr, std::string>> devs) {
+    if (devs.empty()) {
+        return {};
+    }
+    const std::string id = std::to_string(domid);
+    std::vector<StoreOp> ops;
+    for (const auto& [a, model] : devs) {
+        const std::string path = registry_path(kPciEmulatedDir, a);
+        // SPEC: xen-abi §4.5: dom0 owns it (the driver domain can neither change nor remove
+        // it), the domain that emulates the device reads it, nobody else sees it; the
+        // backend-id child inherits that.
+        ops.push_back({StoreOp::Kind::write, path, model});
+        ops.push_back({StoreOp::Kind::set_perms, path, "n0 r" + id});
+        ops.push_back({StoreOp::Kind::write, path + "/backend-id", id});
+    }
+    return c.store_transaction(ops);
 }
 
 void revoke_emulated_registry(Control& c, std::uint16_t domid) {
@@ -304,12 +319,10 @@ void revoke_emulated_registry(Control& c, std::uint16_t domid) {
     }
     const std::string id = std::to_string(domid);
     for (const std::string& n : *names) {
-        auto p = c.read_perms(dir + "/" + n);  // owner first: its creator
-        if (p && !p->empty() && (*p)[0].substr(1) == id) {
+        if (read_node(c, dir + "/" + n + "/backend-id") == id) {
             (void)c.remove_store(dir + "/" + n);
         }
     }
-    (void)edit_emulated_perms(c, domid, false);
 }
 
 // ---- sysfs ----

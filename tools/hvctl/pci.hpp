@@ -122,12 +122,21 @@ std::optional<DomainRow> pci_backend_domain(Cli& cli, std::string_view verb,
 /// The registry entry of `a` readable by the backend that serves it (pciback checks it before
 /// exporting the device) and by nobody else: "n0", plus "r<backend>" for a driver domain.
 StoreOp pci_registry_perms(const PciAddr& a, std::uint16_t backend);
-/// A driver domain running pciback announces its emulated devices in kPciEmulatedDir: the
-/// directory gets "w<domid>" (each entry it creates is then its own); nothing else there is
-/// writable by a domain. Called after creating it.
-Result<void> allow_emulated_registry(Control& c, std::uint16_t domid);
-/// At its destroy: "w<domid>" goes, and so do the entries it created (it may not have had the
-/// chance to remove them).
+/// What a driver domain running pciback will emulate: (address, model) of each
+/// `--emulate BDF=MODEL[,opts]` in its argv (pciback refuses to start on a malformed one, so
+/// those are skipped here).
+std::vector<std::pair<PciAddr, std::string>> pciback_emulated(std::span<const std::string> argv);
+/// The first of `devs` that kPciEmulatedDir lists already (dom0's pciback or another driver
+/// domain emulates it), nullopt when none is there.
+std::optional<PciAddr> emulated_already(Control& c,
+                                        std::span<const std::pair<PciAddr, std::string>> devs);
+/// The toolstack records the emulated devices of the pciback driver domain `domid` (a driver
+/// domain writes nothing in the registry): each entry = its model, owned by dom0, readable by
+/// `domid` alone (pciback finds it there and announces nothing itself), with a `backend-id`
+/// child = domid by which its destroy finds them again, even after its death took its rights.
+Result<void> declare_emulated_registry(Control& c, std::uint16_t domid,
+                                       std::span<const std::pair<PciAddr, std::string>> devs);
+/// At its destroy: the entries declared for `domid` go.
 void revoke_emulated_registry(Control& c, std::uint16_t domid);
 
 // ---- the host's devices (sysfs) ----

@@ -241,16 +241,26 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
         }
         devices.push_back(pci_device(cfg->pcis, spec.name, cfg->pcis.front().backend));
     }
+    // A pciback driver domain's emulated devices: the toolstack records them (the registry is
+    // dom0's), and refuses an address someone emulates already.
+    std::vector<std::pair<PciAddr, std::string>> emulated;
+    if (spec.driver_domain && kernel.filename() == "pciback") {
+        emulated = pciback_emulated(*argv);
+        if (auto a = emulated_already(*c, emulated)) {
+            cli.err << "hvctl create: " << spec.name << ": pci " << to_string(*a)
+                    << " is emulated already (" << kPciEmulatedDir << "/" << registry_name(*a)
+                    << "): one backend emulates an address\n";
+            return kExitFailure;
+        }
+    }
     auto domid = c->create(spec);
     if (!domid) {
         cli.err << "hvctl create: " << spec.name << ": " << domid.error().message() << "\n";
         return kExitFailure;
     }
-    if (spec.driver_domain && kernel.filename() == "pciback") {
-        if (auto g = allow_emulated_registry(*c, *domid); !g) {
-            cli.err << "warning: " << spec.name << ": " << kPciEmulatedDir << ": "
-                    << g.error().message() << " (its emulated devices stay unannounced)\n";
-        }
+    if (auto g = declare_emulated_registry(*c, *domid, emulated); !g) {
+        cli.err << "warning: " << spec.name << ": " << kPciEmulatedDir << ": "
+                << g.error().message() << " (its emulated devices stay unannounced)\n";
     }
     // libxl's memory keys: static-max (maxmem) and target (memory), in KiB; mem-set and list
     // use them.

@@ -57,7 +57,7 @@ int verb_destroy(Cli& cli, std::span<const std::string> args) {
     }
     auto r = c->destroy(dom->domid, std::chrono::seconds(10));
     if (dom->driver_domain) {
-        revoke_emulated_registry(*c, dom->domid);  // a pciback domain's announcements
+        revoke_emulated_registry(*c, dom->domid);  // a pciback domain's emulated devices
     }
     for (const auto& [fe, list] : served) {
         if (auto rm = c->remove_devices(fe, list); !rm) {

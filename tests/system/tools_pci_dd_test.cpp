@@ -180,6 +180,7 @@ TEST_CASE("pciback as an isolated driver domain serves a pcifront guest, and its
     CHECK_FALSE(xs.read(fe));
     CHECK_FALSE(xs.read("/hvkit/pci/emulated/0001-00-02-0"));
     CHECK(perms_text(xs, "/hvkit/pci/emulated") == "n0");
+    CHECK(perms_text(xs, "/hvkit/pci/assignable/0001-00-02-0") == "n0");  // its right went too
     CHECK(d.hvctl({"list", "hp"}).rc == 0);
     CHECK(d.hvctl({"pci-list", "hp"}).out == "Vdev Device\n");
 }
@@ -309,4 +310,48 @@ TEST_CASE("a second pciback driver domain can neither declare nor alter registry
     CHECK(d.hvctl({"destroy", "pcidd2"}).rc == 0);
     CHECK_FALSE(xs.read(own));
     CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0") == "n0 r" + std::to_string(dd));
+}
+
+TEST_CASE("a pciback driver domain killed by SIGKILL leaves no permission naming it",
+          "[system][tools][pci][driver-domain][root]") {
+    PciRig rig(PciRig::Mode::driver_domain);
+    Daemon& d = rig.d;
+    hv::xs::Client& xs = *rig.xs;
+    const int dd = rig.pciback_domid;
+    REQUIRE(dd > 0);
+    const int id = rig.create("hp", "'0001:00:02.0,backend=pcidd'");
+    REQUIRE(rig.report(id) == PciRig::one_device());
+    INFO(rig.logs());
+    const std::string ds = std::to_string(dd);
+    const std::string be = "/local/domain/" + ds + "/backend/pci/" + std::to_string(id) + "/0";
+    const std::string fe = "/local/domain/" + std::to_string(id) + "/device/pci/0";
+    const std::string reg = "/hvkit/pci/assignable/0001-00-02-0";
+    REQUIRE(perms_text(xs, reg) == "n0 r" + ds);
+    REQUIRE(perms_text(xs, fe) == "n" + std::to_string(id) + " r" + ds);
+    const Dom p = find_domain(d.rundir(), PciRig::kDriverDomain);
+    REQUIRE(p.pid > 0);
+    REQUIRE(::kill(p.pid, SIGKILL) == 0);
+    // Its death releases it in XenStore: every list that named it forgets it (a later domain
+    // given the same id inherits nothing), what it owned is dom0's.
+    CHECK(eventually([&] { return perms_text(xs, reg) == "n0"; }));
+    CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0") == "n0");
+    CHECK(perms_text(xs, fe) == "n" + std::to_string(id));
+    CHECK(perms_text(xs, be) == "n0 r" + std::to_string(id));
+    // It left hv-min's list with its death (no destroy to run): what the toolstack recorded
+    // for it goes when next seen, so a new pciback driver domain can emulate the same devices.
+    CHECK(d.hvctl({"list", PciRig::kDriverDomain}).rc == 1);
+    const ProcResult r = d.hvctl(
+        {"create", d.write_cfg("again.cfg", "name = \"pcidd\"\nmemory = 16\ndriver_domain = 1\n"
+                                            "kernel = \"" + bin_dir + "/pciback\"\ncmdline = \""
+                                            "--emulate 0001:00:02.0=testdev\"\n")});
+    INFO(r.err);
+    REQUIRE(r.rc == 0);
+    const int again = created_id(r.out);
+    rig.pciback_domid = again;
+    CHECK(perms_text(xs, "/hvkit/pci/emulated/0001-00-02-0") == "n0 r" + std::to_string(again));
+    CHECK_FALSE(xs.read("/hvkit/pci/emulated/0001-00-03-0"));
+    // The guest's bus has no backend left to answer: its destroy does not wait for one.
+    const ProcResult g = d.hvctl({"destroy", "hp"});
+    CHECK(g.rc == 0);
+    CHECK(g.err.find("did not reach Closed") == std::string::npos);
 }

@@ -167,3 +167,41 @@ TEST_CASE("an unprivileged domain watching a denied node learns nothing after th
     CHECK(d.no_event());
     CHECK(d.read("/private/k").is_error("EACCES"));
 }
+
+TEST_CASE("a released domain's rights go with it: entries naming it are dropped and what it "
+          "owned passes to dom0",
+          "[xenstore][perms]") {
+    Harness h;
+    h.make_domain_home(3);
+    RawConn c = h.dom0();
+    REQUIRE(ok(c.write("/reg/a", "v")));
+    REQUIRE(ok(c.set_perms("/reg/a", {"n0", "r3", "w4"})));
+    REQUIRE(ok(c.mkdir("/pub")));
+    REQUIRE(ok(c.set_perms("/pub", {"n0", "w3"})));
+    REQUIRE(ok(c.set_perms("@releaseDomain", {"n0", "r3"})));
+    {
+        RawConn d = h.domain(3);
+        REQUIRE(ok(d.write("/pub/mine", "m")));
+        REQUIRE(c.get_perms("/pub/mine").payload == nul_join({"n3", "w3"}));
+        REQUIRE(d.read("/reg/a").payload == "v");
+    }
+    // A transaction that read a node whose list changes does not commit the old list back.
+    const std::uint32_t t = c.tx_start();
+    REQUIRE(c.read("/reg/a", t).payload == "v");
+    REQUIRE(ok(c.write("/reg/a", "w", t)));
+    REQUIRE(h.server().release_domain(hv::DomId{3}).has_value());
+    CHECK(c.tx_end(t, true).is_error("EAGAIN"));
+
+    CHECK(c.get_perms("/reg/a").payload == nul_join({"n0", "w4"}));
+    CHECK(c.get_perms("/pub").payload == nul_join({"n0"}));
+    CHECK(c.get_perms("/pub/mine").payload == nul_join({"n0"}));
+    CHECK(c.get_perms("@releaseDomain").payload == nul_join({"n0"}));
+    CHECK(ok(c.call(MsgType::XS_CONTROL, nul_join({"check"}))));  // quota usage moved too
+    // A new domain with the same id inherits none of it.
+    REQUIRE(h.server().introduce_domain(hv::DomId{3}).has_value());
+    RawConn again = h.domain(3);
+    CHECK(again.read("/reg/a").is_error("EACCES"));
+    CHECK(again.read("/pub/mine").is_error("EACCES"));
+    CHECK(again.write("/pub/new", "x").is_error("EACCES"));
+    CHECK(again.get_perms("@releaseDomain").is_error("EACCES"));
+}

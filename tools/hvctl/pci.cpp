@@ -228,7 +228,37 @@ std::vector<PciAddr> assignable_devices(Control& c) {
 }
 
 bool is_emulated(Control& c, const PciAddr& a) {
+    prune_emulated_registry(c);
     return read_node(c, registry_path(kPciEmulatedDir, a)).has_value();
+}
+
+void prune_emulated_registry(Control& c) {
+    const std::string dir(kPciEmulatedDir);
+    auto names = c.list_store(dir);
+    if (!names) {
+        return;
+    }
+    std::vector<std::pair<std::string, long long>> recorded;  // entry, backend-id
+    for (const std::string& n : *names) {
+        const long long id = read_number(c, dir + "/" + n + "/backend-id");
+        if (id > 0) {
+            recorded.emplace_back(dir + "/" + n, id);
+        }
+    }
+    // Listed after the entries were read: create records them only once the domain exists,
+    // so a live one is on this list.
+    auto rows = recorded.empty() ? Result<std::vector<DomainRow>>() : c.list();
+    if (!rows) {
+        return;
+    }
+    for (const auto& [path, id] : recorded) {
+        const bool alive = std::any_of(rows->begin(), rows->end(), [&](const DomainRow& r) {
+            return r.domid == id && r.state != 's';
+        });
+        if (!alive) {
+            (void)c.remove_store(path);
+        }
+    }
 }
 
 // ---- driver domains ----
@@ -284,6 +314,7 @@ std::vector<std::pair<PciAddr, std::string>> pciback_emulated(std::span<const st
 
 std::optional<PciAddr> emulated_already(Control& c,
                                         std::span<const std::pair<PciAddr, std::string>> devs) {
+    prune_emulated_registry(c);
     for (const auto& [a, model] : devs) {
         if (read_node(c, registry_path(kPciEmulatedDir, a))) {
             return a;

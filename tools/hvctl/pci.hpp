@@ -98,8 +98,11 @@ std::string format_pci_list(std::span<const PciSlot> slots);
 std::optional<std::string> assignable_driver(Control& c, const PciAddr& a);
 /// Every assignable device, sorted (registry entries that do not parse are skipped).
 std::vector<PciAddr> assignable_devices(Control& c);
-/// Whether pciback announced `a` as an emulated device.
+/// Whether pciback announced `a` as an emulated device (after prune_emulated_registry).
 bool is_emulated(Control& c, const PciAddr& a);
+/// Removes the registry entries recorded for a driver domain that is no longer alive (it
+/// died without `destroy`: a crashed or killed domain leaves hv-min's list at once).
+void prune_emulated_registry(Control& c);
 
 /// What pci-attach and create require of a device: assignable and held by no domain of
 /// `held` (pci_assignments). Prints why not (as `verb`) and returns false.

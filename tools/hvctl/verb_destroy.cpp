@@ -1,5 +1,6 @@
 // hvctl destroy NAME|ID (closing the domain's devices, and those it serves as a driver
 // domain, first). Layer: tools.
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <vector>
@@ -32,7 +33,20 @@ int verb_destroy(Cli& cli, std::span<const std::string> args) {
     if (!devs) {
         cli.err << "warning: " << dom->name << ": devices: " << devs.error().message() << "\n";
     } else if (!devs->empty()) {
-        const std::size_t open = c->close_devices(dom->domid, *devs, std::chrono::seconds(5));
+        // A device whose backend domain died (it left hv-min's list) has nobody to answer: it
+        // is asked to close like the others, but not waited for.
+        std::vector<AttachedDevice> orphaned, served_live;
+        auto rows = c->list();
+        for (const AttachedDevice& d : *devs) {
+            const bool gone = rows && std::none_of(rows->begin(), rows->end(),
+                                                   [&](const DomainRow& r) {
+                                                       return r.domid == d.backend;
+                                                   });
+            (gone ? orphaned : served_live).push_back(d);
+        }
+        (void)c->close_devices(dom->domid, orphaned, std::chrono::seconds(0));
+        const std::size_t open =
+            c->close_devices(dom->domid, served_live, std::chrono::seconds(5));
         if (open != 0) {
             cli.err << "warning: " << dom->name << ": " << open
                     << " device(s) did not reach Closed; removing them anyway\n";

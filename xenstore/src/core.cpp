@@ -1316,8 +1316,46 @@ struct Core::Impl {
             return fail_errno(ENOENT);
         }
         domains.erase(it);
+        forget_rights(domid);
         fire_special(kRelease, domid);
         return {};
+    }
+
+    /// SPEC: C xenstored since XSA-322: a released domain's rights go with it, so a later
+    /// domain given the same id inherits nothing. Every entry naming it is dropped; a node it
+    /// owned passes to dom0 (the toolstack removes what it wants gone), keeping its default
+    /// access. A changed node gets a new generation, so a transaction that read it conflicts
+    /// (EAGAIN) instead of committing the old list back. No watch fires (C xenstored: none).
+    void forget_rights(std::uint16_t domid) {
+        auto strip = [domid](Perms& p) {
+            bool changed = false;
+            for (std::size_t i = p.size(); i-- > 1;) {
+                if (p[i].id == domid) {
+                    p.erase(p.begin() + static_cast<std::ptrdiff_t>(i));
+                    changed = true;
+                }
+            }
+            if (p[0].id == domid) {
+                p[0].id = 0;
+                changed = true;
+            }
+            return changed;
+        };
+        View v(store, nullptr);
+        for (auto& [path, n] : store.nodes) {
+            const bool owned = n.perms[0].id == domid;
+            const auto bytes = static_cast<std::int64_t>(node_memory(path, n));
+            if (strip(n.perms)) {
+                n.gen = store.gen++;
+                if (owned) {
+                    v.add_usage(domid, -1, -bytes);
+                    v.add_usage(0, 1, bytes);
+                }
+            }
+        }
+        for (auto& [name, p] : special) {
+            (void)strip(p);
+        }
     }
 
     // ---- dispatch ----------------------------------------------------------------------------

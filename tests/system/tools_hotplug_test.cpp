@@ -323,6 +323,36 @@ TEST_CASE("block verbs refuse what they cannot do with exit 1 and leave nothing 
     CHECK(nobe.rc == 1);
     CHECK(nobe.err.find("backend domain 'ghost' does not exist") != std::string::npos);
 
+    // A plain guest runs no backend: naming it is refused at once, for a hot-plug and in a
+    // domain file alike, and nothing is written (xl users see the device refused, not hung).
+    REQUIRE(d.hvctl({"create", d.write_cfg("plain.cfg", "name = \"plain\"\nmemory = 16\nkernel = \"" +
+                                                            bin_dir + "/hvdemo-domain\"\ncmdline = "
+                                                                      "\"idle --status " +
+                                                            d.status_fifo() + "\"\n")})
+                .rc == 0);
+    const std::string net_header = d.hvctl({"network-list", "hp"}).out;
+    for (const std::vector<std::string>& verb :
+         {std::vector<std::string>{"block-attach", "hp", "vdev=xvdb, backend=plain, target=" + img},
+          std::vector<std::string>{"network-attach", "hp", "bridge=xenbr0, backend=plain"}}) {
+        const ProcResult r = d.hvctl(verb);
+        INFO(verb[0] << ": " << r.err);
+        CHECK(r.rc == 1);
+        CHECK(r.err.find("backend domain 'plain' is not a driver domain (create it with "
+                         "driver_domain = 1 and kernel = ") != std::string::npos);
+    }
+    CHECK(d.hvctl({"block-list", "hp"}).out == header);
+    CHECK(d.hvctl({"network-list", "hp"}).out == net_header);
+    const ProcResult cr = d.hvctl(
+        {"create", d.write_cfg("onplain.cfg", "name = \"onplain\"\nmemory = 16\nkernel = \"" +
+                                                  bin_dir + "/hvdemo-domain\"\ncmdline = \"idle\"\n"
+                                                            "vif = [ 'bridge=xenbr0, backend=plain' ]\n")});
+    CHECK(cr.rc == 1);
+    CHECK(cr.err.find("hvctl create: onplain: vif 0: backend domain 'plain' is not a driver domain "
+                          "(create it with driver_domain = 1 and kernel = netback)\n") !=
+          std::string::npos);
+    CHECK(d.hvctl({"list", "onplain"}).rc == 1);
+    CHECK(d.hvctl({"destroy", "plain"}).rc == 0);
+
     // blkback cannot open the target: it refuses the device, which is removed again.
     const ProcResult missing = d.hvctl({"block-attach", "hp", "vdev=xvdc, target=" + d.dir() + "/none.img"});
     INFO(missing.err);
@@ -349,9 +379,9 @@ TEST_CASE("a device whose backend never answers: attach times out and removes it
           "[system][tools][hotplug][root]") {
     HotplugRig rig;
     Daemon& d = rig.d;
-    // A domain that runs no backend serves as backend=quiet.
+    // A driver domain that runs no backend serves as backend=quiet.
     const std::string q = d.write_cfg(
-        "quiet.cfg", "name = \"quiet\"\nmemory = 16\nkernel = \"" + bin_dir +
+        "quiet.cfg", "name = \"quiet\"\nmemory = 16\ndriver_domain = 1\nkernel = \"" + bin_dir +
                          "/hvdemo-domain\"\ncmdline = \"idle --status " + d.status_fifo() + "\"\n");
     REQUIRE(d.hvctl({"create", q}).rc == 0);
     const std::string header = d.hvctl({"block-list", "hp"}).out;

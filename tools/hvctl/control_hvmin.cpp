@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "devices.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/toolstack.hpp"
 #include "xenbus/xenbus.hpp"
@@ -156,15 +157,15 @@ public:
             if (!rows) {
                 return unexpected(rows.error());
             }
-            bool found = false;
-            for (const DomainRow& r : *rows) {
-                if (r.name == dev.backend_domain) {
-                    backend = r.domid;
-                    found = true;
-                }
-            }
-            if (!found) {
-                return fail_errno(ENOENT);
+            DomainRow be;
+            switch (check_backend(*rows, dev.backend_domain, &be)) {
+                case BackendCheck::ok:
+                    backend = be.domid;
+                    break;
+                case BackendCheck::missing:
+                    return fail_errno(ENOENT);
+                case BackendCheck::not_driver_domain:
+                    return fail_errno(EPERM);  // a plain guest serves nothing
             }
         }
         HV_TRY(ensure_xs());

@@ -179,6 +179,34 @@ long long read_number(Control& c, const std::string& path) {
     return n;
 }
 
+BackendCheck check_backend(std::span<const DomainRow> rows, const std::string& name,
+                           DomainRow* found) {
+    const bool dom0 = name.empty() || name == "Domain-0";
+    for (const DomainRow& r : rows) {
+        if (dom0 ? r.domid != 0 : r.name != name) {
+            continue;
+        }
+        if (found != nullptr) {
+            *found = r;
+        }
+        return r.domid == 0 || r.driver_domain ? BackendCheck::ok
+                                               : BackendCheck::not_driver_domain;
+    }
+    return BackendCheck::missing;
+}
+
+std::string backend_refusal(BackendCheck why, const std::string& name, std::string_view type) {
+    const std::string who = "backend domain '" + (name.empty() ? "Domain-0" : name) + "'";
+    if (why != BackendCheck::not_driver_domain) {
+        return who + " does not exist";
+    }
+    const std::string_view kernel = type == "vbd"   ? "blkback"
+                                    : type == "vif" ? "netback"
+                                                    : "pciback";
+    return who + " is not a driver domain (create it with driver_domain = 1 and kernel = " +
+           std::string(kernel) + ")";
+}
+
 bool poll_until(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (!done()) {
@@ -198,7 +226,11 @@ int attach_device(Cli& cli, Control& c, std::string_view verb, const DomainRow& 
         cli.err << "hvctl " << verb << ": " << dom.name << ": " << req.type << " " << req.devid
                 << ": ";
         if (added.error() == std::errc::no_such_file_or_directory) {
-            cli.err << "backend domain '" << req.backend_domain << "' does not exist\n";
+            cli.err << backend_refusal(BackendCheck::missing, req.backend_domain, req.type) << "\n";
+        } else if (added.error() == std::errc::operation_not_permitted) {
+            cli.err << backend_refusal(BackendCheck::not_driver_domain, req.backend_domain,
+                                       req.type)
+                    << "\n";
         } else if (added.error() == std::errc::file_exists) {
             cli.err << "already exists\n";
         } else {

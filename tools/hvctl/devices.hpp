@@ -56,6 +56,17 @@ std::string format_network_list(std::span<const NicRow> rows);
 std::optional<std::vector<AttachedDevice>> devices_of(Cli& cli, Control& c, std::string_view verb,
                                                       std::uint16_t domid, std::string_view type);
 
+/// Whether the domain named `name` may serve devices (xl: `backend=` must name a driver
+/// domain; a plain guest runs no backend and the device would never connect): Domain-0 ("" or
+/// "Domain-0") or a domain of `rows` created with driver_domain = 1. `found` gets its row.
+enum class BackendCheck { ok, missing, not_driver_domain };
+BackendCheck check_backend(std::span<const DomainRow> rows, const std::string& name,
+                           DomainRow* found = nullptr);
+/// The sentence for a refusal of check_backend for a device of `type` ("vbd", "vif", "pci"):
+/// "backend domain 'NAME' does not exist" or "backend domain 'NAME' is not a driver domain
+/// (create it with driver_domain = 1 and kernel = blkback)" (netback, pciback).
+std::string backend_refusal(BackendCheck why, const std::string& name, std::string_view type);
+
 /// A XenStore node as dom0 reads it; nullopt when absent or unreadable.
 std::optional<std::string> read_node(Control& c, const std::string& path);
 

@@ -266,20 +266,12 @@ void prune_emulated_registry(Control& c) {
 std::optional<DomainRow> pci_backend_domain(Cli& cli, std::string_view verb,
                                             std::span<const DomainRow> rows,
                                             const std::string& name) {
-    const std::string want = name.empty() ? "Domain-0" : name;
-    for (const DomainRow& r : rows) {
-        if (r.name != want && !(name.empty() && r.domid == 0)) {
-            continue;
-        }
-        if (r.domid != 0 && !r.driver_domain) {
-            cli.err << "hvctl " << verb << ": pci: backend domain '" << want
-                    << "' is not a driver domain (create it with driver_domain = 1 and kernel = "
-                       "pciback)\n";
-            return std::nullopt;
-        }
-        return r;
+    DomainRow be;
+    const BackendCheck why = check_backend(rows, name, &be);
+    if (why == BackendCheck::ok) {
+        return be;
     }
-    cli.err << "hvctl " << verb << ": pci: backend domain '" << want << "' does not exist\n";
+    cli.err << "hvctl " << verb << ": pci: " << backend_refusal(why, name, "pci") << "\n";
     return std::nullopt;
 }
 

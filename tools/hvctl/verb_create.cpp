@@ -74,23 +74,18 @@ std::vector<DeviceReq> device_requests(const DomainConfig& c) {
     return out;
 }
 
-/// "vbd 51712: backend domain 'NAME' does not exist" for the first device whose `backend=`
-/// names no live domain, "" when all exist (or the list cannot be read: add_device reports).
+/// "vbd 51712: backend domain 'NAME' does not exist" (or "... is not a driver domain ...") for
+/// the first device whose `backend=` names no live domain or a plain one, "" when all can
+/// serve (or the list cannot be read: add_device reports).
 std::string missing_backend(Control& c, const std::vector<DeviceReq>& devices) {
     auto rows = c.list();
     if (!rows) {
         return {};
     }
     for (const DeviceReq& dev : devices) {
-        if (dev.backend_domain.empty() || dev.backend_domain == "Domain-0") {
-            continue;
-        }
-        const bool exists = std::any_of(rows->begin(), rows->end(), [&](const DomainRow& r) {
-            return r.name == dev.backend_domain;
-        });
-        if (!exists) {
-            return dev.type + " " + std::to_string(dev.devid) + ": backend domain '" +
-                   dev.backend_domain + "' does not exist";
+        if (auto why = check_backend(*rows, dev.backend_domain); why != BackendCheck::ok) {
+            return dev.type + " " + std::to_string(dev.devid) + ": " +
+                   backend_refusal(why, dev.backend_domain, dev.type);
         }
     }
     return {};

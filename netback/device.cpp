@@ -528,6 +528,7 @@ void VifDevice::write_statistics() noexcept {
                          {d + "rx_grant_maps", std::to_string(s.rx_grant_maps)},
                          {d + "tx_grant_pool", std::to_string(s.tx_grant_pool)},
                          {d + "tx_direct", std::to_string(s.tx_direct)},
+                         {d + "rx_direct", std::to_string(s.rx_direct)},
                          {d + "rx_grant_pool", std::to_string(s.rx_grant_pool)},
                          {d + "pool_maps", std::to_string(s.pool_maps)},
                          {d + "poll_wakeups", std::to_string(s.poll_wakeups)}});

@@ -5,6 +5,7 @@
 
 #include <sys/uio.h>
 
+#include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -81,6 +82,19 @@ public:
     /// Fills up to out.size() buffers with received frames and returns how many; 0 means
     /// nothing now (wait on notify_fd()). Never blocks.
     virtual hv::Result<unsigned> receive(std::span<RxBuffer> out) noexcept = 0;
+
+    /// Receives one frame scattered over `bufs` in order (its header into `hdr`): for a caller
+    /// that reads straight into buffers it does not own contiguously (netback's rx path, into
+    /// the frontend's mapped rx pages). Returns the frame's length, 0 when there is none. A
+    /// frame longer than max_frame_bytes() is dropped, as by receive(). Errors: EOPNOTSUPP
+    /// (this engine does not scatter: use receive()), Errc::buffer_too_small (bufs hold less
+    /// than max_frame_bytes()). Never blocks.
+    virtual hv::Result<std::size_t> receive_scattered(VnetHdr& hdr,
+                                                      std::span<const iovec> bufs) noexcept {
+        (void)hdr;
+        (void)bufs;
+        return hv::fail_errno(EOPNOTSUPP);
+    }
 
     /// Readable (level-triggered) while receive() has frames.
     virtual int notify_fd() const noexcept = 0;

@@ -2,6 +2,7 @@
 // eventfd as notify_fd. Used by benchmarks and the engine contract tests. One thread.
 #include <sys/eventfd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -72,6 +73,38 @@ public:
             [[maybe_unused]] const auto r = ::read(efd_.get(), &v, sizeof v);
         }
         return n;
+    }
+
+    hv::Result<std::size_t> receive_scattered(VnetHdr& hdr,
+                                              std::span<const iovec> bufs) noexcept override {
+        std::size_t cap = 0;
+        for (const auto& b : bufs) {
+            cap += b.iov_len;
+        }
+        if (cap < max_frame_bytes()) {
+            return hv::fail(Errc::buffer_too_small);
+        }
+        if (count_ == 0) {
+            return std::size_t{0};
+        }
+        Slot& s = slots_[head_];
+        std::size_t at = 0;
+        for (const auto& b : bufs) {
+            const std::size_t n = std::min<std::size_t>(b.iov_len, s.len - at);
+            std::memcpy(b.iov_base, s.data.data() + at, n);
+            at += n;
+            if (at == s.len) {
+                break;
+            }
+        }
+        hdr = s.hdr;
+        const std::size_t len = s.len;
+        head_ = (head_ + 1) % slots_.size();
+        if (--count_ == 0) {
+            std::uint64_t v = 0;
+            [[maybe_unused]] const auto r = ::read(efd_.get(), &v, sizeof v);
+        }
+        return len;
     }
 
     int notify_fd() const noexcept override { return efd_.get(); }

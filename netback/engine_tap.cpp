@@ -86,6 +86,43 @@ public:
         return n;
     }
 
+    hv::Result<std::size_t> receive_scattered(VnetHdr& hdr,
+                                              std::span<const iovec> bufs) noexcept override {
+        if (bufs.size() + 2 > max_iov) {
+            return hv::fail(Errc::buffer_too_small);
+        }
+        std::array<iovec, max_iov> iov;
+        iov[0] = {&hdr, sizeof hdr};
+        std::size_t cap = 0;
+        for (std::size_t i = 0; i < bufs.size(); ++i) {
+            iov[i + 1] = bufs[i];
+            cap += bufs[i].iov_len;
+        }
+        if (cap < max_frame_) {
+            return hv::fail(Errc::buffer_too_small);
+        }
+        iov[bufs.size() + 1] = {&spill_, 1};  // a frame longer than the buffers lands here
+        for (;;) {
+            const ssize_t r = ::readv(fd_.get(), iov.data(), static_cast<int>(bufs.size() + 2));
+            if (r < 0) {
+                if (errno == EAGAIN || errno == EINTR) {
+                    return std::size_t{0};
+                }
+                return hv::fail_errno();
+            }
+            const auto got = static_cast<std::size_t>(r);
+            if (got < sizeof hdr) {
+                return hv::fail(Errc::protocol);
+            }
+            if (got - sizeof hdr > max_frame_) {
+                ++oversize_dropped_;
+                HV_LOG_RL(warn, "tap: dropped a frame over %zu bytes", max_frame_);
+                continue;
+            }
+            return got - sizeof hdr;
+        }
+    }
+
     int notify_fd() const noexcept override { return fd_.get(); }
     Features features() const noexcept override { return features_; }
     std::size_t max_frame_bytes() const noexcept override { return max_frame_; }

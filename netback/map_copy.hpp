@@ -73,6 +73,13 @@ public:
         const int k = persistent_ ? find_kept(ref) : -1;
         return k < 0 ? nullptr : kept_[static_cast<unsigned>(k)].map.data();
     }
+    /// As kept_page(), for a mapping kept writable (an rx buffer), else nullptr.
+    std::byte* kept_writable_page(std::uint32_t ref) noexcept {
+        const int k = persistent_ ? find_kept(ref) : -1;
+        return k < 0 || !kept_[static_cast<unsigned>(k)].writable
+                   ? nullptr
+                   : kept_[static_cast<unsigned>(k)].map.data();
+    }
 
 private:
     struct Kept {

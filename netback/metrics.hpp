@@ -30,6 +30,8 @@ struct VifStatsSnapshot {
     std::uint64_t pool_maps = 0;
     /// tx packets sent straight from kept mappings (only their headers copied; TxPath).
     std::uint64_t tx_direct = 0;
+    /// rx packets read by the engine straight into kept rx pages (RxPath).
+    std::uint64_t rx_direct = 0;
     std::uint64_t poll_wakeups = 0;  ///< waits ended by spinning (polling), without a sleep
     friend bool operator==(const VifStatsSnapshot&, const VifStatsSnapshot&) = default;
     VifStatsSnapshot& operator+=(const VifStatsSnapshot& o) noexcept {
@@ -48,6 +50,7 @@ struct VifStatsSnapshot {
         rx_grant_pool += o.rx_grant_pool;
         pool_maps += o.pool_maps;
         tx_direct += o.tx_direct;
+        rx_direct += o.rx_direct;
         poll_wakeups += o.poll_wakeups;
         return *this;
     }
@@ -77,6 +80,7 @@ public:
         s.rx_grant_pool = rx_grant_pool.load(std::memory_order_relaxed);
         s.pool_maps = pool_maps.load(std::memory_order_relaxed);
         s.tx_direct = tx_direct.load(std::memory_order_relaxed);
+        s.rx_direct = rx_direct.load(std::memory_order_relaxed);
         s.poll_wakeups = poll_wakeups.load(std::memory_order_relaxed);
         return s;
     }
@@ -96,6 +100,7 @@ public:
     std::atomic<std::uint64_t> rx_grant_pool{0};
     std::atomic<std::uint64_t> pool_maps{0};
     std::atomic<std::uint64_t> tx_direct{0};
+    std::atomic<std::uint64_t> rx_direct{0};
     std::atomic<std::uint64_t> poll_wakeups{0};
 };
 

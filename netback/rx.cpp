@@ -67,6 +67,15 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
     const std::size_t max_frame = engine_.max_frame_bytes();
     unsigned drops = 0;
     for (;;) {
+        if (!have_ && mapper_.persistent() && !direct_unsupported_) {
+            const Direct d = read_direct(ring, out);
+            if (d == Direct::nothing) {
+                break;
+            }
+            if (d != Direct::unavailable) {
+                continue;
+            }
+        }
         if (!have_) {
             if (area_used_ + max_frame > area) {
                 flush(ring, out);  // the area is about to be reused: copy it out first
@@ -100,7 +109,7 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
             flush(ring, out);
             return out;
         }
-        if (*avail < *need) {
+        if (*avail + reserved() < *need) {
             flush(ring, out);
             if (stalled_ && drops < kMaxDropsPerRun) {
                 // Queued behind the expired frame as long as it was (Linux drops every
@@ -118,7 +127,7 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
                 stalled_ = true;
                 continue;
             }
-            out.waiting_for = *need;
+            out.waiting_for = *need - reserved();  // more than the ring holds now
             return out;
         }
         held_ = false;
@@ -127,9 +136,7 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
             flush(ring, out);
         }
         for (unsigned i = 0; i < *need; ++i) {
-            auto r = ring.take_request();  // GUEST: copied once by the ring
-            HV_ASSERT(r.has_value());
-            reqs_[i] = *r;
+            reqs_[i] = next_request(ring);
         }
         auto used = build_rx_slots(info, fe_, {reqs_.data(), *need}, slots_);
         HV_ASSERT(used && *used == *need);
@@ -173,6 +180,96 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
     return out;
 }
 
+rings::netif_rx_request RxPath::next_request(RxRing& ring) noexcept {
+    if (reserve_head_ < reserve_.size()) {
+        return reserve_[reserve_head_++];
+    }
+    auto r = ring.take_request();  // GUEST: copied once by the ring
+    HV_ASSERT(r.has_value());
+    return *r;
+}
+
+RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
+    const std::size_t max_frame = engine_.max_frame_bytes();
+    const auto data_pages = static_cast<unsigned>((max_frame + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
+    const unsigned slots = data_pages + 1;  // and one for a GSO extra
+    if (data_pages > kMaxDirectPages || !fe_.sg || data_pages > fe_.max_slots) {
+        return Direct::unavailable;
+    }
+    auto avail = ring.unconsumed();
+    if (!avail || *avail + reserved() < slots) {
+        return Direct::unavailable;  // a broken index is the copy path's to report
+    }
+    if (pend_.size() == pend_.capacity()) {
+        flush(ring, out);
+    }
+    if (reserve_head_ == reserve_.size()) {
+        reserve_.clear();
+        reserve_head_ = 0;
+    }
+    while (reserved() < slots) {
+        auto r = ring.take_request();  // GUEST: copied once by the ring; only the copy is used
+        HV_ASSERT(r.has_value());
+        reserve_.push_back(*r);
+    }
+    const rings::netif_rx_request* req = reserve_.data() + reserve_head_;
+    for (unsigned j = 0; j < slots; ++j) {
+        direct_pages_[j] = mapper_.kept_writable_page(req[j].gref);
+        if (direct_pages_[j] == nullptr) {
+            return Direct::unavailable;  // the copy path maps it (and keeps it) first
+        }
+    }
+    // Data slot 0 in request 0, the others from request 2 on (request 1: a GSO extra).
+    for (unsigned k = 0; k < data_pages; ++k) {
+        direct_iov_[k] = {direct_pages_[k == 0 ? 0 : k + 1], XEN_PAGE_SIZE};
+    }
+    VnetHdr hdr{};
+    auto n = engine_.receive_scattered(hdr, {direct_iov_.data(), data_pages});
+    if (!n) {
+        direct_unsupported_ = n.error() == std::errc::operation_not_supported;
+        return Direct::unavailable;  // the copy path reads (and reports) instead
+    }
+    if (*n == 0) {
+        return Direct::nothing;
+    }
+    const RxPacketInfo info = rx_info_from_vnet(hdr, *n);
+    auto need = rx_slots_needed(info, fe_);
+    if (!need) {
+        // As on the copy path. The bytes went into buffers this frontend posted for this vif.
+        VifStats::add(stats_.rx_dropped);
+        HV_LOG_RL(warn, "netback %s: rx frame of %zu bytes dropped: %s", name_.c_str(), *n,
+                  need.error().message().c_str());
+        return Direct::dropped;
+    }
+    const auto pages = static_cast<unsigned>((*n + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
+    if (info.gso_type == rings::XEN_NETIF_GSO_TYPE_NONE) {
+        // No extra to skip: data slot k belongs in request k. (Only frames over a page
+        // without GSO: a link MTU above 4 KiB.) memmove: a hostile frontend may post one
+        // page twice.
+        for (unsigned k = 1; k < pages; ++k) {
+            std::memmove(direct_pages_[k], direct_pages_[k + 1], XEN_PAGE_SIZE);
+        }
+    }
+    auto used = build_rx_slots(info, fe_, {req, *need}, slots_);
+    HV_ASSERT(used && *used == *need && *need <= slots);
+    Pending p;
+    p.first_rsp = static_cast<unsigned>(rsps_.size());
+    p.nr_rsp = *need;
+    p.op_first = static_cast<unsigned>(ops_.size());
+    p.op_count = 0;
+    p.len = *n;
+    for (unsigned i = 0; i < *need; ++i) {
+        rsps_.push_back(slots_[i].rsp);
+    }
+    pend_.push_back(p);
+    reserve_head_ += *need;
+    held_ = false;
+    stalled_ = false;
+    VifStats::add(stats_.rx_direct);
+    VifStats::add(stats_.rx_grant_pool, pages);
+    return Direct::delivered;
+}
+
 void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
     if (pend_.empty()) {
         if (!have_) {
@@ -192,7 +289,7 @@ void RxPath::flush(RxRing& ring, RxRun& out) noexcept {
         }
     }
     for (const Pending& p : pend_) {
-        bool ok = copy_ok;
+        bool ok = p.op_count == 0 || copy_ok;  // a direct frame has no op
         for (unsigned i = 0; ok && i < p.op_count; ++i) {
             ok = ops_[p.op_first + i].status == rings::GNTST_okay;
         }

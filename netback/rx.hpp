@@ -63,6 +63,23 @@ public:
     Clock::time_point hold_deadline() const noexcept { return held_since_ + drain_timeout_; }
 
 private:
+    /// Largest frame read straight into rx pages: 17 pages (a 64 KiB TSO frame + Ethernet).
+    static constexpr unsigned kMaxDirectPages = 17;
+    enum class Direct { unavailable, nothing, delivered, dropped };
+    /// Map mode with the persistent pool: reads the next frame from the engine straight into
+    /// the frontend's kept rx pages (receive_scattered), when requests for the largest frame
+    /// are posted and all their pages are kept writable. The first request's page takes the
+    /// frame's first 4096 bytes, the next request is left for a GSO extra, the following ones
+    /// take the rest (build_rx_slots' layout); a frame without GSO of more than a page is
+    /// moved up one page. Requests taken for it and not used stay in reserve_ for the next
+    /// frame. unavailable: use the copy area.
+    Direct read_direct(RxRing& ring, RxRun& out) noexcept;
+    /// The next rx request: one taken ahead into reserve_ first, else the ring's.
+    rings::netif_rx_request next_request(RxRing& ring) noexcept;
+    unsigned reserved() const noexcept {
+        return static_cast<unsigned>(reserve_.size() - reserve_head_);
+    }
+
     struct Pending {
         unsigned first_rsp = 0, nr_rsp = 0;
         unsigned op_first = 0, op_count = 0;
@@ -92,6 +109,13 @@ private:
     std::vector<rings::netif_rx_response> rsps_;
     std::vector<rings::gnttab_copy> ops_;
     std::vector<Pending> pend_;
+    /// Rx requests taken from the ring for a direct read and not answered yet (private
+    /// copies, in ring order from reserve_head_): answered before any newer request.
+    std::vector<rings::netif_rx_request> reserve_;
+    std::size_t reserve_head_ = 0;
+    std::array<std::byte*, kMaxDirectPages + 1> direct_pages_{};
+    std::array<iovec, kMaxDirectPages> direct_iov_{};
+    bool direct_unsupported_ = false;  ///< the engine does not scatter (EOPNOTSUPP)
 };
 
 }  // namespace hv::net

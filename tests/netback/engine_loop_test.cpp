@@ -178,3 +178,46 @@ TEST_CASE("the sink engine refuses what every engine refuses", "[netback][engine
     h.csum_offset = 16;
     CHECK((*no_csum)->send(h, {&iov, 1}).error() == Errc::bad_offload);
 }
+
+TEST_CASE("the loop engine scatters a frame over caller pages in order, and refuses buffers "
+          "smaller than its largest frame", "[netback][engine][contract]") {
+    auto e = make_loop_engine(4);
+    REQUIRE(e.has_value());
+    NetEngine& eng = **e;
+    std::vector<std::byte> pages(17 * 4096);
+    std::vector<iovec> iov;
+    for (std::size_t i = 0; i < 17; ++i) {
+        iov.push_back({pages.data() + i * 4096, 4096});
+    }
+    VnetHdr got{};
+    auto none = eng.receive_scattered(got, iov);
+    REQUIRE(none.has_value());
+    CHECK(*none == 0);
+    const auto f = frame(20000, 3);
+    const iovec one{const_cast<std::byte*>(f.data()), f.size()};
+    VnetHdr h;
+    h.flags = VnetHdr::F_DATA_VALID;
+    REQUIRE(eng.send(h, {&one, 1}).has_value());
+    // Too little room: refused, the frame stays queued.
+    auto small = eng.receive_scattered(got, std::span(iov).first(15));
+    REQUIRE_FALSE(small.has_value());
+    CHECK(small.error() == make_error_code(Errc::buffer_too_small));
+    CHECK(readable(eng.notify_fd()));
+    auto n = eng.receive_scattered(got, iov);
+    REQUIRE(n.has_value());
+    CHECK(*n == f.size());
+    CHECK(got.flags == VnetHdr::F_DATA_VALID);
+    CHECK(std::memcmp(pages.data(), f.data(), f.size()) == 0);
+    CHECK_FALSE(readable(eng.notify_fd()));
+}
+
+TEST_CASE("an engine that does not scatter says so", "[netback][engine][contract]") {
+    auto e = make_sink_engine();
+    REQUIRE(e.has_value());
+    VnetHdr h{};
+    std::vector<std::byte> page(4096);
+    const iovec iov{page.data(), page.size()};
+    auto r = (*e)->receive_scattered(h, {&iov, 1});
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error() == std::errc::operation_not_supported);
+}

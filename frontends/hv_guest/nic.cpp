@@ -151,15 +151,18 @@ struct Nic {
     std::string name;
     bool failed = false;
     std::uint64_t tx_dropped = 0;
-    /// Per queue: a frame read from the tap that netfront had no room for (sent first next
-    /// time; the tap is not read meanwhile, so the guest's stack sees backpressure, not loss).
+    /// Per queue: a frame read into netfront's lent tx pages that found no ring room (sent
+    /// first next time; the tap is not read meanwhile, so the guest's stack sees backpressure,
+    /// not loss).
     struct Held {
-        std::vector<std::byte> frame;  ///< the frame, unless it is in netfront's lent pages
         netfront::Offload off;
-        bool in_pages = false;  ///< in the tx pages netfront lent (tx_pages): len bytes
         std::size_t len = 0;
     };
     std::vector<std::optional<Held>> held;
+    /// Per queue: netfront had no free pages for a largest frame: the tap is not read (nor
+    /// polled) until tx responses free some, instead of reading into a buffer of our own to
+    /// be copied (and, with the ring full, copied again to be held).
+    std::vector<bool> blocked;
 };
 
 class Nics final : public DeviceKind {
@@ -218,7 +221,7 @@ public:
                 out.push_back({fd, POLLIN, 0});
             }
             for (std::size_t q = 0; q < n.taps.size(); ++q) {
-                if (!n.held[q]) {
+                if (!n.held[q] && !n.blocked[q]) {
                     out.push_back({n.taps[q].get(), POLLIN, 0});
                 }
             }
@@ -291,7 +294,7 @@ private:
         spin_fds_.clear();
         for (auto& [id, n] : nics_) {
             for (std::size_t q = 0; q < n.taps.size(); ++q) {
-                if (!n.held[q]) {
+                if (!n.held[q] && !n.blocked[q]) {
                     spin_fds_.push_back({n.taps[q].get(), POLLIN, 0});
                 }
             }
@@ -394,6 +397,7 @@ private:
         }
         n.taps = std::move(*taps);
         n.held.assign(n.taps.size(), std::nullopt);
+        n.blocked.assign(n.taps.size(), false);
         std::array<unsigned char, 6> mac{};
         if (parse_mac(n.nf->mac(), mac)) {
             ifreq ifr{};
@@ -414,9 +418,7 @@ private:
         bool moved = false;
         for (unsigned q = 0; q < n.taps.size(); ++q) {
             if (n.held[q]) {
-                Nic::Held& h = *n.held[q];
-                auto s = h.in_pages ? n.nf->send_pages(q, h.len, h.off)
-                                    : n.nf->send(q, h.frame, h.off);
+                auto s = n.nf->send_pages(q, n.held[q]->len, n.held[q]->off);
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
                     continue;  // still no room: wait for tx responses
                 }
@@ -428,19 +430,22 @@ private:
             for (int i = 0; i < 256; ++i) {
                 // The frame goes straight into free tx pages netfront lends (readv: the header
                 // here, the frame there; one spill byte to notice a frame the tap would
-                // truncate), or, when too few are free, into our buffer to be copied by send().
+                // truncate). No pages free: take the responses that came, else stop reading.
                 auto pages = n.nf->tx_pages(q, kMaxTxFrame);
-                std::byte* hdr_at = buf_.data();
-                ssize_t r = 0;
-                if (pages) {
-                    iov_[0] = {hdr_.data(), kHdr};
-                    std::copy(pages->begin(), pages->end(), iov_.begin() + 1);
-                    iov_[1 + pages->size()] = {&spill_, 1};
-                    r = ::readv(n.taps[q].get(), iov_.data(), static_cast<int>(pages->size() + 2));
-                    hdr_at = hdr_.data();
-                } else {
-                    r = ::read(n.taps[q].get(), buf_.data(), buf_.size());
+                if (!pages && pages.error() == netfront::make_error_code(netfront::Errc::busy)) {
+                    (void)deliver(n);
+                    pages = n.nf->tx_pages(q, kMaxTxFrame);
                 }
+                n.blocked[q] =
+                    !pages && pages.error() == netfront::make_error_code(netfront::Errc::busy);
+                if (!pages) {
+                    break;
+                }
+                iov_[0] = {hdr_.data(), kHdr};
+                std::copy(pages->begin(), pages->end(), iov_.begin() + 1);
+                iov_[1 + pages->size()] = {&spill_, 1};
+                const ssize_t r =
+                    ::readv(n.taps[q].get(), iov_.data(), static_cast<int>(pages->size() + 2));
                 if (r < static_cast<ssize_t>(kHdr)) {
                     break;
                 }
@@ -453,7 +458,7 @@ private:
                     continue;
                 }
                 VirtioNetHdr h{};
-                std::memcpy(&h, hdr_at, sizeof h);
+                std::memcpy(&h, hdr_.data(), sizeof h);
                 netfront::Offload off;
                 off.csum_blank = (h.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) != 0;
                 off.data_validated = off.csum_blank || (h.flags & VIRTIO_NET_HDR_F_DATA_VALID) != 0;
@@ -469,19 +474,13 @@ private:
                     default:
                         break;
                 }
-                const std::span<const std::byte> frame(buf_.data() + kHdr, len);
-                auto send = [&] {
-                    return pages ? n.nf->send_pages(q, len, off) : n.nf->send(q, frame, off);
-                };
-                auto s = send();
+                auto s = n.nf->send_pages(q, len, off);
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
                     (void)deliver(n);
-                    s = send();
+                    s = n.nf->send_pages(q, len, off);
                 }
                 if (!s && s.error() == netfront::make_error_code(netfront::Errc::busy)) {
-                    // Held until there is room; a frame in lent pages stays there.
-                    n.held[q] = pages ? Nic::Held{{}, off, true, len}
-                                      : Nic::Held{{frame.begin(), frame.end()}, off, false, 0};
+                    n.held[q] = Nic::Held{off, len};  // held in the lent pages until there is room
                     break;
                 }
                 if (!s) {
@@ -537,7 +536,6 @@ private:
     std::size_t initial_ = 0;
     bool in_netns_ = false;
     bool netns_failed_ = false;
-    std::vector<std::byte> buf_ = std::vector<std::byte>(kHdr + kMaxTxFrame);
     std::array<std::byte, kHdr> hdr_{};                    // a frame read into lent tx pages: its header
     std::array<iovec, 2 + kMaxTxFrame / 4096> iov_{};      // that header, the pages, the spill byte
     std::byte spill_{};

@@ -6,11 +6,13 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <cstring>
 
 #include "donor_channel.hpp"
+#include "hv/rings/netif_l4.hpp"
 
 namespace hv::net::test {
 
@@ -224,6 +226,25 @@ std::vector<std::byte> tcp6_frame(std::size_t len, std::uint32_t seed) {
     f[21] = std::byte(64);
     f[54 + 12] = std::byte(0x50);
     return f;
+}
+
+bool tcp6_checksum_completed(const std::vector<std::byte>& sent,
+                             const std::vector<std::byte>& orig) {
+    constexpr std::size_t l4 = 14 + 40;  // tcp6_frame: no extension headers
+    constexpr std::size_t field = l4 + 16;
+    if (sent.size() != orig.size() || sent.size() < field + 2 ||
+        !std::equal(sent.begin(), sent.begin() + field, orig.begin()) ||
+        !std::equal(sent.begin() + field + 2, sent.end(), orig.begin() + field + 2)) {
+        return false;
+    }
+    const std::uint32_t pseudo = std::to_integer<std::uint32_t>(orig[field]) << 8 |
+                                 std::to_integer<std::uint32_t>(orig[field + 1]);
+    const auto* b = reinterpret_cast<const std::uint8_t*>(sent.data());
+    std::uint32_t sum = hv::rings::netif_sum16({b + l4, sent.size() - l4}, pseudo);
+    while ((sum >> 16) != 0) {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    return sum == 0xffff;
 }
 
 }  // namespace hv::net::test

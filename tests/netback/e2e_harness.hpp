@@ -89,6 +89,11 @@ public:
 std::vector<std::byte> tcp4_frame(std::size_t len, std::uint32_t seed);
 /// Same with IPv6.
 std::vector<std::byte> tcp6_frame(std::size_t len, std::uint32_t seed);
+/// `sent` is tcp6_frame `orig` whose partial TCP checksum someone completed: equal to it but
+/// for the checksum field, and summing (with the pseudo-header sum the field held in `orig`)
+/// to all ones from the TCP header on.
+bool tcp6_checksum_completed(const std::vector<std::byte>& sent,
+                             const std::vector<std::byte>& orig);
 /// A plain frame (ethertype 0x88B5, local experimental) of `len` bytes.
 std::vector<std::byte> raw_frame(std::size_t len, std::uint32_t seed);
 

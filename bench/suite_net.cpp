@@ -464,11 +464,16 @@ enum class Pkt64Path {
 };
 
 /// Sends `count` 64-byte frames (at most `window` unanswered) from CPU `cpu` (< 0: unpinned).
-/// loop: counts them back from the loop engine; a frame not back after 200 ms of silence is
-/// counted lost (netback may drop when its rx side cannot keep up) and the window reopens.
+/// loop: counts them back from the loop engine. After 200 ms without a frame back (a stall:
+/// netback or this loop starved of CPU on a loaded machine, or a lost wake-up) the frames out
+/// are written off so the window reopens; the loop engine keeps order, so frames arriving
+/// later are those written off first and are taken back from the write-off. Only frames still
+/// missing 2 s after that are lost. The time (and so the rate) stops when the last frame is
+/// back or written off.
 /// tx: counts their tx responses; every one must be OKAY (an error response or a frame
 /// unanswered for 2 s fails the run: nothing may be lost on the way into netback).
-/// "ok <elapsed ns> <done> <lost>".
+/// "ok <elapsed ns> <done by then> <lost> <stalls> <longest stall ms> [rings at the first
+/// stall]".
 Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t count,
                                 std::uint64_t window, std::chrono::microseconds spin_window,
                                 int cpu) {
@@ -491,14 +496,22 @@ Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t co
         pfds.push_back(pollfd{fd, POLLIN, 0});
     }
     const netfront::Counters c0 = st.dev->counters();
-    std::uint64_t sent = 0, received = 0, lost = 0;
+    std::uint64_t sent = 0, received = 0, written_off = 0, stalls = 0, received_by_end = 0;
+    std::chrono::milliseconds longest_stall{0};
+    std::string first_stall;  // both rings' indices when the first stall was seen
     int idle_ms = 0;
     hv::SpinPolicy spin(spin_window);  // like testpmd, poll the rings while frames flow
     const auto t0 = std::chrono::steady_clock::now();
-    while (received + lost < count) {
-        while (sent < count && sent - received - lost < window) {
+    auto last_back = t0;
+    std::optional<std::chrono::steady_clock::time_point> t_end;
+    while (received < count) {
+        if (!t_end && received + written_off >= count) {
+            t_end = std::chrono::steady_clock::now();  // what is missing now is late or lost
+            received_by_end = received;
+        }
+        while (sent < count && sent - received - written_off < window) {
             const std::uint64_t room = std::min<std::uint64_t>(
-                {count - sent, window - (sent - received - lost), burst.size()});
+                {count - sent, window - (sent - received - written_off), burst.size()});
             auto k = st.dev->send_burst(0, {burst.data(), static_cast<std::size_t>(room)});
             if (!k) {
                 return fail(k.error());
@@ -519,13 +532,23 @@ Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t co
             }
             n = static_cast<std::size_t>(c.tx_packets - c0.tx_packets - received);
         }
-        received += std::min<std::uint64_t>(n, sent - received - lost);
         if (n > 0) {
+            const auto now = std::chrono::steady_clock::now();
+            if (idle_ms >= 200) {
+                longest_stall = std::max(
+                    longest_stall,
+                    std::chrono::duration_cast<std::chrono::milliseconds>(now - last_back));
+            }
+            last_back = now;
+            received += n;
+            written_off -= std::min<std::uint64_t>(n, written_off);  // late, not lost
             idle_ms = 0;
             spin.worked();
             continue;
         }
-        if (const auto b = spin.budget();
+        // No spinning while the CPUs are oversubscribed: the backend we wait for would wait
+        // for a CPU instead (netback/README.md "Polling").
+        if (const auto b = hv::cpus_oversubscribed() ? std::chrono::microseconds{0} : spin.budget();
             b.count() > 0 && hv::spin_until([&] { return st.dev->responses_pending(); }, b,
                                             hv::SpinYield::every_64)) {
             continue;
@@ -537,23 +560,47 @@ Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t co
         if (pr < 0 && errno != EINTR) {
             return fail_errno();
         }
-        if (pr == 0 && (idle_ms += 50) >= (path == Pkt64Path::tx ? 2000 : 200)) {
-            if (st.dev->phase() != netfront::Phase::connected || path == Pkt64Path::tx) {
-                return fail(path == Pkt64Path::tx ? timed_out_error()
-                                                  : std::make_error_code(std::errc::not_connected));
+        if (pr != 0) {
+            continue;
+        }
+        idle_ms += 50;
+        if (st.dev->phase() != netfront::Phase::connected) {
+            return fail(std::make_error_code(std::errc::not_connected));
+        }
+        if (path == Pkt64Path::tx) {
+            if (idle_ms >= 2000) {
+                return fail(timed_out_error());
             }
-            lost += sent - received - lost;
-            idle_ms = 0;
-            if (lost > count / 10 + window) {
+            continue;
+        }
+        if (sent == received + written_off) {
+            // Nothing out that is not written off: wait for late frames, 2 s at most.
+            if (idle_ms >= 2200) {
+                break;
+            }
+            continue;
+        }
+        if (idle_ms == 200) {
+            if (++stalls == 1) {
+                first_stall = st.dev->ring_state();
+            }
+            written_off = sent - received;
+            if (written_off > count / 10 + window) {
                 return fail(timed_out_error());
             }
         }
     }
     const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                        std::chrono::steady_clock::now() - t0)
+                        t_end.value_or(std::chrono::steady_clock::now()) - t0)
                         .count();
-    return "ok " + std::to_string(ns) + " " + std::to_string(received) + " " +
-           std::to_string(lost);
+    for (char& c : first_stall) {
+        if (c == '\n') {
+            c = ' ';
+        }
+    }
+    return "ok " + std::to_string(ns) + " " + std::to_string(t_end ? received_by_end : received) +
+           " " + std::to_string(count - received) + " " + std::to_string(stalls) + " " +
+           std::to_string(longest_stall.count()) + (first_stall.empty() ? "" : " " + first_stall);
 }
 
 /// 2 MiB hugepages for the DPDK peer, set up for one run and given back after: the pool
@@ -922,19 +969,29 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                 if (!r) {
                     return fail(r.error());
                 }
-                if (r->size() != 4) {
+                if (r->size() < 6) {
                     return fail(bad_data_error());
                 }
                 auto ns = parse_u64((*r)[1]);
                 auto rx = parse_u64((*r)[2]);
                 auto lost = parse_u64((*r)[3]);
-                if (!ns || *ns == 0 || !rx || !lost) {
+                auto stalls = parse_u64((*r)[4]);
+                auto longest = parse_u64((*r)[5]);
+                if (!ns || *ns == 0 || !rx || !lost || !stalls || !longest) {
                     return fail(bad_data_error());
                 }
-                if (*lost > 0) {
-                    std::fprintf(stderr, "hvbench net/%s: %llu of %llu frames lost\n",
-                                 name.c_str(), static_cast<unsigned long long>(*lost),
-                                 static_cast<unsigned long long>(count));
+                if (*stalls > 0 || *lost > 0) {
+                    std::string rings;
+                    for (std::size_t i = 6; i < r->size(); ++i) {
+                        rings += " " + (*r)[i];
+                    }
+                    std::fprintf(stderr,
+                                 "hvbench net/%s: %llu stalls of 200+ ms (longest %llu ms), "
+                                 "%llu of %llu frames lost; rings at the first stall:%s\n",
+                                 name.c_str(), static_cast<unsigned long long>(*stalls),
+                                 static_cast<unsigned long long>(*longest),
+                                 static_cast<unsigned long long>(*lost),
+                                 static_cast<unsigned long long>(count), rings.c_str());
                 }
                 if (tx) {
                     taken += *rx;

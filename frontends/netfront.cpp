@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -981,6 +983,33 @@ unsigned Device::tx_outstanding() const noexcept {
         n += static_cast<unsigned>(kRingSize - q.tx_free.size() - q.lent.size());
     }
     return n;
+}
+
+std::string Device::ring_state() {
+    std::string out;
+    auto ring = [&out](const char* name, rings::SringHeader& h, std::uint32_t req_prod_pvt,
+                       std::uint32_t rsp_cons, bool pending) {
+        auto ld = [](std::uint32_t& f) {
+            return std::atomic_ref<std::uint32_t>(f).load(std::memory_order_acquire);
+        };
+        char buf[192];
+        std::snprintf(buf, sizeof buf,
+                      " %s: req_prod %u (pvt %u) req_event %u rsp_prod %u rsp_event %u rsp_cons %u "
+                      "evtchn %s;",
+                      name, ld(h.req_prod), req_prod_pvt, ld(h.req_event), ld(h.rsp_prod),
+                      ld(h.rsp_event), rsp_cons, pending ? "pending" : "idle");
+        out += buf;
+    };
+    for (std::size_t i = 0; i < impl_->queues.size(); ++i) {
+        Queue& q = impl_->queues[i];
+        out += "queue " + std::to_string(i) + ":";
+        ring("tx", q.tx.shared(), q.tx.req_prod_pvt(), q.tx.rsp_cons(), q.ev_tx.pending());
+        ring("rx", q.rx.shared(), q.rx.req_prod_pvt(), q.rx.rsp_cons(),
+             impl_->split ? q.ev_rx.pending() : q.ev_tx.pending());
+        out += " tx pages free " + std::to_string(q.tx_free.size()) + ", rx responses held " +
+               std::to_string(q.rx_pending.size()) + "\n";
+    }
+    return out;
 }
 
 Result<Device::RawPage> Device::raw_tx_page(unsigned qi) {

@@ -531,7 +531,8 @@ void VifDevice::write_statistics() noexcept {
                          {d + "rx_direct", std::to_string(s.rx_direct)},
                          {d + "rx_grant_pool", std::to_string(s.rx_grant_pool)},
                          {d + "pool_maps", std::to_string(s.pool_maps)},
-                         {d + "poll_wakeups", std::to_string(s.poll_wakeups)}});
+                         {d + "poll_wakeups", std::to_string(s.poll_wakeups)},
+                         {d + "missed_wakeups", std::to_string(s.missed_wakeups)}});
     if (w) {
         last_stats_ = s;
     }

@@ -33,6 +33,9 @@ struct VifStatsSnapshot {
     /// rx packets read by the engine straight into kept rx pages (RxPath).
     std::uint64_t rx_direct = 0;
     std::uint64_t poll_wakeups = 0;  ///< waits ended by spinning (polling), without a sleep
+    /// Sleeps that ran to their timeout although the requests they were armed for had been
+    /// published: a notification that never came (a lost wake-up; should stay 0).
+    std::uint64_t missed_wakeups = 0;
     friend bool operator==(const VifStatsSnapshot&, const VifStatsSnapshot&) = default;
     VifStatsSnapshot& operator+=(const VifStatsSnapshot& o) noexcept {
         tx_packets += o.tx_packets;
@@ -52,6 +55,7 @@ struct VifStatsSnapshot {
         tx_direct += o.tx_direct;
         rx_direct += o.rx_direct;
         poll_wakeups += o.poll_wakeups;
+        missed_wakeups += o.missed_wakeups;
         return *this;
     }
 };
@@ -82,6 +86,7 @@ public:
         s.tx_direct = tx_direct.load(std::memory_order_relaxed);
         s.rx_direct = rx_direct.load(std::memory_order_relaxed);
         s.poll_wakeups = poll_wakeups.load(std::memory_order_relaxed);
+        s.missed_wakeups = missed_wakeups.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -102,6 +107,7 @@ public:
     std::atomic<std::uint64_t> tx_direct{0};
     std::atomic<std::uint64_t> rx_direct{0};
     std::atomic<std::uint64_t> poll_wakeups{0};
+    std::atomic<std::uint64_t> missed_wakeups{0};
 };
 
 }  // namespace hv::net

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "frontends/netfront.hpp"
+#include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
 #include "hvmin/core.hpp"
@@ -82,6 +83,15 @@ public:
     std::uint32_t devid;
     netfront::Options opt;
     std::unique_ptr<netfront::Device> nf;
+};
+
+/// While alive, spinning happens even on an oversubscribed machine (hv::cpus_oversubscribed()
+/// would otherwise stop netback's and netfront's spinning on a loaded CI machine).
+struct SpinIgnoringLoad {
+    SpinIgnoringLoad() { hv::set_spin_ignores_load(true); }
+    ~SpinIgnoringLoad() { hv::set_spin_ignores_load(false); }
+    SpinIgnoringLoad(const SpinIgnoringLoad&) = delete;
+    SpinIgnoringLoad& operator=(const SpinIgnoringLoad&) = delete;
 };
 
 /// An Ethernet + IPv4 + TCP frame of `len` bytes (payload pattern from `seed`); checksum field

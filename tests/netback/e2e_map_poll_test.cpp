@@ -308,6 +308,7 @@ TEST_CASE("a spinning netback and netfront carry the same traffic and netback's 
     const bool spinning = GENERATE(false, true);
     INFO("spinning " << spinning);
     const std::chrono::microseconds window = spinning ? 20ms : 0ms;
+    const SpinIgnoringLoad spin_anyway;
     Env env(options(DataMode::map, window));
     Guest g(env, "g1");
     netfront::Options fo;
@@ -336,6 +337,7 @@ TEST_CASE("a vif's poll-us key sets its spin window and an unparseable one is ig
     const std::string value = GENERATE(std::string("20000"), std::string("fast"),
                                        std::string("99999999"));
     INFO("poll-us " << value);
+    const SpinIgnoringLoad spin_anyway;
     Env env(options(DataMode::copy));
     Guest g(env, "g1");
     Vif v(env, g, 0, {}, {{"poll-us", value}});

@@ -5,6 +5,7 @@ if(TARGET hv::netback AND TARGET hv::netfront AND TARGET hv::hvmin_core)
   hv_add_tests(netback_e2e_tests
     SOURCES e2e_harness.cpp e2e_test.cpp e2e_hostile_test.cpp e2e_map_poll_test.cpp
             e2e_zero_copy_test.cpp
+            e2e_stress_test.cpp
     LIBS hv::netback hv::netfront hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client
          hv::test_support)
   target_include_directories(netback_e2e_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})

@@ -229,6 +229,9 @@ public:
     Counters counters() const noexcept;
     /// Tx slots sent and not answered yet, over all queues.
     unsigned tx_outstanding() const noexcept;
+    /// Diagnostics: per queue, both rings' shared indices (req_prod, req_event, rsp_prod,
+    /// rsp_event), our private ones and whether each event channel is pending, on one line.
+    std::string ring_state();
 
     // ---- test hooks (hostile-frontend tests drive the tx ring by hand) ----
     struct RawPage {

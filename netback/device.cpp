@@ -216,13 +216,14 @@ Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_host_side(unsign
         dc.args = vhost_server_args(sock, queues);
         dc.queues = queues;
         dc.mtu = std::min(mtu, 9600U);
+        dc.rx_csum = rx_off.csum;
         auto port = DpdkPort::open(dc);
         if (!port) {
             return fail(port.error());
         }
         port_ = std::move(*port);
         for (unsigned i = 0; i < queues; ++i) {
-            auto e = port_->make_engine(i);
+            auto e = port_->make_engine(i, rx_off);
             if (!e) {
                 return fail(e.error());
             }

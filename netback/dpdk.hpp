@@ -47,6 +47,12 @@ struct DpdkPortConfig {
     /// the tick slows to `down_tick`.
     std::chrono::microseconds tick{1000};
     std::chrono::milliseconds down_tick{100};
+    /// Partial checksums of received frames are left blank for the frontend (it takes blank
+    /// checksums): the port asks the PMD for TCP/UDP rx checksum offload when it has it, so
+    /// the vhost PMD hands such frames over marked instead of completing them itself; the
+    /// engines are made with Features{.csum = true} then. Off: the PMD (or the engine)
+    /// completes them.
+    bool rx_csum = false;
 };
 
 /// The devargs of a vhost-user server port on `socket_path` with `queues` queue pairs.
@@ -70,14 +76,21 @@ public:
     /// offload, and the peer may not take virtio-net offloads): F_NEEDS_CSUM gets its checksum
     /// completed, a GSO frame is cut into gso_size TCP segments with their own IP and TCP
     /// headers and checksums (at most 256 segments: a smaller MSS is Errc::bad_offload).
-    /// Received frames carry complete checksums (flags 0).
+    /// A received frame the peer sent with a partial checksum (virtio's NEEDS_CSUM: the vhost
+    /// library marks it RTE_MBUF_F_RX_L4_CKSUM_NONE) keeps it blank with F_NEEDS_CSUM and its
+    /// csum_start/csum_offset (TCP or UDP after Ethernet, one VLAN tag, IPv4 or IPv6) when
+    /// `rx.csum` (the frontend takes blank checksums; open the port with `rx_csum` too), else
+    /// it is completed here (DPDK 22.11's vhost PMD already does so itself when the port did
+    /// not ask for rx checksum offload); one whose
+    /// checksum cannot be placed (SCTP, a tunnel) goes on unmarked. Other frames carry complete
+    /// checksums (flags 0).
     /// notify_fd() is a timerfd ticking every `tick` while the link is up (`down_tick` while
     /// down); receive() consumes the tick when a burst comes back empty. The vhost PMD's rx
     /// interrupt is not used: it is the peer's virtqueue kick eventfd, which must be re-armed
     /// through the PMD and changes at every peer reconnect (see README: DPDK vifs).
     /// A frame for a port whose link is down fails with ENETDOWN (netback answers
     /// NETIF_RSP_DROPPED); a full ring is Errc::busy.
-    Result<std::unique_ptr<NetEngine>> make_engine(unsigned queue);
+    Result<std::unique_ptr<NetEngine>> make_engine(unsigned queue, Features rx = {});
 
     const std::string& name() const noexcept;
     std::uint16_t port_id() const noexcept;

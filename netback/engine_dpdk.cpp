@@ -10,6 +10,7 @@
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
+#include <rte_net.h>
 #include <rte_vhost.h>
 #include <sched.h>
 #include <sys/stat.h>
@@ -227,8 +228,8 @@ namespace {
 
 class DpdkEngine final : public NetEngine {
 public:
-    DpdkEngine(DpdkPort::Impl& port, std::uint16_t queue, hv::UniqueFd timer)
-        : port_(port), queue_(queue), timer_(std::move(timer)) {}
+    DpdkEngine(DpdkPort::Impl& port, std::uint16_t queue, hv::UniqueFd timer, Features rx)
+        : port_(port), queue_(queue), timer_(std::move(timer)), rx_(rx) {}
 
     ~DpdkEngine() override {
         for (unsigned i = head_; i < count_; ++i) {
@@ -291,6 +292,12 @@ public:
                 ::rte_pktmbuf_free(m);
                 continue;
             }
+            b.hdr = VnetHdr{};
+            if (partial_mark(m->ol_flags)) {
+                // One that cannot be placed (SCTP's CRC, a tunnel) goes on unmarked, as the
+                // vhost PMD's own software path leaves it: nothing could complete it further on.
+                (void)partial_checksum(m, b.hdr);
+            }
             std::size_t at = 0;
             for (const rte_mbuf* s = m; s != nullptr && at < len; s = s->next) {
                 const std::size_t seg = std::min<std::size_t>(s->data_len, len - at);
@@ -298,8 +305,12 @@ public:
                 at += seg;
             }
             ::rte_pktmbuf_free(m);
-            b.hdr = VnetHdr{};
             b.len = static_cast<std::uint32_t>(at);
+            if (b.hdr.flags == VnetHdr::F_NEEDS_CSUM && !rx_.csum) {
+                // The frontend takes no blank checksum: completed here, as a tap's kernel does.
+                complete_checksum(reinterpret_cast<std::uint8_t*>(b.data.data()), b.len, b.hdr);
+                b.hdr = VnetHdr{};
+            }
             ++n;
         }
         if (n == 0) {
@@ -320,6 +331,40 @@ private:
                 d += v.iov_len;
             }
         }
+    }
+
+    /// Whether the vhost library marked a frame the peer sent with virtio's NEEDS_CSUM: in its
+    /// compliant mode RX_L4_CKSUM_NONE, in its legacy mode (DPDK 22.11's vhost PMD default) a
+    /// TX TCP/UDP checksum request, as if the frame were to be forwarded to a NIC.
+    static bool partial_mark(std::uint64_t ol) noexcept {
+        const std::uint64_t tx = ol & RTE_MBUF_F_TX_L4_MASK;
+        return (ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_NONE ||
+               tx == RTE_MBUF_F_TX_TCP_CKSUM || tx == RTE_MBUF_F_TX_UDP_CKSUM ||
+               tx == RTE_MBUF_F_TX_SCTP_CKSUM;
+    }
+
+    /// A frame the peer sent with virtio's NEEDS_CSUM: the vhost library keeps only the mark
+    /// (it drops csum_start/csum_offset), so they are found again from the headers: TCP or UDP
+    /// straight after Ethernet (one VLAN tag at most) and IPv4 or IPv6, where a plain
+    /// frame's checksum starts. False (h untouched) for what cannot be placed so.
+    static bool partial_checksum(const rte_mbuf* m, VnetHdr& h) noexcept {
+        rte_net_hdr_lens lens{};
+        const std::uint32_t pt = ::rte_net_get_ptype(
+            m, &lens, RTE_PTYPE_L2_MASK | RTE_PTYPE_L3_MASK | RTE_PTYPE_L4_MASK |
+                          RTE_PTYPE_TUNNEL_MASK);
+        if ((pt & RTE_PTYPE_TUNNEL_MASK) != 0) {
+            return false;
+        }
+        const std::uint32_t l4 = pt & RTE_PTYPE_L4_MASK;
+        const std::size_t start = std::size_t{lens.l2_len} + lens.l3_len;
+        const std::uint16_t offset = l4 == RTE_PTYPE_L4_TCP ? 16 : l4 == RTE_PTYPE_L4_UDP ? 6 : 0;
+        if (offset == 0 || start + offset + 2 > m->data_len) {
+            return false;
+        }
+        h.flags = VnetHdr::F_NEEDS_CSUM;
+        h.csum_start = static_cast<std::uint16_t>(start);
+        h.csum_offset = offset;
+        return true;
     }
 
     /// Nothing left: a peer that is not there (link down) or a full ring.
@@ -445,6 +490,7 @@ private:
     DpdkPort::Impl& port_;
     std::uint16_t queue_;
     hv::UniqueFd timer_;
+    Features rx_;  // offloads the frontend takes on receive (only csum matters here)
     std::array<rte_mbuf*, kBurst> pending_{};
     unsigned head_ = 0;
     unsigned count_ = 0;
@@ -537,6 +583,14 @@ Result<std::unique_ptr<DpdkPort>> DpdkPort::open(const DpdkPortConfig& cfg) {
         return fail_errno(rte_errno != 0 ? rte_errno : ENOMEM);
     }
     rte_eth_conf conf{};
+    rte_eth_dev_info info{};
+    constexpr std::uint64_t kRxL4 = RTE_ETH_RX_OFFLOAD_TCP_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+    if (cfg.rx_csum && ::rte_eth_dev_info_get(impl->port, &info) == 0 &&
+        (info.rx_offload_capa & kRxL4) == kRxL4) {
+        // The vhost PMD then leaves a peer's partial checksum marked (RX_L4_CKSUM_NONE) for
+        // the engine to pass on blank; without it the PMD completes it in software.
+        conf.rxmode.offloads = kRxL4;
+    }
     const auto q = static_cast<std::uint16_t>(cfg.queues);
     if (int c = ::rte_eth_dev_configure(impl->port, q, q, &conf); c != 0) {
         HV_WARN("netback: DPDK configure %s: %s", cfg.name.c_str(), ::rte_strerror(-c));
@@ -562,7 +616,7 @@ Result<std::unique_ptr<DpdkPort>> DpdkPort::open(const DpdkPortConfig& cfg) {
     return std::unique_ptr<DpdkPort>(new DpdkPort(std::move(impl)));
 }
 
-Result<std::unique_ptr<NetEngine>> DpdkPort::make_engine(unsigned queue) {
+Result<std::unique_ptr<NetEngine>> DpdkPort::make_engine(unsigned queue, Features rx) {
     if (queue >= impl_->cfg.queues) {
         return fail_errno(EINVAL);
     }
@@ -574,7 +628,7 @@ Result<std::unique_ptr<NetEngine>> DpdkPort::make_engine(unsigned queue) {
         return fail_errno();
     }
     return std::unique_ptr<NetEngine>(
-        new DpdkEngine(*impl_, static_cast<std::uint16_t>(queue), std::move(t)));
+        new DpdkEngine(*impl_, static_cast<std::uint16_t>(queue), std::move(t), rx));
 }
 
 }  // namespace hv::net

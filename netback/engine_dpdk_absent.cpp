@@ -36,7 +36,7 @@ Result<std::unique_ptr<DpdkPort>> DpdkPort::open(const DpdkPortConfig& cfg) {
 }
 DpdkPort::DpdkPort(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 DpdkPort::~DpdkPort() = default;
-Result<std::unique_ptr<NetEngine>> DpdkPort::make_engine(unsigned) {
+Result<std::unique_ptr<NetEngine>> DpdkPort::make_engine(unsigned, Features) {
     return fail_errno(EOPNOTSUPP);
 }
 const std::string& DpdkPort::name() const noexcept {

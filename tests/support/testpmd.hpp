@@ -45,12 +45,16 @@ inline std::string find_testpmd() {
     return {};
 }
 
-/// Starts testpmd with one `net_virtio_user<i>,path=<socket>` port per socket, io forwarding,
-/// port topology `topology` ("loop": each port back to itself; "paired": 0<->1).
+/// Starts testpmd with one `net_virtio_user<i>,path=<socket>` port per socket, forwarding in
+/// `mode` (default io), port topology `topology` ("loop": each port back to itself; "paired":
+/// 0<->1); `commands`, when given, is a file of testpmd commands run once the ports are up,
+/// before forwarding starts (--cmdline-file).
 inline hv::Result<hv::Subprocess> start_testpmd(const std::string& testpmd,
                                                 const std::vector<std::string>& sockets,
                                                 const std::string& topology,
-                                                const std::string& log_path) {
+                                                const std::string& log_path,
+                                                const std::string& mode = "io",
+                                                const std::string& commands = "") {
     // Both lcores (main and forwarding) on the first CPU we may use: the forwarding core spins.
     const std::string c = std::to_string(hv::first_allowed_cpu());
     std::vector<std::string> a{testpmd,
@@ -68,8 +72,11 @@ inline hv::Result<hv::Subprocess> start_testpmd(const std::string& testpmd,
         a.push_back("--vdev");
         a.push_back("net_virtio_user" + std::to_string(i) + ",path=" + sockets[i] + ",queues=1");
     }
-    a.insert(a.end(), {"--", "--nb-cores=1", "--total-num-mbufs=8192", "--forward-mode=io",
+    a.insert(a.end(), {"--", "--nb-cores=1", "--total-num-mbufs=8192", "--forward-mode=" + mode,
                        "--port-topology=" + topology, "--stats-period", "1"});
+    if (!commands.empty()) {
+        a.push_back("--cmdline-file=" + commands);
+    }
     hv::SpawnOptions o;
     o.capture_output = false;
     o.log_path = log_path;

@@ -152,6 +152,7 @@ VifStatsSnapshot VifDevice::stats() const noexcept {
 }
 
 void VifDevice::disconnect() noexcept {
+    awaiting_link_ = false;
     for (auto& q : queues_) {
         q->stop();
     }
@@ -392,6 +393,16 @@ Result<void> VifDevice::connect() {
         made.push_back(std::move(*w));
     }
     queues_ = std::move(made);
+    if (port_ && !port_->link_up()) {
+        // A DPDK port is usable once a switch attached to its socket; until then every frame
+        // the frontend sent would be dropped (ENETDOWN). hotplug-status, and so Connected,
+        // wait for the link (service()); a reconnect's old one goes.
+        awaiting_link_ = true;
+        (void)xs_.rm(bdir_ + "/hotplug-status");
+        HV_INFO("netback %s: DPDK port %s waits for a switch on its socket", bdir_.c_str(),
+                port_->name().c_str());
+        return {};
+    }
     // The host side is ready: what a hotplug script would report. Connected follows.
     HV_TRY(write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}));
     HV_INFO("netback %s: connected: %u queue(s), %s%s", bdir_.c_str(), queues,
@@ -468,8 +479,8 @@ bool VifDevice::reevaluate() noexcept {
                 *bstate == XenbusState::XenbusStateClosed) {
                 break;
             }
-            if (*bstate == XenbusState::XenbusStateConnected && connected()) {
-                break;
+            if (connected() && (*bstate == XenbusState::XenbusStateConnected || awaiting_link_)) {
+                break;  // awaiting_link_: service() finishes the connection
             }
             disconnect();
             if (auto c = connect(); !c) {
@@ -498,6 +509,37 @@ bool VifDevice::reevaluate() noexcept {
             break;
     }
     return true;
+}
+
+void VifDevice::pollable(std::vector<int>& out) const {
+    if (awaiting_link_ && port_ && port_->link_fd() >= 0) {
+        out.push_back(port_->link_fd());
+    }
+}
+
+void VifDevice::service() noexcept {
+    if (!awaiting_link_ || !port_) {
+        return;
+    }
+    if (const int fd = port_->link_fd(); fd >= 0) {
+        std::uint64_t n = 0;
+        (void)!::read(fd, &n, sizeof n);  // cleared first: a later change wakes us again
+    }
+    if (!port_->link_up()) {
+        return;
+    }
+    awaiting_link_ = false;
+    if (auto w = write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}); !w) {
+        fail_device(errno_of(w.error()), "hotplug-status: " + w.error().message());
+        return;
+    }
+    HV_INFO("netback %s: a switch attached to DPDK port %s", bdir_.c_str(),
+            port_->name().c_str());
+    // netfront connected first (netback connects on its Connected): now we follow.
+    if (auto fe = xenbus::read_state(xs_, fdir_);
+        fe && *fe == XenbusState::XenbusStateConnected) {
+        (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateConnected);
+    }
 }
 
 void VifDevice::check_queues() noexcept {

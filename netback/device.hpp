@@ -87,6 +87,11 @@ public:
     void write_statistics() noexcept override;
     /// Stops the queues, then removes the host side. Idempotent.
     void disconnect() noexcept override;
+    /// A DPDK vif connected before any switch attached: its port's link-state fd.
+    void pollable(std::vector<int>& out) const override;
+    /// A DPDK vif waiting for its switch: once the link is up, `hotplug-status = connected`
+    /// and Connected follow (frames sent before would only be dropped).
+    void service() noexcept override;
 
     const std::string& backend_dir() const noexcept override { return bdir_; }
     const std::string& frontend_state_path() const noexcept override { return fe_state_path_; }
@@ -126,6 +131,7 @@ private:
     /// socket path. Decided at probe (what we offer depends on it): dpdk_.
     bool dpdk_vif() const;
     bool dpdk_ = false;
+    bool awaiting_link_ = false;  // connected, hotplug-status held back until the switch is there
     std::unique_ptr<Tap> tap_;                  // host side; removed after the queues stop
     std::unique_ptr<DpdkPort> port_;            // or this (DPDK vif); also after the queues
     std::string ovs_bridge_;                    // non-empty: port added to this OVS bridge

@@ -95,6 +95,11 @@ public:
     const std::string& name() const noexcept;
     std::uint16_t port_id() const noexcept;
     bool link_up() const noexcept;
+    /// An eventfd that becomes readable when the port's link state changes (a vhost-user
+    /// peer attaching or leaving; the PMD's link-state event, on DPDK's interrupt thread).
+    /// The caller reads it to clear it, then asks link_up(). -1 when the PMD gives no such
+    /// event. Lives as long as the port.
+    int link_fd() const noexcept;
 
     struct Impl;
 

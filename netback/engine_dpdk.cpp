@@ -13,6 +13,7 @@
 #include <rte_net.h>
 #include <rte_vhost.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -24,6 +25,7 @@
 #include <cstring>
 #include <mutex>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "hv/cpu.hpp"
@@ -206,9 +208,24 @@ struct DpdkPort::Impl {
     rte_mempool* pool = nullptr;
     std::uint16_t data_room = 0;
     std::size_t max_frame = 0;
+    hv::UniqueFd link_event;  // written by on_link_event(); see DpdkPort::link_fd()
+    bool link_callback = false;
+
+    /// DPDK's interrupt thread: a link-state change. Only wakes the control thread.
+    static int on_link_event(std::uint16_t, rte_eth_event_type, void* arg, void*) {
+        const std::uint64_t one = 1;
+        (void)!::write(static_cast<Impl*>(arg)->link_event.get(), &one, sizeof one);
+        return 0;
+    }
 
     ~Impl() {
         auto ns = ScopedNetns::enter(cfg.netns_fd);  // as in open(); -1 or gone: where we are
+        // The callback goes before its eventfd: EAGAIN while it runs on the interrupt thread.
+        while (link_callback && ::rte_eth_dev_callback_unregister(port, RTE_ETH_EVENT_INTR_LSC,
+                                                                  &Impl::on_link_event,
+                                                                  this) == -EAGAIN) {
+            std::this_thread::yield();
+        }
         if (started) {
             (void)::rte_eth_dev_stop(port);
         }
@@ -529,6 +546,9 @@ bool DpdkPort::link_up() const noexcept {
     rte_eth_link l{};
     return ::rte_eth_link_get_nowait(impl_->port, &l) == 0 && l.link_status == RTE_ETH_LINK_UP;
 }
+int DpdkPort::link_fd() const noexcept {
+    return impl_->link_callback ? impl_->link_event.get() : -1;
+}
 
 Result<std::unique_ptr<DpdkPort>> DpdkPort::open(const DpdkPortConfig& cfg) {
     if (cfg.queues == 0 || cfg.queues > 64 || cfg.mtu < 68 || cfg.mtu > 9600 || cfg.name.empty()) {
@@ -608,6 +628,15 @@ Result<std::unique_ptr<DpdkPort>> DpdkPort::open(const DpdkPortConfig& cfg) {
             return fail_errno(-c);
         }
     }
+    // Link-state events (the vhost PMD raises one when a peer attaches or leaves), registered
+    // before the start so none is missed.
+    impl->link_event = hv::UniqueFd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    if (!impl->link_event) {
+        return fail_errno();
+    }
+    impl->link_callback =
+        ::rte_eth_dev_callback_register(impl->port, RTE_ETH_EVENT_INTR_LSC, &Impl::on_link_event,
+                                        impl.get()) == 0;
     if (int c = ::rte_eth_dev_start(impl->port); c != 0) {
         HV_WARN("netback: DPDK start %s: %s", cfg.name.c_str(), ::rte_strerror(-c));
         return fail_errno(-c);

@@ -48,5 +48,8 @@ std::uint16_t DpdkPort::port_id() const noexcept {
 bool DpdkPort::link_up() const noexcept {
     return false;
 }
+int DpdkPort::link_fd() const noexcept {
+    return -1;
+}
 
 }  // namespace hv::net

@@ -12,6 +12,17 @@ if(TARGET hv::netback AND TARGET hv::netfront AND TARGET hv::hvmin_core)
   add_dependencies(netback_e2e_tests hv_hypercall_donor)
   target_compile_definitions(netback_e2e_tests PRIVATE
     NETBACK_E2E_DONOR="$<TARGET_FILE:hv_hypercall_donor>")
+  # A DPDK vif end to end: its own process (one EAL), label root like the other DPDK tests.
+  hv_add_tests(netback_e2e_dpdk_tests
+    SOURCES e2e_harness.cpp e2e_dpdk_root_test.cpp
+    LIBS hv::netback hv::netfront hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client
+         hv::test_support
+    LABELS root
+    PROPERTIES TIMEOUT 120)
+  target_include_directories(netback_e2e_dpdk_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  add_dependencies(netback_e2e_dpdk_tests hv_hypercall_donor)
+  target_compile_definitions(netback_e2e_dpdk_tests PRIVATE
+    NETBACK_E2E_DONOR="$<TARGET_FILE:hv_hypercall_donor>")
 endif()
 
 # System test (label root): hv-guest domains with NICs on a bridge in a private namespace.

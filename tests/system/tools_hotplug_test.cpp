@@ -20,6 +20,7 @@
 #include "nbd_client.hpp"
 #include "netns.hpp"
 #include "skip.hpp"
+#include "testpmd.hpp"
 #include "tools_harness.hpp"
 #include "xenstore/client.hpp"
 
@@ -548,6 +549,16 @@ TEST_CASE("network-attach hot-plugs a DPDK vif: netback listens on its vhost-use
     REQUIRE(a.rc == 0);
     // netback (the program: its EAL started by this first DPDK vif) serves the socket.
     REQUIRE(eventually([&] { return std::filesystem::is_socket(sock); }, 10s));
+    // No switch on the socket yet: the vif is not Connected, so the guest has no eth0; it
+    // comes once a switch (testpmd) attaches.
+    CHECK(rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc != 0);
+    const std::string testpmd = hv::test::find_testpmd();
+    hv::test::skip_unless(!testpmd.empty(), "dpdk-testpmd not installed (Debian: dpdk)");
+    struct RunDir {
+        ~RunDir() { hv::test::remove_testpmd_rundir(::getpid()); }
+    } rundir;
+    auto pmd = hv::test::start_testpmd(testpmd, {sock}, "loop", d.dir() + "/testpmd.log");
+    REQUIRE(pmd);
     CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc == 0; }, 15s));
     const ProcResult l = d.hvctl({"network-list", "hp"});
     CHECK(l.rc == 0);

@@ -84,7 +84,7 @@ struct Queue {
     std::vector<std::uint16_t> tx_free;  // free tx page ids
     std::vector<std::uint16_t> lent;     // tx page ids lent by tx_pages(), in frame order
     std::vector<iovec> lent_iov;         // their pages
-    std::vector<bool> tx_busy;
+    std::vector<std::uint8_t> tx_busy;   // per id: 1 while its request is outstanding
     std::vector<rings::netif_rx_response> rx_pending;  // copies, a packet may be incomplete
 };
 
@@ -219,8 +219,9 @@ Result<void> Device::Impl::setup() {
             }
             (i < kRingSize ? q.tx_grefs : q.rx_grefs).push_back(*g);
         }
-        q.tx_busy.assign(kRingSize, false);
+        q.tx_busy.assign(kRingSize, 0);
         q.tx_free.clear();
+        q.tx_free.reserve(kRingSize);
         for (unsigned i = kRingSize; i > 0; --i) {
             q.tx_free.push_back(static_cast<std::uint16_t>(i - 1));
         }
@@ -368,8 +369,30 @@ Result<std::size_t> Device::Impl::send_burst(unsigned qi,
     }
     Queue& q = queues[qi];
     std::size_t n = 0;
-    while (n < frames.size() && put_frame(q, frames[n], {})) {
-        ++n;
+    for (; n < frames.size(); ++n) {
+        const std::span<const std::byte> f = frames[n];
+        if (f.size() < 14 || f.size() > XEN_PAGE_SIZE) {
+            if (!put_frame(q, f, {})) {  // several pages, or refused (it is the first not queued)
+                break;
+            }
+            continue;
+        }
+        // A plain one-page frame: what put_frame() makes of it (check_frame passes it: one
+        // slot, one page; put_pages without offload: no flags), without the general steps.
+        if (!room(q, FrameShape{1, 1})) {
+            break;  // busy, or the device died (below)
+        }
+        const std::uint16_t id = q.tx_free.back();
+        q.tx_free.pop_back();
+        q.tx_busy[id] = 1;
+        std::memcpy(q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE, f.data(), f.size());
+        rings::netif_tx_request& r = q.tx.next_request();
+        r.gref = q.tx_grefs[id].get();
+        r.offset = 0;
+        r.flags = 0;
+        r.id = id;
+        r.size = static_cast<std::uint16_t>(f.size());
+        q.tx.commit_request();
     }
     if (phase != Phase::connected) {
         return fail(make_error_code(Errc::not_connected));  // died meanwhile: `q` is gone
@@ -466,7 +489,7 @@ Result<void> Device::Impl::put_pages(Queue& q, std::span<const std::uint16_t> id
     }
     for (std::size_t f = 0; f < ids.size(); ++f) {
         const std::uint16_t id = ids[f];
-        q.tx_busy[id] = true;
+        q.tx_busy[id] = 1;
         const std::size_t n = std::min<std::size_t>(XEN_PAGE_SIZE, len - f * XEN_PAGE_SIZE);
         rings::netif_tx_request r{};
         r.gref = q.tx_grefs[id].get();
@@ -561,22 +584,26 @@ bool Device::Impl::tx_responses(Queue& q) {
         die("tx ring: impossible rsp_prod");
         return false;
     }
-    while (auto r = q.tx.take_response()) {
-        tx_log[tx_log_n++ % kTxLogMax] = *r;
-        if (r->status == rings::NETIF_RSP_NULL) {
-            continue;  // an extra-info slot
-        }
-        // GUEST-like: the backend is not trusted with our ids either.
-        if (r->id >= kRingSize || !q.tx_busy[r->id]) {
-            die("tx response for an id not outstanding");
-            return false;
-        }
-        q.tx_busy[r->id] = false;
-        q.tx_free.push_back(r->id);
-        if (r->status == rings::NETIF_RSP_OKAY) {
-            ++counters.tx_packets;
-        } else {
-            ++counters.tx_errors;
+    std::array<rings::netif_tx_response, 64> rs;  // copied out in batches (each slot once)
+    for (unsigned got; (got = q.tx.take_responses(rs)) > 0;) {
+        for (unsigned i = 0; i < got; ++i) {
+            const rings::netif_tx_response r = rs[i];
+            tx_log[tx_log_n++ % kTxLogMax] = r;
+            if (r.status == rings::NETIF_RSP_NULL) {
+                continue;  // an extra-info slot
+            }
+            // GUEST-like: the backend is not trusted with our ids either.
+            if (r.id >= kRingSize || q.tx_busy[r.id] == 0) {
+                die("tx response for an id not outstanding");
+                return false;
+            }
+            q.tx_busy[r.id] = 0;
+            q.tx_free.push_back(r.id);
+            if (r.status == rings::NETIF_RSP_OKAY) {
+                ++counters.tx_packets;
+            } else {
+                ++counters.tx_errors;
+            }
         }
     }
     return true;
@@ -1029,7 +1056,7 @@ Result<Device::RawPage> Device::raw_tx_page(unsigned qi) {
     Queue& q = impl_->queues[qi];
     const std::uint16_t id = q.tx_free.back();
     q.tx_free.pop_back();
-    q.tx_busy[id] = true;
+    q.tx_busy[id] = 1;
     return RawPage{id, q.tx_grefs[id], q.tx_pages + std::size_t{id} * XEN_PAGE_SIZE};
 }
 

@@ -33,8 +33,8 @@ const std::error_category& net_category() noexcept {
     return c;
 }
 
-hv::Result<void> check_offload(const VnetHdr& hdr, std::size_t frame_len,
-                               const Features& features) noexcept {
+hv::Result<void> detail::check_offload_slow(const VnetHdr& hdr, std::size_t frame_len,
+                                            const Features& features) noexcept {
     if (frame_len < 14) {
         return hv::fail(Errc::frame_too_small);
     }

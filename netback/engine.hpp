@@ -108,8 +108,18 @@ public:
 /// Checks a virtio-net header against a frame of `frame_len` bytes and the engine's features:
 /// F_NEEDS_CSUM needs features.csum and csum_start + csum_offset + 2 <= frame_len; a GSO type
 /// needs the matching tso feature, F_NEEDS_CSUM, and gso_size > 0. Used by every engine.
-hv::Result<void> check_offload(const VnetHdr& hdr, std::size_t frame_len,
-                               const Features& features) noexcept;
+namespace detail {
+hv::Result<void> check_offload_slow(const VnetHdr& hdr, std::size_t frame_len,
+                                    const Features& features) noexcept;
+}
+inline hv::Result<void> check_offload(const VnetHdr& hdr, std::size_t frame_len,
+                                      const Features& features) noexcept {
+    if ((hdr.flags & VnetHdr::F_NEEDS_CSUM) == 0 && hdr.gso_type == VnetHdr::GSO_NONE &&
+        frame_len >= 14 && frame_len <= max_gso_frame_bytes) {
+        return {};  // a plain frame of a possible length: nothing else to check
+    }
+    return detail::check_offload_slow(hdr, frame_len, features);
+}
 
 /// A loopback engine: every frame sent is received back, header included (benchmarks, tests).
 /// Holds `capacity` frames (preallocated); send() on a full engine returns Errc::busy.

@@ -1,7 +1,6 @@
 // Map mode's data mover (see map_copy.hpp). Layer: L2. Runs on one Queue's worker thread.
 #include "netback/map_copy.hpp"
 
-#include <climits>
 #include <cstring>
 
 #include "hv/assert.hpp"
@@ -35,11 +34,12 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
     Counts c;
     reqs_.clear();
     keep_req_.clear();
-    map_of_op_.clear();
+    to_map_.clear();
     maps_.clear();
     // One map request per run of ops on the same grant in the same direction; with the
     // persistent pool, ops on a kept mapping are done here without any request.
-    for (auto& op : ops) {
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        rings::gnttab_copy& op = ops[i];
         const bool from_guest = (op.flags & rings::GNTCOPY_source_gref) != 0;
         const bool to_guest = (op.flags & rings::GNTCOPY_dest_gref) != 0;
         const auto& g = from_guest ? op.source : op.dest;
@@ -52,7 +52,6 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
                         std::size_t{l.offset} + op.len <= XEN_PAGE_SIZE;
         if (!ok) {
             op.status = rings::GNTST_bad_copy_arg;
-            map_of_op_.push_back(UINT_MAX);
             continue;
         }
         const bool readonly = from_guest;  // tx reads the frontend's page; rx writes it
@@ -65,7 +64,6 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
                 if (readonly || kept_[static_cast<unsigned>(k)].writable) {
                     move_bytes(op, kept_[static_cast<unsigned>(k)].map.data(), local);
                     ++c.pooled;
-                    map_of_op_.push_back(UINT_MAX);
                     continue;
                 }
             } else {
@@ -77,7 +75,7 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
             reqs_.push_back(hvmin::MapRequest{frontend, GrantRef(g.u.ref), readonly});
             keep_req_.push_back(keep ? 1 : 0);
         }
-        map_of_op_.push_back(static_cast<unsigned>(reqs_.size() - 1));
+        to_map_.push_back({static_cast<unsigned>(i), static_cast<unsigned>(reqs_.size() - 1)});
     }
     if (reqs_.empty()) {
         if (counts != nullptr) {
@@ -93,11 +91,7 @@ Result<void> MapCopier::run(hvmin::Grants& grants, DomId frontend, const LocalPa
         }
         return fail(mapped.error());
     }
-    for (std::size_t i = 0; i < ops.size(); ++i) {
-        const unsigned m = map_of_op_[i];
-        if (m == UINT_MAX) {
-            continue;
-        }
+    for (const auto [i, m] : to_map_) {
         auto& r = (*mapped)[m];
         if (!r) {
             // GUEST: hv-min refused the grant (range, domain, permission): this op fails alone.

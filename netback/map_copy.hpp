@@ -110,7 +110,11 @@ private:
     std::array<std::uint16_t, kTable> table_{};  ///< 0 = empty, else 1 + index into kept_
     std::vector<std::uint8_t> keep_req_;  ///< per reqs_ entry: 1 = keep the mapping
     std::vector<hvmin::MapRequest> reqs_;
-    std::vector<unsigned> map_of_op_;   ///< per op: index into reqs_ (UINT_MAX: op invalid)
+    struct OpToMap {
+        unsigned op;   ///< index into the ops
+        unsigned req;  ///< its mapping: index into reqs_
+    };
+    std::vector<OpToMap> to_map_;  ///< ops that need a mapping made for this run (in order)
     std::vector<hvmin::GrantMapping> maps_;
 };
 

@@ -39,10 +39,7 @@ void CreditBucket::configure(RateLimit r, Clock::time_point now) noexcept {
     window_end_ = now + std::chrono::microseconds(r.credit_usec);
 }
 
-bool CreditBucket::take(std::uint64_t bytes, Clock::time_point now) noexcept {
-    if (rate_.unlimited()) {
-        return true;
-    }
+bool CreditBucket::take_limited(std::uint64_t bytes, Clock::time_point now) noexcept {
     if (bytes > remaining_ && now >= window_end_) {
         // SPEC: netback tx_credit_exceeded(): refill up to max(credit, 128 KiB) so a 64 KiB GSO
         // frame always fits one window.
@@ -70,9 +67,10 @@ TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
       pages_(pages),
       name_(std::move(name)),
       mode_(mode) {
-    pend_.reserve(512);
-    batch_.resize(kBatchPackets);  // entries reused batch after batch (no allocation per packet)
-    ops_.reserve(kPages + 2 * kBatchPackets);
+    // Fixed storage, reused batch after batch: no allocation and no capacity check per packet.
+    pend_.resize(kPend);
+    batch_.resize(kBatchPackets);
+    ops_.resize(kPages + 2 * kBatchPackets);
     rsp_.resize(rings::ring_entries_for_pages<rings::NetifTxProtocol>(1));
     mapper_.set_persistent(persistent && mode == DataMode::map);
 }
@@ -94,23 +92,23 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
         return out;  // the engine is still full
     }
     for (;;) {
-        // Copy every unconsumed request once into private memory (GUEST: the slots stay
-        // frontend-writable; only the copies are parsed).
+        // One producer-index read per pass; then every unconsumed request is copied once into
+        // private memory (GUEST: the slots stay frontend-writable; only the copies are parsed).
         auto avail = ring.unconsumed();
         if (!avail) {
             out.fatal = true;
             out.reason = "tx ring: " + avail.error().message();
             break;
         }
-        pend_.erase(pend_.begin(), pend_.begin() + static_cast<std::ptrdiff_t>(pend_head_));
-        pend_head_ = 0;
-        bool took = false;
-        while (auto r = ring.take_request()) {
-            pend_.push_back(*r);
-            took = true;
+        if (pend_head_ > 0) {  // a packet's slots still to parse move to the front
+            std::copy(pend_.begin() + static_cast<std::ptrdiff_t>(pend_head_),
+                      pend_.begin() + static_cast<std::ptrdiff_t>(pend_n_), pend_.begin());
+            pend_n_ -= pend_head_;
+            pend_head_ = 0;
         }
-        std::span<const rings::netif_tx_request> view(pend_.data() + pend_head_,
-                                                      pend_.size() - pend_head_);
+        const unsigned took = ring.take_requests({pend_.data() + pend_n_, pend_.size() - pend_n_});
+        pend_n_ += took;
+        std::span<const rings::netif_tx_request> view(pend_.data(), pend_n_);
         if (view.empty()) {
             break;
         }
@@ -119,12 +117,9 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
             // Room for the packet slot 0 declares (its total size): else copy out what the batch
             // holds first. The entry is then parsed in place and committed (++batch_n_) if kept.
             const std::size_t need = (std::size_t{view[0].size} + kAlign - 1) / kAlign * kAlign;
-            if ((bufs_used_ == kBatchPackets || area_used_ + need > kArea) && !flush(ring, out)) {
+            if ((batch_n_ == kBatchPackets || area_used_ + need > kArea) && !flush(ring, out)) {
                 stop = true;
                 break;
-            }
-            if (batch_n_ == batch_.size()) {
-                batch_.emplace_back();  // grows to the largest batch once, then is reused
             }
             Entry& e = batch_[batch_n_];
             const TxPacket& p = e.pkt;
@@ -140,6 +135,8 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                 stop = true;
                 break;
             }
+            e.copied = false;
+            e.done = false;
             if (p.verdict == TxVerdict::forward) {
                 if (!bucket_.take(p.total_size, now)) {
                     out.throttled_until = bucket_.retry_at();
@@ -147,72 +144,71 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                     break;
                 }
                 e.status = rings::NETIF_RSP_ERROR;
-                e.copied = false;
-                e.done = false;
                 e.buf = static_cast<int>(area_used_);
                 const bool direct = p.total_size >= kDirectMin && all_kept(p);
                 e.head = direct ? static_cast<std::uint32_t>(tx_offload_header_bytes)
                                 : p.total_size;
                 area_used_ += (std::size_t{e.head} + kAlign - 1) / kAlign * kAlign;
-                ++bufs_used_;
-                e.op_first = static_cast<unsigned>(ops_.size());
+                e.op_first = static_cast<unsigned>(ops_n_);
                 e.iov_first = static_cast<unsigned>(iovs_.size());
-                // Fragments into the packet's linear buffer, the first e.head bytes of them (a
-                // copy never crosses a local page); a direct packet's rest as iovecs into the
-                // kept mappings (parse_tx checked every fragment to lie within its page).
                 std::size_t pos = static_cast<std::size_t>(e.buf);
-                std::size_t left = e.head;
-                for (unsigned i = 0; i < p.nr_frags; ++i) {
-                    const TxFragment& fr = p.frags[i];
-                    const std::size_t copy = std::min<std::size_t>(fr.size, left);
-                    left -= copy;
-                    if (copy < fr.size) {
-                        const std::byte* page = mapper_.kept_page(fr.gref);
-                        iovs_.push_back({const_cast<std::byte*>(page) + fr.offset + copy,
-                                         fr.size - copy});
+                if (!direct && p.nr_frags == 1 &&
+                    pos % XEN_PAGE_SIZE + p.frags[0].size <= XEN_PAGE_SIZE &&
+                    ops_n_ < ops_.size()) {
+                    // One fragment landing within one local page (a small frame): one op.
+                    add_copy_op(p.frags[0].gref, p.frags[0].offset, pos, p.frags[0].size);
+                } else {
+                    // Fragments into the packet's linear buffer, the first e.head bytes of them
+                    // (one op per fragment and per local page it reaches: a copy never crosses a
+                    // local page; the storage grows once if a batch of many-slot packets needs
+                    // more); a direct packet's rest as iovecs into the kept mappings (parse_tx
+                    // checked every fragment to lie within its page).
+                    const std::size_t max_ops = ops_n_ + e.head / XEN_PAGE_SIZE + 1 + p.nr_frags;
+                    if (max_ops > ops_.size()) {
+                        ops_.resize(max_ops + kBatchPackets);
                     }
-                    std::size_t done = 0;
-                    while (done < copy) {
-                        const std::size_t in_page = pos % XEN_PAGE_SIZE;
-                        const std::size_t n = std::min<std::size_t>(copy - done, XEN_PAGE_SIZE - in_page);
-                        rings::gnttab_copy op{};
-                        op.source.u.ref = fr.gref;
-                        op.source.domid = frontend_.get();
-                        op.source.offset = static_cast<std::uint16_t>(fr.offset + done);
-                        op.dest.u.gmfn = pages_.first_frame + pos / XEN_PAGE_SIZE;
-                        op.dest.domid = rings::DOMID_SELF;
-                        op.dest.offset = static_cast<std::uint16_t>(in_page);
-                        op.len = static_cast<std::uint16_t>(n);
-                        op.flags = rings::GNTCOPY_source_gref;
-                        ops_.push_back(op);
-                        done += n;
-                        pos += n;
+                    std::size_t left = e.head;
+                    for (unsigned i = 0; i < p.nr_frags; ++i) {
+                        const TxFragment& fr = p.frags[i];
+                        const std::size_t copy = std::min<std::size_t>(fr.size, left);
+                        left -= copy;
+                        if (copy < fr.size) {
+                            const std::byte* page = mapper_.kept_page(fr.gref);
+                            iovs_.push_back({const_cast<std::byte*>(page) + fr.offset + copy,
+                                             fr.size - copy});
+                        }
+                        std::size_t done = 0;
+                        while (done < copy) {
+                            const std::size_t in_page = pos % XEN_PAGE_SIZE;
+                            const std::size_t n =
+                                std::min<std::size_t>(copy - done, XEN_PAGE_SIZE - in_page);
+                            add_copy_op(fr.gref, fr.offset + done, pos, n);
+                            done += n;
+                            pos += n;
+                        }
                     }
                 }
-                e.op_count = static_cast<unsigned>(ops_.size()) - e.op_first;
+                e.op_count = static_cast<unsigned>(ops_n_) - e.op_first;
                 e.iov_count = static_cast<unsigned>(iovs_.size()) - e.iov_first;
-                ++batch_n_;
             } else {
                 // drop (guest fault, counted) or multicast (no filter: answered OKAY).
                 e.buf = -1;
                 e.op_first = e.op_count = 0;
-                e.copied = false;
-                e.done = false;
                 e.status = to_netif_status(p.verdict, p.error);
                 if (p.verdict == TxVerdict::drop) {
                     VifStats::add(stats_.tx_errors);
                     HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
                               std::string(to_string(p.error)).c_str());
                 }
-                ++batch_n_;
             }
+            ++batch_n_;
             pend_head_ += p.slots_consumed;
             view = view.subspan(p.slots_consumed);
         }
         if (!flush(ring, out)) {
             break;
         }
-        if (stop || !took) {
+        if (stop || took == 0) {
             break;
         }
     }
@@ -224,9 +220,9 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         return true;
     }
     const std::span<Entry> batch(batch_.data(), batch_n_);
-    if (!ops_.empty()) {
-        bool copy_ok = true;
-        auto r = run_grant_ops(mode_, mapper_, grants_, frontend_, pages_, ops_,
+    bool copy_ok = true;
+    if (ops_n_ > 0) {
+        auto r = run_grant_ops(mode_, mapper_, grants_, frontend_, pages_, {ops_.data(), ops_n_},
                                {stats_.tx_grant_copies, stats_.tx_grant_maps,
                                 stats_.tx_grant_pool, stats_.pool_maps});
         if (!r) {
@@ -234,51 +230,60 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
                       mode_ == DataMode::map ? "map" : "copy", r.error().message().c_str());
             copy_ok = false;
         }
-        for (Entry& e : batch) {
-            if (e.buf < 0 || e.copied) {
-                continue;
-            }
-            e.copied = true;
-            bool ok = copy_ok;
-            for (unsigned i = 0; ok && i < e.op_count; ++i) {
-                ok = ops_[e.op_first + i].status == rings::GNTST_okay;
-            }
-            if (!ok) {
-                // GUEST: a bad or foreign grant: the packet is refused, the vif keeps running.
-                VifStats::add(stats_.tx_errors);
-                HV_LOG_RL(warn, "netback %s: tx grant %s failed", name_.c_str(),
-                          mode_ == DataMode::map ? "map" : "copy");
-                e.status = rings::NETIF_RSP_ERROR;
-                e.done = true;
-            }
-        }
-        ops_.clear();
     }
+    // The copy's verdict for a packet whose ops ran in this flush (entries kept from a busy
+    // engine were judged when their ops ran). False: refused.
+    auto copied = [&](Entry& e) {
+        if (e.copied) {
+            return true;
+        }
+        e.copied = true;
+        bool ok = copy_ok;
+        const rings::gnttab_copy* op = ops_.data() + e.op_first;
+        for (unsigned i = 0; i < e.op_count; ++i) {
+            ok = ok && op[i].status == rings::GNTST_okay;
+        }
+        if (!ok) {
+            // GUEST: a bad or foreign grant: the packet is refused, the vif keeps running.
+            VifStats::add(stats_.tx_errors);
+            HV_LOG_RL(warn, "netback %s: tx grant %s failed", name_.c_str(),
+                      mode_ == DataMode::map ? "map" : "copy");
+            e.status = rings::NETIF_RSP_ERROR;
+            e.done = true;
+        }
+        return ok;
+    };
+    // One pass in ring order: the copy's verdict, the offload header, the engine; statistics
+    // and the ring's index and barrier once per batch.
     std::size_t k = 0;
     std::uint64_t sent = 0, sent_bytes = 0;  // statistics: one update per batch
     std::uint64_t direct = 0, direct_pieces = 0;  // sent straight from kept mappings
     for (; k < batch.size(); ++k) {
         Entry& e = batch[k];
-        if (e.buf < 0 || e.done) {
+        if (e.buf < 0 || e.done || !copied(e)) {
             continue;
         }
         std::byte* data = pages_.base + static_cast<std::size_t>(e.buf);
         const std::size_t len = e.pkt.total_size;
-        // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len and fixup.
-        auto hdr = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), e.head},
-                                     len, cfg_);
-        if (!hdr) {
-            VifStats::add(stats_.tx_errors);
-            HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
-                      std::string(to_string(hdr.error())).c_str());
-            e.status = rings::NETIF_RSP_ERROR;
-            e.done = true;
-            continue;
+        VnetHdr hdr = tx_plain_header(e.pkt);
+        if (tx_wants_offload(e.pkt)) {
+            // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len and fixup.
+            auto h = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), e.head},
+                                       len, cfg_);
+            if (!h) {
+                VifStats::add(stats_.tx_errors);
+                HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
+                          std::string(to_string(h.error())).c_str());
+                e.status = rings::NETIF_RSP_ERROR;
+                e.done = true;
+                continue;
+            }
+            hdr = *h;
         }
         // The copied head (all of the packet unless direct), then a direct packet's rest.
         send_iov_[0] = {data, e.head};
         std::copy_n(iovs_.begin() + e.iov_first, e.iov_count, send_iov_.begin() + 1);
-        if (auto s = engine_.send(*hdr, {send_iov_.data(), 1 + std::size_t{e.iov_count}}); !s) {
+        if (auto s = engine_.send(hdr, {send_iov_.data(), 1 + std::size_t{e.iov_count}}); !s) {
             if (s.error() == make_error_code(Errc::busy)) {
                 out.engine_busy = true;  // keep this and the later entries; retry
                 break;
@@ -295,6 +300,12 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         e.status = rings::NETIF_RSP_OKAY;
         e.done = true;
     }
+    for (std::size_t i = k; i < batch.size(); ++i) {  // the engine was busy: judge the rest now
+        if (batch[i].buf >= 0 && !batch[i].done) {
+            (void)copied(batch[i]);
+        }
+    }
+    ops_n_ = 0;  // every op of the batch has been carried out and judged
     if (sent > 0) {
         VifStats::add(stats_.tx_packets, sent);
         VifStats::add(stats_.tx_bytes, sent_bytes);
@@ -302,7 +313,12 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         VifStats::add(stats_.tx_direct, direct);
     }
     for (std::size_t i = 0; i < k; ++i) {
-        const unsigned n = build_tx_responses(batch[i].pkt, batch[i].status, rsp_);
+        const TxPacket& p = batch[i].pkt;
+        if (p.slots_consumed == 1) {  // one request slot, no extra: its own response
+            ring.put_response({p.frags[0].id, batch[i].status});
+            continue;
+        }
+        const unsigned n = build_tx_responses(p, batch[i].status, rsp_);
         for (unsigned j = 0; j < n; ++j) {
             ring.put_response(rsp_[j]);
         }
@@ -312,10 +328,11 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         out.notify = true;
     }
     // The engine was busy: the entries from k on (copied already) move to the front and wait.
-    std::copy(batch.begin() + static_cast<std::ptrdiff_t>(k), batch.end(), batch.begin());
+    if (k < batch.size()) {
+        std::copy(batch.begin() + static_cast<std::ptrdiff_t>(k), batch.end(), batch.begin());
+    }
     batch_n_ -= k;
     if (batch_n_ == 0) {
-        bufs_used_ = 0;
         area_used_ = 0;
         iovs_.clear();
         return true;

@@ -49,11 +49,14 @@ class CreditBucket {
 public:
     void configure(RateLimit r, Clock::time_point now) noexcept;
     /// True and the credit is taken if `bytes` may go now; false: wait until retry_at().
-    bool take(std::uint64_t bytes, Clock::time_point now) noexcept;
+    bool take(std::uint64_t bytes, Clock::time_point now) noexcept {
+        return rate_.unlimited() || take_limited(bytes, now);
+    }
     Clock::time_point retry_at() const noexcept { return window_end_; }
     const RateLimit& limit() const noexcept { return rate_; }
 
 private:
+    bool take_limited(std::uint64_t bytes, Clock::time_point now) noexcept;
     RateLimit rate_{};
     std::uint64_t remaining_ = 0;
     Clock::time_point window_end_{};
@@ -76,6 +79,8 @@ public:
     static constexpr unsigned kBatchPackets = 256;  ///< at most this many packets per batch
     static constexpr std::size_t kAlign = 64;
     static constexpr std::size_t kArea = std::size_t{kPages} * rings::XEN_PAGE_SIZE;
+    /// Private copies of taken requests: a whole ring (256) and a packet's worth left over.
+    static constexpr std::size_t kPend = 512;
 
     TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId frontend,
            TxConfig cfg, LocalPages pages, std::string name, DataMode mode = DataMode::copy,
@@ -89,7 +94,7 @@ public:
     TxRun run(TxRing& ring, Clock::time_point now) noexcept;
     void set_rate(RateLimit r, Clock::time_point now) noexcept { bucket_.configure(r, now); }
     /// Requests copied out of the ring but not answered (waiting for credit).
-    unsigned pending() const noexcept { return static_cast<unsigned>(pend_.size() - pend_head_); }
+    unsigned pending() const noexcept { return static_cast<unsigned>(pend_n_ - pend_head_); }
 
 private:
     /// A packet longer than this whose pages are all kept mappings (map mode, persistent pool)
@@ -113,6 +118,21 @@ private:
     bool flush(TxRing& ring, TxRun& out) noexcept;
     /// Every fragment's grant is a kept mapping (so the packet can be sent direct).
     bool all_kept(const TxPacket& p) const noexcept;
+    /// Appends the op copying `len` bytes at `goff` of the frontend's `gref` to byte `pos` of the
+    /// copy area (within one local page). The caller made room in ops_.
+    void add_copy_op(std::uint32_t gref, std::size_t goff, std::size_t pos,
+                     std::size_t len) noexcept {
+        rings::gnttab_copy& op = ops_[ops_n_++];
+        op.source.u.gmfn = gref;  // the whole union: no stale upper half
+        op.source.domid = frontend_.get();
+        op.source.offset = static_cast<std::uint16_t>(goff);
+        op.dest.u.gmfn = pages_.first_frame + pos / rings::XEN_PAGE_SIZE;
+        op.dest.domid = rings::DOMID_SELF;
+        op.dest.offset = static_cast<std::uint16_t>(pos % rings::XEN_PAGE_SIZE);
+        op.len = static_cast<std::uint16_t>(len);
+        op.flags = rings::GNTCOPY_source_gref;
+        op.status = rings::GNTST_okay;
+    }
 
     hvmin::Grants& grants_;
     NetEngine& engine_;
@@ -124,16 +144,17 @@ private:
     DataMode mode_;
     MapCopier mapper_;  ///< map mode only
     CreditBucket bucket_;
-    std::vector<rings::netif_tx_request> pend_;  ///< private copies of taken requests
-    std::size_t pend_head_ = 0;
-    std::vector<Entry> batch_;    ///< [0, batch_n_) in use; the rest is kept storage (reused)
+    std::vector<rings::netif_tx_request> pend_;  ///< kPend private copies of taken requests:
+    std::size_t pend_head_ = 0;                  ///< [pend_head_, pend_n_) not parsed yet
+    std::size_t pend_n_ = 0;
+    std::vector<Entry> batch_;    ///< kBatchPackets entries; [0, batch_n_) in use (reused)
     std::size_t batch_n_ = 0;
-    std::vector<rings::gnttab_copy> ops_;
+    std::vector<rings::gnttab_copy> ops_;  ///< [0, ops_n_) this batch's ops (storage reused)
+    std::size_t ops_n_ = 0;
     std::vector<iovec> iovs_;     ///< direct packets' bytes past their head, in kept mappings
     std::array<iovec, 1 + std::tuple_size_v<decltype(TxPacket::frags)>> send_iov_{};  ///< one send
     std::vector<rings::netif_tx_response> rsp_;
-    unsigned bufs_used_ = 0;      ///< forwarded packets in the batch
-    std::size_t area_used_ = 0;   ///< bytes of the copy area they take
+    std::size_t area_used_ = 0;   ///< bytes of the copy area the batch's packets take
 };
 
 }  // namespace hv::net

@@ -81,22 +81,12 @@ std::string_view to_string(TxError e) noexcept {
     return "?";
 }
 
-void parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg,
-              TxPacket& p) noexcept {
-    static_cast<TxPacketHead&>(p) = TxPacketHead{};  // frags[0, nr_frags) are written below
-    if (slots.empty()) {
-        p.verdict = TxVerdict::none;
-        p.error = TxError::empty;
-        return;
-    }
+void detail::parse_tx_slots(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg,
+                            TxPacket& p) noexcept {
+    // parse_tx() reset the head and filled in slot 0; it has more_data or extra_info.
     const unsigned max_slots = std::min(cfg.max_slots, default_fatal_skb_slots);
     const unsigned fatal_slots = std::clamp(cfg.fatal_slots, max_slots, default_fatal_skb_slots);
-
     const wire::netif_tx_request first = slots[0];
-    p.total_size = first.size;
-    p.flags = first.flags;
-    p.frags[0] = frag_of(first);
-    p.nr_frags = 1;
     std::size_t idx = 1;
 
     // xenvif_get_extras: a chain of extra-info slots, each consumed, each type-checked.
@@ -288,17 +278,12 @@ std::uint16_t fold16(std::uint32_t sum) noexcept {
 
 }  // namespace
 
-hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<std::uint8_t> frame,
-                                                 std::size_t frame_len,
-                                                 const TxConfig& cfg) noexcept {
+hv::expected<VnetHdr, TxError> detail::tx_partial_csum_header(const TxPacket& p,
+                                                              std::span<std::uint8_t> frame,
+                                                              std::size_t frame_len,
+                                                              const TxConfig& cfg) noexcept {
     VnetHdr h;
     const bool gso = p.gso_type != wire::XEN_NETIF_GSO_TYPE_NONE;
-    if (!p.csum_blank() && !gso) {
-        if (p.data_validated()) {
-            h.flags = VnetHdr::F_DATA_VALID;
-        }
-        return h;
-    }
     const std::span<std::uint8_t> f =
         frame.first(std::min({frame.size(), frame_len, tx_offload_header_bytes}));
     const auto l4 = wire::netif_find_l4(f);

@@ -113,8 +113,43 @@ struct TxPacket : TxPacketHead {
 /// unconsumed requests (the caller copied them out of shared memory once). Follows Linux
 /// netback's xenvif_tx_build_gops / xenvif_get_extras / xenvif_count_requests, in that order.
 /// The same into `out` (the worker's reused batch storage: no per-packet copy of the table).
-void parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg,
-              TxPacket& out) noexcept;
+namespace detail {
+/// parse_tx() of a packet whose slot 0 (already in p.frags[0], the head reset) has
+/// NETTXF_more_data or NETTXF_extra_info.
+void parse_tx_slots(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg,
+                    TxPacket& p) noexcept;
+}  // namespace detail
+inline void parse_tx(std::span<const wire::netif_tx_request> slots, const TxConfig& cfg,
+                     TxPacket& p) noexcept {
+    static_cast<TxPacketHead&>(p) = TxPacketHead{};  // frags[0, nr_frags) are written below
+    if (slots.empty()) {
+        p.verdict = TxVerdict::none;
+        p.error = TxError::empty;
+        return;
+    }
+    const wire::netif_tx_request first = slots[0];
+    p.total_size = first.size;
+    p.flags = first.flags;
+    p.frags[0] = TxFragment{first.gref, first.offset, first.size, first.id};
+    p.nr_frags = 1;
+    if ((first.flags & (wire::NETTXF_extra_info | wire::NETTXF_more_data)) != 0) {
+        detail::parse_tx_slots(slots, cfg, p);
+        return;
+    }
+    // One slot, no extra (the common small frame): the rules of the general case that apply
+    // to it, in the same order.
+    if (first.size < eth_header_bytes) {
+        p.verdict = TxVerdict::drop;
+        p.error = TxError::packet_too_small;
+        p.slots_consumed = 1;
+    } else if (unsigned{first.offset} + first.size > wire::XEN_PAGE_SIZE) {
+        p.verdict = TxVerdict::fatal;
+        p.error = TxError::crosses_page;
+    } else {
+        p.verdict = TxVerdict::forward;
+        p.slots_consumed = 1;
+    }
+}
 inline TxPacket parse_tx(std::span<const wire::netif_tx_request> slots,
                          const TxConfig& cfg) noexcept {
     TxPacket p;
@@ -152,9 +187,34 @@ inline constexpr std::size_t tx_offload_header_bytes = 384;
 /// TCP/UDP header, must lie in the first tx_offload_header_bytes of the frame (more is
 /// csum_setup_failed): what a backend copies privately before sending the rest from the
 /// frontend's pages.
-hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p, std::span<std::uint8_t> frame,
-                                                 std::size_t frame_len,
-                                                 const TxConfig& cfg = {}) noexcept;
+namespace detail {
+/// tx_offload_header() for a packet with csum_blank or a GSO type.
+hv::expected<VnetHdr, TxError> tx_partial_csum_header(const TxPacket& p,
+                                                      std::span<std::uint8_t> frame,
+                                                      std::size_t frame_len,
+                                                      const TxConfig& cfg) noexcept;
+}  // namespace detail
+/// The packet asks for a partial checksum (csum_blank) or segmentation (a GSO type).
+inline bool tx_wants_offload(const TxPacketHead& p) noexcept {
+    return p.csum_blank() || p.gso_type != wire::XEN_NETIF_GSO_TYPE_NONE;
+}
+/// tx_offload_header() of a packet that does not (!tx_wants_offload): F_DATA_VALID or nothing.
+inline VnetHdr tx_plain_header(const TxPacketHead& p) noexcept {
+    VnetHdr h;
+    if (p.data_validated()) {
+        h.flags = VnetHdr::F_DATA_VALID;
+    }
+    return h;
+}
+inline hv::expected<VnetHdr, TxError> tx_offload_header(const TxPacket& p,
+                                                        std::span<std::uint8_t> frame,
+                                                        std::size_t frame_len,
+                                                        const TxConfig& cfg = {}) noexcept {
+    if (tx_wants_offload(p)) {
+        return detail::tx_partial_csum_header(p, frame, frame_len, cfg);
+    }
+    return tx_plain_header(p);  // nothing to offload: no header of the frame to look at
+}
 
 // ---- RX (backend -> frontend) ----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 #include "hv/rings/ring.hpp"
 
 #include <catch2/catch.hpp>
+#include <array>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -165,6 +166,67 @@ TEST_CASE("indices wrap at 2^32 without losing or reordering requests", "[rings]
     CHECK(r.front.req_prod_pvt() == static_cast<RING_IDX>(start + 800));
     CHECK(r.front.req_prod_pvt() < start);  // really crossed zero
     CHECK(r.back.req_cons() == r.front.req_prod_pvt());
+}
+
+TEST_CASE("batch takes copy what was seen, in order, across the wrap, and no further",
+          "[rings]") {
+    Pair<NetifTxProtocol> r(1, 0xFFFFFF80u);  // the batches below cross 2^32 and the slot array
+    std::uint16_t next_id = 0;
+    std::uint16_t expect = 0;
+    std::array<netif_tx_request, 300> reqs{};
+    std::array<netif_tx_response, 300> rsps{};
+    for (int round = 0; round < 6; ++round) {
+        for (int i = 0; i < 200; ++i) {
+            r.front.put_request(tx(next_id++));
+        }
+        (void)r.front.push_requests();
+        // Requests pushed after the back end looked are not taken by this batch.
+        auto n = r.back.unconsumed();
+        REQUIRE(n);
+        REQUIRE(*n == 200);
+        r.front.put_request(tx(next_id));
+        (void)r.front.push_requests();
+        CHECK(r.back.take_requests({reqs.data(), 150}) == 150);  // bounded by out.size()
+        CHECK(r.back.take_requests(reqs) == 50);               // then by what was seen
+        CHECK(r.back.take_requests(reqs) == 0);
+        n = r.back.unconsumed();
+        REQUIRE(n);
+        CHECK(*n == 1);
+        std::array<netif_tx_request, 1> last{};
+        CHECK(r.back.take_requests(last) == 1);
+        ++next_id;
+        for (unsigned i = 0; i < 201; ++i) {
+            r.back.put_response(netif_tx_response{static_cast<std::uint16_t>(expect + i), 0});
+        }
+        (void)r.back.push_responses();
+        auto m = r.front.unconsumed_responses();
+        REQUIRE(m);
+        CHECK(*m == 201);
+        CHECK(r.front.take_responses({rsps.data(), 100}) == 100);
+        CHECK(r.front.take_responses(std::span(rsps).subspan(100)) == 101);
+        CHECK(r.front.take_responses(rsps) == 0);
+        for (unsigned i = 0; i < 201; ++i) {
+            CHECK(rsps[i].id == static_cast<std::uint16_t>(expect + i));
+        }
+        expect = static_cast<std::uint16_t>(expect + 201);
+    }
+    CHECK(r.front.free_requests() == 256);
+}
+
+TEST_CASE("a batch take stops at a full ring of unanswered requests", "[rings][hostile]") {
+    Pair<NetifTxProtocol> r;
+    for (unsigned i = 0; i < 256; ++i) {
+        r.front.put_request(tx(static_cast<std::uint16_t>(i)));
+    }
+    (void)r.front.push_requests();
+    REQUIRE(r.back.unconsumed());
+    std::array<netif_tx_request, 300> reqs{};
+    CHECK(r.back.take_requests(reqs) == 256);
+    CHECK(reqs[255].id == 255);
+    // A hostile frontend moves req_prod on by a whole ring: refused, nothing more taken.
+    r.back.shared().req_prod = 512;
+    CHECK_FALSE(r.back.unconsumed());
+    CHECK(r.back.take_requests(reqs) == 0);
 }
 
 TEST_CASE("attach with a non-zero start index continues an existing ring", "[rings]") {

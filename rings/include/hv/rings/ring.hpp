@@ -279,6 +279,22 @@ public:
         return r;
     }
 
+    /// As take_response() for up to out.size() responses at once: copies them (each slot once)
+    /// into `out` in ring order, consumes them and returns how many (0: none seen). One compiler
+    /// barrier for the batch instead of one per response.
+    unsigned take_responses(std::span<response> out) noexcept {
+        const RING_IDX avail = rsp_prod_seen_ - rsp_cons_;
+        const unsigned n = avail < out.size() ? avail : static_cast<unsigned>(out.size());
+        for (unsigned i = 0; i < n; ++i) {
+            // GUEST: the slots stay peer-writable; each is copied once, never read again.
+            std::memcpy(static_cast<void*>(&out[i]), &slot(rsp_cons_ + i)->rsp, sizeof(response));
+        }
+        // ORDER: compiler barrier only: no re-fetch of the slots after this point (XSA-155).
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        rsp_cons_ += n;
+        return n;
+    }
+
     /// RING_FINAL_CHECK_FOR_RESPONSES with hold-off `batch` (Xen: 1): true = do not sleep,
     /// at least `batch` responses are ready. False: rsp_event = rsp_cons + batch is armed, the
     /// back end will notify when it pushes the batch-th response. Errors as unconsumed_responses().
@@ -365,6 +381,26 @@ public:
         request r = detail::copy_once(&slot(req_cons_)->req);
         ++req_cons_;
         return r;
+    }
+
+    /// As take_request() for up to out.size() requests at once: copies them (each slot once)
+    /// into `out` in ring order, consumes them and returns how many; never more than were seen
+    /// by the last unconsumed(), nor past an unanswered slot. One compiler barrier for the batch.
+    unsigned take_requests(std::span<request> out) noexcept {
+        const RING_IDX seen = req_prod_seen_ - req_cons_;  // unconsumed() checked it <= size
+        const RING_IDX room = size_ - in_flight();
+        RING_IDX n = seen < room ? seen : room;
+        if (n > out.size()) {
+            n = static_cast<RING_IDX>(out.size());
+        }
+        for (RING_IDX i = 0; i < n; ++i) {
+            // GUEST: the slots stay frontend-writable; each is copied once, never read again.
+            std::memcpy(static_cast<void*>(&out[i]), &slot(req_cons_ + i)->req, sizeof(request));
+        }
+        // ORDER: compiler barrier only: no re-fetch of the slots after this point (XSA-155).
+        std::atomic_signal_fence(std::memory_order_seq_cst);
+        req_cons_ += n;
+        return n;
     }
 
     /// Writes a response into the next response slot. Precondition (our bug otherwise): a

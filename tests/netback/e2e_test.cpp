@@ -641,21 +641,26 @@ TEST_CASE("the rate key limits tx throughput and is applied live", "[netback][e2
     }
     const auto limited = std::chrono::steady_clock::now() - start;
     CHECK(limited >= 190ms);
-    // Removing the key lifts the limit.
+    // Removing the key lifts the limit. The watch applies it with no signal back, and a loaded
+    // machine only makes a run slower: the best of up to three runs must beat the limited one
+    // (which cannot take under 190 ms while the limit holds).
     REQUIRE(env.xs->rm(v.bdir() + "/rate"));
-    std::this_thread::sleep_for(50ms);  // let the backend's watch apply it (no signal exists)
-    start = std::chrono::steady_clock::now();
-    got.clear();
-    sent = 0;
-    while (got.size() < 60) {
-        if (sent < 60 && v.nf->send(0, f)) {
-            ++sent;
-            continue;
+    auto best = std::chrono::steady_clock::duration::max();
+    for (int attempt = 0; attempt < 3 && best >= limited; ++attempt) {
+        start = std::chrono::steady_clock::now();
+        got.clear();
+        sent = 0;
+        while (got.size() < 60) {
+            if (sent < 60 && v.nf->send(0, f)) {
+                ++sent;
+                continue;
+            }
+            v.nf->receive(got, 1, 100ms);
+            REQUIRE(std::chrono::steady_clock::now() - start < 10s);
         }
-        v.nf->receive(got, 1, 100ms);
-        REQUIRE(std::chrono::steady_clock::now() - start < 10s);
+        best = std::min(best, std::chrono::steady_clock::now() - start);
     }
-    CHECK(std::chrono::steady_clock::now() - start < limited);
+    CHECK(best < limited);
 }
 
 TEST_CASE("closing the backend tears the vif down and the frontend can reconnect",

@@ -18,6 +18,7 @@
 
 #include "hv/log.hpp"
 #include "hvmin/console.hpp"
+#include "evtchn_signal.hpp"
 #include "transport.hpp"
 
 namespace hv::hvmin {
@@ -788,9 +789,9 @@ Result<void> EventChannelBinding::notify() noexcept {
     if (!notify_.valid()) {
         return {};
     }
-    const std::uint64_t one = 1;
-    if (::write(notify_.get(), &one, sizeof one) < 0 && errno != EAGAIN) {
-        return fail_errno();  // EAGAIN: the counter is saturated, the port is pending anyway
+    // Never blocks: MSG_DONTWAIT per call; a full queue (EAGAIN) means pending already.
+    if (const int e = evtchn_signal::send(notify_.get()); e != 0) {
+        return fail_errno(e);
     }
     return {};
 }
@@ -804,8 +805,7 @@ bool EventChannelBinding::ack() noexcept {
     if (masked_ || !wait_.valid()) {
         return false;
     }
-    std::uint64_t v = 0;
-    return ::read(wait_.get(), &v, sizeof v) == static_cast<ssize_t>(sizeof v) && v != 0;
+    return evtchn_signal::drain(wait_.get());  // never blocks: MSG_DONTWAIT per call
 }
 
 bool EventChannelBinding::unmask() noexcept {

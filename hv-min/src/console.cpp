@@ -13,6 +13,7 @@
 #include <optional>
 
 #include "console_ring.hpp"
+#include "evtchn_signal.hpp"
 #include "hv/log.hpp"
 #include "hv/rings/protocols/xs_wire.hpp"
 
@@ -26,15 +27,11 @@ constexpr std::uint64_t key(Kind k, std::uint16_t domid, std::uint64_t cid = 0) 
            (cid & ((1ull << 40) - 1));
 }
 
-void drain_eventfd(int fd) {
-    std::uint64_t v;
-    (void)!::read(fd, &v, sizeof v);
-}
+// The console's port (evtchn_signal.hpp): neither call can block, whatever the guest does to
+// its own ends of the port.
+void drain_port(int fd) { (void)evtchn_signal::drain(fd); }
 
-void kick(int fd) {
-    const std::uint64_t one = 1;
-    (void)!::write(fd, &one, sizeof one);
-}
+void kick(int fd) { (void)evtchn_signal::send(fd); }
 
 }  // namespace
 
@@ -304,7 +301,7 @@ void ConsoleBackend::emit(Console& c, const char* data, std::size_t n) noexcept 
 }
 
 void ConsoleBackend::on_ring(Console& c) noexcept {
-    drain_eventfd(c.wait.get());
+    drain_port(c.wait.get());
     char buf[console::kOutSize];
     const long n = c.ring->take_output(buf);
     if (n < 0) {

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "console_ring.hpp"
+#include "evtchn_signal.hpp"
 #include "hv/log.hpp"
 #include "hvmin/client.hpp"
 
@@ -65,10 +66,7 @@ struct Pump {
     UniqueFd done;   // eventfd: the pump pushed everything it will
     std::atomic<bool> stopping{false};
 
-    void kick() {
-        const std::uint64_t one = 1;
-        (void)!::write(con.notify.get(), &one, sizeof one);
-    }
+    void kick() { (void)evtchn_signal::send(con.notify.get()); }
 
     void run() {
         std::string in_buf;
@@ -91,8 +89,7 @@ struct Pump {
                 break;
             }
             if (p[1].revents & POLLIN) {
-                std::uint64_t v;
-                (void)!::read(con.wait.get(), &v, sizeof v);
+                (void)evtchn_signal::drain(con.wait.get());
             }
             if (p[3].revents & POLLIN) {
                 std::uint64_t v;

@@ -20,8 +20,10 @@
 // * Epoll events of one batch may name a connection or domain released earlier in the same
 //   batch: ids are looked up each time, connection ids are never reused, and a stale pidfd
 //   event for a recycled domid finds waitpid(WNOHANG) == 0 and is ignored.
-// * Peers keep eventfds after the other end closes: a late notify() lands in a port that is
-//   unbound (dropped for the receiver's purposes) or, after a re-bind, is spurious — legal.
+// * Peers keep their senders after the other end closes: a late notify() lands in a port that
+//   is unbound (dropped for the receiver's purposes) or, after a re-bind, is spurious — legal.
+// * No descriptor a domain holds is ever written or read here with a call that can sleep:
+//   ports are raised through hv-min's own sockets (Signal::raise), with MSG_DONTWAIT.
 // * Mappers keep mmaps of a dead granter's memfd: the memory lives until they unmap it, so no
 //   access faults; their maptrack entries name the granter by (domid, serial) and never touch a
 //   new domain that reuses the domid.
@@ -65,6 +67,7 @@
 #include "hvmin/wire.hpp"
 #include "console.hpp"
 #include "domain_procs.hpp"
+#include "evtchn_signal.hpp"
 #include "iomem.hpp"
 #include "transport.hpp"
 
@@ -170,30 +173,31 @@ struct MapTrack {
 
 enum class PortState { free, unbound, interdomain, virq };
 
+/// One port's pending state (evtchn_signal.hpp): the port's owner receives on `recv`; `send` is
+/// handed to the peer (and to nobody else); `raise` is hv-min's own sender, never handed out, so
+/// nothing a domain does to the sockets it holds can touch hv-min's sends.
+struct Signal {
+    UniqueFd recv;
+    UniqueFd send;  // invalid for a VIRQ port: it has no peer
+    UniqueFd raise;
+};
+
 struct Port {
     PortState state = PortState::free;
     std::uint16_t remote_dom = 0;   // unbound: who may bind; interdomain: peer
     std::uint32_t remote_port = 0;  // interdomain
     std::uint32_t virq = 0;
     std::uint64_t conn = 0;  // connection that holds it (released with it)
-    std::shared_ptr<UniqueFd> wait;    // this port's pending eventfd
-    std::shared_ptr<UniqueFd> notify;  // the peer's pending eventfd
+    std::shared_ptr<Signal> wait;    // this port's pending state
+    std::shared_ptr<Signal> notify;  // the peer port's pending state
 };
 
-void raise(const std::shared_ptr<UniqueFd>& efd) {
-    if (efd && efd->valid()) {
-        const std::uint64_t one = 1;
-        // A full counter (2^64-2 events) just stays pending: coalescing.
-        (void)!::write(efd->get(), &one, sizeof one);
+/// Sets the port pending through hv-min's own sender: never blocks (MSG_DONTWAIT); a full queue
+/// means it is pending already.
+void raise(const std::shared_ptr<Signal>& sig) {
+    if (sig && sig->raise.valid()) {
+        (void)evtchn_signal::send(sig->raise.get());
     }
-}
-
-Result<std::shared_ptr<UniqueFd>> new_eventfd() {
-    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!fd) {
-        return fail_errno();
-    }
-    return std::make_shared<UniqueFd>(std::move(fd));
 }
 
 struct Domain {
@@ -321,6 +325,9 @@ struct Core::Impl {
     iomem::Table iomem_grants;                 // BARs granted by backends to frontends
     std::vector<iomem::Pending> iomem_pending;  // revoked, still referred to: checked again
     UniqueFd iomem_timer;                      // armed for the earliest pending deadline
+    UniqueFd evtchn_dir;  // <rundir>/evtchn (O_PATH): ports' receivers are named here briefly
+    std::string evtchn_dir_path;
+    std::uint64_t next_signal = 1;
 
     // ---- set-up ------------------------------------------------------------------------------
 
@@ -360,6 +367,7 @@ struct Core::Impl {
         }
         HV_TRY(watch(iomem_timer.get(), EPOLLIN, ev_key(Tag::iomem, 0)));
         cgroups = procs::CgroupParent::open(cfg.cgroup);  // also ends what a killed hv-min left
+        HV_TRY(open_evtchn_dir());
         // Domain 0: the toolstack's domain. Its memory is what its connections register.
         auto d0 = std::make_unique<Domain>();
         d0->domid = 0;
@@ -1294,6 +1302,56 @@ struct Core::Impl {
 
     // ---- event channels ----------------------------------------------------------------------
 
+    Result<void> open_evtchn_dir() {
+        const auto dir = cfg.rundir / "evtchn";
+        if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+            return fail_errno();
+        }
+        evtchn_dir = UniqueFd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!evtchn_dir) {
+            return fail_errno();
+        }
+        evtchn_dir_path = dir.string();
+        return {};
+    }
+
+    /// A port's pending state (Signal, evtchn_signal.hpp). The receiver is bound to a name in
+    /// hv-min's own directory only while its senders connect; once the name is unlinked no other
+    /// socket can ever reach it. `peer`: also a sender to hand to the peer (not for a VIRQ).
+    Result<std::shared_ptr<Signal>> new_signal(bool peer) {
+        const std::string name =
+            std::to_string(::getpid()) + "." + std::to_string(next_signal++);
+        sockaddr_un sa{};
+        sa.sun_family = AF_UNIX;
+        std::string path = evtchn_dir_path + "/" + name;
+        if (path.size() >= sizeof sa.sun_path) {  // a long rundir: reach it through our fd
+            path = "/proc/self/fd/" + std::to_string(evtchn_dir.get()) + "/" + name;
+        }
+        if (path.size() >= sizeof sa.sun_path) {
+            return fail_errno(ENAMETOOLONG);
+        }
+        std::memcpy(sa.sun_path, path.c_str(), path.size() + 1);
+        const auto* addr = reinterpret_cast<const sockaddr*>(&sa);
+        auto sig = std::make_shared<Signal>();
+        const int type = SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK;
+        sig->recv = UniqueFd(::socket(AF_UNIX, type, 0));
+        if (!sig->recv || ::bind(sig->recv.get(), addr, sizeof sa) != 0) {
+            return fail_errno();
+        }
+        sig->raise = UniqueFd(::socket(AF_UNIX, type, 0));
+        if (peer) {
+            sig->send = UniqueFd(::socket(AF_UNIX, type, 0));
+        }
+        const bool ok = sig->raise && ::connect(sig->raise.get(), addr, sizeof sa) == 0 &&
+                        (!peer || (sig->send && ::connect(sig->send.get(), addr, sizeof sa) == 0));
+        const int e = errno;
+        (void)::unlinkat(evtchn_dir.get(), name.c_str(), 0);
+        if (!ok) {
+            return fail_errno(e);
+        }
+        return sig;
+    }
+
     static bool virq_is_global(std::uint32_t virq) {
         return virq != VIRQ_TIMER && virq != VIRQ_DEBUG && virq != VIRQ_XENOPROF &&
                virq != VIRQ_XENPMU;
@@ -1434,8 +1492,8 @@ struct Core::Impl {
         if (!port) {
             return -port.error().value();
         }
-        auto w = new_eventfd();
-        auto n = new_eventfd();
+        auto w = new_signal(true);
+        auto n = new_signal(true);
         if (!w || !n) {
             return -ENOMEM;
         }
@@ -1447,8 +1505,8 @@ struct Core::Impl {
         p.notify = *n;
         a.port = *port;
         if (t == &self) {
-            fds.emplace_back(::fcntl(p.wait->get(), F_DUPFD_CLOEXEC, 0));
-            fds.emplace_back(::fcntl(p.notify->get(), F_DUPFD_CLOEXEC, 0));
+            fds.emplace_back(::fcntl(p.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
+            fds.emplace_back(::fcntl(p.notify->send.get(), F_DUPFD_CLOEXEC, 0));
         }
         return 0;
     }
@@ -1480,8 +1538,8 @@ struct Core::Impl {
         rp->remote_dom = self.domid;
         rp->remote_port = *lport;
         b.local_port = *lport;
-        fds.emplace_back(::fcntl(lp.wait->get(), F_DUPFD_CLOEXEC, 0));
-        fds.emplace_back(::fcntl(lp.notify->get(), F_DUPFD_CLOEXEC, 0));
+        fds.emplace_back(::fcntl(lp.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
+        fds.emplace_back(::fcntl(lp.notify->send.get(), F_DUPFD_CLOEXEC, 0));
         raise(lp.wait);  // covers sends made while the remote port was unbound
         return 0;
     }
@@ -1507,7 +1565,7 @@ struct Core::Impl {
         if (!port) {
             return -port.error().value();
         }
-        auto w = new_eventfd();
+        auto w = new_signal(false);
         if (!w) {
             return -ENOMEM;
         }
@@ -1518,7 +1576,7 @@ struct Core::Impl {
         p.wait = *w;
         c.virq_bound[b.virq] = *port;
         b.port = *port;
-        fds.emplace_back(::fcntl(p.wait->get(), F_DUPFD_CLOEXEC, 0));
+        fds.emplace_back(::fcntl(p.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
         return 0;
     }
 
@@ -2211,8 +2269,8 @@ struct Core::Impl {
         if (!gport || d0 == nullptr) {
             return fail_errno(ENOSPC);
         }
-        auto w = new_eventfd();
-        auto n = new_eventfd();
+        auto w = new_signal(true);
+        auto n = new_signal(true);
         if (!w || !n) {
             return fail_errno(ENOMEM);
         }
@@ -2237,8 +2295,8 @@ struct Core::Impl {
         dom.console_frame = frame;
         dom.console_port = *gport;
         dom.console_dom0_port = *bport;
-        UniqueFd bw(::fcntl(bp.wait->get(), F_DUPFD_CLOEXEC, 0));
-        UniqueFd bn(::fcntl(bp.notify->get(), F_DUPFD_CLOEXEC, 0));
+        UniqueFd bw(::fcntl(bp.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
+        UniqueFd bn(::fcntl(bp.notify->send.get(), F_DUPFD_CLOEXEC, 0));
         auto added = bw && bn ? consoles->add(dom.domid, (*ext)->fd.get(), frame, *gport,
                                               std::move(bw), std::move(bn))
                               : Result<void>(fail_errno(EMFILE));
@@ -2263,8 +2321,8 @@ struct Core::Impl {
             return;
         }
         r.fds.emplace_back(::fcntl(e->fd.get(), F_DUPFD_CLOEXEC, 0));
-        r.fds.emplace_back(::fcntl(p.wait->get(), F_DUPFD_CLOEXEC, 0));
-        r.fds.emplace_back(::fcntl(p.notify->get(), F_DUPFD_CLOEXEC, 0));
+        r.fds.emplace_back(::fcntl(p.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
+        r.fds.emplace_back(::fcntl(p.notify->send.get(), F_DUPFD_CLOEXEC, 0));
         for (const auto& f : r.fds) {
             if (!f.valid()) {
                 r.fds.clear();

@@ -2,7 +2,11 @@
 // then sent as one datagram from a dom0 connection to a real in-process Core, which must
 // answer it (error status or per-element statuses) and keep serving. Every input is also a
 // hypercall page's contents (request line, then ops): read by wire::take_page_request, then
-// posted in dom0's real page, which hv-min must answer too.
+// posted in dom0's real page, which hv-min must answer too. Every fd a reply carries (event
+// channel ports' sockets above all) is then abused as a hostile domain would: set blocking and
+// filled, and kept, so later inputs that send to, raise or close those ports meet them so.
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +16,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -145,6 +150,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto r = w.dom0->channel().call_raw(msg, 5000);
     if (!r) {
         std::abort();  // hv-min did not answer, or dropped dom0
+    }
+    // What a domain may do to the descriptors it got: O_NONBLOCK cleared, 2^64-2 written until
+    // full (an eventfd's saturation; a port's sender fills the peer's queue). Kept (bounded) so
+    // later inputs raise and close ports whose descriptors look like this.
+    static std::deque<hv::UniqueFd> kept;
+    for (auto& fd : r->fds) {
+        const std::uint64_t big = 0xfffffffffffffffe;
+        for (int i = 0; i < 64; ++i) {
+            if (::send(fd.get(), &big, sizeof big, MSG_DONTWAIT | MSG_NOSIGNAL) <= 0) {
+                break;
+            }
+        }
+        (void)::fcntl(fd.get(), F_SETFL, 0);
+        kept.push_back(std::move(fd));
+        if (kept.size() > 256) {
+            kept.pop_front();
+        }
     }
     return 0;
 }

@@ -1,6 +1,10 @@
-// Event channels: Xen's operations and return codes, eventfd-backed pending/mask semantics.
+// Event channels: Xen's operations and return codes, pending/mask semantics, and a domain that
+// abuses its ports' descriptors.
 #include <catch2/catch.hpp>
+#include <atomic>
 #include <cstring>
+#include <memory>
+#include <thread>
 
 #include "harness.hpp"
 
@@ -12,6 +16,22 @@ using namespace std::chrono_literals;
 
 namespace {
 std::string sys_err(int e) { return "err system " + std::to_string(e); }
+
+/// Runs `f` on its own thread and says whether it returned within `limit`. A call that blocks
+/// for good leaves its thread behind (detached) instead of hanging the test.
+template <class F>
+bool returns_within(std::chrono::milliseconds limit, F f) {
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread([done, f]() mutable {
+        f();
+        done->store(true);
+    }).detach();
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!done->load() && std::chrono::steady_clock::now() < end) {
+        std::this_thread::sleep_for(1ms);
+    }
+    return done->load();
+}
 }  // namespace
 
 TEST_CASE("an interdomain channel notifies both ways without hv-min and starts pending", "[hvmin][evtchn]") {
@@ -193,4 +213,67 @@ TEST_CASE("event channel operations return Xen's error codes", "[hvmin][evtchn][
         REQUIRE(ev.send(p->port()));
         CHECK(g.cmd("wait " + std::to_string(lp) + " 1000") == "ok");
     }
+}
+
+TEST_CASE("a domain that sets its ports' descriptors blocking and fills them blocks neither hv-min nor a peer",
+          "[hvmin][evtchn][hostile][issue-2]") {
+    // The eventfd hole: every holder shared one file description, so clearing O_NONBLOCK and
+    // saturating the counter made the next raise by hv-min (or send by the peer) block.
+    Harness h;
+    Puppet g(h, "hostile");
+    Puppet o(h, "bystander");
+    auto& ev = h.dom0().evtchn();
+    auto to_g = ev.alloc_unbound(g.domid);  // dom0 <-> g
+    REQUIRE(to_g);
+    const long g_dom0 = g.num("bind 0 " + std::to_string(to_g->port().get()));
+    const long g_o = g.num("unbound " + std::to_string(o.domid.get()));  // g <-> o
+    const long o_g = o.num("bind " + std::to_string(g.domid.get()) + " " + std::to_string(g_o));
+    CHECK(o.cmd("ack " + std::to_string(o_g)) == "ok 1");
+    // Every descriptor g holds for both ports set blocking, the peers' queues filled, threads
+    // of g parked in the kernel on them (a blocking write to the full queue, a splice of its
+    // own receiver into a full pipe).
+    CHECK(g.num("sabotage " + std::to_string(g_dom0)) > 0);
+    CHECK(g.num("sabotage " + std::to_string(g_o)) > 0);
+    CHECK(to_g->pending());
+
+    // The peers' sends return at once: dom0's (libhv in this process) and o's (a domain).
+    CHECK(returns_within(5000ms, [b = &*to_g] {
+        for (int i = 0; i < 1000; ++i) {
+            (void)b->notify();
+        }
+    }));
+    for (int i = 0; i < 20; ++i) {
+        REQUIRE(o.cmd("notify " + std::to_string(o_g)) == "ok");
+    }
+    CHECK(to_g->ack());  // what g sent is there to consume (g refills it at once)
+
+    // hv-min serves everyone else: a new channel between dom0 and o works both ways.
+    auto to_o = ev.alloc_unbound(o.domid);
+    REQUIRE(to_o);
+    const long o_dom0 = o.num("bind 0 " + std::to_string(to_o->port().get()));
+    CHECK(o.cmd("ack " + std::to_string(o_dom0)) == "ok 1");
+    auto ping = [&] {
+        REQUIRE(o.cmd("notify " + std::to_string(o_dom0)) == "ok");
+        REQUIRE(to_o->wait(2000ms));
+        CHECK(to_o->ack());
+        REQUIRE(to_o->notify());
+        CHECK(o.cmd("wait " + std::to_string(o_dom0) + " 2000") == "ok");
+        CHECK(o.cmd("ack " + std::to_string(o_dom0)) == "ok 1");
+    };
+    ping();
+
+    // Closing the peers of g's ports makes hv-min raise them (their queues full, a splice
+    // sitting on one): it goes on serving.
+    REQUIRE(to_g->close());
+    CHECK(o.cmd("close " + std::to_string(o_g)) == "ok");
+    CHECK(g.cmd("status " + std::to_string(g_dom0)) == "ok 1 0 0");  // unbound, for dom0
+    ping();
+
+    // A VIRQ on g's death, and g's destruction with its threads still in the kernel.
+    auto virq = ev.bind_virq(VIRQ_DOM_EXC);
+    REQUIRE(virq);
+    REQUIRE(h.ts->destroy(g.domid));
+    REQUIRE(virq->wait(5000ms));
+    CHECK(h.ts->wait_for_death(g.domid, 5000ms));
+    ping();
 }

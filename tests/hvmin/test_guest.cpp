@@ -1,6 +1,7 @@
 // hvmin_test_guest: a domain program driven line by line by a test (hv-min tests only).
 // argv[1] = path of the test's control socket. Each command line gets one reply line,
 // "ok ..." or "err ...". It is a real domain: started by hv-min, attached through libhv.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -59,6 +60,48 @@ std::string describe_fds() {
         }
     }
     return out;
+}
+
+/// Hostile: what a domain can do to the descriptors of one of its ports to block others (the
+/// eventfd attack: clear O_NONBLOCK, saturate). Both descriptors are set blocking; the peer's
+/// queue is filled; threads are left in the kernel on them for good: writing 2^64-2 to each
+/// until that blocks, and splicing the port's own receiver into a full pipe. Returns how many
+/// datagrams filled the peer's queue.
+int sabotage_port(const EventChannelBinding& b) {
+    const int rfd = b.fd();
+    const int sfd = b.notify_fd();
+    const std::uint64_t big = 0xfffffffffffffffe;
+    int sent = 0;
+    if (sfd >= 0) {
+        while (sent < 4096 && ::send(sfd, &big, sizeof big, MSG_DONTWAIT) > 0) {
+            ++sent;
+        }
+        (void)::fcntl(sfd, F_SETFL, 0);
+        std::thread([sfd, big] {
+            while (::write(sfd, &big, sizeof big) > 0) {
+            }
+        }).detach();
+    }
+    // Written to as well (a port's own eventfd took writes; a receiver socket refuses them).
+    (void)::fcntl(rfd, F_SETFL, 0);
+    std::thread([rfd, big] {
+        while (::write(rfd, &big, sizeof big) > 0) {
+        }
+    }).detach();
+    int pp[2];
+    if (::pipe2(pp, O_CLOEXEC | O_NONBLOCK) == 0) {
+        (void)::fcntl(pp[1], F_SETPIPE_SZ, 4096);
+        char fill[4096] = {};
+        while (::write(pp[1], fill, sizeof fill) > 0) {
+        }
+        (void)::fcntl(pp[1], F_SETFL, 0);
+        (void)::fcntl(rfd, F_SETFL, 0);
+        std::thread([rfd, w = pp[1]] {
+            while (::splice(rfd, nullptr, w, nullptr, 4096, 0) > 0) {
+            }
+        }).detach();
+    }
+    return sent;
 }
 
 std::string describe_maps() {
@@ -391,6 +434,11 @@ int main(int argc, char** argv) {
             } else {
                 reply = err(r.error());
             }
+        } else if (cmd == "sabotage") {  // sabotage PORT → ok DATAGRAMS (see sabotage_port)
+            unsigned port = 0;
+            is >> port;
+            auto it = ports.find(port);
+            reply = it == ports.end() ? "err noport" : "ok " + std::to_string(sabotage_port(it->second));
         } else if (cmd == "notify" || cmd == "wait" || cmd == "ack" || cmd == "close") {
             unsigned port = 0;
             is >> port;

@@ -218,8 +218,10 @@ private:
     std::shared_ptr<Channel> ch_;
 };
 
-/// A bound event channel port: notify() is one write() to the peer's eventfd; fd() becomes
-/// readable when the port is pending. Closes the port (EVTCHNOP_close) in its destructor.
+/// A bound event channel port: notify() is one send() of a datagram to the peer port's receiver
+/// socket; fd() (this port's receiver) becomes readable when the port is pending. Neither
+/// notify() nor ack() can block, whatever the peer does to the sockets it holds (design §5,
+/// README "Event channels"). Closes the port (EVTCHNOP_close) in its destructor.
 class EventChannelBinding {
 public:
     EventChannelBinding() noexcept = default;
@@ -230,8 +232,11 @@ public:
     ~EventChannelBinding();
 
     EvtchnPort port() const noexcept { return port_; }
-    /// Readable (POLLIN) while the port is pending. Nonblocking eventfd.
+    /// Readable (POLLIN) while the port is pending: a Unix datagram socket only this binding
+    /// (and hv-min) holds. Poll it; ack() consumes. Do not read it directly.
     int fd() const noexcept { return wait_.get(); }
+    /// The sender to the peer's port (-1 for a VIRQ): for tests that play a hostile domain.
+    int notify_fd() const noexcept { return notify_.get(); }
     /// Sets the remote port pending. No hv-min hop. A port that is not (or no longer) bound
     /// to a peer drops the event, as Xen does for unbound ports.
     Result<void> notify() noexcept;
@@ -262,8 +267,8 @@ private:
     friend class EventChannels;
     std::shared_ptr<Channel> ch_;
     EvtchnPort port_{0};
-    UniqueFd wait_;    // this port's pending state
-    UniqueFd notify_;  // the peer port's pending state (interdomain only)
+    UniqueFd wait_;    // this port's receiver socket (its pending state)
+    UniqueFd notify_;  // a sender to the peer port's receiver (interdomain only)
     bool masked_ = false;
     std::chrono::microseconds spin_ = hv::default_spin();
 };

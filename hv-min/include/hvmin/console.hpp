@@ -19,8 +19,8 @@ struct GuestConsole {
     Mapping page;              ///< the xencons_interface page. GUEST-shared with hv-min.
     std::uint64_t frame = 0;   ///< its frame (what console/ring-ref says)
     EvtchnPort port{0};
-    UniqueFd wait;             ///< readable when hv-min notified us
-    UniqueFd notify;           ///< write 1 (uint64) to notify hv-min
+    UniqueFd wait;             ///< readable when hv-min notified us (the port's receiver socket)
+    UniqueFd notify;           ///< send a datagram (MSG_DONTWAIT) to notify hv-min
     rings::xencons_interface* intf() const noexcept { return page.as<rings::xencons_interface>(); }
 };
 

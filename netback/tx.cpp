@@ -73,6 +73,9 @@ TxPath::TxPath(hvmin::Grants& grants, NetEngine& engine, VifStats& stats, DomId 
     ops_.resize(kPages + 2 * kBatchPackets);
     rsp_.resize(rings::ring_entries_for_pages<rings::NetifTxProtocol>(1));
     mapper_.set_persistent(persistent && mode == DataMode::map);
+    if (persistent && mode == DataMode::map) {
+        flush_at_ = kKeptFlushPackets;
+    }
 }
 
 TxPath::~TxPath() { mapper_.drop(grants_); }
@@ -117,7 +120,7 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
             // Room for the packet slot 0 declares (its total size): else copy out what the batch
             // holds first. The entry is then parsed in place and committed (++batch_n_) if kept.
             const std::size_t need = (std::size_t{view[0].size} + kAlign - 1) / kAlign * kAlign;
-            if ((batch_n_ == kBatchPackets || area_used_ + need > kArea) && !flush(ring, out)) {
+            if ((batch_n_ >= flush_at_ || area_used_ + need > kArea) && !flush(ring, out)) {
                 stop = true;
                 break;
             }

@@ -77,6 +77,13 @@ public:
     /// so one GNTTABOP_copy batch carries a whole ring of small packets or 16 of 64 KiB.
     static constexpr unsigned kPages = 256;
     static constexpr unsigned kBatchPackets = 256;  ///< at most this many packets per batch
+    /// A batch is flushed (copied, sent and answered) at this many packets when its data moves
+    /// through kept mappings (map mode, persistent pool: a flush costs no hypercall), as Linux's
+    /// NAPI budget: the frontend gets its first responses (and slots) back while the rest of
+    /// what was taken is still being handled, so both sides work at once instead of in turns
+    /// (a frontend keeping the ring full waited for all 256; issue #5). A grant copy or a map
+    /// batch is one hypercall per flush: there a flush waits for kBatchPackets.
+    static constexpr unsigned kKeptFlushPackets = 64;
     static constexpr std::size_t kAlign = 64;
     static constexpr std::size_t kArea = std::size_t{kPages} * rings::XEN_PAGE_SIZE;
     /// Private copies of taken requests: a whole ring (256) and a packet's worth left over.
@@ -149,6 +156,7 @@ private:
     std::size_t pend_n_ = 0;
     std::vector<Entry> batch_;    ///< kBatchPackets entries; [0, batch_n_) in use (reused)
     std::size_t batch_n_ = 0;
+    std::size_t flush_at_ = kBatchPackets;  ///< batch_n_ that flushes (kKeptFlushPackets or all)
     std::vector<rings::gnttab_copy> ops_;  ///< [0, ops_n_) this batch's ops (storage reused)
     std::size_t ops_n_ = 0;
     std::vector<iovec> iovs_;     ///< direct packets' bytes past their head, in kept mappings

@@ -14,7 +14,7 @@ if(TARGET hv::netback AND TARGET hv::netfront AND TARGET hv::hvmin_core)
     NETBACK_E2E_DONOR="$<TARGET_FILE:hv_hypercall_donor>")
   # A DPDK vif end to end: its own process (one EAL), label root like the other DPDK tests.
   hv_add_tests(netback_e2e_dpdk_tests
-    SOURCES e2e_harness.cpp e2e_dpdk_root_test.cpp
+    SOURCES e2e_harness.cpp e2e_dpdk_root_test.cpp frames.cpp
     LIBS hv::netback hv::netfront hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client
          hv::test_support
     LABELS root

@@ -31,7 +31,11 @@ using xenbus::XenbusState;
 struct Env {
     explicit Env(std::optional<BackendOptions> backend = loop_options());
     ~Env();
+    /// The loop engine, up to 4 queues, statistics every 50 ms, and the product's rx drain
+    /// timeout (10 s).
     static BackendOptions loop_options();
+    /// An rx drain timeout for tests that wait for frames to be dropped for want of buffers.
+    static constexpr std::chrono::milliseconds kShortDrain{200};
     void start_backend(BackendOptions opt);
     void stop_backend();
 

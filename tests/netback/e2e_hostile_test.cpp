@@ -323,7 +323,9 @@ TEST_CASE("an extra-info slot is answered with NETIF_RSP_NULL after the first sl
 
 TEST_CASE("an rx ring without buffers holds frames, then drops them, and traffic resumes after",
           "[netback][hostile]") {
-    Two t;
+    BackendOptions o = Env::loop_options();
+    o.rx_drain_timeout = Env::kShortDrain;
+    Two t(o);
     t.bad.nf->raw_rx_hold(true);
     std::vector<Packet> got;
     // 256 rx buffers are posted; the 257th frame finds none.
@@ -337,7 +339,7 @@ TEST_CASE("an rx ring without buffers holds frames, then drops them, and traffic
         }
     }
     REQUIRE(sent == 300);
-    // Drain timeout 200 ms in these tests: the held frames are dropped and counted.
+    // Drain timeout 200 ms here: the held frames are dropped and counted.
     CHECK(t.bad.wait_backend_key("statistics/rx_dropped", "44"));
     t.bad.nf->raw_rx_hold(false);
     t.bad.nf->receive(got, 256, 2s);

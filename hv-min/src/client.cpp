@@ -779,6 +779,9 @@ EventChannelBinding& EventChannelBinding::operator=(EventChannelBinding&& o) noe
         notify_ = std::move(o.notify_);
         masked_ = o.masked_;
         spin_ = o.spin_;
+        words_ = std::move(o.words_);
+        words_at_ = o.words_at_;
+        words_peer_ = o.words_peer_;
     }
     return *this;
 }
@@ -789,14 +792,22 @@ Result<void> EventChannelBinding::notify() noexcept {
     if (!notify_.valid()) {
         return {};
     }
-    // Never blocks: MSG_DONTWAIT per call; a full queue (EAGAIN) means pending already.
-    if (const int e = evtchn_signal::send(notify_.get()); e != 0) {
+    // Never blocks: MSG_DONTWAIT per call; a full queue (EAGAIN) means pending already. With
+    // shared words, a spinning peer gets no datagram at all.
+    auto* peer = words_at<evtchn_signal::Words>(words_peer_);
+    const int e = peer != nullptr ? evtchn_signal::notify_words(*peer, notify_.get())
+                                  : evtchn_signal::send(notify_.get());
+    if (e != 0) {
         return fail_errno(e);
     }
     return {};
 }
 
 bool EventChannelBinding::pending() const noexcept {
+    if (auto* mine = words_at<evtchn_signal::Words>(words_at_);
+        mine != nullptr && evtchn_signal::word_pending(*mine)) {
+        return true;
+    }
     pollfd p{wait_.get(), POLLIN, 0};
     return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
@@ -805,7 +816,10 @@ bool EventChannelBinding::ack() noexcept {
     if (masked_ || !wait_.valid()) {
         return false;
     }
-    return evtchn_signal::drain(wait_.get());  // never blocks: MSG_DONTWAIT per call
+    // Never blocks: MSG_DONTWAIT per call.
+    auto* mine = words_at<evtchn_signal::Words>(words_at_);
+    return mine != nullptr ? evtchn_signal::consume_words(*mine, wait_.get())
+                           : evtchn_signal::drain(wait_.get());
 }
 
 bool EventChannelBinding::unmask() noexcept {
@@ -814,9 +828,26 @@ bool EventChannelBinding::unmask() noexcept {
 }
 
 Result<void> EventChannelBinding::wait(std::chrono::milliseconds timeout) const noexcept {
+    auto spin = spin_;
+    if (auto* mine = words_at<evtchn_signal::Words>(words_at_); mine != nullptr) {
+        if (evtchn_signal::word_pending(*mine)) {
+            return {};
+        }
+        if (spin.count() > 0) {
+            const auto start = std::chrono::steady_clock::now();
+            if (evtchn_signal::spin_words(*mine, wait_.get(), spin)) {
+                return {};
+            }
+            // Nothing came: sleep on the receiver for the rest of the timeout.
+            const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - start);
+            timeout = timeout.count() < 0 ? timeout : std::max(timeout - spent, timeout.zero());
+            spin = {};
+        }
+    }
     pollfd p{wait_.get(), POLLIN, 0};
     for (;;) {
-        const int n = hv::spin_poll(&p, 1, static_cast<int>(timeout.count()), spin_);
+        const int n = hv::spin_poll(&p, 1, static_cast<int>(timeout.count()), spin);
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -837,6 +868,7 @@ Result<void> EventChannelBinding::close() noexcept {
     auto ch = std::move(ch_);
     wait_.reset();
     notify_.reset();
+    words_.reset();
     evtchn_close c{port_.get()};
     auto r = ch->call(wire::Op::evtchn_close, 1, as_bytes_of(c));
     if (!r) {
@@ -852,10 +884,12 @@ EvtchnPort EventChannelBinding::release() noexcept {
     ch_.reset();
     wait_.reset();
     notify_.reset();
+    words_.reset();
     return port_;
 }
 
-Result<int> EventChannels::call1(wire::Op op, void* s, std::size_t size, std::vector<UniqueFd>* fds) {
+Result<int> EventChannels::call1(wire::Op op, void* s, std::size_t size, std::vector<UniqueFd>* fds,
+                                 wire::EvtchnWords* words) {
     auto r = ch_->call(op, 1, std::span<const std::byte>(static_cast<const std::byte*>(s), size));
     if (!r) {
         return fail(r.error());
@@ -863,44 +897,59 @@ Result<int> EventChannels::call1(wire::Op op, void* s, std::size_t size, std::ve
     if (r->hdr.rc != 0) {
         return fail_errno(-r->hdr.rc);
     }
-    if (r->body.size() != size) {
+    if (r->body.size() != size + (words != nullptr ? sizeof *words : 0)) {
         return fail(make_error_code(Errc::protocol));
     }
     std::memcpy(s, r->body.data(), size);
+    if (words != nullptr) {
+        std::memcpy(words, r->body.data() + size, sizeof *words);
+    }
     if (fds != nullptr) {
         *fds = std::move(r->fds);
     }
     return 0;
 }
 
-Result<EventChannelBinding> EventChannels::alloc_unbound(DomId remote) {
-    evtchn_alloc_unbound a{DOMID_SELF, remote.get(), 0};
-    std::vector<UniqueFd> fds;
-    HV_TRY(call1(wire::Op::evtchn_alloc_unbound, &a, sizeof a, &fds));
-    if (fds.size() != 2) {
+Result<EventChannelBinding> EventChannels::make_binding(EvtchnPort port, std::vector<UniqueFd>& fds,
+                                                        const wire::EvtchnWords& words) {
+    constexpr std::uint32_t kSlot = wire::kEvtchnWordsSlotBytes;
+    static_assert(2 * sizeof(evtchn_signal::Words) <= kSlot);
+    if (fds.size() != 3 || words.side > 1 || words.offset % kSlot != 0 ||
+        words.offset > wire::kEvtchnWordsPageBytes - kSlot) {
         return fail(make_error_code(Errc::protocol));
+    }
+    // The page is sealed (its size never changes) and shared with the peer domain only; its fd
+    // is not kept (a domain holds no memfd of its own for it).
+    auto map = Mapping::map_shared(fds[2].get(), wire::kEvtchnWordsPageBytes);
+    if (!map) {
+        return fail(map.error());
     }
     EventChannelBinding b;
     b.ch_ = ch_;
-    b.port_ = EvtchnPort(a.port);
+    b.port_ = port;
     b.wait_ = std::move(fds[0]);
     b.notify_ = std::move(fds[1]);
+    b.words_ = std::move(*map);
+    constexpr std::uint32_t kHalf = sizeof(evtchn_signal::Words);
+    b.words_at_ = words.offset + words.side * kHalf;
+    b.words_peer_ = words.offset + (1 - words.side) * kHalf;
     return b;
+}
+
+Result<EventChannelBinding> EventChannels::alloc_unbound(DomId remote) {
+    evtchn_alloc_unbound a{DOMID_SELF, remote.get(), 0};
+    std::vector<UniqueFd> fds;
+    wire::EvtchnWords words{};
+    HV_TRY(call1(wire::Op::evtchn_alloc_unbound, &a, sizeof a, &fds, &words));
+    return make_binding(EvtchnPort(a.port), fds, words);
 }
 
 Result<EventChannelBinding> EventChannels::bind_interdomain(DomId remote, EvtchnPort remote_port) {
     evtchn_bind_interdomain bi{remote.get(), remote_port.get(), 0};
     std::vector<UniqueFd> fds;
-    HV_TRY(call1(wire::Op::evtchn_bind_interdomain, &bi, sizeof bi, &fds));
-    if (fds.size() != 2) {
-        return fail(make_error_code(Errc::protocol));
-    }
-    EventChannelBinding b;
-    b.ch_ = ch_;
-    b.port_ = EvtchnPort(bi.local_port);
-    b.wait_ = std::move(fds[0]);
-    b.notify_ = std::move(fds[1]);
-    return b;
+    wire::EvtchnWords words{};
+    HV_TRY(call1(wire::Op::evtchn_bind_interdomain, &bi, sizeof bi, &fds, &words));
+    return make_binding(EvtchnPort(bi.local_port), fds, words);
 }
 
 Result<EventChannelBinding> EventChannels::bind_virq(std::uint32_t virq, std::uint32_t vcpu) {

@@ -45,6 +45,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -52,6 +53,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <string>
@@ -173,6 +175,34 @@ struct MapTrack {
 
 enum class PortState { free, unbound, interdomain, virq };
 
+/// A page of interdomain channels' shared words (evtchn_signal.hpp), shared by two domains
+/// only. hv-min writes zeros into a slot it hands out (a crashed spinner's stale `spinning`
+/// would otherwise mute the next binder) and never reads the page.
+struct WordsPage {
+    static constexpr std::uint32_t kSlots = wire::kEvtchnWordsPageBytes / wire::kEvtchnWordsSlotBytes;
+    static_assert(kSlots <= 64);
+    UniqueFd fd;  // sealed memfd: its size never changes, so nobody takes SIGBUS
+    Mapping map;
+    std::uint64_t used = 0;  // one bit per slot handed out
+    void zero(std::uint32_t slot, std::uint32_t side) noexcept {
+        auto* w = reinterpret_cast<evtchn_signal::Words*>(map.data() +
+                                                          slot * wire::kEvtchnWordsSlotBytes) +
+                  side;
+        std::atomic_ref<std::uint32_t>(w->pending).store(0, std::memory_order_relaxed);
+        std::atomic_ref<std::uint32_t>(w->spinning).store(0, std::memory_order_seq_cst);
+    }
+};
+
+/// One channel's slot; freed when the channel's last Signal goes.
+struct WordsSlot {
+    std::shared_ptr<WordsPage> page;
+    std::uint32_t index = 0;
+    WordsSlot(std::shared_ptr<WordsPage> p, std::uint32_t i) noexcept : page(std::move(p)), index(i) {}
+    WordsSlot(const WordsSlot&) = delete;
+    WordsSlot& operator=(const WordsSlot&) = delete;
+    ~WordsSlot() { page->used &= ~(std::uint64_t{1} << index); }
+};
+
 /// One port's pending state (evtchn_signal.hpp): the port's owner receives on `recv`; `send` is
 /// handed to the peer (and to nobody else); `raise` is hv-min's own sender, never handed out, so
 /// nothing a domain does to the sockets it holds can touch hv-min's sends.
@@ -180,6 +210,8 @@ struct Signal {
     UniqueFd recv;
     UniqueFd send;  // invalid for a VIRQ port: it has no peer
     UniqueFd raise;
+    std::shared_ptr<WordsSlot> words;  // interdomain channels made by alloc_unbound only
+    std::uint32_t side = 0;            // this port's half of the slot
 };
 
 struct Port {
@@ -328,6 +360,11 @@ struct Core::Impl {
     UniqueFd evtchn_dir;  // <rundir>/evtchn (O_PATH): ports' receivers are named here briefly
     std::string evtchn_dir_path;
     std::uint64_t next_signal = 1;
+    /// Pages of channels' shared words per pair of domain ids (lower first); a page lives as
+    /// long as one of its slots does. Dropped when either domain is released, so a later
+    /// domain with the same id gets pages of its own.
+    std::map<std::pair<std::uint16_t, std::uint16_t>, std::vector<std::weak_ptr<WordsPage>>>
+        words_pages;
 
     // ---- set-up ------------------------------------------------------------------------------
 
@@ -1352,6 +1389,58 @@ struct Core::Impl {
         return sig;
     }
 
+    /// A slot of shared words for a new channel between domains `a` and `b`, in a page only
+    /// channels between these two share.
+    Result<std::shared_ptr<WordsSlot>> new_words(std::uint16_t a, std::uint16_t b) {
+        auto& pages = words_pages[{std::min(a, b), std::max(a, b)}];
+        std::erase_if(pages, [](const std::weak_ptr<WordsPage>& w) { return w.expired(); });
+        std::shared_ptr<WordsPage> page;
+        for (const auto& w : pages) {
+            auto p = w.lock();
+            if (p->used != ~std::uint64_t{0} >> (64 - WordsPage::kSlots)) {
+                page = std::move(p);
+                break;
+            }
+        }
+        if (!page) {
+            auto fd = make_memfd("hvmin-evtchn", wire::kEvtchnWordsPageBytes);
+            if (!fd) {
+                return fail(fd.error());
+            }
+            auto map = Mapping::map_shared(fd->get(), wire::kEvtchnWordsPageBytes);
+            if (!map) {
+                return fail(map.error());
+            }
+            page = std::make_shared<WordsPage>();
+            page->fd = std::move(*fd);
+            page->map = std::move(*map);
+            pages.push_back(page);
+        }
+        const auto index = static_cast<std::uint32_t>(std::countr_one(page->used));
+        page->used |= std::uint64_t{1} << index;
+        page->zero(index, 0);
+        page->zero(index, 1);
+        return std::make_shared<WordsSlot>(std::move(page), index);
+    }
+
+    /// Hands the owner of `p` its descriptors: its receiver, a sender to the peer and, when the
+    /// channel has shared words, their page and where its half is (`words`).
+    static void hand_port(const Port& p, std::vector<UniqueFd>& fds,
+                          std::optional<wire::EvtchnWords>& words) {
+        fds.emplace_back(::fcntl(p.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
+        fds.emplace_back(::fcntl(p.notify->send.get(), F_DUPFD_CLOEXEC, 0));
+        if (const auto& slot = p.wait->words) {
+            fds.emplace_back(::fcntl(slot->page->fd.get(), F_DUPFD_CLOEXEC, 0));
+            words = wire::EvtchnWords{slot->index * wire::kEvtchnWordsSlotBytes, p.wait->side};
+        }
+    }
+
+    void forget_words_pages(std::uint16_t domid) {
+        std::erase_if(words_pages, [domid](const auto& kv) {
+            return kv.first.first == domid || kv.first.second == domid;
+        });
+    }
+
     static bool virq_is_global(std::uint32_t virq) {
         return virq != VIRQ_TIMER && virq != VIRQ_DEBUG && virq != VIRQ_XENOPROF &&
                virq != VIRQ_XENPMU;
@@ -1408,18 +1497,19 @@ struct Core::Impl {
     void op_evtchn(Conn& c, Domain& self, const wire::Decoded& d, Reply& r) {
         std::vector<std::byte> buf(d.body.begin(), d.body.end());  // GUEST: one copy
         int rc = 0;
+        std::optional<wire::EvtchnWords> words;  // follows the struct when fds are handed
         switch (d.op) {
         case Op::evtchn_alloc_unbound: {
             evtchn_alloc_unbound a;
             std::memcpy(&a, buf.data(), sizeof a);
-            rc = ev_alloc_unbound(c, self, a, r.fds);
+            rc = ev_alloc_unbound(c, self, a, r.fds, words);
             std::memcpy(buf.data(), &a, sizeof a);
             break;
         }
         case Op::evtchn_bind_interdomain: {
             evtchn_bind_interdomain b;
             std::memcpy(&b, buf.data(), sizeof b);
-            rc = ev_bind_interdomain(c, self, b, r.fds);
+            rc = ev_bind_interdomain(c, self, b, r.fds, words);
             std::memcpy(buf.data(), &b, sizeof b);
             break;
         }
@@ -1473,10 +1563,13 @@ struct Core::Impl {
         r.hdr.rc = rc;
         r.hdr.count = 1;
         r.add_bytes(buf);
+        if (rc == 0 && words) {
+            r.add(*words);
+        }
     }
 
     int ev_alloc_unbound(Conn& c, Domain& self, evtchn_alloc_unbound& a,
-                         std::vector<UniqueFd>& fds) {
+                         std::vector<UniqueFd>& fds, std::optional<wire::EvtchnWords>& words) {
         Domain* t = &self;
         if (a.dom != DOMID_SELF && a.dom != self.domid) {
             if (!c.privileged) {
@@ -1494,9 +1587,14 @@ struct Core::Impl {
         }
         auto w = new_signal(true);
         auto n = new_signal(true);
-        if (!w || !n) {
+        auto slot = new_words(t->domid, rdom);
+        if (!w || !n || !slot) {
             return -ENOMEM;
         }
+        (*w)->words = *slot;
+        (*w)->side = 0;
+        (*n)->words = *slot;
+        (*n)->side = 1;
         Port& p = t->ports[*port];
         p.state = PortState::unbound;
         p.remote_dom = rdom;
@@ -1505,14 +1603,13 @@ struct Core::Impl {
         p.notify = *n;
         a.port = *port;
         if (t == &self) {
-            fds.emplace_back(::fcntl(p.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
-            fds.emplace_back(::fcntl(p.notify->send.get(), F_DUPFD_CLOEXEC, 0));
+            hand_port(p, fds, words);
         }
         return 0;
     }
 
     int ev_bind_interdomain(Conn& c, Domain& self, evtchn_bind_interdomain& b,
-                            std::vector<UniqueFd>& fds) {
+                            std::vector<UniqueFd>& fds, std::optional<wire::EvtchnWords>& words) {
         const std::uint16_t rd = b.remote_dom == DOMID_SELF ? self.domid : b.remote_dom;
         Domain* remote = rd < DOMID_FIRST_RESERVED ? find_domain(rd) : nullptr;
         if (remote == nullptr) {
@@ -1538,8 +1635,11 @@ struct Core::Impl {
         rp->remote_dom = self.domid;
         rp->remote_port = *lport;
         b.local_port = *lport;
-        fds.emplace_back(::fcntl(lp.wait->recv.get(), F_DUPFD_CLOEXEC, 0));
-        fds.emplace_back(::fcntl(lp.notify->send.get(), F_DUPFD_CLOEXEC, 0));
+        if (const auto& slot = lp.wait->words) {
+            // A binder before it (this domain's, now closed) may have died spinning.
+            slot->page->zero(slot->index, lp.wait->side);
+        }
+        hand_port(lp, fds, words);
         raise(lp.wait);  // covers sends made while the remote port was unbound
         return 0;
     }
@@ -2571,12 +2671,14 @@ struct Core::Impl {
                 release_maptrack(d, h);
             }
         }
-        // Its event channels: peers revert to unbound and are woken.
+        // Its event channels: peers revert to unbound and are woken. Pages of shared words live
+        // on with the peers' unbound ports; new channels with its id get new pages.
         for (std::uint32_t p = 1; p < d.ports.size(); ++p) {
             if (d.ports[p].state != PortState::free) {
                 close_port(d, p);
             }
         }
+        forget_words_pages(d.domid);
         // Pins others hold on its grants: the mappers keep their (memfd-backed) pages; their
         // maptrack entries find the granter gone and just drop on unmap.
         d.pins.clear();
@@ -2699,6 +2801,7 @@ struct Core::Impl {
         release_domain(*it->second);
         auto dom = std::move(it->second);
         domains.erase(it);
+        forget_words_pages(domid);  // none made for its id while it was dying
         n_domains.store(domains.size() - 1);
         recent_deaths.push_back(dom->death);
         if (recent_deaths.size() > kRecentDeaths) {

@@ -152,10 +152,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::abort();  // hv-min did not answer, or dropped dom0
     }
     // What a domain may do to the descriptors it got: O_NONBLOCK cleared, 2^64-2 written until
-    // full (an eventfd's saturation; a port's sender fills the peer's queue). Kept (bounded) so
-    // later inputs raise and close ports whose descriptors look like this.
+    // full (an eventfd's saturation; a port's sender fills the peer's queue); a page (a
+    // channel's shared words) shrunk if it can be, overwritten with ones and punched out. Kept
+    // (bounded) so later inputs raise and close ports whose descriptors look like this.
     static std::deque<hv::UniqueFd> kept;
     for (auto& fd : r->fds) {
+        (void)::ftruncate(fd.get(), 0);
+        std::uint8_t ones[64];
+        std::memset(ones, 0xff, sizeof ones);
+        (void)::pwrite(fd.get(), ones, sizeof ones, 0);
+        (void)::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 64, 64);
         const std::uint64_t big = 0xfffffffffffffffe;
         for (int i = 0; i < 64; ++i) {
             if (::send(fd.get(), &big, sizeof big, MSG_DONTWAIT | MSG_NOSIGNAL) <= 0) {

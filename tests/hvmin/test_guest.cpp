@@ -104,6 +104,72 @@ int sabotage_port(const EventChannelBinding& b) {
     return sent;
 }
 
+/// See "spinpong" below.
+unsigned long spin_pong(EventChannelBinding& b, unsigned long n, unsigned seed) {
+    static constexpr int kSpinUs[] = {0, 1, 2, 3, 5, 8, 13, 50};
+    unsigned long answers = 0;
+    while (answers < n) {
+        seed = seed * 1103515245U + 12345U;
+        b.set_spin(std::chrono::microseconds(kSpinUs[(seed >> 16) % 8]));
+        if (!b.wait(std::chrono::milliseconds(2000))) {
+            break;
+        }
+        if (!b.ack()) {
+            continue;  // a spurious wake-up (legal)
+        }
+        seed = seed * 1103515245U + 12345U;
+        const unsigned pause = (seed >> 16) % 64;
+        if (pause == 0) {
+            std::this_thread::sleep_for(std::chrono::microseconds(300));
+        } else {
+            const auto end = std::chrono::steady_clock::now() + std::chrono::microseconds(pause % 16);
+            while (std::chrono::steady_clock::now() < end) {
+            }
+        }
+        if (!b.notify()) {
+            break;
+        }
+        ++answers;
+    }
+    return answers;
+}
+
+/// See "smash" below.
+std::string smash_words(Services& svc, unsigned dom, unsigned port) {
+    rings::evtchn_bind_interdomain bi{static_cast<std::uint16_t>(dom), port, 0};
+    auto r = svc.channel().call(wire::Op::evtchn_bind_interdomain, 1, std::as_bytes(std::span(&bi, 1)));
+    if (!r) {
+        return err(r.error());
+    }
+    if (r->hdr.rc != 0 || r->fds.size() != 3 || r->body.size() != sizeof bi + sizeof(wire::EvtchnWords)) {
+        return "err reply " + std::to_string(r->hdr.rc) + " " + std::to_string(r->fds.size());
+    }
+    std::memcpy(&bi, r->body.data(), sizeof bi);
+    const int page = r->fds[2].release();
+    const int e = ::ftruncate(page, 0) == 0 ? 0 : errno;
+    void* p = ::mmap(nullptr, wire::kEvtchnWordsPageBytes, PROT_READ | PROT_WRITE, MAP_SHARED, page, 0);
+    if (p == MAP_FAILED) {
+        return "err mmap";
+    }
+    std::thread([page, w = static_cast<std::uint32_t*>(p)] {
+        std::uint32_t x = 0x9e3779b9U;
+        for (unsigned round = 0;; ++round) {
+            for (std::size_t i = 0; i < wire::kEvtchnWordsPageBytes / 4; ++i) {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                std::atomic_ref<std::uint32_t>(w[i]).store((round & 1) != 0 ? x : ~0U,
+                                                           std::memory_order_relaxed);
+            }
+            if (round % 64 == 0) {
+                (void)::fallocate(page, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+                                  wire::kEvtchnWordsPageBytes);
+            }
+        }
+    }).detach();
+    return "ok " + std::to_string(bi.local_port) + " " + std::to_string(e);
+}
+
 std::string describe_maps() {
     std::ifstream f("/proc/self/maps");
     std::string line;
@@ -612,6 +678,29 @@ int main(int argc, char** argv) {
                 std::_Exit(code);
             }
             reply = "ok";
+        } else if (cmd == "spinpong") {
+            // spinpong PORT N SEED: answers each event on PORT with a notify, up to N answers
+            // or until no event comes for 2 s, with a random spin budget per wait (0-50 us, so
+            // that spins end at every possible moment) and a random pause before each answer
+            // (mostly short, sometimes long enough for the peer to go to sleep). "ok ANSWERS".
+            unsigned port = 0;
+            unsigned long n = 0;
+            unsigned seed = 0;
+            is >> port >> n >> seed;
+            auto it = ports.find(port);
+            if (it == ports.end()) {
+                reply = "err noport";
+            } else {
+                reply = "ok " + std::to_string(spin_pong(it->second, n, seed));
+            }
+        } else if (cmd == "smash") {
+            // smash DOM PORT: binds PORT of DOM by hand, then a thread writes garbage over the
+            // whole page of the channel's shared words until the domain dies, and punches it out
+            // now and then. "ok LPORT E": E is ftruncate's errno on the page (0 if it shrank).
+            unsigned dom = 0;
+            unsigned port = 0;
+            is >> dom >> port;
+            reply = smash_words(*svc, dom, port);
         } else if (cmd == "crash") {
             std::abort();
         } else if (cmd == "exit") {

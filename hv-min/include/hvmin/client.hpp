@@ -221,7 +221,9 @@ private:
 /// A bound event channel port: notify() is one send() of a datagram to the peer port's receiver
 /// socket; fd() (this port's receiver) becomes readable when the port is pending. Neither
 /// notify() nor ack() can block, whatever the peer does to the sockets it holds (design §5,
-/// README "Event channels"). Closes the port (EVTCHNOP_close) in its destructor.
+/// README "Event channels"). An interdomain port also has a slot of shared words with its peer
+/// (hv-min/src/evtchn_signal.hpp): while wait() spins on it, the peer's notify() only sets a
+/// word and sends nothing. Closes the port (EVTCHNOP_close) in its destructor.
 class EventChannelBinding {
 public:
     EventChannelBinding() noexcept = default;
@@ -249,8 +251,9 @@ public:
     /// Unmasks and re-checks: true if an event is pending now.
     bool unmask() noexcept;
     bool masked() const noexcept { return masked_; }
-    /// Waits (bounded) until the port is pending: polls the fd with zero timeouts for up to
-    /// spin() first, then sleeps. Errc::timed_out otherwise. A ring user does better with
+    /// Waits (bounded) until the port is pending: spins for up to spin() first (on the shared
+    /// word, the fd probed now and then; without shared words, zero-timeout polls of the fd),
+    /// then sleeps on the fd. Errc::timed_out otherwise. A ring user does better with
     /// hvmin/ring_wait.hpp, which spins on the ring's indices (no syscall per probe).
     Result<void> wait(std::chrono::milliseconds timeout) const noexcept;
     /// The spin budget of wait(). Default: hv::default_spin() (HVKIT_POLL_US, else 0).
@@ -271,6 +274,13 @@ private:
     UniqueFd notify_;  // a sender to the peer port's receiver (interdomain only)
     bool masked_ = false;
     std::chrono::microseconds spin_ = hv::default_spin();
+    Mapping words_;                // the channel's page of shared words (none for a VIRQ)
+    std::uint32_t words_at_ = 0;   // this port's half: words_at_; the peer's: words_peer_
+    std::uint32_t words_peer_ = 0;
+    template <class W>
+    W* words_at(std::uint32_t at) const noexcept {
+        return words_.data() == nullptr ? nullptr : reinterpret_cast<W*>(words_.data() + at);
+    }
 };
 
 /// Event channel operations (xen-abi §3) with Xen's return codes (as system errors).
@@ -292,7 +302,11 @@ public:
 private:
     friend class Services;
     explicit EventChannels(std::shared_ptr<Channel> ch) noexcept : ch_(std::move(ch)) {}
-    Result<int> call1(wire::Op op, void* op_struct, std::size_t size, std::vector<UniqueFd>* fds);
+    Result<int> call1(wire::Op op, void* op_struct, std::size_t size, std::vector<UniqueFd>* fds,
+                      wire::EvtchnWords* words = nullptr);
+    /// A binding of `port` from the fds of alloc_unbound / bind_interdomain and their words.
+    Result<EventChannelBinding> make_binding(EvtchnPort port, std::vector<UniqueFd>& fds,
+                                             const wire::EvtchnWords& words);
     std::shared_ptr<Channel> ch_;
 };
 

@@ -151,6 +151,19 @@ struct MapExtra {
 };
 static_assert(sizeof(MapExtra) == 24);
 
+/// Follows the struct in an evtchn_alloc_unbound / evtchn_bind_interdomain reply that hands the
+/// port's descriptors to the caller (fds [receiver, sender to the peer, words page]): where the
+/// channel's shared words (hv-min/src/evtchn_signal.hpp) live in the page (a sealed memfd of
+/// kEvtchnWordsPageBytes shared by the two domains of the channel only) and which half is the
+/// caller's (0: the port alloc_unbound made, 1: the port that bound it).
+struct EvtchnWords {
+    std::uint32_t offset;  ///< a multiple of kEvtchnWordsSlotBytes, inside the page
+    std::uint32_t side;    ///< 0 or 1
+};
+static_assert(sizeof(EvtchnWords) == 8);
+inline constexpr std::uint32_t kEvtchnWordsPageBytes = 4096;
+inline constexpr std::uint32_t kEvtchnWordsSlotBytes = 64;  // one cache line per channel
+
 inline constexpr std::uint32_t kCreateTrusted = 1u << 0;
 inline constexpr std::uint32_t kCreateDriverDomain = 1u << 1;
 

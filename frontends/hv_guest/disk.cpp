@@ -350,7 +350,17 @@ private:
             v.backend = *be;
             auto online = xenbus::read_optional(ctx_.xs, *be + "/online");
             if (online && *online && **online == "0") {
-                return;  // being removed (or just removed by us): never attach it again
+                // Being removed (or just removed by us): never attach it again. A removal
+                // that came before we saw the vbd at all (a detach right after the attach)
+                // still waits for our Closed: answer it, as a Linux frontend probed with its
+                // backend Closing does, or the backend never reaches Closed and the detach
+                // times out. switch_state writes nothing once the directory is gone.
+                auto bs = xenbus::read_state(ctx_.xs, *be);
+                if (bs && (*bs == rings::XenbusStateClosing || *bs == rings::XenbusStateClosed)) {
+                    (void)xenbus::switch_state(
+                        ctx_.xs, xenbus::frontend_dir(ctx_.domid, "vbd", devid), rings::XenbusStateClosed);
+                }
+                return;
             }
             auto d = ctx_.xs.read(*be + "/dev");
             if (d) {

@@ -146,7 +146,7 @@ struct Device::Impl {
     Result<void> send_pages(unsigned q, std::size_t len, const Offload& off);
     /// Gives the pages lent by tx_pages() back to the free list.
     void end_lease(Queue& q) noexcept;
-    std::size_t poll(Device::PacketFn fn, void* ctx, bool arm);
+    std::size_t poll(Device::PacketFn fn, void* ctx, Device::Arm arm);
     bool arm() noexcept;
     bool tx_responses(Queue& q);
     std::size_t rx_packets(Queue& q, unsigned qi, Device::PacketFn fn, void* ctx);
@@ -789,12 +789,14 @@ void Device::Impl::repost(Queue& q, unsigned pending) {
     }
 }
 
-std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx, bool arm) {
+std::size_t Device::Impl::poll(Device::PacketFn fn, void* ctx, Device::Arm mode) {
+    const bool arm = mode != Device::Arm::no;
+    const bool ack = mode == Device::Arm::yes;
     std::size_t got = 0;
     for (unsigned qi = 0; qi < queues.size() && phase == Phase::connected; ++qi) {
         Queue& q = queues[qi];
         for (int round = 0; round < 64; ++round) {
-            if (arm) {
+            if (ack) {
                 (void)q.ev_tx.ack();
                 if (split) {
                     (void)q.ev_rx.ack();
@@ -919,7 +921,22 @@ Result<std::size_t> Device::send_burst(unsigned queue,
 }
 
 std::size_t Device::poll(PacketFn fn, void* ctx, Arm arm) {
-    return impl_->poll(fn, ctx, arm == Arm::yes);
+    return impl_->poll(fn, ctx, arm);
+}
+
+void Device::ack_ready(std::span<const pollfd> polled) noexcept {
+    for (const pollfd& p : polled) {
+        if ((p.revents & POLLIN) == 0) {
+            continue;
+        }
+        for (auto& q : impl_->queues) {
+            if (q.ev_tx.valid() && p.fd == q.ev_tx.fd()) {
+                (void)q.ev_tx.ack();
+            } else if (impl_->split && q.ev_rx.valid() && p.fd == q.ev_rx.fd()) {
+                (void)q.ev_rx.ack();
+            }
+        }
+    }
 }
 
 bool Device::arm() noexcept { return impl_->phase == Phase::connected && impl_->arm(); }

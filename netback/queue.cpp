@@ -13,6 +13,7 @@
 #include <atomic>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 
 #include "hv/log.hpp"
@@ -101,15 +102,26 @@ struct Queue::Impl {
             (void)ev_tx.notify();
         }
     }
-    /// Reads the wake fd and acks the channels (after a sleep, or a spin that saw an fd).
-    void drain_fds() noexcept {
-        std::uint64_t v = 0;
-        (void)!::read(wake_fd.get(), &v, sizeof v);
-        if (ev_tx.valid()) {
-            (void)ev_tx.ack();
-        }
-        if (ev_rx.valid()) {
-            (void)ev_rx.ack();
+    /// After a poll() (a sleep, or a spin's probe) that returned > 0: reads the wake fd and
+    /// acks the channels it found readable, and no other (most reads of every channel after
+    /// every wake-up found nothing, issue #5); a readable engine is read by the next pass (a
+    /// pass reads it only then, or while frames remain). A notification that comes after the
+    /// poll stays readable: the next poll() returns at once and the pass after it takes them.
+    void drain_fds(std::span<const pollfd> polled) noexcept {
+        for (const pollfd& p : polled) {
+            if ((p.revents & (POLLIN | POLLERR | POLLHUP)) == 0) {
+                continue;
+            }
+            if (p.fd == wake_fd.get()) {
+                std::uint64_t v = 0;
+                (void)!::read(wake_fd.get(), &v, sizeof v);
+            } else if (ev_tx.valid() && p.fd == ev_tx.fd()) {
+                (void)ev_tx.ack();
+            } else if (ev_rx.valid() && p.fd == ev_rx.fd()) {
+                (void)ev_rx.ack();
+            } else if (p.fd == engine->notify_fd() && rx) {
+                rx->engine_readable();
+            }
         }
     }
     /// A sleep ran to its timeout: were the requests it was armed for there all along? Then
@@ -229,7 +241,7 @@ void Queue::Impl::run() noexcept {
             if (ready) {
                 VifStats::add(stats.poll_wakeups);
                 if (fd_ready) {
-                    drain_fds();  // else nothing was signalled that needs reading
+                    drain_fds({fds.data(), n});  // else nothing was signalled that needs reading
                 }
                 continue;
             }
@@ -258,11 +270,12 @@ void Queue::Impl::run() noexcept {
                 continue;
             }
         }
-        if (::poll(fds.data(), n, static_cast<int>(wait_ms)) == 0 &&
-            !halted.load(std::memory_order_relaxed)) {
+        const int ready = ::poll(fds.data(), n, static_cast<int>(wait_ms));
+        if (ready > 0) {
+            drain_fds({fds.data(), n});
+        } else if (ready == 0 && !halted.load(std::memory_order_relaxed)) {
             note_timeout(throttled.has_value() || engine_busy, rx_waiting_for);
         }
-        drain_fds();
     }
 }
 

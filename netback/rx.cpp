@@ -83,9 +83,13 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
             if (area_used_ + max_frame > area) {
                 break;  // cannot happen: flush() empties the area when no frame is held
             }
+            if (!engine_ready_) {
+                break;  // read empty and not found readable since
+            }
             buf_.data = {pages_.base + area_used_, max_frame};
             auto n = engine_.receive({&buf_, 1});
             if (!n || *n == 0) {
+                engine_ready_ = !n.has_value();  // an error is reported again by the next read
                 break;
             }
             have_ = true;
@@ -196,6 +200,9 @@ RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
     if (data_pages > kMaxDirectPages || !fe_.sg || data_pages > fe_.max_slots) {
         return Direct::unavailable;
     }
+    if (!engine_ready_) {
+        return Direct::nothing;  // read empty and not found readable since
+    }
     auto avail = ring.unconsumed();
     if (!avail || *avail + reserved() < slots) {
         return Direct::unavailable;  // a broken index is the copy path's to report
@@ -230,6 +237,7 @@ RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
         return Direct::unavailable;  // the copy path reads (and reports) instead
     }
     if (*n == 0) {
+        engine_ready_ = false;
         return Direct::nothing;
     }
     const RxPacketInfo info = rx_info_from_vnet(hdr, *n);

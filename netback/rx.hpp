@@ -61,6 +61,10 @@ public:
     bool holding() const noexcept { return have_; }
     /// When the held frame expires (valid while holding()).
     Clock::time_point hold_deadline() const noexcept { return held_since_ + drain_timeout_; }
+    /// The engine's notify_fd() was found readable. run() reads the engine only while it may
+    /// hold frames: until a read finds nothing, then again after this (a pass the event
+    /// channel woke for tx or rx requests does not start with an empty engine read).
+    void engine_readable() noexcept { engine_ready_ = true; }
 
 private:
     /// Largest frame read straight into rx pages: 17 pages (a 64 KiB TSO frame + Ethernet).
@@ -116,6 +120,7 @@ private:
     std::array<std::byte*, kMaxDirectPages + 1> direct_pages_{};
     std::array<iovec, kMaxDirectPages> direct_iov_{};
     bool direct_unsupported_ = false;  ///< the engine does not scatter (EOPNOTSUPP)
+    bool engine_ready_ = true;  ///< no read found the engine empty since engine_readable()
 };
 
 }  // namespace hv::net

@@ -163,6 +163,11 @@ struct Nic {
     /// polled) until tx responses free some, instead of reading into a buffer of our own to
     /// be copied (and, with the ring full, copied again to be held).
     std::vector<bool> blocked;
+    /// Per queue: the tap may hold frames: its last read stopped short of EAGAIN (the batch
+    /// bound, a held frame, no pages) or a poll found it readable since. A tap read to EAGAIN
+    /// is not read again until a poll says so (a pass the event channel woke would otherwise
+    /// start with an empty tap read).
+    std::vector<bool> tap_ready;
 };
 
 class Nics final : public DeviceKind {
@@ -228,7 +233,15 @@ public:
         }
     }
 
-    void handle(std::span<const pollfd>) override {
+    void handle(std::span<const pollfd> fds) override {
+        // Only the channels the sleep found readable are acked (one read each); the passes
+        // below arm without acking (Arm::unacked): ~80 % of the reads were empty before.
+        for (auto& [id, n] : nics_) {
+            if (n.nf && !n.taps.empty()) {
+                n.nf->ack_ready(fds);
+                note_taps(n, fds);
+            }
+        }
         if (pump_all()) {
             spin_.worked();
         }
@@ -299,7 +312,26 @@ private:
                 }
             }
         }
-        return !spin_fds_.empty() && ::poll(spin_fds_.data(), spin_fds_.size(), 0) > 0;
+        if (spin_fds_.empty() || ::poll(spin_fds_.data(), spin_fds_.size(), 0) <= 0) {
+            return false;
+        }
+        for (auto& [id, n] : nics_) {
+            note_taps(n, spin_fds_);
+        }
+        return true;
+    }
+    /// Marks the taps of `n` a poll found readable (or failed: the read reports it).
+    static void note_taps(Nic& n, std::span<const pollfd> polled) {
+        for (const pollfd& p : polled) {
+            if ((p.revents & (POLLIN | POLLERR | POLLHUP)) == 0) {
+                continue;
+            }
+            for (std::size_t q = 0; q < n.taps.size(); ++q) {
+                if (p.fd == n.taps[q].get()) {
+                    n.tap_ready[q] = true;
+                }
+            }
+        }
     }
 
     Result<void> enter_netns() {
@@ -398,6 +430,7 @@ private:
         n.taps = std::move(*taps);
         n.held.assign(n.taps.size(), std::nullopt);
         n.blocked.assign(n.taps.size(), false);
+        n.tap_ready.assign(n.taps.size(), true);
         std::array<unsigned char, 6> mac{};
         if (parse_mac(n.nf->mac(), mac)) {
             ifreq ifr{};
@@ -427,6 +460,9 @@ private:
                 }
                 n.held[q].reset();
             }
+            if (!n.tap_ready[q] && !n.blocked[q]) {
+                continue;  // read to EAGAIN and not found readable since: it is polled
+            }
             for (int i = 0; i < 256; ++i) {
                 // The frame goes straight into free tx pages netfront lends (readv: the header
                 // here, the frame there; one spill byte to notice a frame the tap would
@@ -447,6 +483,7 @@ private:
                 const ssize_t r =
                     ::readv(n.taps[q].get(), iov_.data(), static_cast<int>(pages->size() + 2));
                 if (r < static_cast<ssize_t>(kHdr)) {
+                    n.tap_ready[q] = false;  // drained (or failed): wait for a poll to say more
                     break;
                 }
                 const std::size_t len = static_cast<std::size_t>(r) - kHdr;
@@ -501,7 +538,8 @@ private:
     /// page, a longer one joined in netfront's reused buffer), is written with one writev: no
     /// allocation or copy per packet here.
     std::size_t deliver(Nic& n) {
-        return n.nf->poll_each([&](const netfront::PacketView& p) {
+        return n.nf->poll_each(
+            [&](const netfront::PacketView& p) {
             VirtioNetHdr h{};
             if (p.offload.csum_blank || p.offload.gso_type != wire::XEN_NETIF_GSO_TYPE_NONE) {
                 h.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;  // netfront located the checksum field
@@ -526,7 +564,8 @@ private:
             std::copy_n(p.parts.begin(), parts, iov.begin() + 1);
             const unsigned q = std::min<unsigned>(p.queue, static_cast<unsigned>(n.taps.size() - 1));
             (void)!::writev(n.taps[q].get(), iov.data(), static_cast<int>(1 + parts));
-        });
+            },
+            netfront::Device::Arm::unacked);
     }
 
     Context& ctx_;

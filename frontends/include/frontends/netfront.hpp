@@ -6,6 +6,7 @@
 // by ONE thread: every member, control and data path, from that thread.
 #pragma once
 
+#include <poll.h>
 #include <sys/uio.h>
 
 #include <chrono>
@@ -188,9 +189,12 @@ public:
     /// returning (the final check, xen-abi §1.5), so the caller may then sleep on
     /// pollable_fds(). Arm::no: one pass over the rings and nothing else: no syscall, and the
     /// backend, finding the events unarmed, sends no notification — for a caller that polls in a
-    /// loop (spinning) and calls arm() before it sleeps.
+    /// loop (spinning) and calls arm() before it sleeps. Arm::unacked: as Arm::yes but acks no
+    /// channel, for a caller that sleeps on pollable_fds() itself and hands what its poll found
+    /// readable to ack_ready() first: no read of a channel that holds nothing. A notification
+    /// that comes during the pass stays readable: the next sleep ends at once, none is lost.
     using PacketFn = void (*)(void* ctx, const PacketView& p);
-    enum class Arm : bool { no, yes };
+    enum class Arm : std::uint8_t { no, yes, unacked };
     std::size_t poll(PacketFn fn, void* ctx, Arm arm = Arm::yes);
     /// poll(fn, ctx, arm) with a callable taking `const PacketView&`.
     template <class F>
@@ -209,6 +213,9 @@ public:
                         std::chrono::milliseconds timeout);
     /// Event-channel fds of the connected queues (readable: work for poll()).
     std::vector<int> pollable_fds() const;
+    /// Acks the channels whose fd is among `polled` with POLLIN in revents (what the caller's
+    /// poll() said is pending), and no other: then poll(..., Arm::unacked).
+    void ack_ready(std::span<const pollfd> polled) noexcept;
     /// True when a queue's rings hold responses poll() has not handled: a load of each ring's
     /// producer index, no syscall (what a polling caller spins on, with hv::spin_until, before
     /// it sleeps on pollable_fds()). A broken index also reads true (poll() then fails the device).

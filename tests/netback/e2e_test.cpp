@@ -682,11 +682,16 @@ TEST_CASE("the rate key limits tx throughput and is applied live", "[netback][e2
     // 200 KiB per 100 ms = ~2 MB/s; the burst allows 200 KiB at once.
     Vif v(env, g, 0, {}, {{"rate", "204800,100000"}});
     const auto f = raw_frame(10000, 1);
+    // 800 KB: the burst and three refills. The first window opened when the queue was created,
+    // before this clock starts, so the first refill may come at once; the other two are 100 ms
+    // apart each: ≥ 200 ms after it. (600 KB needed only two refills: ≥ 100-200 ms, and ASan
+    // runs with a slow set-up measured 187-189 ms.)
+    constexpr unsigned kFrames = 80;
     auto start = std::chrono::steady_clock::now();
     std::vector<Packet> got;
     unsigned sent = 0;
-    while (got.size() < 60) {  // 600 KB: needs at least two refills (≥ 200 ms)
-        if (sent < 60 && v.nf->send(0, f)) {
+    while (got.size() < kFrames) {
+        if (sent < kFrames && v.nf->send(0, f)) {
             ++sent;
             continue;
         }
@@ -704,8 +709,8 @@ TEST_CASE("the rate key limits tx throughput and is applied live", "[netback][e2
         start = std::chrono::steady_clock::now();
         got.clear();
         sent = 0;
-        while (got.size() < 60) {
-            if (sent < 60 && v.nf->send(0, f)) {
+        while (got.size() < kFrames) {
+            if (sent < kFrames && v.nf->send(0, f)) {
                 ++sent;
                 continue;
             }

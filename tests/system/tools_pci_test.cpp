@@ -260,6 +260,12 @@ void write_sysfs(const std::string& path, const std::string& value) {
     }
 }
 
+/// Whether `driver` lets sysfs unbind and bind its devices (a driver built with
+/// suppress_bind_attrs has neither file).
+bool driver_allows_unbind(const std::string& driver) {
+    return ::access(("/sys/bus/pci/drivers/" + driver + "/unbind").c_str(), F_OK) == 0;
+}
+
 /// Gives the device back to its driver however the test ends.
 struct RebindGuard {
     std::string bdf;
@@ -285,6 +291,9 @@ TEST_CASE("a host device is unbound through sysfs when made assignable and rebou
                                         "the only PCI device a test may unbind");
     const std::string driver = driver_of(bdf);
     hv::test::skip_unless(!driver.empty(), "the virtio RNG has no driver bound to give back");
+    hv::test::skip_unless(driver_allows_unbind(driver),
+                          "the virtio RNG's driver has no unbind in sysfs (suppress_bind_attrs): "
+                          "the refusal is tested instead");
     RebindGuard guard{bdf, driver};
     Daemon d;
     REQUIRE(d.ready());
@@ -331,4 +340,38 @@ TEST_CASE("a host device is unbound through sysfs when made assignable and rebou
     CHECK(driver_of(bdf) == driver);
     CHECK(run_process({"/bin/cat", override_path}).out == "(null)\n");
     CHECK(d.hvctl({"pci-assignable-list"}).out.empty());
+}
+
+TEST_CASE("a host device whose driver allows no unbinding is refused and left as it was",
+          "[system][tools][pci][root]") {
+    hv::test::require_root();
+    const std::string bdf = find_virtio_rng();
+    hv::test::skip_unless(!bdf.empty(), "no virtio RNG (1af4:1044 or 1af4:1005) on this machine");
+    const std::string driver = driver_of(bdf);
+    hv::test::skip_unless(!driver.empty(), "the virtio RNG has no driver bound");
+    hv::test::skip_unless(!driver_allows_unbind(driver),
+                          "the virtio RNG's driver allows unbinding: the full path is tested");
+    RebindGuard guard{bdf, driver};
+    Daemon d;
+    REQUIRE(d.ready());
+    auto x = hv::xs::Client::connect(d.rundir() + "/xenstored.sock");
+    REQUIRE(x);
+    const std::string override_path = "/sys/bus/pci/devices/" + bdf + "/driver_override";
+    const std::string before = run_process({"/bin/cat", override_path}).out;
+
+    ProcResult r = d.hvctl({"pci-assignable-add", bdf});
+    CHECK(r.rc == 1);
+    CHECK(r.err.find("unbinding it from " + driver) != std::string::npos);
+    CHECK(r.err.find("allows no unbinding through sysfs") != std::string::npos);
+    CHECK(driver_of(bdf) == driver);  // still bound, override untouched, nothing recorded
+    CHECK(run_process({"/bin/cat", override_path}).out == before);
+    std::string key = bdf;
+    std::replace(key.begin(), key.end(), ':', '-');
+    std::replace(key.begin(), key.end(), '.', '-');
+    CHECK_FALSE((*x)->read("/hvkit/pci/assignable/" + key));
+    CHECK(d.hvctl({"pci-assignable-list"}).out.empty());
+    // And so it cannot be given to a domain either.
+    r = d.hvctl({"create", idle_cfg(d, "rng", "'" + bdf + "'")});
+    CHECK(r.rc != 0);
+    CHECK(r.err.find("is not assignable") != std::string::npos);
 }

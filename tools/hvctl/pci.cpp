@@ -386,6 +386,11 @@ Result<void> PciHost::write_attr(const std::string& path, std::string_view value
 
 Result<void> PciHost::unbind(const PciAddr& a, const std::string& driver) const {
     const std::string dev = root_ + "/devices/" + to_string(a);
+    // A driver built with suppress_bind_attrs (virtio-pci on some kernels) has no unbind file:
+    // refuse before the override is touched, so the device is left exactly as it was.
+    if (!driver.empty() && ::access((dev + "/driver/unbind").c_str(), F_OK) != 0) {
+        return fail_errno(errno == ENOENT ? EOPNOTSUPP : errno);
+    }
     // Override first, so nothing re-probes the device between the unbind and our record.
     HV_TRY(write_attr(dev + "/driver_override", kPciOverride));
     if (!driver.empty()) {

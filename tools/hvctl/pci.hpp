@@ -155,7 +155,8 @@ public:
     bool exists(const PciAddr& a) const;
     /// The bound driver's name, "" when none.
     Result<std::string> driver(const PciAddr& a) const;
-    /// driver_override = kPciOverride, then unbind from `driver` (when not "").
+    /// driver_override = kPciOverride, then unbind from `driver` (when not ""). EOPNOTSUPP,
+    /// with nothing changed, when that driver offers no unbind in sysfs.
     Result<void> unbind(const PciAddr& a, const std::string& driver) const;
     /// Clears driver_override, then binds `driver` (when not ""; EINVAL if it is not a plain
     /// driver name).

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ostream>
+#include <system_error>
 
 #include "cli.hpp"
 #include "devices.hpp"
@@ -211,6 +212,9 @@ int make_pci_assignable(Cli& cli, Control& c, std::string_view verb, const PciAd
         if (auto u = host.unbind(a, driver); !u) {
             cli.err << "hvctl " << verb << ": " << to_string(a) << ": unbinding it from "
                     << (driver.empty() ? "<none>" : driver) << ": " << u.error().message()
+                    << (u.error() == std::errc::operation_not_supported
+                            ? " (the driver allows no unbinding through sysfs)"
+                            : "")
                     << "\n";
             return kExitFailure;
         }

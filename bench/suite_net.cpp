@@ -350,7 +350,7 @@ Result<void> run_fabric(Context& ctx, bool ovs) {
         // CPU per byte moved, per run: both guests' domains (hv-guest: tap, netfront; from
         // hv-min's per-domain accounting) and this process (netback's queue threads, which
         // also write the taps and so run the bridge in their syscalls, and hv-min's core doing
-        // the grant copies). Unlike Gbit/s, it hardly moves with the machine's load.
+        // the grant copies). It moves less than Gbit/s with the machine's load (bench/README.md).
         auto guests_cpu_ns = [&]() -> double {
             double ns = 0;
             for (const auto& d : g.host->toolstack().list().value_or(

@@ -72,6 +72,7 @@ fi
 # ---------------------------------------------------------------- private world, cleanup
 work=$(mktemp -d /tmp/hvkit-demo.XXXXXX)
 rundir=$work/run
+export HVCTL_LOG_DIR=$work/log  # the domains' watchers (hvctl create) log here
 hvmin_pid= blkback_pid= netback_pid= nc_pid=
 ns=hvdemo-$$
 vg=hvdemo$$ pv_loop=
@@ -105,6 +106,9 @@ cleanup() {
     echo "--- hv-min log (last 20 lines)"; tail -20 "$work/hv-min.log"
   fi
   if ((rc != 0)); then
+    for f in "$work"/log/hvctl-*; do
+      [[ -s $f ]] && { echo "--- watcher ${f##*/} (last 5 lines)"; tail -5 "$f"; }
+    done
     for f in blkback netback guest progress db.err app.err pgbench.progress pgbench-init.out; do
       [[ -s $work/$f.log ]] && { echo "--- $f log (last 10 lines)"; tail -10 "$work/$f.log"; }
       [[ -s $work/$f ]] && { echo "--- $f (last 10 lines)"; tail -10 "$work/$f"; }

@@ -533,25 +533,6 @@ CfgResult<std::vector<CfgValue::Item>> get_list(const CfgSetting& s) {
     return s.value.items;
 }
 
-bool parse_action(std::string_view t, ActionOnShutdown& out) {
-    static constexpr std::pair<std::string_view, ActionOnShutdown> table[] = {
-        {"destroy", ActionOnShutdown::destroy},
-        {"restart", ActionOnShutdown::restart},
-        {"rename-restart", ActionOnShutdown::rename_restart},
-        {"preserve", ActionOnShutdown::preserve},
-        {"coredump-destroy", ActionOnShutdown::coredump_destroy},
-        {"coredump-restart", ActionOnShutdown::coredump_restart},
-        {"soft-reset", ActionOnShutdown::soft_reset},
-    };
-    for (const auto& [name, a] : table) {
-        if (t == name) {
-            out = a;
-            return true;
-        }
-    }
-    return false;
-}
-
 std::string quoted_item(const std::string& t) {
     return "'" + t + "'";
 }
@@ -588,6 +569,25 @@ std::string ConfigError::message() const {
         return escape_controls(source + ": " + text);
     }
     return escape_controls(source + ":" + std::to_string(line) + ": " + text);
+}
+
+bool parse_action(std::string_view t, ActionOnShutdown& out) {
+    static constexpr std::pair<std::string_view, ActionOnShutdown> table[] = {
+        {"destroy", ActionOnShutdown::destroy},
+        {"restart", ActionOnShutdown::restart},
+        {"rename-restart", ActionOnShutdown::rename_restart},
+        {"preserve", ActionOnShutdown::preserve},
+        {"coredump-destroy", ActionOnShutdown::coredump_destroy},
+        {"coredump-restart", ActionOnShutdown::coredump_restart},
+        {"soft-reset", ActionOnShutdown::soft_reset},
+    };
+    for (const auto& [name, a] : table) {
+        if (t == name) {
+            out = a;
+            return true;
+        }
+    }
+    return false;
 }
 
 const char* to_string(ActionOnShutdown a) noexcept {

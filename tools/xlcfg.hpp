@@ -185,6 +185,8 @@ enum class ActionOnShutdown {
     soft_reset
 };
 const char* to_string(ActionOnShutdown a) noexcept;
+/// xl's spelling of an action ("destroy", "rename-restart", ...); false if none matches.
+bool parse_action(std::string_view t, ActionOnShutdown& out);
 
 struct DomainConfig {
     std::string name;

@@ -12,6 +12,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <regex>
 #include <set>
 #include <string>
@@ -189,6 +191,8 @@ public:
         ::mkfifo(status_.c_str(), 0600);
         status_fd_ = ::open(status_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
         const std::string log = dir_.str() + "/hv-min.log";
+        // The watchers `hvctl create` leaves behind log into this test's own directory.
+        ::setenv("HVCTL_LOG_DIR", log_dir().c_str(), 1);
         pid_ = ::fork();
         if (pid_ == 0) {
             const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -231,6 +235,13 @@ public:
     }
     pid_t pid() const { return pid_; }
     const std::string& rundir() const { return rundir_; }
+    /// Where the domains' watchers log (hvctl-NAME.log).
+    std::string log_dir() const { return dir_.str() + "/log"; }
+    /// The watcher log of domain `name` ("" while there is none).
+    std::string watcher_log(const std::string& name) const {
+        std::ifstream f(log_dir() + "/hvctl-" + name + ".log");
+        return std::string(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    }
     const std::string& status_fifo() const { return status_; }
     std::string dir() const { return dir_.str(); }
     std::string log() const {
@@ -288,5 +299,15 @@ private:
     bool reaped_ = false;
     std::string pending_;
 };
+
+/// The pid of domain `name` from `hvctl list -l NAME`, -1 when it is not listed.
+inline pid_t domain_pid(const Daemon& d, const std::string& name) {
+    const ProcResult r = d.hvctl({"list", "-l", name});
+    std::smatch m;
+    if (r.rc == 0 && std::regex_search(r.out, m, std::regex(R"("pid": (\d+))"))) {
+        return static_cast<pid_t>(std::stol(m[1]));
+    }
+    return -1;
+}
 
 }  // namespace hv::test::tools

@@ -19,16 +19,6 @@ std::string idle_cfg(const Daemon& d, const std::string& name, const char* role 
            "\"\n";
 }
 
-/// The pid of `name` from `hvctl list -l NAME`.
-pid_t domain_pid(const Daemon& d, const std::string& name) {
-    const ProcResult r = d.hvctl({"list", "-l", name});
-    std::smatch m;
-    if (r.rc == 0 && std::regex_search(r.out, m, std::regex(R"("pid": (\d+))"))) {
-        return static_cast<pid_t>(std::stol(m[1]));
-    }
-    return -1;
-}
-
 bool listed(const Daemon& d, const std::string& name) {
     const ProcResult r = d.hvctl({"list"});
     return r.out.find("\n" + name + " ") != std::string::npos;

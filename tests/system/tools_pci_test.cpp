@@ -26,15 +26,6 @@ std::string idle_cfg(const Daemon& d, const std::string& name, const std::string
                                           d.status_fifo() + "\"\npci = [ " + pci + " ]\n");
 }
 
-pid_t domain_pid(const Daemon& d, const std::string& name) {
-    const ProcResult l = d.hvctl({"list", "-l", name});
-    std::smatch m;
-    if (std::regex_search(l.out, m, std::regex(R"("pid": (\d+))"))) {
-        return std::stoi(m[1]);
-    }
-    return -1;
-}
-
 }  // namespace
 
 TEST_CASE("pci devices in a domain file: keys as libxl writes them and every refusal",

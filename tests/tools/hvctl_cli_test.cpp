@@ -84,13 +84,13 @@ TEST_CASE("verb argument errors exit 2 with the verb's usage line", "[tools][hvc
     };
     const Case cases[] = {
         {{"create"},
-         "hvctl create: no domain file given\nusage: hvctl create [-n] [-q] [-c] CFG "
+         "hvctl create: no domain file given\nusage: hvctl create [-n] [-q] [-c] [-e] CFG "
          "[KEY=VALUE...]\n"},
         {{"create", "-x", "f.cfg"},
-         "hvctl create: unknown option '-x'\nusage: hvctl create [-n] [-q] [-c] CFG "
+         "hvctl create: unknown option '-x'\nusage: hvctl create [-n] [-q] [-c] [-e] CFG "
          "[KEY=VALUE...]\n"},
         {{"create", "f.cfg", "memory"},
-         "hvctl create: 'memory' is not KEY=VALUE\nusage: hvctl create [-n] [-q] [-c] CFG "
+         "hvctl create: 'memory' is not KEY=VALUE\nusage: hvctl create [-n] [-q] [-c] [-e] CFG "
          "[KEY=VALUE...]\n"},
         {{"destroy"}, "hvctl destroy: which domain?\nusage: hvctl destroy NAME|ID\n"},
         {{"destroy", "a", "b"},

@@ -15,7 +15,7 @@ constexpr std::string_view general_help =
     "/run/hvkit: where hv-min's control socket is), -h/--help, --version.\n";
 
 const Verb verb_table[] = {
-    {"create", "[-n] [-q] [-c] CFG [KEY=VALUE...]", "Create a domain from an xl.cfg-style file",
+    {"create", "[-n] [-q] [-c] [-e] CFG [KEY=VALUE...]", "Create a domain from an xl.cfg-style file",
      "Starts the domain described by CFG: hv-min gives it a domid, `memory` MiB of memory,\n"
      "a grant table, event channels and a XenStore connection, then runs `kernel` with\n"
      "`cmdline` split into arguments. KEY=VALUE arguments replace keys of the file, as\n"
@@ -23,9 +23,15 @@ const Verb verb_table[] = {
      "  -n  dry run: parse and print the configuration, create nothing\n"
      "  -q  quiet: print nothing on success\n"
      "  -c  attach to the console right after creating (see `hvctl help console`)\n"
+     "  -e  start no watcher: the domain's death leaves what the toolstack wrote for it\n"
      "Keys: name, memory, maxmem, vcpus, type=\"pv\", kernel, cmdline, root, extra,\n"
      "disk, vif, pci (written as libxl does), driver_domain, trusted,\n"
-     "on_poweroff, on_reboot, on_crash. A disk or vif with backend=NAME is served by the\n"
+     "on_poweroff, on_reboot, on_crash. As with xl, a watcher in the background (log:\n"
+     "$HVCTL_LOG_DIR, default /var/log/hvkit, hvctl-NAME.log) waits for the domain's\n"
+     "death and applies on_poweroff (its program exited with 0) or on_crash (anything\n"
+     "else): destroy (the default) removes its devices and XenStore home as `destroy`\n"
+     "does, preserve keeps them, restart cleans up and creates it again from CFG.\n"
+     "A disk or vif with backend=NAME is served by the\n"
      "driver domain NAME (one created with driver_domain = 1 whose kernel is blkback,\n"
      "netback or hv-driver); so is a pci device with backend=NAME (kernel pciback; all of\n"
      "a domain's pci devices name the same one). The create fails if no domain has that name. trusted = 1\n"
@@ -252,6 +258,9 @@ int run_hvctl(Cli& cli, std::span<const std::string> args) {
     }
     const std::string& name = args[i];
     const std::span<const std::string> rest = args.subspan(i + 1);
+    if (name == "__watch") {  // started by create, not a verb for people: not in the table
+        return verb_watch(cli, rest);
+    }
     const Verb* v = find_verb(name);
     if (v == nullptr) {
         cli.err << "hvctl: unknown verb '" << name << "'\n";

@@ -72,6 +72,18 @@ int verb_pci_attach(Cli& cli, std::span<const std::string> args);
 int verb_pci_detach(Cli& cli, std::span<const std::string> args);
 int verb_pci_list(Cli& cli, std::span<const std::string> args);
 
+/// destroy's work on `dom`: its devices (and those it serves) asked to close, the domain
+/// destroyed when `alive`, then their directories and its XenStore home removed. Warnings go
+/// to cli.err; 1 if hv-min failed to destroy it.
+int destroy_domain(Cli& cli, Control& c, const DomainRow& dom, bool alive);
+/// `hvctl create`'s watcher (domain_watch.cpp): started for each created domain unless -e.
+/// Returns false (after a warning) if it could not be started.
+bool start_watcher(Cli& cli, std::uint16_t domid, const std::string& name, bool driver_domain,
+                   const std::string& on_poweroff, const std::string& on_crash,
+                   const std::string& cfg_path, const std::vector<std::string>& overrides);
+/// The watcher itself: `hvctl __watch DOMID NAME DRIVER POWEROFF CRASH CFG [KEY=VALUE...]`.
+int verb_watch(Cli& cli, std::span<const std::string> args);
+
 /// xl's memory sizes: a decimal number and one optional unit letter (b, k, m, g, t; any
 /// case; MiB when none), in KiB. nullopt if malformed or too large.
 std::optional<std::uint64_t> parse_mem_size_kib(std::string_view s);

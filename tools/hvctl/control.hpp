@@ -67,6 +67,16 @@ struct StoreOp {
     friend bool operator==(const StoreOp&, const StoreOp&) = default;
 };
 
+/// How a domain ended, as hv-min reports it (`Control::wait_for_death`).
+struct DomainEnd {
+    enum class How { exited, killed, destroyed, disconnected };
+    How how = How::exited;
+    int status = 0;  ///< exit code (exited) or signal number (killed)
+    /// xl's shutdown reason: a program that exits with 0 powered off; anything else (a
+    /// signal, a non-zero exit, a closed hypercall socket) crashed. `destroyed` is neither.
+    bool crashed() const noexcept { return !(how == How::exited && status == 0); }
+};
+
 /// A device found under a domain's `device/` directory.
 struct AttachedDevice {
     std::string type;
@@ -82,6 +92,10 @@ public:
     virtual Result<std::uint16_t> create(const CreateSpec& spec) = 0;
     /// Destroys the domain and returns once it is gone (bounded by `timeout`).
     virtual Result<void> destroy(std::uint16_t domid, std::chrono::milliseconds timeout) = 0;
+    /// Waits (bounded by `timeout`; ETIMEDOUT then) for domain `domid` to end; a death hv-min
+    /// saw recently is answered at once, an unknown domid with ESRCH.
+    virtual Result<DomainEnd> wait_for_death(std::uint16_t domid,
+                                             std::chrono::milliseconds timeout) = 0;
     /// Creates the device's frontend and backend directories for `domid` (EEXIST if present,
     /// ENOENT if `backend_domain` names no domain).
     virtual Result<void> add_device(std::uint16_t domid, const DeviceReq& dev) = 0;

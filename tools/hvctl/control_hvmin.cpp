@@ -150,6 +150,31 @@ public:
         return {};
     }
 
+    Result<DomainEnd> wait_for_death(std::uint16_t domid,
+                                     std::chrono::milliseconds timeout) override {
+        auto d = ts_.wait_for_death(DomId(domid), timeout);
+        if (!d) {
+            return unexpected(d.error());
+        }
+        DomainEnd e;
+        e.status = d->status;
+        switch (d->reason) {
+            case hvmin::wire::DeathReason::exited:
+                e.how = DomainEnd::How::exited;
+                break;
+            case hvmin::wire::DeathReason::killed:
+                e.how = DomainEnd::How::killed;
+                break;
+            case hvmin::wire::DeathReason::destroyed:
+                e.how = DomainEnd::How::destroyed;
+                break;
+            case hvmin::wire::DeathReason::disconnected:
+                e.how = DomainEnd::How::disconnected;
+                break;
+        }
+        return e;
+    }
+
     Result<void> add_device(std::uint16_t domid, const DeviceReq& dev) override {
         std::uint16_t backend = 0;
         if (!dev.backend_domain.empty() && dev.backend_domain != "Domain-0") {

@@ -1,4 +1,4 @@
-// hvctl create [-n] [-q] [-c] CFG [KEY=VALUE...]. Layer: tools.
+// hvctl create [-n] [-q] [-c] [-e] CFG [KEY=VALUE...]. Layer: tools.
 #include <filesystem>
 #include <ostream>
 #include <chrono>
@@ -142,6 +142,7 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
     bool dry_run = false;
     bool quiet = false;
     bool console = false;
+    bool watch = true;
     std::string cfg_path;
     std::vector<std::string> overrides;
     for (const std::string& a : args) {
@@ -156,6 +157,9 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
                         break;
                     case 'c':
                         console = true;
+                        break;
+                    case 'e':
+                        watch = false;
                         break;
                     default:
                         return verb_usage(cli, "create", "unknown option '" + a + "'");
@@ -282,6 +286,11 @@ int verb_create(Cli& cli, std::span<const std::string> args) {
             }
             return kExitFailure;
         }
+    }
+    if (watch) {
+        (void)start_watcher(cli, *domid, spec.name, spec.driver_domain,
+                            to_string(cfg->on_poweroff), to_string(cfg->on_crash), cfg_path,
+                            overrides);
     }
     if (!quiet) {
         cli.out << "Created domain " << spec.name << " (id " << *domid << ")\n";

@@ -6,6 +6,7 @@
 // cannot end it until the test answers. The report bound is shortened to 300 ms (default 10 s).
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -46,6 +47,10 @@ public:
         REQUIRE(::mount("hvstuck", mnt.c_str(), "fuse.hvstuck", MS_NOSUID | MS_NODEV,
                         opts.c_str()) == 0);
         mounted_ = true;
+        int p[2];
+        REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
+        stop_r_ = UniqueFd(p[0]);
+        stop_w_ = UniqueFd(p[1]);
         thread_ = std::thread([this] { serve(); });
     }
     ~StuckFs() {
@@ -53,10 +58,12 @@ public:
         if (mounted_) {
             (void)::umount2(mnt_.c_str(), MNT_DETACH);
         }
-        fd_.reset();  // the server's read() ends with ENODEV once the connection is gone
+        // The server stops on the pipe, so the fd it reads is closed only after it is joined.
+        stop_w_.reset();
         if (thread_.joinable()) {
             thread_.join();
         }
+        fd_.reset();
     }
     /// Whether a READ arrived (and is held), waiting at most `limit`.
     bool wait_read(std::chrono::milliseconds limit) {
@@ -99,6 +106,16 @@ private:
     void serve() {
         std::vector<char> buf(1 << 17);  // at least FUSE_MIN_READ_BUFFER
         for (;;) {
+            pollfd pf[2] = {{fd_.get(), POLLIN, 0}, {stop_r_.get(), POLLIN, 0}};
+            if (::poll(pf, 2, -1) < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                return;
+            }
+            if (pf[1].revents != 0) {
+                return;  // the destructor closed the pipe
+            }
             const ssize_t n = ::read(fd_.get(), buf.data(), buf.size());
             if (n < 0 && errno == EINTR) {
                 continue;
@@ -164,8 +181,9 @@ private:
     fs::path mnt_;
     UniqueFd fd_;
     bool mounted_ = false;
+    UniqueFd stop_r_, stop_w_;  // closing stop_w_ ends serve()
     std::atomic<std::uint64_t> held_{0};
-    std::thread thread_;  // last: joined before the fd it reads goes
+    std::thread thread_;  // last: joined before the fds it polls go
 };
 
 /// Sends this process's stderr (where hv-min logs) to a file for the scope.

@@ -793,7 +793,8 @@ Result<void> EventChannelBinding::notify() noexcept {
         return {};
     }
     // Never blocks: MSG_DONTWAIT per call; a full queue (EAGAIN) means pending already. With
-    // shared words, a spinning peer gets no datagram at all.
+    // shared words, a peer in wait() gets no datagram at all (spinning: nothing; asleep: a
+    // futex wake).
     auto* peer = words_at<evtchn_signal::Words>(words_peer_);
     const int e = peer != nullptr ? evtchn_signal::notify_words(*peer, notify_.get())
                                   : evtchn_signal::send(notify_.get());
@@ -838,12 +839,16 @@ Result<void> EventChannelBinding::wait(std::chrono::milliseconds timeout) const 
             if (evtchn_signal::spin_words(*mine, wait_.get(), spin)) {
                 return {};
             }
-            // Nothing came: sleep on the receiver for the rest of the timeout.
             const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(
                 std::chrono::steady_clock::now() - start);
             timeout = timeout.count() < 0 ? timeout : std::max(timeout - spent, timeout.zero());
-            spin = {};
         }
+        // Nothing came: sleep on the word (every raise of this port sets it, hv-min's too), so
+        // the peer's notify costs a futex wake, not a datagram.
+        if (evtchn_signal::sleep_words(*mine, timeout)) {
+            return {};
+        }
+        return fail(make_error_code(Errc::timed_out));
     }
     pollfd p{wait_.get(), POLLIN, 0};
     for (;;) {

@@ -23,7 +23,8 @@
 // * Peers keep their senders after the other end closes: a late notify() lands in a port that
 //   is unbound (dropped for the receiver's purposes) or, after a re-bind, is spurious — legal.
 // * No descriptor a domain holds is ever written or read here with a call that can sleep:
-//   ports are raised through hv-min's own sockets (Signal::raise), with MSG_DONTWAIT.
+//   ports are raised through hv-min's own sockets (Signal::raise), with MSG_DONTWAIT, and on a
+//   channel's shared words with an atomic OR and a FUTEX_WAKE (neither waits on anything).
 // * Mappers keep mmaps of a dead granter's memfd: the memory lives until they unmap it, so no
 //   access faults; their maptrack entries name the granter by (domid, serial) and never touch a
 //   new domain that reuses the domid.
@@ -176,20 +177,23 @@ struct MapTrack {
 enum class PortState { free, unbound, interdomain, virq };
 
 /// A page of interdomain channels' shared words (evtchn_signal.hpp), shared by two domains
-/// only. hv-min writes zeros into a slot it hands out (a crashed spinner's stale `spinning`
-/// would otherwise mute the next binder) and never reads the page.
+/// only. hv-min writes zeros into a slot it hands out (a crashed waiter's stale `state` would
+/// otherwise mute the next binder), marks a side pending on its raises and never reads the page.
 struct WordsPage {
     static constexpr std::uint32_t kSlots = wire::kEvtchnWordsPageBytes / wire::kEvtchnWordsSlotBytes;
     static_assert(kSlots <= 64);
     UniqueFd fd;  // sealed memfd: its size never changes, so nobody takes SIGBUS
     Mapping map;
     std::uint64_t used = 0;  // one bit per slot handed out
+    evtchn_signal::Words& words(std::uint32_t slot, std::uint32_t side) noexcept {
+        return reinterpret_cast<evtchn_signal::Words*>(map.data() +
+                                                       slot * wire::kEvtchnWordsSlotBytes)[side];
+    }
     void zero(std::uint32_t slot, std::uint32_t side) noexcept {
-        auto* w = reinterpret_cast<evtchn_signal::Words*>(map.data() +
-                                                          slot * wire::kEvtchnWordsSlotBytes) +
-                  side;
-        std::atomic_ref<std::uint32_t>(w->pending).store(0, std::memory_order_relaxed);
-        std::atomic_ref<std::uint32_t>(w->spinning).store(0, std::memory_order_seq_cst);
+        auto& w = words(slot, side);
+        std::atomic_ref<std::uint32_t>(w.pending).store(0, std::memory_order_relaxed);
+        std::atomic_ref<std::uint32_t>(w.state).store(evtchn_signal::kIdle,
+                                                      std::memory_order_seq_cst);
     }
 };
 
@@ -225,10 +229,13 @@ struct Port {
 };
 
 /// Sets the port pending through hv-min's own sender: never blocks (MSG_DONTWAIT); a full queue
-/// means it is pending already.
+/// means it is pending already. A port with shared words gets its word set and a futex wake too.
 void raise(const std::shared_ptr<Signal>& sig) {
     if (sig && sig->raise.valid()) {
         (void)evtchn_signal::send(sig->raise.get());
+        if (sig->words) {  // a waiter asleep on the word hears no datagram
+            evtchn_signal::raise_words(sig->words->page->words(sig->words->index, sig->side));
+        }
     }
 }
 
@@ -1636,7 +1643,7 @@ struct Core::Impl {
         rp->remote_port = *lport;
         b.local_port = *lport;
         if (const auto& slot = lp.wait->words) {
-            // A binder before it (this domain's, now closed) may have died spinning.
+            // A binder before it (this domain's, now closed) may have died in wait().
             slot->page->zero(slot->index, lp.wait->side);
         }
         hand_port(lp, fds, words);

@@ -12,26 +12,36 @@
 // MSG_DONTWAIT never sleeps whatever any file's flags say, and the receiver's queue is bounded
 // by net.unix.max_dgram_qlen (a full queue is EAGAIN: the port is pending already).
 //
-// The shared words (issue #2, spinning waits): a socket send plus a receive cost about twice an
-// eventfd's, so while a receiver spins the datagram is skipped. Each interdomain channel has a
-// slot of wire::kEvtchnWordsSlotBytes in a page that only its two domains hold (hv-min makes
-// the page, zeroes a slot before handing it out and never reads it); per side a `pending` word
-// (set by the other side's notify, taken by this side's ack) and a `spinning` word (set by this
-// side while it spins in wait). Dekker: the receiver publishes spinning, spins on pending, clears
-// spinning and reads pending again before it sleeps on its socket; the sender sets pending and,
-// only if it then reads spinning as 0, sends the datagram. So an event is either seen by the
-// spinner or comes with a datagram. Whatever a domain writes there only invents events (legal
-// in Xen) or drops its own sends on a channel it is an end of; hv-min's raises (VIRQs, close
-// and death wake-ups, the console) use only the sockets.
+// The shared words (issue #2): a socket send plus a receive cost about twice an eventfd's, so
+// the datagram is skipped whenever the receiver waits in wait() rather than polling its socket.
+// Each interdomain channel has a slot of wire::kEvtchnWordsSlotBytes in a page that only its two
+// domains hold (hv-min makes the page and zeroes a slot before handing it out); per side a
+// `pending` word (set by the other side's notify and by hv-min's raises, taken by this side's
+// ack) and a `state` word that says how this side waits: kIdle (not in wait(), or polling its
+// socket: a notify sends the datagram), kSpinning (spinning on pending: a notify only sets it) or
+// kSleeping (in FUTEX_WAIT on pending: a notify sets it and FUTEX_WAKEs). Dekker: the receiver
+// stores its state and then reads pending before it spins or sleeps; the sender sets pending and
+// then reads the state, so either the receiver sees the event or the sender sees how to wake it
+// (FUTEX_WAIT itself compares the word, so a wake between the read and the sleep is not lost).
+// Whatever a domain writes there only invents events (legal in Xen) or drops events on a channel
+// it is an end of. hv-min's raises (close and death wake-ups, EVTCHNOP_send, a bind) send their
+// datagram, then set the word and FUTEX_WAKE through hv-min's own mapping: an RMW whose result
+// it ignores and a wake, neither of which can block or trusts the page. VIRQs and the console
+// have no words: sockets only.
 #pragma once
 
+#include <linux/futex.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdint>
+#include <ctime>
 
 #include "hv/spin.hpp"
 
@@ -107,25 +117,51 @@ inline bool drain(int recv_fd, bool* not_peer = nullptr) noexcept {
 /// One side of a channel's slot (the slot is Words[2]: side 0 is the port alloc_unbound made,
 /// side 1 the port that bound it).
 struct Words {
-    std::uint32_t pending;   // kPending* bits; any non-zero value is an event
-    std::uint32_t spinning;  // non-zero while this side spins in wait
+    std::uint32_t pending;  // kPending* bits; any value with kPendingEvent is an event
+    std::uint32_t state;    // how this side waits: kIdle, kSpinning, kSleeping
 };
 static_assert(sizeof(Words) == 8);
 inline constexpr std::uint32_t kPendingEvent = 1;
 inline constexpr std::uint32_t kPendingSent = 2;  // a datagram was (or is being) sent with it
+inline constexpr std::uint32_t kIdle = 0;      // anything not listed here counts as kIdle
+inline constexpr std::uint32_t kSpinning = 1;
+inline constexpr std::uint32_t kSleeping = 2;
 
-/// notify() on a channel with shared words: sets the peer's `pending`; sends the datagram only
-/// if the peer is not spinning. Same return value as send().
+/// Wakes every FUTEX_WAIT on `word` (a shared futex: any process mapping the same page). Never
+/// blocks.
+inline void futex_wake(std::uint32_t* word) noexcept {
+    (void)::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+/// notify() on a channel with shared words: sets the peer's `pending`, then wakes it the way
+/// its `state` asks for: nothing while it spins, a futex wake while it sleeps in wait(), the
+/// datagram otherwise (it may be polling its socket). Same return value as send().
 inline int notify_words(Words& peer, int send_fd) noexcept {
     std::atomic_ref<std::uint32_t> pending(peer.pending);
-    // ORDER: the store of pending before the load of spinning (seq_cst RMW: a full fence), as
-    // the spinner's clear of spinning is before its last load of pending.
+    // ORDER: the store of pending before the load of state (seq_cst RMW: a full fence), as the
+    // receiver's store of state is before its load of pending.
     pending.fetch_or(kPendingEvent, std::memory_order_seq_cst);
-    if (std::atomic_ref<std::uint32_t>(peer.spinning).load(std::memory_order_seq_cst) != 0) {
+    const std::uint32_t state =
+        std::atomic_ref<std::uint32_t>(peer.state).load(std::memory_order_seq_cst);
+    if (state == kSpinning) {
         return 0;  // it sees pending before it sleeps
+    }
+    if (state == kSleeping) {
+        futex_wake(&peer.pending);  // FUTEX_WAIT compares pending: set before this wake
+        return 0;
     }
     pending.fetch_or(kPendingSent, std::memory_order_relaxed);
     return send(send_fd, kFromPeer);
+}
+
+/// hv-min's raise on a port with shared words, after its datagram (so that an ack that takes
+/// the word finds the datagram too): marks the word pending and wakes a futex sleeper. Only an
+/// RMW (its result unused) and a wake on hv-min's own mapping: nothing the domains write there
+/// can make it block or fault (the page is sealed against shrinking).
+inline void raise_words(Words& w) noexcept {
+    std::atomic_ref<std::uint32_t>(w.pending).fetch_or(kPendingEvent | kPendingSent,
+                                                       std::memory_order_seq_cst);
+    futex_wake(&w.pending);
 }
 
 /// True if this side's word says pending (does not consume it).
@@ -135,30 +171,35 @@ inline bool word_pending(Words& mine) noexcept {
 }
 
 /// ack() with shared words: takes the word, and drains the receiver unless the word says that
-/// no datagram came with the event (the spinning path: no syscall). True for the word's event
-/// or a datagram that is not the peer's (hv-min's raises); a peer's datagram is only the
-/// wake-up of an event the word carries, so one found without it (its event was taken by an
-/// earlier ack, between the peer's two word updates) is not an event again.
+/// no datagram came with the event (the spinning and sleeping paths: no syscall). True for the
+/// word's event or a datagram that is not the peer's (hv-min's raises); a peer's datagram is
+/// only the wake-up of an event the word carries, so one found without it (its event was taken
+/// by an earlier ack, between the peer's two word updates) is not an event again. When the
+/// drain found anything, the word is taken once more: a peer's datagram drained here may be
+/// the wake-up of an event set after the first exchange, and a caller that polls fd() next
+/// would never hear of that event (its datagram is gone).
 inline bool consume_words(Words& mine, int recv_fd) noexcept {
-    const std::uint32_t v =
-        std::atomic_ref<std::uint32_t>(mine.pending).exchange(0, std::memory_order_acq_rel);
-    const bool event = (v & kPendingEvent) != 0;
-    if (event && (v & kPendingSent) == 0) {
+    std::atomic_ref<std::uint32_t> pending(mine.pending);
+    std::uint32_t v = pending.exchange(0, std::memory_order_acq_rel);
+    if ((v & kPendingEvent) != 0 && (v & kPendingSent) == 0) {
         return true;
     }
     bool not_peer = false;
-    (void)drain(recv_fd, &not_peer);
-    return event || not_peer;
+    if (drain(recv_fd, &not_peer)) {
+        // ORDER: after the drain: a drained datagram's event was set before it was sent.
+        v |= pending.exchange(0, std::memory_order_acq_rel);
+    }
+    return (v & kPendingEvent) != 0 || not_peer;
 }
 
-/// Spins for up to `budget` until this side is pending, with `spinning` published so that the
-/// peer skips its datagram; the receiver is probed too every 256 probes (hv-min raises only
-/// there). Clears `spinning` and reads `pending` once more before returning false: the caller
-/// may then sleep on the receiver without losing an event.
+/// Spins for up to `budget` until this side is pending, with `state` kSpinning so that the peer
+/// skips its datagram; the receiver is probed too every 256 probes (a datagram sent before the
+/// spin began). Sets `state` back to kIdle and reads `pending` once more before returning
+/// false: the caller may then sleep (sleep_words) without losing an event.
 inline bool spin_words(Words& mine, int recv_fd, std::chrono::nanoseconds budget) noexcept {
-    std::atomic_ref<std::uint32_t> spinning(mine.spinning);
+    std::atomic_ref<std::uint32_t> state(mine.state);
     std::atomic_ref<std::uint32_t> pending(mine.pending);
-    spinning.store(1, std::memory_order_seq_cst);
+    state.store(kSpinning, std::memory_order_seq_cst);
     unsigned probes = 0;
     const bool hit = hv::spin_until(
         [&] {
@@ -172,9 +213,46 @@ inline bool spin_words(Words& mine, int recv_fd, std::chrono::nanoseconds budget
             return ::poll(&p, 1, 0) == 1;
         },
         budget);
-    // ORDER: the clear of spinning before the last load of pending (see notify_words).
-    spinning.store(0, std::memory_order_seq_cst);
+    // ORDER: the store of state before the last load of pending (see notify_words).
+    state.store(kIdle, std::memory_order_seq_cst);
     return hit || (pending.load(std::memory_order_seq_cst) & kPendingEvent) != 0;
+}
+
+/// Sleeps in FUTEX_WAIT on this side's `pending` until it says pending or `timeout` has passed
+/// (negative: no bound), with `state` kSleeping so that the peer's notify wakes the futex and
+/// sends no datagram (hv-min's raises set the word and wake it too). A wake-up that finds no
+/// event (EINTR, a peer that rewrites the words) publishes the state again and sleeps for what
+/// is left. Sets `state` back to kIdle before it returns. True if pending.
+inline bool sleep_words(Words& mine, std::chrono::milliseconds timeout) noexcept {
+    std::atomic_ref<std::uint32_t> state(mine.state);
+    std::atomic_ref<std::uint32_t> pending(mine.pending);
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    bool hit = false;
+    for (;;) {
+        // ORDER: the store of state before the load of pending (see notify_words).
+        state.store(kSleeping, std::memory_order_seq_cst);
+        const std::uint32_t v = pending.load(std::memory_order_seq_cst);
+        if ((v & kPendingEvent) != 0) {
+            hit = true;
+            break;
+        }
+        timespec rel{};
+        timespec* relp = nullptr;
+        if (timeout.count() >= 0) {
+            const auto left = end - std::chrono::steady_clock::now();
+            if (left <= left.zero()) {
+                break;
+            }
+            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+            rel.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+            rel.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+            relp = &rel;
+        }
+        // Returns at once (EAGAIN) if pending is no longer v; 0, EINTR, ETIMEDOUT: look again.
+        (void)::syscall(SYS_futex, &mine.pending, FUTEX_WAIT, v, relp, nullptr, 0);
+    }
+    state.store(kIdle, std::memory_order_seq_cst);
+    return hit;
 }
 
 }  // namespace hv::hvmin::evtchn_signal

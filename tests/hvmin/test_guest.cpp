@@ -19,6 +19,7 @@
 #include <string>
 #include <thread>
 
+#include "evtchn_waits.hpp"
 #include "hvmin/client.hpp"
 #include "hvmin/wire.hpp"
 #ifdef HVMIN_TEST_HAVE_XENSTORE
@@ -110,12 +111,18 @@ unsigned long spin_pong(EventChannelBinding& b, unsigned long n, unsigned seed) 
     unsigned long answers = 0;
     while (answers < n) {
         seed = seed * 1103515245U + 12345U;
-        b.set_spin(std::chrono::microseconds(kSpinUs[(seed >> 16) % 8]));
-        if (!b.wait(std::chrono::milliseconds(2000))) {
-            break;
-        }
-        if (!b.ack()) {
-            continue;  // a spurious wake-up (legal)
+        if ((seed >> 24) % 3 == 0) {
+            if (!hv::hvmin::test::poll_and_ack(b, 2000)) {
+                break;
+            }
+        } else {
+            b.set_spin(std::chrono::microseconds(kSpinUs[(seed >> 16) % 8]));  // 0: sleep at once
+            if (!b.wait(std::chrono::milliseconds(2000))) {
+                break;
+            }
+            if (!b.ack()) {
+                continue;  // a spurious wake-up (legal)
+            }
         }
         seed = seed * 1103515245U + 12345U;
         const unsigned pause = (seed >> 16) % 64;
@@ -158,7 +165,10 @@ std::string smash_words(Services& svc, unsigned dom, unsigned port) {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
-                std::atomic_ref<std::uint32_t>(w[i]).store((round & 1) != 0 ? x : ~0U,
+                // Odd rounds garbage; even rounds every word set to one of the states a
+                // waiter publishes (idle, spinning, futex-sleeping) or ~0, in turn.
+                const std::uint32_t v = (round / 2) % 4 == 3 ? ~0U : (round / 2) % 4;
+                std::atomic_ref<std::uint32_t>(w[i]).store((round & 1) != 0 ? x : v,
                                                            std::memory_order_relaxed);
             }
             if (round % 64 == 0) {
@@ -680,9 +690,11 @@ int main(int argc, char** argv) {
             reply = "ok";
         } else if (cmd == "spinpong") {
             // spinpong PORT N SEED: answers each event on PORT with a notify, up to N answers
-            // or until no event comes for 2 s, with a random spin budget per wait (0-50 us, so
-            // that spins end at every possible moment) and a random pause before each answer
-            // (mostly short, sometimes long enough for the peer to go to sleep). "ok ANSWERS".
+            // or until no event comes for 2 s, waiting each time in a random way: wait() with
+            // a random spin budget (0-50 us, so that spins end at every possible moment; 0
+            // sleeps on the futex at once) or, one time in three, poll(2) on the fd as a
+            // backend's main loop does; then a random pause before each answer (mostly short,
+            // sometimes long enough for the peer to go to sleep). "ok ANSWERS".
             unsigned port = 0;
             unsigned long n = 0;
             unsigned seed = 0;

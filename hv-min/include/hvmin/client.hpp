@@ -223,7 +223,9 @@ private:
 /// notify() nor ack() can block, whatever the peer does to the sockets it holds (design §5,
 /// README "Event channels"). An interdomain port also has a slot of shared words with its peer
 /// (hv-min/src/evtchn_signal.hpp): while wait() spins on it, the peer's notify() only sets a
-/// word and sends nothing. Closes the port (EVTCHNOP_close) in its destructor.
+/// word and sends nothing; while wait() sleeps (in FUTEX_WAIT on the word), it sets the word and
+/// wakes the futex. fd() is still made readable by every event that comes while no wait() runs.
+/// Closes the port (EVTCHNOP_close) in its destructor.
 class EventChannelBinding {
 public:
     EventChannelBinding() noexcept = default;
@@ -253,8 +255,10 @@ public:
     bool masked() const noexcept { return masked_; }
     /// Waits (bounded) until the port is pending: spins for up to spin() first (on the shared
     /// word, the fd probed now and then; without shared words, zero-timeout polls of the fd),
-    /// then sleeps on the fd. Errc::timed_out otherwise. A ring user does better with
-    /// hvmin/ring_wait.hpp, which spins on the ring's indices (no syscall per probe).
+    /// then sleeps: on the shared word (a futex) if the port has one, else on the fd.
+    /// Errc::timed_out otherwise. One thread at a time waits on a binding (as one vCPU takes a
+    /// port's upcalls): the wait publishes how it waits in a word of its own. A ring user does
+    /// better with hvmin/ring_wait.hpp, which spins on the ring's indices (no syscall per probe).
     Result<void> wait(std::chrono::milliseconds timeout) const noexcept;
     /// The spin budget of wait(). Default: hv::default_spin() (HVKIT_POLL_US, else 0).
     void set_spin(std::chrono::microseconds spin) noexcept { spin_ = spin; }

@@ -39,7 +39,6 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <climits>
 #include <cstdint>
 #include <ctime>
 
@@ -127,10 +126,12 @@ inline constexpr std::uint32_t kIdle = 0;      // anything not listed here count
 inline constexpr std::uint32_t kSpinning = 1;
 inline constexpr std::uint32_t kSleeping = 2;
 
-/// Wakes every FUTEX_WAIT on `word` (a shared futex: any process mapping the same page). Never
-/// blocks.
+/// Wakes one FUTEX_WAIT on `word` (a shared futex: any process mapping the same page). Never
+/// blocks. One: a binding has one waiter at a time, and a domain that parks threads of its own
+/// on a word of its channel can then take at most that channel's wake-ups, never make a wake
+/// (hv-min's raises) cost more than one.
 inline void futex_wake(std::uint32_t* word) noexcept {
-    (void)::syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+    (void)::syscall(SYS_futex, word, FUTEX_WAKE, 1, nullptr, nullptr, 0);
 }
 
 /// notify() on a channel with shared words: sets the peer's `pending`, then wakes it the way

@@ -3,7 +3,7 @@
 set -euo pipefail
 pkgs=(
   # build
-  cmake ninja-build g++ clang libfuzzer-14-dev libclang-rt-14-dev pkg-config
+  cmake ninja-build g++ clang libfuzzer-14-dev libclang-rt-14-dev pkg-config lld
   # libraries
   liburing-dev catch2 libbenchmark-dev libboost-dev liblvm2-dev libdevmapper-dev libfuse3-dev
   # netback's DPDK vifs (optional at build time); their tests also need dpdk-dev's dpdk-testpmd

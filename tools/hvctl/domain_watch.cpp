@@ -78,16 +78,22 @@ bool restarts(ActionOnShutdown a) {
            a == ActionOnShutdown::coredump_restart || a == ActionOnShutdown::soft_reset;
 }
 
-/// Runs `hvctl --rundir R create -q CFG [KEY=VALUE...]` and returns its exit status (it
-/// starts the new domain's own watcher).
-int create_again(const std::string& rundir, std::span<const std::string> cfg_and_overrides) {
-    std::vector<std::string> args = {"hvctl", "--rundir", rundir, "create", "-q"};
-    args.insert(args.end(), cfg_and_overrides.begin(), cfg_and_overrides.end());
+/// execv's view of `args` (which must outlive it), built before a fork.
+std::vector<char*> exec_argv(std::vector<std::string>& args) {
     std::vector<char*> argv;
     for (std::string& a : args) {
         argv.push_back(a.data());
     }
     argv.push_back(nullptr);
+    return argv;
+}
+
+/// Runs `hvctl --rundir R create -q CFG [KEY=VALUE...]` and returns its exit status (it
+/// starts the new domain's own watcher).
+int create_again(const std::string& rundir, std::span<const std::string> cfg_and_overrides) {
+    std::vector<std::string> args = {"hvctl", "--rundir", rundir, "create", "-q"};
+    args.insert(args.end(), cfg_and_overrides.begin(), cfg_and_overrides.end());
+    std::vector<char*> argv = exec_argv(args);
     const pid_t pid = ::fork();
     if (pid < 0) {
         return -1;
@@ -116,11 +122,7 @@ bool start_watcher(Cli& cli, std::uint16_t domid, const std::string& name, bool 
                                      driver_domain ? "1" : "0", on_poweroff, on_crash,
                                      cfg.empty() ? cfg_path : cfg};
     args.insert(args.end(), overrides.begin(), overrides.end());
-    std::vector<char*> argv;
-    for (std::string& a : args) {
-        argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
+    std::vector<char*> argv = exec_argv(args);
     cli.out.flush();
     cli.err.flush();
     // Two forks and setsid: the watcher belongs to no terminal or process group of the caller,

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -317,6 +318,16 @@ Result<std::int32_t> HypercallPage::call(wire::Op op, std::uint32_t count,
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (std::atomic_ref(h->rsp.hv_sleeping).load(std::memory_order_relaxed) != 0) {
         ring();
+    }
+    // Not on the CPU hv-min's loop last answered from: the two would take turns on it, each
+    // spinning while the other waits for the CPU (the Unix-socket wake-ups of a sleep are
+    // "sync" ones and pull hv-min's loop and its caller onto one CPU, where they may stay).
+    if (spin.count() > 0) {
+        const std::uint32_t hv_cpu = std::atomic_ref(h->rsp.hv_cpu).load(std::memory_order_relaxed);
+        const int me = ::sched_getcpu();
+        if (hv_cpu != 0 && me >= 0 && hv_cpu == static_cast<std::uint32_t>(me) + 1) {
+            spin = std::chrono::microseconds{0};
+        }
     }
     // ORDER: acquire pairs with hv-min's release store of rsp.seq after the statuses and rc.
     auto done = [&] { return std::atomic_ref(h->rsp.seq).load(std::memory_order_acquire) == seq; };

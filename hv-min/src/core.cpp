@@ -32,6 +32,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -1130,7 +1131,7 @@ struct Core::Impl {
         const Domain* ext_dom = nullptr;
         const Extent* ext = nullptr;
     };
-    std::vector<gnttab_copy> copy_ops;   // op_copy's scratch, reused: the batch's ops
+    std::vector<gnttab_copy> copy_ops;   // the batch's ops: scratch reused, never shrunk
     std::vector<CopyClaim> copy_claims;  // and what each op claimed
 
     std::int16_t lock_side(Domain& self, const gnttab_copy_ptr& p, bool gref, CopySide& s,
@@ -1222,8 +1223,10 @@ struct Core::Impl {
     /// have run in; it keeps the locked flag updates out of the copy loop.
     void op_copy(Domain& self, const wire::Decoded& d, Reply& r) {
         // GUEST: copied once out of the datagram (into scratch reused across calls).
-        std::vector<gnttab_copy>& ops = copy_ops;
-        ops.resize(d.count);
+        if (copy_ops.size() < d.count) {
+            copy_ops.resize(d.count);
+        }
+        const std::span<gnttab_copy> ops = std::span(copy_ops).first(d.count);
         if (d.count != 0) {
             std::memcpy(ops.data(), d.body.data(), sizeof(gnttab_copy) * d.count);
         }
@@ -1232,7 +1235,7 @@ struct Core::Impl {
     }
 
     /// Runs a batch already copied out of guest memory; fills each op's status.
-    void run_copy(Domain& self, std::vector<gnttab_copy>& ops) {
+    void run_copy(Domain& self, std::span<gnttab_copy> ops) {
         copy_claims.assign(ops.size(), CopyClaim{});
         CopyCache src_cache;
         CopyCache dst_cache;
@@ -1274,7 +1277,7 @@ struct Core::Impl {
     /// The copy reply: one int16 status per op, in order (wire::CopyStatus), not the 40-byte
     /// structs: nothing else in them changes, and the reply of a 64-op batch shrinks from
     /// 2584 to 152 bytes, which both sides send and receive on every batch.
-    static void put_copy_statuses(Reply& r, const std::vector<gnttab_copy>& ops) {
+    static void put_copy_statuses(Reply& r, std::span<const gnttab_copy> ops) {
         r.hdr.count = static_cast<std::uint32_t>(ops.size());
         r.body.resize(ops.size() * sizeof(wire::CopyStatus));
         for (std::size_t i = 0; i < ops.size(); ++i) {
@@ -1877,8 +1880,11 @@ struct Core::Impl {
     bool serve_page(Conn& c) {
         wire::PageCall call;
         wire::DecodeError err{};
+        // Sized once: a resize up to kPageMaxOps per request zeroed up to 10 KB each time.
         std::vector<gnttab_copy>& ops = copy_ops;
-        ops.resize(wire::kPageMaxOps);
+        if (ops.size() < wire::kPageMaxOps) {
+            ops.resize(wire::kPageMaxOps);
+        }
         const wire::PageTake t = wire::take_page_request(c.page.data(), c.page_seq, call, ops, err);
         if (t == wire::PageTake::none) {
             return false;
@@ -1895,15 +1901,17 @@ struct Core::Impl {
         } else if (self == nullptr) {
             rc = -ESRCH;
         } else {
-            ops.resize(call.count);
-            run_copy(*self, ops);
+            run_copy(*self, std::span(ops).first(call.count));
             std::byte* st = c.page.data() + wire::kPageStatusOffset;
-            for (std::size_t i = 0; i < ops.size(); ++i) {
+            for (std::size_t i = 0; i < call.count; ++i) {
                 const wire::CopyStatus v = ops[i].status;
                 std::memcpy(st + i * sizeof v, &v, sizeof v);
             }
         }
         std::atomic_ref(h->rsp.rc).store(rc, std::memory_order_relaxed);
+        const int cpu = ::sched_getcpu();
+        const std::uint32_t hv_cpu = cpu < 0 ? 0u : static_cast<std::uint32_t>(cpu) + 1;
+        std::atomic_ref(h->rsp.hv_cpu).store(hv_cpu, std::memory_order_relaxed);
         // ORDER: release pairs with the caller's acquire load of rsp.seq (statuses, rc first);
         // the seq_cst fence with the caller's fence between its store of caller_sleeping and
         // its re-check of rsp.seq: either it sees the reply or we see that it sleeps.

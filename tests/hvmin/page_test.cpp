@@ -2,6 +2,7 @@
 // shared memory, hv-min's checks of what a caller writes there, and the wake-ups.
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -310,6 +311,8 @@ namespace {
 struct StandInPage {
     UniqueFd memfd;
     UniqueFd server;  // hv-min's end of the wake socket
+    UniqueFd call_sock;   // the caller's hypercall socket (call() watches it for hang-up only)
+    UniqueFd hvmin_sock;  // hv-min's end of it
     std::optional<HypercallPage> page;
     Mapping map;  // the stand-in's own view of the page
     StandInPage() {
@@ -322,6 +325,10 @@ struct StandInPage {
         int sv[2];
         REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv) == 0);
         server = UniqueFd(sv[0]);
+        int hs[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, hs) == 0);
+        call_sock = UniqueFd(hs[0]);
+        hvmin_sock = UniqueFd(hs[1]);
         std::vector<UniqueFd> fds;
         fds.emplace_back(::dup(memfd.get()));
         fds.emplace_back(sv[1]);
@@ -334,12 +341,17 @@ struct StandInPage {
     wire::PageHeader* header() { return map.as<wire::PageHeader>(); }
     /// hv-min's side: waits for request `seq`, answers it after `delay` (rc 7), and writes the
     /// wake socket if the caller said it sleeps.
-    std::thread answer(std::uint32_t seq, std::chrono::microseconds delay) {
-        return std::thread([this, seq, delay] {
+    /// `slept`, if given, gets the caller's caller_sleeping as seen just before the answer.
+    std::thread answer(std::uint32_t seq, std::chrono::microseconds delay,
+                       std::atomic<std::uint32_t>* slept = nullptr) {
+        return std::thread([this, seq, delay, slept] {
             while (std::atomic_ref(header()->req.seq).load(std::memory_order_acquire) != seq) {
                 std::this_thread::yield();
             }
             std::this_thread::sleep_for(delay);
+            if (slept != nullptr) {
+                slept->store(std::atomic_ref(header()->req.caller_sleeping).load());
+            }
             std::atomic_ref(header()->rsp.rc).store(7);
             std::atomic_ref(header()->rsp.seq).store(seq, std::memory_order_release);
             std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -358,10 +370,6 @@ TEST_CASE(
     "[hvmin][page][spin]") {
     IgnoreLoad spin_even_when_loaded;
     StandInPage s;
-    int sock[2];
-    REQUIRE(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) == 0);
-    UniqueFd ours(sock[0]);
-    UniqueFd hvmin_end(sock[1]);
     std::array<wire::CopyStatus, wire::kPageMaxOps> st{};
     std::uint32_t seq = 0;
     for (const auto spin : {0us, 50us, 100'000us}) {
@@ -371,7 +379,7 @@ TEST_CASE(
                              << " us, hv-min asleep " << asleep);
                 std::atomic_ref(s.header()->rsp.hv_sleeping).store(asleep ? 1u : 0u);
                 auto t = s.answer(++seq, delay);
-                auto r = s.page->call(wire::Op::gnttab_copy, 0, {}, st, spin, 5000, ours.get());
+                auto r = s.page->call(wire::Op::gnttab_copy, 0, {}, st, spin, 5000, s.call_sock.get());
                 t.join();
                 REQUIRE(r);
                 CHECK(*r == 7);
@@ -384,7 +392,7 @@ TEST_CASE(
     }
     // No reply: the call times out.
     const auto t0 = std::chrono::steady_clock::now();
-    auto r = s.page->call(wire::Op::gnttab_copy, 0, {}, st, 1ms, 30, ours.get());
+    auto r = s.page->call(wire::Op::gnttab_copy, 0, {}, st, 1ms, 30, s.call_sock.get());
     ++seq;
     REQUIRE_FALSE(r);
     CHECK(r.error() == make_error_code(hvmin::Errc::timed_out));
@@ -392,12 +400,46 @@ TEST_CASE(
     // hv-min's end of the hypercall socket closes: the waiting call ends at once.
     std::thread closer([&] {
         std::this_thread::sleep_for(20ms);
-        hvmin_end.reset();
+        s.hvmin_sock.reset();
     });
-    r = s.page->call(wire::Op::gnttab_copy, 0, {}, st, 0us, 5000, ours.get());
+    r = s.page->call(wire::Op::gnttab_copy, 0, {}, st, 0us, 5000, s.call_sock.get());
     closer.join();
     REQUIRE_FALSE(r);
     CHECK(r.error() == make_error_code(hvmin::Errc::disconnected));
+}
+
+TEST_CASE(
+    "a page caller on the CPU hv-min's loop last answered from sleeps at once instead of "
+    "spinning, which it does on another CPU or with that CPU unknown",
+    "[hvmin][page][spin]") {
+    IgnoreLoad spin_even_when_loaded;
+    // This thread stays on one CPU, so "the caller's CPU" is known to the test.
+    cpu_set_t saved;
+    REQUIRE(::sched_getaffinity(0, sizeof saved, &saved) == 0);
+    const int cpu = ::sched_getcpu();
+    REQUIRE(cpu >= 0);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0);
+    StandInPage s;
+    std::array<wire::CopyStatus, wire::kPageMaxOps> st{};
+    std::uint32_t seq = 0;
+    const auto me = static_cast<std::uint32_t>(cpu) + 1;
+    for (const std::uint32_t hv_cpu : {me, me + 1, 0u}) {
+        INFO("hv-min's loop last answered from CPU+1 = " << hv_cpu << ", the caller is on " << me);
+        std::atomic_ref(s.header()->rsp.hv_cpu).store(hv_cpu);
+        // hv-min's side answers after 2 ms and notes whether the caller said it sleeps (a
+        // caller that spins, here for up to 10 s, is still spinning then).
+        std::atomic<std::uint32_t> slept{2};
+        auto t = s.answer(++seq, 2ms, &slept);
+        auto r = s.page->call(wire::Op::gnttab_copy, 0, {}, st, 10'000'000us, 5000,
+                              s.call_sock.get());
+        t.join();
+        REQUIRE(r);
+        CHECK(slept.load() == (hv_cpu == me ? 1u : 0u));
+    }
+    REQUIRE(::sched_setaffinity(0, sizeof saved, &saved) == 0);
 }
 
 TEST_CASE(
@@ -437,6 +479,10 @@ TEST_CASE(
     REQUIRE(s.grants().copy(ops));
     CHECK(ops[0].status == GNTST_okay);
     CHECK(std::memcmp(*s.memory().frame(*local + 1), "rungbell", 8) == 0);
+    // The reply says which CPU the loop answered from (plus one), for the caller's spin.
+    const auto hv_cpu = std::atomic_ref(s.channel().page()->header()->rsp.hv_cpu).load();
+    CHECK(hv_cpu >= 1);
+    CHECK(hv_cpu <= static_cast<std::uint32_t>(::sysconf(_SC_NPROCESSORS_CONF)));
 }
 
 TEST_CASE("a caller posting page requests without pause does not starve socket callers",

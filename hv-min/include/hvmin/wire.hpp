@@ -246,9 +246,13 @@ struct PageReply {
     std::uint32_t seq;          ///< the request seq whose statuses and rc are in place
     std::int32_t rc;            ///< 0, or -errno as a socket reply's rc
     std::uint32_t hv_sleeping;  ///< non-zero: hv-min's loop sleeps; ring the doorbell
-    std::uint8_t pad[52];
+    /// The CPU hv-min's loop published the last reply on, plus one (0: not known). A caller
+    /// on that CPU does not spin for its reply: the spin would only keep hv-min off the CPU.
+    std::uint32_t hv_cpu;
+    std::uint8_t pad[48];
 };
 static_assert(sizeof(PageReply) == 64);
+static_assert(offsetof(PageReply, hv_cpu) == 12);
 
 struct PageHeader {
     PageRequest req;

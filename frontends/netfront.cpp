@@ -369,9 +369,13 @@ Result<std::size_t> Device::Impl::send_burst(unsigned qi,
     }
     Queue& q = queues[qi];
     std::size_t n = 0;
+    // Ring slots and pages known free: room() (which takes tx responses when short) is asked
+    // when they run out, not per frame; a plain frame takes one of each.
+    unsigned avail = 0;
     for (; n < frames.size(); ++n) {
         const std::span<const std::byte> f = frames[n];
         if (f.size() < 14 || f.size() > XEN_PAGE_SIZE) {
+            avail = 0;  // put_frame() takes what the frame needs
             if (!put_frame(q, f, {})) {  // several pages, or refused (it is the first not queued)
                 break;
             }
@@ -379,9 +383,14 @@ Result<std::size_t> Device::Impl::send_burst(unsigned qi,
         }
         // A plain one-page frame: what put_frame() makes of it (check_frame passes it: one
         // slot, one page; put_pages without offload: no flags), without the general steps.
-        if (!room(q, FrameShape{1, 1})) {
-            break;  // busy, or the device died (below)
+        if (avail == 0) {
+            if (!room(q, FrameShape{1, 1})) {
+                break;  // busy, or the device died (below)
+            }
+            avail = std::min<unsigned>(q.tx.free_requests(),
+                                       static_cast<unsigned>(q.tx_free.size()));
         }
+        --avail;
         const std::uint16_t id = q.tx_free.back();
         q.tx_free.pop_back();
         q.tx_busy[id] = 1;

@@ -115,6 +115,7 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
         if (view.empty()) {
             break;
         }
+        std::size_t looked = pend_head_;  // ahead_[pend_head_, looked) are this pass's lookups
         bool stop = false;
         while (!view.empty() && !stop) {
             // Room for the packet slot 0 declares (its total size): else copy out what the batch
@@ -123,6 +124,23 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
             if ((batch_n_ >= flush_at_ || area_used_ + need > kArea) && !flush(ring, out)) {
                 stop = true;
                 break;
+            }
+            // Kept mappings (persistent pool): the pages of the next kAhead slots are looked up
+            // once and their first lines prefetched, so the copies of several frames wait for
+            // their lines at once (each was just written on the frontend's CPU; issue #5). Only
+            // a hint: every slot is still parsed and checked; a grant mapped by a flush after
+            // its lookup (nullptr here) goes the op way, which finds the mapping.
+            if (mapper_.persistent()) {
+                for (const std::size_t end = std::min(pend_n_, pend_head_ + kAhead); looked < end;
+                     ++looked) {
+                    const rings::netif_tx_request& r = pend_[looked];
+                    ahead_[looked] = mapper_.kept_page(r.gref);
+                    if (ahead_[looked] != nullptr) {
+                        __builtin_prefetch(ahead_[looked] + r.offset % XEN_PAGE_SIZE);
+                    }
+                }
+            } else {
+                ahead_[pend_head_] = nullptr;
             }
             Entry& e = batch_[batch_n_];
             const TxPacket& p = e.pkt;
@@ -155,9 +173,20 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                 e.op_first = static_cast<unsigned>(ops_n_);
                 e.iov_first = static_cast<unsigned>(iovs_.size());
                 std::size_t pos = static_cast<std::size_t>(e.buf);
-                if (!direct && p.nr_frags == 1 &&
-                    pos % XEN_PAGE_SIZE + p.frags[0].size <= XEN_PAGE_SIZE &&
-                    ops_n_ < ops_.size()) {
+                const bool one_piece = !direct && p.nr_frags == 1 &&
+                                       pos % XEN_PAGE_SIZE + p.frags[0].size <= XEN_PAGE_SIZE;
+                // Looked up (and prefetched) kAhead slots ahead, above.
+                const std::byte* kept = one_piece ? ahead_[pend_head_] : nullptr;
+                if (kept != nullptr) {
+                    // One fragment in a kept mapping (persistent pool), landing within one
+                    // local page: copied here, as MapCopier would through the same mapping
+                    // (what it checks per op holds by construction: our own frame and
+                    // direction, parse_tx's offset + size <= page, the local page test above),
+                    // without an op to write, decode and judge.
+                    std::memcpy(pages_.base + pos, kept + p.frags[0].offset, p.frags[0].size);
+                    e.copied = true;
+                    ++kept_pieces_;
+                } else if (one_piece && ops_n_ < ops_.size()) {
                     // One fragment landing within one local page (a small frame): one op.
                     add_copy_op(p.frags[0].gref, p.frags[0].offset, pos, p.frags[0].size);
                 } else {
@@ -256,52 +285,68 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         }
         return ok;
     };
-    // One pass in ring order: the copy's verdict, the offload header, the engine; statistics
-    // and the ring's index and barrier once per batch.
+    // One pass in ring order: the copy's verdict, the offload header, the engine and the
+    // packet's responses; statistics, the ring's index and barrier once per batch.
     std::size_t k = 0;
     std::uint64_t sent = 0, sent_bytes = 0;  // statistics: one update per batch
     std::uint64_t direct = 0, direct_pieces = 0;  // sent straight from kept mappings
     for (; k < batch.size(); ++k) {
         Entry& e = batch[k];
-        if (e.buf < 0 || e.done || !copied(e)) {
-            continue;
-        }
-        std::byte* data = pages_.base + static_cast<std::size_t>(e.buf);
-        const std::size_t len = e.pkt.total_size;
-        VnetHdr hdr = tx_plain_header(e.pkt);
-        if (tx_wants_offload(e.pkt)) {
-            // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len and fixup.
-            auto h = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), e.head},
-                                       len, cfg_);
-            if (!h) {
-                VifStats::add(stats_.tx_errors);
-                HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
-                          std::string(to_string(h.error())).c_str());
-                e.status = rings::NETIF_RSP_ERROR;
+        if (e.buf >= 0 && !e.done && copied(e)) {
+            std::byte* data = pages_.base + static_cast<std::size_t>(e.buf);
+            const std::size_t len = e.pkt.total_size;
+            VnetHdr hdr = tx_plain_header(e.pkt);
+            bool ok = true;
+            if (tx_wants_offload(e.pkt)) {
+                // Linux checksum_setup (tx_parse.hpp): csum_start/offset, GSO hdr_len, fixup.
+                auto h = tx_offload_header(e.pkt, {reinterpret_cast<std::uint8_t*>(data), e.head},
+                                           len, cfg_);
+                if (!h) {
+                    VifStats::add(stats_.tx_errors);
+                    HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),
+                              std::string(to_string(h.error())).c_str());
+                    e.status = rings::NETIF_RSP_ERROR;
+                    e.done = true;
+                    ok = false;
+                } else {
+                    hdr = *h;
+                }
+            }
+            if (ok) {
+                // The copied head (all of the packet unless direct), then a direct packet's
+                // rest.
+                send_iov_[0] = {data, e.head};
+                if (e.iov_count > 0) {
+                    std::copy_n(iovs_.begin() + e.iov_first, e.iov_count, send_iov_.begin() + 1);
+                }
+                if (auto s = engine_.send(hdr, {send_iov_.data(), 1 + std::size_t{e.iov_count}});
+                    !s) {
+                    if (s.error() == make_error_code(Errc::busy)) {
+                        out.engine_busy = true;  // keep this and the later entries; retry
+                        break;
+                    }
+                    VifStats::add(stats_.tx_dropped);
+                    e.status = to_netif_status(TxVerdict::forward, TxError::host_dropped);
+                } else {
+                    ++sent;
+                    sent_bytes += len;
+                    direct_pieces += e.iov_count;
+                    direct += e.iov_count > 0 ? 1U : 0U;
+                    e.status = rings::NETIF_RSP_OKAY;
+                }
                 e.done = true;
-                continue;
             }
-            hdr = *h;
         }
-        // The copied head (all of the packet unless direct), then a direct packet's rest.
-        send_iov_[0] = {data, e.head};
-        std::copy_n(iovs_.begin() + e.iov_first, e.iov_count, send_iov_.begin() + 1);
-        if (auto s = engine_.send(hdr, {send_iov_.data(), 1 + std::size_t{e.iov_count}}); !s) {
-            if (s.error() == make_error_code(Errc::busy)) {
-                out.engine_busy = true;  // keep this and the later entries; retry
-                break;
-            }
-            VifStats::add(stats_.tx_dropped);
-            e.status = to_netif_status(TxVerdict::forward, TxError::host_dropped);
-            e.done = true;
+        // The packet is final (sent, refused or dropped): its responses, in ring order.
+        const TxPacket& p = e.pkt;
+        if (p.slots_consumed == 1) {  // one request slot, no extra: its own response
+            ring.put_response({p.frags[0].id, e.status});
             continue;
         }
-        ++sent;
-        sent_bytes += len;
-        direct_pieces += e.iov_count;
-        direct += e.iov_count > 0 ? 1U : 0U;
-        e.status = rings::NETIF_RSP_OKAY;
-        e.done = true;
+        const unsigned n = build_tx_responses(p, e.status, rsp_);
+        for (unsigned j = 0; j < n; ++j) {
+            ring.put_response(rsp_[j]);
+        }
     }
     for (std::size_t i = k; i < batch.size(); ++i) {  // the engine was busy: judge the rest now
         if (batch[i].buf >= 0 && !batch[i].done) {
@@ -309,22 +354,14 @@ bool TxPath::flush(TxRing& ring, TxRun& out) noexcept {
         }
     }
     ops_n_ = 0;  // every op of the batch has been carried out and judged
+    if (kept_pieces_ + direct_pieces > 0) {
+        VifStats::add(stats_.tx_grant_pool, kept_pieces_ + direct_pieces);
+        kept_pieces_ = 0;
+    }
     if (sent > 0) {
         VifStats::add(stats_.tx_packets, sent);
         VifStats::add(stats_.tx_bytes, sent_bytes);
-        VifStats::add(stats_.tx_grant_pool, direct_pieces);
         VifStats::add(stats_.tx_direct, direct);
-    }
-    for (std::size_t i = 0; i < k; ++i) {
-        const TxPacket& p = batch[i].pkt;
-        if (p.slots_consumed == 1) {  // one request slot, no extra: its own response
-            ring.put_response({p.frags[0].id, batch[i].status});
-            continue;
-        }
-        const unsigned n = build_tx_responses(p, batch[i].status, rsp_);
-        for (unsigned j = 0; j < n; ++j) {
-            ring.put_response(rsp_[j]);
-        }
     }
     // ORDER: one release store of rsp_prod and one fence for the whole batch.
     if (k > 0 && ring.push_responses()) {

@@ -163,6 +163,10 @@ private:
     std::array<iovec, 1 + std::tuple_size_v<decltype(TxPacket::frags)>> send_iov_{};  ///< one send
     std::vector<rings::netif_tx_response> rsp_;
     std::size_t area_used_ = 0;   ///< bytes of the copy area the batch's packets take
+    std::uint64_t kept_pieces_ = 0;  ///< copied by run() through kept mappings, not yet counted
+    /// Slots whose kept page run() looks up and prefetches ahead of the packet it parses.
+    static constexpr std::size_t kAhead = 8;
+    std::array<const std::byte*, kPend> ahead_{};  ///< per pend_ slot: its kept page or nullptr
 };
 
 }  // namespace hv::net

@@ -5,12 +5,12 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <filesystem>
-#include <regex>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "skip.hpp"
+#include "text_match.hpp"
 
 namespace {
 
@@ -74,13 +74,13 @@ std::string leftovers(const std::string& pid) {
     return s;
 }
 
-const std::regex kNum(R"(-?[0-9][0-9.e+\-]*)");
+const std::string kNum = R"(-?[0-9][0-9.e+\-]*)";
 
 /// The value text of "key" in a flat JSON line ("" if absent); strings without quotes.
 std::string field(const std::string& line, const std::string& key) {
-    const std::regex re("\"" + key + R"(":("([^"\\]|\\.)*"|[^,}]*))");
-    std::smatch m;
-    if (!std::regex_search(line, m, re)) {
+    const std::string re = "\"" + key + R"(":("([^"\\]|\\.)*"|[^,}]*))";
+    hv::test::Groups m;
+    if (!hv::test::re_search(line, re, &m)) {
         return "";
     }
     std::string v = m[1];
@@ -103,21 +103,21 @@ void check_line(const std::string& l) {
     for (const char* k : {"value", "peer_value", "ratio", "runs", "p50_ns", "p99_ns", "peer_p50_ns",
                           "peer_p99_ns"}) {
         INFO(k);
-        CHECK(std::regex_match(field(l, k), kNum));
+        CHECK(hv::test::re_match(field(l, k), kNum));
     }
     for (const char* k : {"cfg_iops", "cfg_peer_iops", "cfg_mbps", "cfg_peer_mbps", "cfg_cpu_us_per_io",
                           "cfg_peer_cpu_us_per_io", "cfg_added_p50_us", "cfg_iops_ratio"}) {
         INFO(k);
-        CHECK(std::regex_match(field(l, k), kNum));
+        CHECK(hv::test::re_match(field(l, k), kNum));
     }
     CHECK(!field(l, "cfg_target").empty());
     CHECK(!field(l, "cfg_native_io").empty());
     const std::string storage = field(l, "cfg_target_storage");
     CHECK((storage == "shm" || storage == "file" || storage == "lv"));
-    CHECK(std::regex_match(field(l, "case"),
-                           std::regex(storage + "_(randread_4k_qd1|randread_4k_qd32|randwrite_4k_qd32|"
-                                                "seqread_1m_qd8|randread_4k_qd1_poll|"
-                                                "randread_4k_qd32_poll)_(map|copy)")));
+    CHECK(hv::test::re_match(field(l, "case"),
+                             storage + "_(randread_4k_qd1|randread_4k_qd32|randwrite_4k_qd32|"
+                                       "seqread_1m_qd8|randread_4k_qd1_poll|"
+                                       "randread_4k_qd32_poll)_(map|copy)"));
     // Polled cases say so (and have no fio figure); the others run with event channels.
     const bool polled = field(l, "case").find("_poll_") != std::string::npos;
     CHECK(field(l, "cfg_polling").starts_with(polled ? "on:" : "off:"));

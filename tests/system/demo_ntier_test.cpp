@@ -8,10 +8,10 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <regex>
 #include <sstream>
 
 #include "skip.hpp"
+#include "text_match.hpp"
 #include "tools_harness.hpp"
 
 using namespace hv::test::tools;
@@ -43,11 +43,11 @@ std::string leftovers(const std::string& dir, const std::string& demo) {
 /// The run's temp dir and pid, from its "[hv-min] started: ..., rundir DIR/run" and
 /// "[netns] hvdemo-PID" lines.
 std::pair<std::string, std::string> demo_ids(const std::string& out) {
-    std::smatch d;
-    std::smatch p;
-    std::regex_search(out, d, std::regex(R"(rundir (/tmp/hvkit-demo\.[A-Za-z0-9]+)/run)"));
-    std::regex_search(out, p, std::regex(R"(\[netns\] hvdemo-(\d+))"));
-    return {d.empty() ? "" : d[1].str(), p.empty() ? "" : p[1].str()};
+    hv::test::Groups d;
+    hv::test::Groups p;
+    hv::test::re_search(out, R"(rundir (/tmp/hvkit-demo\.[A-Za-z0-9]+)/run)", &d);
+    hv::test::re_search(out, R"(\[netns\] hvdemo-(\d+))", &p);
+    return {d.empty() ? "" : d[1], p.empty() ? "" : p[1]};
 }
 
 }  // namespace
@@ -68,18 +68,28 @@ TEST_CASE("README command 1 n-tier part: PostgreSQL in db and pgbench in app rep
                              "loop device, VG/LV or file left"}) {
         CHECK(r.out.find(line) != std::string::npos);
     }
-    std::smatch m;
-    REQUIRE(std::regex_search(r.out, m, std::regex(R"(: ([0-9.]+) transactions/s, latency average ([0-9.]+) ms, (\d+) transactions, 0 failed)")));
+    hv::test::Groups m;
+    REQUIRE(hv::test::re_search(
+        r.out,
+        R"(: ([0-9.]+) transactions/s, latency average ([0-9.]+) ms, (\d+) transactions, 0 failed)",
+        &m));
     CHECK(std::stod(m[1]) > 0);
     CHECK(std::stod(m[2]) > 0);
     CHECK(std::stoull(m[3]) > 0);
-    REQUIRE(std::regex_search(r.out, m, std::regex(R"(disk \(blkback\) +: db xvda = LV hvdemo\d+/pgdata on /dev/loop\d+; (\d+) bytes written, (\d+) bytes read)")));
+    REQUIRE(hv::test::re_search(
+        r.out,
+        R"(disk \(blkback\) +: db xvda = LV hvdemo\d+/pgdata on /dev/loop\d+; (\d+) bytes written, (\d+) bytes read)",
+        &m));
     CHECK(std::stoull(m[1]) >= 16u << 20);  // mkfs, initdb, pgbench -i at least
-    REQUIRE(std::regex_search(r.out, m, std::regex(R"(network \(netback\) +: db vif (\d+) bytes out, (\d+) in; app vif (\d+) bytes out, (\d+) in)")));
+    REQUIRE(hv::test::re_search(
+        r.out,
+        R"(network \(netback\) +: db vif (\d+) bytes out, (\d+) in; app vif (\d+) bytes out, (\d+) in)",
+        &m));
     for (int i = 1; i <= 4; ++i) {
         CHECK(std::stoull(m[i]) > 100000u);
     }
-    CHECK(std::regex_search(r.out, std::regex(R"(domains \(hvctl list\)  : db \(id \d+, \d+ MiB, state r-----\); app \(id \d+)")));
+    CHECK(hv::test::re_search(
+        r.out, R"(domains \(hvctl list\)  : db \(id \d+, \d+ MiB, state r-----\); app \(id \d+)"));
     const auto [dir, demo] = demo_ids(r.out);
     REQUIRE(!dir.empty());
     REQUIRE(!demo.empty());

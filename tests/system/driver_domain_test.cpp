@@ -12,15 +12,15 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <random>
-#include <regex>
 #include <set>
 #include <sstream>
 
+#include "domain_probe.hpp"
 #include "hv/rings/xen/grant_table.hpp"
 #include "hvmin/client.hpp"
-#include "domain_probe.hpp"
 #include "hvmin/toolstack.hpp"
 #include "skip.hpp"
+#include "text_match.hpp"
 #include "tools_harness.hpp"
 #include "xenbus/xenbus.hpp"
 #include "xenstore/client.hpp"
@@ -341,28 +341,26 @@ TEST_CASE("isolated driver domains serve a guest's disk and NIC, seen by hvctl s
     const bool counted = eventually(
         [&] {
             stat = d.hvctl({"stat"}).out;
-            std::smatch m;
-            const bool vbd = std::regex_search(
-                stat, m,
-                std::regex(R"(\nguest +vbd xvda +ddblk +Connected +\d+ +(\d+) +\d+ +(\d+) +0\n)"));
+            hv::test::Groups m;
+            const bool vbd = hv::test::re_search(
+                stat, R"(\nguest +vbd xvda +ddblk +Connected +\d+ +(\d+) +\d+ +(\d+) +0\n)", &m);
             const bool blk_ok = vbd && std::stoull(m[1]) > 0 && std::stoull(m[2]) >= (8u << 20);
-            const bool vif = std::regex_search(
-                stat, m,
-                std::regex(R"(\nguest +vif 0 +ddnet +Connected +\d+ +(\d+) +\d+ +(\d+) )"));
+            const bool vif = hv::test::re_search(
+                stat, R"(\nguest +vif 0 +ddnet +Connected +\d+ +(\d+) +\d+ +(\d+) )", &m);
             return blk_ok && vif && std::stoull(m[1]) > 0 && std::stoull(m[2]) >= payload.size();
         },
         std::chrono::seconds(10));
     INFO(stat);
     CHECK(counted);
-    CHECK(std::regex_search(stat, std::regex(R"(\nddblk +\d+ r----- +16 )")));
+    CHECK(hv::test::re_search(stat, R"(\nddblk +\d+ r----- +16 )"));
     const ProcResult top = d.hvctl({"top", "-b", "-n", "2"});
     CHECK(top.rc == 0);
     CHECK(std::count(top.out.begin(), top.out.end(), '\n') > 8);
     const auto second = top.out.rfind("Name ");
     REQUIRE(second != std::string::npos);
     CHECK(second > 0);
-    CHECK(std::regex_search(top.out.substr(second),
-                            std::regex(R"(\nguest +\d+ \S+ +64 +64 +[\d.]+ +[\d.]+ +2\n)")));
+    CHECK(hv::test::re_search(top.out.substr(second),
+                              R"(\nguest +\d+ \S+ +64 +64 +[\d.]+ +[\d.]+ +2\n)"));
 
     // Isolation, memory: no driver domain holds an fd to or a mapping of the guest's memory.
     const Dom guest = find_domain(d.rundir(), "guest");
@@ -444,8 +442,8 @@ TEST_CASE("isolated driver domains serve a guest's disk and NIC, seen by hvctl s
     stat = d.hvctl({"stat"}).out;
     INFO(stat);
     CHECK(stat.find('\x1b') == std::string::npos);
-    CHECK(std::regex_search(
-        stat, std::regex(R"(\nguest +vbd 51712 +ddblk +Connected +0 +0 +\d+ +\d+ +0\n)")));
+    CHECK(
+        hv::test::re_search(stat, R"(\nguest +vbd 51712 +ddblk +Connected +0 +0 +\d+ +\d+ +0\n)"));
 
     // Destroying the network driver domain closes the vif it served and removes both sides.
     const ProcResult k = d.hvctl({"destroy", "ddnet"});

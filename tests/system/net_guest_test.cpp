@@ -3,19 +3,16 @@
 // hv-guest domains whose NIC eth0 lives in each domain's own namespace. Ping between the guests
 // and to the host namespace, iperf3 TCP both directions with the bytes accounted in netback's
 // statistics, and a checksummed file copy with netcat. Nothing touches the root namespace.
-#include <catch2/catch.hpp>
-
 #include <arpa/inet.h>
-
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 #include <optional>
-#include <regex>
 #include <string>
+#include <thread>
 
 #include "hvmin/client.hpp"
 #include "hvmin/core.hpp"
@@ -28,6 +25,7 @@
 #include "skip.hpp"
 #include "temp_dir.hpp"
 #include "testpmd.hpp"
+#include "text_match.hpp"
 #include "xenbus/xenbus.hpp"
 #include "xenstore/client.hpp"
 
@@ -78,9 +76,9 @@ struct IperfBytes {
 
 std::optional<IperfBytes> iperf_bytes(const std::string& json) {
     auto field = [&](const char* sum) -> std::optional<std::uint64_t> {
-        std::smatch m;
-        const std::regex re(std::string("\"") + sum + "\":\\s*\\{[^}]*\"bytes\":\\s*([0-9]+)");
-        if (!std::regex_search(json, m, re)) {
+        hv::test::Groups m;
+        const std::string re = std::string("\"") + sum + "\":\\s*\\{[^}]*\"bytes\":\\s*([0-9]+)";
+        if (!hv::test::re_search(json, re, &m)) {
             return std::nullopt;
         }
         return std::stoull(m[1]);

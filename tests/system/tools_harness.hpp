@@ -14,13 +14,13 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include <regex>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "temp_dir.hpp"
+#include "text_match.hpp"
 #include "xenstore/client.hpp"
 
 namespace hv::test::tools {
@@ -121,8 +121,8 @@ inline std::string perms_text(hv::xs::Client& xs, const std::string& path) {
 
 /// The domain id in hvctl create's "Created domain NAME (id N)", or -1.
 inline int created_id(const std::string& out) {
-    std::smatch m;
-    if (std::regex_search(out, m, std::regex(R"(Created domain \S+ \(id (\d+)\))"))) {
+    hv::test::Groups m;
+    if (hv::test::re_search(out, R"(Created domain \S+ \(id (\d+)\))", &m)) {
         return std::stoi(m[1]);
     }
     return -1;
@@ -303,8 +303,8 @@ private:
 /// The pid of domain `name` from `hvctl list -l NAME`, -1 when it is not listed.
 inline pid_t domain_pid(const Daemon& d, const std::string& name) {
     const ProcResult r = d.hvctl({"list", "-l", name});
-    std::smatch m;
-    if (r.rc == 0 && std::regex_search(r.out, m, std::regex(R"("pid": (\d+))"))) {
+    hv::test::Groups m;
+    if (r.rc == 0 && hv::test::re_search(r.out, R"("pid": (\d+))", &m)) {
         return static_cast<pid_t>(std::stol(m[1]));
     }
     return -1;

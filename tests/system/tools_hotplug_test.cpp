@@ -8,20 +8,20 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <fstream>
-#include <atomic>
-#include <regex>
 #include <thread>
 
 #include "hv/subprocess.hpp"
+#include "nbd_client.hpp"
 #include "netback/dpdk.hpp"
 #include "netback/ovs.hpp"
-#include "nbd_client.hpp"
 #include "netns.hpp"
 #include "skip.hpp"
 #include "testpmd.hpp"
+#include "text_match.hpp"
 #include "tools_harness.hpp"
 #include "xenstore/client.hpp"
 
@@ -101,8 +101,8 @@ struct HotplugRig {
         const ProcResult c = d.hvctl({"create", cfg});
         INFO(c.err);
         REQUIRE(c.rc == 0);
-        std::smatch m;
-        REQUIRE(std::regex_search(c.out, m, std::regex(R"(\(id (\d+)\))")));
+        hv::test::Groups m;
+        REQUIRE(hv::test::re_search(c.out, R"(\(id (\d+)\))", &m));
         domid = std::stoi(m[1]);
     }
     ~HotplugRig() {
@@ -122,8 +122,8 @@ struct HotplugRig {
     /// The guest's process, for entering its own network namespace.
     pid_t guest_pid() const {
         const ProcResult l = d.hvctl({"list", "-l", "hp"});
-        std::smatch m;
-        if (std::regex_search(l.out, m, std::regex(R"("pid": (\d+))"))) {
+        hv::test::Groups m;
+        if (hv::test::re_search(l.out, R"("pid": (\d+))", &m)) {
             return std::stoi(m[1]);
         }
         return -1;
@@ -177,8 +177,8 @@ TEST_CASE("block-attach hot-plugs a disk into a running guest where I/O runs thr
     const ProcResult l = d.hvctl({"block-list", std::to_string(rig.domid)});
     CHECK(l.rc == 0);
     CHECK(table_rows(l.out) == 2);
-    CHECK(std::regex_search(
-        l.out, std::regex("\n51728 0   " + std::to_string(rig.domid) + " +4     [0-9]+ +[0-9]+ +" + be + "\n")));
+    CHECK(hv::test::re_search(l.out, "\n51728 0   " + std::to_string(rig.domid) +
+                                         " +4     [0-9]+ +[0-9]+ +" + be + "\n"));
 
     // Real tools on the hot-plugged disk: a file in and back out, then a verified fio run.
     const std::string in = d.dir() + "/in.bin";
@@ -387,8 +387,8 @@ TEST_CASE("a disk detached before the guest saw it attached is closed by the gue
     const std::string img = make_image(d.dir() + "/s.img", 4 << 20);
     const std::string header = d.hvctl({"block-list", "hp"}).out;
     const std::string l = d.hvctl({"list", "-l", "hp"}).out;
-    std::smatch m;
-    REQUIRE(std::regex_search(l, m, std::regex("\"pid\": ([0-9]+)")));
+    hv::test::Groups m;
+    REQUIRE(hv::test::re_search(l, "\"pid\": ([0-9]+)", &m));
     const pid_t guest = std::stoi(m[1]);
     REQUIRE(guest > 0);
     struct Resume {
@@ -481,7 +481,8 @@ TEST_CASE("network-attach hot-plugs a NIC on a bridge into a running guest where
     const ProcResult l = d.hvctl({"network-list", "hp"});
     CHECK(l.rc == 0);
     const std::string be = "/local/domain/0/backend/vif/" + std::to_string(rig.domid) + "/0";
-    CHECK(std::regex_search(l.out, std::regex("\n0   0  00:16:3e:5a:00:01     0     4 +[0-9]+ +[0-9]+/[0-9]+ +" + be + "\n")));
+    CHECK(hv::test::re_search(
+        l.out, "\n0   0  00:16:3e:5a:00:01     0     4 +[0-9]+ +[0-9]+/[0-9]+ +" + be + "\n"));
 
     // The frontend's `mac` and `backend` nodes are the guest's to rewrite: what it puts there
     // (terminal escapes, another MAC) is neither printed nor matched by network-detach.

@@ -2,10 +2,10 @@
 // crashes (SIGKILL, abort) leave nothing behind, and README command 1 (run-demo.sh --quick).
 #include <catch2/catch.hpp>
 #include <filesystem>
-#include <regex>
 
 #include "hvmin/toolstack.hpp"
 #include "skip.hpp"
+#include "text_match.hpp"
 #include "tools_harness.hpp"
 
 using namespace hv::test::tools;
@@ -61,8 +61,8 @@ TEST_CASE("hvctl create, list and destroy run a real domain and leave nothing be
               "Name                                        ID   Mem VCPUs     State    Time(s)\n"
               "Domain-0                                     0 ",
               0) == 0);
-    CHECK(std::regex_search(l.out, std::regex("\nidle1 +" + std::to_string(domid) +
-                                              " +24 +[0-9]+ +r----- +[0-9.]+\n")));
+    CHECK(hv::test::re_search(
+        l.out, "\nidle1 +" + std::to_string(domid) + " +24 +[0-9]+ +r----- +[0-9.]+\n"));
     const pid_t pid = domain_pid(d, "idle1");
     REQUIRE(pid > 0);
     CHECK(::kill(pid, 0) == 0);
@@ -191,16 +191,17 @@ TEST_CASE("README command 1: run-demo.sh --quick passes and leaves nothing behin
     }
     // The backends' statistics counted the work: 16 MiB written through blkback, the 4 MB
     // copy (plus headers) through netback.
-    std::smatch m;
-    REQUIRE(std::regex_search(r.out, m,
-                              std::regex(R"(blkback: (\d+) bytes written, \d+ read; netback: (\d+) bytes from the guest)")));
+    hv::test::Groups m;
+    REQUIRE(hv::test::re_search(
+        r.out, R"(blkback: (\d+) bytes written, \d+ read; netback: (\d+) bytes from the guest)",
+        &m));
     CHECK(std::stoull(m[1]) >= 16u << 20);
     CHECK(std::stoull(m[2]) >= 4000000u);
     // Only this run's namespace: other runs of the demo may be going on at the same time.
-    REQUIRE(std::regex_search(r.out, m, std::regex(R"(namespace (hvdemo-\d+) deleted)")));
+    REQUIRE(hv::test::re_search(r.out, R"(namespace (hvdemo-\d+) deleted)", &m));
     const ProcResult ns = run_process({"/bin/sh", "-c", "ip netns list"});
-    CHECK(ns.out.find(m[1].str() + " ") == std::string::npos);
-    CHECK(ns.out.find(m[1].str() + "\n") == std::string::npos);
-    REQUIRE(std::regex_search(r.out, m, std::regex(R"(rundir (/tmp/hvkit-demo\.[A-Za-z0-9]+)/run)")));
-    CHECK_FALSE(std::filesystem::exists(m[1].str()));
+    CHECK(ns.out.find(m[1] + " ") == std::string::npos);
+    CHECK(ns.out.find(m[1] + "\n") == std::string::npos);
+    REQUIRE(hv::test::re_search(r.out, R"(rundir (/tmp/hvkit-demo\.[A-Za-z0-9]+)/run)", &m));
+    CHECK_FALSE(std::filesystem::exists(m[1]));
 }

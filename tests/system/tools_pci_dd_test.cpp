@@ -5,10 +5,10 @@
 #include <signal.h>
 
 #include <catch2/catch.hpp>
-#include <regex>
 
 #include "domain_probe.hpp"
 #include "pci_rig.hpp"
+#include "text_match.hpp"
 
 using namespace hv::test::tools;
 
@@ -20,10 +20,10 @@ struct PciRow {
 };
 std::optional<PciRow> pci_row(const std::string& stat, const std::string& dom,
                               const std::string& vdev, const std::string& backend) {
-    std::smatch m;
-    const std::regex re("\n" + dom + " +pci " + vdev + " +" + backend +
-                        R"( +Connected +(\d+) +(\d+) +- +- +(\d+) msi=(\d+) msix=(\d+)\n)");
-    if (!std::regex_search(stat, m, re)) {
+    hv::test::Groups m;
+    const std::string re = "\n" + dom + " +pci " + vdev + " +" + backend +
+                           R"( +Connected +(\d+) +(\d+) +- +- +(\d+) msi=(\d+) msix=(\d+)\n)";
+    if (!hv::test::re_search(stat, re, &m)) {
         return std::nullopt;
     }
     return PciRow{std::stoull(m[1]), std::stoull(m[2]), std::stoull(m[3]), std::stoull(m[4]),

@@ -10,7 +10,6 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
-#include <regex>
 
 #include "skip.hpp"
 #include "tools_harness.hpp"

@@ -1,12 +1,12 @@
 // hvctl create's watcher against the real hv-min: a domain that dies on its own is cleaned up
 // (on_crash / on_poweroff = destroy), kept (preserve) or created again (restart), chosen by how
 // it ended; `create -e` starts none; `destroy` ends the watcher without a second clean-up.
-#include <catch2/catch.hpp>
 #include <signal.h>
 
-#include <regex>
+#include <catch2/catch.hpp>
 
 #include "skip.hpp"
+#include "text_match.hpp"
 #include "tools_harness.hpp"
 
 using namespace hv::test::tools;
@@ -125,8 +125,8 @@ TEST_CASE("on_crash = restart cleans up and creates the domain again from its fi
     CHECK_FALSE(st.has_any_of(first));
     // The new domain has its own id, devices and watcher; destroy ends that watcher quietly.
     const ProcResult l = d.hvctl({"list", "again"});
-    std::smatch m;
-    REQUIRE(std::regex_search(l.out, m, std::regex(R"(\nagain +(\d+) )")));
+    hv::test::Groups m;
+    REQUIRE(hv::test::re_search(l.out, R"(\nagain +(\d+) )", &m));
     const int second = std::stoi(m[1]);
     CHECK(second != first);
     CHECK(st.has_all_of(second));

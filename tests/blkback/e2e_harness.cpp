@@ -23,8 +23,11 @@ rings::SringHeader& header(std::byte* mem) { return *reinterpret_cast<rings::Sri
 
 template <class T>
 void append(std::vector<std::byte>& out, const T& v) {
-    const auto* b = reinterpret_cast<const std::byte*>(&v);
-    out.insert(out.end(), b, b + sizeof v);
+    // resize and memcpy, not insert: g++ 12 at -O1 sees a memmove into a zero-sized region in
+    // vector::insert's inlined growth path (-Wstringop-overflow, a false positive).
+    const std::size_t at = out.size();
+    out.resize(at + sizeof v);
+    std::memcpy(out.data() + at, &v, sizeof v);
 }
 }  // namespace
 

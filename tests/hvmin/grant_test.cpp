@@ -4,6 +4,7 @@
 
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -677,4 +678,154 @@ TEST_CASE("a batch of copies has the effect of its ops run one by one", "[hvmin]
         CHECK(g.num("flags " + std::to_string(refs[2])) == (GTF_permit_access | GTF_readonly));
         CHECK(g.cmd("end " + std::to_string(rw)) == "ok");
     }
+}
+
+TEST_CASE("copies of one granted page claim it once and each bad op among them fails alone",
+          "[hvmin][grant][hostile]") {
+    // hv-min takes a source (or destination) grant once for a run of ops naming the same entry,
+    // as Xen's op loop keeps its buffers; an op in the middle of the run that fails any check
+    // gets its own status and neither breaks the run nor leaves a claim behind.
+    Harness h;
+    Puppet g(h, "granter");
+    auto& s = h.dom0();
+    s.channel().set_use_page(GENERATE(true, false));  // hypercall page, socket
+    const auto dom = g.domid.get();
+    auto local = s.memory().alloc_extent(2);
+    REQUIRE(local);
+    const std::uint64_t lf = *local;
+    auto* page = *s.memory().frame(lf);
+    std::memset(page, 0, 4096);
+    std::memcpy(*s.memory().frame(lf + 1), "0123456789abcdef", 16);
+    REQUIRE(g.cmd("write 20 0 ABCDEFGHIJKLMNOPQRSTUVWX") == "ok");
+    const auto rw = static_cast<grant_ref_t>(g.num("grant 0 20 0"));
+    const auto ro = static_cast<grant_ref_t>(g.num("grant 0 21 1"));
+    const auto op = make_copy;
+    std::vector<gnttab_copy> ops = {
+        op(true, rw, dom, 0, false, lf, DOMID_SELF, 0, 4),         // 0 claims rw (source)
+        op(true, rw, dom, 4, false, lf, DOMID_SELF, 4, 4),         // 1 on 0's claim
+        op(true, 100000, dom, 0, false, lf, DOMID_SELF, 8, 4),     // 2 bad ref
+        op(true, rw, 999, 8, false, lf, DOMID_SELF, 8, 4),         // 3 foreign (unknown) dom
+        op(true, rw, dom, 4090, false, lf, DOMID_SELF, 8, 8),      // 4 crosses the source page
+        op(true, rw, dom, 8, false, lf, DOMID_SELF, 4094, 4),      // 5 crosses the dest page
+        op(false, lf + 1, DOMID_SELF, 0, true, ro, dom, 0, 4),     // 6 read-only dest
+        op(true, 30, dom, 0, false, lf, DOMID_SELF, 8, 4),         // 7 ungranted entry
+        op(true, rw, dom, 8, false, lf, DOMID_SELF, 8, 4),         // 8 rw again: okay
+        op(false, lf + 1, DOMID_SELF, 0, true, rw, dom, 100, 4),   // 9 claims rw (dest)
+        op(false, lf + 1, DOMID_SELF, 4, true, rw, dom, 104, 4),   // 10 on 9's claim
+        op(false, lf + 1, DOMID_SELF, 8, true, ro, dom, 108, 4),   // 11 read-only dest again
+        op(false, lf + 1, DOMID_SELF, 8, true, rw, dom, 108, 4),   // 12 rw as dest: okay
+        op(true, rw, dom, 12, false, lf, DOMID_SELF, 12, 4),       // 13 rw as source: okay
+    };
+    REQUIRE(s.grants().copy(ops));
+    const std::vector<std::int16_t> want = {
+        GNTST_okay,         GNTST_okay,         GNTST_bad_gntref,    GNTST_bad_domain,
+        GNTST_bad_copy_arg, GNTST_bad_copy_arg, GNTST_general_error, GNTST_general_error,
+        GNTST_okay,         GNTST_okay,         GNTST_okay,          GNTST_general_error,
+        GNTST_okay,         GNTST_okay,
+    };
+    for (std::size_t i = 0; i < ops.size(); ++i) {
+        INFO("op " << i);
+        CHECK(ops[i].status == want[i]);
+    }
+    CHECK(std::memcmp(page, "ABCDEFGHIJKLMNOP", 16) == 0);
+    CHECK(std::all_of(page + 16, page + 4096, [](std::byte b) { return b == std::byte{0}; }));
+    CHECK(g.cmd("read 20 100 12") == "ok 0123456789ab");
+    CHECK(g.cmd("read 21 0 4") == "ok " + std::string(4, '\0'));
+    // Every claim of the batch is gone: the granter can end both grants.
+    CHECK(g.num("flags " + std::to_string(rw)) == GTF_permit_access);
+    CHECK(g.num("flags " + std::to_string(ro)) == (GTF_permit_access | GTF_readonly));
+    CHECK(g.cmd("end " + std::to_string(rw)) == "ok");
+    CHECK(g.cmd("end " + std::to_string(ro)) == "ok");
+    // A run on an entry the granter has ended fails op by op, with nothing claimed.
+    std::vector<gnttab_copy> late = {op(true, rw, dom, 0, false, lf, DOMID_SELF, 0, 4),
+                                     op(true, rw, dom, 4, false, lf, DOMID_SELF, 4, 4)};
+    REQUIRE(s.grants().copy(late));
+    CHECK(late[0].status == GNTST_general_error);
+    CHECK(late[1].status == GNTST_general_error);
+    CHECK(g.num("flags " + std::to_string(rw)) == 0);
+}
+
+TEST_CASE("a grant revoked while runs of copies use it: each batch fails or completes as "
+          "Xen's op loop would", "[hvmin][grant][hostile]") {
+    // dom0 copies batches of 16 ops out of one granted page while the granter keeps trying to
+    // end the grant. end_access wins only between claims; in a batch no op may succeed after
+    // one that found the grant gone, every op that succeeded copied the page's bytes, and
+    // once ended the grant stays ended and holds no claim.
+    Harness h;
+    Puppet g(h, "granter");
+    auto& s = h.dom0();
+    s.channel().set_use_page(GENERATE(true, false));
+    const auto dom = g.domid.get();
+    auto local = s.memory().alloc_extent(1);
+    REQUIRE(local);
+    const std::uint64_t lf = *local;
+    auto* page = *s.memory().frame(lf);
+    REQUIRE(g.cmd("write 22 0 abcdefghijklmnop") == "ok");
+    const auto ref = static_cast<grant_ref_t>(g.num("grant 0 22 1"));
+
+    std::atomic<bool> stop{false};
+    std::atomic<bool> ended{false};
+    std::atomic<bool> copier_done{false};
+    bool call_failed = false, okay_after_fail = false, bad_bytes = false, bad_status = false;
+    std::atomic<unsigned> batches{0};
+    unsigned batches_after_end = 0, failed_after_end = 0;
+    auto copy_batches = [&] {
+        while (!stop.load()) {
+            const bool after_end = ended.load();
+            std::memset(page, 0, 16);
+            std::vector<gnttab_copy> ops;
+            for (std::uint16_t k = 0; k < 16; ++k) {
+                ops.push_back(make_copy(true, ref, dom, k, false, lf, DOMID_SELF, k, 1));
+            }
+            if (!s.grants().copy(ops)) {
+                call_failed = true;
+                return;
+            }
+            bool failed = false;
+            for (std::uint16_t k = 0; k < 16; ++k) {
+                if (ops[k].status == GNTST_okay) {
+                    okay_after_fail = okay_after_fail || failed;
+                    bad_bytes = bad_bytes || static_cast<char>(page[k]) != 'a' + k;
+                } else if (ops[k].status == GNTST_general_error) {
+                    failed = true;
+                    failed_after_end += after_end ? 1 : 0;
+                } else {
+                    bad_status = true;
+                }
+            }
+            ++batches;
+            batches_after_end += after_end ? 1 : 0;
+            if (batches_after_end >= 3) {
+                return;
+            }
+        }
+    };
+    std::thread copier([&] {
+        copy_batches();
+        copier_done.store(true);
+    });
+    while (batches.load() < 20 && !copier_done.load()) {
+        std::this_thread::yield();  // some batches before the granter starts ending the grant
+    }
+    std::string r;
+    for (int tries = 0; tries < 200000 && r != "ok"; ++tries) {
+        r = g.cmd("end " + std::to_string(ref));
+        if (r.empty()) {
+            break;  // the granter died: reported below
+        }
+    }
+    // The copier runs its last batches against the ended grant, then stops by itself.
+    ended.store(true);
+    if (r != "ok") {
+        stop.store(true);
+    }
+    copier.join();
+    REQUIRE(r == "ok");
+    CHECK_FALSE(call_failed);
+    CHECK_FALSE(bad_status);
+    CHECK_FALSE(okay_after_fail);
+    CHECK_FALSE(bad_bytes);
+    CHECK(batches > batches_after_end);
+    CHECK(failed_after_end == 16 * batches_after_end);
+    CHECK(g.num("flags " + std::to_string(ref)) == 0);
 }

@@ -1108,6 +1108,12 @@ void Device::raw_tx_req_prod(unsigned qi, std::uint32_t value) {
     impl_->kick_tx(q);
 }
 
+void Device::raw_rx_req_prod(unsigned qi, std::uint32_t value) {
+    Queue& q = impl_->queues.at(qi);
+    std::atomic_ref<std::uint32_t>(q.rx.shared().req_prod).store(value, std::memory_order_release);
+    impl_->kick_rx(q);
+}
+
 void Device::raw_rx_gref(std::optional<std::uint32_t> gref) { impl_->rx_gref_override = gref; }
 
 void Device::raw_rx_hold(bool hold) {

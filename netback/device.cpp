@@ -46,7 +46,10 @@ VifDevice::VifDevice(hvmin::Services& hv, xs::Client& xs, xenbus::DeviceRef ref,
                      const BackendOptions& opt, int halt_fd)
     : hv_(hv), xs_(xs), ref_(ref), opt_(opt), halt_fd_(halt_fd) {}
 
-VifDevice::~VifDevice() { disconnect(); }
+VifDevice::~VifDevice() {
+    disconnect();
+    unplug_host();  // the vif is gone (Linux: netback_remove frees the netdev)
+}
 
 Result<std::unique_ptr<VifDevice>> VifDevice::create(hvmin::Services& hv, xs::Client& xs,
                                                      xenbus::DeviceRef ref,
@@ -159,12 +162,7 @@ void VifDevice::disconnect() noexcept {
     for (auto& q : queues_) {
         retired_stats_ += q->stats();
     }
-    queues_.clear();  // engines (tap queue fds) close with their queues
-    if (!ovs_bridge_.empty() && tap_) {
-        (void)ovs_del_port(opt_.ovs_db, ovs_bridge_, tap_->name());
-    }
-    ovs_bridge_.clear();
-    tap_.reset();  // the tap disappears with its last queue fd
+    queues_.clear();  // engines close their fds of the tap's queues; the tap stays (unplug_host)
     port_.reset();  // stops and removes the DPDK port (and its vhost-user socket)
 }
 
@@ -176,8 +174,109 @@ void VifDevice::fail_device(int err, const std::string& msg) noexcept {
     (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateClosing);
 }
 
-Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_host_side(unsigned queues,
-                                                                          const Features& rx_off) {
+std::string VifDevice::backend_value(const char* key) const {
+    auto v = xenbus::read_optional(xs_, bdir_ + "/" + key);
+    return v && *v ? **v : std::string();
+}
+
+Result<void> VifDevice::plug_host(std::string& step) {
+    // SPEC: what Linux netback's vif creation at probe and the vif-bridge / vif-openvswitch
+    // hotplug script then do: the device with max queues, MAC fe:ff:ff:ff:ff:ff, MTU, bridge,
+    // up. The frontend's rx offloads are not known yet: none until connect().
+    std::string name = backend_value("vifname");
+    if (name.empty()) {
+        name = vif_name(ref_.frontend, ref_.devid);
+    }
+    step = "tap " + name;
+    TapConfig tc;
+    tc.name = name;
+    tc.queues = max_queues();
+    tc.offloads = Features{false, false, false};
+    tc.netns_fd = opt_.netns_fd;
+    auto tap = Tap::open(tc);
+    if (!tap) {
+        return fail(tap.error());
+    }
+    tap_ = std::make_unique<Tap>(std::move(*tap));
+    const std::string bridge = backend_value("bridge");
+    const std::string type = backend_value("type");
+    const std::string script = backend_value("script");
+    const bool ovs = type == "ovs" || type == "openvswitch" ||
+                     script.find("openvswitch") != std::string::npos ||
+                     script.find("ovs") != std::string::npos;
+    step = "netlink";
+    auto nl = Netlink::open(opt_.netns_fd);
+    if (!nl) {
+        return fail(nl.error());
+    }
+    step = "MAC of " + name;
+    HV_TRY(nl->set_mac(name, Mac{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}));
+    step = "MTU " + std::to_string(mtu_) + " of " + name;
+    HV_TRY(nl->set_mtu(name, mtu_));
+    if (!bridge.empty()) {
+        if (ovs) {
+            step = "OVS bridge " + bridge;
+            if (opt_.ovs_db.empty()) {
+                return fail(std::make_error_code(std::errc::operation_not_supported));
+            }
+            HV_TRY(ovs_add_port(opt_.ovs_db, bridge, name));
+            ovs_bridge_ = bridge;
+        } else {
+            step = "bridge " + bridge;
+            HV_TRY(nl->set_master(name, bridge));
+        }
+    }
+    step = "setting " + name + " up";
+    HV_TRY(nl->set_up(name, true));
+    return {};
+}
+
+void VifDevice::unplug_host() noexcept {
+    if (!ovs_bridge_.empty() && tap_) {
+        (void)ovs_del_port(opt_.ovs_db, ovs_bridge_, tap_->name());
+    }
+    ovs_bridge_.clear();
+    tap_.reset();  // the tap disappears with its last queue fd
+}
+
+void VifDevice::hotplug() noexcept {
+    if (dpdk_) {
+        return;  // the port opens at connect; hotplug-status follows its switch (service())
+    }
+    mtu_ = 1500;
+    if (auto m = xenbus::parse_uint(backend_value("mtu"), 65535); m && *m >= 68) {
+        mtu_ = static_cast<unsigned>(*m);
+    }
+    std::string what = "loop engine";
+    if (opt_.host == HostMode::sink) {
+        what = "sink engine";
+    } else if (opt_.host == HostMode::tap) {
+        std::string step;
+        if (auto p = plug_host(step); !p) {
+            // As libxl's hotplug scripts report a failure: hotplug-status = error and the
+            // reason in hotplug-error. We stay in InitWait and never switch to Connected.
+            const std::string why = "host side: " + step + ": " + p.error().message();
+            HV_WARN("netback %s: %s", bdir_.c_str(), why.c_str());
+            unplug_host();
+            (void)write_keys(xs_, bdir_, {{"hotplug-error", why}, {"hotplug-status", "error"}});
+            return;
+        }
+        what = "tap " + tap_->name();
+    }
+    if (auto w = write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}); !w) {
+        HV_WARN("netback %s: writing hotplug-status: %s", bdir_.c_str(),
+                w.error().message().c_str());
+        return;
+    }
+    HV_INFO("netback %s: host side ready: %s", bdir_.c_str(), what.c_str());
+}
+
+bool VifDevice::hotplug_connected() const {
+    return backend_value("hotplug-status") == "connected";
+}
+
+Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_engines(unsigned queues,
+                                                                        const Features& rx_off) {
     std::vector<std::unique_ptr<NetEngine>> engines;
     if (opt_.host != HostMode::tap) {
         for (unsigned i = 0; i < queues; ++i) {
@@ -190,22 +289,14 @@ Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_host_side(unsign
         }
         return engines;
     }
-    auto rd = [&](const char* key) {
-        auto v = xenbus::read_optional(xs_, bdir_ + "/" + key);
-        return v && *v ? **v : std::string();
-    };
-    std::string name = rd("vifname");
-    if (name.empty()) {
-        name = vif_name(ref_.frontend, ref_.devid);
-    }
-    unsigned mtu = 1500;
-    if (auto m = xenbus::parse_uint(rd("mtu"), 65535); m && *m >= 68) {
-        mtu = static_cast<unsigned>(*m);
-    }
     if (dpdk_) {
         // A vhost-user server port on the `bridge` path, one queue pair per netif queue; a
         // DPDK switch (OVS-DPDK dpdkvhostuserclient, testpmd virtio-user) connects to it.
-        const std::string sock = rd("bridge");
+        unsigned mtu = 1500;
+        if (auto m = xenbus::parse_uint(backend_value("mtu"), 65535); m && *m >= 68) {
+            mtu = static_cast<unsigned>(*m);
+        }
+        const std::string sock = backend_value("bridge");
         if (sock.empty() || sock.front() != '/') {
             HV_WARN("netback %s: a DPDK vif needs bridge=<absolute vhost-user socket path>, "
                     "not '%s'", bdir_.c_str(), sock.c_str());
@@ -232,50 +323,30 @@ Result<std::vector<std::unique_ptr<NetEngine>>> VifDevice::make_host_side(unsign
         }
         return engines;
     }
-    TapConfig tc;
-    tc.name = name;
-    tc.queues = queues;
-    tc.offloads = rx_off;
-    tc.netns_fd = opt_.netns_fd;
-    auto tap = Tap::open(tc);
-    if (!tap) {
-        return fail(tap.error());
+    if (!tap_) {
+        return fail(std::make_error_code(std::errc::no_such_device));  // hotplug failed
     }
-    tap_ = std::make_unique<Tap>(std::move(*tap));
+    // The tap made at probe: the frontend's queues take part in the kernel's queue choice,
+    // the others are detached (frames steered there would wait for nobody).
+    for (unsigned i = 0; i < tap_->queue_count(); ++i) {
+        if (tap_->queue_count() > 1) {
+            HV_TRY(tap_->set_queue_attached(i, i < queues));
+        }
+    }
+    HV_TRY(tap_->set_offloads(rx_off));
     for (unsigned i = 0; i < queues; ++i) {
+        auto fd = tap_->dup_queue(i);
+        if (!fd) {
+            return fail(fd.error());
+        }
         // Frames from the frontend may carry any offload we offered (csum, TSO4/6), whatever
         // the frontend takes on rx (the tap's TUNSETOFFLOAD).
-        auto e = make_tap_engine(tap_->take_queue(i), Features{true, true, true}, mtu);
+        auto e = make_tap_engine(std::move(*fd), Features{true, true, true}, mtu_);
         if (!e) {
             return fail(e.error());
         }
         engines.push_back(std::move(*e));
     }
-    // Hotplug (what vif-bridge / vif-openvswitch do): MAC fe:ff:ff:ff:ff:ff, MTU, bridge, up.
-    const std::string bridge = rd("bridge");
-    const std::string type = rd("type");
-    const std::string script = rd("script");
-    const bool ovs = type == "ovs" || type == "openvswitch" ||
-                     script.find("openvswitch") != std::string::npos ||
-                     script.find("ovs") != std::string::npos;
-    auto nl = Netlink::open(opt_.netns_fd);
-    if (!nl) {
-        return fail(nl.error());
-    }
-    HV_TRY(nl->set_mac(name, Mac{0xfe, 0xff, 0xff, 0xff, 0xff, 0xff}));
-    HV_TRY(nl->set_mtu(name, mtu));
-    if (!bridge.empty()) {
-        if (ovs) {
-            if (opt_.ovs_db.empty()) {
-                return fail(std::make_error_code(std::errc::operation_not_supported));
-            }
-            HV_TRY(ovs_add_port(opt_.ovs_db, bridge, name));
-            ovs_bridge_ = bridge;
-        } else {
-            HV_TRY(nl->set_master(name, bridge));
-        }
-    }
-    HV_TRY(nl->set_up(name, true));
     return engines;
 }
 
@@ -374,7 +445,7 @@ Result<void> VifDevice::connect() {
     rx_off.csum = csum4 && csum6;
     rx_off.tso4 = rx_off.csum && sg && gso4;
     rx_off.tso6 = rx_off.csum && sg && gso6;
-    auto engines = make_host_side(queues, rx_off);
+    auto engines = make_engines(queues, rx_off);
     if (!engines) {
         return fail(engines.error());
     }
@@ -403,8 +474,10 @@ Result<void> VifDevice::connect() {
                 port_->name().c_str());
         return {};
     }
-    // The host side is ready: what a hotplug script would report. Connected follows.
-    HV_TRY(write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}));
+    if (port_) {
+        // The DPDK port's switch is there: what a hotplug script would report.
+        HV_TRY(write_keys(xs_, bdir_, {{"hotplug-status", "connected"}}));
+    }
     HV_INFO("netback %s: connected: %u queue(s), %s%s", bdir_.c_str(), queues,
             tap_                           ? "tap "
             : port_                        ? "DPDK port "
@@ -439,6 +512,7 @@ bool VifDevice::reevaluate() noexcept {
         }
         (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateInitWait);
         bstate = XenbusState::XenbusStateInitWait;
+        hotplug();  // Linux creates the vif right after InitWait: its hotplug script runs
     }
     if (connected()) {
         // `rate` is watched live (our root watch covers the directory).
@@ -479,17 +553,21 @@ bool VifDevice::reevaluate() noexcept {
                 *bstate == XenbusState::XenbusStateClosed) {
                 break;
             }
-            if (connected() && (*bstate == XenbusState::XenbusStateConnected || awaiting_link_)) {
-                break;  // awaiting_link_: service() finishes the connection
+            if (!connected()) {
+                if (backend_value("hotplug-status") == "error") {
+                    break;  // no host side (hotplug-error says why): stay in InitWait
+                }
+                disconnect();
+                if (auto c = connect(); !c) {
+                    fail_device(errno_of(c.error()), "connecting: " + c.error().message());
+                    break;
+                }
+                xenbus::clear_error(xs_, hv_.domid(), bdir_);
             }
-            disconnect();
-            if (auto c = connect(); !c) {
-                fail_device(errno_of(c.error()), "connecting: " + c.error().message());
-                break;
-            }
-            xenbus::clear_error(xs_, hv_.domid(), bdir_);
-            if (auto hp = xenbus::read_optional(xs_, bdir_ + "/hotplug-status");
-                hp && *hp && **hp == "connected") {
+            // SPEC: Linux netback's backend_switch_state()/hotplug_status_changed(): connected,
+            // but Connected is published only once hotplug-status reads "connected" (now, or
+            // when its watch fires; a DPDK vif: when its switch attached, service()).
+            if (*bstate != XenbusState::XenbusStateConnected && hotplug_connected()) {
                 (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateConnected);
             }
             break;
@@ -587,7 +665,8 @@ void VifDevice::write_statistics() noexcept {
 namespace {
 
 bool is_own_vif_key(std::string_view path) noexcept {
-    return path.ends_with("/hotplug-status");  // only netback writes it
+    // hotplug-status is not one: Connected waits for it, and a toolstack may write it.
+    return path.ends_with("/hotplug-error");
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 // netback's control plane (style.md §3, §12; xen-abi.md §4.10–4.11, §6.6): Backend watches this
 // domain's backend/vif tree and keeps one VifDevice per vif; a VifDevice runs the xenbus state
-// machine (netfront skips Initialised; we connect on frontend Connected and publish Connected
-// only after hotplug-status=connected, which we write once the host side is ready), creates the
-// host side (tap `vif<fe>.<devid>` on a Linux or OVS bridge, a DPDK vhost-user port, or a
-// loop or sink engine) and one Queue per
-// queue. Layer: L2. Threads: everything runs on the Backend's control thread (run()); start()/
+// machine as Linux netback: at probe (InitWait) it creates the host side (tap `vif<fe>.<devid>`
+// on a Linux or OVS bridge) and writes hotplug-status (`connected`, or `error` + hotplug-error);
+// netfront skips Initialised: we connect on frontend Connected and publish Connected only once
+// hotplug-status reads `connected`. A DPDK vif's vhost-user port, or a loop or sink engine,
+// is made at connect, with one Queue per queue. Layer: L2. Threads: everything runs on the Backend's control thread (run()); start()/
 // stop() and the read-only accessors may be called from any thread.
 #pragma once
 
@@ -104,8 +104,19 @@ private:
               const BackendOptions& opt, int halt_fd);
     Result<void> probe();
     Result<void> connect();
-    Result<std::vector<std::unique_ptr<NetEngine>>> make_host_side(unsigned queues,
-                                                                   const Features& f);
+    /// At probe, after InitWait: the host side (tap mode: plug_host()), then `hotplug-status`
+    /// = `connected`, or `error` with `hotplug-error` (the vif then stays in InitWait).
+    void hotplug() noexcept;
+    /// The tap with max_queues() queues, its MAC, MTU, bridge or OVS port, up. `step`: what
+    /// it was doing (for hotplug-error).
+    Result<void> plug_host(std::string& step);
+    /// Removes what plug_host() made (OVS port, tap). Idempotent.
+    void unplug_host() noexcept;
+    bool hotplug_connected() const;
+    std::string backend_value(const char* key) const;
+    /// At connect: one engine per queue (the tap's queues, the DPDK port, loop or sink).
+    Result<std::vector<std::unique_ptr<NetEngine>>> make_engines(unsigned queues,
+                                                                 const Features& f);
     void fail_device(int err, const std::string& msg) noexcept;
     unsigned max_queues() const noexcept;
     DataMode data_mode() const noexcept;
@@ -132,7 +143,8 @@ private:
     bool dpdk_vif() const;
     bool dpdk_ = false;
     bool awaiting_link_ = false;  // connected, hotplug-status held back until the switch is there
-    std::unique_ptr<Tap> tap_;                  // host side; removed after the queues stop
+    unsigned mtu_ = 1500;                       // the `mtu` key, read at probe
+    std::unique_ptr<Tap> tap_;                  // host side, from probe until the vif goes
     std::unique_ptr<DpdkPort> port_;            // or this (DPDK vif); also after the queues
     std::string ovs_bridge_;                    // non-empty: port added to this OVS bridge
     std::vector<std::unique_ptr<Queue>> queues_;  // last member: queues stop first

@@ -37,13 +37,25 @@ public:
     hv::UniqueFd take_queue(unsigned i) noexcept { return std::move(queues_[i]); }
     /// An engine on queue i (takes the queue's fd).
     hv::Result<std::unique_ptr<NetEngine>> make_engine(unsigned i, unsigned mtu = 1500) noexcept;
+    /// A second fd of queue i (the same open file: closing it leaves the queue attached), for
+    /// an engine while the Tap keeps the device (a vif's tap lives from probe to removal).
+    hv::Result<hv::UniqueFd> dup_queue(unsigned i) const noexcept;
+    /// TUNSETOFFLOAD: what the kernel may hand us from now on. Errors: EINVAL (TSO without
+    /// csum), the ioctl errno.
+    hv::Result<void> set_offloads(const Features& f) noexcept;
+    /// A multi-queue tap: queue i takes part in the kernel's queue selection (TUNSETQUEUE
+    /// attach) or not (detach: frames are no longer steered to it). No-op when already so;
+    /// a single-queue tap's queue stays attached (EINVAL for false).
+    hv::Result<void> set_queue_attached(unsigned i, bool attached) noexcept;
 
 private:
     Tap(std::string name, std::vector<hv::UniqueFd> q, Features f) noexcept
-        : name_(std::move(name)), queues_(std::move(q)), offloads_(f) {}
+        : name_(std::move(name)), queues_(std::move(q)), offloads_(f),
+          attached_(queues_.size(), true) {}
     std::string name_;
     std::vector<hv::UniqueFd> queues_;
     Features offloads_;
+    std::vector<bool> attached_;
 };
 
 }  // namespace hv::net

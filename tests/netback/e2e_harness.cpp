@@ -144,6 +144,13 @@ void Vif::connect() {
     REQUIRE(wait_backend(XenbusState::XenbusStateConnected));
 }
 
+void Vif::start_frontend() {
+    auto d = netfront::Device::create(*guest.svc, *guest.xs, devid, opt);
+    REQUIRE(d);
+    nf = std::move(*d);
+    REQUIRE(nf->on_state_change());
+}
+
 Vif::~Vif() {
     nf.reset();
     (void)xenbus::remove_device(*env.xs, DomId(0), "vif", guest.domid, devid);

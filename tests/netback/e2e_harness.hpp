@@ -81,6 +81,9 @@ public:
                           std::chrono::milliseconds timeout = 10s);
     std::string backend_key(const std::string& key);
     void connect();
+    /// Creates netfront and lets it write its keys and go Connected, without waiting for the
+    /// backend (which may hold its Connected back).
+    void start_frontend();
 
     Env& env;
     Guest& guest;

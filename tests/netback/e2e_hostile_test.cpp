@@ -303,6 +303,54 @@ TEST_CASE("a tx producer index past the ring disables the vif", "[netback][hosti
     CHECK(echoes(t.good));
 }
 
+TEST_CASE("an rx producer index past the ring disables the vif", "[netback][hostile]") {
+    Two t;
+    t.bad.nf->raw_rx_hold(true);  // netfront would re-post buffers over our index
+    t.bad.nf->raw_rx_req_prod(0, 1000);
+    // A frame coming back through the loop engine makes netback read the rx ring.
+    REQUIRE(t.bad.nf->send(0, raw_frame(200, 5)));
+    check_disabled(t.bad);
+    auto e = t.env.xs->read("/local/domain/0/error/backend/vif/" +
+                            std::to_string(t.bad.guest.domid.get()) + "/0/error");
+    REQUIRE(e);
+    CHECK(e->find("rx ring") != std::string::npos);
+    CHECK(echoes(t.good));
+}
+
+TEST_CASE("a GSO extra of a type the backend did not offer drops the packet, the vif goes on",
+          "[netback][hostile][offload]") {
+    // netfront refuses to send it (it reads the backend's features), so the slots are written
+    // by hand, as by a frontend ignoring the negotiation. Linux netback offers both types and
+    // has no such case; hvkit answers it as any packet it will not send: NETIF_RSP_ERROR.
+    BackendOptions o = Env::loop_options();
+    SECTION("tcpv6 with --no-gso") {
+        o.tx_offers.gso_tcpv4 = o.tx_offers.gso_tcpv6 = false;
+    }
+    SECTION("tcpv6 without IPv6 checksum offload") {
+        o.tx_offers.csum6 = false;
+    }
+    Two t(o);
+    CHECK(t.bad.backend_key("feature-gso-tcpv6") == "0");
+    auto p = t.bad.nf->raw_tx_page(0);
+    REQUIRE(p);
+    const auto f6 = tcp6_frame(1500, 3);
+    std::memcpy(p->data, f6.data(), f6.size());
+    REQUIRE(t.bad.nf->raw_tx(
+        0, std::vector{req(*p, 0, static_cast<std::uint16_t>(f6.size()),
+                           wire::NETTXF_extra_info | wire::NETTXF_csum_blank |
+                               wire::NETTXF_data_validated),
+                       extra_slot(wire::XEN_NETIF_EXTRA_TYPE_GSO, wire::XEN_NETIF_GSO_TYPE_TCPV6,
+                                  1428)}));
+    auto r = tx_responses(t.bad, 2);
+    REQUIRE(r.size() == 2);
+    CHECK(r[0].status == wire::NETIF_RSP_ERROR);
+    CHECK(r[1].status == wire::NETIF_RSP_NULL);
+    CHECK(t.bad.wait_backend_key("statistics/tx_errors", "1"));
+    CHECK(t.bad.backend_key("state") == "4");  // not disabled
+    CHECK(echoes(t.bad));
+    CHECK(echoes(t.good));
+}
+
 TEST_CASE("an extra-info slot is answered with NETIF_RSP_NULL after the first slot's response",
           "[netback][hostile]") {
     Two t;
@@ -371,7 +419,9 @@ TEST_CASE("a frontend without request-rx-copy or with too many queues is refused
     }
     REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateConnected));
     CHECK(v.wait_backend(XenbusState::XenbusStateClosing));
-    CHECK(v.backend_key("hotplug-status") == "<absent>");
+    // The host side was ready at probe: the refusal is the frontend's, not a hotplug failure.
+    CHECK(v.backend_key("hotplug-status") == "connected");
+    CHECK(v.backend_key("hotplug-error") == "<absent>");
 }
 
 }  // namespace hv::net::test

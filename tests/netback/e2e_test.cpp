@@ -55,6 +55,9 @@ TEST_CASE("netback publishes its features and reaches Connected only with hotplu
     Guest g(env, "g1");
     Vif v(env, g, 0, {}, {}, /*connect=*/false);
     REQUIRE(v.wait_backend(XenbusState::XenbusStateInitWait));
+    // The host side is made at probe, before any frontend: hotplug-status comes with InitWait
+    // (a loop engine has nothing to plug in).
+    REQUIRE(v.wait_backend_key("hotplug-status", "connected"));
     CHECK(v.backend_key("feature-sg") == "1");
     CHECK(v.backend_key("feature-gso-tcpv4") == "1");
     CHECK(v.backend_key("feature-gso-tcpv6") == "1");
@@ -63,13 +66,42 @@ TEST_CASE("netback publishes its features and reaches Connected only with hotplu
     CHECK(v.backend_key("feature-split-event-channels") == "1");
     CHECK(v.backend_key("feature-ipv6-csum-offload") == "1");
     CHECK(v.backend_key("multi-queue-max-queues") == "4");
-    CHECK(v.backend_key("hotplug-status") == "<absent>");
+    CHECK(v.backend_key("hotplug-error") == "<absent>");
     // netfront writes its keys and goes straight to Connected; the backend follows.
     v.connect();
     CHECK(v.backend_key("hotplug-status") == "connected");
     CHECK(v.nf->phase() == netfront::Phase::connected);
     CHECK(v.nf->split());
     CHECK(v.nf->mac().starts_with("00:16:3e"));
+}
+
+TEST_CASE("with the frontend Connected first, the backend's Connected waits for a late "
+          "hotplug-status",
+          "[netback][e2e][state]") {
+    // Linux netback connects the rings on the frontend's Connected but defers its own state
+    // until hotplug-status reads "connected" (a toolstack's script may write it late).
+    Env env;
+    Guest g(env, "g1");
+    Vif v(env, g, 0, {}, {}, /*connect=*/false);
+    REQUIRE(v.wait_backend_key("hotplug-status", "connected"));
+    REQUIRE(env.xs->rm(v.bdir() + "/hotplug-status"));
+    v.start_frontend();
+    const auto fs = xenbus::read_state(*env.xs, v.fdir());
+    REQUIRE(fs);
+    REQUIRE(*fs == XenbusState::XenbusStateConnected);
+    SECTION("an error stays InitWait") {
+        REQUIRE(env.xs->write(v.bdir() + "/hotplug-status", "error"));
+        CHECK_FALSE(v.wait_backend(XenbusState::XenbusStateConnected, 1s));
+        CHECK(v.backend_key("state") == "2");
+    }
+    SECTION("connected, late") {
+        CHECK_FALSE(v.wait_backend(XenbusState::XenbusStateConnected, 1s));
+        CHECK(v.backend_key("state") == "2");
+        REQUIRE(env.xs->write(v.bdir() + "/hotplug-status", "connected"));
+        REQUIRE(v.wait_backend(XenbusState::XenbusStateConnected));
+        REQUIRE(v.nf->wait_connected(10s));
+        CHECK(echo(v, raw_frame(64, 1)).data == raw_frame(64, 1));
+    }
 }
 
 TEST_CASE("a frame sent by netfront comes back through the loop engine byte for byte",

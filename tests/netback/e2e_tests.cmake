@@ -2,27 +2,33 @@
 # loop engines, and frontend domains (hv_hypercall_donor hands its channel to the test) driving
 # libnetfront. Included from tests/netback/CMakeLists.txt.
 if(TARGET hv::netback AND TARGET hv::netfront AND TARGET hv::hvmin_core)
-  hv_add_tests(netback_e2e_tests
-    SOURCES e2e_harness.cpp e2e_test.cpp e2e_hostile_test.cpp e2e_map_poll_test.cpp
-            e2e_zero_copy_test.cpp
-            e2e_stress_test.cpp
-    LIBS hv::netback hv::netfront hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client
-         hv::test_support)
-  target_include_directories(netback_e2e_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-  add_dependencies(netback_e2e_tests hv_hypercall_donor)
-  target_compile_definitions(netback_e2e_tests PRIVATE
-    NETBACK_E2E_DONOR="$<TARGET_FILE:hv_hypercall_donor>")
-  # A DPDK vif end to end: its own process (one EAL), label root like the other DPDK tests.
-  hv_add_tests(netback_e2e_dpdk_tests
-    SOURCES e2e_harness.cpp e2e_dpdk_root_test.cpp frames.cpp
-    LIBS hv::netback hv::netfront hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client
-         hv::test_support
+  # One e2e test program: the harness, the libraries it drives and the donor it starts.
+  function(netback_e2e_tests name)
+    cmake_parse_arguments(E "" "" "SOURCES;LABELS;PROPERTIES" ${ARGN})
+    hv_add_tests(${name}
+      SOURCES e2e_harness.cpp ${E_SOURCES}
+      LIBS hv::netback hv::netfront hv::hvmin_core hv::hvmin_client hv::xenbus hv::xs_client
+           hv::test_support
+      LABELS ${E_LABELS}
+      PROPERTIES ${E_PROPERTIES})
+    target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+    add_dependencies(${name} hv_hypercall_donor)
+    target_compile_definitions(${name} PRIVATE
+      NETBACK_E2E_DONOR="$<TARGET_FILE:hv_hypercall_donor>")
+  endfunction()
+  netback_e2e_tests(netback_e2e_tests
+    SOURCES e2e_test.cpp e2e_hostile_test.cpp e2e_map_poll_test.cpp e2e_zero_copy_test.cpp
+            e2e_stress_test.cpp)
+  # Tap vifs end to end in a private network namespace (root): hotplug at probe, rx GSO.
+  netback_e2e_tests(netback_e2e_root_tests
+    SOURCES e2e_tap_root_test.cpp frames.cpp
     LABELS root
     PROPERTIES TIMEOUT 120)
-  target_include_directories(netback_e2e_dpdk_tests PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
-  add_dependencies(netback_e2e_dpdk_tests hv_hypercall_donor)
-  target_compile_definitions(netback_e2e_dpdk_tests PRIVATE
-    NETBACK_E2E_DONOR="$<TARGET_FILE:hv_hypercall_donor>")
+  # A DPDK vif end to end: its own process (one EAL), label root like the other DPDK tests.
+  netback_e2e_tests(netback_e2e_dpdk_tests
+    SOURCES e2e_dpdk_root_test.cpp frames.cpp
+    LABELS root
+    PROPERTIES TIMEOUT 120)
 endif()
 
 # System test (label root): hv-guest domains with NICs on a bridge in a private namespace.

@@ -253,6 +253,9 @@ public:
     Result<void> raw_tx(unsigned queue, std::span<const rings::netif_tx_request> slots);
     /// Overwrites the shared tx req_prod with `value` and kicks (a hostile producer index).
     void raw_tx_req_prod(unsigned queue, std::uint32_t value);
+    /// The same on the rx ring (kicks the rx channel). Use with raw_rx_hold(true), or the next
+    /// buffer post overwrites it.
+    void raw_rx_req_prod(unsigned queue, std::uint32_t value);
     /// Stops (true) or resumes re-posting rx buffers on every queue (a frontend that starves
     /// the backend of rx requests).
     void raw_rx_hold(bool hold);

@@ -5,7 +5,9 @@
 #include <xen/io/blkif.h>
 
 #define OFF(s, f) const unsigned hvx__##s##__##f = offsetof(struct s, f);
-#define SZ(s) const unsigned hvx__##s##__sizeof = sizeof(struct s);
+#define SZ(s)                                              \
+    const unsigned hvx__##s##__sizeof = sizeof(struct s); \
+    const unsigned hvx__##s##__alignof = _Alignof(struct s);
 
 SZ(blkif_request)
 OFF(blkif_request, operation)

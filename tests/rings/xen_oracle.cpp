@@ -5,59 +5,15 @@
 #include <cerrno>
 #include <cstring>
 
-// The newest interface version (as the tools see it), so every op number is declared.
-#define __XEN_TOOLS__ 1
 // Xen's ring.h expects the OS to supply barriers; a full barrier is correct for all three.
 #define xen_mb() __sync_synchronize()
 #define xen_rmb() __sync_synchronize()
 #define xen_wmb() __sync_synchronize()
 #define rmb() __sync_synchronize()
-#include <xen/event_channel.h>
-#include <xen/grant_table.h>
-#include <xen/io/blkif.h>
-#include <xen/io/console.h>
-#include <xen/io/netif.h>
-#include <xen/io/pciif.h>
-#include <xen/io/protocols.h>
-#include <xen/io/ring.h>
-#include <xen/io/xenbus.h>
-#include <xen/io/xs_wire.h>
-#include <xen/xen.h>
-
 #include "conversation.hpp"
+#include "xen_abi_oracle.hpp"
 
 namespace hv::test::xen {
-
-std::vector<AbiRow> native_layout() {
-    std::vector<AbiRow> rows;
-#define OFF(s, f) rows.push_back({#s "." #f, static_cast<long long>(offsetof(struct s, f))});
-#define SZ(s) rows.push_back({#s ".sizeof", static_cast<long long>(sizeof(struct s))});
-#define CONST(c) rows.push_back({#c, static_cast<long long>(c)});
-#define SRING(f) \
-    rows.push_back({"sring." #f, static_cast<long long>(offsetof(struct blkif_sring, f))});
-#define ENTRY(x, ours) \
-    rows.push_back(    \
-        {#x "_sring_entry.sizeof", static_cast<long long>(sizeof(union x##_sring_entry))});
-#define RINGSZ(x, ours, pages) \
-    rows.push_back(            \
-        {#x ".ring_size." #pages, static_cast<long long>(__CONST_RING_SIZE(x, (pages)*4096))});
-#include "abi_list.inc"
-#undef OFF
-#undef SZ
-#undef CONST
-#undef SRING
-#undef ENTRY
-#undef RINGSZ
-    // __pad is a reserved name in C++, ours is `pad`; compare its offset and the header size.
-    rows.push_back({"sring.pad", static_cast<long long>(offsetof(struct blkif_sring, __pad))});
-    return rows;
-}
-
-std::vector<AbiRow> x86_32_layout() {
-    return {
-#include "xen32_layout.inc"
-    };
-}
 
 std::vector<std::pair<int, std::string>> xsd_errors() {
     std::vector<std::pair<int, std::string>> out;
@@ -65,10 +21,6 @@ std::vector<std::pair<int, std::string>> xsd_errors() {
         out.emplace_back(e.errnum, e.errstring);
     }
     return out;
-}
-
-std::vector<std::string> proto_strings() {
-    return {XEN_IO_PROTO_ABI_X86_32, XEN_IO_PROTO_ABI_X86_64, XEN_IO_PROTO_ABI_ARM, XEN_PCI_MAGIC};
 }
 
 namespace {

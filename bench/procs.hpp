@@ -111,6 +111,8 @@ public:
 
     hvmin::Services& dom0() noexcept { return ts_->services(); }
     hvmin::Toolstack& toolstack() noexcept { return *ts_; }
+    /// The in-process hv-min (its loop's stats).
+    const hvmin::Core& core() const noexcept { return *core_; }
     /// The private rundir (hv-min.sock, xenstored.sock): for extra dom0 connections.
     const std::filesystem::path& rundir() const noexcept { return dir_; }
 

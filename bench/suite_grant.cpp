@@ -174,6 +174,32 @@ struct GrantSetup {
         return Sample{static_cast<double>(total * kPage) / secs / 1e9};
     }
 
+    /// How the page calls since the last print waited: the load-independent part of the
+    /// copy cases (on stderr): the fraction of calls whose reply was read on the CPU hv-min's
+    /// loop answered from, and wake-ups per call (the caller's sleeps, hv-min's doorbells).
+    void print_waits(const std::string& name) {
+        const hvmin::HypercallPage* p = host->dom0().channel().page();
+        if (p == nullptr) {
+            return;
+        }
+        const auto s = p->stats();
+        const auto l = host->core().loop_stats();
+        const double calls = static_cast<double>(std::max<std::uint64_t>(s.calls - waits.calls, 1));
+        std::fprintf(stderr,
+                     "hvbench grant: %s: %llu page calls, same CPU as hv-min %.1f %%, caller "
+                     "sleeps %.3f, doorbells %.3f, hv-min sleeps %.3f, spin hits %.3f per call\n",
+                     name.c_str(), static_cast<unsigned long long>(s.calls - waits.calls),
+                     100.0 * static_cast<double>(s.same_cpu - waits.same_cpu) / calls,
+                     static_cast<double>(s.sleeps - waits.sleeps) / calls,
+                     static_cast<double>(s.doorbells - waits.doorbells) / calls,
+                     static_cast<double>(l.sleeps - loop.sleeps) / calls,
+                     static_cast<double>(l.spin_hits - loop.spin_hits) / calls);
+        waits = s;
+        loop = l;
+    }
+    hvmin::HypercallPage::Stats waits;
+    hvmin::LoopStats loop;
+
     /// EVTCHNOP_status round trips through hv-min's transport.
     Result<Sample> hypercall_rtt(std::uint64_t n) {
         auto& ev = host->dom0().evtchn();
@@ -417,6 +443,7 @@ int run_grant_suite(Context& ctx) {
                 [&] { return setup->copy(cc.batch, copy_pages, cc.scattered); },
                 [&] { return peer->copy(cc.batch, copy_pages, cc.scattered); });
             failures += rc ? 0 : 1;
+            setup->print_waits(name);
         }
         if (selected(ctx, "hypercall_rtt" + sfx)) {
             auto rc = ctx.run_case(

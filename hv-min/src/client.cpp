@@ -293,9 +293,11 @@ Result<HypercallPage> HypercallPage::create(const wire::PageInfo& info,
 }
 
 void HypercallPage::ring() const noexcept {
-    const char b = 'r';
-    // EAGAIN: the socket is full of unread doorbells, so hv-min has one pending anyway.
-    (void)::send(wake_.get(), &b, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+    const std::uint64_t one = 1;
+    // An eventfd's write wakes hv-min's epoll without the "sync" hint a socket send gives (that
+    // hint pulls the woken loop onto this CPU). EAGAIN (a count near 2^64, never reached by
+    // one bell a call) would only mute this caller's own doorbell.
+    (void)!::write(bell_.get(), &one, sizeof one);
 }
 
 Result<std::int32_t> HypercallPage::call(wire::Op op, std::uint32_t count,
@@ -316,8 +318,10 @@ Result<std::int32_t> HypercallPage::call(wire::Op op, std::uint32_t count,
     // between its store of hv_sleeping and its last look at the pages before it sleeps.
     std::atomic_ref(h->req.seq).store(seq, std::memory_order_release);
     std::atomic_thread_fence(std::memory_order_seq_cst);
+    ++stats_.calls;
     if (std::atomic_ref(h->rsp.hv_sleeping).load(std::memory_order_relaxed) != 0) {
         ring();
+        ++stats_.doorbells;
     }
     // Not on the CPU hv-min's loop last answered from: the two would take turns on it, each
     // spinning while the other waits for the CPU (the Unix-socket wake-ups of a sleep are
@@ -332,42 +336,47 @@ Result<std::int32_t> HypercallPage::call(wire::Op op, std::uint32_t count,
     // ORDER: acquire pairs with hv-min's release store of rsp.seq after the statuses and rc.
     auto done = [&] { return std::atomic_ref(h->rsp.seq).load(std::memory_order_acquire) == seq; };
     if (!hv::spin_until(done, spin, SpinYield::every_64)) {
+        bool slept = false;
         const auto deadline =
             std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+        auto fail_with = [&](Errc e) {
+            std::atomic_ref(h->req.caller_sleeping).store(0, std::memory_order_relaxed);
+            return fail(make_error_code(e));
+        };
         for (;;) {
             // ORDER: the seq_cst fence pairs with hv-min's between its store of rsp.seq and its
-            // load of caller_sleeping: either we see the reply now or it writes the socket.
+            // load of caller_sleeping: either we see the reply now or it wakes the futex (and
+            // FUTEX_WAIT compares rsp.seq with `v`, so a wake after this load is not lost).
             std::atomic_ref(h->req.caller_sleeping).store(1, std::memory_order_relaxed);
             std::atomic_thread_fence(std::memory_order_seq_cst);
-            if (done()) {
+            const std::uint32_t v = std::atomic_ref(h->rsp.seq).load(std::memory_order_acquire);
+            if (v == seq) {
                 break;
             }
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now());
-            pollfd p[2] = {{wake_.get(), POLLIN, 0}, {sock_fd, 0, 0}};  // sock: hang-up only
-            const int n = ::poll(p, 2, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
-            if (n < 0 && errno != EINTR) {
-                return fail_errno();
+            const auto left = deadline - std::chrono::steady_clock::now();
+            if (left <= left.zero()) {
+                return fail_with(Errc::timed_out);
             }
-            if (n == 0) {
-                std::atomic_ref(h->req.caller_sleeping).store(0, std::memory_order_relaxed);
-                return fail(make_error_code(Errc::timed_out));
+            if (!slept) {
+                slept = true;
+                ++stats_.sleeps;
             }
-            if (n > 0 && (p[0].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
-                char buf[64];
-                const ssize_t r = ::recv(wake_.get(), buf, sizeof buf, MSG_DONTWAIT);
-                if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
-                    if (done()) {
-                        break;
-                    }
-                    return fail(make_error_code(Errc::disconnected));
+            // In slices: a futex cannot watch hv-min's end of the hypercall socket, so it is
+            // looked at after each slice that ran out.
+            if (!evtchn_signal::futex_wait(&h->rsp.seq, v, std::min<std::chrono::nanoseconds>(
+                                                               left, kSleepSlice))) {
+                pollfd p{sock_fd, 0, 0};
+                if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR)) != 0 && !done()) {
+                    return fail_with(Errc::disconnected);
                 }
-            }
-            if (n > 0 && (p[1].revents & (POLLHUP | POLLERR)) != 0 && !done()) {
-                return fail(make_error_code(Errc::disconnected));
             }
         }
         std::atomic_ref(h->req.caller_sleeping).store(0, std::memory_order_relaxed);
+    }
+    const int cpu = ::sched_getcpu();
+    if (cpu >= 0 && std::atomic_ref(h->rsp.hv_cpu).load(std::memory_order_relaxed) ==
+                        static_cast<std::uint32_t>(cpu) + 1) {
+        ++stats_.same_cpu;
     }
     if (count != 0) {
         std::memcpy(statuses.data(), data() + wire::kPageStatusOffset,

@@ -328,10 +328,10 @@ struct Conn {
     int gref_slice = -1;  // dom0: which slice of dom0's grant table this connection grants from
     bool xs_given = false;
     // The shared hypercall page (Op::page_setup), if any: hv-min's mapping of the sealed memfd,
-    // its end of the wake socket (doorbell in, done out), and the last request seq it served,
-    // kept here and never read back from the page.
+    // its descriptor of the doorbell eventfd (watched edge-triggered, never read or written),
+    // and the last request seq it served, kept here and never read back from the page.
     Mapping page;
-    UniqueFd page_wake;
+    UniqueFd page_bell;
     std::uint32_t page_seq = 0;
 };
 
@@ -622,8 +622,7 @@ struct Core::Impl {
                     on_kill_watch(static_cast<std::uint16_t>(id));
                     break;
                 case Tag::page_wake:
-                    on_page_wake(id);  // the page itself is served at the top of the pass
-                    break;
+                    break;  // the doorbell woke the loop; pages are served at the top of a pass
                 case Tag::xenstore:
 #ifdef HVMIN_WITH_XENSTORE
                     if (xs) {
@@ -1850,7 +1849,10 @@ struct Core::Impl {
     }
 
     /// Gives the connection its hypercall page: a sealed memfd hv-min made and maps (the caller
-    /// cannot resize it, so hv-min never faults on it), and one end of a wake socket pair.
+    /// cannot resize it, so hv-min never faults on it), and the doorbell: an eventfd the caller
+    /// writes and hv-min's epoll set watches edge-triggered. hv-min never reads or writes it
+    /// (the caller shares its file description and could make either block), so nothing the
+    /// caller does to it reaches hv-min: a full, blocking or closed one only mutes its own bell.
     void op_page_setup(Conn& c, Reply& r) {
         if (c.page.valid()) {
             r.hdr.rc = -EEXIST;
@@ -1866,18 +1868,20 @@ struct Core::Impl {
             r.hdr.rc = -m.error().value();
             return;
         }
-        auto pair = socket_pair(SOCK_SEQPACKET);  // not STREAM: that is the xenstore end
-        if (!pair) {
-            r.hdr.rc = -pair.error().value();
+        UniqueFd bell(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        UniqueFd theirs(bell ? ::fcntl(bell.get(), F_DUPFD_CLOEXEC, 0) : -1);
+        if (!bell || !theirs) {
+            r.hdr.rc = -errno;
             return;
         }
-        auto& [mine, theirs] = *pair;
-        if (auto w = watch(mine.get(), EPOLLIN, ev_key(Tag::page_wake, c.id)); !w) {
+        // Edge-triggered: each write is one event whatever the count, so hv-min never has to
+        // read the counter to quiet it (an honest caller's count never nears 2^64 - 2).
+        if (auto w = watch(bell.get(), EPOLLIN | EPOLLET, ev_key(Tag::page_wake, c.id)); !w) {
             r.hdr.rc = -w.error().value();
             return;
         }
         c.page = std::move(*m);
-        c.page_wake = std::move(mine);
+        c.page_bell = std::move(bell);
         c.page_seq = 0;
         std::atomic_ref(page_header(c)->rsp.hv_sleeping)
             .store(pages_asleep ? 1u : 0u, std::memory_order_relaxed);
@@ -1964,27 +1968,14 @@ struct Core::Impl {
         // its re-check of rsp.seq: either it sees the reply or we see that it sleeps.
         std::atomic_ref(h->rsp.seq).store(call.seq, std::memory_order_release);
         std::atomic_thread_fence(std::memory_order_seq_cst);
-        // GUEST: only decides whether to write the wake socket (a lie costs the caller a send).
+        // GUEST: only decides whether to wake the futex (a lie costs hv-min one FUTEX_WAKE,
+        // which never blocks, on its own mapping). A futex wake, not a socket send: a socket's
+        // wake-up is "sync" and makes the scheduler pull the caller onto this CPU, where the
+        // two then take turns (bench/README.md, "Why copy_batch64 is bimodal").
         if (std::atomic_ref(h->req.caller_sleeping).load(std::memory_order_relaxed) != 0) {
-            const char done = 'd';
-            // A full socket (a caller that never reads it) already has a wake-up pending.
-            (void)::send(c.page_wake.get(), &done, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+            evtchn_signal::futex_wake(&h->rsp.seq);
         }
         return true;
-    }
-
-    /// The doorbell: drains what the caller sent (bounded per pass). Its end closed (EOF) is
-    /// the connection's end, as its hypercall socket's would be.
-    void on_page_wake(std::uint64_t id) {
-        auto it = conns.find(id);
-        if (it == conns.end()) {
-            return;
-        }
-        char buf[256];
-        const ssize_t n = ::recv(it->second->page_wake.get(), buf, sizeof buf, MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            conn_gone(id, nullptr);
-        }
     }
 
     void op_clone(Conn& c, Reply& r) {
@@ -2917,8 +2908,10 @@ struct Core::Impl {
         std::unique_ptr<Conn> c = std::move(it->second);
         conns.erase(it);
         (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, c->fd.get(), nullptr);
-        if (c->page_wake) {
-            (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, c->page_wake.get(), nullptr);
+        if (c->page_bell) {
+            // Before the close: the caller still holds the eventfd's file, so closing our
+            // descriptor alone would leave it in the epoll set.
+            (void)::epoll_ctl(epfd.get(), EPOLL_CTL_DEL, c->page_bell.get(), nullptr);
             std::erase(paged, c.get());
         }
         // The I/O memory it granted (its backend ended, or was dropped) is revoked.

@@ -47,6 +47,21 @@
 namespace hv::hvmin::evtchn_signal {
 
 /// The byte a datagram carries: hv-min's raises (and the console's) send kFromHvmin; libhv's
+/// Sleeps in FUTEX_WAIT on `word` (shared) while it holds `v`, at most `left` (negative: no
+/// bound). Returns at once if the word is no longer `v`; false only if the time ran out.
+inline bool futex_wait(std::uint32_t* word, std::uint32_t v,
+                       std::chrono::nanoseconds left) noexcept {
+    timespec rel{};
+    timespec* relp = nullptr;
+    if (left.count() >= 0) {
+        rel.tv_sec = static_cast<time_t>(left.count() / 1'000'000'000);
+        rel.tv_nsec = static_cast<long>(left.count() % 1'000'000'000);
+        relp = &rel;
+    }
+    // 0 (woken), EAGAIN (the word changed), EINTR: look again; ETIMEDOUT: time is up.
+    return ::syscall(SYS_futex, word, FUTEX_WAIT, v, relp, nullptr, 0) == 0 || errno != ETIMEDOUT;
+}
+
 /// notify() on a channel with shared words sends kFromPeer, whose event is in the word (so
 /// such a datagram only wakes a sleeper and is never an event by itself).
 inline constexpr char kFromHvmin = 1;
@@ -237,20 +252,14 @@ inline bool sleep_words(Words& mine, std::chrono::milliseconds timeout) noexcept
             hit = true;
             break;
         }
-        timespec rel{};
-        timespec* relp = nullptr;
+        auto left = std::chrono::nanoseconds{-1};
         if (timeout.count() >= 0) {
-            const auto left = end - std::chrono::steady_clock::now();
+            left = end - std::chrono::steady_clock::now();
             if (left <= left.zero()) {
                 break;
             }
-            const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
-            rel.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
-            rel.tv_nsec = static_cast<long>(ns % 1'000'000'000);
-            relp = &rel;
         }
-        // Returns at once (EAGAIN) if pending is no longer v; 0, EINTR, ETIMEDOUT: look again.
-        (void)::syscall(SYS_futex, &mine.pending, FUTEX_WAIT, v, relp, nullptr, 0);
+        (void)futex_wait(&mine.pending, v, left);  // whatever it returns: look again
     }
     state.store(kIdle, std::memory_order_seq_cst);
     return hit;

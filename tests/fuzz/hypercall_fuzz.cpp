@@ -138,10 +138,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (ok) {
         // Toolstack ops would spawn programs or wait forever; extents would eat memory. A page
-        // set up on dom0's own connection would tie that connection to a doorbell socket this
-        // harness then abuses and, once it drops old descriptors, closes: hv-min rightly takes
-        // the doorbell's EOF as the connection's end (a domain can only end its own), and every
-        // later input would fail. The page itself is fuzzed through the `paged` connection.
+        // is set up once per connection (-EEXIST after); the page itself is fuzzed through the
+        // `paged` connection.
         switch (d.op) {
         case wire::Op::domain_create:
         case wire::Op::domain_wait:

@@ -39,17 +39,17 @@ class Session;     // per-domain state shared by all channels of one attach
 std::filesystem::path default_rundir();
 
 /// A connection's shared hypercall page (wire.hpp "The hypercall page"): batched grant copies
-/// through shared memory, with a wake socket for the sleeping cases. Owned by its Channel and
-/// used under the Channel's mutex.
+/// through shared memory; for the sleeping cases a doorbell eventfd (to hv-min) and a futex on
+/// the reply seq (from hv-min). Owned by its Channel and used under the Channel's mutex.
 class HypercallPage {
 public:
-    /// From page_setup's reply: the PageInfo and fds [memfd, wake socket]. Errc::protocol if
-    /// the layout is not this library's.
+    /// From page_setup's reply: the PageInfo and fds [memfd, doorbell eventfd]. Errc::protocol
+    /// if the layout is not this library's.
     static Result<HypercallPage> create(const wire::PageInfo& info, std::vector<UniqueFd>& fds);
 
     /// Posts one request (`count` elements of `body`, count ≤ wire::kPageMaxOps) and waits for
-    /// its reply: spins on the reply seq for `spin`, then sleeps on the wake socket (and on
-    /// `sock_fd` hanging up), at most `timeout_ms`. Copies the statuses into `statuses` and
+    /// its reply: spins on the reply seq for `spin`, then sleeps in FUTEX_WAIT on it (looking
+    /// at `sock_fd` hanging up every kSleepSlice), at most `timeout_ms`. Copies the statuses into `statuses` and
     /// returns the reply's rc (0 / -errno). Errors: Errc::timed_out, Errc::disconnected.
     Result<std::int32_t> call(wire::Op op, std::uint32_t count, std::span<const std::byte> body,
                               std::span<wire::CopyStatus> statuses, std::chrono::microseconds spin,
@@ -58,16 +58,28 @@ public:
     /// The shared bytes (wire::kPageBytes) and their header: tests that play a hostile caller.
     std::byte* data() const noexcept { return map_.data(); }
     wire::PageHeader* header() const noexcept { return map_.as<wire::PageHeader>(); }
-    /// The caller's end of the wake socket (tests).
-    int wake_fd() const noexcept { return wake_.get(); }
-    /// Rings hv-min's doorbell (one byte on the wake socket).
+    /// The caller's descriptor of the doorbell eventfd (tests).
+    int bell_fd() const noexcept { return bell_.get(); }
+    /// Rings hv-min's doorbell (adds 1 to the eventfd).
     void ring() const noexcept;
+    /// How long one FUTEX_WAIT of call() lasts at most: how late it sees hv-min go.
+    static constexpr std::chrono::milliseconds kSleepSlice{10};
+
+    /// How calls waited (benchmarks, tests): where the caller and hv-min's loop ran.
+    struct Stats {
+        std::uint64_t calls = 0;
+        std::uint64_t doorbells = 0;  ///< calls that found hv-min asleep and rang
+        std::uint64_t sleeps = 0;     ///< calls whose reply wait slept (once or more)
+        std::uint64_t same_cpu = 0;   ///< replies read on the CPU hv-min answered from
+    };
+    const Stats& stats() const noexcept { return stats_; }
 
 private:
-    HypercallPage(Mapping m, UniqueFd wake) noexcept : map_(std::move(m)), wake_(std::move(wake)) {}
+    HypercallPage(Mapping m, UniqueFd bell) noexcept : map_(std::move(m)), bell_(std::move(bell)) {}
     Mapping map_;
-    UniqueFd wake_;
+    UniqueFd bell_;
     std::uint32_t seq_ = 0;
+    Stats stats_;
 };
 
 /// One hypercall socket. Calls are synchronous request/reply; a mutex makes a shared Channel

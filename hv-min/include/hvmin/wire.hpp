@@ -51,7 +51,7 @@ enum class Op : std::uint16_t {
     iomem_grant = 0x0305,   ///< dom0 / driver domain: 1 × IomemGrant + fds [BAR] → 1 × IomemGrant (handle)
     iomem_map = 0x0306,     ///< 1 × IomemGrant{handle, domid = granter} → 1 × IomemGrant; fds [BAR]
     iomem_revoke = 0x0307,  ///< the granting connection: 1 × IomemGrant{handle} → rc
-    /// count 0 → PageInfo; fds [page memfd (sealed), wake socket (the caller's end)]: this
+    /// count 0 → PageInfo; fds [page memfd (sealed), doorbell eventfd]: this
     /// connection's shared hypercall page (see "The hypercall page" below).
     page_setup = 0x0308,
     // Toolstack (dom0 only).
@@ -217,10 +217,12 @@ static_assert(sizeof(DeathInfo) == 8);
 // loop sees the number (between its epoll probes while it spins, or after the doorbell when it
 // slept), copies the ops out once, validates and runs them exactly as the socket path does,
 // writes the int16 statuses and publishes the reply sequence number. The caller spins on that,
-// then sleeps on the wake socket. One seqpacket socket pair carries both wake-ups: the doorbell
-// (caller → hv-min, rung when hv-min's loop said it is asleep) and done (hv-min → caller, sent
-// when the caller said it sleeps); each end is its process's own file, so the peer cannot make
-// its sends block.
+// then sleeps in FUTEX_WAIT on it. The wake-ups: the doorbell (caller → hv-min, rung when
+// hv-min's loop said it is asleep) is a write to an eventfd hv-min watches edge-triggered and
+// never reads or writes (so a caller that makes it blocking or fills it mutes only itself);
+// done (hv-min → caller, when the caller said it sleeps) is a FUTEX_WAKE on the reply seq,
+// which never blocks. Neither is a "sync" wake-up as a Unix-socket send is (that hint puts the
+// woken thread on the waker's CPU).
 
 /// Largest batch through the page; a larger one goes through the socket.
 inline constexpr std::uint32_t kPageMaxOps = 256;
@@ -234,8 +236,8 @@ struct PageRequest {
     std::uint16_t op;     ///< Op::gnttab_copy
     std::uint16_t flags;  ///< 0
     std::uint32_t count;  ///< ≤ kPageMaxOps
-    /// Non-zero: the caller sleeps on the wake socket; hv-min reads it (once) after publishing
-    /// each reply, and sends one byte on the wake socket if set.
+    /// Non-zero: the caller sleeps in FUTEX_WAIT on rsp.seq; hv-min reads it (once) after
+    /// publishing each reply, and wakes that futex if set.
     std::uint32_t caller_sleeping;
     std::uint8_t pad[48];
 };

@@ -51,7 +51,9 @@ public:
             case Errc::bad_packet: return "packet cannot be sent";
             case Errc::backend_protocol: return "backend protocol error";
             case Errc::device_gone: return "vif removed";
-            case Errc::timed_out: return "handshake timed out";
+            case Errc::timed_out: return "timed out";
+            case Errc::not_supported: return "not offered by the backend";
+            case Errc::refused: return "refused by the backend";
         }
         return "unknown netfront error";
     }
@@ -86,6 +88,8 @@ struct Queue {
     std::vector<iovec> lent_iov;         // their pages
     std::vector<std::uint8_t> tx_busy;   // per id: 1 while its request is outstanding
     std::vector<rings::netif_rx_response> rx_pending;  // copies, a packet may be incomplete
+    int mcast_id = -1;                   // the tx id of a multicast request awaiting its answer
+    std::int16_t mcast_status = 0;       // its answer, once mcast_id went back to -1
 };
 
 struct Device::Impl {
@@ -99,6 +103,9 @@ struct Device::Impl {
     Phase phase = Phase::waiting;
     bool split = false;
     bool pool = false;  // feature-hvkit-persistent-pool negotiated
+    bool mcast = false;          // the backend offers feature-multicast-control
+    bool mcast_dynamic = false;  // ... and feature-dynamic-multicast-control
+    bool mcast_on = false;       // request-multicast-control as written
     TxOffloads tx_off;  // what the backend takes (setup())
     bool set_up = false;
     bool rx_hold = false;
@@ -149,6 +156,9 @@ struct Device::Impl {
     std::size_t poll(Device::PacketFn fn, void* ctx, Device::Arm arm);
     bool arm() noexcept;
     bool tx_responses(Queue& q);
+    /// mcast_add/mcast_del: one request with an MCAST_ADD/DEL extra on queue 0, answered.
+    Result<void> mcast_request(std::uint8_t type, const Device::MacAddr& addr,
+                               std::chrono::milliseconds timeout);
     std::size_t rx_packets(Queue& q, unsigned qi, Device::PacketFn fn, void* ctx);
     /// Posts rx requests for every free page but those of the last `pending` responses taken.
     void repost(Queue& q, unsigned pending);
@@ -165,6 +175,9 @@ Result<void> Device::Impl::setup() {
     // SPEC: netif.h "Offload"; Linux xennet_fix_features(): the backend's keys say what it
     // takes from us. feature-no-csum-offload absent = IPv4 partial checksums taken;
     // feature-ipv6-csum-offload absent = not taken; TSO needs sg and its checksum offload.
+    mcast = flag(xs, bdir + "/feature-multicast-control");
+    mcast_dynamic = mcast && flag(xs, bdir + "/feature-dynamic-multicast-control");
+    mcast_on = mcast && opt.multicast_control;
     tx_off.sg = opt.sg && flag(xs, bdir + "/feature-sg");
     tx_off.csum4 = !flag(xs, bdir + "/feature-no-csum-offload");
     tx_off.csum6 = flag(xs, bdir + "/feature-ipv6-csum-offload");
@@ -273,6 +286,9 @@ Result<void> Device::Impl::setup() {
         // Our buffer pages are a fixed pool granted until teardown (always so; the key lets a
         // mapping backend rely on it).
         HV_TRY(xs.write(fdir + "/feature-hvkit-persistent-pool", pool ? "1" : "0", tx));
+        if (mcast) {
+            HV_TRY(xs.write(fdir + "/request-multicast-control", mcast_on ? "1" : "0", tx));
+        }
         return {};
     });
     if (!w) {
@@ -608,6 +624,11 @@ bool Device::Impl::tx_responses(Queue& q) {
             }
             q.tx_busy[r.id] = 0;
             q.tx_free.push_back(r.id);
+            if (r.id == q.mcast_id) {
+                q.mcast_id = -1;  // a multicast request's answer: mcast_request() reads it
+                q.mcast_status = r.status;
+                continue;
+            }
             if (r.status == rings::NETIF_RSP_OKAY) {
                 ++counters.tx_packets;
             } else {
@@ -616,6 +637,63 @@ bool Device::Impl::tx_responses(Queue& q) {
         }
     }
     return true;
+}
+
+Result<void> Device::Impl::mcast_request(std::uint8_t type, const Device::MacAddr& addr,
+                                         std::chrono::milliseconds timeout) {
+    if (phase != Phase::connected || queues.empty()) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    if (!mcast) {
+        return fail(make_error_code(Errc::not_supported));
+    }
+    Queue& q = queues[0];
+    if ((q.tx.free_requests() < 2 || q.tx_free.empty()) && !tx_responses(q)) {
+        return fail(make_error_code(Errc::backend_protocol));
+    }
+    if (q.tx.free_requests() < 2 || q.tx_free.empty() || q.mcast_id >= 0) {
+        return fail(make_error_code(Errc::busy));
+    }
+    // SPEC: netif.h "multicast control": a dummy request whose only content is the extra
+    // (Linux netback answers it before looking at size or grant; the id is a tx page's, so
+    // the answer frees it as any other).
+    const std::uint16_t id = q.tx_free.back();
+    q.tx_free.pop_back();
+    q.tx_busy[id] = 1;
+    q.mcast_id = id;
+    rings::netif_tx_request first{};
+    first.gref = q.tx_grefs[id].get();
+    first.flags = rings::NETTXF_extra_info;
+    first.id = id;
+    rings::netif_extra_info x{};
+    x.type = type;
+    std::memcpy(x.u.mcast.addr, addr.data(), addr.size());
+    rings::netif_tx_request second{};
+    std::memcpy(static_cast<void*>(&second), &x, sizeof x);
+    q.tx.put_request(first);
+    q.tx.put_request(second);
+    q.tx.publish_requests();
+    kick_tx(q);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (!tx_responses(q)) {
+            return fail(make_error_code(Errc::backend_protocol));
+        }
+        if (q.mcast_id < 0) {
+            break;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            q.mcast_id = -1;  // a late answer is then counted as a packet's
+            return fail(make_error_code(Errc::timed_out));
+        }
+        // A rare control request: a short sleep rather than taking the channel's events
+        // (they stay for the caller's receive()).
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    if (q.mcast_status != rings::NETIF_RSP_OKAY) {
+        return fail(make_error_code(Errc::refused));
+    }
+    return {};
 }
 
 bool locate_csum(std::span<const std::byte> frame, Offload& off) noexcept {
@@ -1025,6 +1103,31 @@ std::vector<int> Device::pollable_fds() const {
     }
     return fds;
 }
+
+Result<void> Device::mcast_add(const MacAddr& addr, std::chrono::milliseconds timeout) {
+    return impl_->mcast_request(rings::XEN_NETIF_EXTRA_TYPE_MCAST_ADD, addr, timeout);
+}
+
+Result<void> Device::mcast_del(const MacAddr& addr, std::chrono::milliseconds timeout) {
+    return impl_->mcast_request(rings::XEN_NETIF_EXTRA_TYPE_MCAST_DEL, addr, timeout);
+}
+
+Result<void> Device::set_multicast_control(bool on) {
+    Impl& d = *impl_;
+    if (!d.set_up) {
+        d.opt.multicast_control = on;  // written by setup()
+        return {};
+    }
+    if (!d.mcast || (d.phase == Phase::connected && !d.mcast_dynamic)) {
+        return fail(make_error_code(Errc::not_supported));
+    }
+    HV_TRY(d.xs.write(d.fdir + "/request-multicast-control", on ? "1" : "0"));
+    d.mcast_on = on;
+    d.opt.multicast_control = on;
+    return {};
+}
+
+bool Device::multicast_control() const noexcept { return impl_->mcast_on; }
 
 TxOffloads Device::tx_offloads() const noexcept { return impl_->tx_off; }
 Phase Device::phase() const noexcept { return impl_->phase; }

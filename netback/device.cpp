@@ -67,6 +67,7 @@ Result<std::unique_ptr<VifDevice>> VifDevice::create(hvmin::Services& hv, xs::Cl
         return fail(w.error());
     }
     d->fe_watch_.emplace(std::move(*w));
+    d->fe_mcast_path_ = d->fdir_ + "/request-multicast-control";
     return d;
 }
 
@@ -130,8 +131,10 @@ Result<void> VifDevice::probe() {
         {"feature-rx-copy", "1"},
         {"feature-rx-flip", "0"},
         {"feature-rx-notify", "1"},
-        {"feature-multicast-control", "0"},
-        {"feature-dynamic-multicast-control", "0"},
+        // Linux netback offers both: MCAST_ADD/DEL extras kept per vif, and the frontend's
+        // request-multicast-control watched while connected.
+        {"feature-multicast-control", "1"},
+        {"feature-dynamic-multicast-control", "1"},
         {"feature-split-event-channels", opt_.split_event_channels ? "1" : "0"},
         {"multi-queue-max-queues", std::to_string(max_queues())},
         {"feature-ctrl-ring", "0"},
@@ -163,6 +166,8 @@ void VifDevice::disconnect() noexcept {
         retired_stats_ += q->stats();
     }
     queues_.clear();  // engines close their fds of the tap's queues; the tap stays (unplug_host)
+    mcast_watch_.reset();
+    mcast_.reset();  // the list is this connection's (Linux xenvif_mcast_addr_list_free)
     port_.reset();  // stops and removes the DPDK port (and its vhost-user socket)
 }
 
@@ -395,6 +400,14 @@ Result<void> VifDevice::connect() {
             HV_WARN("netback %s: ignoring unparseable poll-us '%s'", bdir_.c_str(), (*p)->c_str());
         }
     }
+    // SPEC: read_xenbus_vif_flags() reads request-multicast-control; connect() watches it.
+    mcast_ = std::make_shared<McastFilter>();
+    mcast_->set_enabled(read_flag(xs_, fe_mcast_path_, false));
+    if (auto mw = xs_.watch_scoped(fe_mcast_path_, kFrontToken)) {
+        mcast_watch_.emplace(std::move(*mw));
+    } else {
+        return fail(mw.error());
+    }
     std::vector<QueueConfig> cfgs;
     for (unsigned q = 0; q < queues; ++q) {
         const std::string dir = queues == 1 ? fdir_ : fdir_ + "/queue-" + std::to_string(q);
@@ -437,6 +450,7 @@ Result<void> VifDevice::connect() {
         c.mode = mode;
         c.persistent_pool = persistent_pool;
         c.spin = spin;
+        c.mcast = mcast_;
         cfgs.push_back(std::move(c));
     }
     // What the kernel may hand us for this frontend: partial checksums only if the frontend
@@ -527,6 +541,11 @@ bool VifDevice::reevaluate() noexcept {
             for (auto& q : queues_) {
                 q->set_rate(r);
             }
+        }
+        // feature-dynamic-multicast-control: the frontend may turn filtering on or off
+        // while connected (Linux xen_mcast_ctrl_changed).
+        if (mcast_) {
+            mcast_->set_enabled(read_flag(xs_, fe_mcast_path_, false));
         }
     }
 

@@ -22,6 +22,7 @@
 #include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
+#include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/queue.hpp"
 #include "xenbus/backend_driver.hpp"
@@ -95,9 +96,14 @@ public:
 
     const std::string& backend_dir() const noexcept override { return bdir_; }
     const std::string& frontend_state_path() const noexcept override { return fe_state_path_; }
+    bool watches_frontend_node(const std::string& path) const noexcept override {
+        return path == fe_mcast_path_;
+    }
     xenbus::DeviceRef ref() const noexcept { return ref_; }
     bool connected() const noexcept { return !queues_.empty(); }
     VifStatsSnapshot stats() const noexcept;
+    /// This connection's multicast filter (nullptr while not connected).
+    std::shared_ptr<const McastFilter> mcast_filter() const noexcept { return mcast_; }
 
 private:
     VifDevice(hvmin::Services& hv, xs::Client& xs, xenbus::DeviceRef ref,
@@ -138,6 +144,12 @@ private:
     VifStatsSnapshot last_stats_{};
     VifStatsSnapshot retired_stats_{};
     std::optional<xs::ScopedWatch> fe_watch_;
+    /// The frontend's `request-multicast-control`, watched while connected (Linux
+    /// xen_register_mcast_ctrl_watch: feature-dynamic-multicast-control).
+    std::string fe_mcast_path_;
+    std::optional<xs::ScopedWatch> mcast_watch_;
+    /// This connection's multicast list (Linux frees it at disconnect), shared with the queues.
+    std::shared_ptr<McastFilter> mcast_;
     /// A DPDK vif (`script=vif-dpdk` or `type=dpdk`): its `bridge` key is the vhost-user
     /// socket path. Decided at probe (what we offer depends on it): dpdk_.
     bool dpdk_vif() const;

@@ -358,6 +358,8 @@ Result<std::unique_ptr<Queue>> Queue::create(hvmin::Services svc, std::unique_pt
     q.rx.emplace(q.svc.grants(), *q.engine, q.stats, fe, q.cfg.rx, q.rx_pages,
                  q.cfg.rx_drain_timeout, q.cfg.name, q.cfg.mode, q.cfg.persistent_pool);
     q.tx->set_rate(q.cfg.rate, Clock::now());
+    q.tx->set_mcast(q.cfg.mcast.get());
+    q.rx->set_mcast(q.cfg.mcast.get());
     q.wake_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (q.wake_fd.get() < 0) {
         return fail_errno();

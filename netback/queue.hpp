@@ -13,6 +13,7 @@
 #include "hv/strong.hpp"
 #include "hvmin/client.hpp"
 #include "netback/engine.hpp"
+#include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/tx.hpp"
 #include "netback/tx_parse.hpp"
@@ -39,6 +40,9 @@ struct QueueConfig {
     /// Spin window (hv::SpinPolicy): while work arrived within it, the worker spins on the ring
     /// indices and the engine before sleeping. 0: sleep at once.
     std::chrono::microseconds spin{0};
+    /// The vif's multicast filter, shared by its queues (MCAST extras may come on any queue;
+    /// rx frames are checked on every queue). nullptr: no filter.
+    std::shared_ptr<McastFilter> mcast;
 };
 
 /// One queue. A hostile frontend (bad producer index, a fatal tx parse result) halts it:

@@ -61,6 +61,14 @@ void RxPath::drop_held(const char* why) noexcept {
     held_ = false;
 }
 
+bool RxPath::filter_passes(std::span<const std::byte> frame) noexcept {
+    if (mcast_ == nullptr || mcast_->accepts(frame)) {
+        return true;
+    }
+    VifStats::add(stats_.rx_dropped);
+    return false;
+}
+
 RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
     RxRun out;
     const std::size_t area = pages_.pages * XEN_PAGE_SIZE;
@@ -69,8 +77,8 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
     for (;;) {
         if (!have_ && mapper_.persistent() && !direct_unsupported_) {
             const Direct d = read_direct(ring, out);
-            if (d == Direct::nothing) {
-                break;
+            if (d == Direct::nothing || (d == Direct::dropped && ++drops >= kMaxDropsPerRun)) {
+                break;  // (dropped frames take no rx request: bounded like the copy path's)
             }
             if (d != Direct::unavailable) {
                 continue;
@@ -91,6 +99,14 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
             if (!n || *n == 0) {
                 engine_ready_ = !n.has_value();  // an error is reported again by the next read
                 break;
+            }
+            if (!filter_passes(buf_.data.first(buf_.len))) {
+                // Its bytes stay in the area, unused: the next read overwrites them. Bounded:
+                // filtered frames take no rx request, so a flood would never end the pass.
+                if (++drops >= kMaxDropsPerRun) {
+                    break;
+                }
+                continue;
             }
             have_ = true;
         }
@@ -239,6 +255,9 @@ RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
     if (*n == 0) {
         engine_ready_ = false;
         return Direct::nothing;
+    }
+    if (!filter_passes({direct_pages_[0], std::min<std::size_t>(*n, XEN_PAGE_SIZE)})) {
+        return Direct::dropped;  // as below: the requests stay for the next frame
     }
     const RxPacketInfo info = rx_info_from_vnet(hdr, *n);
     auto need = rx_slots_needed(info, fe_);

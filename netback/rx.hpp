@@ -16,6 +16,7 @@
 #include "hv/rings/xen/grant_table.hpp"
 #include "hv/strong.hpp"
 #include "netback/engine.hpp"
+#include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/tx.hpp"
 #include "netback/tx_parse.hpp"
@@ -65,6 +66,9 @@ public:
     /// hold frames: until a read finds nothing, then again after this (a pass the event
     /// channel woke for tx or rx requests does not start with an empty engine read).
     void engine_readable() noexcept { engine_ready_ = true; }
+    /// The vif's multicast filter (nullptr: every frame goes to the frontend). Not owned;
+    /// outlives this path.
+    void set_mcast(const McastFilter* f) noexcept { mcast_ = f; }
 
 private:
     /// Largest frame read straight into rx pages: 17 pages (a 64 KiB TSO frame + Ethernet).
@@ -91,6 +95,9 @@ private:
     };
     void flush(RxRing& ring, RxRun& out) noexcept;
     void drop_held(const char* why) noexcept;
+    /// The multicast filter lets this frame (its first bytes) through; else it is counted in
+    /// rx_dropped (Linux xenvif_start_xmit: the vif's tx_dropped).
+    bool filter_passes(std::span<const std::byte> frame) noexcept;
 
     hvmin::Grants& grants_;
     NetEngine& engine_;
@@ -102,6 +109,7 @@ private:
     std::string name_;
     DataMode mode_;
     MapCopier mapper_;          ///< map mode only
+    const McastFilter* mcast_ = nullptr;
     RxBuffer buf_{};            ///< the current frame (in the copy area at area_used_)
     bool have_ = false;         ///< buf_ holds a frame not yet delivered or dropped
     std::size_t area_used_ = 0; ///< bytes of the copy area taken by frames of this batch

@@ -223,10 +223,24 @@ TxRun TxPath::run(TxRing& ring, Clock::time_point now) noexcept {
                 e.op_count = static_cast<unsigned>(ops_n_) - e.op_first;
                 e.iov_count = static_cast<unsigned>(iovs_.size()) - e.iov_first;
             } else {
-                // drop (guest fault, counted) or multicast (no filter: answered OKAY).
+                // drop (guest fault, counted) or a multicast filter update (Linux
+                // xenvif_tx_build_gops: an add to a full list is answered ERROR, a delete of
+                // an address not listed OKAY).
                 e.buf = -1;
                 e.op_first = e.op_count = 0;
-                e.status = to_netif_status(p.verdict, p.error);
+                bool filter_ok = true;
+                if (p.verdict == TxVerdict::multicast && mcast_ != nullptr) {
+                    if (p.mcast_add) {
+                        filter_ok = mcast_->add(p.mcast_addr);
+                        if (!filter_ok) {
+                            HV_LOG_RL(warn, "netback %s: too many multicast addresses",
+                                      name_.c_str());
+                        }
+                    } else {
+                        mcast_->del(p.mcast_addr);
+                    }
+                }
+                e.status = to_netif_status(p.verdict, p.error, filter_ok);
                 if (p.verdict == TxVerdict::drop) {
                     VifStats::add(stats_.tx_errors);
                     HV_LOG_RL(warn, "netback %s: tx packet dropped: %s", name_.c_str(),

@@ -21,6 +21,7 @@
 #include "hv/strong.hpp"
 #include "netback/engine.hpp"
 #include "netback/map_copy.hpp"
+#include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/tx_parse.hpp"
 
@@ -100,6 +101,9 @@ public:
     /// Drains the tx ring as far as credit allows. Never blocks.
     TxRun run(TxRing& ring, Clock::time_point now) noexcept;
     void set_rate(RateLimit r, Clock::time_point now) noexcept { bucket_.configure(r, now); }
+    /// The vif's multicast filter MCAST_ADD/MCAST_DEL extras update (nullptr: answered OKAY,
+    /// nothing kept). Not owned; outlives this path.
+    void set_mcast(McastFilter* f) noexcept { mcast_ = f; }
     /// Requests copied out of the ring but not answered (waiting for credit).
     unsigned pending() const noexcept { return static_cast<unsigned>(pend_n_ - pend_head_); }
 
@@ -151,6 +155,7 @@ private:
     DataMode mode_;
     MapCopier mapper_;  ///< map mode only
     CreditBucket bucket_;
+    McastFilter* mcast_ = nullptr;
     std::vector<rings::netif_tx_request> pend_;  ///< kPend private copies of taken requests:
     std::size_t pend_head_ = 0;                  ///< [pend_head_, pend_n_) not parsed yet
     std::size_t pend_n_ = 0;

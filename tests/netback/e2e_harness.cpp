@@ -207,6 +207,18 @@ void fill_eth(std::vector<std::byte>& f, unsigned type, std::uint32_t seed) {
 }
 }  // namespace
 
+std::vector<rings::netif_tx_response> tx_responses(Vif& v, std::size_t n) {
+    std::vector<rings::netif_tx_response> all;
+    const auto deadline = std::chrono::steady_clock::now() + 5s;
+    std::vector<netfront::Packet> ignored;
+    while (all.size() < n && std::chrono::steady_clock::now() < deadline) {
+        v.nf->receive(ignored, 1, 20ms);
+        auto r = v.nf->take_tx_responses();
+        all.insert(all.end(), r.begin(), r.end());
+    }
+    return all;
+}
+
 std::vector<std::byte> raw_frame(std::size_t len, std::uint32_t seed) {
     std::vector<std::byte> f(len);
     fill_eth(f, 0x88B5, seed);

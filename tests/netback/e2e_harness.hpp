@@ -101,6 +101,10 @@ struct SpinIgnoringLoad {
     SpinIgnoringLoad& operator=(const SpinIgnoringLoad&) = delete;
 };
 
+/// The tx responses netfront saw (take_tx_responses), collected until there are at least `n`
+/// (≤ 5 s; rx packets meanwhile are received and dropped).
+std::vector<rings::netif_tx_response> tx_responses(Vif& v, std::size_t n);
+
 /// An Ethernet + IPv4 + TCP frame of `len` bytes (payload pattern from `seed`); checksum field
 /// holds what a partial-checksum sender leaves there.
 std::vector<std::byte> tcp4_frame(std::size_t len, std::uint32_t seed);

@@ -14,19 +14,6 @@ namespace {
 namespace wire = hv::rings;
 using netfront::Packet;
 
-/// Collects at least n tx responses (≤ 5 s).
-std::vector<wire::netif_tx_response> tx_responses(Vif& v, std::size_t n) {
-    std::vector<wire::netif_tx_response> all;
-    const auto deadline = std::chrono::steady_clock::now() + 5s;
-    std::vector<Packet> ignored;
-    while (all.size() < n && std::chrono::steady_clock::now() < deadline) {
-        v.nf->receive(ignored, 1, 20ms);
-        auto r = v.nf->take_tx_responses();
-        all.insert(all.end(), r.begin(), r.end());
-    }
-    return all;
-}
-
 /// The vif still echoes a frame (loop engine).
 bool echoes(Vif& v) {
     const auto f = raw_frame(200, 77);

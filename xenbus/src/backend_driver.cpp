@@ -108,7 +108,8 @@ void BackendDriver::on_event(const std::string& path) noexcept {
     } else {
         for (const auto& [ref, dev] : devices_) {
             const std::string& fe = dev->frontend_state_path();
-            if (path == fe || (path.starts_with(fe) && path[fe.size()] == '/')) {
+            if (path == fe || (path.starts_with(fe) && path[fe.size()] == '/') ||
+                dev->watches_frontend_node(path)) {
                 touched.push_back(ref);
             }
         }

@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <sys/uio.h>
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -42,7 +43,9 @@ enum class Errc {
     bad_packet,         ///< shorter than 14 bytes, longer than 65535, too many slots, bad GSO
     backend_protocol,   ///< the backend broke the protocol (missing rx-copy, bad response)
     device_gone,        ///< the device was removed
-    timed_out,          ///< the handshake did not finish in time
+    timed_out,          ///< the handshake (or a multicast request's answer) took too long
+    not_supported,      ///< the backend does not offer what was asked (multicast control)
+    refused,            ///< the backend answered a multicast request with an error (list full)
 };
 const std::error_category& category() noexcept;
 std::error_code make_error_code(Errc e) noexcept;
@@ -68,6 +71,9 @@ struct Options {
     /// contiguous buffer: their PacketView::data is empty and PacketView::parts names the
     /// bytes in their rx pages (for a caller that writes them on with writev: no copy).
     bool lend_slots = false;
+    /// request-multicast-control = 1 when the backend offers feature-multicast-control: it
+    /// then delivers only the multicast groups added with mcast_add() (broadcast always).
+    bool multicast_control = false;
 };
 
 /// Offload metadata of a packet (tx: what to ask for; rx: what the backend said).
@@ -222,6 +228,23 @@ public:
     bool responses_pending() noexcept;
 
     /// The backend's tx offloads, as negotiated at the last InitWait (all false before).
+    /// A 6-byte Ethernet address.
+    using MacAddr = std::array<std::uint8_t, 6>;
+    /// Adds `addr` to the backend's multicast list of this vif (xen-abi §6.3: a request on
+    /// queue 0 carrying only an MCAST_ADD extra) and waits for its answer (≤ `timeout`; tx
+    /// responses of other packets are taken meanwhile). Errors: not_connected, not_supported
+    /// (no feature-multicast-control), busy (queue 0 has no free slot), refused (the backend
+    /// answered ERROR: its list is full, Linux keeps 64), timed_out, backend_protocol.
+    Result<void> mcast_add(const MacAddr& addr, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    /// Removes one entry `addr` (an address not listed is answered OKAY). Errors as mcast_add.
+    Result<void> mcast_del(const MacAddr& addr, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    /// Turns the backend's filtering on or off: writes request-multicast-control. Before the
+    /// handshake it sets what setup() writes; once connected the backend must offer
+    /// feature-dynamic-multicast-control (else not_supported), e.g. to take every group when
+    /// mcast_add() was refused for a full list. Errors: not_supported, XenStore errors.
+    Result<void> set_multicast_control(bool on);
+    /// request-multicast-control as written (false when the backend does not offer it).
+    bool multicast_control() const noexcept;
     TxOffloads tx_offloads() const noexcept;
     Phase phase() const noexcept;
     unsigned queues() const noexcept;

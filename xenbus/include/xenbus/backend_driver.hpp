@@ -50,6 +50,12 @@ public:
     virtual const std::string& backend_dir() const noexcept = 0;
     /// The frontend's `state` node: its events (and those below it) re-evaluate this device.
     virtual const std::string& frontend_state_path() const noexcept = 0;
+    /// Another frontend node this device watches itself (netback: the frontend's
+    /// `request-multicast-control`): true when `path`'s events should re-evaluate it too.
+    virtual bool watches_frontend_node(const std::string& path) const noexcept {
+        (void)path;
+        return false;
+    }
 };
 
 /// The per-type part of a backend. Lives as long as the driver; its devices die first.

@@ -41,28 +41,6 @@ std::int16_t unmap_status(Services& s, grant_handle_t h, std::uint64_t dev_bus_a
 
 std::string gntst(std::int16_t st) { return "err gntst " + std::to_string(st); }
 
-/// One gnttab_copy: each side a grant ref (`*_gref`) or a frame of the caller.
-gnttab_copy make_copy(bool src_gref, std::uint64_t src, domid_t sdom, std::uint16_t soff,
-                      bool dst_gref, std::uint64_t dst, domid_t ddom, std::uint16_t doff,
-                      std::uint16_t len) {
-    auto side = [](gnttab_copy_ptr& p, bool gref, std::uint64_t v, domid_t d, std::uint16_t off) {
-        if (gref) {
-            p.u.ref = static_cast<grant_ref_t>(v);
-        } else {
-            p.u.gmfn = v;
-        }
-        p.domid = d;
-        p.offset = off;
-    };
-    gnttab_copy c{};
-    side(c.source, src_gref, src, sdom, soff);
-    side(c.dest, dst_gref, dst, ddom, doff);
-    c.len = len;
-    c.flags = static_cast<std::uint16_t>((src_gref ? GNTCOPY_source_gref : 0) |
-                                         (dst_gref ? GNTCOPY_dest_gref : 0));
-    return c;
-}
-
 }  // namespace
 
 TEST_CASE("a mapped grant shares the page and pins it with GTF_reading/GTF_writing", "[hvmin][grant]") {

@@ -94,7 +94,7 @@ Puppet::Puppet(Harness& h, const std::string& name, PuppetOptions o) {
     REQUIRE(conn_.valid());
 }
 
-std::string Puppet::cmd(const std::string& line) {
+std::string Puppet::cmd(const std::string& line, std::chrono::milliseconds timeout) {
     const std::string l = line + "\n";
     if (::send(conn_.get(), l.data(), l.size(), MSG_NOSIGNAL) < 0) {
         return "";
@@ -107,7 +107,7 @@ std::string Puppet::cmd(const std::string& line) {
             return r;
         }
         pollfd p{conn_.get(), POLLIN, 0};
-        if (::poll(&p, 1, 10000) != 1) {
+        if (::poll(&p, 1, static_cast<int>(timeout.count())) != 1) {
             return "";
         }
         char tmp[4096];
@@ -126,6 +126,28 @@ long Puppet::num(const std::string& line) {
     REQUIRE(w.size() >= 2);
     REQUIRE(w[0] == "ok");
     return std::stol(w[1]);
+}
+
+rings::gnttab_copy make_copy(bool src_gref, std::uint64_t src, rings::domid_t sdom,
+                             std::uint16_t soff, bool dst_gref, std::uint64_t dst,
+                             rings::domid_t ddom, std::uint16_t doff, std::uint16_t len) {
+    using namespace rings;
+    auto side = [](gnttab_copy_ptr& p, bool gref, std::uint64_t v, domid_t d, std::uint16_t off) {
+        if (gref) {
+            p.u.ref = static_cast<grant_ref_t>(v);
+        } else {
+            p.u.gmfn = v;
+        }
+        p.domid = d;
+        p.offset = off;
+    };
+    gnttab_copy c{};
+    side(c.source, src_gref, src, sdom, soff);
+    side(c.dest, dst_gref, dst, ddom, doff);
+    c.len = len;
+    c.flags = static_cast<std::uint16_t>((src_gref ? GNTCOPY_source_gref : 0) |
+                                         (dst_gref ? GNTCOPY_dest_gref : 0));
+    return c;
 }
 
 std::vector<std::string> words(const std::string& s) {

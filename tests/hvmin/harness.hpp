@@ -35,8 +35,10 @@ struct PuppetOptions {
 class Puppet {
 public:
     Puppet(Harness& h, const std::string& name, PuppetOptions o = {});
-    /// The reply ("ok ..." / "err ..."), or "" if the domain died or did not answer in 10 s.
-    std::string cmd(const std::string& line);
+    /// The reply ("ok ..." / "err ..."), or "" if the domain died or did not answer in
+    /// `timeout` (a bound only a hang reaches).
+    std::string cmd(const std::string& line, std::chrono::milliseconds timeout = kCmdTimeout);
+    static constexpr std::chrono::milliseconds kCmdTimeout{10000};
     /// cmd() that must answer "ok <number>": the number.
     long num(const std::string& line);
     DomId domid{0};
@@ -66,6 +68,11 @@ struct IgnoreLoad {
     IgnoreLoad(const IgnoreLoad&) = delete;
     IgnoreLoad& operator=(const IgnoreLoad&) = delete;
 };
+
+/// One gnttab_copy: each side a grant ref (`*_gref`) or a frame of the caller.
+rings::gnttab_copy make_copy(bool src_gref, std::uint64_t src, rings::domid_t sdom,
+                             std::uint16_t soff, bool dst_gref, std::uint64_t dst,
+                             rings::domid_t ddom, std::uint16_t doff, std::uint16_t len);
 
 /// Splits "ok 1 2" → {"ok","1","2"}.
 std::vector<std::string> words(const std::string& s);

@@ -2,6 +2,7 @@
 // argv[1] = path of the test's control socket. Each command line gets one reply line,
 // "ok ..." or "err ...". It is a real domain: started by hv-min, attached through libhv.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -18,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "evtchn_waits.hpp"
 #include "hvmin/client.hpp"
@@ -178,6 +180,100 @@ std::string smash_words(Services& svc, unsigned dom, unsigned port) {
         }
     }).detach();
     return "ok " + std::to_string(bi.local_port) + " " + std::to_string(e);
+}
+
+/// "raw HEX": HEX (two digits a byte) sent as one hypercall datagram on the domain's own
+/// socket; "ok RC SEQ COUNT BODYHEX" from the reply.
+std::string raw_call(Services& svc, const std::string& hex) {
+    std::vector<std::byte> d;
+    for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+        d.push_back(static_cast<std::byte>(std::stoul(hex.substr(i, 2), nullptr, 16)));
+    }
+    auto r = svc.channel().call_raw(d, 5000);
+    if (!r) {
+        return err(r.error());
+    }
+    std::string out = "ok " + std::to_string(r->hdr.rc) + " " + std::to_string(r->hdr.seq) + " " +
+                      std::to_string(r->hdr.count) + " ";
+    char b[3];
+    for (auto x : r->body) {
+        std::snprintf(b, sizeof b, "%02x", static_cast<unsigned>(x));
+        out += b;
+    }
+    return out;
+}
+
+/// "pipeline N": N gnttab_query_size calls on the domain's own socket, up to 64 outstanding,
+/// every reply read and checked (in order, rc 0, status okay). "ok N" or where it went wrong.
+std::string pipeline_calls(Services& svc, unsigned long n) {
+    const int fd = svc.channel().fd();
+    wire::Header h{wire::kMagic, static_cast<std::uint16_t>(wire::Op::gnttab_query_size), 0, 1, 0};
+    rings::gnttab_query_size q{};
+    q.dom = rings::DOMID_SELF;
+    std::byte msg[sizeof h + sizeof q];
+    std::memcpy(msg + sizeof h, &q, sizeof q);
+    std::byte rbuf[256];
+    unsigned long sent = 0;
+    unsigned long answered = 0;
+    while (answered < n) {
+        while (sent < n && sent - answered < 64) {
+            h.seq = static_cast<std::uint32_t>(sent);
+            std::memcpy(msg, &h, sizeof h);
+            if (::send(fd, msg, sizeof msg, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof msg)) {
+                return "err send " + std::to_string(sent);
+            }
+            sent++;
+        }
+        pollfd p{fd, POLLIN, 0};
+        if (::poll(&p, 1, 10000) != 1) {
+            return "err noreply " + std::to_string(answered);
+        }
+        const auto got = ::recv(fd, rbuf, sizeof rbuf, 0);
+        wire::ReplyHeader rh;
+        rings::gnttab_query_size a;
+        if (got != static_cast<ssize_t>(sizeof rh + sizeof a)) {
+            return "err size " + std::to_string(answered) + " " + std::to_string(got);
+        }
+        std::memcpy(&rh, rbuf, sizeof rh);
+        std::memcpy(&a, rbuf + sizeof rh, sizeof a);
+        if (rh.seq != static_cast<std::uint32_t>(answered) || rh.rc != 0 ||
+            a.status != rings::GNTST_okay || a.nr_frames == 0) {
+            return "err reply " + std::to_string(answered) + " " + std::to_string(rh.seq) + " " +
+                   std::to_string(rh.rc) + " " + std::to_string(a.status);
+        }
+        answered++;
+    }
+    return "ok " + std::to_string(answered);
+}
+
+/// "selfcopy FRAME SEQ": writes 8 bytes made of SEQ into FRAME, gnttab_copy's them (one
+/// hypercall, both sides the domain's own frames) into FRAME+1 and reads them back there.
+std::string self_copy(Services& svc, std::uint64_t frame, std::uint64_t seq) {
+    auto src = svc.memory().frame(frame);
+    auto dst = svc.memory().frame(frame + 1);
+    if (!src || !dst) {
+        return "err frame";
+    }
+    const std::uint16_t off = static_cast<std::uint16_t>((seq % 512) * 8);
+    const std::uint64_t v = seq * 0x9E3779B97F4A7C15ull;
+    std::memcpy(*src + off, &v, 8);
+    rings::gnttab_copy c{};
+    c.source.u.gmfn = frame;
+    c.source.domid = rings::DOMID_SELF;
+    c.source.offset = off;
+    c.dest.u.gmfn = frame + 1;
+    c.dest.domid = rings::DOMID_SELF;
+    c.dest.offset = off;
+    c.len = 8;
+    if (auto r = svc.grants().copy(std::span(&c, 1)); !r) {
+        return err(r.error());
+    }
+    if (c.status != rings::GNTST_okay) {
+        return "err gntst " + std::to_string(c.status);
+    }
+    std::uint64_t back = 0;
+    std::memcpy(&back, *dst + off, 8);
+    return back == v ? "ok" : "err bytes";
 }
 
 std::string describe_maps() {
@@ -568,6 +664,19 @@ int main(int argc, char** argv) {
                 }
             }
             reply = "ok " + std::to_string(sent);
+        } else if (cmd == "raw") {
+            std::string hex;
+            is >> hex;
+            reply = raw_call(*svc, hex);
+        } else if (cmd == "pipeline") {
+            unsigned long n = 0;
+            is >> n;
+            reply = pipeline_calls(*svc, n);
+        } else if (cmd == "selfcopy") {
+            unsigned long long frame = 0;
+            unsigned long long seq = 0;
+            is >> frame >> seq;
+            reply = self_copy(*svc, frame, seq);
         } else if (cmd == "pagespam") {
             // Hostile: sets up the primary connection's hypercall page, then a thread posts
             // garbage requests (random op, flags, count, ops; a new seq each time, never

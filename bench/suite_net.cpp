@@ -15,6 +15,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -472,8 +473,9 @@ enum class Pkt64Path {
 /// back or written off.
 /// tx: counts their tx responses; every one must be OKAY (an error response or a frame
 /// unanswered for 2 s fails the run: nothing may be lost on the way into netback).
-/// "ok <elapsed ns> <done by then> <lost> <stalls> <longest stall ms> [rings at the first
-/// stall]".
+/// "ok <elapsed ns> <done by then> <lost> <stalls> <longest stall ms> <sleeps> <spins skipped>
+/// [rings at the first stall]": sleeps = waits that slept in poll(2); spins skipped = waits
+/// with a spin window that slept at once, the CPUs being oversubscribed.
 Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t count,
                                 std::uint64_t window, std::chrono::microseconds spin_window,
                                 int cpu) {
@@ -500,6 +502,7 @@ Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t co
     std::chrono::milliseconds longest_stall{0};
     std::string first_stall;  // both rings' indices when the first stall was seen
     int idle_ms = 0;
+    std::uint64_t sleeps = 0, spins_skipped = 0;
     hv::SpinPolicy spin(spin_window);  // like testpmd, poll the rings while frames flow
     const auto t0 = std::chrono::steady_clock::now();
     auto last_back = t0;
@@ -548,14 +551,19 @@ Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t co
         }
         // No spinning while the CPUs are oversubscribed: the backend we wait for would wait
         // for a CPU instead (netback/README.md "Polling").
-        if (const auto b = hv::cpus_oversubscribed() ? std::chrono::microseconds{0} : spin.budget();
-            b.count() > 0 && hv::spin_until([&] { return st.dev->responses_pending(); }, b,
+        auto b = spin.budget();
+        if (b.count() > 0 && hv::cpus_oversubscribed()) {
+            b = std::chrono::microseconds{0};
+            ++spins_skipped;
+        }
+        if (b.count() > 0 && hv::spin_until([&] { return st.dev->responses_pending(); }, b,
                                             hv::SpinYield::every_64)) {
             continue;
         }
         if (st.dev->arm()) {
             continue;  // responses came while arming: no sleep
         }
+        ++sleeps;
         const int pr = ::poll(pfds.data(), pfds.size(), 50);
         if (pr < 0 && errno != EINTR) {
             return fail_errno();
@@ -600,7 +608,8 @@ Result<std::string> front_pkt64(FrontState& st, Pkt64Path path, std::uint64_t co
     }
     return "ok " + std::to_string(ns) + " " + std::to_string(t_end ? received_by_end : received) +
            " " + std::to_string(count - received) + " " + std::to_string(stalls) + " " +
-           std::to_string(longest_stall.count()) + (first_stall.empty() ? "" : " " + first_stall);
+           std::to_string(longest_stall.count()) + " " + std::to_string(sleeps) + " " +
+           std::to_string(spins_skipped) + (first_stall.empty() ? "" : " " + first_stall);
 }
 
 /// 2 MiB hugepages for the DPDK peer, set up for one run and given back after: the pool
@@ -816,6 +825,59 @@ Result<void> check_tx_statistics(xs::Client& xs, DomId fe, std::uint32_t devid,
     }
 }
 
+/// netback's queue wait counters (statistics/, summed over the vif's queues).
+struct WaitCounts {
+    std::uint64_t sleeps = 0, poll_wakeups = 0, skipped = 0;
+};
+
+/// Steal time of `cpu` so far (/proc/stat, USER_HZ ticks; 0 when unknown): the time the host
+/// ran something else while this vCPU had work. A run slowed by the host shows it.
+std::uint64_t steal_ticks(int cpu) {
+    std::ifstream in("/proc/stat");
+    const std::string want = "cpu" + std::to_string(cpu) + " ";
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind(want, 0) == 0) {
+            std::istringstream is(line.substr(want.size()));
+            std::uint64_t v[8] = {};  // user nice system idle iowait irq softirq steal
+            for (auto& x : v) {
+                is >> x;
+            }
+            return is ? v[7] : 0;
+        }
+    }
+    return 0;
+}
+
+/// One line per run on stderr: how often each side slept, how often a spin window was given
+/// up because more threads were runnable than CPUs (hv::cpus_oversubscribed()), and the
+/// host's steal time on the two CPUs during the run. A polling run that sleeps is a
+/// sleep/wake run, whatever its spin window (issue #5: the bimodal pkt64_rings_tx_map_poll).
+/// netback's counters are those of its last statistics write (every 100 ms; after
+/// check_tx_statistics, one from after the run's last frame).
+void report_waits(xs::Client& xs, const std::string& name, DomId fe, std::uint32_t devid,
+                  std::uint64_t fe_sleeps, std::uint64_t fe_skipped, WaitCounts& last,
+                  std::uint64_t steal_be, std::uint64_t steal_fe) {
+    const std::string dir = xenbus::backend_dir(DomId(0), "vif", fe, devid) + "/statistics/";
+    auto get = [&](const char* key) {
+        auto v = xenbus::read_uint(xs, dir + key, UINT64_MAX);
+        return v ? *v : 0;
+    };
+    const WaitCounts now{get("sleeps"), get("poll_wakeups"), get("spins_skipped_busy")};
+    const auto hz = static_cast<std::uint64_t>(std::max(1L, ::sysconf(_SC_CLK_TCK)));
+    std::fprintf(stderr,
+                 "hvbench net/%s: frontend slept %llu times (spin skipped, CPUs "
+                 "oversubscribed: %llu); netback slept %llu, polled %llu, spin skipped %llu; "
+                 "steal %llu / %llu ms (netback / frontend CPU)\n",
+                 name.c_str(), static_cast<unsigned long long>(fe_sleeps),
+                 static_cast<unsigned long long>(fe_skipped),
+                 static_cast<unsigned long long>(now.sleeps - last.sleeps),
+                 static_cast<unsigned long long>(now.poll_wakeups - last.poll_wakeups),
+                 static_cast<unsigned long long>(now.skipped - last.skipped),
+                 static_cast<unsigned long long>(steal_be * 1000 / hz),
+                 static_cast<unsigned long long>(steal_fe * 1000 / hz));
+    last = now;
+}
+
 Result<std::string> run_pkt64_case(Context& ctx) {
     std::vector<std::string> names;
     for (const auto& c : kPkt64Cases) {
@@ -958,9 +1020,12 @@ Result<std::string> run_pkt64_case(Context& ctx) {
             cs.config.emplace_back("peer_measured", "beside the first pkt64 case (--quick)");
         }
         std::uint64_t taken = 0;  // frames netback's sink took on this vif (all runs)
+        WaitCounts waits;         // netback's wait counters at the end of the last run
         HV_TRY(ctx.run_case(
             cs,
             [&]() -> Result<Sample> {
+                const std::uint64_t steal_be0 = steal_ticks(be_cpu);
+                const std::uint64_t steal_fe0 = steal_ticks(fe_cpu);
                 auto r = d->ctl.call(std::string(tx ? "pkt64tx " : "pkt64 ") +
                                          std::to_string(count) + " " + std::to_string(window) +
                                          " " + std::to_string(v.spin_us) + " " +
@@ -969,7 +1034,7 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                 if (!r) {
                     return fail(r.error());
                 }
-                if (r->size() < 6) {
+                if (r->size() < 8) {
                     return fail(bad_data_error());
                 }
                 auto ns = parse_u64((*r)[1]);
@@ -977,12 +1042,15 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                 auto lost = parse_u64((*r)[3]);
                 auto stalls = parse_u64((*r)[4]);
                 auto longest = parse_u64((*r)[5]);
-                if (!ns || *ns == 0 || !rx || !lost || !stalls || !longest) {
+                auto fe_sleeps = parse_u64((*r)[6]);
+                auto fe_skipped = parse_u64((*r)[7]);
+                if (!ns || *ns == 0 || !rx || !lost || !stalls || !longest || !fe_sleeps ||
+                    !fe_skipped) {
                     return fail(bad_data_error());
                 }
                 if (*stalls > 0 || *lost > 0) {
                     std::string rings;
-                    for (std::size_t i = 6; i < r->size(); ++i) {
+                    for (std::size_t i = 8; i < r->size(); ++i) {
                         rings += " " + (*r)[i];
                     }
                     std::fprintf(stderr,
@@ -999,6 +1067,10 @@ Result<std::string> run_pkt64_case(Context& ctx) {
                         return fail(c.error());
                     }
                 }
+                const std::uint64_t steal_be = steal_ticks(be_cpu) - steal_be0;
+                const std::uint64_t steal_fe = steal_ticks(fe_cpu) - steal_fe0;
+                report_waits(**bx, name, d->domid, devid, *fe_sleeps, *fe_skipped, waits,
+                             steal_be, steal_fe);
                 return Sample{static_cast<double>(*rx) * 1e9 / static_cast<double>(*ns)};
             },
             [&]() -> Result<Sample> {

@@ -672,6 +672,8 @@ void VifDevice::write_statistics() noexcept {
                          {d + "rx_grant_pool", std::to_string(s.rx_grant_pool)},
                          {d + "pool_maps", std::to_string(s.pool_maps)},
                          {d + "poll_wakeups", std::to_string(s.poll_wakeups)},
+                         {d + "sleeps", std::to_string(s.sleeps)},
+                         {d + "spins_skipped_busy", std::to_string(s.spins_skipped_busy)},
                          {d + "missed_wakeups", std::to_string(s.missed_wakeups)}});
     if (w) {
         last_stats_ = s;

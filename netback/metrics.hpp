@@ -33,6 +33,10 @@ struct VifStatsSnapshot {
     /// rx packets read by the engine straight into kept rx pages (RxPath).
     std::uint64_t rx_direct = 0;
     std::uint64_t poll_wakeups = 0;  ///< waits ended by spinning (polling), without a sleep
+    std::uint64_t sleeps = 0;  ///< waits that slept (armed the events, poll(2) with a timeout)
+    /// Waits with a spin window that did not spin because more threads were runnable than
+    /// there are CPUs (hv::cpus_oversubscribed()): they slept at once.
+    std::uint64_t spins_skipped_busy = 0;
     /// Sleeps that ran to their timeout although the requests they were armed for had been
     /// published: a notification that never came (a lost wake-up; should stay 0).
     std::uint64_t missed_wakeups = 0;
@@ -55,6 +59,8 @@ struct VifStatsSnapshot {
         tx_direct += o.tx_direct;
         rx_direct += o.rx_direct;
         poll_wakeups += o.poll_wakeups;
+        sleeps += o.sleeps;
+        spins_skipped_busy += o.spins_skipped_busy;
         missed_wakeups += o.missed_wakeups;
         return *this;
     }
@@ -86,6 +92,8 @@ public:
         s.tx_direct = tx_direct.load(std::memory_order_relaxed);
         s.rx_direct = rx_direct.load(std::memory_order_relaxed);
         s.poll_wakeups = poll_wakeups.load(std::memory_order_relaxed);
+        s.sleeps = sleeps.load(std::memory_order_relaxed);
+        s.spins_skipped_busy = spins_skipped_busy.load(std::memory_order_relaxed);
         s.missed_wakeups = missed_wakeups.load(std::memory_order_relaxed);
         return s;
     }
@@ -107,6 +115,8 @@ public:
     std::atomic<std::uint64_t> tx_direct{0};
     std::atomic<std::uint64_t> rx_direct{0};
     std::atomic<std::uint64_t> poll_wakeups{0};
+    std::atomic<std::uint64_t> sleeps{0};
+    std::atomic<std::uint64_t> spins_skipped_busy{0};
     std::atomic<std::uint64_t> missed_wakeups{0};
 };
 

@@ -215,8 +215,13 @@ void Queue::Impl::run() noexcept {
         // a frontend spinning for our responses (measured: queue passes 100-180 ms apart at
         // load ~18 on 2 CPUs, in the runqueue, not asleep; issue #5).
         const auto budget = spin.budget();
-        if (budget.count() > 0 && !halted.load(std::memory_order_relaxed) && !throttled &&
-            wait_ms > 0 && !hv::cpus_oversubscribed()) {
+        bool may_spin = budget.count() > 0 && !halted.load(std::memory_order_relaxed) &&
+                        !throttled && wait_ms > 0;
+        if (may_spin && hv::cpus_oversubscribed()) {
+            VifStats::add(stats.spins_skipped_busy);
+            may_spin = false;
+        }
+        if (may_spin) {
             unsigned probe = 0;
             bool fd_ready = false;
             const bool ready = hv::spin_until(
@@ -269,6 +274,9 @@ void Queue::Impl::run() noexcept {
             if (again) {
                 continue;
             }
+        }
+        if (wait_ms > 0) {
+            VifStats::add(stats.sleeps);
         }
         const int ready = ::poll(fds.data(), n, static_cast<int>(wait_ms));
         if (ready > 0) {

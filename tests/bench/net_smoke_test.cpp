@@ -323,6 +323,21 @@ TEST_CASE("hvbench --quick net prints one schema-valid line per case and leaves 
     }
     CHECK(seen == expected);
     CHECK(read_file(svg).find("<svg") != std::string::npos);
+    // Each pkt64 run reports its waits on stderr; a queue without a spin window never polls.
+    const std::string& log = proc->output();
+    for (const std::string& c : expected) {
+        if (c.rfind("pkt64_rings_", 0) != 0) {
+            continue;
+        }
+        INFO(c);
+        const auto at = log.find("hvbench net/" + c + ": frontend slept ");
+        REQUIRE(at != std::string::npos);
+        const std::string line = log.substr(at, log.find('\n', at) - at);
+        CHECK(line.find("; steal ") != std::string::npos);
+        if (c.find("_poll") == std::string::npos) {
+            CHECK(line.find("polled 0, spin skipped 0;") != std::string::npos);
+        }
+    }
 
     // Nothing left behind.
     const std::string prefix = "hvb-" + std::to_string(pid) + "-";

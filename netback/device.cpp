@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstring>
 
 #include "hv/log.hpp"
 #include "netback/dpdk.hpp"
@@ -137,7 +138,7 @@ Result<void> VifDevice::probe() {
         {"feature-dynamic-multicast-control", "1"},
         {"feature-split-event-channels", opt_.split_event_channels ? "1" : "0"},
         {"multi-queue-max-queues", std::to_string(max_queues())},
-        {"feature-ctrl-ring", "0"},
+        {"feature-ctrl-ring", "1"},
         // hvkit's own (README "Persistent pool"): only a mapping backend can keep grants mapped.
         {"feature-hvkit-persistent-pool", offers_persistent_pool() ? "1" : "0"},
     };
@@ -168,6 +169,10 @@ void VifDevice::disconnect() noexcept {
     queues_.clear();  // engines close their fds of the tap's queues; the tap stays (unplug_host)
     mcast_watch_.reset();
     mcast_.reset();  // the list is this connection's (Linux xenvif_mcast_addr_list_free)
+    ctrl_.reset();
+    ctrl_ev_ = {};
+    ctrl_ring_.reset();
+    ctrl_map_ = {};
     port_.reset();  // stops and removes the DPDK port (and its vhost-user socket)
 }
 
@@ -478,6 +483,7 @@ Result<void> VifDevice::connect() {
         made.push_back(std::move(*w));
     }
     queues_ = std::move(made);
+    HV_TRY(connect_ctrl(queues));
     if (port_ && !port_->link_up()) {
         // A DPDK port is usable once a switch attached to its socket; until then every frame
         // the frontend sent would be dropped (ENETDOWN). hotplug-status, and so Connected,
@@ -608,13 +614,110 @@ bool VifDevice::reevaluate() noexcept {
     return true;
 }
 
+Result<void> VifDevice::connect_ctrl(unsigned queues) {
+    // SPEC: Linux connect_ctrl_ring(): no ctrl-ring-ref, no ring; a ref without its channel
+    // is an error.
+    auto ref = xenbus::read_uint(xs_, fdir_ + "/ctrl-ring-ref", UINT32_MAX);
+    if (!ref) {
+        return is_errno(ref.error(), ENOENT) ? Result<void>{} : fail(ref.error());
+    }
+    auto port = xenbus::read_uint(xs_, fdir_ + "/event-channel-ctrl", UINT32_MAX);
+    if (!port) {
+        HV_WARN("netback %s: ctrl-ring-ref without event-channel-ctrl", bdir_.c_str());
+        return fail(port.error());
+    }
+    if (ctrl_page_ == nullptr) {  // one own frame per device, kept across connections
+        auto f = hv_.memory().alloc_extent(1);
+        if (!f) {
+            return fail(f.error());
+        }
+        auto p = hv_.memory().frame(*f);
+        if (!p) {
+            return fail(p.error());
+        }
+        ctrl_frame_ = *f;
+        ctrl_page_ = *p;
+    }
+    auto m = hv_.grants().map(ref_.frontend, GrantRef(static_cast<std::uint32_t>(*ref)), false);
+    if (!m) {
+        return fail(m.error());
+    }
+    auto ring = rings::BackRing<rings::NetifCtrlProtocol>::attach(m->page());
+    if (!ring) {
+        return fail(ring.error());
+    }
+    auto ev = hv_.evtchn().bind_interdomain(ref_.frontend,
+                                            EvtchnPort(static_cast<std::uint32_t>(*port)));
+    if (!ev) {
+        return fail(ev.error());
+    }
+    ctrl_map_ = std::move(*m);
+    ctrl_ring_ = *ring;
+    ctrl_ev_ = std::move(*ev);
+    ctrl_.emplace(queues);
+    return {};
+}
+
+void VifDevice::serve_ctrl() noexcept {
+    if (!ctrl_ || !ctrl_ring_) {
+        return;
+    }
+    (void)ctrl_ev_.ack();
+    // GUEST: every request is the ring's private copy; a key or mapping is grant-copied
+    // from the frontend into our own frame, then into the handler's scratch.
+    const CtrlCopyFn copy = [&](std::uint32_t gref, std::span<std::byte> out) -> std::int16_t {
+        rings::gnttab_copy op{};
+        op.source.u.ref = gref;
+        op.source.domid = ref_.frontend.get();
+        op.source.offset = 0;
+        op.dest.u.gmfn = ctrl_frame_;
+        op.dest.domid = rings::DOMID_SELF;
+        op.dest.offset = 0;
+        op.len = static_cast<std::uint16_t>(out.size());
+        op.flags = rings::GNTCOPY_source_gref;
+        if (auto r = hv_.grants().copy({&op, 1}); !r) {
+            return rings::GNTST_general_error;
+        }
+        if (op.status == rings::GNTST_okay) {
+            std::memcpy(out.data(), ctrl_page_, out.size());
+        }
+        return op.status;
+    };
+    // Bounded per pass, so a frontend producing as fast as we answer cannot hold the control
+    // thread (every vif's): what is left is served at the next pass (≤ the statistics
+    // interval away, or at the next event).
+    for (unsigned round = 0; round < 4; ++round) {
+        // RING_FINAL_CHECK_FOR_REQUESTS: req_event armed before we sleep, so a frontend
+        // pushing with the notify check kicks us.
+        auto more = ctrl_ring_->final_check_for_requests();
+        if (!more) {
+            // A producer index past the ring: disabled as for tx/rx (Linux: fatal).
+            fail_device(EPROTO, "ctrl ring: " + more.error().message());
+            return;
+        }
+        if (!*more) {
+            break;
+        }
+        while (auto req = ctrl_ring_->take_request()) {
+            ctrl_ring_->put_response(ctrl_->handle(*req, copy));
+        }
+        if (ctrl_ring_->push_responses()) {
+            (void)ctrl_ev_.notify();
+        }
+    }
+}
+
 void VifDevice::pollable(std::vector<int>& out) const {
+    if (ctrl_ && ctrl_ev_.fd() >= 0) {
+        out.push_back(ctrl_ev_.fd());
+    }
     if (awaiting_link_ && port_ && port_->link_fd() >= 0) {
         out.push_back(port_->link_fd());
     }
 }
 
 void VifDevice::service() noexcept {
+    serve_ctrl();
     if (!awaiting_link_ || !port_) {
         return;
     }

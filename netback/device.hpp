@@ -22,6 +22,9 @@
 #include "hv/spin.hpp"
 #include "hv/unique_fd.hpp"
 #include "hvmin/client.hpp"
+#include "hv/rings/protocols/netif.hpp"
+#include "hv/rings/ring.hpp"
+#include "netback/ctrl.hpp"
 #include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/queue.hpp"
@@ -102,6 +105,8 @@ public:
     xenbus::DeviceRef ref() const noexcept { return ref_; }
     bool connected() const noexcept { return !queues_.empty(); }
     VifStatsSnapshot stats() const noexcept;
+    /// The control ring's hash settings (nullptr: no control ring).
+    const HashSettings* hash_settings() const noexcept { return ctrl_ ? &ctrl_->settings() : nullptr; }
     /// This connection's multicast filter (nullptr while not connected).
     std::shared_ptr<const McastFilter> mcast_filter() const noexcept { return mcast_; }
 
@@ -150,6 +155,17 @@ private:
     std::optional<xs::ScopedWatch> mcast_watch_;
     /// This connection's multicast list (Linux frees it at disconnect), shared with the queues.
     std::shared_ptr<McastFilter> mcast_;
+    /// The control ring (xen-abi §6.7), when the frontend gave `ctrl-ring-ref` and
+    /// `event-channel-ctrl`: served on the control thread (service()), answers grant-copied
+    /// through ctrl_page_ (one own frame).
+    Result<void> connect_ctrl(unsigned queues);
+    void serve_ctrl() noexcept;
+    hvmin::GrantMapping ctrl_map_;
+    std::optional<rings::BackRing<rings::NetifCtrlProtocol>> ctrl_ring_;
+    hvmin::EventChannelBinding ctrl_ev_;
+    std::optional<CtrlHandler> ctrl_;
+    std::uint64_t ctrl_frame_ = 0;
+    std::byte* ctrl_page_ = nullptr;
     /// A DPDK vif (`script=vif-dpdk` or `type=dpdk`): its `bridge` key is the vhost-user
     /// socket path. Decided at probe (what we offer depends on it): dpdk_.
     bool dpdk_vif() const;

@@ -28,6 +28,7 @@ using rings::XEN_PAGE_SIZE;
 using xenbus::XenbusState;
 using TxFront = rings::FrontRing<rings::NetifTxProtocol>;
 using RxFront = rings::FrontRing<rings::NetifRxProtocol>;
+using CtrlFront = rings::FrontRing<rings::NetifCtrlProtocol>;
 
 constexpr unsigned kRingSize = rings::ring_entries_for_pages<rings::NetifTxProtocol>(1);
 static_assert(kRingSize == rings::ring_entries_for_pages<rings::NetifRxProtocol>(1));
@@ -106,6 +107,17 @@ struct Device::Impl {
     bool mcast = false;          // the backend offers feature-multicast-control
     bool mcast_dynamic = false;  // ... and feature-dynamic-multicast-control
     bool mcast_on = false;       // request-multicast-control as written
+    // The control ring (Options::ctrl_ring and feature-ctrl-ring): its page, a data page
+    // granted read-only (keys, mapping tables), their grants and the channel.
+    struct Ctrl {
+        std::byte* ring_mem = nullptr;
+        std::byte* data = nullptr;
+        GrantRef ring_ref{0}, data_ref{0};
+        CtrlFront ring;
+        hvmin::EventChannelBinding ev;
+        std::uint16_t next_id = 0;
+    };
+    std::optional<Ctrl> ctrl;
     TxOffloads tx_off;  // what the backend takes (setup())
     bool set_up = false;
     bool rx_hold = false;
@@ -260,7 +272,45 @@ Result<void> Device::Impl::setup() {
         }
         q.rx.publish_requests();
     }
+    ctrl.reset();
+    if (opt.ctrl_ring && flag(xs, bdir + "/feature-ctrl-ring")) {
+        auto f = mem.alloc_extent(2);
+        if (!f) {
+            return fail(f.error());
+        }
+        Ctrl c;
+        c.ring_mem = *mem.frame(*f);
+        c.data = *mem.frame(*f + 1);
+        auto r = CtrlFront::init({c.ring_mem, XEN_PAGE_SIZE});
+        if (!r) {
+            return fail(r.error());
+        }
+        c.ring = *r;
+        auto rref = gnt.grant_access(backend, *f, false);
+        if (!rref) {
+            return fail(rref.error());
+        }
+        c.ring_ref = *rref;
+        auto dref = gnt.grant_access(backend, *f + 1, true);
+        if (!dref) {
+            (void)gnt.end_access(c.ring_ref);
+            return fail(dref.error());
+        }
+        c.data_ref = *dref;
+        auto e = hv.evtchn().alloc_unbound(backend);
+        if (!e) {
+            (void)gnt.end_access(c.ring_ref);
+            (void)gnt.end_access(c.data_ref);
+            return fail(e.error());
+        }
+        c.ev = std::move(*e);
+        ctrl.emplace(std::move(c));
+    }
     auto w = xs.transaction([&](xs::TxId tx) -> Result<void> {
+        if (ctrl) {
+            HV_TRY(xs.write(fdir + "/ctrl-ring-ref", std::to_string(ctrl->ring_ref.get()), tx));
+            HV_TRY(xs.write(fdir + "/event-channel-ctrl", std::to_string(ctrl->ev.port().get()), tx));
+        }
         for (unsigned i = 0; i < queues.size(); ++i) {
             const Queue& q = queues[i];
             const std::string d = queues.size() == 1 ? fdir : fdir + "/queue-" + std::to_string(i);
@@ -302,6 +352,12 @@ Result<void> Device::Impl::setup() {
 
 void Device::Impl::teardown() noexcept {
     auto& gnt = hv.grants();
+    if (ctrl) {
+        ctrl->ev = {};
+        (void)gnt.end_access(ctrl->ring_ref);
+        (void)gnt.end_access(ctrl->data_ref);
+        ctrl.reset();
+    }
     for (auto& q : queues) {
         q.ev_tx = {};
         q.ev_rx = {};
@@ -1128,6 +1184,86 @@ Result<void> Device::set_multicast_control(bool on) {
 }
 
 bool Device::multicast_control() const noexcept { return impl_->mcast_on; }
+
+Result<rings::xen_netif_ctrl_response> Device::ctrl_request(std::uint16_t type, std::uint32_t d0,
+                                                            std::uint32_t d1, std::uint32_t d2,
+                                                            std::chrono::milliseconds timeout) {
+    Impl& d = *impl_;
+    if (d.phase != Phase::connected) {
+        return fail(make_error_code(Errc::not_connected));
+    }
+    if (!d.ctrl) {
+        return fail(make_error_code(Errc::not_supported));
+    }
+    Impl::Ctrl& c = *d.ctrl;
+    const rings::xen_netif_ctrl_request req{++c.next_id, type, {d0, d1, d2}};
+    c.ring.put_request(req);
+    c.ring.publish_requests();
+    (void)c.ev.notify();
+    // One request at a time, so the next response is its answer.
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        auto n = c.ring.unconsumed_responses();
+        if (!n) {
+            d.die("ctrl ring: impossible rsp_prod");
+            return fail(make_error_code(Errc::backend_protocol));
+        }
+        if (*n > 0) {
+            auto r = c.ring.take_response();
+            if (!r || r->id != req.id) {  // GUEST-like: the backend is not trusted either
+                d.die("ctrl ring: response for another request");
+                return fail(make_error_code(Errc::backend_protocol));
+            }
+            return *r;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            return fail(make_error_code(Errc::timed_out));
+        }
+        (void)c.ev.wait(std::chrono::milliseconds(10));
+        (void)c.ev.ack();
+    }
+}
+
+Result<void> Device::set_hash_key(std::span<const std::uint8_t> key) {
+    if (!impl_->ctrl) {
+        return fail(make_error_code(impl_->phase == Phase::connected ? Errc::not_supported
+                                                                     : Errc::not_connected));
+    }
+    if (key.size() > XEN_PAGE_SIZE) {
+        return fail(make_error_code(Errc::bad_packet));
+    }
+    std::memcpy(impl_->ctrl->data, key.data(), key.size());
+    auto r = ctrl_request(rings::XEN_NETIF_CTRL_TYPE_SET_HASH_KEY, impl_->ctrl->data_ref.get(),
+                          static_cast<std::uint32_t>(key.size()));
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->status != rings::XEN_NETIF_CTRL_STATUS_SUCCESS) {
+        return fail(make_error_code(Errc::refused));
+    }
+    return {};
+}
+
+Result<void> Device::set_hash_mapping(std::span<const std::uint32_t> entries,
+                                      std::uint32_t offset) {
+    if (!impl_->ctrl) {
+        return fail(make_error_code(impl_->phase == Phase::connected ? Errc::not_supported
+                                                                     : Errc::not_connected));
+    }
+    if (entries.size() > XEN_PAGE_SIZE / sizeof(std::uint32_t)) {
+        return fail(make_error_code(Errc::bad_packet));
+    }
+    std::memcpy(impl_->ctrl->data, entries.data(), entries.size_bytes());
+    auto r = ctrl_request(rings::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING, impl_->ctrl->data_ref.get(),
+                          static_cast<std::uint32_t>(entries.size()), offset);
+    if (!r) {
+        return fail(r.error());
+    }
+    if (r->status != rings::XEN_NETIF_CTRL_STATUS_SUCCESS) {
+        return fail(make_error_code(Errc::refused));
+    }
+    return {};
+}
 
 TxOffloads Device::tx_offloads() const noexcept { return impl_->tx_off; }
 Phase Device::phase() const noexcept { return impl_->phase; }

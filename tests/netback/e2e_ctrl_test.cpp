@@ -176,3 +176,46 @@ TEST_CASE("a control ring ref without its channel is refused; an overproducing c
 }
 
 }  // namespace hv::net::test
+
+namespace hv::net::test {
+
+TEST_CASE("netfront's control ring client: hash algorithm, key and mapping set end to end",
+          "[netback][e2e][ctrl]") {
+    Env env;
+    Guest g(env, "g1");
+    netfront::Options o;
+    o.ctrl_ring = true;
+    o.max_queues = 2;
+    Vif v(env, g, 0, o);
+    REQUIRE(v.nf->queues() == 2);
+    auto k = env.xs->read(v.fdir() + "/ctrl-ring-ref");
+    REQUIRE(k);
+    using namespace hv::rings;
+    auto a = v.nf->ctrl_request(XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM,
+                                XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ);
+    REQUIRE(a);
+    CHECK(a->status == XEN_NETIF_CTRL_STATUS_SUCCESS);
+    const std::vector<std::uint8_t> key(40, 0x6d);
+    CHECK(v.nf->set_hash_key(key));
+    const std::vector<std::uint8_t> long_key(41, 0x6d);
+    auto r = v.nf->set_hash_key(long_key);
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == netfront::Errc::refused);
+    auto s = v.nf->ctrl_request(XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 4);
+    REQUIRE(s);
+    CHECK(s->status == XEN_NETIF_CTRL_STATUS_SUCCESS);
+    const std::vector<std::uint32_t> ok{0, 1, 1, 0}, bad{0, 2};
+    CHECK(v.nf->set_hash_mapping(ok, 0));
+    r = v.nf->set_hash_mapping(bad, 0);  // queue 2 does not exist
+    REQUIRE_FALSE(r);
+    CHECK(r.error() == netfront::Errc::refused);
+    // Without the option there is no control ring.
+    Vif plain(env, g, 1);
+    CHECK(env.xs->read(plain.fdir() + "/ctrl-ring-ref").error() ==
+          std::errc::no_such_file_or_directory);
+    auto n = plain.nf->ctrl_request(XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE);
+    REQUIRE_FALSE(n);
+    CHECK(n.error() == netfront::Errc::not_supported);
+}
+
+}  // namespace hv::net::test

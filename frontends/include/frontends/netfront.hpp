@@ -74,6 +74,9 @@ struct Options {
     /// request-multicast-control = 1 when the backend offers feature-multicast-control: it
     /// then delivers only the multicast groups added with mcast_add() (broadcast always).
     bool multicast_control = false;
+    /// Set up a control ring (ctrl-ring-ref, event-channel-ctrl) when the backend offers
+    /// feature-ctrl-ring: ctrl_request(), set_hash_key(), set_hash_mapping().
+    bool ctrl_ring = false;
 };
 
 /// Offload metadata of a packet (tx: what to ask for; rx: what the backend said).
@@ -245,6 +248,17 @@ public:
     Result<void> set_multicast_control(bool on);
     /// request-multicast-control as written (false when the backend does not offer it).
     bool multicast_control() const noexcept;
+    /// One control-ring request (xen-abi §6.7) and its response (≤ `timeout`), whatever its
+    /// status. Errors: not_supported (no control ring: not asked for or not offered),
+    /// not_connected, timed_out, backend_protocol (a broken response index or id).
+    Result<rings::xen_netif_ctrl_response> ctrl_request(
+        std::uint16_t type, std::uint32_t d0 = 0, std::uint32_t d1 = 0, std::uint32_t d2 = 0,
+        std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    /// SET_HASH_KEY with `key` (≤ 4096 bytes; the backend takes ≤ 40) from the control ring's
+    /// data page. Errors as ctrl_request, refused for a status other than SUCCESS.
+    Result<void> set_hash_key(std::span<const std::uint8_t> key);
+    /// SET_HASH_MAPPING: `entries` (≤ 1024) to the table from `offset`. Errors as set_hash_key.
+    Result<void> set_hash_mapping(std::span<const std::uint32_t> entries, std::uint32_t offset);
     TxOffloads tx_offloads() const noexcept;
     Phase phase() const noexcept;
     unsigned queues() const noexcept;

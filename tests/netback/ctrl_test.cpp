@@ -149,7 +149,7 @@ TEST_CASE("control requests: algorithm, flags, mapping size, and the types not s
     CHECK(g.copies == 0);
 }
 
-TEST_CASE("SET_HASH_KEY copies up to 40 bytes from the frontend's grant; a bad length or grant "
+TEST_CASE("SET_HASH_KEY copies up to 40 bytes from the frontend's grant, a bad length or grant "
           "changes nothing", "[netback][ctrl][hostile]") {
     Grants g;
     std::vector<std::byte> page(4096);
@@ -179,7 +179,7 @@ TEST_CASE("SET_HASH_KEY copies up to 40 bytes from the frontend's grant; a bad l
 }
 
 TEST_CASE("SET_HASH_MAPPING: entries from the grant inside the table's size, each naming a "
-          "queue; any failure keeps the table", "[netback][ctrl][hostile]") {
+          "queue, any failure keeps the table", "[netback][ctrl][hostile]") {
     Grants g;
     std::vector<std::byte> good(4096), bad(4096);
     for (std::uint32_t i = 0; i < 1024; ++i) {

@@ -76,7 +76,7 @@ struct Ctrl {
 
 }  // namespace
 
-TEST_CASE("the control ring answers hash requests; rejections as Linux netback",
+TEST_CASE("the control ring answers hash requests, rejections as Linux netback",
           "[netback][e2e][ctrl][hostile]") {
     Env env;
     Guest g(env, "g1");
@@ -132,7 +132,7 @@ TEST_CASE("the control ring answers hash requests; rejections as Linux netback",
     CHECK(got[0].data == fr);
 }
 
-TEST_CASE("a control ring ref without its channel is refused; an overproducing control ring "
+TEST_CASE("a control ring ref without its channel is refused, an overproducing control ring "
           "disables only that vif", "[netback][e2e][ctrl][hostile]") {
     Env env;
     Guest g1(env, "g1");

@@ -99,7 +99,7 @@ TEST_CASE("netback offers multicast control and reads request-multicast-control"
     CHECK(*k == "0");
 }
 
-TEST_CASE("with filtering on only the groups added reach the frontend; unicast and broadcast "
+TEST_CASE("with filtering on only the groups added reach the frontend, unicast and broadcast "
           "always do", "[netback][e2e][mcast]") {
     Env env;
     Guest g(env, "g1");
@@ -163,7 +163,7 @@ TEST_CASE("the list holds 64 addresses: the 65th add is refused, the frontend ma
 }
 
 TEST_CASE("hostile multicast extras: a unicast address, an unknown delete, duplicates and a "
-          "flood are answered as Linux does; the vif keeps working", "[netback][e2e][mcast][hostile]") {
+          "flood are answered as Linux does, the vif keeps working", "[netback][e2e][mcast][hostile]") {
     Env env;
     Guest g1(env, "g1");
     Guest g2(env, "g2");

@@ -16,7 +16,7 @@ using hv::blk::BackendOptions;
 
 namespace {
 
-constexpr std::uint64_t kDisk = 4ULL << 20;
+constexpr std::uint64_t kStateDisk = 4ULL << 20;
 
 /// Waits for a condition that has no signal of its own (the backend's device table), bounded.
 template <class F>
@@ -51,7 +51,7 @@ TEST_CASE("a backing file that cannot be opened closes that vbd with an error no
           "[blkback][state]") {
     Env env;
     Guest g(env, "fe");
-    const auto img = env.image("ok.img", kDisk);
+    const auto img = env.image("ok.img", kStateDisk);
     Vbd bad(env, g, 51712, (env.dir / "missing.img").string());
     Vbd ok(env, g, 51728, img);
     REQUIRE(bad.wait_backend(XenbusState::XenbusStateClosing));
@@ -66,7 +66,7 @@ TEST_CASE("invalid frontend transport keys close the vbd, a clean restart reconn
     opt.max_queues = 2;
     Env env(opt);
     Guest g(env, "fe");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kStateDisk);
     Vbd v(env, g, 51712, img);
     REQUIRE(v.wait_backend(XenbusState::XenbusStateInitWait));
     const std::string d = v.fdir();
@@ -102,7 +102,7 @@ TEST_CASE("a bad poll-us closes that vbd with an error node, a good one connects
           "[blkback][state]") {
     Env env;
     Guest g(env, "fe");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kStateDisk);
     const std::string bad = GENERATE("abc", "1000001", "-1", "");
     INFO("poll-us '" << bad << "'");
     Vbd v(env, g, 51712, img, {}, {{"poll-us", bad}});
@@ -119,7 +119,7 @@ TEST_CASE("a frontend that skips Initialised and goes straight to Connected is s
           "[blkback][state]") {
     Env env;
     Guest g(env, "fe");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kStateDisk);
     Vbd v(env, g, 51712, img);
     v.connect();  // Initialised
     v.set_state(XenbusState::XenbusStateConnected);
@@ -139,7 +139,7 @@ TEST_CASE("a frontend that skips Initialised and goes straight to Connected is s
 TEST_CASE("online=0 removes the vbd once the frontend has closed", "[blkback][state]") {
     Env env;
     Guest g(env, "fe");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kStateDisk);
     Vbd v(env, g, 51712, img);
     v.connect();
     REQUIRE(env.backend->device_count() == 1);
@@ -155,7 +155,7 @@ TEST_CASE("online=0 removes the vbd once the frontend has closed", "[blkback][st
 TEST_CASE("a device directory removed while connected is torn down", "[blkback][state]") {
     Env env;
     Guest g(env, "fe");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kStateDisk);
     Vbd v(env, g, 51712, img);
     v.connect();
     REQUIRE(hv::xenbus::remove_device(*env.xs, hv::DomId(0), "vbd", g.domid, 51712));
@@ -167,7 +167,7 @@ TEST_CASE("a frontend that dies with I/O in flight leaves the backend serving ot
           "[blkback][state]") {
     Env env;
     Guest survivor(env, "survivor");
-    const auto img2 = env.image("b.img", kDisk);
+    const auto img2 = env.image("b.img", kStateDisk);
     Vbd vs(env, survivor, 51712, img2);
     vs.connect();
     {
@@ -196,7 +196,7 @@ TEST_CASE("the blkback program serves vbds and disconnects them on SIGTERM",
     auto p = hv::Subprocess::spawn({BLKBACK_PROGRAM, "--rundir", env.dir.str()}, {});
     REQUIRE(p);
     Guest g(env, "fe");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kStateDisk);
     Vbd v(env, g, 51712, img);
     v.connect();
     good_io(v, img, 7);
@@ -245,7 +245,7 @@ TEST_CASE("blkback run as an isolated driver domain serves a vbd with grant copi
     REQUIRE(env.xs->mkdir(tree));
     REQUIRE(env.xs->set_perms(tree, {{*dd, hv::xs::Access::none}}));
     Guest g(env, "fe");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kStateDisk);
     VbdOptions o;
     o.backend = *dd;
     Vbd v(env, g, 51712, img, o);

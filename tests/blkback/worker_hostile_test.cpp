@@ -15,7 +15,7 @@ using hv::GrantRef;
 
 namespace {
 
-constexpr std::uint64_t kDisk = 4ULL << 20;
+constexpr std::uint64_t kHostileDisk = 4ULL << 20;
 
 /// A good write still works afterwards (the ring was not disturbed).
 void still_serves(Vbd& v, unsigned q = 0) {
@@ -38,13 +38,13 @@ TEST_CASE("malformed requests get an error response with their id and the ring g
     Env env(opt);
     Guest g(env, "fe");
     Guest other(env, "other");
-    const auto img = env.image("disk.img", kDisk);
+    const auto img = env.image("disk.img", kHostileDisk);
     VbdOptions o;
     o.protocol = protocol;
     Vbd v(env, g, 51712, img, o);
     v.connect();
     Page p = v.page();
-    const std::uint64_t end = kDisk / 512;
+    const std::uint64_t end = kHostileDisk / 512;
 
     SECTION("nr_segments 0 on a read") {
         auto r = v.submit(0, v.rw(BLKIF_OP_READ, 11, 0, {}));
@@ -150,8 +150,8 @@ TEST_CASE("a producer index past the ring halts that ring and closes only that v
     Env env(opt);
     Guest bad(env, "bad");
     Guest good(env, "good");
-    const auto img1 = env.image("bad.img", kDisk);
-    const auto img2 = env.image("good.img", kDisk);
+    const auto img1 = env.image("bad.img", kHostileDisk);
+    const auto img2 = env.image("good.img", kHostileDisk);
     VbdOptions o;
     o.queues = 2;
     Vbd vb(env, bad, 51712, img1, o);

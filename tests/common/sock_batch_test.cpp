@@ -15,12 +15,12 @@
 
 namespace {
 
-struct Pair {
+struct StreamPair {
     hv::UniqueFd a;
     hv::UniqueFd b;
 };
 
-Pair socket_pair() {
+StreamPair socket_pair() {
     int sv[2];
     REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
     return {hv::UniqueFd(sv[0]), hv::UniqueFd(sv[1])};
@@ -37,7 +37,7 @@ hv::SockBatch make_batch(unsigned entries) {
 TEST_CASE("a batch receives from 64 sockets and sends to them, results in queue order",
           "[common][sock_batch]") {
     hv::SockBatch batch = make_batch(64);
-    std::vector<Pair> pairs;
+    std::vector<StreamPair> pairs;
     for (int i = 0; i < 64; ++i) {
         pairs.push_back(socket_pair());
         const std::string m = "request " + std::to_string(i);
@@ -80,8 +80,8 @@ TEST_CASE("a batch receives from 64 sockets and sends to them, results in queue 
 TEST_CASE("a batch never waits: an empty socket gives EAGAIN, a full one a short send or EAGAIN",
           "[common][sock_batch]") {
     hv::SockBatch batch = make_batch(8);
-    Pair empty = socket_pair();
-    Pair full = socket_pair();
+    StreamPair empty = socket_pair();
+    StreamPair full = socket_pair();
     int small = 4096;
     REQUIRE(::setsockopt(full.a.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small) == 0);
     const std::string big(1 << 20, 'x');
@@ -101,8 +101,8 @@ TEST_CASE("a batch never waits: an empty socket gives EAGAIN, a full one a short
 TEST_CASE("each operation of a batch gets its own socket's error or EOF",
           "[common][sock_batch]") {
     hv::SockBatch batch = make_batch(8);
-    Pair ok = socket_pair();
-    Pair hung_up = socket_pair();
+    StreamPair ok = socket_pair();
+    StreamPair hung_up = socket_pair();
     hung_up.b.reset();  // the peer is gone: recv sees EOF, send EPIPE (and no SIGPIPE)
     int p[2];
     REQUIRE(::pipe2(p, O_CLOEXEC) == 0);
@@ -126,7 +126,7 @@ TEST_CASE("each operation of a batch gets its own socket's error or EOF",
 
 TEST_CASE("a full batch refuses more and a batch of one is served too", "[common][sock_batch]") {
     hv::SockBatch batch = make_batch(2);
-    Pair p = socket_pair();
+    StreamPair p = socket_pair();
     char buf[8];
     CHECK(batch.recv(p.a.get(), buf, sizeof buf, 1));
     CHECK(batch.send(p.a.get(), "a", 1, 2));

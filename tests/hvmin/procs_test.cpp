@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
+std::string read_text(const fs::path& p) {
     std::ifstream f(p);
     std::stringstream ss;
     ss << f.rdbuf();
@@ -33,15 +33,15 @@ std::string slurp(const fs::path& p) {
 
 /// The process ran to its end: no /proc entry, or a zombie its (new) parent has yet to reap.
 bool gone(pid_t pid) {
-    const std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    const std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
     const auto rp = stat.rfind(')');
     return stat.empty() || (rp != std::string::npos && rp + 2 < stat.size() && stat[rp + 2] == 'Z');
 }
 
 /// The cgroup v2 directory `pid` is in ("" when there is no cgroup2 mount).
 fs::path cgroup_of(pid_t pid) {
-    const auto mnt = procs::find_cgroup2_mount(slurp("/proc/mounts"));
-    const auto own = procs::own_cgroup2_path(slurp("/proc/" + std::to_string(pid) + "/cgroup"));
+    const auto mnt = procs::find_cgroup2_mount(read_text("/proc/mounts"));
+    const auto own = procs::own_cgroup2_path(read_text("/proc/" + std::to_string(pid) + "/cgroup"));
     if (!mnt || !own) {
         return {};
     }
@@ -49,7 +49,7 @@ fs::path cgroup_of(pid_t pid) {
 }
 
 bool have_cgroup2() {
-    const auto mnt = procs::find_cgroup2_mount(slurp("/proc/mounts"));
+    const auto mnt = procs::find_cgroup2_mount(read_text("/proc/mounts"));
     return mnt && ::access(mnt->c_str(), W_OK) == 0;
 }
 
@@ -72,7 +72,7 @@ DomainConfig daemonising_domain(const std::string& name, const fs::path& pidfile
 
 pid_t wait_pidfile(const fs::path& p) {
     for (int i = 0; i < 1000; ++i) {
-        const std::string s = slurp(p);
+        const std::string s = read_text(p);
         if (!s.empty()) {
             return static_cast<pid_t>(std::stol(s));
         }

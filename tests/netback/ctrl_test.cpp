@@ -65,7 +65,7 @@ struct Grants {
     }
 };
 
-w::xen_netif_ctrl_request req(std::uint16_t type, std::uint32_t d0 = 0, std::uint32_t d1 = 0,
+w::xen_netif_ctrl_request ctrl_req(std::uint16_t type, std::uint32_t d0 = 0, std::uint32_t d1 = 0,
                               std::uint32_t d2 = 0) {
     static std::uint16_t id = 0;
     return {++id, type, {d0, d1, d2}};
@@ -114,36 +114,36 @@ TEST_CASE("control requests: algorithm, flags, mapping size, and the types not s
                             w::XEN_NETIF_CTRL_TYPE_ADD_GREF_MAPPING,
                             w::XEN_NETIF_CTRL_TYPE_DEL_GREF_MAPPING, std::uint16_t{11},
                             std::uint16_t{0xffff}}) {
-        CHECK(run(req(t, 1, 2, 3)).status == w::XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED);
+        CHECK(run(ctrl_req(t, 1, 2, 3)).status == w::XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED);
     }
     // No algorithm yet: flags cannot be read or set.
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS)).status ==
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS)).status ==
           w::XEN_NETIF_CTRL_STATUS_NOT_SUPPORTED);
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, w::XEN_NETIF_CTRL_HASH_TYPE_IPV4)).status ==
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, w::XEN_NETIF_CTRL_HASH_TYPE_IPV4)).status ==
           w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM, 2)).status ==
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM, 2)).status ==
           w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
     CHECK(h.settings().algorithm == w::XEN_NETIF_CTRL_HASH_ALGORITHM_NONE);
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM,
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM,
                   w::XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ)).status ==
           w::XEN_NETIF_CTRL_STATUS_SUCCESS);
-    auto f = run(req(w::XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS));
+    auto f = run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS));
     CHECK(f.status == w::XEN_NETIF_CTRL_STATUS_SUCCESS);
     CHECK(f.data == HashSettings::kAllTypes);
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, 1U << 4)).status ==
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, 1U << 4)).status ==
           w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS,
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS,
                   w::XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP | w::XEN_NETIF_CTRL_HASH_TYPE_IPV6)).status ==
           w::XEN_NETIF_CTRL_STATUS_SUCCESS);
     CHECK(h.settings().flags ==
           (w::XEN_NETIF_CTRL_HASH_TYPE_IPV4_TCP | w::XEN_NETIF_CTRL_HASH_TYPE_IPV6));
-    auto sz = run(req(w::XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE));
+    auto sz = run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE));
     CHECK(sz.status == w::XEN_NETIF_CTRL_STATUS_SUCCESS);
     CHECK(sz.data == 128);
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 129)).status ==
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 129)).status ==
           w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
     CHECK(h.settings().mapping_size == 0);
-    CHECK(run(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 128)).status ==
+    CHECK(run(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 128)).status ==
           w::XEN_NETIF_CTRL_STATUS_SUCCESS);
     CHECK(h.settings().mapping_size == 128);
     CHECK(g.copies == 0);
@@ -159,7 +159,7 @@ TEST_CASE("SET_HASH_KEY copies up to 40 bytes from the frontend's grant, a bad l
     g.pages[7] = page;
     CtrlHandler h(2);
     auto status = [&](std::uint32_t gref, std::uint32_t len) {
-        return h.handle(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_KEY, gref, len), g.fn()).status;
+        return h.handle(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_KEY, gref, len), g.fn()).status;
     };
     CHECK(status(7, 41) == w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
     CHECK(status(7, 0xffffffffU) == w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
@@ -191,11 +191,11 @@ TEST_CASE("SET_HASH_MAPPING: entries from the grant inside the table's size, eac
     g.pages[2] = bad;
     CtrlHandler h(3);
     auto status = [&](std::uint32_t gref, std::uint32_t len, std::uint32_t off) {
-        return h.handle(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING, gref, len, off), g.fn())
+        return h.handle(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING, gref, len, off), g.fn())
             .status;
     };
     CHECK(status(1, 1, 0) == w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);  // size is 0
-    REQUIRE(h.handle(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 64), g.fn()).status ==
+    REQUIRE(h.handle(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 64), g.fn()).status ==
             w::XEN_NETIF_CTRL_STATUS_SUCCESS);
     CHECK(status(1, 65, 0) == w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
     CHECK(status(1, 2, 63) == w::XEN_NETIF_CTRL_STATUS_INVALID_PARAMETER);
@@ -211,7 +211,7 @@ TEST_CASE("SET_HASH_MAPPING: entries from the grant inside the table's size, eac
     CHECK(h.settings().mapping[61] == 1);
     CHECK(status(1, 0, 64) == w::XEN_NETIF_CTRL_STATUS_SUCCESS);  // nothing, at the end
     // A new size clears the table.
-    REQUIRE(h.handle(req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 8), g.fn()).status ==
+    REQUIRE(h.handle(ctrl_req(w::XEN_NETIF_CTRL_TYPE_SET_HASH_MAPPING_SIZE, 8), g.fn()).status ==
             w::XEN_NETIF_CTRL_STATUS_SUCCESS);
     CHECK(h.settings().mapping[4] == 0);
 }

@@ -191,7 +191,7 @@ std::string Vif::backend_key(const std::string& key) {
 // ---- frames ----
 
 namespace {
-void put16(std::vector<std::byte>& f, std::size_t off, unsigned v) {
+void put_be16(std::vector<std::byte>& f, std::size_t off, unsigned v) {
     f[off] = std::byte(v >> 8);
     f[off + 1] = std::byte(v & 0xFF);
 }
@@ -200,7 +200,7 @@ void fill_eth(std::vector<std::byte>& f, unsigned type, std::uint32_t seed) {
         f[i] = std::byte(0x02);
         f[6 + i] = std::byte(0x06);
     }
-    put16(f, 12, type);
+    put_be16(f, 12, type);
     for (std::size_t i = 14; i < f.size(); ++i) {
         f[i] = std::byte((i * 31 + seed) & 0xFF);
     }
@@ -230,8 +230,8 @@ std::vector<std::byte> tcp4_frame(std::size_t len, std::uint32_t seed) {
     fill_eth(f, 0x0800, seed);
     f[14] = std::byte(0x45);
     f[15] = std::byte(0);
-    put16(f, 16, static_cast<unsigned>(len - 14));
-    put16(f, 20, 0x4000);  // DF, no fragment
+    put_be16(f, 16, static_cast<unsigned>(len - 14));
+    put_be16(f, 20, 0x4000);  // DF, no fragment
     f[22] = std::byte(64);
     f[23] = std::byte(6);
     f[46] = std::byte(0x50);  // TCP data offset 5 words
@@ -243,7 +243,7 @@ std::vector<std::byte> tcp6_frame(std::size_t len, std::uint32_t seed) {
     fill_eth(f, 0x86DD, seed);
     f[14] = std::byte(0x60);
     f[15] = f[16] = f[17] = std::byte(0);
-    put16(f, 18, static_cast<unsigned>(len - 54));
+    put_be16(f, 18, static_cast<unsigned>(len - 54));
     f[20] = std::byte(6);
     f[21] = std::byte(64);
     f[54 + 12] = std::byte(0x50);

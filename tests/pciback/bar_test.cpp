@@ -23,7 +23,6 @@ using namespace hv::pci::test;
 
 namespace {
 
-const pcifront::Address kDev0{0, 0, 0};
 constexpr std::size_t kBar2Size = 1u << 20;
 
 /// pciback's memfd of an emulated BAR (it runs in this process): the "hvkit-pci-bar" memfds

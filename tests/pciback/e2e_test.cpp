@@ -8,10 +8,6 @@ using namespace hv;
 using namespace hv::pci;
 using namespace hv::pci::test;
 
-namespace {
-const pcifront::Address kDev0{0, 0, 0};
-}
-
 TEST_CASE("a guest reads the emulated device's config space through pcifront", "[pciback][e2e]") {
     Env env;
     CHECK(env.read("/hvkit/pci/emulated/0001-00-02-0") == "testdev");

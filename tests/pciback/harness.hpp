@@ -94,4 +94,7 @@ private:
     UniqueFd donor_;
 };
 
+/// The first (and usually only) device a test assigns: 0000:00:00.0 as the frontend sees it.
+inline const pcifront::Address kDev0{0, 0, 0};
+
 }  // namespace hv::pci::test

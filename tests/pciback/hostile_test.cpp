@@ -13,8 +13,6 @@ using namespace hv::rings;
 
 namespace {
 
-const pcifront::Address kDev0{0, 0, 0};
-
 /// A frontend that writes its own keys (possibly lies) instead of libpcifront's.
 struct RawFront {
     RawFront(Env& e, Guest& g) : env(e), guest(g) {

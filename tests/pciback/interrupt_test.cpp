@@ -19,7 +19,6 @@ namespace {
 
 constexpr unsigned kVendorCap = 0x90, kTrigger = 0x94, kIgnored = 0x98;
 constexpr unsigned kMsiCtl = 0x52, kMsixCtl = 0x72;
-const pcifront::Address kDev0{0, 0, 0};
 
 struct Model {
     Model() {

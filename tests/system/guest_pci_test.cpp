@@ -16,7 +16,7 @@ using namespace hv::test::tools;
 
 namespace {
 
-std::string slurp(const std::string& p) {
+std::string read_text(const std::string& p) {
     std::ifstream f(p);
     std::stringstream s;
     s << f.rdbuf();
@@ -66,7 +66,7 @@ struct Rig {
         REQUIRE(eventually([&] { return !contains(d.hvctl({"list"}).out, "pg"); }, std::chrono::seconds(10)));
         CHECK_FALSE(std::filesystem::exists(d.dir() + "/sysfs"));
     }
-    std::string out(const std::string& f) const { return slurp(d.dir() + "/out/" + f); }
+    std::string out(const std::string& f) const { return read_text(d.dir() + "/out/" + f); }
     /// Creates $O/<name> for the script to see.
     void signal(const std::string& name) const {
         std::ofstream(d.dir() + "/out/" + name).flush();

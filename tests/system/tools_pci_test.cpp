@@ -19,7 +19,7 @@ using namespace hv::test::tools;
 
 namespace {
 
-std::string idle_cfg(const Daemon& d, const std::string& name, const std::string& pci) {
+std::string pci_idle_cfg(const Daemon& d, const std::string& name, const std::string& pci) {
     return d.write_cfg(name + ".cfg", "name = \"" + name + "\"\nmemory = 16\nkernel = \"" +
                                           bin_dir + "/hvdemo-domain\"\ncmdline = \"idle --status " +
                                           d.status_fifo() + "\"\npci = [ " + pci + " ]\n");
@@ -57,21 +57,21 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
     CHECK(rd(xs, "/hvkit/pci/assignable/0001-00-02-0").empty());  // no host driver
 
     // A device that is not assignable (or does not exist) keeps the domain from being made.
-    r = d.hvctl({"create", idle_cfg(d, "nope", "'0001:00:04.0'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "nope", "'0001:00:04.0'")});
     CHECK(r.rc == 1);
     CHECK(r.err.find("hvctl create: 0001:00:04.0 is not assignable (see hvctl "
                      "pci-assignable-add)\n") != std::string::npos);
     CHECK(d.hvctl({"list"}).out.find("\nnope ") == std::string::npos);
 
-    const std::string bad = idle_cfg(d, "g1", "'0001:00:02.0',\n  '0001:00:03.0,bogus=1'");
+    const std::string bad = pci_idle_cfg(d, "g1", "'0001:00:02.0',\n  '0001:00:03.0,bogus=1'");
     r = d.hvctl({"create", bad});
     CHECK(r.rc == 1);
     CHECK(r.err.find(bad + ":6: pci '0001:00:03.0,bogus=1': unknown option 'bogus'") !=
           std::string::npos);
-    r = d.hvctl({"create", idle_cfg(d, "g1", "'0001:00:02.0', '0002:00:03.0@04'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "g1", "'0001:00:02.0', '0002:00:03.0@04'")});
     CHECK(r.rc == 1);
     CHECK(r.err.find("hvctl create: 0002:00:03.0 is not assignable") != std::string::npos);
-    r = d.hvctl({"create", idle_cfg(d, "g1", "'0001:00:02.0,permissive=1', '0001:00:03.0@04'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "g1", "'0001:00:02.0,permissive=1', '0001:00:03.0@04'")});
     INFO(r.err << d.log());
     REQUIRE(r.rc == 0);
     const int id = created_id(r.out);
@@ -110,7 +110,7 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
     CHECK(r.err == "hvctl pci-list: no domain named 'ghost'\n");
 
     // Held by g1: nobody else gets it, and it cannot leave the assignable list.
-    r = d.hvctl({"create", idle_cfg(d, "g2", "'0001:00:02.0'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "g2", "'0001:00:02.0'")});
     CHECK(r.rc == 1);
     CHECK(r.err.find("hvctl create: 0001:00:02.0 is already assigned to domain g1 (id " + fe_id +
                      ")\n") != std::string::npos);
@@ -169,7 +169,7 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
           std::string::npos);
     CHECK(rd(xs, be + "/num_devs") == "1");
 
-    r = d.hvctl({"create", idle_cfg(d, "g2", "'0001:00:02.0'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "g2", "'0001:00:02.0'")});
     REQUIRE(r.rc == 0);
     const int id2 = created_id(r.out);
     const std::string be2 = "/local/domain/0/backend/pci/" + std::to_string(id2) + "/0";
@@ -194,7 +194,7 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
 
     // xl's seize=1: a device that is not assignable yet is made so by create, and by
     // pci-attach; one that does not exist is still refused.
-    r = d.hvctl({"create", idle_cfg(d, "g3", "'0001:00:02.0,seize=1'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "g3", "'0001:00:02.0,seize=1'")});
     CHECK(r.rc == 0);
     CHECK(d.hvctl({"pci-assignable-list"}).out == "0001:00:02.0\n");
     r = d.hvctl({"pci-attach", "g3", "0001:00:04.0,seize=1"});
@@ -202,7 +202,7 @@ TEST_CASE("pci devices in a domain file: keys as libxl writes them and every ref
     CHECK(r.err == "hvctl pci-attach: no PCI device 0001:00:04.0 on this host (and pciback "
                    "emulates none at that address)\n");
     CHECK(d.hvctl({"destroy", "g3"}).rc == 0);
-    r = d.hvctl({"create", idle_cfg(d, "g4", "")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "g4", "")});
     REQUIRE(r.rc == 0);
     const int id4 = created_id(r.out);
     r = d.hvctl({"pci-attach", "g4", "0001:00:03.0,seize=1"});  // no pciback: no answer
@@ -305,7 +305,7 @@ TEST_CASE("a host device is unbound through sysfs when made assignable and rebou
     CHECK(d.hvctl({"pci-assignable-list"}).out == bdf + "\n");
 
     // Held by a domain (no backend needed for the bookkeeping): it cannot be given back.
-    r = d.hvctl({"create", idle_cfg(d, "rng", "'" + bdf + "'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "rng", "'" + bdf + "'")});
     REQUIRE(r.rc == 0);
     r = d.hvctl({"pci-assignable-remove", "-r", bdf});
     CHECK(r.rc == 1);
@@ -361,7 +361,7 @@ TEST_CASE("a host device whose driver allows no unbinding is refused and left as
     CHECK_FALSE((*x)->read("/hvkit/pci/assignable/" + key));
     CHECK(d.hvctl({"pci-assignable-list"}).out.empty());
     // And so it cannot be given to a domain either.
-    r = d.hvctl({"create", idle_cfg(d, "rng", "'" + bdf + "'")});
+    r = d.hvctl({"create", pci_idle_cfg(d, "rng", "'" + bdf + "'")});
     CHECK(r.rc != 0);
     CHECK(r.err.find("is not assignable") != std::string::npos);
 }

@@ -151,6 +151,17 @@ void Vif::start_frontend() {
     REQUIRE(nf->on_state_change());
 }
 
+void Vif::reconnect() {
+    REQUIRE(xenbus::switch_state(*guest.xs, fdir(), XenbusState::XenbusStateClosing));
+    REQUIRE(wait_backend(XenbusState::XenbusStateClosing));
+    REQUIRE(xenbus::switch_state(*guest.xs, fdir(), XenbusState::XenbusStateClosed));
+    REQUIRE(wait_backend(XenbusState::XenbusStateClosed));
+    nf.reset();
+    REQUIRE(xenbus::switch_state(*guest.xs, fdir(), XenbusState::XenbusStateInitialising));
+    REQUIRE(wait_backend(XenbusState::XenbusStateInitWait));
+    connect();
+}
+
 Vif::~Vif() {
     nf.reset();
     (void)xenbus::remove_device(*env.xs, DomId(0), "vif", guest.domid, devid);

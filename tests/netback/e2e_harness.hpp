@@ -84,6 +84,9 @@ public:
     /// Creates netfront and lets it write its keys and go Connected, without waiting for the
     /// backend (which may hold its Connected back).
     void start_frontend();
+    /// The frontend closes (Closing, Closed: the backend follows each), is dropped, starts over
+    /// from Initialising (the backend answers InitWait) and connects again.
+    void reconnect();
 
     Env& env;
     Guest& guest;

@@ -234,14 +234,7 @@ TEST_CASE("a reconnect starts with an empty multicast list", "[netback][e2e][mca
     Vif v(env, g, 0, filtering());
     REQUIRE(v.nf->mcast_add(kGroup));
     CHECK(delivered(v, kGroup));
-    REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateClosing));
-    REQUIRE(v.wait_backend(XenbusState::XenbusStateClosing));
-    REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateClosed));
-    REQUIRE(v.wait_backend(XenbusState::XenbusStateClosed));
-    v.nf.reset();
-    REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateInitialising));
-    REQUIRE(v.wait_backend(XenbusState::XenbusStateInitWait));
-    v.connect();
+    v.reconnect();
     CHECK_FALSE(delivered(v, kGroup));
 }
 

@@ -761,14 +761,7 @@ TEST_CASE("closing the backend tears the vif down and the frontend can reconnect
     Vif v(env, g, 0);
     CHECK(echo(v, raw_frame(64, 1)).data == raw_frame(64, 1));
     // The frontend closes and starts over (netfront reconnect): backend returns to InitWait.
-    REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateClosing));
-    REQUIRE(v.wait_backend(XenbusState::XenbusStateClosing));
-    REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateClosed));
-    REQUIRE(v.wait_backend(XenbusState::XenbusStateClosed));
-    v.nf.reset();
-    REQUIRE(xenbus::switch_state(*g.xs, v.fdir(), XenbusState::XenbusStateInitialising));
-    REQUIRE(v.wait_backend(XenbusState::XenbusStateInitWait));
-    v.connect();
+    v.reconnect();
     CHECK(echo(v, raw_frame(64, 2)).data == raw_frame(64, 2));
     // Toolstack removal: online=0 + Closing, frontend closes, backend reaches Closed.
     REQUIRE(xenbus::request_close(*env.xs, DomId(0), "vif", g.domid, 0));

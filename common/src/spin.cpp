@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdlib>
@@ -113,22 +114,33 @@ bool cpus_oversubscribed() noexcept {
     if (g_ignore_load.load(std::memory_order_relaxed)) {
         return false;
     }
-    using Clock = std::chrono::steady_clock;
-    static std::atomic<Clock::rep> next_check{0};
-    static std::atomic<bool> busy{false};
+    // One word shared by every thread of the process: the time of the last sample in
+    // milliseconds (upper 48 bits) and LoadShare::over (lower 16). A thread that finds a new
+    // millisecond takes a sample and publishes it with a compare-exchange; if another thread
+    // published first, the sample is dropped and that thread's answer is taken.
+    static std::atomic<std::uint64_t> state{0};
     static const long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
-    const auto now = Clock::now().time_since_epoch().count();
-    // Racy by design: two threads may both re-read; each stores a fresh answer.
-    if (now < next_check.load(std::memory_order_relaxed)) {
-        return busy.load(std::memory_order_relaxed);
+    const auto now_ms = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now().time_since_epoch())
+            .count());
+    auto share_of = [](std::uint64_t s) {
+        return LoadShare{static_cast<std::int32_t>(s & 0xffffU)};
+    };
+    std::uint64_t s = state.load(std::memory_order_relaxed);
+    const std::uint64_t last_ms = s >> 16;
+    if (now_ms <= last_ms) {
+        return share_of(s).oversubscribed();
     }
-    next_check.store(now + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::milliseconds(1)).count(),
-                     std::memory_order_relaxed);
-    const long running = runnable_threads();
-    const bool b = cpus > 0 && running > cpus;
-    busy.store(b, std::memory_order_relaxed);
-    return b;
+    LoadShare share = share_of(s);
+    share.sample(runnable_threads(), cpus,
+                 std::chrono::milliseconds(static_cast<std::int64_t>(
+                     std::min<std::uint64_t>(now_ms - last_ms, 1000))));
+    const std::uint64_t next = (now_ms << 16) | static_cast<std::uint64_t>(share.over);
+    if (!state.compare_exchange_strong(s, next, std::memory_order_relaxed)) {
+        return share_of(s).oversubscribed();
+    }
+    return share.oversubscribed();
 }
 
 }  // namespace hv

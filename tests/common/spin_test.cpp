@@ -128,7 +128,8 @@ TEST_CASE("cpus_oversubscribed() sees more runnable threads than CPUs",
             }
         });
     }
-    // The load figure is re-read at most once a millisecond: give it a few.
+    // The load figure is sampled at most once a millisecond and must be high in most of the
+    // last few samples: give it a few.
     bool over = false;
     for (int i = 0; i < 200 && !over; ++i) {
         std::this_thread::sleep_for(2ms);
@@ -142,6 +143,103 @@ TEST_CASE("cpus_oversubscribed() sees more runnable threads than CPUs",
     for (auto& t : hogs) {
         t.join();
     }
+}
+
+TEST_CASE("LoadShare ignores a moment's extra runnable task beside a spinner on every CPU",
+          "[common][spin]") {
+    constexpr long cpus = 2;
+    hv::LoadShare s;
+    // Two spinners on two CPUs, and a third task runnable in one sample of every three
+    // (a kernel worker, the bench's statistics), for a second of samples.
+    for (int ms = 0; ms < 1000; ++ms) {
+        s.sample(ms % 3 == 0 ? 3 : 2, cpus, 1ms);
+        REQUIRE_FALSE(s.oversubscribed());
+    }
+    // From a quiet stretch, five milliseconds in a row of an extra task are still a blip...
+    for (int ms = 0; ms < 100; ++ms) {
+        s.sample(2, cpus, 1ms);
+    }
+    for (int ms = 0; ms < 5; ++ms) {
+        s.sample(3, cpus, 1ms);
+        CHECK_FALSE(s.oversubscribed());
+    }
+    // ...the sixth is not.
+    s.sample(3, cpus, 1ms);
+    CHECK(s.oversubscribed());
+}
+
+TEST_CASE("LoadShare sees a machine oversubscribed in most samples within 6 ms and lets go of it "
+          "as fast",
+          "[common][spin]") {
+    constexpr long cpus = 2;
+    hv::LoadShare s;
+    for (int ms = 0; ms < 100; ++ms) {
+        s.sample(1, cpus, 1ms);
+    }
+    REQUIRE_FALSE(s.oversubscribed());
+    int took = 0;
+    while (!s.oversubscribed() && took < 100) {
+        s.sample(4, cpus, 1ms);  // cpus + 2 busy threads
+        ++took;
+    }
+    CHECK(took == 6);
+    // Stays so for as long as it lasts, and a moment's lull does not end it.
+    for (int ms = 0; ms < 1000; ++ms) {
+        s.sample(ms % 10 == 9 ? 1 : 20, cpus, 1ms);
+        REQUIRE(s.oversubscribed());
+    }
+    // Over in two samples of three: still oversubscribed, whatever the phase.
+    for (int ms = 0; ms < 300; ++ms) {
+        s.sample(ms % 3 == 0 ? 2 : 3, cpus, 1ms);
+        if (ms >= 6) {
+            REQUIRE(s.oversubscribed());
+        }
+    }
+    // After a stretch busy throughout, 6 quiet milliseconds end it.
+    for (int ms = 0; ms < 100; ++ms) {
+        s.sample(4, cpus, 1ms);
+    }
+    took = 0;
+    while (s.oversubscribed() && took < 100) {
+        s.sample(2, cpus, 1ms);
+        ++took;
+    }
+    CHECK(took == 6);
+}
+
+TEST_CASE("LoadShare: a sample after a pause stands for 4 ms at most, unreadable counts as idle",
+          "[common][spin]") {
+    constexpr long cpus = 2;
+    hv::LoadShare s;
+    // One busy sample after a long pause does not decide alone; a second one does.
+    s.sample(5, cpus, 10s);
+    CHECK_FALSE(s.oversubscribed());
+    s.sample(5, cpus, 50ms);
+    CHECK(s.oversubscribed());
+    // Nor does one idle sample after a pause end a lasting oversubscription.
+    for (int ms = 0; ms < 20; ++ms) {
+        s.sample(5, cpus, 1ms);
+    }
+    s.sample(1, cpus, 10s);
+    CHECK(s.oversubscribed());
+    s.sample(1, cpus, 10s);
+    CHECK_FALSE(s.oversubscribed());
+
+    // An unreadable count (-1) and an unknown CPU count (0 or -1) are samples that are not over.
+    hv::LoadShare busy;
+    for (int ms = 0; ms < 20; ++ms) {
+        busy.sample(9, cpus, 1ms);
+    }
+    REQUIRE(busy.oversubscribed());
+    for (int ms = 0; ms < 60; ++ms) {
+        busy.sample(ms % 2 == 0 ? -1 : 9, ms % 2 == 0 ? cpus : (ms % 4 == 1 ? 0 : -1), 1ms);
+    }
+    CHECK_FALSE(busy.oversubscribed());
+    CHECK(busy.over < hv::LoadShare::kAll / 100);
+    // A zero interval (two samples within a millisecond) still counts as one step.
+    hv::LoadShare z;
+    z.sample(9, cpus, 0ms);
+    CHECK(z.over > 0);
 }
 
 TEST_CASE("spin_epoll_wait finds an event during the spin or the sleep after it and times out",

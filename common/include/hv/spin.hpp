@@ -80,10 +80,38 @@ int spin_epoll_wait(int epfd, epoll_event* evs, int max_events, int timeout_ms,
 /// capped at one second).
 std::chrono::microseconds default_spin() noexcept;
 
-/// True while more threads are runnable than there are CPUs (the running count of
-/// /proc/loadavg, re-read at most once a millisecond). Spinning then only delays the thread
-/// being waited for: a spinner that loses its CPU is runnable, not sleeping, so a message for it
-/// no longer earns it the wake-up preemption a sleeper gets, and it waits out a time slice.
+/// The rule behind cpus_oversubscribed(), apart from the /proc read so that tests can feed it
+/// samples. `over` is the share of recent time in which more threads were runnable than there
+/// are CPUs, in 1/65535ths: each sample moves it 1/8 of the way towards all (more runnable than
+/// CPUs) or none, once for each millisecond since the previous sample but at most 4 times (a
+/// sample after a pause stands for 4 ms at most, so neither it nor the history before the pause
+/// decides alone): an average over the last ~8 ms. Oversubscribed while the share is above
+/// half. So a machine with more runnable threads than CPUs in every sample is seen as such
+/// after 6 samples a millisecond apart (2 after pauses), and so is one where that holds in most
+/// samples; with exactly as many spinners as CPUs, one more task runnable for a moment (a kernel
+/// worker, a statistics write, a shell) must stay so for 6 ms in a row to stop the spinning.
+struct LoadShare {
+    static constexpr std::int32_t kAll = 65535;
+    std::int32_t over = 0;  ///< 0..kAll
+
+    /// One sample: `runnable` threads (negative: unreadable, counted as not over) against
+    /// `cpus` (not over when not positive), `since_last` after the previous sample.
+    constexpr void sample(long runnable, long cpus, std::chrono::milliseconds since_last) noexcept {
+        const std::int32_t target = cpus > 0 && runnable > cpus ? kAll : 0;
+        const auto steps = since_last.count() < 1 ? 1 : since_last.count() > 4 ? 4 : since_last.count();
+        for (auto i = steps; i > 0; --i) {
+            over += (target - over) / 8;
+        }
+    }
+    constexpr bool oversubscribed() const noexcept { return over > kAll / 2; }
+};
+
+/// True while more threads have been runnable than there are CPUs in most of the last few
+/// milliseconds (LoadShare over the running count of /proc/loadavg, re-read at most once a
+/// millisecond per process). Spinning then only delays the thread being waited for: a spinner
+/// that loses its CPU is runnable, not sleeping, so a message for it no longer earns it the
+/// wake-up preemption a sleeper gets, and it waits out a time slice. A moment's extra runnable
+/// task does not count: spinners on every CPU would otherwise all stop for it.
 /// Always false after set_spin_ignores_load(true) (tests of spinning itself, which must spin on
 /// a loaded machine too).
 bool cpus_oversubscribed() noexcept;

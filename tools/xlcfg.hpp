@@ -129,7 +129,7 @@ struct VifRate {
 struct VifSpec {
     std::optional<std::array<std::uint8_t, 6>> mac;
     std::string bridge;
-    std::string type;  // "vif" or "ioemu" ("" = default)
+    std::string type;  // "vif", "ioemu", or "ovs"/"openvswitch" ("" = default)
     std::string model;
     std::string script;
     std::string ip;
@@ -142,6 +142,8 @@ struct VifSpec {
     std::optional<bool> trusted;
     /// "xx:xx:xx:xx:xx:xx" (lower-case hex), or "" when no mac was given.
     std::string mac_string() const;
+    /// type=ovs or type=openvswitch: the bridge is an Open vSwitch bridge.
+    bool is_ovs() const noexcept { return type == "ovs" || type == "openvswitch"; }
 };
 
 SpecResult<VifSpec> parse_vif_spec(std::string_view spec);

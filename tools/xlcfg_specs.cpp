@@ -721,8 +721,11 @@ SpecResult<VifSpec> parse_vif_spec(std::string_view spec) {
             }
             (key == "bridge" ? v.bridge : key == "vifname" ? v.vifname : v.gatewaydev) = val;
         } else if (key == "type") {
-            if (val != "vif" && val != "ioemu") {
-                return bad("invalid type '" + std::string(val) + "' (use vif or ioemu)");
+            // xl's own types are vif and ioemu; ovs/openvswitch (issue #5) puts the vif on an
+            // Open vSwitch bridge, as script=vif-openvswitch does.
+            if (val != "vif" && val != "ioemu" && val != "ovs" && val != "openvswitch") {
+                return bad("invalid type '" + std::string(val) +
+                           "' (use vif, ioemu, ovs or openvswitch)");
             }
             v.type = val;
         } else if (key == "model" || key == "script" || key == "ip" || key == "backend") {
@@ -760,6 +763,11 @@ SpecResult<VifSpec> parse_vif_spec(std::string_view spec) {
     const bool dpdk = v.script.find("dpdk") != std::string::npos;
     if (dpdk && !v.bridge.starts_with('/')) {
         return bad("script=" + v.script + " needs bridge=<vhost-user socket path> (absolute)");
+    }
+    // type=ovs with another host-side script would leave netback two answers.
+    if (v.is_ovs() && !v.script.empty() && v.script.find("openvswitch") == std::string::npos) {
+        return bad("type=" + v.type + " conflicts with script=" + v.script +
+                   " (Open vSwitch takes script=vif-openvswitch or none)");
     }
     if (!dpdk && v.bridge.starts_with('/')) {
         return bad("bridge '" + v.bridge + "' is a path: only a DPDK vif (script=vif-dpdk) "

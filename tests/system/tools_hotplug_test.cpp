@@ -528,53 +528,72 @@ TEST_CASE("network-attach hot-plugs a NIC on a bridge into a running guest where
     CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth1"}).rc != 0; }, 5s));
 }
 
-TEST_CASE("network-attach with only script=vif-openvswitch (xl's way) puts the vif on the OVS "
-          "bridge, where ping goes through, and network-detach takes it off",
+TEST_CASE("network-attach with type=ovs, type=openvswitch or script=vif-openvswitch (xl's way) "
+          "puts the vif on the OVS bridge, where ping goes through, and network-detach takes it "
+          "off",
           "[system][tools][hotplug][ovs][root][issue-5]") {
     hv::test::skip_unless(::access("/usr/sbin/ovs-vswitchd", X_OK) == 0,
                           "needs Open vSwitch (ovs-vswitchd)");
     HotplugRig rig(WithOvs::yes);
     Daemon& d = rig.d;
-    // xl's vif spec has no type=ovs: the script alone names Open vSwitch.
-    const ProcResult typed = d.hvctl({"network-attach", "hp", "bridge=ovsbr0, type=ovs"});
-    CHECK(typed.rc != 0);
-    CHECK(typed.err.find("invalid type 'ovs'") != std::string::npos);
-    const ProcResult a = d.hvctl(
-        {"network-attach", "hp", "bridge=ovsbr0, script=vif-openvswitch, mac=00:16:3e:5a:00:0b"});
-    INFO(a.err << rig.logs());
-    REQUIRE(a.rc == 0);
+    // Another type is still refused, and type=ovs does not go with another host-side script.
+    const ProcResult other = d.hvctl({"network-attach", "hp", "bridge=ovsbr0, type=ovs2"});
+    CHECK(other.rc == 2);
+    CHECK(other.err.find("invalid type 'ovs2'") != std::string::npos);
+    const ProcResult mixed =
+        d.hvctl({"network-attach", "hp", "bridge=ovsbr0, type=ovs, script=vif-bridge"});
+    CHECK(mixed.rc == 2);
+    CHECK(mixed.err.find("type=ovs conflicts with script=vif-bridge") != std::string::npos);
+    struct Case {
+        const char* spec;
+        const char* type;  // the backend's `type` key
+        const char* ip;    // one each: the host's neighbour cache keeps the last MAC
+    };
+    const Case cases[] = {
+        {"bridge=ovsbr0, type=ovs, mac=00:16:3e:5a:00:0b", "ovs", "10.79.0.2"},
+        {"bridge=ovsbr0, type=openvswitch, mac=00:16:3e:5a:00:0c", "openvswitch", "10.79.0.3"},
+        {"bridge=ovsbr0, script=vif-openvswitch, mac=00:16:3e:5a:00:0d", "vif", "10.79.0.4"},
+    };
     const std::string vif = "vif" + std::to_string(rig.domid) + ".0";
-    {
-        auto x = hv::xs::Client::connect(d.rundir() + "/xenstored.sock");
-        REQUIRE(x);
-        const std::string be = "/local/domain/0/backend/vif/" + std::to_string(rig.domid) + "/0";
-        CHECK((*x)->read(be + "/script").value_or("") == "vif-openvswitch");
-        CHECK((*x)->read(be + "/type").value_or("") == "vif");
-        CHECK((*x)->read(be + "/bridge").value_or("") == "ovsbr0");
-    }
-    REQUIRE(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc == 0; }, 15s));
-    REQUIRE(rig.in_guest({"/usr/sbin/ip", "addr", "add", "10.79.0.2/24", "dev", "eth0"}).rc == 0);
-    // netback made the tap a port of the OVS bridge, not of the Linux bridge.
-    auto ports = hv::net::ovs_vsctl(rig.ovs->db(), {"list-ports", "ovsbr0"});
-    REQUIRE(ports);
-    CHECK(ports->find(vif) != std::string::npos);
-    auto enslaved = rig.ns->exec({"ip", "-o", "link", "show", "master", "xenbr0"});
-    REQUIRE(enslaved);
-    CHECK(enslaved->output.find(vif) == std::string::npos);
-    // The host veth on ovsbr0 reaches the guest through OVS, the tap and the rings.
-    auto ping = rig.ns->exec({"ping", "-c", "3", "-W", "2", "10.79.0.2"}, 20000);
-    REQUIRE(ping);
-    INFO(ping->output << rig.logs());
-    CHECK(ping->exit_code == 0);
-    CHECK(ping->output.find("3 received") != std::string::npos);
+    for (const Case& c : cases) {
+        INFO(c.spec);
+        const ProcResult a = d.hvctl({"network-attach", "hp", c.spec});
+        INFO(a.err << rig.logs());
+        REQUIRE(a.rc == 0);
+        {
+            // The backend dir reads as xl's: vif-openvswitch whether or not it was given.
+            auto x = hv::xs::Client::connect(d.rundir() + "/xenstored.sock");
+            REQUIRE(x);
+            const std::string be = "/local/domain/0/backend/vif/" + std::to_string(rig.domid) + "/0";
+            CHECK((*x)->read(be + "/script").value_or("") == "vif-openvswitch");
+            CHECK((*x)->read(be + "/type").value_or("") == c.type);
+            CHECK((*x)->read(be + "/bridge").value_or("") == "ovsbr0");
+        }
+        REQUIRE(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc == 0; }, 15s));
+        REQUIRE(rig.in_guest({"/usr/sbin/ip", "addr", "add", std::string(c.ip) + "/24", "dev", "eth0"}).rc == 0);
+        // netback made the tap a port of the OVS bridge, not of the Linux bridge.
+        auto ports = hv::net::ovs_vsctl(rig.ovs->db(), {"list-ports", "ovsbr0"});
+        REQUIRE(ports);
+        CHECK(ports->find(vif) != std::string::npos);
+        auto enslaved = rig.ns->exec({"ip", "-o", "link", "show", "master", "xenbr0"});
+        REQUIRE(enslaved);
+        CHECK(enslaved->output.find(vif) == std::string::npos);
+        // The host veth on ovsbr0 reaches the guest through OVS, the tap and the rings.
+        auto ping = rig.ns->exec({"ping", "-c", "3", "-W", "2", c.ip}, 20000);
+        REQUIRE(ping);
+        INFO(ping->output << rig.logs());
+        CHECK(ping->exit_code == 0);
+        CHECK(ping->output.find("3 received") != std::string::npos);
 
-    const ProcResult det = d.hvctl({"network-detach", "hp", "00:16:3e:5a:00:0b"});
-    INFO(det.err << rig.logs());
-    CHECK(det.rc == 0);
-    CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc != 0; }, 5s));
-    ports = hv::net::ovs_vsctl(rig.ovs->db(), {"list-ports", "ovsbr0"});
-    REQUIRE(ports);
-    CHECK(ports->find(vif) == std::string::npos);
+        const std::string mac = std::string(c.spec).substr(std::string(c.spec).find("mac=") + 4);
+        const ProcResult det = d.hvctl({"network-detach", "hp", mac});
+        INFO(det.err << rig.logs());
+        CHECK(det.rc == 0);
+        CHECK(eventually([&] { return rig.in_guest({"/usr/sbin/ip", "link", "show", "eth0"}).rc != 0; }, 5s));
+        ports = hv::net::ovs_vsctl(rig.ovs->db(), {"list-ports", "ovsbr0"});
+        REQUIRE(ports);
+        CHECK(ports->find(vif) == std::string::npos);
+    }
 }
 
 TEST_CASE("network-attach hot-plugs a DPDK vif: netback listens on its vhost-user socket, "

@@ -307,6 +307,27 @@ TEST_CASE("a DPDK vif's script and socket reach the backend keys", "[tools][hvct
           "vif-bridge");
 }
 
+TEST_CASE("a type=ovs vif writes its type and, without a script, vif-openvswitch",
+          "[tools][hvctl][issue-5]") {
+    const DeviceReq d = vif_device(*parse_vif_spec("bridge=ovsbr0, type=ovs"), 0);
+    CHECK(d.backend_keys.at("type") == "ovs");
+    CHECK(d.backend_keys.at("script") == "vif-openvswitch");
+    CHECK(d.backend_keys.at("bridge") == "ovsbr0");
+    const DeviceReq o = vif_device(*parse_vif_spec("bridge=ovsbr0, type=openvswitch"), 1);
+    CHECK(o.backend_keys.at("type") == "openvswitch");
+    CHECK(o.backend_keys.at("script") == "vif-openvswitch");
+    // A script given with it is kept.
+    const DeviceReq s =
+        vif_device(*parse_vif_spec("bridge=ovsbr0, type=ovs, script=/etc/xen/vif-openvswitch"), 2);
+    CHECK(s.backend_keys.at("script") == "/etc/xen/vif-openvswitch");
+    // Other types keep vif-bridge and write what was given (vif by default).
+    const DeviceReq v = vif_device(*parse_vif_spec("bridge=xenbr0"), 3);
+    CHECK(v.backend_keys.at("type") == "vif");
+    CHECK(v.backend_keys.at("script") == "vif-bridge");
+    CHECK(vif_device(*parse_vif_spec("bridge=xenbr0, type=ioemu"), 4).backend_keys.at("type") ==
+          "ioemu");
+}
+
 TEST_CASE("disk and vif specs become libxl's device keys", "[tools][hvctl]") {
     auto d = parse_disk_spec("phy:/dev/vg/lv,xvdc,r");
     REQUIRE(d);

@@ -229,6 +229,25 @@ TEST_CASE("a DPDK vif spec names its vhost-user socket as the bridge", "[tools][
     CHECK(r->script == "vif-dpdk");
 }
 
+TEST_CASE("type=ovs and type=openvswitch name an Open vSwitch bridge, alone or with its script",
+          "[tools][vif][issue-5]") {
+    for (const char* t : {"ovs", "openvswitch"}) {
+        INFO(t);
+        auto r = parse_vif_spec(std::string("bridge=ovsbr0,type=") + t);
+        REQUIRE(r);
+        CHECK(r->type == t);
+        CHECK(r->is_ovs());
+        CHECK(r->script.empty());
+        auto s = parse_vif_spec(std::string("bridge=ovsbr0,script=vif-openvswitch,type=") + t);
+        REQUIRE(s);
+        CHECK(s->is_ovs());
+        CHECK(s->script == "vif-openvswitch");
+    }
+    CHECK_FALSE(parse_vif_spec("type=vif")->is_ovs());
+    CHECK_FALSE(parse_vif_spec("type=ioemu")->is_ovs());
+    CHECK_FALSE(parse_vif_spec("script=vif-openvswitch")->is_ovs());
+}
+
 TEST_CASE("vif rates convert exactly as libxl does", "[tools][vif]") {
     struct Case {
         const char* rate;
@@ -265,7 +284,16 @@ TEST_CASE("every vif rejection has its reason", "[tools][vif][hostile]") {
     CHECK(vif_err("bridge=a/b").rfind("invalid bridge 'a/b'", 0) == 0);
     CHECK(vif_err("vifname=abcdefghijklmnop").rfind("invalid vifname", 0) == 0);
     CHECK(vif_err("gatewaydev=a b").rfind("invalid gatewaydev", 0) == 0);
-    CHECK(vif_err("type=ovs") == "invalid type 'ovs' (use vif or ioemu)");
+    CHECK(vif_err("type=ovs2") == "invalid type 'ovs2' (use vif, ioemu, ovs or openvswitch)");
+    CHECK(vif_err("type=OVS") == "invalid type 'OVS' (use vif, ioemu, ovs or openvswitch)");
+    CHECK(vif_err("type=") == "invalid type '' (use vif, ioemu, ovs or openvswitch)");
+    CHECK(vif_err("type=dpdk") == "invalid type 'dpdk' (use vif, ioemu, ovs or openvswitch)");
+    CHECK(vif_err("bridge=ovsbr0,type=ovs,script=vif-bridge") ==
+          "type=ovs conflicts with script=vif-bridge (Open vSwitch takes script=vif-openvswitch "
+          "or none)");
+    CHECK(vif_err("bridge=/run/x.sock,type=openvswitch,script=vif-dpdk") ==
+          "type=openvswitch conflicts with script=vif-dpdk (Open vSwitch takes "
+          "script=vif-openvswitch or none)");
     CHECK(vif_err("model=") == "empty value for 'model'");
     CHECK(vif_err("devid=65536") == "invalid devid '65536' (0..65535)");
     CHECK(vif_err("devid=x") == "invalid devid 'x' (0..65535)");

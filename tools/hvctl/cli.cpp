@@ -112,7 +112,9 @@ const Verb verb_table[] = {
      "(keys: bridge, mac, type, rate, mtu, vifname, devid, backend, ...). Without mac a\n"
      "random 00:16:3e MAC is chosen; without devid the next free one. Waits up to 10 s for\n"
      "the backend (netback) to take it. A guest running hv-guest gets it as eth<devid> in\n"
-     "its own network namespace. Exit 1 if the domain does not exist, the devid or mac is\n"
+     "its own network namespace. An Open vSwitch bridge: type=ovs (or openvswitch), or\n"
+     "script=vif-openvswitch as with xl.\n"
+     "Exit 1 if the domain does not exist, the devid or mac is\n"
      "in use, or the backend refuses it or does not answer; exit 2 for a bad spec.\n",
      verb_network_attach},
     {"network-detach", "[-f|--force] NAME|ID DEVID|MAC", "Detach a network interface",

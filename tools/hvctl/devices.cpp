@@ -81,11 +81,13 @@ DeviceReq vif_device(const VifSpec& v, std::uint32_t devid) {
     r.devid = devid;
     const std::string mac = v.mac ? v.mac_string() : random_xen_mac();
     const std::string handle = std::to_string(devid);
-    // The script names the host side for netback: vif-bridge (default), vif-openvswitch, or
+    // The script names the host side for netback: vif-bridge (default), vif-openvswitch
+    // (also the default for type=ovs, so the backend dir reads as with xl's script), or
     // vif-dpdk (then `bridge` is the vhost-user socket path).
+    const char* default_script = v.is_ovs() ? "vif-openvswitch" : "vif-bridge";
     r.backend_keys = {{"mac", mac},
                       {"handle", handle},
-                      {"script", v.script.empty() ? "vif-bridge" : v.script}};
+                      {"script", v.script.empty() ? default_script : v.script}};
     if (!v.bridge.empty()) {
         r.backend_keys["bridge"] = v.bridge;
     }

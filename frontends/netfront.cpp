@@ -807,6 +807,14 @@ std::size_t Device::Impl::rx_packets(Queue& q, unsigned qi, Device::PacketFn fn,
                 if (x.type == rings::XEN_NETIF_EXTRA_TYPE_GSO) {
                     p.offload.gso_type = x.u.gso.type;
                     p.offload.gso_size = x.u.gso.size;
+                } else if (x.type == rings::XEN_NETIF_EXTRA_TYPE_HASH) {
+                    p.offload.has_hash = true;
+                    p.offload.hash_type = x.u.hash.type;
+                    p.offload.hash_algorithm = x.u.hash.algorithm;
+                    p.offload.hash_value = 0;
+                    for (unsigned b = 0; b < 4; ++b) {
+                        p.offload.hash_value |= std::uint32_t{x.u.hash.value[b]} << (8 * b);
+                    }
                 } else if (x.type == rings::XEN_NETIF_EXTRA_TYPE_NONE ||
                            x.type >= rings::XEN_NETIF_EXTRA_TYPE_MAX) {
                     bad = true;

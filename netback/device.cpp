@@ -166,9 +166,13 @@ void VifDevice::disconnect() noexcept {
     for (auto& q : queues_) {
         retired_stats_ += q->stats();
     }
+    stop_steering();
+    steer_.reset();  // the next connection starts over
+    steer_failed_ = false;
     queues_.clear();  // engines close their fds of the tap's queues; the tap stays (unplug_host)
     mcast_watch_.reset();
     mcast_.reset();  // the list is this connection's (Linux xenvif_mcast_addr_list_free)
+    hash_.reset();
     ctrl_.reset();
     ctrl_ev_ = {};
     ctrl_ring_.reset();
@@ -413,6 +417,7 @@ Result<void> VifDevice::connect() {
     } else {
         return fail(mw.error());
     }
+    hash_ = std::make_shared<HashState>();  // hashing off until the control ring sets it
     std::vector<QueueConfig> cfgs;
     for (unsigned q = 0; q < queues; ++q) {
         const std::string dir = queues == 1 ? fdir_ : fdir_ + "/queue-" + std::to_string(q);
@@ -456,6 +461,7 @@ Result<void> VifDevice::connect() {
         c.persistent_pool = persistent_pool;
         c.spin = spin;
         c.mcast = mcast_;
+        c.hash = hash_;
         cfgs.push_back(std::move(c));
     }
     // What the kernel may hand us for this frontend: partial checksums only if the frontend
@@ -698,13 +704,73 @@ void VifDevice::serve_ctrl() noexcept {
         if (!*more) {
             break;
         }
+        bool set = false;
         while (auto req = ctrl_ring_->take_request()) {
-            ctrl_ring_->put_response(ctrl_->handle(*req, copy));
+            const auto rsp = ctrl_->handle(*req, copy);
+            set = set || (rsp.status == rings::XEN_NETIF_CTRL_STATUS_SUCCESS &&
+                          req->type != rings::XEN_NETIF_CTRL_TYPE_GET_HASH_FLAGS &&
+                          req->type != rings::XEN_NETIF_CTRL_TYPE_GET_HASH_MAPPING_SIZE);
+            ctrl_ring_->put_response(rsp);
+        }
+        if (set && hash_) {
+            // Before the answers: a frontend that saw SUCCESS finds the setting in effect at
+            // each queue's next rx pass.
+            hash_->publish(ctrl_->settings());
+            update_steering();
         }
         if (ctrl_ring_->push_responses()) {
             (void)ctrl_ev_.notify();
         }
     }
+}
+
+void VifDevice::update_steering() noexcept {
+    if (!tap_ || queues_.size() < 2 || !ctrl_) {
+        return;  // one queue (or not a tap): there is nothing to choose
+    }
+    const HashSettings& s = ctrl_->settings();
+    if (s.algorithm != rings::XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ) {
+        stop_steering();
+        return;
+    }
+    if (!steer_) {
+        if (steer_failed_) {
+            return;
+        }
+        auto p = SteeringProgram::create();
+        if (!p) {
+            steer_failed_ = true;
+            HV_WARN("netback %s: no rx queue steering (bpf: %s): the kernel picks the queues",
+                    bdir_.c_str(), p.error().message().c_str());
+            return;
+        }
+        steer_.emplace(std::move(*p));
+    }
+    if (auto r = steer_->update(s, static_cast<unsigned>(queues_.size())); !r) {
+        HV_LOG_RL(warn, "netback %s: steering update: %s", bdir_.c_str(),
+                  r.error().message().c_str());
+        return;
+    }
+    if (!steering_) {
+        if (auto r = tap_->set_steering(steer_->fd()); !r) {
+            steer_failed_ = true;
+            HV_WARN("netback %s: TUNSETSTEERINGEBPF: %s", bdir_.c_str(),
+                    r.error().message().c_str());
+            steer_.reset();
+            return;
+        }
+        steering_ = true;
+    }
+}
+
+void VifDevice::stop_steering() noexcept {
+    if (steering_ && tap_) {
+        if (auto r = tap_->set_steering(-1); !r) {
+            HV_LOG_RL(warn, "netback %s: steering detach: %s", bdir_.c_str(),
+                      r.error().message().c_str());
+        }
+    }
+    steering_ = false;
 }
 
 void VifDevice::pollable(std::vector<int>& out) const {

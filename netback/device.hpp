@@ -25,9 +25,11 @@
 #include "hv/rings/protocols/netif.hpp"
 #include "hv/rings/ring.hpp"
 #include "netback/ctrl.hpp"
+#include "netback/hash.hpp"
 #include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/queue.hpp"
+#include "netback/steer.hpp"
 #include "xenbus/backend_driver.hpp"
 #include "xenbus/xenbus.hpp"
 #include "xenstore/client.hpp"
@@ -155,6 +157,17 @@ private:
     std::optional<xs::ScopedWatch> mcast_watch_;
     /// This connection's multicast list (Linux frees it at disconnect), shared with the queues.
     std::shared_ptr<McastFilter> mcast_;
+    /// This connection's rx hash settings, published by serve_ctrl() for the queues' rx paths.
+    std::shared_ptr<HashState> hash_;
+    /// A multi-queue tap vif with Toeplitz set: the tap's steering program (steer.hpp) picks
+    /// the rx queue the mapping names; detached when the algorithm goes back to NONE and at
+    /// disconnect. Made at the first need; a failure (no bpf()) is logged once per connection
+    /// and the kernel's own queue choice stays.
+    void update_steering() noexcept;
+    void stop_steering() noexcept;
+    std::optional<SteeringProgram> steer_;
+    bool steering_ = false;
+    bool steer_failed_ = false;
     /// The control ring (xen-abi §6.7), when the frontend gave `ctrl-ring-ref` and
     /// `event-channel-ctrl`: served on the control thread (service()), answers grant-copied
     /// through ctrl_page_ (one own frame).

@@ -368,6 +368,7 @@ Result<std::unique_ptr<Queue>> Queue::create(hvmin::Services svc, std::unique_pt
     q.tx->set_rate(q.cfg.rate, Clock::now());
     q.tx->set_mcast(q.cfg.mcast.get());
     q.rx->set_mcast(q.cfg.mcast.get());
+    q.rx->set_hash(q.cfg.hash.get());
     q.wake_fd = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (q.wake_fd.get() < 0) {
         return fail_errno();

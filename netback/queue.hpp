@@ -13,6 +13,7 @@
 #include "hv/strong.hpp"
 #include "hvmin/client.hpp"
 #include "netback/engine.hpp"
+#include "netback/hash.hpp"
 #include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/tx.hpp"
@@ -43,6 +44,8 @@ struct QueueConfig {
     /// The vif's multicast filter, shared by its queues (MCAST extras may come on any queue;
     /// rx frames are checked on every queue). nullptr: no filter.
     std::shared_ptr<McastFilter> mcast;
+    /// The vif's rx hash settings (control ring), shared by its queues. nullptr: no hashing.
+    std::shared_ptr<const HashState> hash;
 };
 
 /// One queue. A hostile frontend (bad producer index, a fatal tx parse result) halts it:

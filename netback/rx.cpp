@@ -69,8 +69,31 @@ bool RxPath::filter_passes(std::span<const std::byte> frame) noexcept {
     return false;
 }
 
+void RxPath::refresh_hash() noexcept {
+    if (hash_ == nullptr || hash_->generation() == hash_gen_) {
+        return;
+    }
+    hash_gen_ = hash_->read(hash_settings_);
+    hashing_ = hash_settings_.algorithm == rings::XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ &&
+               hash_settings_.flags != 0;
+}
+
+void RxPath::add_hash(RxPacketInfo& info, std::span<const std::byte> head) const noexcept {
+    if (!hashing_) {
+        return;
+    }
+    const auto h = flow_hash(hash_settings_,
+                             {reinterpret_cast<const std::uint8_t*>(head.data()), head.size()});
+    if (h) {
+        info.has_hash = true;
+        info.hash_type = h->type;
+        info.hash_value = h->value;
+    }
+}
+
 RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
     RxRun out;
+    refresh_hash();
     const std::size_t area = pages_.pages * XEN_PAGE_SIZE;
     const std::size_t max_frame = engine_.max_frame_bytes();
     unsigned drops = 0;
@@ -111,7 +134,8 @@ RxRun RxPath::run(RxRing& ring, Clock::time_point now) noexcept {
             have_ = true;
         }
         const RxBuffer& b = buf_;
-        const RxPacketInfo info = rx_info_from_vnet(b.hdr, b.len);
+        RxPacketInfo info = rx_info_from_vnet(b.hdr, b.len);
+        add_hash(info, b.data.first(b.len));
         auto need = rx_slots_needed(info, fe_);
         if (!need) {
             // A frame the frontend cannot take (too big without sg, an unadvertised GSO
@@ -212,7 +236,8 @@ rings::netif_rx_request RxPath::next_request(RxRing& ring) noexcept {
 RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
     const std::size_t max_frame = engine_.max_frame_bytes();
     const auto data_pages = static_cast<unsigned>((max_frame + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
-    const unsigned slots = data_pages + 1;  // and one for a GSO extra
+    const unsigned room = hashing_ ? 2U : 1U;  // requests left for a GSO (and a HASH) extra
+    const unsigned slots = data_pages + room;
     if (data_pages > kMaxDirectPages || !fe_.sg || data_pages > fe_.max_slots) {
         return Direct::unavailable;
     }
@@ -242,9 +267,9 @@ RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
             return Direct::unavailable;  // the copy path maps it (and keeps it) first
         }
     }
-    // Data slot 0 in request 0, the others from request 2 on (request 1: a GSO extra).
+    // Data slot 0 in request 0, the others after the room for extras.
     for (unsigned k = 0; k < data_pages; ++k) {
-        direct_iov_[k] = {direct_pages_[k == 0 ? 0 : k + 1], XEN_PAGE_SIZE};
+        direct_iov_[k] = {direct_pages_[k == 0 ? 0 : k + room], XEN_PAGE_SIZE};
     }
     VnetHdr hdr{};
     auto n = engine_.receive_scattered(hdr, {direct_iov_.data(), data_pages});
@@ -259,7 +284,8 @@ RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
     if (!filter_passes({direct_pages_[0], std::min<std::size_t>(*n, XEN_PAGE_SIZE)})) {
         return Direct::dropped;  // as below: the requests stay for the next frame
     }
-    const RxPacketInfo info = rx_info_from_vnet(hdr, *n);
+    RxPacketInfo info = rx_info_from_vnet(hdr, *n);
+    add_hash(info, {direct_pages_[0], std::min<std::size_t>(*n, XEN_PAGE_SIZE)});
     auto need = rx_slots_needed(info, fe_);
     if (!need) {
         // As on the copy path. The bytes went into buffers this frontend posted for this vif.
@@ -269,12 +295,14 @@ RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
         return Direct::dropped;
     }
     const auto pages = static_cast<unsigned>((*n + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
-    if (info.gso_type == rings::XEN_NETIF_GSO_TYPE_NONE) {
-        // No extra to skip: data slot k belongs in request k. (Only frames over a page
-        // without GSO: a link MTU above 4 KiB.) memmove: a hostile frontend may post one
-        // page twice.
+    const unsigned extras =
+        (info.gso_type != rings::XEN_NETIF_GSO_TYPE_NONE ? 1U : 0U) + (info.has_hash ? 1U : 0U);
+    if (extras < room) {
+        // Fewer extras than the room left: data slot k belongs in request k + extras. (Only
+        // frames over a page.) memmove, in ascending order as the pages move down: a hostile
+        // frontend may post one page twice.
         for (unsigned k = 1; k < pages; ++k) {
-            std::memmove(direct_pages_[k], direct_pages_[k + 1], XEN_PAGE_SIZE);
+            std::memmove(direct_pages_[k + extras], direct_pages_[k + room], XEN_PAGE_SIZE);
         }
     }
     auto used = build_rx_slots(info, fe_, {req, *need}, slots_);

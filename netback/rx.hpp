@@ -16,6 +16,7 @@
 #include "hv/rings/xen/grant_table.hpp"
 #include "hv/strong.hpp"
 #include "netback/engine.hpp"
+#include "netback/hash.hpp"
 #include "netback/mcast.hpp"
 #include "netback/metrics.hpp"
 #include "netback/tx.hpp"
@@ -69,6 +70,9 @@ public:
     /// The vif's multicast filter (nullptr: every frame goes to the frontend). Not owned;
     /// outlives this path.
     void set_mcast(const McastFilter* f) noexcept { mcast_ = f; }
+    /// The vif's hash settings (nullptr: no control ring). With algorithm TOEPLITZ, frames of an
+    /// enabled type carry a HASH extra (after the GSO one). Not owned; outlives this path.
+    void set_hash(const HashState* h) noexcept { hash_ = h; }
 
 private:
     /// Largest frame read straight into rx pages: 17 pages (a 64 KiB TSO frame + Ethernet).
@@ -77,10 +81,10 @@ private:
     /// Map mode with the persistent pool: reads the next frame from the engine straight into
     /// the frontend's kept rx pages (receive_scattered), when requests for the largest frame
     /// are posted and all their pages are kept writable. The first request's page takes the
-    /// frame's first 4096 bytes, the next request is left for a GSO extra, the following ones
-    /// take the rest (build_rx_slots' layout); a frame without GSO of more than a page is
-    /// moved up one page. Requests taken for it and not used stay in reserve_ for the next
-    /// frame. unavailable: use the copy area.
+    /// frame's first 4096 bytes, the next request (two while hashing: GSO and HASH) is left
+    /// for the extras, the following ones take the rest (build_rx_slots' layout); a frame over
+    /// a page with fewer extras than that room is moved up. Requests taken for it and not used
+    /// stay in reserve_ for the next frame. unavailable: use the copy area.
     Direct read_direct(RxRing& ring, RxRun& out) noexcept;
     /// The next rx request: one taken ahead into reserve_ first, else the ring's.
     rings::netif_rx_request next_request(RxRing& ring) noexcept;
@@ -98,6 +102,11 @@ private:
     /// The multicast filter lets this frame (its first bytes) through; else it is counted in
     /// rx_dropped (Linux xenvif_start_xmit: the vif's tx_dropped).
     bool filter_passes(std::span<const std::byte> frame) noexcept;
+    /// Copies the vif's hash settings when the control thread published new ones (once per
+    /// run(): nothing per frame while hashing is off).
+    void refresh_hash() noexcept;
+    /// Fills info's hash fields from the frame's first bytes when hashing is on.
+    void add_hash(RxPacketInfo& info, std::span<const std::byte> head) const noexcept;
 
     hvmin::Grants& grants_;
     NetEngine& engine_;
@@ -110,6 +119,10 @@ private:
     DataMode mode_;
     MapCopier mapper_;          ///< map mode only
     const McastFilter* mcast_ = nullptr;
+    const HashState* hash_ = nullptr;
+    HashSettings hash_settings_{};  ///< hash_'s settings as of hash_gen_
+    std::uint64_t hash_gen_ = 0;
+    bool hashing_ = false;      ///< TOEPLITZ with some type enabled
     RxBuffer buf_{};            ///< the current frame (in the copy area at area_used_)
     bool have_ = false;         ///< buf_ holds a frame not yet delivered or dropped
     std::size_t area_used_ = 0; ///< bytes of the copy area taken by frames of this batch
@@ -125,7 +138,7 @@ private:
     /// copies, in ring order from reserve_head_): answered before any newer request.
     std::vector<rings::netif_rx_request> reserve_;
     std::size_t reserve_head_ = 0;
-    std::array<std::byte*, kMaxDirectPages + 1> direct_pages_{};
+    std::array<std::byte*, kMaxDirectPages + 2> direct_pages_{};
     std::array<iovec, kMaxDirectPages> direct_iov_{};
     bool direct_unsupported_ = false;  ///< the engine does not scatter (EOPNOTSUPP)
     bool engine_ready_ = true;  ///< no read found the engine empty since engine_readable()

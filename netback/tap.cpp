@@ -118,4 +118,18 @@ hv::Result<void> Tap::set_queue_attached(unsigned i, bool attached) noexcept {
     return {};
 }
 
+hv::Result<void> Tap::set_steering(int prog_fd) noexcept {
+    // Any queue's fd reaches the device; queue 0 stays attached while the vif is connected.
+    for (const auto& q : queues_) {
+        if (q) {
+            int fd = prog_fd;
+            if (::ioctl(q.get(), TUNSETSTEERINGEBPF, &fd) != 0) {
+                return hv::fail_errno();
+            }
+            return {};
+        }
+    }
+    return hv::fail_errno(EBADF);
+}
+
 }  // namespace hv::net

@@ -47,6 +47,10 @@ public:
     /// attach) or not (detach: frames are no longer steered to it). No-op when already so;
     /// a single-queue tap's queue stays attached (EINVAL for false).
     hv::Result<void> set_queue_attached(unsigned i, bool attached) noexcept;
+    /// TUNSETSTEERINGEBPF: the eBPF program `prog_fd` chooses the queue of each frame the
+    /// kernel sends to the tap (its answer modulo the attached queues); -1 detaches it (the
+    /// kernel's own flow choice again). The kernel holds its own reference to the program.
+    hv::Result<void> set_steering(int prog_fd) noexcept;
 
 private:
     Tap(std::string name, std::vector<hv::UniqueFd> q, Features f) noexcept

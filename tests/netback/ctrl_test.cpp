@@ -1,27 +1,23 @@
 // netif control requests (netback/ctrl.hpp; xen-abi.md §6.7, Linux netback hash.c): every
 // type and every rejection, with a grant copy served from a local table of "granted pages";
 // the Toeplitz hash against the Microsoft RSS verification vectors.
-#include <catch2/catch.hpp>
+#include "netback/ctrl.hpp"
 
 #include <arpa/inet.h>
 
+#include <catch2/catch.hpp>
 #include <cstring>
 #include <map>
 #include <vector>
 
+#include "frames.hpp"
 #include "hv/rings/xen/grant_table.hpp"
-#include "netback/ctrl.hpp"
 
 namespace hv::net {
 namespace {
 
 namespace w = hv::rings;
-
-/// The RSS verification suite's key.
-constexpr std::uint8_t kRssKey[40] = {
-    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
-    0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
-    0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
+using hv::test::net::kRssKey;
 
 std::vector<std::uint8_t> v4_input(const char* src, const char* dst, int sport, int dport,
                                    bool ports) {

@@ -236,6 +236,19 @@ std::vector<std::byte> raw_frame(std::size_t len, std::uint32_t seed) {
     return f;
 }
 
+void ctrl_ok(Vif& v, std::uint16_t type, std::uint32_t d0) {
+    auto r = v.nf->ctrl_request(type, d0);
+    REQUIRE(r);
+    REQUIRE(r->status == rings::XEN_NETIF_CTRL_STATUS_SUCCESS);
+}
+
+void set_toeplitz(Vif& v, std::span<const std::uint8_t> key, std::uint32_t flags) {
+    ctrl_ok(v, rings::XEN_NETIF_CTRL_TYPE_SET_HASH_ALGORITHM,
+            rings::XEN_NETIF_CTRL_HASH_ALGORITHM_TOEPLITZ);
+    REQUIRE(v.nf->set_hash_key(key));
+    ctrl_ok(v, rings::XEN_NETIF_CTRL_TYPE_SET_HASH_FLAGS, flags);
+}
+
 std::vector<std::byte> tcp4_frame(std::size_t len, std::uint32_t seed) {
     std::vector<std::byte> f(len);
     fill_eth(f, 0x0800, seed);

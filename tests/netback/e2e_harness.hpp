@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -107,6 +108,11 @@ struct SpinIgnoringLoad {
 /// The tx responses netfront saw (take_tx_responses), collected until there are at least `n`
 /// (≤ 5 s; rx packets meanwhile are received and dropped).
 std::vector<rings::netif_tx_response> tx_responses(Vif& v, std::size_t n);
+
+/// A control-ring request (netfront::Options::ctrl_ring) the backend must answer SUCCESS.
+void ctrl_ok(Vif& v, std::uint16_t type, std::uint32_t d0 = 0);
+/// Over the control ring: algorithm Toeplitz, `key`, the hash types `flags`.
+void set_toeplitz(Vif& v, std::span<const std::uint8_t> key, std::uint32_t flags);
 
 /// An Ethernet + IPv4 + TCP frame of `len` bytes (payload pattern from `seed`); checksum field
 /// holds what a partial-checksum sender leaves there.

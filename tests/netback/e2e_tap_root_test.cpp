@@ -9,11 +9,11 @@
 #include <sys/socket.h>
 
 #include <catch2/catch.hpp>
-
 #include <cstring>
 #include <thread>
 
 #include "e2e_harness.hpp"
+#include "e2e_tap.hpp"
 #include "frames.hpp"
 #include "netback/netlink.hpp"
 #include "netback/tap.hpp"
@@ -21,32 +21,6 @@
 #include "skip.hpp"
 
 namespace hv::net::test {
-namespace {
-
-/// A private namespace with a Linux bridge br0, up, and its rtnetlink socket.
-struct SwitchNs {
-    hv::test::NetNs ns;
-    Netlink nl;
-};
-SwitchNs switch_ns() {
-    auto ns = hv::test::NetNs::create("hvt");
-    REQUIRE(ns);
-    auto nl = Netlink::open(ns->fd());
-    REQUIRE(nl);
-    REQUIRE(nl->create_bridge("br0"));
-    REQUIRE(nl->set_up("br0", true));
-    return SwitchNs{std::move(*ns), std::move(*nl)};
-}
-
-/// The harness's backend with tap vifs in `ns`.
-BackendOptions tap_options(const hv::test::NetNs& ns) {
-    BackendOptions o = Env::loop_options();
-    o.host = HostMode::tap;
-    o.netns_fd = ns.fd();
-    return o;
-}
-
-}  // namespace
 
 TEST_CASE("a vif's tap is made, bridged and up before its frontend connects, and a vif whose "
           "bridge is missing stays in InitWait with hotplug-error while the other connects",

@@ -301,3 +301,59 @@ bool ethtool_set(const std::string& link, std::uint32_t cmd, bool on) {
 }
 
 }  // namespace hv::test::net
+
+namespace hv::test::net {
+
+Bytes flow_frame(const FlowSpec& f) {
+    const std::size_t l2 = f.vlan ? 18 : 14;
+    const std::size_t l3 = f.ipv6 ? 40 + (f.fragment ? 8 : 0) : 20;
+    Bytes b(l2 + l3 + 20 + f.payload, 0);
+    const Mac dst{0x02, 0, 0, 0, 0, 0x02}, src{0x02, 0, 0, 0, 0, 0x01};
+    eth(b, dst, src, f.vlan ? 0x8100 : (f.ipv6 ? 0x86dd : 0x0800));
+    if (f.vlan) {
+        put16(b, 14, 5);  // VID 5
+        put16(b, 16, f.ipv6 ? 0x86dd : 0x0800);
+    }
+    const std::size_t ip = l2;
+    if (f.ipv6) {
+        b[ip] = 0x60;
+        put16(b, ip + 4, static_cast<std::uint16_t>(l3 - 40 + 20 + f.payload));
+        b[ip + 6] = f.fragment ? 44 : f.proto;
+        b[ip + 7] = 64;
+        std::memcpy(&b[ip + 8], f.src.data(), 16);
+        std::memcpy(&b[ip + 24], f.dst.data(), 16);
+        if (f.fragment) {
+            b[ip + 40] = f.proto;
+            put16(b, ip + 42, 1);  // offset 0, MF
+        }
+    } else {
+        in_addr s{}, d{};
+        std::memcpy(&s, f.src.data(), 4);
+        std::memcpy(&d, f.dst.data(), 4);
+        ipv4(b, ip, s, d, f.proto, 20 + 20 + f.payload);
+        if (f.fragment) {
+            put16(b, ip + 6, 0x2000);  // MF
+        }
+    }
+    put16(b, l2 + l3, f.sport);
+    put16(b, l2 + l3 + 2, f.dport);
+    for (std::size_t i = 0; i < f.payload; ++i) {
+        b[l2 + l3 + 20 + i] = static_cast<std::uint8_t>(i * 7 + 1);
+    }
+    return b;
+}
+
+Bytes flow_tuple(const FlowSpec& f) {
+    const std::size_t a = f.ipv6 ? 16 : 4;
+    Bytes t(f.src.begin(), f.src.begin() + static_cast<std::ptrdiff_t>(a));
+    t.insert(t.end(), f.dst.begin(), f.dst.begin() + static_cast<std::ptrdiff_t>(a));
+    if (f.proto == 6 && !f.fragment) {
+        for (std::uint16_t p : {f.sport, f.dport}) {
+            t.push_back(static_cast<std::uint8_t>(p >> 8));
+            t.push_back(static_cast<std::uint8_t>(p));
+        }
+    }
+    return t;
+}
+
+}  // namespace hv::test::net

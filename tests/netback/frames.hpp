@@ -4,6 +4,7 @@
 
 #include <netinet/in.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -43,6 +44,30 @@ struct TcpSpec {
 /// partial_csum: the TCP checksum field holds the folded pseudo-header sum (what a virtio-net
 /// F_NEEDS_CSUM frame carries); otherwise the full checksum.
 Bytes tcp_frame(const TcpSpec& t, std::span<const std::uint8_t> payload, bool partial_csum);
+
+/// A frame of one flow, for the rx hash (netback/hash.hpp): untagged or VLAN-tagged Ethernet,
+/// IPv4 or IPv6 (addresses as 4 / 16 bytes), `proto` (TCP 6, UDP 17...) with the ports as the
+/// transport header's first 4 bytes, optionally a fragment (IPv4 MF; IPv6 a fragment header
+/// with MF), `payload` bytes after a 20-byte transport header. Checksums are not filled.
+/// The Microsoft RSS verification suite's Toeplitz key.
+inline constexpr std::array<std::uint8_t, 40> kRssKey = {
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
+    0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3,
+    0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa};
+
+struct FlowSpec {
+    bool ipv6 = false;
+    bool vlan = false;
+    bool fragment = false;
+    std::uint8_t proto = 6;
+    std::array<std::uint8_t, 16> src{}, dst{};
+    std::uint16_t sport = 0, dport = 0;
+    std::size_t payload = 0;
+};
+Bytes flow_frame(const FlowSpec& f);
+/// What Linux netback hashes for `f` with every type enabled: addresses, then ports for an
+/// unfragmented TCP packet.
+Bytes flow_tuple(const FlowSpec& f);
 
 struct Parsed {
     Mac src{}, dst{};

@@ -90,6 +90,13 @@ struct Offload {
     /// netfront's checksum_setup does; a packet whose headers do not allow it is an rx error.
     std::uint16_t csum_start = 0;
     std::uint16_t csum_offset = 0;
+    /// rx only: the backend's HASH extra (xen-abi §6.3), sent once the control ring set an
+    /// algorithm and the packet's type is enabled: the type's bit number
+    /// (_XEN_NETIF_CTRL_HASH_TYPE_*), the algorithm and the value (the extra's bytes, LSB first).
+    bool has_hash = false;
+    std::uint8_t hash_type = 0;
+    std::uint8_t hash_algorithm = 0;
+    std::uint32_t hash_value = 0;
 };
 
 /// What the backend takes from us (read from its directory at InitWait, xen-abi §6.6), so what

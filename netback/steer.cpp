@@ -99,6 +99,13 @@ public:
     void jeq(Reg d, std::int32_t imm, Label l) { jump(BPF_JEQ, d, imm, l); }
     void jne(Reg d, std::int32_t imm, Label l) { jump(BPF_JNE, d, imm, l); }
     void jlt(Reg d, std::int32_t imm, Label l) { jump(BPF_JLT, d, imm, l); }
+    /// if d > s (unsigned) goto l
+    void jgt(Reg d, Reg s, Label l) {
+        fix_.emplace_back(code_.size(), l);
+        put(BPF_JMP | BPF_JGT | BPF_X, d, s, 0, 0);
+    }
+    /// d = the 16-bit big-endian value d holds (host order from network order)
+    void be16(Reg d) { put(BPF_ALU | BPF_END | BPF_TO_BE, d, r0, 0, 16); }
 
     std::vector<bpf_insn> finish() {
         for (const auto& [pc, l] : fix_) {
@@ -130,14 +137,21 @@ private:
 };
 
 // Stack: fp-4 the maps' key (0); fp-48..-13 the hash input (addresses, then ports at fp-40
-// for IPv4 or fp-16 for IPv6); fp-96.. the IP header's first bytes; fp-100 IPv4 header length.
-constexpr std::int16_t kKey = -4, kIn = -48, kHdr = -96, kIhl = -100;
+// for IPv4 or fp-16 for IPv6); fp-96.. the IP header's first bytes; fp-100 IPv4 header length;
+// IPv6: fp-112 the next header, fp-120 its offset, fp-128 the payload's end, fp-136 the
+// extension header's first 8 bytes.
+constexpr std::int16_t kKey = -4, kIn = -48, kHdr = -96, kIhl = -100, kNext = -112, kOff = -120,
+                       kEnd = -128, kExt = -136;
+/// IPv6 extension headers the steering program walks before giving up (the address-only hash).
+constexpr int kMaxExtHeaders = 6;
 
-/// r1 = ctx, r2 = offset from the Ethernet header, r3 = fp + dst, r4 = len: load, r0 = 0 on
-/// success (the helper zeroes the destination on failure).
+/// Loads `len` bytes at `off` from the Ethernet header into fp + dst: r0 = 0 on success (the
+/// helper zeroes the destination on failure). off < 0: the offset is r2's (set by the caller).
 void load(Asm& a, std::int32_t off, std::int16_t dst, std::int32_t len) {
     a.mov(Asm::r1, Asm::r6);
-    a.mov(Asm::r2, off);
+    if (off >= 0) {
+        a.mov(Asm::r2, off);
+    }
     a.mov(Asm::r3, Asm::fp);
     a.add(Asm::r3, dst);
     a.mov(Asm::r4, len);
@@ -236,9 +250,71 @@ std::vector<bpf_insn> program(int table_fd, int conf_fd) {
     a.jne(A::r0, 0, pick);
     a.mov(A::r9, 32);
     if_types(a, w::XEN_NETIF_CTRL_HASH_TYPE_IPV6_TCP, false, v6_l3);
+    // As netif_find_l4: hop-by-hop, routing, destination options, AH and atomic fragment
+    // headers walked (each inside the payload length and the frame), a fragment has no L4.
     a.ldx(BPF_B, A::r1, A::fp, kHdr + 6);
-    a.jne(A::r1, 6, v6_l3);
-    load(a, 54, kIn + 32, 4);  // past the end: zeroed
+    a.stx(BPF_DW, A::fp, kNext, A::r1);
+    a.mov(A::r1, 54);
+    a.stx(BPF_DW, A::fp, kOff, A::r1);
+    a.ldx(BPF_H, A::r1, A::fp, kHdr + 4);
+    a.be16(A::r1);
+    a.add(A::r1, 54);
+    a.stx(BPF_DW, A::fp, kEnd, A::r1);
+    const auto v6_tcp = a.label();
+    for (int i = 0; i <= kMaxExtHeaders; ++i) {
+        const auto ext = a.label(), ah = a.label(), frag = a.label(), next = a.label();
+        a.ldx(BPF_DW, A::r1, A::fp, kNext);
+        a.jeq(A::r1, 6, v6_tcp);
+        if (i == kMaxExtHeaders) {
+            a.ja(v6_l3);
+            break;
+        }
+        a.jeq(A::r1, 0, ext);
+        a.jeq(A::r1, 43, ext);
+        a.jeq(A::r1, 60, ext);
+        a.jeq(A::r1, 51, ah);
+        a.jeq(A::r1, 44, frag);
+        a.ja(v6_l3);
+        // Each: its first 8 bytes inside the payload and the frame, then the next offset.
+        for (const auto l : {ext, ah, frag}) {
+            a.bind(l);
+            a.ldx(BPF_DW, A::r2, A::fp, kOff);
+            a.mov(A::r3, A::r2);
+            a.add(A::r3, 8);
+            a.ldx(BPF_DW, A::r4, A::fp, kEnd);
+            a.jgt(A::r3, A::r4, v6_l3);
+            load(a, -1, kExt, 8);
+            a.jne(A::r0, 0, v6_l3);
+            a.ldx(BPF_B, A::r1, A::fp, kExt);
+            a.stx(BPF_DW, A::fp, kNext, A::r1);
+            a.ldx(BPF_DW, A::r2, A::fp, kOff);
+            if (l == frag) {
+                a.ldx(BPF_H, A::r1, A::fp, kExt + 2);
+                a.band(A::r1, htons(0xfff9));  // an offset or MF: a fragment
+                a.jne(A::r1, 0, v6_l3);
+                a.add(A::r2, 8);
+            } else {
+                a.ldx(BPF_B, A::r1, A::fp, kExt + 1);
+                a.add(A::r1, l == ah ? 2 : 1);
+                a.lsh(A::r1, l == ah ? 2 : 3);
+                a.add(A::r2, A::r1);
+            }
+            a.stx(BPF_DW, A::fp, kOff, A::r2);
+            a.ja(next);
+        }
+        a.bind(next);
+    }
+    // TCP at off: inside the payload and not past the frame (its byte before is in it), the
+    // ports zeroed when past the end.
+    a.bind(v6_tcp);
+    a.ldx(BPF_DW, A::r2, A::fp, kOff);
+    a.ldx(BPF_DW, A::r4, A::fp, kEnd);
+    a.jgt(A::r2, A::r4, v6_l3);
+    a.add(A::r2, -1);
+    load(a, -1, kExt, 1);
+    a.jne(A::r0, 0, v6_l3);
+    a.ldx(BPF_DW, A::r2, A::fp, kOff);
+    load(a, -1, kIn + 32, 4);
     a.mov(A::r9, 36);
     a.ja(hash);
     a.bind(v6_l3);

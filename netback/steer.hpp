@@ -2,7 +2,7 @@
 // the kernel picks the tap queue, so the queue a frontend's hash mapping names is chosen there,
 // by an eBPF socket-filter program attached with TUNSETSTEERINGEBPF (as QEMU's virtio-net RSS).
 // The program is generated here (no compiler step): it parses untagged Ethernet + IPv4 / IPv6
-// (+ TCP) with bpf_skb_load_bytes_relative, computes the Toeplitz hash from a per-(input byte
+// (extension headers walked, up to 6) + TCP with bpf_skb_load_bytes_relative, computes the Toeplitz hash from a per-(input byte
 // position, byte value) table in an array map (recomputed here when the key changes) and returns
 // mapping[hash % size], or hash % queues, from a second map; a frame no enabled type applies to
 // gets hash 0 (Linux's cleared hash). tun takes the answer modulo its attached queues.

@@ -60,7 +60,8 @@ void inject(const hv::UniqueFd& s, const Bytes& f) {
     REQUIRE(::send(s.get(), f.data(), f.size(), 0) == static_cast<ssize_t>(f.size()));
 }
 
-/// The flows: IPv4/IPv6, TCP/UDP, distinct addresses and ports. The last payload byte is
+/// The flows: IPv4/IPv6 (some with two extension headers), TCP/UDP, distinct addresses and
+/// ports. The last payload byte is
 /// rewritten per round so each frame is recognised.
 std::vector<FlowSpec> flows() {
     std::vector<FlowSpec> out;
@@ -76,6 +77,7 @@ std::vector<FlowSpec> flows() {
         REQUIRE(inet_pton(f.ipv6 ? AF_INET6 : AF_INET, b.c_str(), f.dst.data()) == 1);
         f.sport = static_cast<std::uint16_t>(30000 + 7 * i);
         f.dport = static_cast<std::uint16_t>(i % 3 == 0 ? 80 : 5000 + i);
+        f.ext = f.ipv6 && i % 6 == 5 ? 2 : 0;  // some with IPv6 extension headers
         f.payload = 32;
         out.push_back(f);
     }

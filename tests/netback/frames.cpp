@@ -306,7 +306,7 @@ namespace hv::test::net {
 
 Bytes flow_frame(const FlowSpec& f) {
     const std::size_t l2 = f.vlan ? 18 : 14;
-    const std::size_t l3 = f.ipv6 ? 40 + (f.fragment ? 8 : 0) : 20;
+    const std::size_t l3 = f.ipv6 ? 40 + 8 * f.ext + (f.fragment ? 8 : 0) : 20;
     Bytes b(l2 + l3 + 20 + f.payload, 0);
     const Mac dst{0x02, 0, 0, 0, 0, 0x02}, src{0x02, 0, 0, 0, 0, 0x01};
     eth(b, dst, src, f.vlan ? 0x8100 : (f.ipv6 ? 0x86dd : 0x0800));
@@ -318,14 +318,21 @@ Bytes flow_frame(const FlowSpec& f) {
     if (f.ipv6) {
         b[ip] = 0x60;
         put16(b, ip + 4, static_cast<std::uint16_t>(l3 - 40 + 20 + f.payload));
-        b[ip + 6] = f.fragment ? 44 : f.proto;
         b[ip + 7] = 64;
         std::memcpy(&b[ip + 8], f.src.data(), 16);
         std::memcpy(&b[ip + 24], f.dst.data(), 16);
-        if (f.fragment) {
-            b[ip + 40] = f.proto;
-            put16(b, ip + 42, 1);  // offset 0, MF
+        // The chain: each header's first byte names the next one.
+        std::size_t at = ip + 6;
+        for (unsigned e = 0; e < f.ext; ++e) {
+            b[at] = e == 0 ? 0 : 60;  // hop-by-hop, then destination options
+            at = ip + 40 + 8 * e;     // its length byte stays 0: 8 bytes
         }
+        if (f.fragment) {
+            b[at] = 44;
+            at = ip + 40 + 8 * f.ext;
+            put16(b, at + 2, 1);  // offset 0, MF
+        }
+        b[at] = f.proto;
     } else {
         in_addr s{}, d{};
         std::memcpy(&s, f.src.data(), 4);

@@ -46,9 +46,10 @@ struct TcpSpec {
 Bytes tcp_frame(const TcpSpec& t, std::span<const std::uint8_t> payload, bool partial_csum);
 
 /// A frame of one flow, for the rx hash (netback/hash.hpp): untagged or VLAN-tagged Ethernet,
-/// IPv4 or IPv6 (addresses as 4 / 16 bytes), `proto` (TCP 6, UDP 17...) with the ports as the
-/// transport header's first 4 bytes, optionally a fragment (IPv4 MF; IPv6 a fragment header
-/// with MF), `payload` bytes after a 20-byte transport header. Checksums are not filled.
+/// IPv4 or IPv6 (addresses as 4 / 16 bytes; `ext` 8-byte extension headers, hop-by-hop first
+/// then destination options), `proto` (TCP 6, UDP 17...) with the ports as the transport
+/// header's first 4 bytes, optionally a fragment (IPv4 MF; IPv6 a fragment header with MF),
+/// `payload` bytes after a 20-byte transport header. Checksums are not filled.
 /// The Microsoft RSS verification suite's Toeplitz key.
 inline constexpr std::array<std::uint8_t, 40> kRssKey = {
     0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3,
@@ -59,6 +60,7 @@ struct FlowSpec {
     bool ipv6 = false;
     bool vlan = false;
     bool fragment = false;
+    unsigned ext = 0;
     std::uint8_t proto = 6;
     std::array<std::uint8_t, 16> src{}, dst{};
     std::uint16_t sport = 0, dport = 0;

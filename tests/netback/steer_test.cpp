@@ -1,6 +1,7 @@
 // The tap steering program (netback/steer.hpp) run by the kernel on crafted frames
 // (BPF_PROG_TEST_RUN): its answer equals flow_queue() of flow_hash() (netback/hash.hpp, itself
-// checked against the RSS vectors) for IPv4/IPv6 TCP/UDP, fragments, every enabled-type set,
+// checked against the RSS vectors) for IPv4/IPv6 TCP/UDP, fragments, IPv6 extension headers
+// (1, 2, 6, a payload length ending inside one), every enabled-type set,
 // two keys and a mapping; frames with nothing to hash (VLAN, ARP, short, cut headers) get
 // hash 0's queue, as Linux's cleared hash. Skips when bpf() is not permitted here.
 #include "netback/steer.hpp"
@@ -60,6 +61,21 @@ std::vector<Bytes> frames() {
         auto tagged = f;
         tagged.vlan = true;
         out.push_back(flow_frame(tagged));
+        if (f.ipv6) {
+            // Extension headers before the transport (or fragment) header: 1, 2 and 6.
+            for (unsigned ext : {1U, 2U, 6U}) {
+                auto e = f;
+                e.ext = ext;
+                out.push_back(flow_frame(e));
+            }
+            // A payload length that ends inside the extension header: no L4.
+            auto e = f;
+            e.ext = 1;
+            Bytes short_len = flow_frame(e);
+            short_len[18] = 0;
+            short_len[19] = 4;
+            out.push_back(short_len);
+        }
     }
     return out;
 }
@@ -137,7 +153,7 @@ TEST_CASE(
             CHECK(*c == expected(s, std::span(f).first(len), 4));
         }
     }
-    CHECK(seen[0] + seen[1] + seen[2] + seen[3] == 24);
+    CHECK(seen[0] + seen[1] + seen[2] + seen[3] == frames().size());
     // No table: hash % queues; VLAN and ARP frames: hash 0 -> queue 0.
     s.mapping_size = 0;
     REQUIRE(p.update(s, 3));

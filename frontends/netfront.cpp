@@ -107,6 +107,7 @@ struct Device::Impl {
     bool mcast = false;          // the backend offers feature-multicast-control
     bool mcast_dynamic = false;  // ... and feature-dynamic-multicast-control
     bool mcast_on = false;       // request-multicast-control as written
+    bool xdp = false;            // the backend offers feature-xdp-headroom
     // The control ring (Options::ctrl_ring and feature-ctrl-ring): its page, a data page
     // granted read-only (keys, mapping tables), their grants and the channel.
     struct Ctrl {
@@ -190,6 +191,7 @@ Result<void> Device::Impl::setup() {
     mcast = flag(xs, bdir + "/feature-multicast-control");
     mcast_dynamic = mcast && flag(xs, bdir + "/feature-dynamic-multicast-control");
     mcast_on = mcast && opt.multicast_control;
+    xdp = flag(xs, bdir + "/feature-xdp-headroom");
     tx_off.sg = opt.sg && flag(xs, bdir + "/feature-sg");
     tx_off.csum4 = !flag(xs, bdir + "/feature-no-csum-offload");
     tx_off.csum6 = flag(xs, bdir + "/feature-ipv6-csum-offload");
@@ -339,6 +341,9 @@ Result<void> Device::Impl::setup() {
         if (mcast) {
             HV_TRY(xs.write(fdir + "/request-multicast-control", mcast_on ? "1" : "0", tx));
         }
+        if (xdp && opt.xdp_headroom != 0) {
+            HV_TRY(xs.write(fdir + "/xdp-headroom", std::to_string(opt.xdp_headroom), tx));
+        }
         return {};
     });
     if (!w) {
@@ -403,6 +408,13 @@ Result<void> Device::Impl::on_state_change() {
         case XenbusState::XenbusStateConnected:
             if (set_up) {
                 phase = Phase::connected;
+            }
+            break;
+        case XenbusState::XenbusStateReconfigured:
+            // The backend took a new xdp-headroom (set_xdp_headroom): back to Connected.
+            if (set_up && xenbus::read_state(xs, fdir).value_or(XenbusState::XenbusStateUnknown) ==
+                              XenbusState::XenbusStateReconfiguring) {
+                HV_TRY(xenbus::switch_state(xs, fdir, XenbusState::XenbusStateConnected));
             }
             break;
         case XenbusState::XenbusStateClosing:
@@ -1192,6 +1204,22 @@ Result<void> Device::set_multicast_control(bool on) {
 }
 
 bool Device::multicast_control() const noexcept { return impl_->mcast_on; }
+
+Result<void> Device::set_xdp_headroom(std::uint16_t headroom) {
+    Impl& d = *impl_;
+    if (!d.set_up) {
+        d.opt.xdp_headroom = headroom;
+        return {};
+    }
+    if (!d.xdp) {
+        return fail(make_error_code(Errc::not_supported));
+    }
+    // SPEC: Linux xennet_xdp_set(): the key, then Reconfiguring; the backend reads it again.
+    HV_TRY(d.xs.write(d.fdir + "/xdp-headroom", std::to_string(headroom)));
+    d.opt.xdp_headroom = headroom;
+    HV_TRY(xenbus::switch_state(d.xs, d.fdir, XenbusState::XenbusStateReconfiguring));
+    return {};
+}
 
 Result<rings::xen_netif_ctrl_response> Device::ctrl_request(std::uint16_t type, std::uint32_t d0,
                                                             std::uint32_t d1, std::uint32_t d2,

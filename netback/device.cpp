@@ -38,6 +38,23 @@ bool read_flag(xs::Client& xs, const std::string& path, bool dflt) {
     return v ? *v != 0 : dflt;
 }
 
+/// The frontend's xdp-headroom as Linux netback's read_xenbus_frontend_xdp() takes it: absent
+/// or not a number = 0, above XEN_NETIF_MAX_XDP_HEADROOM = that maximum. (Linux scans "%hu",
+/// so a number past 65535 wraps there before the clamp; here any larger number clamps.)
+std::uint16_t read_xdp_headroom(xs::Client& xs, const std::string& fdir) {
+    auto v = xenbus::read_optional(xs, fdir + "/xdp-headroom");
+    if (!v || !*v) {
+        return 0;
+    }
+    auto n = xenbus::parse_uint(**v);
+    if (!n) {
+        // GUEST: out of uint64 range is a number too large; anything else is no number.
+        return is_errno(n.error(), ERANGE) ? rings::XEN_NETIF_MAX_XDP_HEADROOM : 0;
+    }
+    return static_cast<std::uint16_t>(
+        std::min<std::uint64_t>(*n, rings::XEN_NETIF_MAX_XDP_HEADROOM));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -138,6 +155,9 @@ Result<void> VifDevice::probe() {
         {"feature-dynamic-multicast-control", "1"},
         {"feature-split-event-channels", opt_.split_event_channels ? "1" : "0"},
         {"multi-queue-max-queues", std::to_string(max_queues())},
+        // Linux netback offers it: rx data of a packet's first slot at the frontend's
+        // xdp-headroom, read at connect and on Reconfiguring.
+        {"feature-xdp-headroom", "1"},
         {"feature-ctrl-ring", "1"},
         // hvkit's own (README "Persistent pool"): only a mapping backend can keep grants mapped.
         {"feature-hvkit-persistent-pool", offers_persistent_pool() ? "1" : "0"},
@@ -374,6 +394,7 @@ Result<void> VifDevice::connect() {
     const bool rx_notify = read_flag(xs_, fdir_ + "/feature-rx-notify", false);
     const bool sg = read_flag(xs_, fdir_ + "/feature-sg", false);
     const bool gso4 = read_flag(xs_, fdir_ + "/feature-gso-tcpv4", false);
+    const std::uint16_t headroom = read_xdp_headroom(xs_, fdir_);
     const bool gso6 = read_flag(xs_, fdir_ + "/feature-gso-tcpv6", false);
     const bool csum4 = !read_flag(xs_, fdir_ + "/feature-no-csum-offload", false);
     const bool csum6 = read_flag(xs_, fdir_ + "/feature-ipv6-csum-offload", false);
@@ -455,6 +476,7 @@ Result<void> VifDevice::connect() {
         c.rx.sg = sg;
         c.rx.gso_tcpv4 = gso4;
         c.rx.gso_tcpv6 = gso6;
+        c.rx.headroom = headroom;
         c.rate = rate_;
         c.rx_drain_timeout = opt_.rx_drain_timeout;
         c.mode = mode;
@@ -614,7 +636,24 @@ bool VifDevice::reevaluate() noexcept {
                 return false;
             }
             break;
-        default:  // Initialised, InitWait, Reconfiguring, Reconfigured: wait for Connected
+        case XenbusState::XenbusStateReconfiguring:
+            // SPEC: Linux frontend_changed(): the frontend changed its xdp-headroom; read it
+            // again and answer Reconfigured (the frontend then returns to Connected, and so do
+            // we, above).
+            if (*bstate == XenbusState::XenbusStateClosing ||
+                *bstate == XenbusState::XenbusStateClosed) {
+                break;
+            }
+            if (connected()) {
+                const std::uint16_t h = read_xdp_headroom(xs_, fdir_);
+                HV_INFO("netback %s: xdp-headroom %u", bdir_.c_str(), unsigned{h});
+                for (auto& q : queues_) {
+                    q->set_xdp_headroom(h);
+                }
+            }
+            (void)xenbus::switch_state(xs_, bdir_, XenbusState::XenbusStateReconfigured);
+            break;
+        default:  // Initialised, InitWait, Reconfigured: wait for Connected
             break;
     }
     return true;

@@ -62,6 +62,7 @@ struct Queue::Impl {
     std::string reason;
     RateLimit new_rate;
     std::atomic<bool> rate_changed{false};
+    std::atomic<std::uint32_t> new_headroom{UINT32_MAX};  ///< UINT32_MAX: no change
 
     UniqueFd wake_fd;
     std::atomic<bool> stopping{false};
@@ -153,6 +154,9 @@ void Queue::Impl::run() noexcept {
         if (rate_changed.exchange(false)) {
             std::lock_guard lk(mu);
             tx->set_rate(new_rate, now);
+        }
+        if (const auto h = new_headroom.exchange(UINT32_MAX); h != UINT32_MAX) {
+            rx->set_headroom(static_cast<std::uint16_t>(h));
         }
         std::optional<Clock::time_point> throttled;
         bool holding = false;
@@ -302,6 +306,11 @@ void Queue::set_rate(RateLimit r) noexcept {
         impl_->new_rate = r;
     }
     impl_->rate_changed.store(true);
+    impl_->wake();
+}
+
+void Queue::set_xdp_headroom(std::uint16_t h) noexcept {
+    impl_->new_headroom.store(h);
     impl_->wake();
 }
 

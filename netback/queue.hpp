@@ -70,6 +70,8 @@ public:
     VifStatsSnapshot stats() const noexcept;
     /// A new `rate` (applied by the worker at its next wakeup).
     void set_rate(RateLimit r) noexcept;
+    /// A new xdp-headroom (the frontend reconfigured; applied by the worker at its next wakeup).
+    void set_xdp_headroom(std::uint16_t h) noexcept;
 
     struct Impl;
 

@@ -238,7 +238,8 @@ RxPath::Direct RxPath::read_direct(RxRing& ring, RxRun& out) noexcept {
     const auto data_pages = static_cast<unsigned>((max_frame + XEN_PAGE_SIZE - 1) / XEN_PAGE_SIZE);
     const unsigned room = hashing_ ? 2U : 1U;  // requests left for a GSO (and a HASH) extra
     const unsigned slots = data_pages + room;
-    if (data_pages > kMaxDirectPages || !fe_.sg || data_pages > fe_.max_slots) {
+    if (data_pages > kMaxDirectPages || !fe_.sg || data_pages > fe_.max_slots ||
+        fe_.headroom != 0) {
         return Direct::unavailable;
     }
     if (!engine_ready_) {

@@ -73,6 +73,9 @@ public:
     /// The vif's hash settings (nullptr: no control ring). With algorithm TOEPLITZ, frames of an
     /// enabled type carry a HASH extra (after the GSO one). Not owned; outlives this path.
     void set_hash(const HashState* h) noexcept { hash_ = h; }
+    /// The frontend's xdp-headroom (read again when it reconfigures): applies from the next
+    /// frame planned.
+    void set_headroom(std::uint16_t h) noexcept { fe_.headroom = h; }
 
 private:
     /// Largest frame read straight into rx pages: 17 pages (a 64 KiB TSO frame + Ethernet).
@@ -84,7 +87,8 @@ private:
     /// frame's first 4096 bytes, the next request (two while hashing: GSO and HASH) is left
     /// for the extras, the following ones take the rest (build_rx_slots' layout); a frame over
     /// a page with fewer extras than that room is moved up. Requests taken for it and not used
-    /// stay in reserve_ for the next frame. unavailable: use the copy area.
+    /// stay in reserve_ for the next frame. unavailable: use the copy area (also with an
+    /// xdp-headroom).
     Direct read_direct(RxRing& ring, RxRun& out) noexcept;
     /// The next rx request: one taken ahead into reserve_ first, else the ring's.
     rings::netif_rx_request next_request(RxRing& ring) noexcept;

@@ -339,7 +339,12 @@ hv::Result<unsigned> rx_slots_needed(const RxPacketInfo& p, const RxFrontend& fe
     if (p.len == 0 || p.len > max_gso_frame_bytes) {
         return hv::fail(Errc::frame_too_big);
     }
-    const std::size_t data = (p.len + page_size - 1) / page_size;
+    if (fe.headroom >= page_size) {
+        // Linux netback copies to offset headroom + n and its grant copy fails: the frontend
+        // gets nothing it can use either way.
+        return hv::fail(Errc::frame_too_big);
+    }
+    const std::size_t data = (p.len + fe.headroom + page_size - 1) / page_size;
     if ((!fe.sg && data > 1) || data > fe.max_slots) {
         return hv::fail(Errc::frame_too_big);
     }
@@ -382,14 +387,17 @@ hv::Result<unsigned> build_rx_slots(const RxPacketInfo& p, const RxFrontend& fe,
     unsigned slot = 0;
     std::size_t done = 0;
     auto put_data = [&](unsigned data_index) {
-        const std::size_t chunk = std::min<std::size_t>(page_size, p.len - done);
+        // SPEC: xen-abi §6.4 — the frontend's xdp-headroom goes before the data of the first
+        // slot only (rsp.offset), so that slot holds less.
+        const std::size_t at = data_index == 0 ? fe.headroom : 0;
+        const std::size_t chunk = std::min<std::size_t>(page_size - at, p.len - done);
         RxSlot& s = out[slot];
         s = RxSlot{};
         s.gref = reqs[slot].gref;
         s.src_offset = static_cast<std::uint32_t>(done);
         s.copy_len = static_cast<std::uint16_t>(chunk);
         s.rsp.id = reqs[slot].id;
-        s.rsp.offset = 0;
+        s.rsp.offset = static_cast<std::uint16_t>(at);
         s.rsp.status = static_cast<std::int16_t>(chunk);
         std::uint16_t flags = 0;
         if (data_index == 0) {

@@ -224,6 +224,9 @@ struct RxFrontend {
     bool gso_tcpv4 = false;  // feature-gso-tcpv4
     bool gso_tcpv6 = false;  // feature-gso-tcpv6
     unsigned max_slots = wire::XEN_NETIF_NR_SLOTS_MIN;  // what netfront accepts per packet
+    /// xdp-headroom (feature-xdp-headroom): data in a packet's first slot starts at this
+    /// offset in the page (rsp.offset), leaving 4096 - headroom bytes of it for data.
+    std::uint16_t headroom = 0;
 };
 
 struct RxPacketInfo {
@@ -237,14 +240,16 @@ struct RxPacketInfo {
     std::uint32_t hash_value = 0;
 };
 
-/// Rx ring slots (= rx requests) the packet needs: one per started 4 KiB of data, +1 for a GSO
-/// extra, +1 for a hash extra. Errors: Errc::frame_too_big if it exceeds what the frontend
-/// accepts (no sg and more than one data slot, more than max_slots data slots, a GSO type the
-/// frontend did not advertise, or len 0 / len > 64 KiB + Ethernet header).
+/// Rx ring slots (= rx requests) the packet needs: one per started 4 KiB of data (the first
+/// slot holding 4096 - headroom), +1 for a GSO extra, +1 for a hash extra. Errors:
+/// Errc::frame_too_big if it exceeds what the frontend accepts (no sg and more than one data
+/// slot, more than max_slots data slots, a GSO type the frontend did not advertise, a headroom
+/// that leaves no room in the first slot, or len 0 / len > 64 KiB + Ethernet header).
 hv::Result<unsigned> rx_slots_needed(const RxPacketInfo& p, const RxFrontend& fe) noexcept;
 
 /// One rx slot to fill: copy `copy_len` bytes from packet offset `src_offset` into `gref` at
-/// rsp.offset (0), then write `rsp` into the ring at the index of the request it consumed.
+/// rsp.offset (the headroom in the first data slot, else 0), then write `rsp` into the ring at
+/// the index of the request it consumed.
 /// Extra slots have copy_len 0 and `rsp` holds a netif_extra_info.
 struct RxSlot {
     std::uint32_t gref = 0;

@@ -165,3 +165,77 @@ TEST_CASE("too few posted rx requests means wait, nothing planned", "[netback][r
     std::vector<RxSlot> small(2);
     CHECK(build_rx_slots(p, RxFrontend{}, enough, small).error() == Errc::busy);
 }
+
+TEST_CASE("an xdp-headroom puts the first slot's data at that offset and leaves it less room",
+          "[netback][rx][xdp]") {
+    RxFrontend fe;
+    fe.headroom = 256;
+    RxPacketInfo p;
+    p.len = 4096 - 256;
+    CHECK(*rx_slots_needed(p, fe) == 1);
+    p.len = 4096 - 255;  // one byte more than the first slot holds
+    CHECK(*rx_slots_needed(p, fe) == 2);
+    p.len = 9000;
+    REQUIRE(*rx_slots_needed(p, fe) == 3);
+    const auto reqs = requests(3);
+    std::vector<RxSlot> out(3);
+    REQUIRE(*build_rx_slots(p, fe, reqs, out) == 3);
+    CHECK(out[0].rsp.offset == 256);
+    CHECK(out[0].rsp.status == 4096 - 256);
+    CHECK(out[0].copy_len == 4096 - 256);
+    CHECK(out[0].src_offset == 0);
+    // Only the first slot: the others start at 0 and take whole pages.
+    CHECK(out[1].rsp.offset == 0);
+    CHECK(out[1].src_offset == 4096 - 256);
+    CHECK(out[1].rsp.status == 4096);
+    CHECK(out[2].rsp.offset == 0);
+    CHECK(out[2].src_offset == 2 * 4096 - 256);
+    CHECK(out[2].rsp.status == 9000 - (2 * 4096 - 256));
+    CHECK((out[1].rsp.flags & w::NETRXF_more_data) != 0);
+    CHECK((out[2].rsp.flags & w::NETRXF_more_data) == 0);
+    // Without sg a packet must fit the first slot after the headroom.
+    fe.sg = false;
+    p.len = 4096 - 256;
+    CHECK(*rx_slots_needed(p, fe) == 1);
+    p.len = 4096 - 255;
+    CHECK(rx_slots_needed(p, fe).error() == Errc::frame_too_big);
+}
+
+TEST_CASE("an xdp-headroom with a GSO extra: the extra still follows the first data slot",
+          "[netback][rx][xdp]") {
+    RxFrontend fe = gso_frontend();
+    fe.headroom = 512;
+    RxPacketInfo p;
+    p.len = max_gso_frame_bytes;
+    p.gso_type = w::XEN_NETIF_GSO_TYPE_TCPV4;
+    p.gso_size = 1448;
+    // 65549 + 512 bytes of pages: 17 data slots, and the extra.
+    REQUIRE(*rx_slots_needed(p, fe) == 18);
+    const auto reqs = requests(18);
+    std::vector<RxSlot> out(18);
+    REQUIRE(*build_rx_slots(p, fe, reqs, out) == 18);
+    CHECK(out[0].rsp.offset == 512);
+    CHECK(out[0].copy_len == 4096 - 512);
+    CHECK(out[1].extra);
+    std::size_t total = 0;
+    for (const RxSlot& s : out) {
+        if (!s.extra) {
+            CHECK(std::size_t{s.rsp.offset} + s.copy_len <= 4096);
+            total += s.copy_len;
+        }
+    }
+    CHECK(total == max_gso_frame_bytes);
+}
+
+TEST_CASE("a headroom that leaves no room in the first slot refuses every packet",
+          "[netback][rx][xdp][hostile]") {
+    RxFrontend fe;
+    RxPacketInfo p;
+    p.len = 60;
+    fe.headroom = 4095;
+    CHECK(*rx_slots_needed(p, fe) == 2);  // one byte in the first page, the rest in the next
+    for (std::uint16_t h : {std::uint16_t{4096}, std::uint16_t{w::XEN_NETIF_MAX_XDP_HEADROOM}}) {
+        fe.headroom = h;
+        CHECK(rx_slots_needed(p, fe).error() == Errc::frame_too_big);
+    }
+}

@@ -77,6 +77,9 @@ struct Options {
     /// Set up a control ring (ctrl-ring-ref, event-channel-ctrl) when the backend offers
     /// feature-ctrl-ring: ctrl_request(), set_hash_key(), set_hash_mapping().
     bool ctrl_ring = false;
+    /// xdp-headroom written when the backend offers feature-xdp-headroom (0: not written):
+    /// the backend puts each packet's first bytes at this offset of its first rx page.
+    std::uint16_t xdp_headroom = 0;
 };
 
 /// Offload metadata of a packet (tx: what to ask for; rx: what the backend said).
@@ -255,6 +258,12 @@ public:
     Result<void> set_multicast_control(bool on);
     /// request-multicast-control as written (false when the backend does not offer it).
     bool multicast_control() const noexcept;
+    /// Changes xdp-headroom while connected as Linux netfront does: writes the key and goes
+    /// Reconfiguring; on_state_change() returns to Connected when the backend answers
+    /// Reconfigured (rx goes on meanwhile; a packet's offset is taken from its response).
+    /// Before the handshake it sets what setup() writes. The value is written as given (the
+    /// backend bounds it). Errors: not_supported (no feature-xdp-headroom), XenStore errors.
+    Result<void> set_xdp_headroom(std::uint16_t headroom);
     /// One control-ring request (xen-abi §6.7) and its response (≤ `timeout`), whatever its
     /// status. Errors: not_supported (no control ring: not asked for or not offered),
     /// not_connected, timed_out, backend_protocol (a broken response index or id).

@@ -827,7 +827,7 @@ Result<void> check_tx_statistics(xs::Client& xs, DomId fe, std::uint32_t devid,
 
 /// netback's queue wait counters (statistics/, summed over the vif's queues).
 struct WaitCounts {
-    std::uint64_t sleeps = 0, poll_wakeups = 0, skipped = 0;
+    std::uint64_t sleeps = 0, poll_wakeups = 0, skipped = 0, stream_spins = 0;
 };
 
 /// Steal time of `cpu` so far (/proc/stat, USER_HZ ticks; 0 when unknown): the time the host
@@ -850,7 +850,8 @@ std::uint64_t steal_ticks(int cpu) {
 
 /// One line per run on stderr: how often each side slept, how often a spin window was given
 /// up because more threads were runnable than CPUs (hv::cpus_oversubscribed()), and the
-/// host's steal time on the two CPUs during the run. A polling run that sleeps is a
+/// host's steal time on the two CPUs during the run, and how often netback's stream spin
+/// (netback QueueConfig::stream_spin) found the next requests. A polling run that sleeps is a
 /// sleep/wake run, whatever its spin window (issue #5: the bimodal pkt64_rings_tx_map_poll).
 /// netback's counters are those of its last statistics write (every 100 ms; after
 /// check_tx_statistics, one from after the run's last frame).
@@ -862,19 +863,21 @@ void report_waits(xs::Client& xs, const std::string& name, DomId fe, std::uint32
         auto v = xenbus::read_uint(xs, dir + key, UINT64_MAX);
         return v ? *v : 0;
     };
-    const WaitCounts now{get("sleeps"), get("poll_wakeups"), get("spins_skipped_busy")};
+    const WaitCounts now{get("sleeps"), get("poll_wakeups"), get("spins_skipped_busy"),
+                         get("stream_spin_hits")};
     const auto hz = static_cast<std::uint64_t>(std::max(1L, ::sysconf(_SC_CLK_TCK)));
     std::fprintf(stderr,
                  "hvbench net/%s: frontend slept %llu times (spin skipped, CPUs "
                  "oversubscribed: %llu); netback slept %llu, polled %llu, spin skipped %llu; "
-                 "steal %llu / %llu ms (netback / frontend CPU)\n",
+                 "steal %llu / %llu ms (netback / frontend CPU); netback stream spins %llu\n",
                  name.c_str(), static_cast<unsigned long long>(fe_sleeps),
                  static_cast<unsigned long long>(fe_skipped),
                  static_cast<unsigned long long>(now.sleeps - last.sleeps),
                  static_cast<unsigned long long>(now.poll_wakeups - last.poll_wakeups),
                  static_cast<unsigned long long>(now.skipped - last.skipped),
                  static_cast<unsigned long long>(steal_be * 1000 / hz),
-                 static_cast<unsigned long long>(steal_fe * 1000 / hz));
+                 static_cast<unsigned long long>(steal_fe * 1000 / hz),
+                 static_cast<unsigned long long>(now.stream_spins - last.stream_spins));
     last = now;
 }
 

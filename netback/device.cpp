@@ -482,6 +482,7 @@ Result<void> VifDevice::connect() {
         c.mode = mode;
         c.persistent_pool = persistent_pool;
         c.spin = spin;
+        c.stream_spin = opt_.stream_spin;
         c.mcast = mcast_;
         c.hash = hash_;
         cfgs.push_back(std::move(c));
@@ -880,6 +881,7 @@ void VifDevice::write_statistics() noexcept {
                          {d + "rx_grant_pool", std::to_string(s.rx_grant_pool)},
                          {d + "pool_maps", std::to_string(s.pool_maps)},
                          {d + "poll_wakeups", std::to_string(s.poll_wakeups)},
+                         {d + "stream_spin_hits", std::to_string(s.stream_spin_hits)},
                          {d + "sleeps", std::to_string(s.sleeps)},
                          {d + "spins_skipped_busy", std::to_string(s.spins_skipped_busy)},
                          {d + "missed_wakeups", std::to_string(s.missed_wakeups)}});

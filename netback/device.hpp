@@ -62,6 +62,8 @@ struct BackendOptions {
     /// Each queue's spin window (hv::SpinPolicy) before it sleeps; a vif's `poll-us` backend
     /// key overrides it. Default: the process default (HVKIT_POLL_US).
     std::chrono::microseconds spin = hv::default_spin();
+    /// Each queue's stream spin (QueueConfig::stream_spin; 0: none), whatever the spin window.
+    std::chrono::microseconds stream_spin{20};
     /// Map mode: offer feature-hvkit-persistent-pool (keep a frontend's pool grants mapped
     /// while connected, README "Persistent pool"). false: map and unmap per batch.
     bool persistent_pool = true;

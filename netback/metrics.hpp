@@ -33,6 +33,9 @@ struct VifStatsSnapshot {
     /// rx packets read by the engine straight into kept rx pages (RxPath).
     std::uint64_t rx_direct = 0;
     std::uint64_t poll_wakeups = 0;  ///< waits ended by spinning (polling), without a sleep
+    /// Waits ended by the stream spin (QueueConfig::stream_spin: a frontend streaming requests
+    /// published more while the queue looked), without a sleep.
+    std::uint64_t stream_spin_hits = 0;
     std::uint64_t sleeps = 0;  ///< waits that slept (armed the events, poll(2) with a timeout)
     /// Waits with a spin window that did not spin because more threads were runnable than
     /// there are CPUs (hv::cpus_oversubscribed()): they slept at once.
@@ -59,6 +62,7 @@ struct VifStatsSnapshot {
         tx_direct += o.tx_direct;
         rx_direct += o.rx_direct;
         poll_wakeups += o.poll_wakeups;
+        stream_spin_hits += o.stream_spin_hits;
         sleeps += o.sleeps;
         spins_skipped_busy += o.spins_skipped_busy;
         missed_wakeups += o.missed_wakeups;
@@ -92,6 +96,7 @@ public:
         s.tx_direct = tx_direct.load(std::memory_order_relaxed);
         s.rx_direct = rx_direct.load(std::memory_order_relaxed);
         s.poll_wakeups = poll_wakeups.load(std::memory_order_relaxed);
+        s.stream_spin_hits = stream_spin_hits.load(std::memory_order_relaxed);
         s.sleeps = sleeps.load(std::memory_order_relaxed);
         s.spins_skipped_busy = spins_skipped_busy.load(std::memory_order_relaxed);
         s.missed_wakeups = missed_wakeups.load(std::memory_order_relaxed);
@@ -115,6 +120,7 @@ public:
     std::atomic<std::uint64_t> tx_direct{0};
     std::atomic<std::uint64_t> rx_direct{0};
     std::atomic<std::uint64_t> poll_wakeups{0};
+    std::atomic<std::uint64_t> stream_spin_hits{0};
     std::atomic<std::uint64_t> sleeps{0};
     std::atomic<std::uint64_t> spins_skipped_busy{0};
     std::atomic<std::uint64_t> missed_wakeups{0};

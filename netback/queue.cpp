@@ -149,6 +149,7 @@ struct Queue::Impl {
 
 void Queue::Impl::run() noexcept {
     hv::SpinPolicy spin(cfg.spin);
+    rings::RING_IDX taken_awake = 0;  // requests taken since the last sleep (stream spin)
     while (!stopping.load(std::memory_order_acquire)) {
         auto now = Clock::now();
         if (rate_changed.exchange(false)) {
@@ -172,8 +173,10 @@ void Queue::Impl::run() noexcept {
                 continue;
             }
             notify(tr.notify, rr.notify);
-            if (tx_ring.req_cons() + rx_ring.req_cons() != cons_before) {
+            const rings::RING_IDX took = tx_ring.req_cons() + rx_ring.req_cons() - cons_before;
+            if (took != 0) {
                 spin.worked();  // requests were taken on either ring
+                taken_awake += took;
             }
             rx_waiting_for = rr.waiting_for;
             throttled = tr.throttled_until;
@@ -218,11 +221,21 @@ void Queue::Impl::run() noexcept {
         // and then waits out other tasks' slices instead of being woken at once, and so does
         // a frontend spinning for our responses (measured: queue passes 100-180 ms apart at
         // load ~18 on 2 CPUs, in the runqueue, not asleep; issue #5).
-        const auto budget = spin.budget();
+        // The stream spin (QueueConfig::stream_spin) stands in for a window that is off or
+        // over, once the frontend has kept this queue busy since its last sleep; it is not
+        // counted as a skipped window when the CPUs are oversubscribed.
+        auto budget = spin.budget();
+        const bool streaming = budget.count() == 0 && cfg.stream_spin.count() > 0 &&
+                               taken_awake >= kStreamRequests;
+        if (streaming) {
+            budget = cfg.stream_spin;
+        }
         bool may_spin = budget.count() > 0 && !halted.load(std::memory_order_relaxed) &&
                         !throttled && wait_ms > 0;
         if (may_spin && hv::cpus_oversubscribed()) {
-            VifStats::add(stats.spins_skipped_busy);
+            if (!streaming) {
+                VifStats::add(stats.spins_skipped_busy);
+            }
             may_spin = false;
         }
         if (may_spin) {
@@ -248,7 +261,7 @@ void Queue::Impl::run() noexcept {
                 std::min<std::chrono::microseconds>(budget, std::chrono::milliseconds(wait_ms)),
                 hv::SpinYield::every_64);
             if (ready) {
-                VifStats::add(stats.poll_wakeups);
+                VifStats::add(streaming ? stats.stream_spin_hits : stats.poll_wakeups);
                 if (fd_ready) {
                     drain_fds({fds.data(), n});  // else nothing was signalled that needs reading
                 }
@@ -281,6 +294,7 @@ void Queue::Impl::run() noexcept {
         }
         if (wait_ms > 0) {
             VifStats::add(stats.sleeps);
+            taken_awake = 0;
         }
         const int ready = ::poll(fds.data(), n, static_cast<int>(wait_ms));
         if (ready > 0) {

@@ -21,6 +21,10 @@
 
 namespace hv::net {
 
+/// Requests taken (on both rings) since a queue's last sleep from which it stream-spins
+/// (QueueConfig::stream_spin): a quarter of a one-page tx ring.
+inline constexpr unsigned kStreamRequests = 64;
+
 struct QueueConfig {
     DomId frontend{0};
     unsigned index = 0;
@@ -41,6 +45,12 @@ struct QueueConfig {
     /// Spin window (hv::SpinPolicy): while work arrived within it, the worker spins on the ring
     /// indices and the engine before sleeping. 0: sleep at once.
     std::chrono::microseconds spin{0};
+    /// Stream spin: when the queue would sleep with no spin window left, but has taken at least
+    /// kStreamRequests requests since its last sleep (a frontend keeping its rings busy), it
+    /// first spins this long on the ring indices, as a spin window would; not while
+    /// hv::cpus_oversubscribed(). Such a frontend's next burst usually comes while its vCPU is
+    /// awake, and is then taken without the event and wake-up of a sleeping queue. 0: never.
+    std::chrono::microseconds stream_spin{0};
     /// The vif's multicast filter, shared by its queues (MCAST extras may come on any queue;
     /// rx frames are checked on every queue). nullptr: no filter.
     std::shared_ptr<McastFilter> mcast;

@@ -3,6 +3,7 @@
 // read back from statistics/, hostile rx grants are refused on both paths, spinning shows in
 // poll_wakeups and changes nothing the frontend sees.
 #include <catch2/catch.hpp>
+#include <thread>
 
 #include "e2e_harness.hpp"
 
@@ -354,6 +355,69 @@ TEST_CASE("a vif's poll-us key sets its spin window and an unparseable one is ig
     } else {
         CHECK(stat(v, "poll_wakeups") == 0);  // ignored: the backend's window (0) stays
     }
+}
+
+}  // namespace hv::net::test
+
+namespace hv::net::test {
+
+TEST_CASE("a frontend streaming bursts meets netback's stream spin, one frame at a time does not, "
+          "and a zero stream spin never spins",
+          "[netback][e2e][poll]") {
+    // No spin window: only the stream spin (taken >= kStreamRequests requests since the last
+    // sleep) may spin. A long one, so a frontend's next burst comes within it on a loaded
+    // machine too.
+    const std::chrono::microseconds stream = GENERATE(std::chrono::microseconds(20ms),
+                                                      std::chrono::microseconds(0));
+    INFO("stream spin " << stream.count() << " us");
+    const SpinIgnoringLoad spin_anyway;
+    BackendOptions o = options(DataMode::map);
+    o.stream_spin = stream;
+    Env env(o);
+    Guest g(env, "g1");
+    Vif v(env, g, 0);
+    std::this_thread::sleep_for(100ms);  // the rx buffers posted at connect: spun and slept
+
+    // One frame at a time, 5 ms apart (within the stream spin, were it run): every wait after
+    // one sleeps at once, having taken a frame and a few rx buffers since the last sleep.
+    const std::uint64_t hits0 = stat(v, "stream_spin_hits");
+    const unsigned singles = 10;
+    for (unsigned i = 0; i < singles; ++i) {
+        REQUIRE(echo_count(v, raw_frame(60, i), 5s) == 1);
+        std::this_thread::sleep_for(5ms);
+    }
+    REQUIRE(stats_settled(v, singles));
+    CHECK(stat(v, "stream_spin_hits") == hits0);
+    CHECK(stat(v, "poll_wakeups") == 0);
+
+    // Bursts of 64, each sent as soon as the previous one came back.
+    const unsigned bursts = 10, per = 64;
+    std::vector<std::vector<std::byte>> frames;
+    for (unsigned i = 0; i < per; ++i) {
+        frames.push_back(raw_frame(60, i));
+    }
+    std::vector<std::span<const std::byte>> spans(frames.begin(), frames.end());
+    for (unsigned b = 0; b < bursts; ++b) {
+        std::size_t sent = 0;
+        while (sent < per) {
+            auto k = v.nf->send_burst(0, std::span(spans).subspan(sent));
+            REQUIRE(k);
+            sent += *k;
+        }
+        std::vector<Packet> got;
+        REQUIRE(v.nf->receive(got, per, 5s) == per);
+        for (unsigned i = 0; i < per; ++i) {
+            REQUIRE(got[i].data == frames[i]);
+        }
+    }
+    REQUIRE(stats_settled(v, singles + bursts * per));
+    if (stream.count() > 0) {
+        CHECK(stat(v, "stream_spin_hits") > hits0);
+    } else {
+        CHECK(stat(v, "stream_spin_hits") == 0);
+    }
+    CHECK(stat(v, "poll_wakeups") == 0);  // the spin window is off: not a poll
+    CHECK(stat(v, "spins_skipped_busy") == 0);
 }
 
 }  // namespace hv::net::test

@@ -175,8 +175,14 @@ struct Device::Impl {
     std::size_t rx_packets(Queue& q, unsigned qi, Device::PacketFn fn, void* ctx);
     /// Posts rx requests for every free page but those of the last `pending` responses taken.
     void repost(Queue& q, unsigned pending);
-    void kick_tx(Queue& q) { (void)q.ev_tx.notify(); }
-    void kick_rx(Queue& q) { (void)(split ? q.ev_rx.notify() : q.ev_tx.notify()); }
+    void kick_tx(Queue& q) {
+        ++counters.tx_kicks;
+        (void)q.ev_tx.notify();
+    }
+    void kick_rx(Queue& q) {
+        ++counters.rx_kicks;
+        (void)(split ? q.ev_rx.notify() : q.ev_tx.notify());
+    }
 };
 
 Result<void> Device::Impl::setup() {

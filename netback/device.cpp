@@ -884,7 +884,9 @@ void VifDevice::write_statistics() noexcept {
                          {d + "stream_spin_hits", std::to_string(s.stream_spin_hits)},
                          {d + "sleeps", std::to_string(s.sleeps)},
                          {d + "spins_skipped_busy", std::to_string(s.spins_skipped_busy)},
-                         {d + "missed_wakeups", std::to_string(s.missed_wakeups)}});
+                         {d + "missed_wakeups", std::to_string(s.missed_wakeups)},
+                         {d + "notify_tx", std::to_string(s.notify_tx)},
+                         {d + "notify_rx", std::to_string(s.notify_rx)}});
     if (w) {
         last_stats_ = s;
     }

@@ -43,6 +43,11 @@ struct VifStatsSnapshot {
     /// Sleeps that ran to their timeout although the requests they were armed for had been
     /// published: a notification that never came (a lost wake-up; should stay 0).
     std::uint64_t missed_wakeups = 0;
+    /// Event-channel notifications sent to the frontend for tx / rx responses (the frontend
+    /// asked through rsp_event: xen-abi §4 RING_PUSH_RESPONSES_AND_CHECK_NOTIFY). On a shared
+    /// channel one send for both counts in both.
+    std::uint64_t notify_tx = 0;
+    std::uint64_t notify_rx = 0;
     friend bool operator==(const VifStatsSnapshot&, const VifStatsSnapshot&) = default;
     VifStatsSnapshot& operator+=(const VifStatsSnapshot& o) noexcept {
         tx_packets += o.tx_packets;
@@ -66,6 +71,8 @@ struct VifStatsSnapshot {
         sleeps += o.sleeps;
         spins_skipped_busy += o.spins_skipped_busy;
         missed_wakeups += o.missed_wakeups;
+        notify_tx += o.notify_tx;
+        notify_rx += o.notify_rx;
         return *this;
     }
 };
@@ -100,6 +107,8 @@ public:
         s.sleeps = sleeps.load(std::memory_order_relaxed);
         s.spins_skipped_busy = spins_skipped_busy.load(std::memory_order_relaxed);
         s.missed_wakeups = missed_wakeups.load(std::memory_order_relaxed);
+        s.notify_tx = notify_tx.load(std::memory_order_relaxed);
+        s.notify_rx = notify_rx.load(std::memory_order_relaxed);
         return s;
     }
 
@@ -124,6 +133,8 @@ public:
     std::atomic<std::uint64_t> sleeps{0};
     std::atomic<std::uint64_t> spins_skipped_busy{0};
     std::atomic<std::uint64_t> missed_wakeups{0};
+    std::atomic<std::uint64_t> notify_tx{0};
+    std::atomic<std::uint64_t> notify_rx{0};
 };
 
 }  // namespace hv::net

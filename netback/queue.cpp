@@ -92,6 +92,12 @@ struct Queue::Impl {
         (void)!::write(halt_fd, &one, sizeof one);
     }
     void notify(bool tx_side, bool rx_side) noexcept {
+        if (tx_side) {
+            VifStats::add(stats.notify_tx);
+        }
+        if (rx_side) {
+            VifStats::add(stats.notify_rx);
+        }
         if (cfg.split) {
             if (tx_side) {
                 (void)ev_tx.notify();

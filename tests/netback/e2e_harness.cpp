@@ -218,6 +218,20 @@ void fill_eth(std::vector<std::byte>& f, unsigned type, std::uint32_t seed) {
 }
 }  // namespace
 
+unsigned send_until_rx_buffers_used(Vif& v, unsigned frames, std::vector<netfront::Packet>& got) {
+    unsigned sent = 0;
+    const auto deadline = std::chrono::steady_clock::now() + 10s;
+    while ((sent < frames || got.size() < 256 || v.nf->tx_outstanding() > 0) &&
+           std::chrono::steady_clock::now() < deadline) {
+        if (sent < frames && v.nf->send(0, raw_frame(60 + sent, sent))) {
+            ++sent;
+        } else {
+            v.nf->receive(got, 1, 10ms);
+        }
+    }
+    return sent;
+}
+
 std::vector<rings::netif_tx_response> tx_responses(Vif& v, std::size_t n) {
     std::vector<rings::netif_tx_response> all;
     const auto deadline = std::chrono::steady_clock::now() + 5s;

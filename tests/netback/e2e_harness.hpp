@@ -114,6 +114,11 @@ void ctrl_ok(Vif& v, std::uint16_t type, std::uint32_t d0 = 0);
 /// Over the control ring: algorithm Toeplitz, `key`, the hash types `flags`.
 void set_toeplitz(Vif& v, std::span<const std::uint8_t> key, std::uint32_t flags);
 
+/// With netfront's rx buffers held back (raw_rx_hold(true) first), sends raw_frame(60 + i, i)
+/// for i < `frames` while receiving into `got`, until all are sent and answered and the 256
+/// posted rx buffers are used (the rest wait in netback), or 10 s pass. Returns frames sent.
+unsigned send_until_rx_buffers_used(Vif& v, unsigned frames, std::vector<netfront::Packet>& got);
+
 /// An Ethernet + IPv4 + TCP frame of `len` bytes (payload pattern from `seed`); checksum field
 /// holds what a partial-checksum sender leaves there.
 std::vector<std::byte> tcp4_frame(std::size_t len, std::uint32_t seed);

@@ -665,17 +665,7 @@ TEST_CASE("without feature-rx-notify netback polls for rx buffers: frames held f
         INFO("round " << round);
         got.clear();
         v.nf->raw_rx_hold(true);  // responses are read, but no buffer is posted again
-        unsigned sent = 0;
-        const auto deadline = std::chrono::steady_clock::now() + 10s;
-        while ((sent < kFrames || got.size() < 256 || v.nf->tx_outstanding() > 0) &&
-               std::chrono::steady_clock::now() < deadline) {
-            if (sent < kFrames && v.nf->send(0, raw_frame(60 + sent, sent))) {
-                ++sent;
-            } else {
-                v.nf->receive(got, 1, 10ms);
-            }
-        }
-        REQUIRE(sent == kFrames);
+        REQUIRE(send_until_rx_buffers_used(v, kFrames, got) == kFrames);
         REQUIRE(got.size() == 256);  // every posted buffer used; the rest wait in netback
         const auto t0 = std::chrono::steady_clock::now();
         v.nf->raw_rx_hold(false);  // receive() posts the buffers again, without notifying

@@ -19,6 +19,7 @@ if(TARGET hv::netback AND TARGET hv::netfront AND TARGET hv::hvmin_core)
   netback_e2e_tests(netback_e2e_tests
     SOURCES e2e_test.cpp e2e_hostile_test.cpp e2e_map_poll_test.cpp e2e_zero_copy_test.cpp
             e2e_mcast_test.cpp e2e_ctrl_test.cpp e2e_hash_test.cpp e2e_stress_test.cpp e2e_xdp_test.cpp
+            e2e_holdoff_test.cpp
             frames.cpp)
   # Tap vifs end to end in a private network namespace (root): hotplug at probe, rx GSO.
   netback_e2e_tests(netback_e2e_root_tests

@@ -144,6 +144,9 @@ enum class Phase : std::uint8_t {
 struct Counters {
     std::uint64_t tx_packets = 0, tx_errors = 0;  ///< tx responses OKAY / not OKAY
     std::uint64_t rx_packets = 0, rx_errors = 0;  ///< rx packets delivered / refused
+    /// Event-channel notifications sent to the backend: for new tx requests, and for new rx
+    /// buffers (only when the backend asked through req_event: feature-rx-notify).
+    std::uint64_t tx_kicks = 0, rx_kicks = 0;
 };
 
 /// Linux netfront's checksum_setup for a received packet with csum_blank or a GSO type: fills
